@@ -1,0 +1,175 @@
+/**
+ * The `veil` command.
+ *
+ *     veil [-conf FILE]     serve (default: ./Corefile)
+ *     veil check [FILE]     validate and print each block's listeners and plugin chain
+ *     veil --version
+ *
+ * SIGTERM/SIGINT: stop accepting, let queries in flight finish (bounded), exit 0.
+ * SIGHUP: reload the same file; a configuration that fails keeps the old one serving.
+ */
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { SystemClock } from '../core/clock.js';
+import { VeilError } from '../core/errors.js';
+import { StreamLogger } from '../core/logger.js';
+import { buildConfig, VeilServer, type BuiltConfig } from '../core/server.js';
+import { createBuiltinRegistry } from '../plugins/index.js';
+import { loadConfigFile } from './config.js';
+
+const USAGE = `Usage:
+  veil [-conf FILE]       serve the configuration in FILE (default: Corefile)
+  veil check [FILE]       check FILE and print each server block's listeners and plugins
+  veil --version          print the version
+
+FILE is a Corefile, or JSONC when its name ends in .json or .jsonc.`;
+
+export function version(): string {
+  const pkg = fileURLToPath(new URL('../../package.json', import.meta.url));
+  return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
+}
+
+interface Command {
+  kind: 'serve' | 'check' | 'version' | 'help';
+  file: string;
+}
+
+export function parseArgs(argv: string[]): Command {
+  const args = [...argv];
+  let kind: Command['kind'] = 'serve';
+  let file: string | null = null;
+  if (args[0] === 'check') {
+    kind = 'check';
+    args.shift();
+  }
+  while (args.length > 0) {
+    const arg = args.shift()!;
+    if (arg === '--version' || arg === '-version' || arg === 'version') return { kind: 'version', file: '' };
+    if (arg === '-h' || arg === '--help' || arg === '-help' || arg === 'help') return { kind: 'help', file: '' };
+    const inline = /^--?conf=(.*)$/.exec(arg);
+    if (inline) {
+      file = inline[1]!;
+    } else if (arg === '-conf' || arg === '--conf') {
+      const value = args.shift();
+      if (!value) throw new UsageError(`${arg} needs a file name`);
+      file = value;
+    } else if (!arg.startsWith('-') && kind === 'check' && file === null) {
+      file = arg;
+    } else {
+      throw new UsageError(`unknown argument "${arg}"`);
+    }
+  }
+  return { kind, file: file ?? 'Corefile' };
+}
+
+class UsageError extends Error {}
+
+export function describeConfig(built: BuiltConfig): string {
+  const lines: string[] = [];
+  built.blocks.forEach((block, i) => {
+    lines.push(`server block ${i + 1}: ${block.server}`);
+    const listeners = [...built.listeners.values()].filter((l) => l.routes.some((r) => r.block === block)).map((l) => l.endpoint.text);
+    lines.push(`  listeners: ${listeners.join(', ') || '(none)'}`);
+    lines.push(`  plugins:   ${block.plugins.map((p) => p.name).join(', ') || '(none)'}`);
+    const chain = block.plugins.filter((p) => p.serve).map((p) => p.name);
+    lines.push(`  chain:     ${[...chain, 'upstreams'].join(' → ')}`);
+    const upstreams = block.upstreams.all.map((u) => `${u.name} (${u.protocol} ${u.address})`);
+    lines.push(`  upstreams: ${upstreams.join(', ') || '(none)'}${upstreams.length ? ` — policy ${block.policy.name}` : ''}`);
+  });
+  return lines.join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  let command: Command;
+  try {
+    command = parseArgs(argv);
+  } catch (err) {
+    process.stderr.write(`veil: ${(err as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (command.kind === 'version') {
+    process.stdout.write(`veil ${version()} (node ${process.version})\n`);
+    return 0;
+  }
+  if (command.kind === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+
+  const logger = new StreamLogger(process.stderr);
+  const env = { registry: createBuiltinRegistry(), logger, clock: new SystemClock() };
+
+  if (command.kind === 'check') {
+    try {
+      const built = buildConfig(loadConfigFile(command.file), env);
+      process.stdout.write(`${command.file}: OK\n${describeConfig(built)}\n`);
+      return 0;
+    } catch (err) {
+      return reportFatal(err);
+    }
+  }
+
+  const server = new VeilServer(env);
+  try {
+    await server.start(loadConfigFile(command.file));
+  } catch (err) {
+    return reportFatal(err);
+  }
+  logger.info(`veil ${version()} serving ${command.file}`);
+
+  let reloading: Promise<unknown> = Promise.resolve();
+  process.on('SIGHUP', () => {
+    reloading = reloading.then(async () => {
+      logger.info(`SIGHUP: reloading ${command.file}`);
+      try {
+        await server.reload(loadConfigFile(command.file));
+      } catch (err) {
+        logger.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
+      }
+    });
+  });
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const shutdown = (signal: string): void => {
+      if (stopping) {
+        logger.warn(`${signal} again: exiting at once`);
+        resolve(1);
+        return;
+      }
+      stopping = true;
+      logger.info(`${signal}: finishing queries in flight and stopping`);
+      void reloading
+        .then(() => server.stop())
+        .then(
+          () => resolve(0),
+          (err: unknown) => {
+            logger.error(`stop failed: ${(err as Error).message}`);
+            resolve(1);
+          },
+        );
+    };
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
+    process.on('SIGINT', () => shutdown('SIGINT'));
+  });
+}
+
+function reportFatal(err: unknown): number {
+  if (err instanceof VeilError) {
+    process.stderr.write(`${err.message}\n`);
+    return 1;
+  }
+  process.stderr.write(`veil: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  return 1;
+}
+
+// Run only as the program, not when a test imports parseArgs.
+if (process.argv[1] && realpathSync(fileURLToPath(import.meta.url)) === realpathSync(process.argv[1])) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`veil: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

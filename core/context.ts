@@ -1,0 +1,147 @@
+/**
+ * The request context: everything a plugin knows about one query. The raw wire query is kept
+ * as received; the question and OPT record were read at the door (cheaply, without a full
+ * decode); anything else is decoded only when a plugin asks for it.
+ */
+import dnsPacket from 'dns-packet';
+import type { Clock } from './clock.js';
+import { readId, checkingDisabled, type Edns, type Question } from './dns/wire.js';
+import { CLASSIC_UDP_SIZE, MIN_EDNS_UDP_SIZE } from './dns/constants.js';
+
+export interface ClientAddress {
+  address: string;
+  port: number;
+  family: 'IPv4' | 'IPv6';
+}
+
+/** How the query arrived: `udp`, `tcp`, and the schemes later listeners add (`tls`, `https`, `dnscrypt`). */
+export type TransportName = string;
+
+/**
+ * Per-query notes plugins leave for each other (the log line, metrics and traces read them).
+ * Plugins add their own keys through declaration merging:
+ * `declare module 'veil/core/context.js' { interface QueryMeta { myKey?: string } }`.
+ */
+export interface QueryMeta {
+  /** Name of the upstream that gave the answer. */
+  upstream?: string;
+  /** Upstream attempts made for this query (1 when the first one answered). */
+  attempts?: number;
+  /** True when the answer came from the cache. */
+  cacheHit?: boolean;
+  /** The list or rule that blocked the query. */
+  blockedBy?: string;
+  /** The relay an anonymized query went through. */
+  relay?: string;
+  [key: string]: unknown;
+}
+
+export interface RequestContextInit {
+  query: Buffer;
+  question: Question;
+  edns: Edns | null;
+  client: ClientAddress;
+  transport: TransportName;
+  /** True when the answer goes back in a datagram, so its size is bounded by the client's. */
+  datagram: boolean;
+  /** The server block's key, e.g. `.` or `corp.test:53` (for logs and metrics labels). */
+  server: string;
+  /** The zone of the block that serves the query. */
+  zone: string;
+  clock: Clock;
+  timeoutMs: number;
+}
+
+export class RequestContext {
+  readonly query: Buffer;
+  readonly question: Question;
+  readonly edns: Edns | null;
+  readonly client: ClientAddress;
+  readonly transport: TransportName;
+  readonly datagram: boolean;
+  readonly server: string;
+  readonly zone: string;
+  readonly clock: Clock;
+  /** Monotonic milliseconds when the query arrived. */
+  readonly startedAt: number;
+  /** Monotonic milliseconds by which an answer must be ready. */
+  readonly deadline: number;
+  readonly meta: QueryMeta = {};
+  /** The active trace span, when tracing is on and this query is sampled. */
+  span: unknown = undefined;
+
+  private controller: AbortController | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private decodedPacket: dnsPacket.Packet | null = null;
+
+  constructor(init: RequestContextInit) {
+    this.query = init.query;
+    this.question = init.question;
+    this.edns = init.edns;
+    this.client = init.client;
+    this.transport = init.transport;
+    this.datagram = init.datagram;
+    this.server = init.server;
+    this.zone = init.zone;
+    this.clock = init.clock;
+    this.startedAt = init.clock.monotonic();
+    this.deadline = this.startedAt + init.timeoutMs;
+  }
+
+  get id(): number {
+    return readId(this.query);
+  }
+  /** Canonical query name: lower-case with a trailing dot. */
+  get name(): string {
+    return this.question.name;
+  }
+  get type(): number {
+    return this.question.type;
+  }
+  get qclass(): number {
+    return this.question.qclass;
+  }
+  get dnssecOk(): boolean {
+    return this.edns?.dnssecOk ?? false;
+  }
+  get checkingDisabled(): boolean {
+    return checkingDisabled(this.query);
+  }
+
+  /** The largest response the client accepts (RFC 6891 §6.2.5); unbounded (64 KiB) on streams. */
+  get maxResponseSize(): number {
+    if (!this.datagram) return 65535;
+    return this.edns ? Math.max(MIN_EDNS_UDP_SIZE, this.edns.udpSize) : CLASSIC_UDP_SIZE;
+  }
+
+  /** Milliseconds left before the deadline (0 when it has passed). */
+  remaining(): number {
+    return Math.max(0, this.deadline - this.clock.monotonic());
+  }
+
+  /** Aborted when the deadline passes or the query is finished. Created on first use only. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      const left = this.remaining();
+      if (left === 0) this.controller.abort(new Error('query deadline passed'));
+      else {
+        this.timer = setTimeout(() => this.controller!.abort(new Error('query deadline passed')), left);
+        this.timer.unref();
+      }
+    }
+    return this.controller.signal;
+  }
+
+  /** The full message, decoded with dns-packet on first use. For plugins that must look inside. */
+  decode(): dnsPacket.Packet {
+    this.decodedPacket ??= dnsPacket.decode(this.query);
+    return this.decodedPacket;
+  }
+
+  /** Releases the deadline timer; the listener calls this when the query is answered. */
+  finish(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * The door every query goes through, whatever listener it came from: check the header and
+ * question without decoding the rest, pick the server block with the longest matching zone,
+ * run its chain, turn failures into SERVFAIL, set the client's ID, and fit the answer to a
+ * datagram client's buffer.
+ *
+ * Silence, not an answer, for anything without a readable header or that is itself a response
+ * (answering those could start a loop between two servers).
+ */
+import diagnostics from 'node:diagnostics_channel';
+import type { BuiltBlock } from './block.js';
+import type { Clock } from './clock.js';
+import { RequestContext } from './context.js';
+import { HEADER_SIZE, Opcode, Rcode } from './dns/constants.js';
+import { errorReply, truncateReply } from './dns/message.js';
+import { arCount, isResponse, isSubdomain, opcodeOf, qdCount, readEdns, readId, readQuestion, writeId, type Edns, type Question } from './dns/wire.js';
+import { WireError } from './errors.js';
+import type { QueryHandler, QueryInfo } from './listeners/listener.js';
+
+/** Published for every answered query: `{ ctx, response, durationMs }`. */
+export const queryDoneChannel = diagnostics.channel('veil:query:done');
+/** Published for every query that was dropped or refused at the door: `{ reason, info }`. */
+export const queryRejectedChannel = diagnostics.channel('veil:query:rejected');
+
+/**
+ * Every query gets one deadline; a little under the 5 s most stub resolvers wait, so the client
+ * hears our SERVFAIL rather than timing out.
+ */
+export const QUERY_TIMEOUT_MS = 4000;
+
+export interface ZoneRoute {
+  zone: string;
+  block: BuiltBlock;
+}
+
+/** Longest zone first, so the first match is the most specific. */
+export function sortRoutes(routes: ZoneRoute[]): ZoneRoute[] {
+  return [...routes].sort((a, b) => zoneDepth(b.zone) - zoneDepth(a.zone) || b.zone.length - a.zone.length);
+}
+
+function zoneDepth(zone: string): number {
+  return zone === '.' ? 0 : zone.split('.').length;
+}
+
+export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = QUERY_TIMEOUT_MS): QueryHandler {
+  const sorted = sortRoutes(routes);
+
+  const route = (name: string): ZoneRoute | undefined => {
+    for (const candidate of sorted) if (isSubdomain(name, candidate.zone)) return candidate;
+    return undefined;
+  };
+
+  return async function dispatch(query: Buffer, info: QueryInfo): Promise<Buffer | null> {
+    if (query.length < HEADER_SIZE || isResponse(query)) {
+      if (queryRejectedChannel.hasSubscribers) queryRejectedChannel.publish({ reason: 'malformed', info });
+      return null;
+    }
+    let question: Question | undefined;
+    let edns: Edns | null = null;
+    try {
+      if (opcodeOf(query) !== Opcode.QUERY) return reject(query, Rcode.NOTIMP, info, tryQuestion(query));
+      if (qdCount(query) !== 1) return reject(query, Rcode.FORMERR, info);
+      question = readQuestion(query);
+      if (arCount(query) > 0) edns = readEdns(query, question.end);
+    } catch (err) {
+      if (!(err instanceof WireError)) throw err;
+      return reject(query, Rcode.FORMERR, info, question);
+    }
+    if (edns && edns.version > 0) {
+      // RFC 6891 §6.1.3: we speak EDNS version 0 only.
+      return reject(query, Rcode.BADVERS, info, question, edns);
+    }
+    const target = route(question.name);
+    if (!target) return reject(query, Rcode.REFUSED, info, question, edns);
+
+    const block = target.block;
+    const ctx = new RequestContext({
+      query,
+      question,
+      edns,
+      client: info.client,
+      transport: info.transport,
+      datagram: info.datagram,
+      server: block.server,
+      zone: target.zone,
+      clock,
+      timeoutMs,
+    });
+    let response: Buffer | null;
+    try {
+      response = await block.chain(ctx);
+    } catch (error) {
+      block.reporter.report(error, ctx);
+      response = errorReply(query, Rcode.SERVFAIL, question.end, edns);
+    } finally {
+      ctx.finish();
+    }
+    if (response === null) return null;
+    if (response.length < HEADER_SIZE) {
+      block.reporter.report(new WireError('a plugin produced an answer shorter than a DNS header'), ctx);
+      response = errorReply(query, Rcode.SERVFAIL, question.end, edns);
+    }
+    writeId(response, readId(query));
+    if (info.datagram) {
+      const limit = info.maxSize ?? ctx.maxResponseSize;
+      if (response.length > limit) response = truncateReply(response, limit);
+    }
+    if (queryDoneChannel.hasSubscribers) {
+      queryDoneChannel.publish({ ctx, response, durationMs: clock.monotonic() - ctx.startedAt });
+    }
+    return response;
+  };
+}
+
+function tryQuestion(query: Buffer): Question | undefined {
+  try {
+    return qdCount(query) === 1 ? readQuestion(query) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function reject(query: Buffer, rcode: number, info: QueryInfo, question?: Question, edns?: Edns | null): Buffer {
+  if (queryRejectedChannel.hasSubscribers) queryRejectedChannel.publish({ reason: `rcode ${rcode}`, info });
+  return errorReply(query, rcode, question?.end, edns ?? null);
+}

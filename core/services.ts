@@ -1,0 +1,37 @@
+/**
+ * Service tokens for the dependency container (tsyringe). The root container holds the
+ * process-wide services (logger, clock, listener schemes); each server block gets a child
+ * container with its own upstream set, upstream policy, listen requests and error reporter.
+ * Tests register fakes under the same tokens instead of changing the code under test.
+ */
+import type { DependencyContainer } from 'tsyringe';
+import type { Clock } from './clock.js';
+import type { ListenRequests, TransportRegistry } from './listeners/listener.js';
+import type { Logger } from './logger.js';
+import type { ErrorReporter } from './report.js';
+import type { UpstreamPolicy, UpstreamSet } from './upstream/upstream.js';
+
+/** A symbol that remembers the type of the service it names. */
+export type ServiceToken<T> = symbol & { readonly __service?: T };
+
+function token<T>(description: string): ServiceToken<T> {
+  return Symbol(description) as ServiceToken<T>;
+}
+
+export const Services = {
+  logger: token<Logger>('veil.Logger'),
+  clock: token<Clock>('veil.Clock'),
+  transports: token<TransportRegistry>('veil.TransportRegistry'),
+  upstreams: token<UpstreamSet>('veil.UpstreamSet'),
+  upstreamPolicy: token<UpstreamPolicy>('veil.UpstreamPolicy'),
+  listenRequests: token<ListenRequests>('veil.ListenRequests'),
+  errorReporter: token<ErrorReporter>('veil.ErrorReporter'),
+} as const;
+
+export function resolveService<T>(container: DependencyContainer, service: ServiceToken<T>): T {
+  return container.resolve<T>(service);
+}
+
+export function provideService<T>(container: DependencyContainer, service: ServiceToken<T>, value: T): void {
+  container.register<T>(service, { useValue: value });
+}

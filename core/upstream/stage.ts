@@ -1,0 +1,61 @@
+/**
+ * The end of every chain: send the query to the block's upstreams, in the policy's order, each
+ * attempt spending from the query's one deadline. An answer that is SERVFAIL or REFUSED moves
+ * on to the next upstream but is kept, so the client gets the last real answer rather than one
+ * we made up. When nothing answered: SERVFAIL, never a fallback to anything not configured.
+ */
+import diagnostics from 'node:diagnostics_channel';
+import type { RequestContext } from '../context.js';
+import { Rcode } from '../dns/constants.js';
+import { errorReply } from '../dns/message.js';
+import { rcodeOf } from '../dns/wire.js';
+import { DeadlineError, UpstreamUnavailableError } from '../errors.js';
+import type { UpstreamPolicy, UpstreamSet } from './upstream.js';
+
+/** Published after every upstream attempt: `{ ctx, upstream, ok, rttMs, error?, rcode? }`. */
+export const upstreamAttemptChannel = diagnostics.channel('veil:upstream:attempt');
+
+export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPolicy) {
+  return async function exchangeWithUpstreams(ctx: RequestContext): Promise<Buffer | null> {
+    const candidates = upstreams.candidates(ctx.name);
+    if (candidates.length === 0) {
+      // Nothing in this block answers the name: like a server that does not serve the zone.
+      return errorReply(ctx.query, Rcode.REFUSED, ctx.question.end, ctx.edns);
+    }
+    let lastAnswer: Buffer | null = null;
+    let lastError: unknown = null;
+    let attempts = 0;
+    for (const upstream of policy.order(candidates, ctx)) {
+      if (ctx.remaining() <= 0) {
+        lastError ??= new DeadlineError(`deadline passed after ${attempts} upstream attempt(s)`);
+        break;
+      }
+      attempts++;
+      const started = ctx.clock.monotonic();
+      policy.begin(upstream);
+      try {
+        const answer = await upstream.exchange(ctx.query, ctx);
+        const rcode = rcodeOf(answer);
+        const ok = rcode !== Rcode.SERVFAIL && rcode !== Rcode.REFUSED;
+        const rttMs = ctx.clock.monotonic() - started;
+        policy.report(upstream, { ok, rttMs });
+        if (upstreamAttemptChannel.hasSubscribers) upstreamAttemptChannel.publish({ ctx, upstream, ok, rttMs, rcode });
+        ctx.meta.upstream = upstream.name;
+        ctx.meta.attempts = attempts;
+        if (ok) return answer;
+        lastAnswer = answer;
+      } catch (error) {
+        const rttMs = ctx.clock.monotonic() - started;
+        policy.report(upstream, { ok: false, rttMs, error });
+        if (upstreamAttemptChannel.hasSubscribers) upstreamAttemptChannel.publish({ ctx, upstream, ok: false, rttMs, error });
+        lastError = error;
+      }
+    }
+    ctx.meta.attempts = attempts;
+    if (lastAnswer) return lastAnswer;
+    if (attempts === 0 && !lastError) {
+      throw new UpstreamUnavailableError(`all ${candidates.length} upstream(s) are marked down`);
+    }
+    throw lastError ?? new UpstreamUnavailableError('no upstream answered');
+  };
+}

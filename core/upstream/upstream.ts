@@ -1,0 +1,132 @@
+/**
+ * Upstreams are values: a protocol plugin (forward, dot, doh, dnscrypt) turns its directive
+ * into named `Upstream`s and adds them to the block's `UpstreamSet`. The block's
+ * `UpstreamPolicy` (in-order failover unless `loadbalance` installs another) decides which
+ * one gets each query.
+ */
+import type { RequestContext } from '../context.js';
+import { isSubdomain } from '../dns/wire.js';
+
+export interface Upstream {
+  /** Unique within the server block; used in logs, metrics and the `log` line. */
+  readonly name: string;
+  /** `udp`, `tcp`, `dot`, `doh`, `dnscrypt`, … */
+  readonly protocol: string;
+  /** Where it is, for people: `127.0.0.1:5300`, `https://dns.example/dns-query`. */
+  readonly address: string;
+  /**
+   * Sends `query` (wire form, the client's ID) and resolves with the answer, ID restored to the
+   * query's. Must settle by the context's deadline; rejects with a VeilError on failure.
+   */
+  exchange(query: Buffer, ctx: RequestContext): Promise<Buffer>;
+  /** Opens pools, fetches certificates: called once before listeners bind. */
+  start?(): Promise<void> | void;
+  /** Closes connections; pending exchanges fail. */
+  stop?(): Promise<void> | void;
+}
+
+interface Entry {
+  upstream: Upstream;
+  zone: string;
+}
+
+/** The upstreams of one server block, each optionally limited to names under a zone. */
+export class UpstreamSet {
+  private readonly entries: Entry[] = [];
+  /** Candidates per zone, computed once: every query for that zone gets the same array. */
+  private readonly groups = new Map<string, readonly Upstream[]>();
+  private zonesByLength: string[] = [];
+
+  add(upstream: Upstream, zone = '.'): void {
+    if (this.entries.some((e) => e.upstream.name === upstream.name)) {
+      throw new Error(`an upstream named "${upstream.name}" already exists in this server block`);
+    }
+    this.entries.push({ upstream, zone });
+    this.groups.clear();
+    this.zonesByLength = [...new Set(this.entries.map((e) => e.zone))].sort((a, b) => b.length - a.length);
+  }
+
+  has(name: string): boolean {
+    return this.entries.some((e) => e.upstream.name === name);
+  }
+
+  get(name: string): Upstream | undefined {
+    return this.entries.find((e) => e.upstream.name === name)?.upstream;
+  }
+
+  get all(): readonly Upstream[] {
+    return this.entries.map((e) => e.upstream);
+  }
+
+  get size(): number {
+    return this.entries.length;
+  }
+
+  /**
+   * The upstreams that may answer `name`: those of the longest zone containing it, in the
+   * order they were declared. Empty when none covers the name.
+   */
+  candidates(name: string): readonly Upstream[] {
+    for (const zone of this.zonesByLength) {
+      if (!isSubdomain(name, zone)) continue;
+      let group = this.groups.get(zone);
+      if (!group) {
+        group = this.entries.filter((e) => e.zone === zone).map((e) => e.upstream);
+        this.groups.set(zone, group);
+      }
+      return group;
+    }
+    return [];
+  }
+
+  /**
+   * Replaces an upstream by a wrapped version of itself (how `anonymize` routes a DNSCrypt
+   * upstream through relays without the protocol plugin knowing).
+   */
+  decorate(name: string, wrap: (upstream: Upstream) => Upstream): void {
+    const entry = this.entries.find((e) => e.upstream.name === name);
+    if (!entry) throw new Error(`no upstream named "${name}"`);
+    entry.upstream = wrap(entry.upstream);
+    this.groups.clear();
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(this.entries.map((e) => e.upstream.start?.()));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled(this.entries.map((e) => e.upstream.stop?.()));
+  }
+}
+
+export interface AttemptOutcome {
+  /** True when the upstream gave a usable answer (not SERVFAIL/REFUSED, no error). */
+  ok: boolean;
+  /** Milliseconds the attempt took. */
+  rttMs: number;
+  error?: unknown;
+}
+
+/**
+ * Chooses the order in which a query tries the candidates. The default tries them as declared;
+ * the `loadbalance` plugin registers policies that spread load and track health.
+ */
+export abstract class UpstreamPolicy {
+  abstract readonly name: string;
+  /** The attempt order for one query. May omit upstreams that are marked down. */
+  abstract order(candidates: readonly Upstream[], ctx: RequestContext): Iterable<Upstream>;
+  /** Called after every attempt, in the order attempts finish. */
+  report(_upstream: Upstream, _outcome: AttemptOutcome): void {}
+  /** Called when an exchange starts, for policies that count in-flight queries. */
+  begin(_upstream: Upstream): void {}
+  start?(): Promise<void> | void;
+  stop?(): Promise<void> | void;
+}
+
+/** Tries the candidates in the order the Corefile declares them. */
+export class InOrderPolicy extends UpstreamPolicy {
+  readonly name = 'in_order';
+  order(candidates: readonly Upstream[]): Iterable<Upstream> {
+    return candidates;
+  }
+}

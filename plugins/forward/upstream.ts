@@ -1,0 +1,59 @@
+/**
+ * A plain DNS upstream: UDP first and the same query again over TCP when the answer comes back
+ * truncated, or TCP only. TCP connections are kept and pipelined (RFC 7766).
+ */
+import type { RequestContext } from '../../core/context.js';
+import { isTruncated } from '../../core/dns/wire.js';
+import { DeadlineError } from '../../core/errors.js';
+import { connectTcp, formatHostPort } from '../../core/upstream/connect.js';
+import { StreamPool } from '../../core/upstream/stream-pool.js';
+import { UdpClient } from '../../core/upstream/udp-client.js';
+import type { Upstream } from '../../core/upstream/upstream.js';
+
+export interface PlainDnsOptions {
+  name: string;
+  host: string;
+  port: number;
+  tcpOnly: boolean;
+  /** Longest wait for one attempt (the query's deadline may cut it shorter). */
+  timeoutMs: number;
+}
+
+export class PlainDnsUpstream implements Upstream {
+  readonly name: string;
+  readonly protocol: 'udp' | 'tcp';
+  readonly address: string;
+  private readonly udp: UdpClient | null;
+  private readonly tcp: StreamPool;
+
+  constructor(private readonly options: PlainDnsOptions) {
+    this.name = options.name;
+    this.protocol = options.tcpOnly ? 'tcp' : 'udp';
+    this.address = formatHostPort(options.host, options.port);
+    this.udp = options.tcpOnly ? null : new UdpClient(options.host, options.port);
+    this.tcp = new StreamPool({
+      label: `tcp ${this.address}`,
+      connect: (timeoutMs) => connectTcp(options.host, options.port, timeoutMs),
+      size: 2,
+    });
+  }
+
+  async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
+    if (this.udp) {
+      const answer = await this.udp.exchange(query, this.attemptTime(ctx));
+      if (!isTruncated(answer)) return answer;
+    }
+    return this.tcp.exchange(query, this.attemptTime(ctx));
+  }
+
+  private attemptTime(ctx: RequestContext): number {
+    const left = Math.min(this.options.timeoutMs, ctx.remaining());
+    if (left <= 0) throw new DeadlineError(`${this.name}: the query's deadline passed`);
+    return left;
+  }
+
+  stop(): void {
+    this.udp?.close();
+    this.tcp.close();
+  }
+}
