@@ -20,6 +20,8 @@ const NAME = 'errors';
 export interface Consolidation {
   periodMs: number;
   pattern: RegExp;
+  /** The expression as written, for the summary line. */
+  text: string;
 }
 
 export interface ErrorsOptions {
@@ -51,7 +53,7 @@ function parseConsolidate(line: Directive): Consolidation {
   const [period, pattern] = expectArgs(NAME, line, 2);
   const periodMs = parseDuration(NAME, period!, { min: 1000, max: 86_400_000 });
   try {
-    return { periodMs, pattern: new RegExp(pattern!.text) };
+    return { periodMs, pattern: new RegExp(pattern!.text), text: pattern!.text };
   } catch (err) {
     throw configError(NAME, pattern!, `invalid regular expression: ${(err as Error).message}`);
   }
@@ -84,7 +86,7 @@ class ConsolidatingReporter extends ErrorReporter {
     this.rules.forEach((rule, i) => {
       const timer = setInterval(() => {
         if (this.counts[i]! === 0) return;
-        this.writer.write(`[WARNING] ${this.counts[i]} errors like '${rule.pattern.source}' occurred in the last ${formatDuration(rule.periodMs)}`);
+        this.writer.write(`[WARNING] ${this.counts[i]} errors like '${rule.text}' occurred in the last ${formatDuration(rule.periodMs)}`);
         this.counts[i] = 0;
       }, rule.periodMs);
       timer.unref();

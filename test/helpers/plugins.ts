@@ -1,0 +1,72 @@
+/** Plugins that exist only in tests: they record what they see or misbehave on purpose. */
+import type { PluginDefinition } from '../../core/plugin.js';
+import { createBuiltinRegistry } from '../../plugins/index.js';
+import { PluginRegistry } from '../../core/registry.js';
+import { buildReply } from '../../core/dns/message.js';
+import { QType } from '../../core/dns/constants.js';
+
+/** Records, in `trail`, the order in which plugins saw the query. */
+export function tracer(name: string, trail: string[], position: { before: string } | { after: string }): PluginDefinition<null> {
+  return {
+    name,
+    position,
+    parse: () => null,
+    create: () => ({
+      name,
+      async serve(ctx, next) {
+        trail.push(name);
+        return next(ctx);
+      },
+    }),
+  };
+}
+
+/** `boom [NAME]`: throws for queries to NAME (default every name). */
+export const boomPlugin: PluginDefinition<string | null> = {
+  name: 'boom',
+  position: { after: 'hosts' },
+  parse: (directives) => directives[0]!.args[0]?.text ?? null,
+  create: (target) => ({
+    name: 'boom',
+    async serve(ctx, next) {
+      if (target === null || ctx.name === target) throw new Error('kaboom');
+      return next(ctx);
+    },
+  }),
+};
+
+/** `big N`: answers TXT queries with N strings of 200 bytes (to exercise truncation). */
+export const bigPlugin: PluginDefinition<number> = {
+  name: 'big',
+  position: { after: 'hosts' },
+  parse: (directives) => Number(directives[0]!.args[0]?.text ?? '10'),
+  create: (count) => ({
+    name: 'big',
+    async serve(ctx, next) {
+      if (ctx.type !== QType.TXT) return next(ctx);
+      const rdata = Buffer.concat(Array.from({ length: count }, () => Buffer.concat([Buffer.from([200]), Buffer.alloc(200, 0x61)])));
+      return buildReply(ctx.query, { questionEnd: ctx.question.end, edns: ctx.edns, answers: [{ type: QType.TXT, ttl: 60, rdata }] });
+    },
+  }),
+};
+
+/** `slow MS`: waits, then passes on (answers come back out of order on a stream). */
+export const slowPlugin: PluginDefinition<number> = {
+  name: 'slow',
+  position: { after: 'hosts' },
+  parse: (directives) => Number(directives[0]!.args[0]?.text ?? '100'),
+  create: (ms) => ({
+    name: 'slow',
+    async serve(ctx, next) {
+      if (ctx.name.startsWith('slow.')) await new Promise((r) => setTimeout(r, ms));
+      return next(ctx);
+    },
+  }),
+};
+
+/** The built-in registry plus the test plugins above. */
+export function testRegistry(extra: PluginDefinition<any>[] = []): PluginRegistry {
+  const registry = createBuiltinRegistry();
+  for (const plugin of [boomPlugin, bigPlugin, slowPlugin, ...extra]) registry.register(plugin);
+  return registry;
+}
