@@ -162,6 +162,23 @@ describe('connection limits', () => {
   });
 });
 
+describe('default listeners', () => {
+  it('a block without listen serves UDP and TCP on its key\'s port, on every interface', async () => {
+    const { freePort } = await import('./helpers/peers.js');
+    const port = await freePort();
+    const veil = await startTestServer(`.:${port} {\n  hosts {\n    192.0.2.10 web.veil.test\n  }\n}`, { registry: testRegistry() });
+    try {
+      assert.deepEqual([...veil.server.bound.keys()].sort(), [`tcp://0.0.0.0:${port}`, `udp://0.0.0.0:${port}`]);
+      const answer = decode(await queryUdp('127.0.0.1', port, buildQuery('web.veil.test', QType.A, { id: 1 })));
+      assert.equal((answer.answers![0] as any).data, '192.0.2.10');
+      const [viaTcp] = await queryTcp('127.0.0.1', port, [buildQuery('web.veil.test', QType.A, { id: 2 })]);
+      assert.equal(decode(viaTcp!).id, 2);
+    } finally {
+      await veil.stop();
+    }
+  });
+});
+
 describe('routing by zone', () => {
   it('sends each name to the block with the longest matching zone', async () => {
     const origin = await startFakeDns();

@@ -5,7 +5,8 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -171,4 +172,156 @@ remote-control:
 export function run(program: string, args: string[], timeoutMs = 10_000): { code: number | null; stdout: string; stderr: string } {
   const result = spawnSync(which(program) ?? program, args, { encoding: 'utf8', timeout: timeoutMs });
   return { code: result.status, stdout: result.stdout ?? '', stderr: result.stderr ?? '' };
+}
+
+// ---- TLS material and dnsdist ----------------------------------------------------------------
+
+export interface TestCerts {
+  dir: string;
+  /** The throw-away CA to trust. */
+  ca: string;
+  /** Server certificate for dns.test (SAN also localhost, 127.0.0.1, ::1), and its chain. */
+  cert: string;
+  chain: string;
+  key: string;
+  /** base64 SHA-256 of the server certificate's SubjectPublicKeyInfo (RFC 7858 pin). */
+  spkiPin: string;
+  /** A second CA and a certificate for dns.test from it: valid, but not from `ca`. */
+  otherCa: string;
+  otherCert: string;
+  otherKey: string;
+}
+
+function openssl(args: string[], cwd: string, input?: string): string {
+  const result = spawnSync('openssl', args, { cwd, encoding: 'utf8', input });
+  if (result.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${result.stderr}`);
+  return result.stdout;
+}
+
+function issue(dir: string, prefix: string, caPrefix: string, cn: string, san: string): void {
+  openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${prefix}.key`], dir);
+  openssl(['req', '-new', '-key', `${prefix}.key`, '-subj', `/O=Veil Test/CN=${cn}`, '-out', `${prefix}.csr`], dir);
+  writeFileSync(
+    path.join(dir, `${prefix}.ext`),
+    `basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=${san}\n`,
+  );
+  openssl(['x509', '-req', '-in', `${prefix}.csr`, '-CA', `${caPrefix}.pem`, '-CAkey', `${caPrefix}.key`, '-CAcreateserial', '-days', '30', '-sha256', '-extfile', `${prefix}.ext`, '-out', `${prefix}.pem`], dir);
+}
+
+function makeCa(dir: string, prefix: string, cn: string): void {
+  openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${prefix}.key`], dir);
+  openssl(['req', '-x509', '-new', '-key', `${prefix}.key`, '-sha256', '-days', '30', '-subj', `/O=Veil Test/CN=${cn}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', `${prefix}.pem`], dir);
+}
+
+/** A throw-away CA and server certificates, made with openssl in a temporary folder. */
+export function makeTestCerts(): TestCerts {
+  const dir = mkdtempSync(path.join(tmpdir(), 'veil-certs-'));
+  makeCa(dir, 'ca', 'Veil Test CA');
+  issue(dir, 'server', 'ca', 'dns.test', 'DNS:dns.test,DNS:localhost,IP:127.0.0.1,IP:::1');
+  makeCa(dir, 'other-ca', 'Veil Other CA');
+  issue(dir, 'other', 'other-ca', 'dns.test', 'DNS:dns.test,DNS:localhost,IP:127.0.0.1,IP:::1');
+  writeFileSync(path.join(dir, 'server-chain.pem'), openssl(['x509', '-in', 'server.pem'], dir) + openssl(['x509', '-in', 'ca.pem'], dir));
+  const spki = openssl(['x509', '-in', 'server.pem', '-noout', '-pubkey'], dir);
+  const der = spawnSync('openssl', ['pkey', '-pubin', '-outform', 'der'], { cwd: dir, input: spki });
+  const spkiPin = createHash('sha256').update(der.stdout).digest('base64');
+  const p = (f: string) => path.join(dir, f);
+  return { dir, ca: p('ca.pem'), cert: p('server.pem'), chain: p('server-chain.pem'), key: p('server.key'), spkiPin, otherCa: p('other-ca.pem'), otherCert: p('other.pem'), otherKey: p('other.key') };
+}
+
+export interface DnsdistOptions {
+  /** The backend dnsdist forwards to (e.g. an unbound origin's port on 127.0.0.1). */
+  backendPort: number;
+  /** Plain UDP+TCP front-end with a packet cache. */
+  plain?: boolean;
+  /** DNS over TLS front-end. */
+  tls?: TestCerts;
+  /** DNS over HTTPS front-end (HTTP/2, path /dns-query). */
+  doh?: TestCerts;
+  /** DNSCrypt front-end with two certificates: es-version 1 serial 1, es-version 2 serial 2. */
+  dnscrypt?: { providerName: string };
+  /** Address dnsdist listens on (default 127.0.0.1). */
+  host?: string;
+}
+
+export interface Dnsdist extends Peer {
+  ports: { plain?: number; tls?: number; doh?: number; dnscrypt?: number };
+  /** Provider public key (32 bytes) when the DNSCrypt front-end is on. */
+  providerKey?: Buffer;
+}
+
+/**
+ * dnsdist (1.7 on Debian 12) with the front-ends asked for, on free ports, forwarding to the
+ * backend. Quirks of that version: it does not serve the DNSCrypt certificate over TCP, and it
+ * drops DNSCrypt TCP queries with more than 256 bytes of padding.
+ */
+export async function startDnsdist(options: DnsdistOptions): Promise<Dnsdist> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'veil-dnsdist-'));
+  const host = options.host ?? '127.0.0.1';
+  const ports: Dnsdist['ports'] = {};
+  const lua: string[] = [
+    'setSecurityPollSuffix("")',
+    `setACL({"127.0.0.0/8", "::1/128"})`,
+    `newServer({address="127.0.0.1:${options.backendPort}", name="origin", checkInterval=3600})`,
+  ];
+  if (options.plain) {
+    ports.plain = await freePort();
+    lua.push(`setLocal("${host}:${ports.plain}")`, 'getPool(""):setCache(newPacketCache(100000, {maxTTL=86400, minTTL=0}))');
+  } else {
+    // dnsdist always listens somewhere; keep its default plain listener on a free port
+    lua.push(`setLocal("127.0.0.1:${await freePort()}")`);
+  }
+  if (options.tls) {
+    ports.tls = await freePort();
+    lua.push(`addTLSLocal("${host}:${ports.tls}", "${options.tls.chain}", "${options.tls.key}", {provider="openssl", minTLSVersion="tls1.2"})`);
+  }
+  if (options.doh) {
+    ports.doh = await freePort();
+    lua.push(`addDOHLocal("${host}:${ports.doh}", "${options.doh.chain}", "${options.doh.key}", {"/dns-query"}, {minTLSVersion="tls1.2"})`);
+  }
+  let providerKey: Buffer | undefined;
+  if (options.dnscrypt) {
+    ports.dnscrypt = await freePort();
+    const gen = [
+      `generateDNSCryptProviderKeys('${dir}/provider.pub', '${dir}/provider.key')`,
+      `generateDNSCryptCertificate('${dir}/provider.key', '${dir}/resolver-1.cert', '${dir}/resolver-1.key', 1, os.time() - 3600, os.time() + 86400, 0)`,
+      `generateDNSCryptCertificate('${dir}/provider.key', '${dir}/resolver-2.cert', '${dir}/resolver-2.key', 2, os.time() - 3600, os.time() + 86400, 1)`,
+    ].join('\n');
+    writeFileSync(path.join(dir, 'gen.lua'), gen);
+    const result = spawnSync(which('dnsdist') ?? 'dnsdist', ['--check-config', '-C', path.join(dir, 'gen.lua')], { encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`dnsdist could not make DNSCrypt keys: ${result.stderr}${result.stdout}`);
+    providerKey = readFileSync(path.join(dir, 'provider.pub'));
+    lua.push(
+      `addDNSCryptBind("${host}:${ports.dnscrypt}", "${options.dnscrypt.providerName}", {"${dir}/resolver-1.cert", "${dir}/resolver-2.cert"}, {"${dir}/resolver-1.key", "${dir}/resolver-2.key"})`,
+    );
+  }
+  writeFileSync(path.join(dir, 'dnsdist.conf'), lua.join('\n') + '\n');
+  const check = spawnSync(which('dnsdist') ?? 'dnsdist', ['--check-config', '-C', path.join(dir, 'dnsdist.conf')], { encoding: 'utf8' });
+  if (check.status !== 0) throw new Error(`dnsdist configuration refused: ${check.stderr}${check.stdout}`);
+  const peer = startDaemon('dnsdist', ['--supervised', '--disable-syslog', '-C', path.join(dir, 'dnsdist.conf')], dir, ports.plain ?? ports.tls ?? ports.doh ?? ports.dnscrypt ?? 0);
+  // wait for every TCP front-end to accept connections
+  for (const port of [ports.plain, ports.tls, ports.doh, ports.dnscrypt].filter((p): p is number => p !== undefined)) {
+    await waitForTcp(port, 10_000).catch(async (err: Error) => {
+      const log = peer.log();
+      await peer.stop();
+      throw new Error(`${err.message}; dnsdist said: ${log}`);
+    });
+  }
+  return { ...peer, ports, ...(providerKey ? { providerKey } : {}) };
+}
+
+export async function waitForTcp(port: number, timeoutMs: number, host = '127.0.0.1'): Promise<void> {
+  const started = Date.now();
+  while (Date.now() - started < timeoutMs) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, host);
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing accepted TCP on ${host}:${port} within ${timeoutMs}ms`);
 }

@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import dnsPacket from 'dns-packet';
+import { EdnsOption, QType } from '../core/dns/constants.js';
+import { padMessage, stripClientSubnet } from '../core/dns/edns.js';
+import { buildQuery, ednsOption } from '../core/dns/message.js';
+import { forEachEdnsOption, readEdns, readQuestion } from '../core/dns/wire.js';
+
+function optionCodes(msg: Buffer): number[] {
+  const codes: number[] = [];
+  forEachEdnsOption(msg, readEdns(msg)!, (code) => codes.push(code));
+  return codes;
+}
+
+describe('EDNS padding (RFC 7830, RFC 8467 block policy)', () => {
+  for (const name of ['a.test', 'a-much-longer-name.with.several.labels.example.org', 'x'.repeat(60) + '.test']) {
+    it(`pads ${name.length}-character names to a multiple of 128`, () => {
+      for (const edns of [false, true] as const) {
+        const padded = padMessage(buildQuery(name, QType.A, { id: 9, edns }));
+        assert.equal(padded.length % 128, 0, `length ${padded.length}`);
+        assert.deepEqual(optionCodes(padded), [EdnsOption.PADDING]);
+        assert.equal(readQuestion(padded).name, name + '.');
+        assert.doesNotThrow(() => dnsPacket.decode(padded));
+      }
+    });
+  }
+
+  it('replaces existing padding and keeps other options', () => {
+    const query = buildQuery('a.test', QType.A, { edns: { options: Buffer.concat([ednsOption(10, Buffer.alloc(8, 1)), ednsOption(EdnsOption.PADDING, Buffer.alloc(300))]) } });
+    const padded = padMessage(query);
+    assert.equal(padded.length, 128);
+    assert.deepEqual(optionCodes(padded), [10, EdnsOption.PADDING]);
+  });
+});
+
+describe('EDNS Client Subnet removal', () => {
+  it('removes ECS and nothing else; leaves queries without it untouched', () => {
+    const ecs = ednsOption(EdnsOption.ECS, Buffer.from([0, 1, 24, 0, 192, 0, 2]));
+    const query = buildQuery('a.test', QType.A, { edns: { options: Buffer.concat([ecs, ednsOption(10, Buffer.alloc(8))]) } });
+    assert.deepEqual(optionCodes(stripClientSubnet(query)), [10]);
+    const plain = buildQuery('a.test', QType.A, { edns: true });
+    assert.equal(stripClientSubnet(plain), plain);
+  });
+});
