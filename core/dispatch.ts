@@ -7,7 +7,6 @@
  * Silence, not an answer, for anything without a readable header or that is itself a response
  * (answering those could start a loop between two servers).
  */
-import diagnostics from 'node:diagnostics_channel';
 import type { BuiltBlock } from './block.js';
 import type { Clock } from './clock.js';
 import { RequestContext } from './context.js';
@@ -15,12 +14,9 @@ import { HEADER_SIZE, Opcode, Rcode } from './dns/constants.js';
 import { errorReply, truncateReply } from './dns/message.js';
 import { arCount, isResponse, isSubdomain, opcodeOf, qdCount, readEdns, readId, readQuestion, writeId, type Edns, type Question } from './dns/wire.js';
 import { WireError } from './errors.js';
+import { queryDone, queryRejected } from './events.js';
 import type { QueryHandler, QueryInfo } from './listeners/listener.js';
 
-/** Published for every answered query: `{ ctx, response, durationMs }`. */
-export const queryDoneChannel = diagnostics.channel('veil:query:done');
-/** Published for every query that was dropped or refused at the door: `{ reason, info }`. */
-export const queryRejectedChannel = diagnostics.channel('veil:query:rejected');
 
 /**
  * Every query gets one deadline; a little under the 5 s most stub resolvers wait, so the client
@@ -52,7 +48,7 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
 
   return async function dispatch(query: Buffer, info: QueryInfo): Promise<Buffer | null> {
     if (query.length < HEADER_SIZE || isResponse(query)) {
-      if (queryRejectedChannel.hasSubscribers) queryRejectedChannel.publish({ reason: 'malformed', info });
+      if (queryRejected.hasSubscribers) queryRejected.publish({ reason: 'malformed', info });
       return null;
     }
     let question: Question | undefined;
@@ -105,8 +101,8 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       const limit = info.maxSize ?? ctx.maxResponseSize;
       if (response.length > limit) response = truncateReply(response, limit);
     }
-    if (queryDoneChannel.hasSubscribers) {
-      queryDoneChannel.publish({ ctx, response, durationMs: clock.monotonic() - ctx.startedAt });
+    if (queryDone.hasSubscribers) {
+      queryDone.publish({ ctx, response, durationMs: clock.monotonic() - ctx.startedAt });
     }
     return response;
   };
@@ -121,6 +117,6 @@ function tryQuestion(query: Buffer): Question | undefined {
 }
 
 function reject(query: Buffer, rcode: number, info: QueryInfo, question?: Question, edns?: Edns | null): Buffer {
-  if (queryRejectedChannel.hasSubscribers) queryRejectedChannel.publish({ reason: `rcode ${rcode}`, info });
+  if (queryRejected.hasSubscribers) queryRejected.publish({ reason: `rcode ${rcode}`, info });
   return errorReply(query, rcode, question?.end, edns ?? null);
 }

@@ -4,12 +4,13 @@
  * matches the code.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { ERROR_CODES } from '../core/errors.js';
 import { startTestServer } from '../core/testing/server.js';
 import { builtinPlugins, createBuiltinRegistry } from '../plugins/index.js';
+import { makeTestCerts } from './helpers/peers.js';
 import { ROOT } from './helpers/veil-process.js';
 
 function markdownFiles(): string[] {
@@ -25,6 +26,14 @@ function corefileExamples(file: string): string[] {
   const text = readFileSync(file, 'utf8');
   return [...text.matchAll(/^(```|~~~) ?corefile\n([\s\S]*?)^\1$/gm)].map((m) => m[2]!);
 }
+
+// Examples that serve TLS name their files as {$VEIL_CERT}, {$VEIL_KEY} and {$VEIL_CA}; give
+// them a throw-away certificate so they start here as they would for a user.
+const certs = makeTestCerts();
+process.env.VEIL_CERT ??= certs.chain;
+process.env.VEIL_KEY ??= certs.key;
+process.env.VEIL_CA ??= certs.ca;
+after(() => rmSync(certs.dir, { recursive: true, force: true }));
 
 describe('Corefile examples in the docs start', () => {
   const examples = [

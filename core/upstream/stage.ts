@@ -4,16 +4,14 @@
  * on to the next upstream but is kept, so the client gets the last real answer rather than one
  * we made up. When nothing answered: SERVFAIL, never a fallback to anything not configured.
  */
-import diagnostics from 'node:diagnostics_channel';
 import type { RequestContext } from '../context.js';
 import { Rcode } from '../dns/constants.js';
 import { errorReply } from '../dns/message.js';
 import { rcodeOf } from '../dns/wire.js';
 import { DeadlineError, UpstreamUnavailableError } from '../errors.js';
-import type { UpstreamPolicy, UpstreamSet } from './upstream.js';
+import { upstreamAttempt, upstreamFailover } from '../events.js';
+import type { Upstream, UpstreamPolicy, UpstreamSet } from './upstream.js';
 
-/** Published after every upstream attempt: `{ ctx, upstream, ok, rttMs, error?, rcode? }`. */
-export const upstreamAttemptChannel = diagnostics.channel('veil:upstream:attempt');
 
 export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPolicy) {
   return async function exchangeWithUpstreams(ctx: RequestContext): Promise<Buffer | null> {
@@ -25,7 +23,10 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
     let lastAnswer: Buffer | null = null;
     let lastError: unknown = null;
     let attempts = 0;
+    let previous: Upstream | null = null;
     for (const upstream of policy.order(candidates, ctx)) {
+      if (previous && upstreamFailover.hasSubscribers) upstreamFailover.publish({ ctx, from: previous });
+      previous = upstream;
       if (ctx.remaining() <= 0) {
         lastError ??= new DeadlineError(`deadline passed after ${attempts} upstream attempt(s)`);
         break;
@@ -39,7 +40,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
         const ok = rcode !== Rcode.SERVFAIL && rcode !== Rcode.REFUSED;
         const rttMs = ctx.clock.monotonic() - started;
         policy.report(upstream, { ok, rttMs });
-        if (upstreamAttemptChannel.hasSubscribers) upstreamAttemptChannel.publish({ ctx, upstream, ok, rttMs, rcode });
+        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, ok, rttMs, rcode });
         ctx.meta.upstream = upstream.name;
         ctx.meta.attempts = attempts;
         if (ok) return answer;
@@ -47,7 +48,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
       } catch (error) {
         const rttMs = ctx.clock.monotonic() - started;
         policy.report(upstream, { ok: false, rttMs, error });
-        if (upstreamAttemptChannel.hasSubscribers) upstreamAttemptChannel.publish({ ctx, upstream, ok: false, rttMs, error });
+        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, ok: false, rttMs, error });
         lastError = error;
       }
     }
