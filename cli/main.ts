@@ -12,6 +12,7 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SystemClock } from '../core/clock.js';
 import { VeilError } from '../core/errors.js';
+import { loadExternalPlugins } from '../core/external.js';
 import { StreamLogger } from '../core/logger.js';
 import { buildConfig, VeilServer, type BuiltConfig } from '../core/server.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
@@ -101,7 +102,9 @@ async function main(argv: string[]): Promise<number> {
 
   if (command.kind === 'check') {
     try {
-      const built = buildConfig(loadConfigFile(command.file), env);
+      const config = loadConfigFile(command.file);
+      await loadExternalPlugins(config, env.registry);
+      const built = buildConfig(config, env);
       process.stdout.write(`${command.file}: OK\n${describeConfig(built)}\n`);
       return 0;
     } catch (err) {

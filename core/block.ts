@@ -83,6 +83,8 @@ export interface BlockEnvironment {
   logger: Logger;
   clock: Clock;
   transports: TransportRegistry;
+  /** What plugins keep across reloads (BlockScope.keep), owned by the server. */
+  kept: Map<string, unknown>;
 }
 
 export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBlock {
@@ -104,6 +106,11 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
       upstreams,
       listeners: listens,
       transports: env.transports,
+      keep<T>(key: string, create: () => T): T {
+        const id = `${definition.name}\u0000${parsed.info.zones.map((z) => z.text).join(' ')}\u0000${key}`;
+        if (!env.kept.has(id)) env.kept.set(id, create());
+        return env.kept.get(id) as T;
+      },
     };
     try {
       plugins.push(definition.create(options, scope));

@@ -59,6 +59,13 @@ export interface BlockScope {
   readonly upstreams: UpstreamSet;
   readonly listeners: ListenRequests;
   readonly transports: TransportRegistry;
+  /**
+   * State that outlives a reload: the value made by `create` the first time this plugin in this
+   * block asks for `key`, and the same value in every configuration after (a cache that should
+   * stay warm, counters, connections). It lives as long as the process: `stop()` must not
+   * destroy what it keeps here.
+   */
+  keep<T>(key: string, create: () => T): T;
 }
 
 export interface PluginDefinition<Options = unknown> {

@@ -1,4 +1,5 @@
 /** The plugins a server knows, and the order they stand in. */
+import { externalPluginDirective } from './external.js';
 import { PLUGIN_ORDER } from './order.js';
 import type { PluginDefinition } from './plugin.js';
 import { TransportRegistry } from './listeners/listener.js';
@@ -14,6 +15,7 @@ export class PluginRegistry {
     // Plain DNS is core's own; every other scheme comes with a plugin.
     this.transports.register(udpTransport);
     this.transports.register(tcpTransport);
+    this.register(externalPluginDirective);
   }
 
   register(definition: PluginDefinition<any>): void {

@@ -11,6 +11,7 @@ import { DEFAULT_DNS_PORT } from './config/zones.js';
 import type { Clock } from './clock.js';
 import { createDispatcher, QUERY_TIMEOUT_MS, type ZoneRoute } from './dispatch.js';
 import { ConfigError, type Location } from './errors.js';
+import { loadExternalPlugins } from './external.js';
 import type { Listener, TransportDefinition } from './listeners/listener.js';
 import type { Logger } from './logger.js';
 import { parseEndpoint, type Endpoint } from './net/address.js';
@@ -40,10 +41,10 @@ export interface BuiltConfig {
 }
 
 /** Parses and builds a configuration without binding or connecting anything. */
-export function buildConfig(config: ConfigFile, env: ServerEnvironment, root: DependencyContainer = createRootContainer(env)): BuiltConfig {
+export function buildConfig(config: ConfigFile, env: ServerEnvironment, kept = new Map<string, unknown>(), root: DependencyContainer = createRootContainer(env)): BuiltConfig {
   const parsed = parseBlocks(config, env.registry);
   const blocks = parsed.map((block) =>
-    createBlock(block, { root, logger: env.logger, clock: env.clock, transports: env.registry.transports }),
+    createBlock(block, { root, logger: env.logger, clock: env.clock, transports: env.registry.transports, kept }),
   );
   return { blocks, listeners: planListeners(blocks, env) };
 }
@@ -118,6 +119,8 @@ export class VeilServer {
   private readonly retiring = new Map<BuiltConfig, NodeJS.Timeout>();
   private readonly graceMs: number;
   private readonly queryTimeoutMs: number;
+  /** What plugins keep across reloads. */
+  private readonly kept = new Map<string, unknown>();
 
   constructor(private readonly env: ServerEnvironment) {
     this.graceMs = env.graceMs ?? 5000;
@@ -136,7 +139,8 @@ export class VeilServer {
   /** Builds, starts plugins, binds. Throws ConfigError or ListenError, leaving nothing running. */
   async start(config: ConfigFile): Promise<void> {
     if (this.active) throw new Error('server already started');
-    const built = buildConfig(config, this.env);
+    await loadExternalPlugins(config, this.env.registry);
+    const built = buildConfig(config, this.env, this.kept);
     await this.startBlocks(built);
     const bound: Listener[] = [];
     try {
@@ -165,7 +169,8 @@ export class VeilServer {
     if (!old) throw new Error('server not started');
     let built: BuiltConfig;
     try {
-      built = buildConfig(config, this.env);
+      await loadExternalPlugins(config, this.env.registry);
+      built = buildConfig(config, this.env, this.kept);
       await this.startBlocks(built);
     } catch (err) {
       this.env.logger.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);

@@ -3,7 +3,7 @@
  * it serves, and reads the bound addresses from its log. Stops it by its PID only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,9 +26,13 @@ export interface VeilProcess {
   stop(): Promise<void>;
 }
 
+/** A temporary folder with the given files (names may contain folders). */
 export function makeTempDir(files: Record<string, string> = {}): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'veil-test-'));
-  for (const [name, content] of Object.entries(files)) writeFileSync(path.join(dir, name), content);
+  for (const [name, content] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+    writeFileSync(path.join(dir, name), content);
+  }
   return dir;
 }
 
@@ -51,8 +55,9 @@ export function runVeil(args: string[], cwd: string, timeoutMs = 15000): Promise
   });
 }
 
-export async function startVeil(corefile: string, files: Record<string, string> = {}, configName = 'Corefile'): Promise<VeilProcess> {
+export async function startVeil(corefile: string, files: Record<string, string> = {}, configName = 'Corefile', prepare?: (dir: string) => void): Promise<VeilProcess> {
   const dir = makeTempDir({ ...files, [configName]: corefile });
+  prepare?.(dir);
   const child = spawn(VEIL, ['-conf', configName], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';

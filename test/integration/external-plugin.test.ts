@@ -1,0 +1,73 @@
+/**
+ * A plugin that lives outside the repo: the whoami example from docs/writing-plugins.md, copied
+ * to a folder of its own with Veil linked as its `veil` package, loaded by `plugin ./…` in a
+ * Corefile, served by the real bin/veil, and keeping its state across a reload.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import dnsPacket from 'dns-packet';
+import { QType } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { queryUdp } from '../../core/testing/client.js';
+import { makeTempDir, ROOT, runVeil, startVeil } from '../helpers/veil-process.js';
+
+const example = readFileSync(path.join(ROOT, 'examples/plugins/whoami/index.js'), 'utf8');
+
+/** Links Veil as node_modules/veil, as `npm install veil` would provide it. */
+function linkVeil(dir: string): void {
+  mkdirSync(path.join(dir, 'node_modules'), { recursive: true });
+  symlinkSync(ROOT, path.join(dir, 'node_modules', 'veil'));
+}
+
+const corefile = '. {\n    listen udp://127.0.0.1:0\n    plugin ./whoami/index.js\n    whoami {\n        ttl 5\n    }\n}\n';
+
+describe('an external plugin', () => {
+  it('is loaded from a path, answers, and keeps its state across a reload', async () => {
+    const veil = await startVeil(corefile, { 'whoami/index.js': example }, 'Corefile', linkVeil);
+    try {
+      const udp = veil.address('udp');
+      const answer = dnsPacket.decode(await queryUdp(udp.host, udp.port, buildQuery('whoami', QType.TXT, { id: 1 })));
+      const txt = (answer.answers![0] as any).data.map((b: Buffer) => b.toString()).join('');
+      assert.match(txt, /^127\.0\.0\.1 port \d+ via udp$/);
+      assert.equal((answer.answers![0] as any).ttl, 5);
+      assert.match(veil.stderr(), /plugin\/whoami: answering TXT whoami\. \(0 answered so far\)/);
+      veil.signal('SIGHUP');
+      await veil.waitFor('reloaded configuration');
+      assert.match(veil.stderr(), /plugin\/whoami: answering TXT whoami\. \(1 answered so far\)/);
+    } finally {
+      await veil.stop();
+    }
+  });
+
+  it('veil check loads it and shows it in the chain, after hosts', async () => {
+    const dir = makeTempDir({ Corefile: corefile.replace('plugin', 'hosts {\n        192.0.2.1 a.test\n    }\n    plugin'), 'whoami/index.js': example });
+    linkVeil(dir);
+    const result = await runVeil(['check', 'Corefile'], dir);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /chain: {5}hosts → whoami → upstreams/);
+  });
+
+  const bad: Array<[string, Record<string, string>, RegExp]> = [
+    ['a missing file', {}, /^Corefile:3:12: plugin: cannot load \.\/whoami\/index\.js/m],
+    ['a module without a plugin', { 'whoami/index.js': 'export const x = 1;\n' }, /^Corefile:3:12: plugin: \.\/whoami\/index\.js exports no plugin/m],
+    ['a plugin without create', { 'whoami/index.js': "export default { name: 'whoami', parse() {} };\n" }, /plugin "whoami" has no create\(options, scope\) function/],
+    ['a plugin not in the order without a position', { 'whoami/index.js': "export default { name: 'whoami', parse() {}, create() { return { name: 'whoami' }; } };\n" }, /not in the built-in order; declare position/],
+  ];
+  for (const [label, files, message] of bad) {
+    it(`refuses ${label} with file:line:col`, async () => {
+      const dir = makeTempDir({ Corefile: corefile, ...files });
+      const result = await runVeil(['check', 'Corefile'], dir);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, message);
+    });
+  }
+
+  it('the example in the repo loads by its path too', async () => {
+    const dir = makeTempDir({ Corefile: corefile.replace('./whoami/index.js', path.join(ROOT, 'examples/plugins/whoami/index.js')) });
+    writeFileSync(path.join(dir, 'unused'), '');
+    const result = await runVeil(['check', 'Corefile'], dir);
+    assert.equal(result.code, 0, result.stderr);
+  });
+});
