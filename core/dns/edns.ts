@@ -5,7 +5,7 @@
  */
 import { DEFAULT_EDNS_UDP_SIZE, EdnsOption } from './constants.js';
 import { buildOpt } from './message.js';
-import { forEachEdnsOption, readEdns } from './wire.js';
+import { forEachEdnsOption, forEachRecord, readEdns } from './wire.js';
 
 export interface EdnsOptionValue {
   code: number;
@@ -26,7 +26,9 @@ export function rewriteEdnsOptions(msg: Buffer, transform: (options: EdnsOptionV
   if (!edns) {
     if (!addIfMissing) return msg;
     const opt = buildOpt({ udpSize: DEFAULT_EDNS_UDP_SIZE, options: encodeOptions(transform([])) });
-    const out = Buffer.concat([msg, opt]);
+    // after the last record: bytes past the records a header counts are not part of the message
+    const end = forEachRecord(msg, () => {});
+    const out = Buffer.concat([msg.subarray(0, end), opt]);
     out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
     return out;
   }

@@ -234,6 +234,7 @@ export function readQuestion(msg: Buffer): Question {
 
 /** Offset after the whole question section (all QDCOUNT entries). */
 export function questionSectionEnd(msg: Buffer): number {
+  if (msg.length < HEADER_SIZE) throw new WireError('message shorter than a DNS header');
   let pos = HEADER_SIZE;
   const count = qdCount(msg);
   for (let i = 0; i < count; i++) {
@@ -282,6 +283,7 @@ export function forEachRecord(
   visit: (rr: RecordPosition) => boolean | void,
   from: number = questionSectionEnd(msg),
 ): number {
+  if (msg.length < HEADER_SIZE) throw new WireError('message shorter than a DNS header');
   let pos = from;
   const counts = [anCount(msg), nsCount(msg), arCount(msg)];
   for (let section = 0 as 0 | 1 | 2; section < 3; section = (section + 1) as 0 | 1 | 2) {
