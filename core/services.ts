@@ -14,9 +14,11 @@ import type { UpstreamPolicy, UpstreamSet } from './upstream/upstream.js';
 /** A symbol that remembers the type of the service it names. */
 export type ServiceToken<T> = symbol & { readonly __service?: T };
 
-function token<T>(description: string): ServiceToken<T> {
+/** A new service token; plugins define their own for services they offer to other plugins. */
+export function serviceToken<T>(description: string): ServiceToken<T> {
   return Symbol(description) as ServiceToken<T>;
 }
+const token = serviceToken;
 
 export const Services = {
   logger: token<Logger>('veil.Logger'),

@@ -1,0 +1,259 @@
+/**
+ * Signed resolver and relay lists: the list format, minisign (against the real minisign tool
+ * when installed), and the sources plugin reading files, fetching over HTTPS by IP with the
+ * host name only in TLS and Host, caching, and keeping the last good copy.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { formatKeyId, generateMinisignKey, parsePublicKey, signMinisign, verifyMinisign, MinisignError } from '../lib/minisign.js';
+import { SourcesService, type SourceCatalog } from '../lib/sources/catalog.js';
+import { parseList } from '../lib/sources/list.js';
+import { encodeStamp } from '../lib/stamps.js';
+import { resolveService } from '../core/services.js';
+import { startTestServer } from '../core/testing/server.js';
+import { ConfigError } from '../core/errors.js';
+import { buildConfig } from '../core/server.js';
+import { parseCorefileText } from '../core/config/corefile.js';
+import { MemoryLogger } from '../core/logger.js';
+import { SystemClock } from '../core/clock.js';
+import { createBuiltinRegistry } from '../plugins/index.js';
+import { makeTestCerts, skipUnless, which, type TestCerts } from './helpers/peers.js';
+import { SourcesPlugin } from '../plugins/sources/index.js';
+
+const LAB_STAMP = encodeStamp({
+  protocol: 'dnscrypt',
+  props: { dnssec: true, noLogs: true, noFilter: true },
+  address: '127.0.0.1:5443',
+  providerKey: Buffer.alloc(32, 7),
+  providerName: '2.dnscrypt-cert.dns.test',
+});
+const RELAY_STAMP = encodeStamp({ protocol: 'dnscryptRelay', address: '127.0.0.2:5443' });
+
+const LIST = `# Test resolvers
+
+A preamble that is not an entry.
+
+## lab
+
+A DNSCrypt server on loopback.
+// a comment line
+${LAB_STAMP}
+
+## relay-a
+
+A relay.
+${RELAY_STAMP}
+
+## broken
+
+sdns://AAEAAAAAAAAADlsyMDAxOmRiODo6MV0
+sdns://AAcAAAAAAAAABzguOC44Ljg
+
+## lab
+
+A second entry with the same name is ignored.
+sdns://gQkxOTIuMC4yLjE
+`;
+
+const key = generateMinisignKey(Buffer.alloc(32, 9), Buffer.from('0102030405060708', 'hex'));
+
+describe('the list format', () => {
+  it('reads names, descriptions and stamps; skips bad stamps and duplicate names; applies a prefix', () => {
+    const entries = parseList(LIST, 'test-');
+    assert.deepEqual(entries.map((e) => e.name), ['test-lab', 'test-relay-a', 'test-broken']);
+    assert.equal(entries[0]!.description, 'A DNSCrypt server on loopback.');
+    assert.equal(entries[0]!.stamps[0]!.protocol, 'dnscrypt');
+    assert.deepEqual(entries[1]!.stamps[0], { protocol: 'dnscryptRelay', address: '127.0.0.2:5443' });
+    assert.equal(entries[2]!.stamps.length, 1);
+    assert.equal(entries[2]!.rejected.length, 1);
+    assert.match(entries[2]!.rejected[0]!.reason, /address/);
+  });
+});
+
+describe('minisign', () => {
+  const data = Buffer.from(LIST);
+  const pk = parsePublicKey(key.publicKey);
+  for (const prehash of [true, false]) {
+    const form = prehash ? 'prehashed ED' : 'legacy Ed';
+    it(`verifies the ${form} form and refuses any change`, () => {
+      const signature = signMinisign(data, key, 'timestamp:1700000000\tfile:test.md', prehash);
+      assert.equal(verifyMinisign(data, signature, pk), 'timestamp:1700000000\tfile:test.md');
+      const changed = Buffer.from(data);
+      changed[50] = changed[50]! ^ 1;
+      assert.throws(() => verifyMinisign(changed, signature, pk), /does not match the file/);
+      const lines = signature.split('\n');
+      const sig = Buffer.from(lines[1]!, 'base64');
+      sig[20] = sig[20]! ^ 1;
+      assert.throws(() => verifyMinisign(data, [lines[0], sig.toString('base64'), ...lines.slice(2)].join('\n'), pk), MinisignError);
+      assert.throws(() => verifyMinisign(data, signature.replace('file:test.md', 'file:other.md'), pk), /trusted comment has been changed/);
+    });
+  }
+
+  it('names both key ids when the key is not the one that signed', () => {
+    const other = generateMinisignKey(Buffer.alloc(32, 1), Buffer.from('1111111111111111', 'hex'));
+    assert.throws(() => verifyMinisign(data, signMinisign(data, other, 'c'), pk), new RegExp(`signed by key 1111111111111111, but the configured key is ${formatKeyId(key.keyId)}`));
+  });
+
+  describe('against the minisign tool', { skip: skipUnless('minisign') }, () => {
+    let dir: string;
+    before(() => {
+      dir = mkdtempSync(path.join(tmpdir(), 'veil-minisign-'));
+      writeFileSync(path.join(dir, 'list.md'), data);
+      const gen = spawnSync(which('minisign')!, ['-G', '-W', '-p', 'key.pub', '-s', 'key.sec'], { cwd: dir, encoding: 'utf8' });
+      assert.equal(gen.status, 0, gen.stderr);
+    });
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    for (const legacy of [false, true]) {
+      it(`verifies what minisign signs (${legacy ? 'legacy' : 'prehashed'})`, () => {
+        const sign = spawnSync(which('minisign')!, ['-S', ...(legacy ? ['-l'] : []), '-s', 'key.sec', '-m', 'list.md', '-t', 'timestamp:1 file:list.md'], { cwd: dir, encoding: 'utf8' });
+        assert.equal(sign.status, 0, sign.stderr);
+        const publicKey = parsePublicKey(readFileSync(path.join(dir, 'key.pub'), 'utf8'));
+        const signature = readFileSync(path.join(dir, 'list.md.minisig'), 'utf8');
+        assert.equal(Buffer.from(signature.split('\n')[1]!, 'base64').toString('latin1', 0, 2), legacy ? 'Ed' : 'ED', 'the algorithm we asked for');
+        assert.equal(verifyMinisign(data, signature, publicKey), 'timestamp:1 file:list.md');
+      });
+    }
+
+    it('minisign verifies what we sign', () => {
+      writeFileSync(path.join(dir, 'ours.md'), data);
+      writeFileSync(path.join(dir, 'ours.pub'), `untrusted comment: veil test key\n${key.publicKey}\n`);
+      writeFileSync(path.join(dir, 'ours.md.minisig'), signMinisign(data, key, 'timestamp:2 file:ours.md'));
+      const verify = spawnSync(which('minisign')!, ['-V', '-p', 'ours.pub', '-m', 'ours.md'], { cwd: dir, encoding: 'utf8' });
+      assert.equal(verify.status, 0, verify.stderr + verify.stdout);
+    });
+  });
+});
+
+function catalogOf(server: { server: { config: unknown } }): SourceCatalog {
+  const config = (server.server.config as { blocks: Array<{ container: Parameters<typeof resolveService>[0] }> });
+  return resolveService(config.blocks[0]!.container, SourcesService);
+}
+
+describe('sources from a local file', () => {
+  it('uses a file whose signature verifies, and refuses one changed by a byte', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'veil-sources-'));
+    try {
+      writeFileSync(path.join(dir, 'resolvers.md'), LIST);
+      writeFileSync(path.join(dir, 'resolvers.md.minisig'), signMinisign(Buffer.from(LIST), key, 'timestamp:1 file:resolvers.md'));
+      const corefile = `. {\n  listen udp://127.0.0.1:0\n  sources {\n    list test resolvers.md {\n      minisign_key ${key.publicKey}\n    }\n  }\n}`;
+      let veil = await startTestServer(corefile, { registry: createBuiltinRegistry(), file: path.join(dir, 'Corefile') });
+      try {
+        const catalog = catalogOf(veil);
+        assert.equal(catalog.list('test')!.state, 'verified');
+        assert.equal(catalog.find('relay-a')!.entry.stamps[0]!.protocol, 'dnscryptRelay');
+      } finally {
+        await veil.stop();
+      }
+      writeFileSync(path.join(dir, 'resolvers.md'), LIST.replace('A relay.', 'A relay!'));
+      veil = await startTestServer(corefile, { registry: createBuiltinRegistry(), file: path.join(dir, 'Corefile') });
+      try {
+        const catalog = catalogOf(veil);
+        assert.equal(catalog.list('test')!.state, 'unavailable');
+        assert.equal(catalog.find('relay-a'), undefined);
+        assert.match(catalog.explain('relay-a'), /never verified: test \(signature does not match the file\)/);
+        assert.ok(veil.logs.some((l) => /plugin\/sources: list test: .* is not usable: signature does not match the file/.test(l)));
+      } finally {
+        await veil.stop();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('sources over HTTPS', () => {
+  let certs: TestCerts;
+  let dir: string;
+  let server: https.Server;
+  let port: number;
+  let served = { list: LIST, signature: '' };
+  const requests: Array<{ host?: string; servername?: string; path?: string }> = [];
+
+  before(async () => {
+    certs = makeTestCerts();
+    dir = mkdtempSync(path.join(tmpdir(), 'veil-sources-https-'));
+    served.signature = signMinisign(Buffer.from(LIST), key, 'timestamp:1700000000\tfile:relays.md');
+    server = https.createServer({ cert: readFileSync(certs.chain), key: readFileSync(certs.key) }, (req, res) => {
+      requests.push({ host: req.headers.host, servername: (req.socket as unknown as { servername?: string }).servername, path: req.url });
+      if (req.url === '/v3/relays.md') res.end(served.list);
+      else if (req.url === '/v3/relays.md.minisig') res.end(served.signature);
+      else {
+        res.statusCode = 404;
+        res.end();
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as { port: number }).port;
+  });
+  after(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(certs.dir, { recursive: true, force: true });
+  });
+
+  const corefile = () =>
+    `. {\n  listen udp://127.0.0.1:0\n  sources {\n    list relays https://dns.test:${port}/v3/relays.md {\n      minisign_key ${key.publicKey}\n      cache cache/relays.md\n      bootstrap 127.0.0.1\n      ca ${certs.ca}\n      prefix lab-\n    }\n  }\n}`;
+
+  it('fetches by IP with the name only in TLS and Host, verifies, caches, and works offline after', async () => {
+    let veil = await startTestServer(corefile(), { registry: createBuiltinRegistry(), file: path.join(dir, 'Corefile') });
+    try {
+      const catalog = catalogOf(veil);
+      assert.equal(catalog.list('relays')!.state, 'verified');
+      assert.ok(catalog.find('lab-relay-a'));
+      assert.ok(requests.length >= 2);
+      assert.ok(requests.every((r) => r.host === `dns.test:${port}` && r.servername === 'dns.test'), JSON.stringify(requests));
+      assert.ok(existsSync(path.join(dir, 'cache/relays.md')) && existsSync(path.join(dir, 'cache/relays.md.minisig')));
+    } finally {
+      await veil.stop();
+    }
+
+    // The server now serves a tampered list: the refresh is refused and the cached copy stays.
+    served = { ...served, list: LIST.replace('A relay.', 'A relay!') };
+    veil = await startTestServer(corefile(), { registry: createBuiltinRegistry(), file: path.join(dir, 'Corefile') });
+    try {
+      const catalog = catalogOf(veil);
+      assert.equal(catalog.list('relays')!.state, 'cached');
+      const source = veil.server.config!.blocks[0]!.plugins.find((p) => p.name === 'sources') as SourcesPlugin;
+      assert.equal(await source.sources[0]!.refresh(), false);
+      assert.equal(catalog.list('relays')!.state, 'cached');
+      assert.deepEqual(catalog.find('lab-relay-a')!.entry.stamps[0], { protocol: 'dnscryptRelay', address: '127.0.0.2:5443' });
+      assert.ok(veil.logs.some((l) => /list relays: refresh failed \(signature does not match the file\); keeping the last verified copy/.test(l)), veil.logs.join('\n'));
+    } finally {
+      await veil.stop();
+    }
+
+    // The server is gone: start-up still works from the cache.
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    veil = await startTestServer(corefile(), { registry: createBuiltinRegistry(), file: path.join(dir, 'Corefile') });
+    try {
+      assert.equal(catalogOf(veil).list('relays')!.state, 'cached');
+      assert.ok(catalogOf(veil).find('lab-lab'));
+    } finally {
+      await veil.stop();
+      server = https.createServer();
+      server.listen(0, '127.0.0.1');
+    }
+  });
+});
+
+describe('sources configuration', () => {
+  const build = (text: string) => buildConfig(parseCorefileText(text, 'Corefile'), { registry: createBuiltinRegistry(), logger: new MemoryLogger(), clock: new SystemClock() });
+  const cases: Array<[string, string, RegExp]> = [
+    ['a URL without a key', 'list a https://example.org/l.md {\n      cache c.md\n    }', /needs minisign_key/],
+    ['a URL without a cache', `list a https://example.org/l.md {\n      minisign_key ${key.publicKey}\n    }`, /needs a cache file/],
+    ['plain http', `list a http://example.org/l.md {\n      minisign_key ${key.publicKey}\n      cache c.md\n    }`, /https:\/\/ only/],
+    ['a bad key', 'list a https://example.org/l.md {\n      minisign_key RWQnope\n      cache c.md\n    }', /Corefile:4:20: sources: not a minisign Ed25519 public key/],
+    ['a host name as bootstrap', `list a https://example.org/l.md {\n      minisign_key ${key.publicKey}\n      cache c.md\n      bootstrap dns.google\n    }`, /bootstrap takes IP addresses/],
+  ];
+  for (const [label, list, message] of cases) {
+    it(`refuses ${label}`, () => {
+      assert.throws(() => build(`. {\n  sources {\n    ${list}\n  }\n}`), (err: unknown) => err instanceof ConfigError && message.test(err.message) ? true : assert.fail(String(err)));
+    });
+  }
+});
