@@ -231,8 +231,10 @@ export function makeTestCerts(): TestCerts {
 export interface DnsdistOptions {
   /** The backend dnsdist forwards to (e.g. an unbound origin's port on 127.0.0.1). */
   backendPort: number;
-  /** Plain UDP+TCP front-end with a packet cache. */
+  /** Plain UDP+TCP front-end. */
   plain?: boolean;
+  /** A packet cache in front of the backend (for every front-end). */
+  cache?: boolean;
   /** DNS over TLS front-end. */
   tls?: TestCerts;
   /** DNS over HTTPS front-end (HTTP/2, path /dns-query). */
@@ -263,9 +265,10 @@ export async function startDnsdist(options: DnsdistOptions): Promise<Dnsdist> {
     `setACL({"127.0.0.0/8", "::1/128"})`,
     `newServer({address="127.0.0.1:${options.backendPort}", name="origin", checkInterval=3600})`,
   ];
+  if (options.cache) lua.push('getPool(""):setCache(newPacketCache(1000000, {maxTTL=86400, minTTL=0}))');
   if (options.plain) {
     ports.plain = await freePort();
-    lua.push(`setLocal("${host}:${ports.plain}")`, 'getPool(""):setCache(newPacketCache(100000, {maxTTL=86400, minTTL=0}))');
+    lua.push(`setLocal("${host}:${ports.plain}")`);
   } else {
     // dnsdist always listens somewhere; keep its default plain listener on a free port
     lua.push(`setLocal("127.0.0.1:${await freePort()}")`);

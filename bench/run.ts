@@ -1,0 +1,136 @@
+/**
+ * `npm run bench [WORKLOAD…] [--seconds N] [--rounds N] [--no-write]`
+ *
+ * On this one machine: starts a loopback origin (unbound with local data), the peers (dnsdist)
+ * and Veil with equivalent configurations, runs the same load against each, alternating Veil and
+ * peer runs, and prints QPS, mean/p50/p99 latency, the Veil/peer ratio and Veil's RSS. Writes
+ * docs/benchmarks.md from the run (unless --no-write). Numbers drift between machines and runs;
+ * the ratio, measured in one run, is what to compare.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { skipUnless, startUnboundOrigin, type Peer } from '../test/helpers/peers.js';
+import { ROOT } from '../test/helpers/veil-process.js';
+import { workloads, type Measurement, type Workload, type WorkloadContext } from './workloads.js';
+
+interface Options {
+  names: string[];
+  seconds: number;
+  rounds: number;
+  write: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const options: Options = { names: [], seconds: 15, rounds: 2, write: true };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--seconds') options.seconds = Number(argv[++i]);
+    else if (arg === '--rounds') options.rounds = Number(argv[++i]);
+    else if (arg === '--no-write') options.write = false;
+    else if (arg.startsWith('-')) throw new Error(`unknown option ${arg}`);
+    else options.names.push(arg);
+  }
+  const unknown = options.names.filter((n) => !workloads.some((w) => w.name === n));
+  if (unknown.length) throw new Error(`unknown workload(s) ${unknown.join(', ')}; workloads: ${workloads.map((w) => w.name).join(', ')}`);
+  if (!(options.seconds > 0 && options.rounds > 0)) throw new Error('--seconds and --rounds take positive numbers');
+  return options;
+}
+
+function fmt(n: number | null | undefined, digits = 2): string {
+  return n === null || n === undefined || Number.isNaN(n) ? '–' : n.toFixed(digits);
+}
+
+function row(cells: string[]): string {
+  return `| ${cells.join(' | ')} |`;
+}
+
+async function main(): Promise<void> {
+  const options = parseArgs(process.argv.slice(2));
+  const missing = skipUnless('unbound', 'dnsdist', 'dnsperf');
+  if (missing) throw new Error(`the benchmark needs unbound, dnsdist and dnsperf (${missing})`);
+  const chosen = options.names.length ? workloads.filter((w) => options.names.includes(w.name)) : workloads;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'veil-bench-'));
+  let origin: Peer | null = null;
+  const results: Array<{ workload: Workload; measurement: Measurement | null; skipped?: string }> = [];
+  try {
+    origin = await startUnboundOrigin();
+    const ctx: WorkloadContext = { dir, origin, seconds: options.seconds, rounds: options.rounds, log: (line) => console.log(`  ${line}`) };
+    for (const workload of chosen) {
+      const skip = workload.requires?.();
+      if (skip) {
+        console.log(`${workload.name}: skipped (${skip})`);
+        results.push({ workload, measurement: null, skipped: skip });
+        continue;
+      }
+      console.log(`${workload.name}: ${workload.description}`);
+      const measurement = await workload.run(ctx);
+      results.push({ workload, measurement });
+      console.log(`  → ${measurement.summary}`);
+    }
+  } finally {
+    await origin?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  const header = row(['workload', 'Veil QPS', 'peer QPS', 'Veil/peer', 'Veil mean ms', 'Veil p50 ms', 'Veil p99 ms', 'peer mean ms', 'Veil RSS MB', 'target']);
+  const separator = row(Array(10).fill('---'));
+  const lines = results.map(({ workload, measurement, skipped }) =>
+    measurement
+      ? row([
+          workload.name,
+          fmt(measurement.veil.qps, 0),
+          fmt(measurement.peer?.qps, 0),
+          measurement.ratio === null ? '–' : `${fmt(measurement.ratio)}×`,
+          fmt(measurement.veil.meanMs, 3),
+          fmt(measurement.veil.p50Ms, 3),
+          fmt(measurement.veil.p99Ms, 3),
+          fmt(measurement.peer?.meanMs, 3),
+          fmt(measurement.rssMb, 0),
+          workload.target,
+        ])
+      : row([workload.name, `skipped: ${skipped}`, '', '', '', '', '', '', '', workload.target]),
+  );
+  const table = [header, separator, ...lines].join('\n');
+  console.log(`\n${table}\n`);
+  for (const { workload, measurement } of results) if (measurement?.notes.length) console.log(`${workload.name}: ${measurement.notes.join('; ')}`);
+
+  if (options.write && options.names.length === 0) writeReport(table, results, options);
+}
+
+function writeReport(table: string, results: Array<{ workload: Workload; measurement: Measurement | null }>, options: Options): void {
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  const versions = readFileSync(path.join(ROOT, 'package.json'), 'utf8');
+  const version = (JSON.parse(versions) as { version: string }).version;
+  const commands = results
+    .filter((r) => r.measurement)
+    .map((r) => `* **${r.workload.name}**: ${r.workload.description}\n${r.measurement!.commands.map((c) => `  * \`${c}\``).join('\n')}${r.measurement!.notes.length ? `\n  * ${r.measurement!.notes.join('; ')}` : ''}`)
+    .join('\n');
+  const text = `# Benchmarks
+
+Measured by \`npm run bench\` (${options.seconds} s per run, ${options.rounds} alternating rounds of Veil and
+peer, best round kept) on ${new Date().toISOString().slice(0, 10)}: Veil ${version} on Node ${process.version},
+${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}. The load generator,
+the origin (unbound with local data), the peers (dnsdist ${peerVersion()}) and Veil share these cores.
+Absolute numbers move from run to run and machine to machine; compare the ratios.
+
+${table}
+
+## What ran
+
+${commands}
+`;
+  writeFileSync(path.join(ROOT, 'docs/benchmarks.md'), text);
+  console.log('wrote docs/benchmarks.md');
+}
+
+function peerVersion(): string {
+  const out = spawnSync('dnsdist', ['--version'], { encoding: 'utf8' }).stdout ?? '';
+  return /dnsdist (\S+)/.exec(out)?.[1] ?? 'unknown';
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});

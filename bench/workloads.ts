@@ -1,0 +1,144 @@
+/**
+ * The benchmark workloads: each starts Veil and its peer for the same job, runs the same load
+ * against both (alternating), and reports the ratio. A workload whose plugin or tool is missing
+ * is skipped with the reason.
+ */
+import { readFileSync } from 'node:fs';
+import { skipUnless, startDnsdist, type Peer } from '../test/helpers/peers.js';
+import { startVeil, type VeilProcess } from '../test/helpers/veil-process.js';
+import { dnsperf, writeSkewedQueries, type LoadResult } from './tools.js';
+
+export interface WorkloadContext {
+  dir: string;
+  origin: Peer;
+  seconds: number;
+  rounds: number;
+  log(line: string): void;
+}
+
+export interface Measurement {
+  veil: LoadResult;
+  peer: LoadResult | null;
+  /** Veil/peer QPS (or latency, as the workload says). */
+  ratio: number | null;
+  rssMb: number | null;
+  summary: string;
+  commands: string[];
+  notes: string[];
+}
+
+export interface Workload {
+  name: string;
+  description: string;
+  /** The goal, as the issue states it. */
+  target: string;
+  /** A reason to skip, or false. */
+  requires?(): string | false;
+  run(ctx: WorkloadContext): Promise<Measurement>;
+}
+
+export function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+/** Runs Veil and peer loads in turn, `rounds` times each; keeps each side's best round. */
+export async function alternate(ctx: WorkloadContext, veil: () => Promise<LoadResult>, peer: () => Promise<LoadResult>): Promise<{ veil: LoadResult; peer: LoadResult }> {
+  let bestVeil: LoadResult | null = null;
+  let bestPeer: LoadResult | null = null;
+  for (let round = 0; round < ctx.rounds; round++) {
+    const v = await veil();
+    ctx.log(`round ${round + 1}: Veil ${v.qps.toFixed(0)} qps, mean ${v.meanMs.toFixed(3)} ms`);
+    const p = await peer();
+    ctx.log(`round ${round + 1}: peer ${p.qps.toFixed(0)} qps, mean ${p.meanMs.toFixed(3)} ms`);
+    if (!bestVeil || v.qps > bestVeil.qps) bestVeil = v;
+    if (!bestPeer || p.qps > bestPeer.qps) bestPeer = p;
+  }
+  return { veil: bestVeil!, peer: bestPeer! };
+}
+
+async function withVeil<T>(corefile: string, fn: (veil: VeilProcess) => Promise<T>): Promise<T> {
+  const veil = await startVeil(corefile);
+  try {
+    return await fn(veil);
+  } finally {
+    await veil.stop();
+  }
+}
+
+async function withPeer<T>(start: () => Promise<Peer>, fn: (peer: Peer) => Promise<T>): Promise<T> {
+  const peer = await start();
+  try {
+    return await fn(peer);
+  } finally {
+    await peer.stop();
+  }
+}
+
+function throughput(name: string, result: { veil: LoadResult; peer: LoadResult }, rss: number, notes: string[] = []): Measurement {
+  const ratio = result.veil.qps / result.peer.qps;
+  return {
+    ...result,
+    ratio,
+    rssMb: rss,
+    summary: `Veil ${result.veil.qps.toFixed(0)} qps vs peer ${result.peer.qps.toFixed(0)} qps: ${ratio.toFixed(2)}× (${name})`,
+    commands: [result.veil.command, result.peer.command],
+    notes,
+  };
+}
+
+const udpForward: Workload = {
+  name: 'udp-forward',
+  description: 'misses forwarded over UDP, no cache: Veil `forward` vs dnsdist without packet cache, both to the origin',
+  target: 'context',
+  async run(ctx) {
+    const queries = writeSkewedQueries(ctx.dir, 'forward.txt', 1000, 10000);
+    const corefile = `. {\n  listen udp://127.0.0.1:0\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
+    return withVeil(corefile, (veil) =>
+      withPeer(
+        () => startDnsdist({ backendPort: ctx.origin.port, plain: true }),
+        async (peer) => {
+          const veilPort = veil.address('udp').port;
+          const peerPort = (peer as unknown as { ports: { plain: number } }).ports.plain;
+          const result = await alternate(
+            ctx,
+            () => dnsperf({ port: veilPort, queryFile: queries, seconds: ctx.seconds }),
+            () => dnsperf({ port: peerPort, queryFile: queries, seconds: ctx.seconds }),
+          );
+          return throughput('UDP forward', result, rssMb(veil.child.pid!));
+        },
+      ),
+    );
+  },
+};
+
+const udpLatency: Workload = {
+  name: 'udp-latency',
+  description: 'added latency at 2,000 qps, UDP forward: Veil in front of the origin vs the origin directly',
+  target: 'context',
+  async run(ctx) {
+    const queries = writeSkewedQueries(ctx.dir, 'latency.txt', 1000, 10000);
+    const corefile = `. {\n  listen udp://127.0.0.1:0\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
+    return withVeil(corefile, async (veil) => {
+      const port = veil.address('udp').port;
+      const fixed = { queryFile: queries, seconds: ctx.seconds, rate: 2000, clients: 1, outstanding: 50, verbose: true };
+      const result = await alternate(
+        ctx,
+        () => dnsperf({ ...fixed, port }),
+        () => dnsperf({ ...fixed, port: ctx.origin.port }),
+      );
+      const added = (result.veil.p50Ms ?? NaN) - (result.peer.p50Ms ?? NaN);
+      return {
+        ...result,
+        ratio: null,
+        rssMb: rssMb(veil.child.pid!),
+        summary: `p50 ${result.veil.p50Ms?.toFixed(3)} ms through Veil vs ${result.peer.p50Ms?.toFixed(3)} ms direct: +${added.toFixed(3)} ms (p99 ${result.veil.p99Ms?.toFixed(3)} vs ${result.peer.p99Ms?.toFixed(3)})`,
+        commands: [result.veil.command, result.peer.command],
+        notes: [`added p50 latency ${added.toFixed(3)} ms`],
+      };
+    });
+  },
+  requires: () => skipUnless('dnsperf'),
+};
+
+export const workloads: Workload[] = [udpForward, udpLatency];
