@@ -181,3 +181,17 @@ describe('stream framing', () => {
     assert.equal(reader.pending, 5);
   });
 });
+
+describe('matching an answer to its query', () => {
+  it('compares the question case-insensitively and type and class exactly', () => {
+    const q = buildQuery('WWW.Example.ORG', QType.A);
+    assert.ok(sameQuestion(q, buildQuery('www.example.org', QType.A)));
+    assert.ok(!sameQuestion(q, buildQuery('www.example.com', QType.A)));
+    assert.ok(!sameQuestion(q, buildQuery('www.example.org', QType.AAAA)));
+    assert.ok(!sameQuestion(q, buildQuery('www.example.org', QType.A, { qclass: 3 })));
+    assert.ok(!sameQuestion(q, buildQuery('www.example.or', QType.A)));
+    // bytes that differ only by 0x20 but are not letters are different names
+    assert.ok(!sameQuestion(buildQuery('a[.test', QType.A), buildQuery('a{.test', QType.A)));
+    assert.ok(!sameQuestion(q, q.subarray(0, 20)));
+  });
+});

@@ -247,8 +247,33 @@ export function questionSectionEnd(msg: Buffer): number {
 /**
  * True when both messages carry the same first question (name compared case-insensitively,
  * type and class exactly). Used to accept an upstream answer only for the query it belongs to.
+ * Compares the bytes in place; only a question written with compression pointers (legal, but
+ * no server does it) takes the decoding path.
  */
 export function sameQuestion(a: Buffer, b: Buffer): boolean {
+  if (a.length < HEADER_SIZE + 5 || b.length < HEADER_SIZE + 5 || qdCount(a) === 0 || qdCount(b) === 0) return false;
+  let pos = HEADER_SIZE;
+  for (;;) {
+    if (pos >= a.length || pos >= b.length) return false;
+    const len = a[pos]!;
+    if (len !== b[pos]) return false;
+    if (len === 0) break;
+    if (len > 63) return sameQuestionDecoded(a, b);
+    if (pos + 1 + len > a.length || pos + 1 + len > b.length) return false;
+    for (let i = pos + 1; i <= pos + len; i++) {
+      const x = a[i]!;
+      const y = b[i]!;
+      if (x !== y && (x | 0x20) !== (y | 0x20)) return false;
+      if (x !== y && !((x | 0x20) >= 0x61 && (x | 0x20) <= 0x7a)) return false;
+    }
+    pos += len + 1;
+  }
+  pos++;
+  if (pos + 4 > a.length || pos + 4 > b.length) return false;
+  return a.readUInt32BE(pos) === b.readUInt32BE(pos);
+}
+
+function sameQuestionDecoded(a: Buffer, b: Buffer): boolean {
   try {
     const qa = readQuestion(a);
     const qb = readQuestion(b);

@@ -25,6 +25,7 @@ class UdpSocket {
   readonly pending = new Map<number, Pending>();
   private readonly socket: dgram.Socket;
   private ready: Promise<void>;
+  private connected = false;
   closed = false;
 
   constructor(
@@ -36,7 +37,10 @@ class UdpSocket {
     this.socket.on('message', (msg) => this.onMessage(msg));
     this.socket.on('error', (err) => this.fail(new UpstreamUnavailableError(`udp ${host}:${port}: ${err.message}`, { cause: err })));
     this.ready = new Promise((resolve, reject) => {
-      this.socket.once('connect', resolve);
+      this.socket.once('connect', () => {
+        this.connected = true;
+        resolve();
+      });
       this.socket.once('error', reject);
     });
     this.ready.catch(() => {});
@@ -44,7 +48,7 @@ class UdpSocket {
   }
 
   async send(query: Buffer, timeoutMs: number): Promise<Buffer> {
-    await this.ready;
+    if (!this.connected) await this.ready;
     if (this.closed) throw new UpstreamUnavailableError(`udp ${this.host}:${this.port}: socket closed`);
     const id = freeId(this.pending);
     const wire = Buffer.from(query);
