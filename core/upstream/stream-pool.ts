@@ -241,6 +241,11 @@ export class StreamPool {
     return connection;
   }
 
+  /** Queries waiting for an answer. */
+  get inflight(): number {
+    return this.connections.reduce((sum, c) => sum + c.inflight, 0);
+  }
+
   get openConnections(): number {
     return this.connections.length;
   }

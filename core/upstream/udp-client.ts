@@ -110,6 +110,11 @@ export class UdpClient {
     private readonly socketCount = 4,
   ) {}
 
+  /** Queries waiting for an answer. */
+  get inflight(): number {
+    return this.sockets.reduce((sum, s) => sum + s.pending.size, 0);
+  }
+
   /** Sends one query and waits up to `timeoutMs` for its answer (ID restored to the query's). */
   async exchange(query: Buffer, timeoutMs: number): Promise<Buffer> {
     if (this.stopped) throw new UpstreamUnavailableError('upstream stopped');

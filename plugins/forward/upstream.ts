@@ -46,6 +46,11 @@ export class PlainDnsUpstream implements Upstream {
     return this.tcp.exchange(query, this.attemptTime(ctx));
   }
 
+  /** Queries sent and not yet answered or timed out. */
+  get inflight(): number {
+    return (this.udp?.inflight ?? 0) + this.tcp.inflight;
+  }
+
   private attemptTime(ctx: RequestContext): number {
     const left = Math.min(this.options.timeoutMs, ctx.remaining());
     if (left <= 0) throw new DeadlineError(`${this.name}: the query's deadline passed`);
