@@ -11,15 +11,19 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SystemClock } from '../core/clock.js';
-import { VeilError } from '../core/errors.js';
+import { parseGlobalOptions, MAX_WORKERS } from '../core/config/global.js';
+import { ConfigError, VeilError } from '../core/errors.js';
 import { loadExternalPlugins } from '../core/external.js';
 import { StreamLogger } from '../core/logger.js';
-import { buildConfig, VeilServer, type BuiltConfig } from '../core/server.js';
+import { buildConfig, VeilServer, type BuiltConfig, type ServerEnvironment } from '../core/server.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { loadConfigFile } from './config.js';
+import { superviseWorkers, workerIndex } from './workers.js';
 
 const USAGE = `Usage:
-  veil [-conf FILE]       serve the configuration in FILE (default: Corefile)
+  veil [-conf FILE] [--workers N]
+                          serve the configuration in FILE (default: Corefile), in N processes
+                          sharing the listeners (default: the Corefile's global "workers", or 1)
   veil check [FILE]       check FILE and print each server block's listeners and plugins
   veil --version          print the version
 
@@ -33,22 +37,30 @@ export function version(): string {
 interface Command {
   kind: 'serve' | 'check' | 'version' | 'help';
   file: string;
+  /** --workers N; null when not given (the Corefile's global `workers` then decides). */
+  workers: number | null;
 }
 
 export function parseArgs(argv: string[]): Command {
   const args = [...argv];
   let kind: Command['kind'] = 'serve';
   let file: string | null = null;
+  let workers: number | null = null;
   if (args[0] === 'check') {
     kind = 'check';
     args.shift();
   }
   while (args.length > 0) {
     const arg = args.shift()!;
-    if (arg === '--version' || arg === '-version' || arg === 'version') return { kind: 'version', file: '' };
-    if (arg === '-h' || arg === '--help' || arg === '-help' || arg === 'help') return { kind: 'help', file: '' };
+    if (arg === '--version' || arg === '-version' || arg === 'version') return { kind: 'version', file: '', workers: null };
+    if (arg === '-h' || arg === '--help' || arg === '-help' || arg === 'help') return { kind: 'help', file: '', workers: null };
     const inline = /^--?conf=(.*)$/.exec(arg);
-    if (inline) {
+    const workersInline = /^--?workers=(.*)$/.exec(arg);
+    if (workersInline || arg === '--workers' || arg === '-workers') {
+      const value = workersInline ? workersInline[1]! : args.shift();
+      if (!value || !/^\d+$/.test(value) || Number(value) < 1 || Number(value) > MAX_WORKERS) throw new UsageError(`--workers takes a number from 1 to ${MAX_WORKERS}`);
+      workers = Number(value);
+    } else if (inline) {
       file = inline[1]!;
     } else if (arg === '-conf' || arg === '--conf') {
       const value = args.shift();
@@ -60,7 +72,7 @@ export function parseArgs(argv: string[]): Command {
       throw new UsageError(`unknown argument "${arg}"`);
     }
   }
-  return { kind, file: file ?? 'Corefile' };
+  return { kind, file: file ?? 'Corefile', workers };
 }
 
 class UsageError extends Error {}
@@ -97,8 +109,9 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const logger = new StreamLogger(process.stderr);
-  const env = { registry: createBuiltinRegistry(), logger, clock: new SystemClock() };
+  const worker = workerIndex();
+  const logger = new StreamLogger(process.stderr, 'info', '', worker ? `worker ${worker}: ` : '');
+  const env = { registry: createBuiltinRegistry(), logger, clock: new SystemClock(), reusePort: worker !== null };
 
   if (command.kind === 'check') {
     try {
@@ -110,6 +123,16 @@ async function main(argv: string[]): Promise<number> {
     } catch (err) {
       return reportFatal(err);
     }
+  }
+
+  if (worker === null) {
+    let workers: number;
+    try {
+      workers = await workerCount(command, env);
+    } catch (err) {
+      return reportFatal(err);
+    }
+    if (workers > 1) return superviseWorkers(workers, fileURLToPath(import.meta.url), process.argv.slice(2), logger);
   }
 
   const server = new VeilServer(env);
@@ -155,6 +178,22 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', () => shutdown('SIGTERM'));
     process.on('SIGINT', () => shutdown('SIGINT'));
   });
+}
+
+/**
+ * How many processes serve: --workers, else the Corefile's global `workers`. Workers share
+ * addresses, so a listener on port 0 (a different port for each) is refused.
+ */
+async function workerCount(command: Command, env: ServerEnvironment): Promise<number> {
+  const config = loadConfigFile(command.file);
+  const workers = command.workers ?? parseGlobalOptions(config).workers;
+  if (workers > 1) {
+    await loadExternalPlugins(config, env.registry);
+    const built = buildConfig(config, env);
+    const zero = [...built.listeners.values()].find((l) => l.endpoint.port === 0);
+    if (zero) throw new ConfigError(null, `${zero.endpoint.text}: with ${workers} workers every listener needs a fixed port (port 0 would give each worker its own)`);
+  }
+  return workers;
 }
 
 function reportFatal(err: unknown): number {

@@ -33,17 +33,19 @@ export class StreamLogger extends Logger {
     private readonly sink: LogSink = process.stderr,
     private readonly minimum: LogLevel = 'info',
     private readonly source = '',
+    /** Written before every line of this logger and its children (`worker 2: `). */
+    private readonly prefix = '',
   ) {
     super();
   }
 
   write(level: LogLevel, message: string): void {
     if (RANK[level] < RANK[this.minimum]) return;
-    this.sink.write(`[${level.toUpperCase()}] ${this.source ? `${this.source}: ` : ''}${message}\n`);
+    this.sink.write(`${this.prefix}[${level.toUpperCase()}] ${this.source ? `${this.source}: ` : ''}${message}\n`);
   }
 
   child(source: string): Logger {
-    return new StreamLogger(this.sink, this.minimum, source);
+    return new StreamLogger(this.sink, this.minimum, source, this.prefix);
   }
 }
 

@@ -7,6 +7,7 @@
 import { container as globalContainer, type DependencyContainer } from './di.js';
 import { createBlock, parseBlocks, type BuiltBlock } from './block.js';
 import type { ConfigFile } from './config/ast.js';
+import { parseGlobalOptions } from './config/global.js';
 import { DEFAULT_DNS_PORT } from './config/zones.js';
 import type { Clock } from './clock.js';
 import { createDispatcher, QUERY_TIMEOUT_MS, type ZoneRoute } from './dispatch.js';
@@ -26,6 +27,8 @@ export interface ServerEnvironment {
   graceMs?: number;
   /** Each query's deadline (default QUERY_TIMEOUT_MS). */
   queryTimeoutMs?: number;
+  /** Bind listeners with SO_REUSEPORT (set in worker processes). */
+  reusePort?: boolean;
 }
 
 export interface PlannedListener {
@@ -42,6 +45,7 @@ export interface BuiltConfig {
 
 /** Parses and builds a configuration without binding or connecting anything. */
 export function buildConfig(config: ConfigFile, env: ServerEnvironment, kept = new Map<string, unknown>(), root: DependencyContainer = createRootContainer(env)): BuiltConfig {
+  parseGlobalOptions(config);
   const parsed = parseBlocks(config, env.registry);
   const blocks = parsed.map((block) =>
     createBlock(block, { root, logger: env.logger, clock: env.clock, transports: env.registry.transports, kept }),
@@ -145,7 +149,7 @@ export class VeilServer {
     const bound: Listener[] = [];
     try {
       for (const planned of built.listeners.values()) {
-        const listener = planned.transport.create(planned.endpoint, planned.options, { logger: this.env.logger, clock: this.env.clock });
+        const listener = planned.transport.create(planned.endpoint, planned.options, this.listenerEnvironment());
         await listener.start(this.dispatcherFor(planned));
         bound.push(listener);
         this.listeners.set(planned.endpoint.text, listener);
@@ -180,7 +184,7 @@ export class VeilServer {
     try {
       for (const [key, planned] of built.listeners) {
         if (this.listeners.has(key)) continue;
-        const listener = planned.transport.create(planned.endpoint, planned.options, { logger: this.env.logger, clock: this.env.clock });
+        const listener = planned.transport.create(planned.endpoint, planned.options, this.listenerEnvironment());
         await listener.start(this.dispatcherFor(planned));
         added.push([key, listener]);
       }
@@ -236,6 +240,10 @@ export class VeilServer {
     this.retiring.clear();
     if (this.active) await stopBlocks(this.active);
     this.active = null;
+  }
+
+  private listenerEnvironment() {
+    return { logger: this.env.logger, clock: this.env.clock, reusePort: this.env.reusePort ?? false };
   }
 
   private dispatcherFor(planned: PlannedListener) {

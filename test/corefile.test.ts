@@ -177,3 +177,15 @@ describe('JSONC form', () => {
     assert.throws(() => parseJsoncText('{\n  "server": []\n}', 'v.jsonc'), /v\.jsonc:2:3: unknown key "server"/);
   });
 });
+
+describe('the global options block', () => {
+  it('is read from a key-less block first in the file', () => {
+    const config = parseCorefileText('{\n  workers 2\n}\n. {\n  log\n}\n', 'Corefile');
+    assert.deepEqual(config.global.map((d) => [d.name.text, ...d.args.map((a) => a.text)]), [['workers', '2']]);
+    assert.deepEqual(shape(config), [[['.'], [['log']]]]);
+  });
+  it('is the same in JSONC', () => {
+    const config = parseJsoncText('{"global": [["workers", 2]], "servers": [{"zones": ["."], "directives": [["log"]]}]}', 'v.jsonc');
+    assert.deepEqual(config.global.map((d) => [d.name.text, ...d.args.map((a) => a.text)]), [['workers', '2']]);
+  });
+});

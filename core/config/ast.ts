@@ -26,5 +26,7 @@ export interface ServerBlockConfig {
 export interface ConfigFile {
   /** The file the configuration was read from, as given by the user. */
   file: string;
+  /** Options of the whole server: the key-less block `{ … }` at the top of a Corefile. */
+  global: Directive[];
   blocks: ServerBlockConfig[];
 }

@@ -30,16 +30,20 @@ export interface ParseOptions {
 export function parseCorefile(file: string, options: ParseOptions = {}): ConfigFile {
   const parser = new CorefileParser(options);
   const absolute = path.resolve(file);
-  return { file, blocks: parser.parseTopLevelFile(absolute, null) };
+  const blocks = parser.parseTopLevelFile(absolute, null);
+  return { file, global: parser.global, blocks };
 }
 
 /** Parses Corefile text; `file` names it in messages and anchors relative imports. */
 export function parseCorefileText(text: string, file: string, options: ParseOptions = {}): ConfigFile {
   const parser = new CorefileParser(options);
-  return { file, blocks: parser.parseTopLevelText(text, path.resolve(file)) };
+  const blocks = parser.parseTopLevelText(text, path.resolve(file));
+  return { file, global: parser.global, blocks };
 }
 
 class CorefileParser {
+  /** The global options block, when the main file starts with one. */
+  global: Directive[] = [];
   private readonly snippets = new Map<string, Node[]>();
   private readonly importStack: string[] = [];
   private readonly env: Environment;
@@ -93,6 +97,12 @@ class CorefileParser {
   private nodesOf(text: string, absolute: string): Node[] {
     const tokens = tokenize(text, this.display(absolute), this.env);
     const cursor = { index: 0 };
+    const first = tokens[0];
+    if (first && !first.quoted && first.text === '{' && this.importStack.length === 1) {
+      // Caddy's global options block: `{ … }` with no keys, first in the main file.
+      cursor.index = 1;
+      this.global = this.directives(groupLines(tokens, cursor, first), absolute);
+    }
     return groupLines(tokens, cursor, null);
   }
 

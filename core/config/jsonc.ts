@@ -3,6 +3,7 @@
  *
  * ```jsonc
  * {
+ *   "global": [["workers", 2]],                         // the Corefile's `{ workers 2 }`
  *   "servers": [
  *     {
  *       "zones": ["."],                                   // the server block keys
@@ -75,8 +76,11 @@ export function parseJsoncText(text: string, file: string, env: Environment = pr
 
   const properties = objectProperties(root, at);
   for (const key of properties.keys()) {
-    if (key !== 'servers') throw new ConfigError(at(properties.get(key)!.key), `unknown key "${key}" (expected "servers")`);
+    if (key !== 'servers' && key !== 'global') throw new ConfigError(at(properties.get(key)!.key), `unknown key "${key}" (expected "servers" or "global")`);
   }
+  const globalNode = properties.get('global')?.value;
+  if (globalNode && globalNode.type !== 'array') throw new ConfigError(at(globalNode), '"global" must be an array of directives');
+  const global = (globalNode?.children ?? []).map(directive);
   const servers = properties.get('servers')?.value;
   if (!servers || servers.type !== 'array') throw new ConfigError(at(servers ?? root), '"servers" must be an array of server blocks');
 
@@ -100,7 +104,7 @@ export function parseJsoncText(text: string, file: string, env: Environment = pr
       location: at(server),
     };
   });
-  return { file, blocks };
+  return { file, global, blocks };
 }
 
 function objectProperties(node: JsonNode, at: (n: JsonNode) => Location): Map<string, { key: JsonNode; value: JsonNode }> {

@@ -43,6 +43,8 @@ export interface Listener {
 export interface ListenerEnvironment {
   logger: Logger;
   clock: Clock;
+  /** Bind with SO_REUSEPORT, so several worker processes share the address. */
+  reusePort: boolean;
 }
 
 export interface TransportDefinition<Options = unknown> {

@@ -7,10 +7,10 @@ import { parseStreamLimits, STREAM_OPTION_NAMES } from './options.js';
 import { StreamSessions, type StreamLimits } from './stream-sessions.js';
 
 /** Binds a stream server (TCP or TLS) and reports the bound address. */
-export async function bindStreamServer(server: net.Server, endpoint: Endpoint, scheme: string): Promise<string> {
+export async function bindStreamServer(server: net.Server, endpoint: Endpoint, scheme: string, reusePort = false): Promise<string> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new ListenError(`cannot listen on ${endpoint.text}: ${err.message}`, { cause: err })));
-    server.listen({ port: endpoint.port, host: endpoint.host, backlog: 1024 }, () => {
+    server.listen({ port: endpoint.port, host: endpoint.host, backlog: 1024, reusePort }, () => {
       server.removeAllListeners('error');
       resolve();
     });
@@ -34,7 +34,7 @@ export class TcpListener implements Listener {
   constructor(
     readonly endpoint: Endpoint,
     limits: StreamLimits,
-    env: ListenerEnvironment,
+    private readonly env: ListenerEnvironment,
   ) {
     this.sessions = new StreamSessions(limits, 'tcp', () => this.handler!, env.logger);
   }
@@ -44,7 +44,7 @@ export class TcpListener implements Listener {
     // allowHalfOpen: a client may send its queries and shut its side; we still answer.
     const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.sessions.accept(socket));
     server.on('error', () => {});
-    this.boundAddress = await bindStreamServer(server, this.endpoint, 'tcp');
+    this.boundAddress = await bindStreamServer(server, this.endpoint, 'tcp', this.env.reusePort);
     this.server = server;
   }
 

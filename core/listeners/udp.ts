@@ -23,7 +23,7 @@ export class UdpListener implements Listener {
 
   async start(handler: QueryHandler): Promise<void> {
     this.handler = handler;
-    const socket = dgram.createSocket({ type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4' });
+    const socket = dgram.createSocket({ type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4', reusePort: this.env.reusePort });
     await new Promise<void>((resolve, reject) => {
       socket.once('error', (err) => reject(new ListenError(`cannot listen on ${this.endpoint.text}: ${err.message}`, { cause: err })));
       socket.bind(this.endpoint.port, this.endpoint.host, () => {
