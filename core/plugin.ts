@@ -26,6 +26,12 @@ export interface Plugin {
    * Buffer you keep (copy a cached one).
    */
   serve?(ctx: RequestContext, next: Next): Promise<Buffer | null>;
+  /**
+   * Wraps each link of the block's chain that stands after this plugin (every later plugin's
+   * serve, then the upstream stage), once, when the chain is built: how `trace` gives each
+   * plugin a span. A block without such a plugin gets the plain chain and pays nothing.
+   */
+  wrapLink?(name: string, link: Next): Next;
   /** After every block is built, before listeners bind. */
   start?(): Promise<void> | void;
   /** On shutdown, and on reload for the old configuration once the new one serves. */

@@ -6,8 +6,9 @@ import { forwardPlugin } from './forward/index.js';
 import { hostsPlugin } from './hosts/index.js';
 import { listenPlugin } from './listen/index.js';
 import { logPlugin } from './log/index.js';
+import { metricsPlugin } from './metrics/index.js';
 
-export const builtinPlugins: readonly PluginDefinition<any>[] = [listenPlugin, logPlugin, errorsPlugin, hostsPlugin, forwardPlugin];
+export const builtinPlugins: readonly PluginDefinition<any>[] = [listenPlugin, metricsPlugin, logPlugin, errorsPlugin, hostsPlugin, forwardPlugin];
 
 /** A registry with core's listeners and every built-in plugin. */
 export function createBuiltinRegistry(): PluginRegistry {
