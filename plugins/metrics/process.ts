@@ -4,7 +4,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { monitorEventLoopDelay, type ELDHistogram } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
+import { veilVersion } from '../../lib/version.js';
 import { Counter, Gauge, Summary, type Registry } from './registry.js';
 
 /** Quantiles of the event-loop delay cover the last window of this length. */
@@ -12,15 +12,6 @@ const LAG_WINDOW_MS = 10_000;
 /** How often the monitor samples; each sample measures this interval plus the delay. */
 const LAG_RESOLUTION_MS = 20;
 const LAG_QUANTILES = [0.5, 0.9, 0.99, 1] as const;
-
-function veilVersion(): string {
-  try {
-    const file = fileURLToPath(new URL('../../../package.json', import.meta.url));
-    return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-}
 
 function openFds(): number | null {
   try {
