@@ -28,8 +28,8 @@ export interface HttpAddress {
 export interface HttpLease {
   /** The bound address, `127.0.0.1:9153` (tells the port when the configuration said 0). */
   readonly bound: string;
-  /** True when this lease bound the socket (the first holder on that address). */
-  readonly opened: boolean;
+  /** True when nobody held these paths on this address before (so the holder may announce them). */
+  readonly first: boolean;
   release(): Promise<void>;
 }
 
@@ -110,12 +110,10 @@ const endpoints = new Map<string, Promise<SharedEndpoint>>();
  */
 export async function openHttpEndpoint(address: HttpAddress, routes: Record<string, HttpRoute>): Promise<HttpLease> {
   const key = formatHttpAddress(address);
-  let opened = false;
   let endpoint: SharedEndpoint;
   for (;;) {
     let pending = endpoints.get(key);
     if (!pending) {
-      opened = true;
       pending = bind(address);
       endpoints.set(key, pending);
       pending.catch(() => endpoints.delete(key));
@@ -125,6 +123,7 @@ export async function openHttpEndpoint(address: HttpAddress, routes: Record<stri
     if (endpoints.get(key) === pending) break;
   }
   const mine: Array<[string, Holder]> = Object.entries(routes).map(([path, route]) => [path, { route }]);
+  const first = mine.every(([path]) => !endpoint.routes.has(path));
   for (const [path, holder] of mine) {
     const holders = endpoint.routes.get(path) ?? [];
     holders.push(holder);
@@ -133,7 +132,7 @@ export async function openHttpEndpoint(address: HttpAddress, routes: Record<stri
   let released = false;
   return {
     bound: endpoint.bound,
-    opened,
+    first,
     async release() {
       if (released) return;
       released = true;

@@ -67,7 +67,7 @@ class HealthPlugin implements Plugin {
     } catch (err) {
       throw new ListenError(`${NAME}: ${(err as Error).message}`, { cause: err });
     }
-    if (this.lease.opened) this.logger.info(`serving http://${this.lease.bound}/health and /ready`);
+    if (this.lease.first) this.logger.info(`serving http://${this.lease.bound}/health and /ready`);
   }
 
   private ready(): HttpAnswer {

@@ -97,7 +97,7 @@ class MetricsPlugin implements Plugin {
       this.attachment = null;
       throw new ListenError(`${NAME}: ${(err as Error).message}`, { cause: err });
     }
-    if (this.lease.opened) this.logger.info(`serving http://${this.lease.bound}/metrics`);
+    if (this.lease.first) this.logger.info(`serving http://${this.lease.bound}/metrics`);
     // Upstreams start in rotation; health-tracking policies report changes as they happen.
     const policy = resolveService(this.scope.container, Services.upstreamPolicy);
     for (const upstream of this.upstreams.all) {
