@@ -11,10 +11,16 @@ import { PluginError } from './errors.js';
 import type { Next, Plugin } from './plugin.js';
 
 export function buildChain(plugins: readonly Plugin[], terminal: Next, terminalName = 'upstream'): Next {
+  // The first link after a wrapper is the one every query enters first: wrappers decide there.
+  const firstServing = (after: number): number => {
+    let i = after + 1;
+    while (i < plugins.length && !plugins[i]!.serve) i++;
+    return i;
+  };
   const wrapped = (position: number, name: string, link: Next): Next => {
     for (let i = position - 1; i >= 0; i--) {
       const wrapper = plugins[i]!;
-      if (wrapper.wrapLink) link = wrapper.wrapLink(name, link);
+      if (wrapper.wrapLink) link = wrapper.wrapLink(name, link, firstServing(i) === position);
     }
     return link;
   };

@@ -253,14 +253,14 @@ describe('trace: the chain hook', () => {
     const seen: string[] = [];
     const wrapper: Plugin = {
       name: 'wrapper',
-      serve: (ctx, next) => next(ctx),
-      wrapLink: (name, link) => {
-        wrappedNames.push(name);
+      wrapLink: (name, link, outermost) => {
+        wrappedNames.push(`${name}${outermost ? ' (outermost)' : ''}`);
         return (ctx) => (seen.push(`>${name}`), link(ctx));
       },
     };
-    const chain = buildChain([passing('first', seen), wrapper, passing('a', seen), passing('b', seen)], answer);
-    assert.deepEqual(wrappedNames.sort(), ['a', 'b', 'upstream']);
+    const setupOnly: Plugin = { name: 'setup' };
+    const chain = buildChain([passing('first', seen), wrapper, setupOnly, passing('a', seen), passing('b', seen)], answer);
+    assert.deepEqual(wrappedNames.sort(), ['a (outermost)', 'b', 'upstream']);
     const ctx = ctxFor('x.example');
     await chain(ctx);
     assert.deepEqual(seen, ['first', '>a', 'a', '>b', 'b', '>upstream']);

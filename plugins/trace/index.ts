@@ -10,7 +10,7 @@
  *
  * A sampled query gets a server span, a child span for each link of the chain below (every
  * later plugin that serves, then the upstream stage), and a client span per upstream attempt.
- * An unsampled query costs one random number here and one comparison per link.
+ * An unsampled query costs one random number and one comparison per link.
  */
 import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, flag, readOptions } from '../../core/config/options.js';

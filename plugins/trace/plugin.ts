@@ -74,14 +74,17 @@ export class TracePlugin implements Plugin {
     await pipeline.shutdown();
   }
 
-  serve(ctx: RequestContext, next: Next): Promise<Buffer | null> {
+  /**
+   * Every link after trace gets a span when its query is sampled; the outermost one also
+   * decides whether a query is sampled, and opens its server span. The trace plugin has no
+   * `serve` of its own: an unsampled query pays a random number and a comparison per link.
+   */
+  wrapLink(name: string, link: Next, outermost: boolean): Next {
+    const traced: Next = (ctx) => (ctx.span === undefined ? link(ctx) : this.traceLink(name, link, ctx));
+    if (!outermost) return traced;
+    const sample = this.options.sample;
     // `<` so that 0 never samples and 1 always does.
-    if (this.tracer === null || !(Math.random() < this.options.sample)) return next(ctx);
-    return this.serveSampled(ctx, next, this.tracer);
-  }
-
-  wrapLink(name: string, link: Next): Next {
-    return (ctx) => (ctx.span === undefined ? link(ctx) : this.traceLink(name, link, ctx));
+    return (ctx) => (this.tracer === null || !(Math.random() < sample) ? link(ctx) : this.serveSampled(ctx, traced, this.tracer));
   }
 
   private async serveSampled(ctx: RequestContext, next: Next, tracer: Tracer): Promise<Buffer | null> {
