@@ -398,8 +398,7 @@ describe('metrics: statsd', () => {
     const packets: string[] = [];
     receiver.on('message', (msg) => packets.push(msg.toString('utf8')));
     await new Promise<void>((resolve) => receiver.bind(0, '127.0.0.1', resolve));
-    const veil = await startTestServer(
-      `. {
+    const config = `. {
     listen udp://127.0.0.1:0
     metrics 127.0.0.1:0 {
         statsd 127.0.0.1:${receiver.address().port} test.veil
@@ -407,9 +406,8 @@ describe('metrics: statsd', () => {
     hosts {
         192.0.2.10 web.veil.test
     }
-}`,
-      { registry: testRegistry() },
-    );
+}`;
+    const veil = await startTestServer(config, { registry: testRegistry() });
     const lines = () => packets.flatMap((p) => p.split('\n'));
     const counted = (name: string) => lines().filter((l) => l.startsWith(`${name}:`) && l.endsWith('|c')).reduce((sum, l) => sum + Number(l.slice(name.length + 1, -2)), 0);
     try {
@@ -425,12 +423,19 @@ describe('metrics: statsd', () => {
       for (const timing of timings) assert.match(timing, /:\d+(\.\d+)?\|ms$/);
       assert.ok(lines().some((l) => /^test\.veil\.process_resident_memory_bytes:\d+\|g$/.test(l)));
       for (const packet of packets) assert.ok(Buffer.byteLength(packet) <= 1432, `datagram of ${Buffer.byteLength(packet)} bytes`);
+
+      // A reload shares the sink: the counts go on, and nothing is sent twice.
+      assert.equal(await veil.reload(config), true);
+      await queryUdp(udp.host, udp.port, buildQuery('web.veil.test', QType.A));
+      const later = Date.now() + 5000;
+      while (counted('test.veil.dns_requests.root.root.udp.A') < 3 && Date.now() < later) await new Promise((r) => setTimeout(r, 50));
     } finally {
       await veil.stop();
       receiver.close();
     }
     // Stopping flushes once more; nothing is counted twice.
-    assert.equal(counted('test.veil.dns_requests.root.root.udp.A'), 2);
+    assert.equal(counted('test.veil.dns_requests.root.root.udp.A'), 3);
+    assert.equal(lines().filter((l) => l.startsWith('test.veil.dns_request_duration_seconds.root.root.A:')).length, 3);
   });
 });
 

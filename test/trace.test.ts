@@ -215,6 +215,21 @@ describe('trace: sampling and privacy', () => {
     assert.equal(typeof root.attributes['client.port'], 'number');
   });
 
+  it('names the answering link even when it is the first after trace', async () => {
+    receiver.spans.length = 0;
+    const veil = await startTestServer(`. {\n listen udp://127.0.0.1:0\n trace {\n endpoint ${receiver.url}\n sample 1\n }\n hosts {\n 192.0.2.1 first.test\n }\n}`, {
+      registry: testRegistry(),
+    });
+    const udp = veil.address('udp://127.0.0.1:0');
+    await queryUdp(udp.host, udp.port, buildQuery('first.test', QType.A));
+    await veil.stop();
+    await receiver.waitFor((spans) => spans.length === 2);
+    const { root, byName } = traceOf(receiver.spans, 'first.test');
+    assert.equal(root.attributes['veil.answered_by'], 'hosts');
+    assert.equal(byName('hosts')[0]!.attributes['veil.answered'], true);
+    assert.equal(byName('hosts')[0]!.parentSpanId, root.spanId);
+  });
+
   it('a collector that is down costs nothing but a warning: queries are answered', async () => {
     const down = await startOtlpReceiver();
     const url = down.url;

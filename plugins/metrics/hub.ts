@@ -10,6 +10,10 @@ import { VeilMetrics } from './veil-metrics.js';
 let metrics: VeilMetrics | null = null;
 const sinks = new Map<string, StatsdSink>();
 
+function targetKey(target: StatsdTarget): string {
+  return `${target.host} ${target.port} ${target.prefix}`;
+}
+
 export interface Attachment {
   readonly metrics: VeilMetrics;
   detach(): void;
@@ -20,11 +24,10 @@ export function attachBlock(server: string, statsd: StatsdTarget | null, logger:
   const live = (metrics ??= new VeilMetrics());
   let sink: StatsdSink | null = null;
   if (statsd) {
-    const key = `${statsd.host} ${statsd.port} ${statsd.prefix}`;
-    sink = sinks.get(key) ?? null;
+    sink = sinks.get(targetKey(statsd)) ?? null;
     if (!sink) {
       sink = new StatsdSink(statsd, live.registry, logger);
-      sinks.set(key, sink);
+      sinks.set(targetKey(statsd), sink);
     }
     sink.addServer(server);
   }
@@ -35,9 +38,10 @@ export function attachBlock(server: string, statsd: StatsdTarget | null, logger:
     detach() {
       if (!attached) return;
       attached = false;
+      const unused = sink?.removeServer(server) ?? false;
       live.removeServer(server, sink);
-      if (sink?.removeServer(server)) {
-        sinks.delete(`${sink.target.host} ${sink.target.port} ${sink.target.prefix}`);
+      if (sink && unused) {
+        sinks.delete(targetKey(sink.target));
         sink.stop();
       }
       if (live.serverCount === 0 && metrics === live) {
@@ -48,7 +52,16 @@ export function attachBlock(server: string, statsd: StatsdTarget | null, logger:
   };
 }
 
-/** The exposition of the registry in use; empty when no block has metrics. */
-export function renderMetrics(): string {
-  return metrics?.registry.render() ?? '';
+/** Families already reported as full, so each is reported once. */
+const reportedFull = new WeakSet<object>();
+
+/** The exposition of the registry in use (empty when no block has metrics); says when a family is full. */
+export function renderMetrics(logger: Logger): string {
+  if (!metrics) return '';
+  for (const family of metrics.registry.all) {
+    if (!family.overflowed || reportedFull.has(family)) continue;
+    reportedFull.add(family);
+    logger.warn(`${family.name} reached its ${family.maxSeries} series; values of new label combinations are counted nowhere`);
+  }
+  return metrics.registry.render();
 }

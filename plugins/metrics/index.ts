@@ -90,7 +90,7 @@ class MetricsPlugin implements Plugin {
     this.attachment = attachBlock(this.server, this.options.statsd, this.logger);
     try {
       this.lease = await openHttpEndpoint(this.options.address, {
-        '/metrics': () => ({ status: 200, type: EXPOSITION_CONTENT_TYPE, body: renderMetrics() }),
+        '/metrics': () => ({ status: 200, type: EXPOSITION_CONTENT_TYPE, body: renderMetrics(this.logger) }),
       });
     } catch (err) {
       this.attachment.detach();

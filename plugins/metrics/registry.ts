@@ -77,7 +77,7 @@ export abstract class Family<S extends SeriesInfo> {
   readonly series = new Map<string, S>();
   /** Where values go once the ceiling is reached: counted, never shown. */
   private overflow: S | null = null;
-  /** Set once the ceiling was hit, so the owner can say so once. */
+  /** Set once the ceiling was hit, so that the owner can say so. */
   overflowed = false;
 
   constructor(

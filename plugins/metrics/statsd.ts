@@ -66,6 +66,10 @@ export class StatsdSink {
     this.servers.set(server, (this.servers.get(server) ?? 0) + 1);
   }
 
+  serves(server: string): boolean {
+    return this.servers.has(server);
+  }
+
   /** Returns true when no block uses this sink any more. */
   removeServer(server: string): boolean {
     const left = (this.servers.get(server) ?? 1) - 1;

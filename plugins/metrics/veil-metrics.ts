@@ -92,7 +92,7 @@ class UpstreamSeries {
   readonly failovers: CounterSeries;
   constructor(
     readonly server: string,
-    readonly upstream: Upstream,
+    upstream: Upstream,
     metrics: VeilMetrics,
   ) {
     this.duration = metrics.upstreamDuration.labels(server, upstream.name, upstream.protocol);
@@ -109,7 +109,6 @@ class ServerSeries {
   cache: Record<'hit' | 'miss' | 'evict' | 'prefetch' | 'stale', CounterSeries> | null = null;
   entries: GaugeSeries | null = null;
   readonly blocked = new Map<string, CounterSeries>();
-  constructor(readonly name: string) {}
 }
 
 export class VeilMetrics {
@@ -202,17 +201,18 @@ export class VeilMetrics {
   addServer(server: string, sink: StatsdSink | null): void {
     let series = this.servers.get(server);
     if (!series) {
-      series = new ServerSeries(server);
+      series = new ServerSeries();
       this.servers.set(server, series);
     }
     series.holders++;
-    if (sink) series.sinks.push(sink);
+    if (sink && !series.sinks.includes(sink)) series.sinks.push(sink);
   }
 
+  /** Call after `sink.removeServer(server)`: the sink stays while another holder uses it. */
   removeServer(server: string, sink: StatsdSink | null): void {
     const series = this.servers.get(server);
     if (!series) return;
-    if (sink) series.sinks.splice(series.sinks.indexOf(sink), 1);
+    if (sink && !sink.serves(server)) series.sinks.splice(series.sinks.indexOf(sink), 1);
     if (--series.holders === 0) this.servers.delete(server);
   }
 

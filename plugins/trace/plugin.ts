@@ -62,7 +62,7 @@ export class TracePlugin implements Plugin {
     this.pipeline = await createSpanPipeline({ endpoint: this.options.endpoint, service: this.options.service, version: veilVersion() }, this.logger);
     this.tracer = this.pipeline.tracer;
     if (attemptListeners++ === 0) upstreamAttempt.subscribe(onAttempt);
-    this.logger.info(`tracing ${this.options.sample * 100}% of queries to ${this.options.endpoint}`);
+    this.logger.info(`tracing ${Number((this.options.sample * 100).toPrecision(6))}% of queries to ${this.options.endpoint}`);
   }
 
   async stop(): Promise<void> {
@@ -84,10 +84,11 @@ export class TracePlugin implements Plugin {
     if (!outermost) return traced;
     const sample = this.options.sample;
     // `<` so that 0 never samples and 1 always does.
-    return (ctx) => (this.tracer === null || !(Math.random() < sample) ? link(ctx) : this.serveSampled(ctx, traced, this.tracer));
+    return (ctx) => (this.tracer === null || !(Math.random() < sample) ? link(ctx) : this.serveSampled(ctx, traced, name, this.tracer));
   }
 
-  private async serveSampled(ctx: RequestContext, next: Next, tracer: Tracer): Promise<Buffer | null> {
+  /** The server span of a sampled query, around the outermost link (`first`). */
+  private async serveSampled(ctx: RequestContext, next: Next, first: string, tracer: Tracer): Promise<Buffer | null> {
     const attributes: Attributes = {
       'dns.question.name': presentationName(ctx.name),
       'dns.question.type': typeName(ctx.type),
@@ -107,6 +108,8 @@ export class TracePlugin implements Plugin {
     try {
       const response = await next(ctx);
       span.setAttribute('dns.response.code', response ? rcodeName(rcodeOf(response)) : 'DROPPED');
+      // The chain notes who answered outside the outermost link: unset, it was that link.
+      span.setAttribute('veil.answered_by', ctx.meta.answeredBy ?? first);
       return response;
     } catch (error) {
       span.setAttribute('dns.response.code', 'SERVFAIL');
@@ -119,7 +122,6 @@ export class TracePlugin implements Plugin {
       if (meta.blockedBy !== undefined) span.setAttribute('veil.blocked_by', meta.blockedBy);
       if (meta.upstream !== undefined) span.setAttribute('veil.upstream', meta.upstream);
       if (meta.attempts !== undefined) span.setAttribute('veil.upstream.attempts', meta.attempts);
-      if (meta.answeredBy !== undefined) span.setAttribute('veil.answered_by', meta.answeredBy);
       tracedQueries.delete(ctx);
       ctx.span = outer;
       span.end(now());
