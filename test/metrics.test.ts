@@ -474,6 +474,31 @@ describe('metrics: the HTTP endpoint', () => {
     assert.equal((await fetch(url)).status, 200);
   });
 
+  it('holds at most 64 connections: one more is closed at once, and room comes back', async () => {
+    const { hostname, port } = new URL(url);
+    const open = (): Promise<net.Socket> =>
+      new Promise((resolve, reject) => {
+        const socket = net.connect(Number(port), hostname, () => resolve(socket));
+        socket.on('error', reject);
+      });
+    const held: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 64; i++) held.push(await open());
+      const extra = await open();
+      const closed = await new Promise<boolean>((resolve) => {
+        extra.on('close', () => resolve(true));
+        setTimeout(() => resolve(false), 3000).unref();
+      });
+      assert.equal(closed, true, 'the 65th connection is closed by the server');
+    } finally {
+      for (const socket of held) socket.destroy();
+    }
+    const until = Date.now() + 3000;
+    let status = 0;
+    while (status !== 200 && Date.now() < until) status = await fetch(url).then((r) => r.status, () => 0);
+    assert.equal(status, 200);
+  });
+
   it('keeps the endpoint and the counts across a reload, and closes it on stop', async () => {
     const udp = veil.address('udp://127.0.0.1:0');
     await queryUdp(udp.host, udp.port, buildQuery('a.test', QType.A));
