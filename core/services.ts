@@ -1,7 +1,8 @@
 /**
  * Service tokens for the dependency container (tsyringe). The root container holds the
- * process-wide services (logger, clock, listener schemes, the server's state); each server block gets a child
- * container with its own upstream set, upstream policy, listen requests and error reporter.
+ * process-wide services (logger, clock, listener schemes, the server's state); each server
+ * block gets a child container with its own upstream set, upstream policy, listen requests and
+ * error reporter.
  * Tests register fakes under the same tokens instead of changing the code under test.
  */
 import type { DependencyContainer } from 'tsyringe';
