@@ -141,7 +141,6 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     return reportFatal(err);
   }
-  logger.info(`veil ${version()} serving ${command.file}`);
 
   let reloading: Promise<unknown> = Promise.resolve();
   process.on('SIGHUP', () => {
@@ -177,6 +176,8 @@ async function main(argv: string[]): Promise<number> {
     };
     process.on('SIGTERM', () => shutdown('SIGTERM'));
     process.on('SIGINT', () => shutdown('SIGINT'));
+    // Said only once every signal has its handler: whoever waits for this line may signal at once.
+    logger.info(`veil ${version()} serving ${command.file}`);
   });
 }
 

@@ -87,6 +87,11 @@ export interface BlockEnvironment {
   kept: Map<string, unknown>;
 }
 
+/** The keys as written, joined (`. corp.test:53`): `ctx.server`, and the `server` metrics label. */
+export function blockServerName(info: BlockInfo): string {
+  return info.zones.map((z) => z.text).join(' ');
+}
+
 export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBlock {
   const container = env.root.createChildContainer();
   const upstreams = new UpstreamSet();
@@ -125,7 +130,7 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
   const chain = buildChain(plugins, createUpstreamStage(upstreams, policy));
   return {
     info: parsed.info,
-    server: parsed.info.zones.map((z) => z.text).join(' '),
+    server: blockServerName(parsed.info),
     plugins,
     chain,
     upstreams,

@@ -33,6 +33,11 @@ export interface QueryMeta {
   blockedBy?: string;
   /** The relay an anonymized query went through. */
   relay?: string;
+  /**
+   * The chain link that produced the answer: the innermost plugin that returned without its
+   * answer coming from further down, or `upstream`. Set by the chain itself (core/chain.ts).
+   */
+  answeredBy?: string;
   [key: string]: unknown;
 }
 

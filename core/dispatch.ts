@@ -91,7 +91,10 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
     } finally {
       ctx.finish();
     }
-    if (response === null) return null;
+    if (response === null) {
+      if (queryDone.hasSubscribers) queryDone.publish({ ctx, response, durationMs: clock.monotonic() - ctx.startedAt });
+      return null;
+    }
     if (response.length < HEADER_SIZE) {
       block.reporter.report(new WireError('a plugin produced an answer shorter than a DNS header'), ctx);
       response = errorReply(query, Rcode.SERVFAIL, question.end, edns);

@@ -21,14 +21,28 @@ export interface TypedChannel<T> {
   unsubscribe(listener: (message: T, name: string | symbol) => void): unknown;
 }
 
-/** A query answered (after truncation): what went out and how long it took. */
-export const queryDone = channel<{ ctx: RequestContext; response: Buffer; durationMs: number }>('veil:query:done');
+/**
+ * A query a block handled: the answer that went out (after truncation), or null when a plugin
+ * chose to send nothing; and how long it took.
+ */
+export const queryDone = channel<{ ctx: RequestContext; response: Buffer | null; durationMs: number }>('veil:query:done');
 
 /** A query refused or dropped at the door, before any block saw it. */
 export const queryRejected = channel<{ reason: string; info: QueryInfo }>('veil:query:rejected');
 
-/** One attempt at one upstream. `rcode` when it answered; `error` when it did not. */
-export const upstreamAttempt = channel<{ ctx: RequestContext; upstream: Upstream; ok: boolean; rttMs: number; rcode?: number; error?: unknown }>('veil:upstream:attempt');
+/**
+ * One attempt at one upstream, published when it ends. `attempt` counts from 1 within the query;
+ * `rcode` when it answered; `error` when it did not.
+ */
+export const upstreamAttempt = channel<{ ctx: RequestContext; upstream: Upstream; attempt: number; ok: boolean; rttMs: number; rcode?: number; error?: unknown }>(
+  'veil:upstream:attempt',
+);
+
+/**
+ * An upstream sent a query again on its own, within one attempt: over TCP after a truncated UDP
+ * answer (`truncated`), on a fresh connection after the one it used died (`connection-lost`).
+ */
+export const upstreamRetry = channel<{ upstream: string; protocol: string; reason: string }>('veil:upstream:retry');
 
 /** A query moved from one upstream to the next after a failed attempt. */
 export const upstreamFailover = channel<{ ctx: RequestContext; from: Upstream }>('veil:upstream:failover');
@@ -36,10 +50,17 @@ export const upstreamFailover = channel<{ ctx: RequestContext; from: Upstream }>
 /** An upstream marked up or down by a health-tracking policy. */
 export const upstreamHealth = channel<{ upstream: string; protocol: string; healthy: boolean }>('veil:upstream:health');
 
-/** Connection pool life of an upstream: `open` is the number open after the event. */
-export const upstreamConnection = channel<{ upstream: string; protocol: string; event: 'created' | 'reused' | 'closed' | 'stale-closed' | 'failed'; open: number }>(
-  'veil:upstream:connection',
-);
+/**
+ * Connection pool life of an upstream: `open` is the number open after the event, `idle` (when
+ * the pool knows it) how many of those have no query in flight.
+ */
+export const upstreamConnection = channel<{
+  upstream: string;
+  protocol: string;
+  event: 'created' | 'reused' | 'closed' | 'stale-closed' | 'failed';
+  open: number;
+  idle?: number;
+}>('veil:upstream:connection');
 
 /** Cache activity in a server block; `entries` is the size after the event. */
 export const cacheEvent = channel<{ server: string; event: 'hit' | 'miss' | 'insert' | 'evict' | 'prefetch' | 'stale'; entries: number }>('veil:cache');

@@ -26,6 +26,14 @@ export interface Plugin {
    * Buffer you keep (copy a cached one).
    */
   serve?(ctx: RequestContext, next: Next): Promise<Buffer | null>;
+  /**
+   * Wraps each link of the block's chain that stands after this plugin (every later plugin's
+   * serve, then the upstream stage), once, when the chain is built: how `trace` samples queries
+   * and gives each plugin a span. `outermost` marks the first of those links, which every query
+   * enters first. Cheaper than `serve` for work most queries skip: a wrapper is a plain
+   * function, not a link of its own. A block without such a plugin gets the plain chain.
+   */
+  wrapLink?(name: string, link: Next, outermost: boolean): Next;
   /** After every block is built, before listeners bind. */
   start?(): Promise<void> | void;
   /** On shutdown, and on reload for the old configuration once the new one serves. */

@@ -18,6 +18,7 @@ import type { Logger } from './logger.js';
 import { parseEndpoint, type Endpoint } from './net/address.js';
 import type { PluginRegistry } from './registry.js';
 import { provideService, Services } from './services.js';
+import { ServerState } from './state.js';
 
 export interface ServerEnvironment {
   registry: PluginRegistry;
@@ -125,6 +126,8 @@ export class VeilServer {
   private readonly queryTimeoutMs: number;
   /** What plugins keep across reloads. */
   private readonly kept = new Map<string, unknown>();
+  /** For readiness checks; plugins find it in the root container. */
+  readonly state = new ServerState();
 
   constructor(private readonly env: ServerEnvironment) {
     this.graceMs = env.graceMs ?? 5000;
@@ -143,8 +146,8 @@ export class VeilServer {
   /** Builds, starts plugins, binds. Throws ConfigError or ListenError, leaving nothing running. */
   async start(config: ConfigFile): Promise<void> {
     if (this.active) throw new Error('server already started');
-    await loadExternalPlugins(config, this.env.registry);
-    const built = buildConfig(config, this.env, this.kept);
+    const built = await this.build(config);
+    this.state.activate(built.blocks, built.listeners.keys(), false);
     await this.startBlocks(built);
     const bound: Listener[] = [];
     try {
@@ -153,6 +156,7 @@ export class VeilServer {
         await listener.start(this.dispatcherFor(planned));
         bound.push(listener);
         this.listeners.set(planned.endpoint.text, listener);
+        this.state.listenerBound(planned.endpoint.text);
         this.announce(planned, listener);
       }
     } catch (err) {
@@ -173,8 +177,7 @@ export class VeilServer {
     if (!old) throw new Error('server not started');
     let built: BuiltConfig;
     try {
-      await loadExternalPlugins(config, this.env.registry);
-      built = buildConfig(config, this.env, this.kept);
+      built = await this.build(config);
       await this.startBlocks(built);
     } catch (err) {
       this.env.logger.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
@@ -214,6 +217,7 @@ export class VeilServer {
       return listener.stop(this.graceMs);
     });
     this.active = built;
+    this.state.activate(built.blocks, built.listeners.keys(), true);
     // Queries already inside the old chains may still need their upstreams: retire the old
     // blocks once the longest of those queries must have finished.
     void Promise.allSettled(closing).then(() => {
@@ -230,6 +234,7 @@ export class VeilServer {
 
   /** Stops accepting, lets queries in flight finish (bounded by the grace time), stops plugins. */
   async stop(): Promise<void> {
+    this.state.stopping();
     const listeners = [...this.listeners.values()];
     this.listeners.clear();
     await Promise.allSettled(listeners.map((l) => l.stop(this.graceMs)));
@@ -240,6 +245,17 @@ export class VeilServer {
     this.retiring.clear();
     if (this.active) await stopBlocks(this.active);
     this.active = null;
+  }
+
+  /**
+   * Loads the plugins the configuration names, then builds it in a root container that also
+   * offers this server's state.
+   */
+  private async build(config: ConfigFile): Promise<BuiltConfig> {
+    await loadExternalPlugins(config, this.env.registry);
+    const root = createRootContainer(this.env);
+    provideService(root, Services.serverState, this.state);
+    return buildConfig(config, this.env, this.kept, root);
   }
 
   private listenerEnvironment() {

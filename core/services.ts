@@ -1,7 +1,8 @@
 /**
  * Service tokens for the dependency container (tsyringe). The root container holds the
- * process-wide services (logger, clock, listener schemes); each server block gets a child
- * container with its own upstream set, upstream policy, listen requests and error reporter.
+ * process-wide services (logger, clock, listener schemes, the server's state); each server
+ * block gets a child container with its own upstream set, upstream policy, listen requests and
+ * error reporter.
  * Tests register fakes under the same tokens instead of changing the code under test.
  */
 import type { DependencyContainer } from 'tsyringe';
@@ -9,6 +10,7 @@ import type { Clock } from './clock.js';
 import type { ListenRequests, TransportRegistry } from './listeners/listener.js';
 import type { Logger } from './logger.js';
 import type { ErrorReporter } from './report.js';
+import type { ServerState } from './state.js';
 import type { UpstreamPolicy, UpstreamSet } from './upstream/upstream.js';
 
 /** A symbol that remembers the type of the service it names. */
@@ -28,6 +30,8 @@ export const Services = {
   upstreamPolicy: token<UpstreamPolicy>('veil.UpstreamPolicy'),
   listenRequests: token<ListenRequests>('veil.ListenRequests'),
   errorReporter: token<ErrorReporter>('veil.ErrorReporter'),
+  /** The running server's state (root container; absent when nothing serves, as in `veil check`). */
+  serverState: token<ServerState>('veil.ServerState'),
 } as const;
 
 export function resolveService<T>(container: DependencyContainer, service: ServiceToken<T>): T {

@@ -44,7 +44,10 @@ describe('Corefile examples in the docs start', () => {
   for (const { label, text } of examples) {
     it(label, async () => {
       // Same configuration on free ports, so examples never collide with each other or the host.
-      const local = text.replace(/(udp|tcp|tls|https|dnscrypt|relay):\/\/(\[[^\]]+\]|[\d.]+):\d+/g, '$1://$2:0');
+      const local = text
+        .replace(/(udp|tcp|tls|https|dnscrypt|relay):\/\/(\[[^\]]+\]|[\d.]+):\d+/g, '$1://$2:0')
+        // The HTTP endpoints too: written bare, metrics and health would take ports 9153 and 8080.
+        .replace(/^([ \t]*(?:metrics|health))(?:[ \t]+(\[[^\]]+\]|[\d.]+)(?::\d+)?)?(?=[ \t]*(?:\{|$))/gm, (_m, head: string, host?: string) => `${head} ${host ?? '127.0.0.1'}:0`);
       assert.ok(/listen /.test(local), `${label} should say where it listens`);
       const veil = await startTestServer(local, { registry: createBuiltinRegistry(), file: path.join(ROOT, 'docs', 'Corefile') });
       await veil.stop();

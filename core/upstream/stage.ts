@@ -40,7 +40,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
         const ok = rcode !== Rcode.SERVFAIL && rcode !== Rcode.REFUSED;
         const rttMs = ctx.clock.monotonic() - started;
         policy.report(upstream, { ok, rttMs });
-        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, ok, rttMs, rcode });
+        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, attempt: attempts, ok, rttMs, rcode });
         ctx.meta.upstream = upstream.name;
         ctx.meta.attempts = attempts;
         if (ok) return answer;
@@ -48,7 +48,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
       } catch (error) {
         const rttMs = ctx.clock.monotonic() - started;
         policy.report(upstream, { ok: false, rttMs, error });
-        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, ok: false, rttMs, error });
+        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, attempt: attempts, ok: false, rttMs, error });
         lastError = error;
       }
     }

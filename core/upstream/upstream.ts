@@ -19,6 +19,11 @@ export interface Upstream {
    * query's. Must settle by the context's deadline; rejects with a VeilError on failure.
    */
   exchange(query: Buffer, ctx: RequestContext): Promise<Buffer>;
+  /**
+   * False while it cannot take a query at all (a DNSCrypt upstream without a valid certificate
+   * yet, say); readiness (`/ready`) asks. Absent means always usable.
+   */
+  usable?(): boolean;
   /** Opens pools, fetches certificates: called once before listeners bind. */
   start?(): Promise<void> | void;
   /** Closes connections; pending exchanges fail. */
@@ -60,6 +65,11 @@ export class UpstreamSet {
 
   get size(): number {
     return this.entries.length;
+  }
+
+  /** The zones upstreams were added for, longest first; `candidates(zone)` gives each group. */
+  get zones(): readonly string[] {
+    return this.zonesByLength;
   }
 
   /**
@@ -119,6 +129,10 @@ export abstract class UpstreamPolicy {
   report(_upstream: Upstream, _outcome: AttemptOutcome): void {}
   /** Called when an exchange starts, for policies that count in-flight queries. */
   begin(_upstream: Upstream): void {}
+  /** False while the policy keeps this upstream out of rotation (marked down); for readiness. */
+  healthy(_upstream: Upstream): boolean {
+    return true;
+  }
   start?(): Promise<void> | void;
   stop?(): Promise<void> | void;
 }

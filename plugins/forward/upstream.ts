@@ -5,6 +5,7 @@
 import type { RequestContext } from '../../core/context.js';
 import { isTruncated } from '../../core/dns/wire.js';
 import { DeadlineError } from '../../core/errors.js';
+import { upstreamRetry } from '../../core/events.js';
 import { connectTcp, formatHostPort } from '../../core/upstream/connect.js';
 import { StreamPool } from '../../core/upstream/stream-pool.js';
 import { UdpClient } from '../../core/upstream/udp-client.js';
@@ -42,6 +43,7 @@ export class PlainDnsUpstream implements Upstream {
     if (this.udp) {
       const answer = await this.udp.exchange(query, this.attemptTime(ctx));
       if (!isTruncated(answer)) return answer;
+      if (upstreamRetry.hasSubscribers) upstreamRetry.publish({ upstream: this.name, protocol: this.protocol, reason: 'truncated' });
     }
     return this.tcp.exchange(query, this.attemptTime(ctx));
   }

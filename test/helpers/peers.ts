@@ -168,9 +168,9 @@ remote-control:
   return peer;
 }
 
-/** Runs a command to completion and returns its output (for dig and kdig). */
-export function run(program: string, args: string[], timeoutMs = 10_000): { code: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(which(program) ?? program, args, { encoding: 'utf8', timeout: timeoutMs });
+/** Runs a command to completion and returns its output (for dig, kdig and promtool, which reads `input`). */
+export function run(program: string, args: string[], timeoutMs = 10_000, input?: string): { code: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(which(program) ?? program, args, { encoding: 'utf8', timeout: timeoutMs, ...(input !== undefined ? { input } : {}) });
   return { code: result.status, stdout: result.stdout ?? '', stderr: result.stderr ?? '' };
 }
 

@@ -2,8 +2,9 @@
 import type { PluginDefinition } from '../../core/plugin.js';
 import { createBuiltinRegistry } from '../../plugins/index.js';
 import { PluginRegistry } from '../../core/registry.js';
-import { buildReply } from '../../core/dns/message.js';
-import { QType } from '../../core/dns/constants.js';
+import { buildReply, errorReply } from '../../core/dns/message.js';
+import { QType, Rcode } from '../../core/dns/constants.js';
+import { cacheEvent, filterBlocked } from '../../core/events.js';
 
 /** Records, in `trail`, the order in which plugins saw the query. */
 export function tracer(name: string, trail: string[], position: { before: string } | { after: string }): PluginDefinition<null> {
@@ -64,9 +65,54 @@ export const slowPlugin: PluginDefinition<number> = {
   }),
 };
 
+/**
+ * `fakecache`, where the cache stands: answers names under cached.test with 192.0.2.99 as a
+ * cache hit would (ctx.meta.cacheHit, a `hit` on veil:cache); every other name is a `miss`.
+ * Stands in for the cache plugin in tests of what observes it.
+ */
+export const fakeCachePlugin: PluginDefinition<null> = {
+  name: 'fakecache',
+  position: { after: 'cache' },
+  parse: () => null,
+  create: () => {
+    let entries = 0;
+    return {
+      name: 'fakecache',
+      async serve(ctx, next) {
+        if (!ctx.name.endsWith('cached.test.')) {
+          if (cacheEvent.hasSubscribers) cacheEvent.publish({ server: ctx.server, event: 'miss', entries });
+          return next(ctx);
+        }
+        ctx.meta.cacheHit = true;
+        if (cacheEvent.hasSubscribers) cacheEvent.publish({ server: ctx.server, event: 'hit', entries: ++entries });
+        return buildReply(ctx.query, { questionEnd: ctx.question.end, edns: ctx.edns, answers: [{ type: QType.A, ttl: 60, rdata: Buffer.from([192, 0, 2, 99]) }] });
+      },
+    };
+  },
+};
+
+/**
+ * `fakefilter`, where the filter stands: names under blocked.test get NXDOMAIN, blocked by the
+ * list `test-list` (ctx.meta.blockedBy, veil:filter:blocked). Stands in for the filter plugin.
+ */
+export const fakeFilterPlugin: PluginDefinition<null> = {
+  name: 'fakefilter',
+  position: { after: 'filter' },
+  parse: () => null,
+  create: () => ({
+    name: 'fakefilter',
+    async serve(ctx, next) {
+      if (!ctx.name.endsWith('blocked.test.')) return next(ctx);
+      ctx.meta.blockedBy = 'test-list';
+      if (filterBlocked.hasSubscribers) filterBlocked.publish({ ctx, list: 'test-list' });
+      return errorReply(ctx.query, Rcode.NXDOMAIN, ctx.question.end, ctx.edns);
+    },
+  }),
+};
+
 /** The built-in registry plus the test plugins above. */
 export function testRegistry(extra: PluginDefinition<any>[] = []): PluginRegistry {
   const registry = createBuiltinRegistry();
-  for (const plugin of [boomPlugin, bigPlugin, slowPlugin, ...extra]) registry.register(plugin);
+  for (const plugin of [boomPlugin, bigPlugin, slowPlugin, fakeCachePlugin, fakeFilterPlugin, ...extra]) registry.register(plugin);
   return registry;
 }

@@ -109,6 +109,7 @@ export async function startVeil(corefile: string, files: Record<string, string> 
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  await waitFor(/serving /);
+  // The CLI says "veil VERSION serving FILE" once every listener is bound.
+  await waitFor(/veil \S+ serving /);
   return proc;
 }

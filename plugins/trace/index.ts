@@ -1,0 +1,82 @@
+/**
+ * `trace`: OpenTelemetry spans for a sample of queries, exported over OTLP/HTTP.
+ *
+ *     trace {
+ *         endpoint URL      # default http://127.0.0.1:4318/v1/traces
+ *         sample RATIO      # default 0.01
+ *         service NAME      # default veil
+ *         client_address    # record the client's IP (off by default: privacy)
+ *     }
+ *
+ * A sampled query gets a server span, a child span for each link of the chain below (every
+ * later plugin that serves, then the upstream stage), and a client span per upstream attempt.
+ * An unsampled query costs one random number and one comparison per link.
+ */
+import type { Directive, Token } from '../../core/config/ast.js';
+import { configError, expectArgs, flag, readOptions } from '../../core/config/options.js';
+import { AddressError, parseEndpoint } from '../../core/net/address.js';
+import type { PluginDefinition } from '../../core/plugin.js';
+import { TracePlugin, type TraceOptions } from './plugin.js';
+
+const NAME = 'trace';
+const OTLP_HTTP_PORT = 4318;
+const OTLP_TRACES_PATH = '/v1/traces';
+export const DEFAULT_TRACE_OPTIONS: TraceOptions = {
+  endpoint: `http://127.0.0.1:${OTLP_HTTP_PORT}${OTLP_TRACES_PATH}`,
+  sample: 0.01,
+  service: 'veil',
+  clientAddress: false,
+};
+
+export const tracePlugin: PluginDefinition<TraceOptions> = {
+  name: NAME,
+
+  parse(directives) {
+    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'trace is given twice in this block');
+    const d = directives[0]!;
+    expectArgs(NAME, d, 0);
+    const options = { ...DEFAULT_TRACE_OPTIONS };
+    readOptions(NAME, d.block, {
+      endpoint: (line) => (options.endpoint = parseCollector(single(line))),
+      sample: (line) => (options.sample = parseRatio(single(line))),
+      service: (line) => {
+        const name = single(line);
+        if (!/^[\x21-\x7e]{1,128}$/.test(name.text)) throw configError(NAME, name, 'a service name is 1 to 128 printable characters without spaces');
+        options.service = name.text;
+      },
+      client_address: (line) => (options.clientAddress = flag(NAME, line)),
+    });
+    return options;
+  },
+
+  create(options, scope) {
+    return new TracePlugin(options, scope.logger);
+  },
+};
+
+function single(line: Directive): Token {
+  return expectArgs(NAME, line, 1)[0]!;
+}
+
+/** An OTLP/HTTP URL whose host is an IP: the exporter must never look a name up. */
+function parseCollector(token: Token): string {
+  let endpoint;
+  try {
+    endpoint = parseEndpoint(token.text, OTLP_HTTP_PORT);
+  } catch (err) {
+    if (err instanceof AddressError) throw configError(NAME, token, `${err.message}; the endpoint is an OTLP/HTTP URL such as http://127.0.0.1:4318/v1/traces`);
+    throw err;
+  }
+  if (endpoint.scheme !== 'http' && endpoint.scheme !== 'https') {
+    throw configError(NAME, token, `the endpoint speaks OTLP over HTTP: http:// or https://, not ${endpoint.scheme}://`);
+  }
+  const host = endpoint.host.includes(':') ? `[${endpoint.host}]` : endpoint.host;
+  const path = endpoint.path === '' || endpoint.path === '/' ? OTLP_TRACES_PATH : endpoint.path;
+  return `${endpoint.scheme}://${host}:${endpoint.port}${path}`;
+}
+
+function parseRatio(token: Token): number {
+  const value = /^(\d+(\.\d*)?|\.\d+)$/.test(token.text) ? Number(token.text) : NaN;
+  if (!(value >= 0 && value <= 1)) throw configError(NAME, token, `sample takes a ratio from 0 to 1 (0.01 traces one query in a hundred), not "${token.text}"`);
+  return value;
+}
