@@ -6,9 +6,10 @@ import { errorsPlugin } from './errors/index.js';
 import { forwardPlugin } from './forward/index.js';
 import { hostsPlugin } from './hosts/index.js';
 import { listenPlugin } from './listen/index.js';
+import { loadbalancePlugin } from './loadbalance/index.js';
 import { logPlugin } from './log/index.js';
 
-export const builtinPlugins: readonly PluginDefinition<any>[] = [listenPlugin, logPlugin, errorsPlugin, hostsPlugin, forwardPlugin, dotPlugin];
+export const builtinPlugins: readonly PluginDefinition<any>[] = [listenPlugin, logPlugin, errorsPlugin, hostsPlugin, forwardPlugin, dotPlugin, loadbalancePlugin];
 
 /** A registry with core's listeners and every built-in plugin. */
 export function createBuiltinRegistry(): PluginRegistry {
