@@ -276,20 +276,15 @@ export class StreamPool {
     for (const connection of this.connections) {
       if (connection.hasRoom && (!best || connection.inflight < best.inflight)) best = connection;
     }
-    // Reuse an idle connection at once; open another while all are busy and there is room.
-    if (best && (best.inflight === 0 || this.connections.length >= this.size)) {
+    if (best) {
+      // All busy and room for more: open another for the queries to come, but pipeline this
+      // one on the least busy connection rather than make it wait for a handshake.
+      if (best.inflight > 0 && this.connections.length < this.size && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
       this.stats.reused++;
       this.publish('reused');
       return best;
     }
-    if (this.connections.length < this.size) {
-      try {
-        return await this.open(Math.min(timeLeft, this.connectTimeoutMs));
-      } catch (err) {
-        if (best) return best;
-        throw err;
-      }
-    }
+    if (this.connections.length < this.size) return this.open(Math.min(timeLeft, this.connectTimeoutMs));
     throw new UpstreamUnavailableError(`${this.options.label}: ${this.size * this.settings.maxInflight} queries already in flight`);
   }
 

@@ -7,7 +7,7 @@
  * TLS sessions are resumed (the ticket of the last verified connection is offered on the next),
  * so replacing a pooled connection costs one round trip and no certificate exchange.
  */
-import { isIP } from 'node:net';
+import net, { isIP } from 'node:net';
 import tls from 'node:tls';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
 import { certificateProblem } from './certificates.js';
@@ -71,12 +71,14 @@ export class TlsConnector {
     const started = performance.now();
     return new Promise((resolve, reject) => {
       let phase: 'connect' | 'TLS handshake' = 'connect';
+      let settled = false;
       let verified = false;
       let candidate: Buffer | undefined;
+      // Our own TCP socket: Nagle must be off on it (a TLS socket does not pass that on), or
+      // a query written while an earlier one is unacknowledged waits for the server's ACK.
+      const tcp = net.connect({ host, port, noDelay: true, lookup: refuseLookup as never });
       const socket = tls.connect({
-        host,
-        port,
-        lookup: refuseLookup as never,
+        socket: tcp,
         ...(serverName && isIP(serverName) === 0 ? { servername: serverName } : {}),
         secureContext: this.secureContext(),
         minVersion: 'TLSv1.2',
@@ -86,12 +88,15 @@ export class TlsConnector {
         checkServerIdentity: (_host, cert) => (serverName ? tls.checkServerIdentity(serverName, cert) : undefined),
       });
       const settle = (error: Error | null): void => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
         socket.removeListener('error', onError);
         if (error) {
           socket.on('error', () => {}); // late errors of a socket we already gave up
           socket.destroy();
+          tcp.destroy();
           reject(error);
         } else {
           resolve(socket);
@@ -106,12 +111,14 @@ export class TlsConnector {
       };
       const onAbort = (): void => settle(new UpstreamUnavailableError(`${label}: stopped`));
       let timer = setTimeout(onTimeout, Math.min(timeoutMs, this.target.connectTimeoutMs));
-      socket.once('connect', () => {
+      tcp.once('connect', () => {
         phase = 'TLS handshake';
         clearTimeout(timer);
         const left = timeoutMs - (performance.now() - started);
         timer = setTimeout(onTimeout, Math.max(0, Math.min(left, this.target.handshakeTimeoutMs)));
       });
+      // The TCP socket's own errors (refused, reset) reach the TLS socket only once it is wrapped.
+      tcp.on('error', (err) => (settled ? socket.destroy(err) : onError(err)));
       socket.once('secureConnect', () => {
         // A resumed session was issued on a connection that passed these checks.
         const problem = socket.isSessionReused() ? null : certificateProblem(socket.getPeerCertificate(true), this.target);

@@ -33,7 +33,7 @@ export class DotUpstream implements Upstream {
   readonly protocol = 'dot';
   readonly name: string;
   readonly address: string;
-  readonly pool: StreamPool;
+  private readonly pool: StreamPool;
   private readonly connector: TlsConnector;
   /** Whether the last attempt to connect succeeded: changes are logged, repeats are not. */
   private reachable = true;
