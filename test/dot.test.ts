@@ -452,6 +452,53 @@ describe('tls:// listener', () => {
     assert.ok(!text.includes(Buffer.from([192, 0, 2, 10])), 'no DNS answer may go out in plaintext');
   });
 
+  it('bounds handshakes in progress by max_connections', async () => {
+    const server = await startTestServer(`. {\n  listen tls://127.0.0.1:0 {\n    cert ${certs.chain}\n    key ${certs.key}\n    handshake_timeout 10s\n    max_connections 2\n  }\n  hosts {\n    192.0.2.10 web.veil.test\n  }\n}`, {
+      registry: testRegistry(),
+    });
+    const at = server.address('tls://127.0.0.1:0');
+    const sockets: net.Socket[] = [];
+    try {
+      const closed: boolean[] = [];
+      for (let i = 0; i < 3; i++) {
+        const socket = net.connect(at.port, at.host);
+        const index = i;
+        closed[index] = false;
+        socket.on('close', () => (closed[index] = true));
+        socket.on('error', () => {});
+        sockets.push(socket);
+        await new Promise((resolve) => socket.once('connect', resolve));
+      }
+      await waitFor(() => closed[2] === true, 'the third handshake to be refused');
+      assert.deepEqual(closed, [false, false, true]);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await server.stop();
+    }
+  });
+
+  it('takes a new certificate on reload, for new connections', async () => {
+    const corefile = (cert: string, key: string) => `. {\n  listen tls://127.0.0.1:0 {\n    cert ${cert}\n    key ${key}\n  }\n  hosts {\n    192.0.2.10 web.veil.test\n  }\n}`;
+    const server = await startTestServer(corefile(certs.chain, certs.key), { registry: testRegistry() });
+    const at = server.address('tls://127.0.0.1:0');
+    const handshake = (ca: string) =>
+      new Promise<string>((resolve) => {
+        const socket = tls.connect({ host: at.host, port: at.port, servername: 'dns.test', ca: pem(ca) }, () => {
+          socket.destroy();
+          resolve('trusted');
+        });
+        socket.on('error', (err) => resolve(err.message));
+      });
+    try {
+      assert.equal(await handshake(certs.ca), 'trusted');
+      assert.equal(await server.reload(corefile(certs.otherCert, certs.otherKey)), true);
+      assert.equal(await handshake(certs.otherCa), 'trusted');
+      assert.notEqual(await handshake(certs.ca), 'trusted');
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('answers a Veil dot upstream (Veil on both ends)', async () => {
     const front = await veilWith(dotBlock(serverLine('self', address.port, `      server_name dns.test\n      ca ${certs.ca}`)));
     try {
