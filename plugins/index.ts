@@ -1,17 +1,22 @@
 /** The plugins built into Veil. Their order in the chain is core/order.ts, not this list. */
 import type { PluginDefinition } from '../core/plugin.js';
 import { PluginRegistry } from '../core/registry.js';
+import { dotPlugin } from './dot/index.js';
 import { errorsPlugin } from './errors/index.js';
 import { forwardPlugin } from './forward/index.js';
 import { healthPlugin } from './health/index.js';
 import { hostsPlugin } from './hosts/index.js';
 import { listenPlugin } from './listen/index.js';
+import { loadbalancePlugin } from './loadbalance/index.js';
 import { logPlugin } from './log/index.js';
 import { metricsPlugin } from './metrics/index.js';
 import { sourcesPlugin } from './sources/index.js';
 import { tracePlugin } from './trace/index.js';
 
-export const builtinPlugins: readonly PluginDefinition<any>[] = [listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, hostsPlugin, forwardPlugin, sourcesPlugin];
+export const builtinPlugins: readonly PluginDefinition<any>[] = [
+  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, hostsPlugin,
+  forwardPlugin, dotPlugin, loadbalancePlugin, sourcesPlugin,
+];
 
 /** A registry with core's listeners and every built-in plugin. */
 export function createBuiltinRegistry(): PluginRegistry {

@@ -5,7 +5,7 @@
  */
 import { DEFAULT_EDNS_UDP_SIZE, EdnsOption } from './constants.js';
 import { buildOpt } from './message.js';
-import { forEachEdnsOption, forEachRecord, readEdns } from './wire.js';
+import { forEachEdnsOption, forEachRecord, readEdns, WireError, type Edns } from './wire.js';
 
 export interface EdnsOptionValue {
   code: number;
@@ -54,12 +54,91 @@ function encodeOptions(options: EdnsOptionValue[]): Buffer {
 
 /**
  * Pads `msg` with a Padding option so that its length is a multiple of `block` (an existing
- * Padding option is replaced; an OPT record is added when there is none).
+ * Padding option is replaced; an OPT record is added when there is none). One allocation: every
+ * query to an encrypted upstream goes through here.
  */
 export function padMessage(msg: Buffer, block = QUERY_PADDING_BLOCK): Buffer {
-  const withoutPadding = rewriteEdnsOptions(msg, (options) => options.filter((o) => o.code !== EdnsOption.PADDING), true);
-  const padding = (block - ((withoutPadding.length + 4) % block)) % block;
-  return rewriteEdnsOptions(withoutPadding, (options) => [...options, { code: EdnsOption.PADDING, data: Buffer.alloc(padding) }]);
+  const edns = readEdns(msg);
+  if (!edns) {
+    const opt = buildOpt({ udpSize: DEFAULT_EDNS_UDP_SIZE });
+    const base = msg.length + opt.length + 4;
+    const padding = (block - (base % block)) % block;
+    const out = Buffer.allocUnsafe(base + padding);
+    msg.copy(out, 0);
+    opt.copy(out, msg.length);
+    writePadding(out, msg.length + opt.length, padding);
+    out.writeUInt16BE(4 + padding, msg.length + opt.length - 2);
+    out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
+    return out;
+  }
+  let kept = 0;
+  forEachEdnsOption(msg, edns, (code, _start, length) => {
+    if (code !== EdnsOption.PADDING) kept += 4 + length;
+  });
+  const rdataEnd = edns.rdataStart + edns.rdataLength;
+  const base = edns.rdataStart + kept + 4 + (msg.length - rdataEnd);
+  const padding = (block - (base % block)) % block;
+  const out = Buffer.allocUnsafe(base + padding);
+  msg.copy(out, 0, 0, edns.rdataStart);
+  let pos = edns.rdataStart;
+  forEachEdnsOption(msg, edns, (code, start, length) => {
+    if (code === EdnsOption.PADDING) return;
+    msg.copy(out, pos, start - 4, start + length);
+    pos += 4 + length;
+  });
+  writePadding(out, pos, padding);
+  msg.copy(out, pos + 4 + padding, rdataEnd);
+  out.writeUInt16BE(kept + 4 + padding, edns.rdataStart - 2);
+  return out;
+}
+
+function writePadding(out: Buffer, at: number, length: number): void {
+  out.writeUInt16BE(EdnsOption.PADDING, at);
+  out.writeUInt16BE(length, at + 2);
+  out.fill(0, at + 4, at + 4 + length);
+}
+
+/** True when `msg` carries an EDNS Padding option (a client asking for padded answers). */
+export function hasPadding(msg: Buffer): boolean {
+  let found = false;
+  try {
+    const edns = readEdns(msg);
+    if (edns) {
+      forEachEdnsOption(msg, edns, (code) => {
+        if (code === EdnsOption.PADDING) found = true;
+      });
+    }
+  } catch (err) {
+    if (!(err instanceof WireError)) throw err;
+  }
+  return found;
+}
+
+/**
+ * An answer from an encrypted upstream, fitted to the query the client sent: the padding the
+ * upstream added goes (on the way back it only fills the client's UDP buffer), and so does an
+ * OPT record when the client's query had none (RFC 6891 §7: no OPT in answers to queries
+ * without one; we added it to carry the padding). Unreadable answers are returned unchanged.
+ */
+export function fitAnswerToQuery(answer: Buffer, queryHadEdns: boolean): Buffer {
+  let edns: Edns | null;
+  try {
+    edns = readEdns(answer);
+  } catch (err) {
+    if (err instanceof WireError) return answer;
+    throw err;
+  }
+  if (!edns) return answer;
+  if (!queryHadEdns) {
+    const out = Buffer.concat([answer.subarray(0, edns.start), answer.subarray(edns.end)]);
+    out.writeUInt16BE(out.readUInt16BE(10) - 1, 10);
+    return out;
+  }
+  let padded = false;
+  forEachEdnsOption(answer, edns, (code) => {
+    if (code === EdnsOption.PADDING) padded = true;
+  });
+  return padded ? rewriteEdnsOptions(answer, (options) => options.filter((o) => o.code !== EdnsOption.PADDING)) : answer;
 }
 
 /** Removes EDNS Client Subnet (RFC 7871) from a query, if it carries one. */

@@ -168,6 +168,64 @@ remote-control:
   return peer;
 }
 
+export interface UnboundDotOptions {
+  /** Reuse a port (to bring a stopped server back where it was); default a free one. */
+  port?: number;
+  /** The A record every name gets (default 203.0.113.1), to tell servers apart. */
+  address?: string;
+}
+
+/**
+ * unbound serving DNS over TLS (tls-service-key, tls-service-pem, tls-port) on loopback with
+ * local data only: any name → A `address`; lab.test MX 10 mail.lab.test. Plain DNS over UDP on
+ * the same port answers the readiness probe.
+ */
+export async function startUnboundDot(certs: TestCerts, options: UnboundDotOptions = {}): Promise<Peer> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'veil-unbound-dot-'));
+  const port = options.port ?? (await freePort());
+  const config = `server:
+    interface: 127.0.0.1@${port}
+    tls-port: ${port}
+    tls-service-key: "${certs.key}"
+    tls-service-pem: "${certs.chain}"
+    do-ip6: no
+    do-udp: yes
+    do-tcp: yes
+    incoming-num-tcp: 64
+    tcp-idle-timeout: 30000
+    access-control: 127.0.0.0/8 allow
+    num-threads: 1
+    username: ""
+    chroot: ""
+    directory: "${dir}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    do-not-query-localhost: yes
+    module-config: "iterator"
+    local-zone: "." redirect
+    local-data: ". 3600 IN A ${options.address ?? '203.0.113.1'}"
+    local-zone: "test." nodefault
+    local-zone: "lab.test." static
+    local-data: "lab.test. 3600 IN SOA ns1.lab.test. hostmaster.lab.test. 1 7200 3600 1209600 300"
+    local-data: "lab.test. 3600 IN MX 10 mail.lab.test."
+remote-control:
+    control-enable: no
+`;
+  writeFileSync(path.join(dir, 'unbound.conf'), config);
+  const peer = startDaemon('unbound', ['-d', '-c', path.join(dir, 'unbound.conf')], dir, port);
+  try {
+    await waitForDns(port);
+    await waitForTcp(port, 10_000);
+  } catch (err) {
+    const log = peer.log();
+    await peer.stop();
+    throw new Error(`${(err as Error).message}; unbound said: ${log}`);
+  }
+  return peer;
+}
+
 /** Runs a command to completion and returns its output (for dig, kdig and promtool, which reads `input`). */
 export function run(program: string, args: string[], timeoutMs = 10_000, input?: string): { code: number | null; stdout: string; stderr: string } {
   const result = spawnSync(which(program) ?? program, args, { encoding: 'utf8', timeout: timeoutMs, ...(input !== undefined ? { input } : {}) });
@@ -237,6 +295,12 @@ export interface DnsdistOptions {
   cache?: boolean;
   /** DNS over TLS front-end. */
   tls?: TestCerts;
+  /**
+   * Queries the TLS front-end reads ahead and answers out of order per connection. dnsdist's
+   * default (0) reads the next query only after answering the previous one, and then misses
+   * queries that arrived together: RFC 7766 pipelining needs this set.
+   */
+  tlsMaxInFlight?: number;
   /** DNS over HTTPS front-end (HTTP/2, path /dns-query). */
   doh?: TestCerts;
   /** DNSCrypt front-end with two certificates: es-version 1 serial 1, es-version 2 serial 2. */
@@ -275,7 +339,8 @@ export async function startDnsdist(options: DnsdistOptions): Promise<Dnsdist> {
   }
   if (options.tls) {
     ports.tls = await freePort();
-    lua.push(`addTLSLocal("${host}:${ports.tls}", "${options.tls.chain}", "${options.tls.key}", {provider="openssl", minTLSVersion="tls1.2"})`);
+    const inflight = options.tlsMaxInFlight ? `, maxInFlight=${options.tlsMaxInFlight}` : '';
+    lua.push(`addTLSLocal("${host}:${ports.tls}", "${options.tls.chain}", "${options.tls.key}", {provider="openssl", minTLSVersion="tls1.2"${inflight}})`);
   }
   if (options.doh) {
     ports.doh = await freePort();

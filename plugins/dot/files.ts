@@ -1,0 +1,32 @@
+/** Reading the certificate and key files a Corefile names, at parse time, with located errors. */
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Token } from '../../core/config/ast.js';
+import { configError } from '../../core/config/options.js';
+
+/** Reads a file named by `token`, relative to the Corefile that names it. */
+export function readConfigFile(plugin: string, token: Token, what: string): string {
+  const full = path.resolve(path.dirname(path.resolve(token.file)), token.text);
+  try {
+    return readFileSync(full, 'utf8');
+  } catch (err) {
+    throw configError(plugin, token, `cannot read ${what} file "${token.text}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/** The PEM certificates of a file; an error at `token` when there is none or one is unreadable. */
+export function readCertificates(plugin: string, token: Token, what: string): string[] {
+  const pems = readConfigFile(plugin, token, what).match(PEM_CERTIFICATE) ?? [];
+  if (pems.length === 0) throw configError(plugin, token, `"${token.text}" holds no PEM certificate`);
+  for (const pem of pems) {
+    try {
+      new X509Certificate(pem);
+    } catch (err) {
+      throw configError(plugin, token, `"${token.text}" holds a certificate that cannot be read: ${(err as Error).message}`);
+    }
+  }
+  return pems;
+}

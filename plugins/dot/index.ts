@@ -1,0 +1,181 @@
+/**
+ * `dot`: DNS-over-TLS upstreams (RFC 7858), and the `tls://` listener.
+ *
+ *     dot [FROM] {
+ *         server NAME tls://IP[:PORT] [{
+ *             server_name HOST
+ *             ca FILE
+ *             pin_sha256 BASE64
+ *             pool N
+ *             connect_timeout D
+ *             handshake_timeout D
+ *             read_timeout D
+ *             write_timeout D
+ *             stale_timeout D
+ *             max_retries N
+ *         }]
+ *         server NAME sdns://… [{ … }]
+ *     }
+ */
+import { isIP } from 'node:net';
+import type { Directive, Token } from '../../core/config/ast.js';
+import { configError, expectArgs, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
+import { parseZoneKey } from '../../core/config/zones.js';
+import { AddressError, parseEndpoint } from '../../core/net/address.js';
+import type { PluginDefinition } from '../../core/plugin.js';
+import { parseStamp, splitAddress, StampError, type TlsLikeStamp } from '../../lib/stamps.js';
+import { readCertificates } from './files.js';
+import { tlsTransport } from './listener.js';
+import { DotUpstream, type DotServerOptions } from './upstream.js';
+
+const NAME = 'dot';
+const DEFAULT_PORT = 853;
+const HOST_NAME = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$/i;
+
+export interface DotServer extends DotServerOptions {
+  zone: string;
+  token: Token;
+}
+
+export const dotPlugin: PluginDefinition<DotServer[]> = {
+  name: NAME,
+  transports: [tlsTransport],
+
+  parse(directives) {
+    const servers: DotServer[] = [];
+    for (const d of directives) servers.push(...parseDirective(d));
+    const names = new Set<string>();
+    for (const server of servers) {
+      if (names.has(server.name)) throw configError(NAME, server.token, `two upstreams are named "${server.name}"; names must be unique in a server block`);
+      names.add(server.name);
+    }
+    return servers;
+  },
+
+  create(servers, scope) {
+    for (const server of servers) scope.upstreams.add(new DotUpstream(server, scope.logger), server.zone);
+    return { name: NAME };
+  },
+};
+
+function parseDirective(d: Directive): DotServer[] {
+  const [from] = expectArgs(NAME, d, 0, 1);
+  if (from && from.text.includes('://')) throw configError(NAME, from, `the argument of dot is the zone to send (e.g. "."); servers go inside the block: server NAME ${from.text} { server_name HOST }`);
+  const zone = from ? parseZoneKey(from).zone : '.';
+  if (!d.block || d.block.length === 0) throw configError(NAME, d.blockStart ?? d.name, 'no upstream: add "server NAME tls://IP:PORT { server_name HOST }" lines in a block');
+  const servers: DotServer[] = [];
+  readOptions(NAME, d.block, { server: (line) => servers.push({ ...parseServerLine(line), zone }) }, ['server']);
+  return servers;
+}
+
+/** The defaults of every option of a server line. */
+function defaults(): Omit<DotServerOptions, 'name' | 'host' | 'port' | 'serverName'> {
+  return {
+    extraCa: [],
+    pins: [],
+    certHashes: [],
+    poolSize: 2,
+    connectTimeoutMs: 2000,
+    handshakeTimeoutMs: 2000,
+    readTimeoutMs: 2000,
+    writeTimeoutMs: 2000,
+    staleTimeoutMs: 10_000,
+    maxRetries: 1,
+  };
+}
+
+function parseServerLine(line: Directive): Omit<DotServer, 'zone'> {
+  const [name, address] = expectArgs(NAME, line, 2) as [Token, Token];
+  if (name.text.includes('://')) throw configError(NAME, name, 'a server line is "server NAME ADDRESS": the name comes first');
+  const target = address.text.startsWith('sdns:') ? fromStamp(address) : fromUrl(address);
+  const server: Omit<DotServer, 'zone'> = { name: name.text, token: address, ...defaults(), ...target };
+  const duration = (d: Directive, min: number, max: number): number => parseDuration(NAME, expectArgs(NAME, d, 1)[0]!, { min, max });
+  readOptions(
+    NAME,
+    line.block,
+    {
+      server_name: (d) => (server.serverName = parseServerName(expectArgs(NAME, d, 1)[0]!)),
+      ca: (d) => server.extraCa.push(...readCertificates(NAME, expectArgs(NAME, d, 1)[0]!, 'ca')),
+      pin_sha256: (d) => server.pins.push(parsePin(expectArgs(NAME, d, 1)[0]!)),
+      pool: (d) => (server.poolSize = parseInteger(NAME, expectArgs(NAME, d, 1)[0]!, 1, 64)),
+      connect_timeout: (d) => (server.connectTimeoutMs = duration(d, 10, 60_000)),
+      handshake_timeout: (d) => (server.handshakeTimeoutMs = duration(d, 10, 60_000)),
+      read_timeout: (d) => (server.readTimeoutMs = duration(d, 10, 60_000)),
+      write_timeout: (d) => (server.writeTimeoutMs = duration(d, 10, 60_000)),
+      stale_timeout: (d) => (server.staleTimeoutMs = duration(d, 100, 3_600_000)),
+      max_retries: (d) => (server.maxRetries = parseInteger(NAME, expectArgs(NAME, d, 1)[0]!, 0, 5)),
+    },
+    ['ca', 'pin_sha256'],
+  );
+  if (server.serverName === null && server.pins.length === 0) {
+    throw configError(NAME, address, `${name.text} needs server_name (the name on its certificate) or pin_sha256: without them nothing proves who answers`);
+  }
+  return server;
+}
+
+interface Target {
+  host: string;
+  port: number;
+  serverName: string | null;
+  certHashes: Buffer[];
+}
+
+function fromUrl(token: Token): Target {
+  let endpoint;
+  try {
+    endpoint = parseEndpoint(token.text, DEFAULT_PORT);
+  } catch (err) {
+    if (err instanceof AddressError) throw configError(NAME, token, err.message);
+    throw err;
+  }
+  if (endpoint.scheme !== 'tls') throw configError(NAME, token, `dot upstreams are tls://IP[:PORT] or a DoT sdns:// stamp, not ${endpoint.scheme}://`);
+  if (endpoint.path) throw configError(NAME, token, `unexpected path "${endpoint.path}"`);
+  return { host: endpoint.host, port: endpoint.port, serverName: null, certHashes: [] };
+}
+
+/**
+ * A DoT stamp: the address (or, when empty, the first bootstrap address) is where to connect;
+ * the host name is the certificate's identity and the SNI; the hashes must match the chain.
+ * Veil never looks the host name up.
+ */
+function fromStamp(token: Token): Target {
+  let stamp;
+  try {
+    stamp = parseStamp(token.text);
+  } catch (err) {
+    if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
+    throw err;
+  }
+  if (stamp.protocol !== 'dot') throw configError(NAME, token, `this is a ${stamp.protocol} stamp; dot takes DNS-over-TLS stamps`);
+  const { host: name, port: hostPort } = splitHost(token, stamp);
+  let ip: { host: string; port: number };
+  try {
+    if (stamp.address) ip = splitAddress(stamp.address, DEFAULT_PORT);
+    else if (stamp.bootstrap[0]) ip = { host: stamp.bootstrap[0], port: hostPort ?? DEFAULT_PORT };
+    else throw configError(NAME, token, 'the stamp has no address and no bootstrap address, and Veil never resolves host names: write "server NAME tls://IP { server_name HOST }"');
+  } catch (err) {
+    if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
+    throw err;
+  }
+  return { host: ip.host, port: ip.port, serverName: name, certHashes: stamp.hashes };
+}
+
+/** The stamp's `host[:port]`. */
+function splitHost(token: Token, stamp: TlsLikeStamp): { host: string; port: number | null } {
+  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d{1,5}))?$/.exec(stamp.host);
+  const host = m?.[1]?.replace(/^\[|\]$/g, '').toLowerCase();
+  if (!m || !host || (isIP(host) === 0 && !HOST_NAME.test(host))) throw configError(NAME, token, `bad stamp: host name "${stamp.host}" is not a host name`);
+  return { host: host.replace(/\.$/, ''), port: m[2] ? Number(m[2]) : null };
+}
+
+function parseServerName(token: Token): string {
+  const text = token.text.replace(/^\[|\]$/g, '');
+  if (isIP(text) === 0 && !HOST_NAME.test(text)) throw configError(NAME, token, `"${token.text}" is not a host name`);
+  return text.toLowerCase().replace(/\.$/, '');
+}
+
+function parsePin(token: Token): Buffer {
+  const bytes = /^[A-Za-z0-9+/]+={0,2}$/.test(token.text) ? Buffer.from(token.text, 'base64') : Buffer.alloc(0);
+  if (bytes.length !== 32) throw configError(NAME, token, `"${token.text}" is not a base64 SHA-256 digest (44 characters, e.g. from: openssl x509 -noout -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)`);
+  return bytes;
+}

@@ -1,0 +1,148 @@
+/**
+ * Opening one verified TLS connection to a DoT server: TCP to an IP literal (never a name
+ * lookup), then TLS 1.2+ with the chain checked against the trust anchors and the certificate
+ * checked against `server_name`, the SPKI pins and the stamp's hashes. Anything short of that
+ * is an error: there is no fallback to anything weaker, and no DNS leaves before it passes.
+ *
+ * TLS sessions are resumed (the ticket of the last verified connection is offered on the next),
+ * so replacing a pooled connection costs one round trip and no certificate exchange.
+ */
+import net, { isIP } from 'node:net';
+import tls from 'node:tls';
+import { UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
+import { certificateProblem } from './certificates.js';
+
+export interface TlsTarget {
+  /** For messages: `dot cloudflare (1.1.1.1:853)`. */
+  label: string;
+  /** IP literal. */
+  host: string;
+  port: number;
+  /**
+   * The name the certificate must carry (sent as SNI unless it is an IP address). Null when
+   * SPKI pins alone authenticate the server (RFC 7858 out-of-band key-pinned profile).
+   */
+  serverName: string | null;
+  /** Trust anchors added to the system's, PEM. */
+  extraCa: readonly string[];
+  pins: readonly Buffer[];
+  certHashes: readonly Buffer[];
+  connectTimeoutMs: number;
+  handshakeTimeoutMs: number;
+}
+
+/** Certificate errors from OpenSSL and Node: the server is not who it should be. */
+const CERTIFICATE_ERRORS = /CERT|SELF_SIGNED|UNABLE_TO_|HOSTNAME|ALTNAME/;
+
+let systemAnchors: string[] | null = null;
+
+/** Node's bundled roots, NODE_EXTRA_CA_CERTS and the operating system's store; read once. */
+function defaultAnchors(): string[] {
+  if (!systemAnchors) {
+    const anchors = new Set(tls.getCACertificates('default'));
+    try {
+      for (const pem of tls.getCACertificates('system')) anchors.add(pem);
+    } catch {
+      // no readable system store: the bundled roots remain
+    }
+    systemAnchors = [...anchors];
+  }
+  return systemAnchors;
+}
+
+/** Never called for IP literals; there so that no code path can resolve a name. */
+const refuseLookup = (hostname: string, _options: unknown, callback: (err: Error) => void): void => {
+  callback(new Error(`refusing to resolve "${hostname}": upstreams are IP addresses`));
+};
+
+export class TlsConnector {
+  private context: tls.SecureContext | null = null;
+  /** The session of the last connection that passed every check. */
+  private session: Buffer | undefined;
+
+  constructor(private readonly target: TlsTarget) {
+    if (isIP(target.host) === 0) throw new Error(`${target.label}: "${target.host}" is not an IP address`);
+  }
+
+  /** Opens and verifies one connection within `timeoutMs`; rejects with a VeilError. */
+  connect(timeoutMs: number, signal: AbortSignal): Promise<tls.TLSSocket> {
+    const { label, host, port, serverName } = this.target;
+    if (signal.aborted) return Promise.reject(new UpstreamUnavailableError(`${label}: stopped`));
+    const started = performance.now();
+    return new Promise((resolve, reject) => {
+      let phase: 'connect' | 'TLS handshake' = 'connect';
+      let settled = false;
+      let verified = false;
+      let candidate: Buffer | undefined;
+      // Our own TCP socket: Nagle must be off on it (a TLS socket does not pass that on), or
+      // a query written while an earlier one is unacknowledged waits for the server's ACK.
+      const tcp = net.connect({ host, port, noDelay: true, lookup: refuseLookup as never });
+      const socket = tls.connect({
+        socket: tcp,
+        ...(serverName && isIP(serverName) === 0 ? { servername: serverName } : {}),
+        secureContext: this.secureContext(),
+        minVersion: 'TLSv1.2',
+        ...(this.session ? { session: this.session } : {}),
+        // With a name, Node checks the chain and the name; with pins alone, the pins decide.
+        rejectUnauthorized: serverName !== null,
+        checkServerIdentity: (_host, cert) => (serverName ? tls.checkServerIdentity(serverName, cert) : undefined),
+      });
+      const settle = (error: Error | null): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        socket.removeListener('error', onError);
+        if (error) {
+          socket.on('error', () => {}); // late errors of a socket we already gave up
+          socket.destroy();
+          tcp.destroy();
+          reject(error);
+        } else {
+          resolve(socket);
+        }
+      };
+      const onTimeout = (): void => {
+        settle(new UpstreamTimeoutError(`${label}: ${phase} timed out after ${Math.round(performance.now() - started)}ms`));
+      };
+      const onError = (err: NodeJS.ErrnoException): void => {
+        const certificate = typeof err.code === 'string' && CERTIFICATE_ERRORS.test(err.code);
+        settle(new UpstreamUnavailableError(`${label}: ${certificate ? 'certificate rejected' : phase}: ${err.message}`, { cause: err }));
+      };
+      const onAbort = (): void => settle(new UpstreamUnavailableError(`${label}: stopped`));
+      let timer = setTimeout(onTimeout, Math.min(timeoutMs, this.target.connectTimeoutMs));
+      tcp.once('connect', () => {
+        phase = 'TLS handshake';
+        clearTimeout(timer);
+        const left = timeoutMs - (performance.now() - started);
+        timer = setTimeout(onTimeout, Math.max(0, Math.min(left, this.target.handshakeTimeoutMs)));
+      });
+      // The TCP socket's own errors (refused, reset) reach the TLS socket only once it is wrapped.
+      tcp.on('error', (err) => (settled ? socket.destroy(err) : onError(err)));
+      socket.once('secureConnect', () => {
+        // A resumed session was issued on a connection that passed these checks.
+        const problem = socket.isSessionReused() ? null : certificateProblem(socket.getPeerCertificate(true), this.target);
+        if (problem) {
+          settle(new UpstreamUnavailableError(`${label}: certificate rejected: ${problem}`));
+          return;
+        }
+        verified = true;
+        if (candidate) this.session = candidate;
+        settle(null);
+      });
+      // TLS 1.2 hands over the session before the checks above, TLS 1.3 after: keep only
+      // sessions of verified connections.
+      socket.on('session', (session: Buffer) => {
+        if (verified) this.session = session;
+        else candidate = session;
+      });
+      socket.on('error', onError);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private secureContext(): tls.SecureContext {
+    this.context ??= tls.createSecureContext({ ca: [...defaultAnchors(), ...this.target.extraCa], minVersion: 'TLSv1.2' });
+    return this.context;
+  }
+}

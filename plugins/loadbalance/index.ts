@@ -1,0 +1,72 @@
+/**
+ * `loadbalance [POLICY] { max_fails N  fail_timeout D  health_check D  shuffle_answers }`:
+ * chooses which of the block's upstreams (forward, dot, doh, dnscrypt) gets each query, tracks
+ * their health, and optionally rotates addresses in answers. It installs its policy as the
+ * block's upstream policy; core's upstream stage follows it.
+ */
+import type { Token } from '../../core/config/ast.js';
+import { configError, didYouMean, expectArgs, flag, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
+import type { PluginDefinition } from '../../core/plugin.js';
+import { provideService, Services } from '../../core/services.js';
+import { POLICIES, type HealthSettings, type PolicyName } from './policies.js';
+import { probeUpstream } from './probe.js';
+import { rotateAddresses } from './shuffle.js';
+
+const NAME = 'loadbalance';
+
+export interface LoadbalanceOptions {
+  policy: PolicyName;
+  health: HealthSettings;
+  shuffleAnswers: boolean;
+}
+
+export const loadbalancePlugin: PluginDefinition<LoadbalanceOptions> = {
+  name: NAME,
+
+  parse(directives) {
+    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'loadbalance is given twice in this block; a block has one policy');
+    const d = directives[0]!;
+    const [policyToken] = expectArgs(NAME, d, 0, 1);
+    const options: LoadbalanceOptions = {
+      policy: policyToken ? parsePolicy(policyToken) : 'round_robin',
+      health: { maxFails: 2, failTimeoutMs: 5000, healthCheckMs: null },
+      shuffleAnswers: false,
+    };
+    const duration = (line: typeof d, min: number): number => parseDuration(NAME, expectArgs(NAME, line, 1)[0]!, { min, max: 3_600_000 });
+    readOptions(NAME, d.block, {
+      max_fails: (line) => (options.health.maxFails = parseInteger(NAME, expectArgs(NAME, line, 1)[0]!, 0, 1000)),
+      fail_timeout: (line) => (options.health.failTimeoutMs = duration(line, 100)),
+      health_check: (line) => (options.health.healthCheckMs = duration(line, 100)),
+      shuffle_answers: (line) => (options.shuffleAnswers = flag(NAME, line)),
+    });
+    return options;
+  },
+
+  create(options, scope) {
+    const server = scope.block.zones.map((z) => z.text).join(' ');
+    const policy = new POLICIES[options.policy]({
+      clock: scope.clock,
+      logger: scope.logger,
+      random: Math.random,
+      settings: options.health,
+      probe: (upstream) => probeUpstream(upstream, scope.clock, server),
+    });
+    provideService(scope.container, Services.upstreamPolicy, policy);
+    if (!options.shuffleAnswers) return { name: NAME };
+    let turn = 0;
+    return {
+      name: NAME,
+      async serve(ctx, next) {
+        const answer = await next(ctx);
+        if (answer) rotateAddresses(answer, turn++);
+        return answer;
+      },
+    };
+  },
+};
+
+function parsePolicy(token: Token): PolicyName {
+  if (Object.hasOwn(POLICIES, token.text)) return token.text as PolicyName;
+  const names = Object.keys(POLICIES);
+  throw configError(NAME, token, `unknown policy "${token.text}"${didYouMean(token.text, names)}; policies: ${names.join(', ')}`);
+}
