@@ -19,6 +19,12 @@ export interface Upstream {
    * query's. Must settle by the context's deadline; rejects with a VeilError on failure.
    */
   exchange(query: Buffer, ctx: RequestContext): Promise<Buffer>;
+  /**
+   * False while the upstream is left out of its block (e.g. a DNSCrypt server that cannot be
+   * reached through its relays, with anonymize's skip_incompatible): the upstream stage passes
+   * over it without an attempt. Absent means always usable.
+   */
+  readonly usable?: boolean;
   /** Opens pools, fetches certificates: called once before listeners bind. */
   start?(): Promise<void> | void;
   /** Closes connections; pending exchanges fail. */
