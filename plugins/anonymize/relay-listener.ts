@@ -54,6 +54,8 @@ export class RelayListener implements Listener {
   readonly stats: RelayStats = { forwarded: 0, dropped: {} };
   private pair: ListenerPair | null = null;
   private inflight = 0;
+  /** Ends the exchanges in flight (their sockets), on stop. */
+  private readonly pending = new Set<() => void>();
   private selfAddresses: Buffer[] = [];
   private unspecified = false;
 
@@ -84,6 +86,7 @@ export class RelayListener implements Listener {
   async stop(graceMs: number): Promise<void> {
     await this.pair?.stop(graceMs);
     this.pair = null;
+    for (const cancel of [...this.pending]) cancel();
   }
 
   private async relay(packet: Buffer, _info: QueryInfo, transport: Transport): Promise<Buffer | null> {
@@ -114,7 +117,7 @@ export class RelayListener implements Listener {
     this.inflight++;
     try {
       const { answer, reason } = await this.forward(relayed, accept);
-      if (!answer) return this.drop(transport, reason);
+      if (!answer) return reason === 'stopped' ? null : this.drop(transport, reason);
       this.stats.forwarded++;
       if (relayEvent.hasSubscribers) relayEvent.publish({ event: 'forwarded', transport });
       return answer;
@@ -135,9 +138,12 @@ export class RelayListener implements Listener {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        this.pending.delete(cancel);
         socket.close();
         resolve({ answer, reason });
       };
+      const cancel = (): void => finish(null, 'stopped');
+      this.pending.add(cancel);
       const timer = setTimeout(() => finish(null, oversized ? 'answer larger than the query' : 'no answer'), RELAY_TIMEOUT_MS);
       socket.on('error', () => finish(null, 'server unreachable'));
       socket.on('message', (answer) => {
