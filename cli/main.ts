@@ -3,6 +3,8 @@
  *
  *     veil [-conf FILE]     serve (default: ./Corefile)
  *     veil check [FILE]     validate and print each block's listeners and plugin chain
+ *     veil stamp …          decode and encode DNS stamps (cli/stamp.ts)
+ *     veil dnscrypt keygen  a DNSCrypt provider key (cli/dnscrypt.ts)
  *     veil --version
  *
  * SIGTERM/SIGINT: stop accepting, let queries in flight finish (bounded), exit 0.
@@ -16,10 +18,37 @@ import { StreamLogger } from '../core/logger.js';
 import { buildConfig, VeilServer, type BuiltConfig } from '../core/server.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { loadConfigFile } from './config.js';
+import { DNSCRYPT_USAGE, runDnscrypt } from './dnscrypt.js';
+import { processIo, UsageError, type CommandIo } from './io.js';
+import { runStamp, STAMP_USAGE } from './stamp.js';
+
+/** Subcommands that run and exit, each in its own module, with its own usage text. */
+const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => number; usage: string }> = {
+  stamp: { run: runStamp, usage: STAMP_USAGE },
+  dnscrypt: { run: runDnscrypt, usage: DNSCRYPT_USAGE },
+};
+
+/** Runs `veil stamp …` or `veil dnscrypt …`; exit status 2 for a usage mistake. */
+export function runSubcommand(name: string, args: string[], io: CommandIo = processIo): number {
+  const command = SUBCOMMANDS[name]!;
+  if (args.length === 0 || args.includes('--help') || args.includes('-h')) {
+    io.out(command.usage);
+    return args.length === 0 ? 2 : 0;
+  }
+  try {
+    return command.run(args, io);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    io.err(`veil: ${err.message}\n\n${command.usage}`);
+    return 2;
+  }
+}
 
 const USAGE = `Usage:
   veil [-conf FILE]       serve the configuration in FILE (default: Corefile)
   veil check [FILE]       check FILE and print each server block's listeners and plugins
+  veil stamp decode|encode …       DNS stamps (veil stamp --help)
+  veil dnscrypt keygen …           a DNSCrypt provider key (veil dnscrypt --help)
   veil --version          print the version
 
 FILE is a Corefile, or JSONC when its name ends in .json or .jsonc.`;
@@ -62,7 +91,6 @@ export function parseArgs(argv: string[]): Command {
   return { kind, file: file ?? 'Corefile' };
 }
 
-class UsageError extends Error {}
 
 export function describeConfig(built: BuiltConfig): string {
   const lines: string[] = [];
@@ -80,6 +108,7 @@ export function describeConfig(built: BuiltConfig): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] && Object.hasOwn(SUBCOMMANDS, argv[0])) return runSubcommand(argv[0], argv.slice(1));
   let command: Command;
   try {
     command = parseArgs(argv);
