@@ -16,6 +16,8 @@ import { decryptQuery, decryptResponse, encryptQuery, encryptResponse, readQuery
 import { parseProviderKey, providerKeyPair } from '../lib/dnscrypt/provider-key.js';
 import { bytesToIp, ipToBytes, readRelayHeader, relayHeader } from '../lib/dnscrypt/relay-header.js';
 import { sodium } from '../lib/dnscrypt/sodium.js';
+import { ManualClock } from '../core/clock.js';
+import { CERT_LIFETIME_S, ResolverCertificates, ROTATE_EVERY_S } from '../plugins/dnscrypt/resolver-certs.js';
 import { ROOT } from './helpers/veil-process.js';
 
 const V = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/dnscrypt-vectors.json'), 'utf8')) as Record<string, string>;
@@ -289,5 +291,38 @@ describe('bad input is refused', () => {
     assert.deepEqual(parseProviderKey(seed), seed);
     assert.deepEqual(parseProviderKey(provider.secretKey), seed);
     assert.throws(() => parseProviderKey(Buffer.from('not a key')), /not a provider key/);
+  });
+});
+
+describe('the listener’s short-term keys', () => {
+  it('a new certificate each rotation: serial up, windows overlapping, the newest served, expired ones forgotten', () => {
+    const clock = new ManualClock(1_700_000_000_000);
+    const certs = new ResolverCertificates(provider, clock);
+    const first = certs.rotate();
+    clock.advance(ROTATE_EVERY_S * 1000);
+    const second = certs.rotate();
+    assert.ok(second.cert.serial > first.cert.serial);
+    assert.ok(second.cert.tsStart < first.cert.tsEnd, 'validity windows overlap');
+    assert.ok(second.cert.tsEnd - clock.now() / 1000 >= 23 * 3600, 'a fresh certificate is good for about a day');
+    assert.equal(verifyCertificate(second.cert, provider.publicKey), true);
+    assert.deepEqual(certs.served, [second.cert.bytes]);
+    // queries made with the older certificate still decrypt…
+    assert.equal(certs.lookup(Buffer.concat([first.cert.clientMagic, Buffer.alloc(100)])), first);
+    // …until it expires
+    clock.advance((CERT_LIFETIME_S - ROTATE_EVERY_S + 1) * 1000);
+    assert.equal(certs.lookup(Buffer.concat([first.cert.clientMagic, Buffer.alloc(100)])), undefined);
+    certs.rotate();
+    assert.equal(certs.all.includes(first), false, 'its secret key is dropped at the next rotation');
+    assert.equal(certs.all.length, 2);
+  });
+
+  it('caches shared keys per client key, and refuses low-order client keys', () => {
+    const certs = new ResolverCertificates(provider, new ManualClock());
+    const entry = certs.rotate();
+    const client = x25519KeyPair();
+    const key = certs.sharedKey(entry, client.publicKey)!;
+    assert.equal(certs.sharedKey(entry, client.publicKey), key);
+    assert.deepEqual(key, sharedKey(2, client.secretKey, entry.cert.resolverPublicKey));
+    for (const low of LOW_ORDER_KEYS) assert.equal(certs.sharedKey(entry, low), null);
   });
 });
