@@ -154,7 +154,12 @@ export class RelayListener implements Listener {
         }
         if (accept(answer)) finish(answer, '');
       });
-      const connect = (): void => socket.connect(target.port, target.host, () => socket.send(inner));
+      const connect = (): void => {
+        if (settled) return; // stopped while binding
+        socket.connect(target.port, target.host, () => {
+          if (!settled) socket.send(inner);
+        });
+      };
       // Leave from the relay's own address, so the server sees the relay and nothing else.
       if (!this.unspecified && isIPv6(this.endpoint.host) === v6) socket.bind(0, this.endpoint.host, connect);
       else connect();
