@@ -3,6 +3,8 @@
  *
  *     veil [-conf FILE]     serve (default: ./Corefile)
  *     veil check [FILE]     validate and print each block's listeners and plugin chain
+ *     veil stamp …          decode and encode DNS stamps (cli/stamp.ts)
+ *     veil dnscrypt keygen  a DNSCrypt provider key (cli/dnscrypt.ts)
  *     veil --version
  *
  * SIGTERM/SIGINT: stop accepting, let queries in flight finish (bounded), exit 0.
@@ -19,12 +21,39 @@ import { buildConfig, VeilServer, type BuiltConfig, type ServerEnvironment } fro
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { loadConfigFile } from './config.js';
 import { superviseWorkers, workerIndex } from './workers.js';
+import { DNSCRYPT_USAGE, runDnscrypt } from './dnscrypt.js';
+import { processIo, UsageError, type CommandIo } from './io.js';
+import { runStamp, STAMP_USAGE } from './stamp.js';
+
+/** Subcommands that run and exit, each in its own module, with its own usage text. */
+const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => number; usage: string }> = {
+  stamp: { run: runStamp, usage: STAMP_USAGE },
+  dnscrypt: { run: runDnscrypt, usage: DNSCRYPT_USAGE },
+};
+
+/** Runs `veil stamp …` or `veil dnscrypt …`; exit status 2 for a usage mistake. */
+export function runSubcommand(name: string, args: string[], io: CommandIo = processIo): number {
+  const command = SUBCOMMANDS[name]!;
+  if (args.length === 0 || args.includes('--help') || args.includes('-h')) {
+    io.out(command.usage);
+    return args.length === 0 ? 2 : 0;
+  }
+  try {
+    return command.run(args, io);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    io.err(`veil: ${err.message}\n\n${command.usage}`);
+    return 2;
+  }
+}
 
 const USAGE = `Usage:
   veil [-conf FILE] [--workers N]
                           serve the configuration in FILE (default: Corefile), in N processes
                           sharing the listeners (default: the Corefile's global "workers", or 1)
   veil check [FILE]       check FILE and print each server block's listeners and plugins
+  veil stamp decode|encode …       DNS stamps (veil stamp --help)
+  veil dnscrypt keygen …           a DNSCrypt provider key (veil dnscrypt --help)
   veil --version          print the version
 
 FILE is a Corefile, or JSONC when its name ends in .json or .jsonc.`;
@@ -75,7 +104,6 @@ export function parseArgs(argv: string[]): Command {
   return { kind, file: file ?? 'Corefile', workers };
 }
 
-class UsageError extends Error {}
 
 export function describeConfig(built: BuiltConfig): string {
   const lines: string[] = [];
@@ -93,6 +121,7 @@ export function describeConfig(built: BuiltConfig): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] && Object.hasOwn(SUBCOMMANDS, argv[0])) return runSubcommand(argv[0], argv.slice(1));
   let command: Command;
   try {
     command = parseArgs(argv);

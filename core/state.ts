@@ -56,8 +56,8 @@ export class ServerState {
     for (const block of this.blocks) {
       for (const zone of block.upstreams.zones) {
         const group = block.upstreams.candidates(zone);
-        if (group.some((u) => (u.usable?.() ?? true) && block.policy.healthy(u))) continue;
-        const states = group.map((u) => `${u.name}: ${u.usable?.() === false ? 'not usable' : 'marked down'}`);
+        if (group.some((u) => u.usable !== false && block.policy.healthy(u))) continue;
+        const states = group.map((u) => `${u.name}: ${u.usable === false ? 'not usable' : 'marked down'}`);
         reasons.push(`block "${block.server}": no usable upstream for ${zone} (${states.join(', ')})`);
       }
     }

@@ -1,6 +1,8 @@
 /** The plugins built into Veil. Their order in the chain is core/order.ts, not this list. */
 import type { PluginDefinition } from '../core/plugin.js';
 import { PluginRegistry } from '../core/registry.js';
+import { anonymizePlugin } from './anonymize/index.js';
+import { dnscryptPlugin } from './dnscrypt/index.js';
 import { dotPlugin } from './dot/index.js';
 import { errorsPlugin } from './errors/index.js';
 import { forwardPlugin } from './forward/index.js';
@@ -15,7 +17,7 @@ import { tracePlugin } from './trace/index.js';
 
 export const builtinPlugins: readonly PluginDefinition<any>[] = [
   listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, hostsPlugin,
-  forwardPlugin, dotPlugin, loadbalancePlugin, sourcesPlugin,
+  forwardPlugin, dotPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
 ];
 
 /** A registry with core's listeners and every built-in plugin. */

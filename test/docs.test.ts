@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import { ERROR_CODES } from '../core/errors.js';
 import { startTestServer } from '../core/testing/server.js';
 import { builtinPlugins, createBuiltinRegistry } from '../plugins/index.js';
+import { makeProviderKeys } from './helpers/dnscrypt.js';
 import { makeTestCerts } from './helpers/peers.js';
 import { ROOT } from './helpers/veil-process.js';
 
@@ -33,7 +34,13 @@ const certs = makeTestCerts();
 process.env.VEIL_CERT ??= certs.chain;
 process.env.VEIL_KEY ??= certs.key;
 process.env.VEIL_CA ??= certs.ca;
-after(() => rmSync(certs.dir, { recursive: true, force: true }));
+// …and DNSCrypt listeners name their provider key {$VEIL_DNSCRYPT_KEY}.
+const dnscryptKeys = makeProviderKeys();
+process.env.VEIL_DNSCRYPT_KEY ??= dnscryptKeys.keyFile;
+after(() => {
+  rmSync(certs.dir, { recursive: true, force: true });
+  dnscryptKeys.cleanup();
+});
 
 describe('Corefile examples in the docs start', () => {
   const examples = [

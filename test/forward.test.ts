@@ -9,6 +9,7 @@ import { fullRcode } from '../core/dns/wire.js';
 import { queryTcp, queryUdp } from '../core/testing/client.js';
 import { answerFor, startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
+import { encodeStamp } from '../lib/stamps.js';
 import { testRegistry } from './helpers/plugins.js';
 
 const decode = (b: Buffer) => dnsPacket.decode(b);
@@ -182,5 +183,27 @@ describe('forward over TCP from TCP clients', () => {
       await veil.stop();
       await origin.close();
     }
+  });
+});
+
+describe('forward with a plain DNS stamp', () => {
+  it('a plain stamp is an upstream like udp://; other stamps and public addresses without insecure are refused', async () => {
+    const origin = await startFakeDns();
+    try {
+      const stamp = encodeStamp({ protocol: 'plain', props: { dnssec: false, noLogs: false, noFilter: false }, address: `127.0.0.1:${origin.port}` });
+      const { veil, ask } = await serve(`forward {\n    server origin ${stamp}\n  }`);
+      try {
+        assert.equal(a(await ask('stamped.test')), '203.0.113.1');
+      } finally {
+        await veil.stop();
+      }
+    } finally {
+      await origin.close();
+    }
+    const publicStamp = encodeStamp({ protocol: 'plain', props: { dnssec: false, noLogs: false, noFilter: false }, address: '9.9.9.9' });
+    await assert.rejects(serve(`forward {\n    server quad9 ${publicStamp}\n  }`), /is on the public internet/);
+    const dnscrypt = encodeStamp({ protocol: 'dnscrypt', props: { dnssec: false, noLogs: false, noFilter: false }, address: '127.0.0.1:443', providerKey: Buffer.alloc(32, 1), providerName: '2.dnscrypt-cert.x' });
+    await assert.rejects(serve(`forward {\n    server x ${dnscrypt}\n  }`), /a dnscrypt stamp: forward takes plain DNS stamps .*use the dnscrypt plugin/);
+    await assert.rejects(serve('forward {\n    server x sdns://AAcAAAAAAAAAB2V4YW1wbGU\n  }'), /bad stamp: address "example" is not an IP address/);
   });
 });

@@ -47,7 +47,7 @@ const upstream = (name: string, usable = true): Upstream => ({
   protocol: 'udp',
   address: '127.0.0.1:1',
   exchange: () => Promise.reject(new Error('not used')),
-  usable: () => usable,
+  usable,
 });
 
 describe('health: /health and /ready', () => {

@@ -25,6 +25,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
     let attempts = 0;
     let previous: Upstream | null = null;
     for (const upstream of policy.order(candidates, ctx)) {
+      if (upstream.usable === false) continue;
       if (previous && upstreamFailover.hasSubscribers) upstreamFailover.publish({ ctx, from: previous });
       previous = upstream;
       if (ctx.remaining() <= 0) {
@@ -55,7 +56,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
     ctx.meta.attempts = attempts;
     if (lastAnswer) return lastAnswer;
     if (attempts === 0 && !lastError) {
-      throw new UpstreamUnavailableError(`all ${candidates.length} upstream(s) are marked down`);
+      throw new UpstreamUnavailableError(`all ${candidates.length} upstream(s) are marked down or left out`);
     }
     throw lastError ?? new UpstreamUnavailableError('no upstream answered');
   };

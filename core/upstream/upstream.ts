@@ -20,10 +20,12 @@ export interface Upstream {
    */
   exchange(query: Buffer, ctx: RequestContext): Promise<Buffer>;
   /**
-   * False while it cannot take a query at all (a DNSCrypt upstream without a valid certificate
-   * yet, say); readiness (`/ready`) asks. Absent means always usable.
+   * False while the upstream cannot take a query and is left out of its block (a DNSCrypt server
+   * that cannot be reached through its relays, with anonymize's skip_incompatible): the upstream
+   * stage passes over it without an attempt, and readiness (`/ready`) counts it out. Absent
+   * means always usable.
    */
-  usable?(): boolean;
+  readonly usable?: boolean;
   /** Opens pools, fetches certificates: called once before listeners bind. */
   start?(): Promise<void> | void;
   /** Closes connections; pending exchanges fail. */

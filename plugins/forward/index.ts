@@ -17,6 +17,7 @@ import { configError, expectArgs, expectNoBlock, parseDuration, readOptions } fr
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, isLocalOrPrivate, parseEndpoint, parseHostPort } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
+import { parseStamp, splitAddress, StampError } from '../../lib/stamps.js';
 import { PlainDnsUpstream, type PlainDnsOptions } from './upstream.js';
 
 const NAME = 'forward';
@@ -127,10 +128,23 @@ function parseServerLine(line: Directive): Pending {
   if (name.text.includes('://')) throw configError(NAME, name, 'a server line is "server NAME ADDRESS": the name comes first');
   let parsed: { host: string; port: number; tcpOnly: boolean };
   try {
-    parsed = endpointAddress(address);
+    parsed = address.text.startsWith('sdns:') ? stampAddress(address) : endpointAddress(address);
   } catch (err) {
     if (err instanceof AddressError) throw configError(NAME, address, err.message);
     throw err;
   }
   return { name: name.text, token: address, ...parsed, insecure: flag !== undefined };
+}
+
+/** A plain DNS stamp (`sdns://AA…`): UDP with the TCP retry, like udp://. */
+function stampAddress(token: Token): { host: string; port: number; tcpOnly: boolean } {
+  let stamp;
+  try {
+    stamp = parseStamp(token.text);
+  } catch (err) {
+    if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
+    throw err;
+  }
+  if (stamp.protocol !== 'plain') throw configError(NAME, token, `a ${stamp.protocol} stamp: forward takes plain DNS stamps (sdns://AA…); use the ${stamp.protocol === 'dnscrypt' ? 'dnscrypt' : stamp.protocol === 'dot' ? 'dot' : stamp.protocol === 'doh' ? 'doh' : 'matching'} plugin`);
+  return { ...splitAddress(stamp.address, 53), tcpOnly: false };
 }

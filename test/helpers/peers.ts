@@ -303,8 +303,13 @@ export interface DnsdistOptions {
   tlsMaxInFlight?: number;
   /** DNS over HTTPS front-end (HTTP/2, path /dns-query). */
   doh?: TestCerts;
-  /** DNSCrypt front-end with two certificates: es-version 1 serial 1, es-version 2 serial 2. */
-  dnscrypt?: { providerName: string };
+  /**
+   * DNSCrypt front-end with two certificates: es-version 1 serial 1, es-version 2 serial 2;
+   * `esVersions: [1]` serves the es-version 1 certificate alone.
+   */
+  dnscrypt?: { providerName: string; esVersions?: Array<1 | 2> };
+  /** Log every query dnsdist receives (source address, name, type) to a file; see `queryLog()`. */
+  queryLog?: boolean;
   /** Address dnsdist listens on (default 127.0.0.1). */
   host?: string;
 }
@@ -313,6 +318,8 @@ export interface Dnsdist extends Peer {
   ports: { plain?: number; tls?: number; doh?: number; dnscrypt?: number };
   /** Provider public key (32 bytes) when the DNSCrypt front-end is on. */
   providerKey?: Buffer;
+  /** With `queryLog`: the lines so far, `Packet from 127.0.0.2:41234 for name. A with id 1`. */
+  queryLog(): string;
 }
 
 /**
@@ -358,10 +365,12 @@ export async function startDnsdist(options: DnsdistOptions): Promise<Dnsdist> {
     const result = spawnSync(which('dnsdist') ?? 'dnsdist', ['--check-config', '-C', path.join(dir, 'gen.lua')], { encoding: 'utf8' });
     if (result.status !== 0) throw new Error(`dnsdist could not make DNSCrypt keys: ${result.stderr}${result.stdout}`);
     providerKey = readFileSync(path.join(dir, 'provider.pub'));
-    lua.push(
-      `addDNSCryptBind("${host}:${ports.dnscrypt}", "${options.dnscrypt.providerName}", {"${dir}/resolver-1.cert", "${dir}/resolver-2.cert"}, {"${dir}/resolver-1.key", "${dir}/resolver-2.key"})`,
-    );
+    const versions = options.dnscrypt.esVersions ?? [1, 2];
+    const list = (suffix: string) => versions.map((v) => `"${dir}/resolver-${v}.${suffix}"`).join(', ');
+    lua.push(`addDNSCryptBind("${host}:${ports.dnscrypt}", "${options.dnscrypt.providerName}", {${list('cert')}}, {${list('key')}})`);
   }
+  const queryLog = path.join(dir, 'queries.log');
+  if (options.queryLog) lua.push(`addAction(AllRule(), LogAction("${queryLog}", false, true, false))`);
   writeFileSync(path.join(dir, 'dnsdist.conf'), lua.join('\n') + '\n');
   const check = spawnSync(which('dnsdist') ?? 'dnsdist', ['--check-config', '-C', path.join(dir, 'dnsdist.conf')], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`dnsdist configuration refused: ${check.stderr}${check.stdout}`);
@@ -374,7 +383,14 @@ export async function startDnsdist(options: DnsdistOptions): Promise<Dnsdist> {
       throw new Error(`${err.message}; dnsdist said: ${log}`);
     });
   }
-  return { ...peer, ports, ...(providerKey ? { providerKey } : {}) };
+  const readQueryLog = (): string => {
+    try {
+      return readFileSync(queryLog, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  return { ...peer, ports, queryLog: readQueryLog, ...(providerKey ? { providerKey } : {}) };
 }
 
 export async function waitForTcp(port: number, timeoutMs: number, host = '127.0.0.1'): Promise<void> {

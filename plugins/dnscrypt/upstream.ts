@@ -1,0 +1,311 @@
+/**
+ * A DNSCrypt server as an upstream. Its certificate is fetched at start (in the background: an
+ * unreachable server never stops Veil from starting), checked against the provider key from the
+ * stamp, and refreshed on a schedule and before it expires; a failed refresh keeps the
+ * certificate in hand while it is valid. Each refresh asks the block's router for the route
+ * (direct, or a relay picked by `anonymize`) and keeps it until the next one.
+ *
+ * Queries go over UDP, padded, and again over TCP when the answer comes back truncated, all
+ * within the query's deadline. Without a valid certificate a query fails: never plaintext.
+ */
+import type { Clock } from '../../core/clock.js';
+import type { RequestContext } from '../../core/context.js';
+import { isResponse, isTruncated, readId, sameQuestion } from '../../core/dns/wire.js';
+import { DeadlineError, UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
+import { dnscryptCertificate } from '../../core/events.js';
+import type { Logger } from '../../core/logger.js';
+import { formatHostPort } from '../../core/upstream/connect.js';
+import { randomId } from '../../core/upstream/query-id.js';
+import type { Upstream } from '../../core/upstream/upstream.js';
+import { buildCertQuery, certificatesFromAnswer } from '../../lib/dnscrypt/cert-query.js';
+import { selectCertificate, type Certificate } from '../../lib/dnscrypt/certificate.js';
+import { DnscryptChannel, idKey, nonceKey } from '../../lib/dnscrypt/channel.js';
+import { HALF_NONCE_SIZE, QUERY_OVERHEAD } from '../../lib/dnscrypt/constants.js';
+import { randomByte, randomInto, sharedKey, tcpQueryLength, udpQueryLength, x25519KeyPair, type KeyPair } from '../../lib/dnscrypt/crypto.js';
+import { decryptResponse, encryptQuery, type ClientKeys } from '../../lib/dnscrypt/packet.js';
+import { relayHeader } from '../../lib/dnscrypt/relay-header.js';
+import type { DnscryptRoute, DnscryptRouter, DnscryptServerInfo } from '../../lib/dnscrypt/route.js';
+
+export interface DnscryptServerConfig extends DnscryptServerInfo {
+  providerKey: Buffer;
+}
+
+export interface DnscryptClientConfig {
+  /** Longest time a certificate is used before it is fetched again. */
+  certRefreshMs: number;
+  /** A fresh client key pair for every query. */
+  ephemeralKeys: boolean;
+  tcpOnly: boolean;
+}
+
+export interface UpstreamEnvironment {
+  logger: Logger;
+  clock: Clock;
+  /** The block's router, looked up when a certificate is fetched. */
+  router: () => DnscryptRouter;
+}
+
+interface Session {
+  cert: Certificate;
+  /** Keys for the long-term client key pair (not used with ephemeral_keys). */
+  keys: ClientKeys;
+  route: DnscryptRoute;
+  channel: DnscryptChannel;
+}
+
+/** UDP query plaintext starts padded to this (dnscrypt-proxy's 512-byte estimate)… */
+const INITIAL_UDP_LENGTH = 512;
+/** …grows by 64 after each truncated answer, up to what fits a 1232-byte datagram. */
+const MAX_UDP_LENGTH = Math.floor((1232 - QUERY_OVERHEAD) / 64) * 64;
+/**
+ * Through a relay, TCP queries are padded large: the relay's hop to the server is UDP, and the
+ * server does not answer with more than the query's size.
+ */
+const RELAYED_TCP_LENGTH = 3968;
+/** One UDP attempt at most this long (the query's deadline may cut it shorter). */
+const UDP_ATTEMPT_MS = 2000;
+const CERT_ATTEMPT_MS = 2000;
+/** Retries after a failed certificate fetch back off from 1 s to this. */
+const MAX_RETRY_MS = 60_000;
+
+export class DnscryptUpstream implements Upstream {
+  readonly protocol = 'dnscrypt';
+  readonly name: string;
+  readonly address: string;
+  usable = true;
+  private clientKeys: KeyPair | null = null;
+  private session: Session | null = null;
+  private refreshing: Promise<void> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private failures = 0;
+  private lastError = 'no certificate fetched yet';
+  private stopped = false;
+  private udpLength = INITIAL_UDP_LENGTH;
+  private readonly channels = new Map<string, DnscryptChannel>();
+
+  constructor(
+    private readonly server: DnscryptServerConfig,
+    private readonly config: DnscryptClientConfig,
+    private readonly env: UpstreamEnvironment,
+  ) {
+    this.name = server.name;
+    this.address = formatHostPort(server.host, server.port);
+  }
+
+  start(): void {
+    this.clientKeys = x25519KeyPair();
+    void this.refresh();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const channel of this.channels.values()) channel.close();
+    this.channels.clear();
+  }
+
+  /** The certificate in use (for tests and diagnostics). */
+  get certificate(): Certificate | null {
+    return this.session?.cert ?? null;
+  }
+
+  /** The relay of the current route, or null when direct. */
+  get relay(): string | null {
+    return this.session?.route.relay?.name ?? null;
+  }
+
+  async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
+    const session = await this.sessionFor(ctx);
+    if (session.route.relay) ctx.meta.relay = session.route.relay.name;
+    if (!this.config.tcpOnly && query.length < MAX_UDP_LENGTH) {
+      const answer = await this.overUdp(session, query, this.attemptTime(ctx, UDP_ATTEMPT_MS));
+      if (!isTruncated(answer)) return answer;
+      // Spec §4: a truncated answer means the padded query was too small for it.
+      this.udpLength = Math.min(this.udpLength + 64, MAX_UDP_LENGTH);
+    }
+    return this.overTcp(session, query, this.attemptTime(ctx));
+  }
+
+  private attemptTime(ctx: RequestContext, cap = Infinity): number {
+    const left = Math.min(cap, ctx.remaining());
+    if (left <= 0) throw new DeadlineError(`${this.name}: the query's deadline passed`);
+    return left;
+  }
+
+  private overUdp(session: Session, query: Buffer, timeoutMs: number): Promise<Buffer> {
+    const keys = this.keysFor(session);
+    const nonce = Buffer.allocUnsafe(HALF_NONCE_SIZE);
+    randomInto(nonce, 0, HALF_NONCE_SIZE);
+    const packet = encryptQuery(keys, nonce, query, udpQueryLength(query.length, this.udpLength));
+    return session.channel.udp(packet, nonceKey(nonce), (answer) => acceptAnswer(keys, nonce, query, answer), timeoutMs);
+  }
+
+  private overTcp(session: Session, query: Buffer, timeoutMs: number): Promise<Buffer> {
+    const keys = this.keysFor(session);
+    const nonce = Buffer.allocUnsafe(HALF_NONCE_SIZE);
+    randomInto(nonce, 0, HALF_NONCE_SIZE);
+    const length = session.route.relay && query.length < RELAYED_TCP_LENGTH ? RELAYED_TCP_LENGTH : tcpQueryLength(query.length, randomByte());
+    const packet = encryptQuery(keys, nonce, query, length);
+    return session.channel.tcp(packet, (answer) => acceptAnswer(keys, nonce, query, answer), timeoutMs);
+  }
+
+  private keysFor(session: Session): ClientKeys {
+    if (!this.config.ephemeralKeys) return session.keys;
+    const pair = x25519KeyPair();
+    const shared = sharedKey(session.cert.esVersion, pair.secretKey, session.cert.resolverPublicKey);
+    // The resolver key was checked when the certificate was taken; this cannot fail.
+    if (!shared) throw new UpstreamUnavailableError(`${this.name}: the resolver key is unusable`);
+    return { ...session.keys, clientPublicKey: pair.publicKey, sharedKey: shared };
+  }
+
+  private validSession(): Session | null {
+    const session = this.session;
+    if (!session) return null;
+    if (this.env.clock.now() / 1000 <= session.cert.tsEnd) return session;
+    this.session = null;
+    this.lastError = `certificate serial ${session.cert.serial} expired`;
+    void this.refresh();
+    return null;
+  }
+
+  private async sessionFor(ctx: RequestContext): Promise<Session> {
+    let session = this.validSession();
+    if (!session && this.refreshing) {
+      // Start-up, or a refresh after expiry: wait for it, within the query's time.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.refreshing, new Promise((resolve) => (timer = setTimeout(resolve, ctx.remaining())))]);
+      clearTimeout(timer);
+      session = this.validSession();
+    }
+    if (!session) throw new UpstreamUnavailableError(`${this.name}: no valid DNSCrypt certificate (${this.lastError})`);
+    return session;
+  }
+
+  // ---- certificates -------------------------------------------------------------------------
+
+  /** Fetches the certificate now (one fetch at a time). */
+  refresh(): Promise<void> {
+    this.refreshing ??= this.fetchCertificate().finally(() => {
+      this.refreshing = null;
+    });
+    return this.refreshing;
+  }
+
+  private async fetchCertificate(): Promise<void> {
+    if (this.stopped || !this.clientKeys) return;
+    const route = this.env.router().route(this.server);
+    const channel = this.channelFor(route);
+    const via = route.relay ? ` via relay ${route.relay.name}` : '';
+    try {
+      const certs = await this.certificatesVia(channel);
+      const { chosen, refused } = selectCertificate(certs, this.server.providerKey, Math.floor(this.env.clock.now() / 1000));
+      if (!chosen) throw new Error(`no usable certificate among ${certs.length}${refused.length ? `: ${refused.join('; ')}` : ''}`);
+      const shared = sharedKey(chosen.esVersion, this.clientKeys.secretKey, chosen.resolverPublicKey);
+      if (!shared) throw new Error(`certificate serial ${chosen.serial} has an unusable resolver key`);
+      const previous = this.session;
+      this.session = {
+        cert: chosen,
+        keys: { esVersion: chosen.esVersion, clientMagic: chosen.clientMagic, clientPublicKey: this.clientKeys.publicKey, sharedKey: shared },
+        route,
+        channel,
+      };
+      this.usable = true;
+      this.failures = 0;
+      if (!previous || previous.cert.serial !== chosen.serial || previous.cert.esVersion !== chosen.esVersion || previous.route.relay !== route.relay) {
+        this.env.logger.info(
+          `${this.name}: certificate serial ${chosen.serial}, es-version ${chosen.esVersion}, valid until ${new Date(chosen.tsEnd * 1000).toISOString()}${via}`,
+        );
+      }
+      if (dnscryptCertificate.hasSubscribers) {
+        dnscryptCertificate.publish({ upstream: this.name, serial: chosen.serial, esVersion: chosen.esVersion, expiresAt: chosen.tsEnd });
+      }
+      this.schedule(this.nextRefreshMs(chosen));
+    } catch (err) {
+      this.failures++;
+      this.lastError = `${(err as Error).message}${via}`;
+      const kept = this.validSession();
+      if (kept) {
+        this.env.logger.warn(`${this.name}: certificate refresh failed${via} (${(err as Error).message}); keeping serial ${kept.cert.serial} while it is valid`);
+        this.schedule(Math.min(this.retryMs(), this.nextRefreshMs(kept.cert)));
+      } else if (route.skipWhenUnreachable) {
+        this.usable = false;
+        this.env.logger.warn(`${this.name}: no certificate${via} (${(err as Error).message}); left out until the next refresh (skip_incompatible)`);
+        this.schedule(this.config.certRefreshMs);
+      } else {
+        this.env.logger.warn(`${this.name}: no certificate${via} (${(err as Error).message}); queries to it fail until one is fetched`);
+        this.schedule(this.retryMs());
+      }
+    }
+  }
+
+  private async certificatesVia(channel: DnscryptChannel): Promise<Buffer[]> {
+    const id = randomId();
+    const query = buildCertQuery(this.server.providerName, id);
+    const parse = (answer: Buffer): { certs: Buffer[]; truncated: boolean } | null => {
+      try {
+        return { certs: certificatesFromAnswer(query, answer), truncated: isTruncated(answer) };
+      } catch {
+        return null;
+      }
+    };
+    let fromUdp: Buffer[] | null = null;
+    let udpError: unknown = null;
+    if (!this.config.tcpOnly) {
+      try {
+        const { certs, truncated } = await channel.udp(query, idKey(id), parse, CERT_ATTEMPT_MS);
+        if (!truncated) return certs;
+        fromUdp = certs; // a truncated answer may still hold a usable certificate
+      } catch (err) {
+        udpError = err;
+      }
+    }
+    try {
+      return (await channel.tcp(query, parse, CERT_ATTEMPT_MS)).certs;
+    } catch (err) {
+      if (fromUdp) return fromUdp;
+      throw udpError instanceof UpstreamTimeoutError || udpError === null ? err : udpError;
+    }
+  }
+
+  private channelFor(route: DnscryptRoute): DnscryptChannel {
+    const relay = route.relay;
+    const key = relay ? `relay ${relay.name} ${relay.host} ${relay.port}` : 'direct';
+    let channel = this.channels.get(key);
+    if (!channel) {
+      channel = relay
+        ? new DnscryptChannel(relay.host, relay.port, relayHeader(this.server.host, this.server.port), `${this.name} via relay ${relay.name} (${formatHostPort(relay.host, relay.port)})`)
+        : new DnscryptChannel(this.server.host, this.server.port, null, `${this.name} (${this.address})`);
+      this.channels.set(key, channel);
+    }
+    return channel;
+  }
+
+  /** Refresh after cert_refresh, or sooner: before the certificate's end. */
+  private nextRefreshMs(cert: Certificate): number {
+    const untilEnd = cert.tsEnd * 1000 - this.env.clock.now();
+    const early = Math.min(10 * 60_000, (cert.tsEnd - cert.tsStart) * 100); // a tenth of its life, at most 10 minutes
+    return Math.max(1000, Math.min(this.config.certRefreshMs, untilEnd - early));
+  }
+
+  private retryMs(): number {
+    return Math.min(1000 * 2 ** Math.min(this.failures - 1, 16), MAX_RETRY_MS, this.config.certRefreshMs);
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.refresh();
+    }, delayMs);
+    this.timer.unref();
+  }
+}
+
+/** The answer inside `packet` if it is the one to `query`: decrypts, then checks ID and question. */
+function acceptAnswer(keys: ClientKeys, nonce: Buffer, query: Buffer, packet: Buffer): Buffer | null {
+  const answer = decryptResponse(keys.esVersion, keys.sharedKey, nonce, packet);
+  if (!answer || !isResponse(answer) || readId(answer) !== readId(query) || !sameQuestion(query, answer)) return null;
+  return answer;
+}

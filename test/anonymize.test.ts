@@ -1,0 +1,369 @@
+/**
+ * Anonymized DNSCrypt with Veil on every side, in one process over loopback: a client routed
+ * through Veil's relay (on its own address, 127.0.0.2) to Veil's DNSCrypt listener, the relay's
+ * rules against hostile packets, skip_incompatible, the router's choices, and config errors.
+ */
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { after, before, describe, it } from 'node:test';
+import dnsPacket from 'dns-packet';
+import { SystemClock } from '../core/clock.js';
+import { parseCorefileText } from '../core/config/corefile.js';
+import type { RequestContext } from '../core/context.js';
+import { QType } from '../core/dns/constants.js';
+import { buildQuery } from '../core/dns/message.js';
+import { ConfigError } from '../core/errors.js';
+import { queryDone, relayEvent, upstreamAttempt } from '../core/events.js';
+import { MemoryLogger } from '../core/logger.js';
+import { buildConfig } from '../core/server.js';
+import { queryTcp, queryUdp, sendUdpRaw } from '../core/testing/client.js';
+import { startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
+import { startTestServer, type TestServer } from '../core/testing/server.js';
+import type { Upstream } from '../core/upstream/upstream.js';
+import { buildCertQuery } from '../lib/dnscrypt/cert-query.js';
+import { ANON_MAGIC, RESOLVER_MAGIC } from '../lib/dnscrypt/constants.js';
+import { relayHeader } from '../lib/dnscrypt/relay-header.js';
+import { farthestRelays, RelayRouter } from '../plugins/anonymize/router.js';
+import { createBuiltinRegistry } from '../plugins/index.js';
+import { dnscryptStamp, makeProviderKeys, relayStamp, type ProviderKeys } from './helpers/dnscrypt.js';
+import { freePort } from './helpers/peers.js';
+import { testRegistry } from './helpers/plugins.js';
+
+const PROVIDER = '2.dnscrypt-cert.veil.test';
+const decode = (b: Buffer) => dnsPacket.decode(b);
+const firstData = (b: Buffer) => (decode(b).answers?.[0] as { data?: unknown } | undefined)?.data;
+
+describe('Veil client → Veil relay (127.0.0.2) → Veil DNSCrypt listener', () => {
+  let keys: ProviderKeys;
+  let resolver: TestServer;
+  let resolverPort: number;
+  let relay: TestServer;
+  let relayPort: number;
+  const seenByResolver: Array<{ address: string; datagram: boolean }> = [];
+  const watch = ({ ctx }: { ctx: RequestContext }) => {
+    if (ctx.transport === 'dnscrypt') seenByResolver.push({ address: ctx.client.address, datagram: ctx.datagram });
+  };
+
+  before(async () => {
+    keys = makeProviderKeys();
+    resolver = await startTestServer(
+      `. {\n  listen dnscrypt://127.0.0.1:0 {\n    provider ${PROVIDER}\n    key ${keys.keyFile}\n  }\n  hosts {\n    192.0.2.10 web.veil.test\n  }\n  big 12\n}`,
+      { registry: testRegistry() },
+    );
+    resolverPort = resolver.address('dnscrypt://127.0.0.1:0').port;
+    relayPort = await freePort();
+    relay = await startTestServer(`. {\n  listen relay://127.0.0.2:${relayPort} {\n    allow_ports ${resolverPort}\n    allow_private\n  }\n}`, { registry: testRegistry() });
+    queryDone.subscribe(watch);
+  });
+  after(async () => {
+    queryDone.unsubscribe(watch);
+    await relay.stop();
+    await resolver.stop();
+    keys.cleanup();
+  });
+
+  async function client(options = '') {
+    const veil = await startTestServer(
+      `. {
+  listen udp://127.0.0.1:0 tcp://127.0.0.1:0
+  dnscrypt {
+    server resolver ${dnscryptStamp(`127.0.0.1:${resolverPort}`, keys.publicKey, PROVIDER)}
+${options}
+  }
+  anonymize {
+    relay r1 ${relayStamp(`127.0.0.2:${relayPort}`)}
+    route resolver via r1
+  }
+}`,
+      { registry: testRegistry() },
+    );
+    return { veil, udp: veil.address('udp://127.0.0.1:0'), tcp: veil.address('tcp://127.0.0.1:0') };
+  }
+
+  it('over UDP: answered, and the resolver sees only the relay', async () => {
+    const c = await client();
+    const relayed: string[] = [];
+    const onRelay = (m: { event: string; transport: string }) => relayed.push(`${m.event} ${m.transport}`);
+    relayEvent.subscribe(onRelay);
+    const meta: Array<string | undefined> = [];
+    const onDone = ({ ctx }: { ctx: RequestContext }) => {
+      if (ctx.transport === 'udp' && ctx.name === 'web.veil.test.') meta.push(ctx.meta.relay);
+    };
+    queryDone.subscribe(onDone);
+    try {
+      seenByResolver.length = 0;
+      const answer = await queryUdp(c.udp.host, c.udp.port, buildQuery('web.veil.test', QType.A, { id: 21 }), 5000);
+      assert.equal(firstData(answer), '192.0.2.10');
+      assert.deepEqual(seenByResolver, [{ address: '127.0.0.2', datagram: true }]);
+      assert.deepEqual(meta, ['r1'], 'the log line can say which relay carried the query');
+      assert.ok(relayed.includes('forwarded udp'));
+    } finally {
+      relayEvent.unsubscribe(onRelay);
+      queryDone.unsubscribe(onDone);
+      await c.veil.stop();
+    }
+  });
+
+  it('over TCP (tcp_only): the relay takes TCP and passes it on over UDP', async () => {
+    const c = await client('    tcp_only');
+    try {
+      seenByResolver.length = 0;
+      const answer = await queryUdp(c.udp.host, c.udp.port, buildQuery('web.veil.test', QType.A, { id: 22 }), 5000);
+      assert.equal(firstData(answer), '192.0.2.10');
+      const [big] = await queryTcp(c.tcp.host, c.tcp.port, [buildQuery('big.veil.test', QType.TXT, { id: 23 })], 5000);
+      assert.equal((decode(big!).answers![0] as { data: Buffer[] }).data.length, 12, 'a 2.4 KB answer fits the large padding of relayed TCP queries');
+      assert.deepEqual(seenByResolver, [
+        { address: '127.0.0.2', datagram: true },
+        { address: '127.0.0.2', datagram: true },
+      ]);
+    } finally {
+      await c.veil.stop();
+    }
+  });
+});
+
+describe('a routed server is never contacted directly, certificate queries included', () => {
+  it('every packet the server gets comes from the relay', async () => {
+    const keys = makeProviderKeys();
+    const target = await startFakeDns(() => null); // never answers: the client keeps trying
+    const relayPort = await freePort();
+    const relay = await startTestServer(`. {\n  listen relay://127.0.0.2:${relayPort} {\n    allow_ports ${target.port}\n    allow_private\n  }\n}`, { registry: testRegistry() });
+    const c = await startTestServer(
+      `. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server far ${dnscryptStamp(`127.0.0.1:${target.port}`, keys.publicKey, PROVIDER)}\n  }\n  anonymize {\n    relay r1 127.0.0.2:${relayPort}\n    route * via r1\n  }\n}`,
+      { registry: testRegistry() },
+    );
+    try {
+      const udp = c.address('udp://127.0.0.1:0');
+      await queryUdp(udp.host, udp.port, buildQuery('secret.example', QType.A, { id: 1 }), 8000);
+      assert.ok(target.queries.length >= 1);
+      for (const q of target.queries) {
+        assert.equal(q.from.address, '127.0.0.2');
+        assert.equal(q.packet.questions![0]!.name, PROVIDER);
+        assert.equal(q.wire.length, 1024, 'certificate queries through a relay are padded');
+      }
+    } finally {
+      await c.stop();
+      await relay.stop();
+      await target.close();
+      keys.cleanup();
+    }
+  });
+});
+
+describe('skip_incompatible', () => {
+  let keys: ProviderKeys;
+  let resolver: TestServer;
+  let resolverPort: number;
+  before(async () => {
+    keys = makeProviderKeys();
+    resolver = await startTestServer(`. {\n  listen dnscrypt://127.0.0.1:0 {\n    provider ${PROVIDER}\n    key ${keys.keyFile}\n  }\n  hosts {\n    192.0.2.10 web.veil.test\n  }\n}`, { registry: testRegistry() });
+    resolverPort = resolver.address('dnscrypt://127.0.0.1:0').port;
+  });
+  after(async () => {
+    await resolver.stop();
+    keys.cleanup();
+  });
+
+  async function attempted(skip: boolean): Promise<{ attempts: string[]; logs: string[] }> {
+    const dead = await freePort(); // no relay there
+    const stamp = dnscryptStamp(`127.0.0.1:${resolverPort}`, keys.publicKey, PROVIDER);
+    const veil = await startTestServer(
+      `. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server far ${stamp}\n    server near ${stamp}\n  }\n  anonymize {\n    relay gone 127.0.0.1:${dead}\n    route far via gone\n${skip ? '    skip_incompatible\n' : ''}  }\n}`,
+      { registry: testRegistry() },
+    );
+    const attempts: string[] = [];
+    const onAttempt = ({ upstream }: { upstream: Upstream }) => attempts.push(upstream.name);
+    upstreamAttempt.subscribe(onAttempt);
+    try {
+      const far = veil.server.config!.blocks[0]!.upstreams.get('far') as unknown as { refresh(): Promise<void> };
+      await far.refresh();
+      const udp = veil.address('udp://127.0.0.1:0');
+      assert.equal(firstData(await queryUdp(udp.host, udp.port, buildQuery('web.veil.test', QType.A, { id: 3 }), 5000)), '192.0.2.10');
+      return { attempts, logs: veil.logs };
+    } finally {
+      upstreamAttempt.unsubscribe(onAttempt);
+      await veil.stop();
+    }
+  }
+
+  it('without it, a server unreachable through its relays is reported and still tried (and never reached directly)', async () => {
+    const { attempts, logs } = await attempted(false);
+    assert.deepEqual(attempts, ['far', 'near']);
+    assert.ok(logs.some((l) => /far: no certificate via relay gone/.test(l)), logs.join('\n'));
+  });
+
+  it('with it, that server is left out: no attempt at all', async () => {
+    const { attempts, logs } = await attempted(true);
+    assert.deepEqual(attempts, ['near']);
+    assert.ok(logs.some((l) => /far: .*left out until the next refresh \(skip_incompatible\)/.test(l)), logs.join('\n'));
+  });
+});
+
+describe('the relay refuses what it must not pass on (dropped, counted, never answered)', () => {
+  let relay: TestServer;
+  let strict: TestServer;
+  let relayPort: number;
+  let strictPort: number;
+  let echo: dgram.Socket;
+  let echoPort: number;
+  let target: FakeDns;
+  const drops: string[] = [];
+  const onRelay = (m: { event: string; reason?: string }) => {
+    if (m.event === 'dropped') drops.push(m.reason!);
+  };
+
+  before(async () => {
+    target = await startFakeDns();
+    // A "server" that answers every datagram with the resolver magic, the query's nonce, and
+    // twice the query's size: what a relay must never send back.
+    echo = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => echo.bind(0, '127.0.0.1', resolve));
+    echoPort = echo.address().port;
+    echo.on('message', (msg, rinfo) => {
+      const big = Buffer.alloc(msg.length * 2);
+      RESOLVER_MAGIC.copy(big, 0);
+      msg.copy(big, 8, 40, 52);
+      echo.send(big, rinfo.port, rinfo.address);
+      const wrongNonce = Buffer.alloc(msg.length - 10);
+      RESOLVER_MAGIC.copy(wrongNonce, 0);
+      echo.send(wrongNonce, rinfo.port, rinfo.address);
+    });
+    relayPort = await freePort();
+    relay = await startTestServer(`. {\n  listen relay://127.0.0.2:${relayPort} {\n    allow_ports ${relayPort} ${echoPort} ${target.port}\n    allow_private\n  }\n}`, { registry: testRegistry() });
+    strictPort = await freePort();
+    strict = await startTestServer(`. {\n  listen relay://127.0.0.3:${strictPort} {\n    allow_ports ${target.port}\n  }\n}`, { registry: testRegistry() });
+    relayEvent.subscribe(onRelay);
+  });
+  after(async () => {
+    relayEvent.unsubscribe(onRelay);
+    await relay.stop();
+    await strict.stop();
+    echo.close();
+    await target.close();
+  });
+
+  const dnscryptLike = (length = 200) => {
+    const packet = Buffer.alloc(length, 0x5a);
+    packet.write('veilmagc', 0, 'latin1');
+    return packet;
+  };
+
+  it('each rule', async () => {
+    const to = (host: string, port: number, inner: Buffer) => Buffer.concat([relayHeader(host, port), inner]);
+    const cases: Array<[string, Buffer, string, number?]> = [
+      ['no relay header', buildQuery('example.org', QType.A), 'no relay header'],
+      ['short header', ANON_MAGIC, 'no relay header'],
+      ['port not on the list', to('127.0.0.1', 53, dnscryptLike()), 'port not allowed'],
+      ['the relay itself', to('127.0.0.2', relayPort, dnscryptLike()), 'to the relay itself'],
+      ['multicast', to('224.0.0.251', target.port, dnscryptLike()), 'address not allowed'],
+      ['documentation range', to('192.0.2.1', target.port, dnscryptLike()), 'address not allowed'],
+      ['IPv6 unspecified', to('::', target.port, dnscryptLike()), 'address not allowed'],
+      ['a loop through another relay', to('127.0.0.1', target.port, Buffer.concat([relayHeader('127.0.0.1', 443), dnscryptLike()])), 'relay loop'],
+      ['QUIC-looking', to('127.0.0.1', target.port, Buffer.concat([Buffer.alloc(8), dnscryptLike()])), 'looks like QUIC'],
+      ['too short for DNSCrypt', to('127.0.0.1', target.port, dnscryptLike(40)), 'not DNSCrypt'],
+      ['a plain query, not for a certificate', to('127.0.0.1', target.port, buildQuery('example.org', QType.TXT, { id: 9 })), 'not a certificate query'],
+      ['loopback without allow_private', to('127.0.0.1', target.port, dnscryptLike()), 'address not allowed', strictPort],
+    ];
+    for (const [label, packet, reason, port] of cases) {
+      drops.length = 0;
+      const answer = await sendUdpRaw(port === strictPort ? '127.0.0.3' : '127.0.0.2', port ?? relayPort, packet, 100);
+      assert.equal(answer, null, `${label}: answered`);
+      assert.deepEqual(drops, [reason], label);
+    }
+    assert.equal(target.queries.length, 0, 'nothing reached the target');
+  });
+
+  it('a certificate query passes; over TCP too', async () => {
+    const query = buildCertQuery(PROVIDER, 0x99);
+    const answer = await sendUdpRaw('127.0.0.2', relayPort, Buffer.concat([relayHeader('127.0.0.1', target.port), query]), 3000);
+    assert.ok(answer, 'answered');
+    assert.equal(decode(answer).id, 0x99);
+    assert.ok(answer.length <= query.length);
+    const [overTcp] = await queryTcp('127.0.0.2', relayPort, [Buffer.concat([relayHeader('127.0.0.1', target.port), buildCertQuery(PROVIDER, 0x9a)])], 3000);
+    assert.equal(decode(overTcp!).id, 0x9a);
+    assert.equal(target.queries.at(-1)!.transport, 'udp', 'the relay always speaks UDP to the server');
+    assert.equal(target.queries.at(-1)!.from.address, '127.0.0.2');
+  });
+
+  it('answers larger than the query, or with another nonce, are never sent back', async () => {
+    drops.length = 0;
+    const packet = Buffer.concat([relayHeader('127.0.0.1', echoPort), dnscryptLike(300)]);
+    const [udpAnswer, tcpAnswer] = await Promise.all([
+      sendUdpRaw('127.0.0.2', relayPort, packet, 6500),
+      queryTcp('127.0.0.2', relayPort, [packet], 6500).then(
+        () => 'answered',
+        () => null,
+      ),
+    ]);
+    assert.equal(udpAnswer, null);
+    assert.equal(tcpAnswer, null);
+    assert.deepEqual(drops, ['answer larger than the query', 'answer larger than the query']);
+  });
+});
+
+describe('the router', () => {
+  const relays = [
+    { name: 'a', host: '198.51.100.7', port: 443 },
+    { name: 'b', host: '9.9.9.9', port: 443 },
+    { name: 'c', host: '10.0.0.1', port: 443 },
+    { name: 'v6', host: '2001:db8::1', port: 443 },
+  ];
+
+  it('via *: relays of the same family sharing the fewest leading bits with the server', () => {
+    assert.deepEqual(farthestRelays('198.51.100.1', relays).map((r) => r.name), ['b', 'c']);
+    assert.deepEqual(farthestRelays('9.9.9.1', relays).map((r) => r.name), ['a']);
+    assert.deepEqual(farthestRelays('10.1.1.1', relays).map((r) => r.name), ['a']);
+    assert.deepEqual(farthestRelays('2001:db9::1', relays).map((r) => r.name), ['v6']);
+    assert.deepEqual(farthestRelays('2001:db9::1', relays.slice(0, 3)), []);
+  });
+
+  it('a server’s own route before *, a random relay of the route, direct without a route', () => {
+    const router = new RelayRouter(
+      new Map([
+        ['*', { relays: [relays[0]!], wildcard: false }],
+        ['mine', { relays: [relays[1]!, relays[2]!], wildcard: false }],
+      ]),
+      true,
+    );
+    const info = (name: string) => ({ name, host: '203.0.113.5', port: 443, providerName: PROVIDER });
+    assert.equal(router.route(info('other')).relay!.name, 'a');
+    assert.equal(router.route(info('other')).skipWhenUnreachable, true);
+    const picked = new Set(Array.from({ length: 64 }, () => router.route(info('mine')).relay!.name));
+    assert.deepEqual([...picked].sort(), ['b', 'c']);
+    assert.equal(new RelayRouter(new Map([['x', { relays, wildcard: false }]]), false).route(info('y')).relay, null);
+  });
+});
+
+describe('configuration errors', () => {
+  const keys = makeProviderKeys();
+  after(() => keys.cleanup());
+  const stamp = dnscryptStamp('192.0.2.53:443', Buffer.alloc(32, 1), PROVIDER);
+  const check = (text: string) => buildConfig(parseCorefileText(text, 'Corefile'), { registry: createBuiltinRegistry(), logger: new MemoryLogger(), clock: new SystemClock() });
+  const bad: Array<[string, string, RegExp]> = [
+    ['route to an unknown server', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route t via r\n}`, /Corefile:8:8: anonymize: no DNSCrypt server named "t"/],
+    ['route to a plain upstream', `forward . 127.0.0.1\ndnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route 127.0.0.1 via r\n}`, /only DNSCrypt servers can be anonymized/],
+    ['unknown relay', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route s via q\n}`, /no relay named "q" \(relays: r\)/],
+    ['via * without relays', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n route s via *\n}`, /"via \*" picks among the relay lines/],
+    ['via * with no relay of the family', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r [2001:db8::9]:443\n route * via *\n}`, /no IPv4 relay for s/],
+    ['no route', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n}`, /no route/],
+    ['route * without DNSCrypt servers', `forward . 127.0.0.1\nanonymize {\n relay r 192.0.2.9:443\n route * via r\n}`, /this block has none/],
+    ['a server stamp as a relay', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r ${stamp}\n route s via r\n}`, /not a DNSCrypt relay stamp/],
+    ['a bad relay stamp', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r sdns://gQA\n route s via r\n}`, /bad relay stamp: address is empty/],
+    ['missing via', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route s r\n}`, /takes at least 3 arguments|expected "via"/],
+    ['a relay stamp as a server', `dnscrypt {\n server s ${relayStamp('192.0.2.9:443')}\n}`, /relays go in the anonymize plugin/],
+    ['a bad server stamp', `dnscrypt {\n server s sdns://AQcAAAAAAAAACTEyNy4wLjAuMSA\n}`, /Corefile:4:11: dnscrypt: bad stamp: stamp ends inside its provider public key/],
+    ['unknown dnscrypt option', `dnscrypt {\n server s ${stamp}\n cert_refrsh 1h\n}`, /unknown option "cert_refrsh" \(did you mean "cert_refresh"\?\)/],
+    ['listener without a key', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n}`, /needs "key FILE"/],
+    ['listener with a missing key file', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n key /nonexistent/provider.key\n}`, /cannot read provider key .*no such file/],
+    ['listener provider without the prefix', `listen dnscrypt://127.0.0.1:5443 {\n provider example.org\n key ${keys.keyFile}\n}`, /must be 2\.dnscrypt-cert\.NAME/],
+    ['relay with a bad port', `listen relay://127.0.0.1:443 {\n allow_ports 70000\n}`, /70000 is out of range/],
+  ];
+  for (const [label, body, message] of bad) {
+    it(label, () => {
+      assert.throws(
+        () => check(`. {\n${body.includes('listen') ? '' : '  listen udp://127.0.0.1:0\n'}${body}\n}\n`),
+        (err: unknown) => err instanceof ConfigError && message.test(err.message),
+      );
+    });
+  }
+});
