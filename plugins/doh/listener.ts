@@ -163,13 +163,18 @@ export class DohListener implements Listener {
   private sniff(connection: Connection): void {
     const { socket } = connection;
     let seen: Buffer = Buffer.alloc(0);
-    socket.setTimeout(this.options.idleTimeoutMs, () => socket.destroy());
+    const onTimeout = (): void => {
+      socket.destroy();
+    };
+    socket.setTimeout(this.options.idleTimeoutMs);
+    socket.on('timeout', onTimeout);
     const onData = (chunk: Buffer): void => {
       seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
       const compared = Math.min(seen.length, H2_PREFACE.length);
       const h2 = seen.subarray(0, compared).equals(H2_PREFACE.subarray(0, compared));
       if (h2 && seen.length < H2_PREFACE.length) return;
       socket.removeListener('data', onData);
+      socket.removeListener('timeout', onTimeout);
       socket.setTimeout(0);
       socket.pause();
       if (h2) {
