@@ -96,18 +96,16 @@ export class DohConnections {
     for (const session of this.sessions) {
       if (session.hasRoom && (!best || session.active < best.active)) best = session;
     }
-    if (best && (best.active === 0 || this.sessions.length >= this.options.pool)) {
+    if (best) {
+      // Busy sessions still take streams: open another beside them for the next queries,
+      // rather than make this one wait for a handshake.
+      if (best.active > 0 && this.sessions.length < this.options.pool && !this.opening) {
+        this.open(this.connectTimeoutMs).catch(() => {});
+      }
       this.publish('reused');
       return best;
     }
-    if (this.sessions.length < this.options.pool) {
-      try {
-        return await this.open(Math.min(timeLeft, this.connectTimeoutMs));
-      } catch (err) {
-        if (best) return best;
-        throw err;
-      }
-    }
+    if (this.sessions.length < this.options.pool || this.opening) return this.open(Math.min(timeLeft, this.connectTimeoutMs));
     throw new UpstreamUnavailableError(`${this.options.label}: every session is full`);
   }
 

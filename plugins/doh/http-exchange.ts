@@ -157,6 +157,7 @@ function lostOrBroken(label: string, answered: boolean, message: string): Error 
 export class Http1Client {
   private readonly agent: https.Agent;
   private inflight = 0;
+  private readonly waiting: Array<{ resolve: (turn: boolean) => void; timer: NodeJS.Timeout }> = [];
 
   constructor(
     private readonly authority: string,
@@ -179,17 +180,48 @@ export class Http1Client {
     };
   }
 
-  request(request: DohRequest, timeoutMs: number): Promise<Buffer> {
-    // Requests past this wait in the agent's queue; bound that queue.
-    if (this.inflight >= this.maxSockets * 8) return Promise.reject(new UpstreamUnavailableError(`${this.label}: ${this.inflight} HTTP/1.1 requests already waiting`));
-    this.inflight++;
+  /**
+   * One request at a time per connection: at most `maxSockets` are sent at once (the agent
+   * cannot count connections that are still being verified), the others wait here, bounded.
+   */
+  async request(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+    if (this.inflight >= this.maxSockets) {
+      if (this.waiting.length >= this.maxSockets * 8) throw new UpstreamUnavailableError(`${this.label}: ${this.waiting.length} HTTP/1.1 requests already waiting`);
+      const started = performance.now();
+      const gotTurn = await new Promise<boolean>((resolve) => {
+        const entry = { resolve, timer: setTimeout(() => {
+          this.waiting.splice(this.waiting.indexOf(entry), 1);
+          resolve(false);
+        }, timeoutMs) };
+        this.waiting.push(entry);
+      });
+      if (!gotTurn) throw new UpstreamTimeoutError(`${this.label}: no connection free within ${Math.round(timeoutMs)}ms`);
+      timeoutMs -= performance.now() - started;
+    } else {
+      this.inflight++;
+    }
+    return this.send(request, timeoutMs);
+  }
+
+  /** Hands the caller's slot to the next waiter, or frees it. */
+  private release(): void {
+    const next = this.waiting.shift();
+    if (!next) {
+      this.inflight--;
+      return;
+    }
+    clearTimeout(next.timer);
+    next.resolve(true);
+  }
+
+  private send(request: DohRequest, timeoutMs: number): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       let settled = false;
       const finish = (error: Error | null, body?: Buffer): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        this.inflight--;
+        this.release();
         if (error) {
           req.destroy();
           reject(error);
@@ -231,6 +263,10 @@ export class Http1Client {
   }
 
   close(): void {
+    for (const entry of this.waiting.splice(0)) {
+      clearTimeout(entry.timer);
+      entry.resolve(false);
+    }
     this.agent.destroy();
   }
 }
