@@ -173,6 +173,7 @@ describe('doh upstream', () => {
         const answer = await ask('web.veil.test', 4242);
         assert.equal(readId(answer), 4242);
         assert.equal(a(answer), '192.0.2.10');
+        assert.equal(readEdns(answer), null, 'the client sent no OPT, so it gets none back');
         assert.equal(seenByBack.length, 1);
         const upstream = seenByBack[0]!;
         assert.equal(readId(upstream), 0);

@@ -70,3 +70,17 @@ export function stripClientSubnet(msg: Buffer): Buffer {
   });
   return found ? rewriteEdnsOptions(msg, (options) => options.filter((o) => o.code !== EdnsOption.ECS)) : msg;
 }
+
+/**
+ * The response without its OPT record, for a client whose query had none (RFC 6891 §7: OPT
+ * only in answer to OPT): an upstream may have seen one only because we added it, e.g. for
+ * padding. Responders put OPT last; when it is not last the message is returned unchanged
+ * (cutting from the middle would break compression pointers after it).
+ */
+export function removeOpt(msg: Buffer): Buffer {
+  const edns = readEdns(msg);
+  if (!edns || edns.end !== msg.length) return msg;
+  const out = Buffer.from(msg.subarray(0, edns.start));
+  out.writeUInt16BE(out.readUInt16BE(10) - 1, 10);
+  return out;
+}

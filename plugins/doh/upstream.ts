@@ -2,12 +2,13 @@
  * A DNS-over-HTTPS upstream (RFC 8484). Each query leaves with ID 0 (RFC 8484 §4.1: the stream
  * already pairs question and answer, and a constant ID keeps GET URLs cacheable), without EDNS
  * Client Subnet, padded to a multiple of 128 bytes (RFC 8467), as a POST body or a base64url
- * `dns` parameter. The answer must be for the same question; it gets the client's ID back.
+ * `dns` parameter. The answer must be for the same question; it gets the client's ID back, and
+ * loses the OPT record when the client's query had none.
  */
 import type { RequestContext } from '../../core/context.js';
 import { HEADER_SIZE } from '../../core/dns/constants.js';
-import { padMessage, stripClientSubnet } from '../../core/dns/edns.js';
-import { isResponse, readId, sameQuestion, writeId } from '../../core/dns/wire.js';
+import { padMessage, removeOpt, stripClientSubnet } from '../../core/dns/edns.js';
+import { arCount, isResponse, readEdns, readId, sameQuestion, writeId } from '../../core/dns/wire.js';
 import { DeadlineError, UpstreamResponseError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
@@ -73,7 +74,8 @@ export class DohUpstream implements Upstream {
     if (answer.length < HEADER_SIZE || !isResponse(answer)) throw new UpstreamResponseError(`${this.name}: the answer is not a DNS response`);
     if (!sameQuestion(wire, answer)) throw new UpstreamResponseError(`${this.name}: the answer is for another question`);
     writeId(answer, readId(query));
-    return answer;
+    // The OPT record we added for padding must not reach a client that sent none.
+    return arCount(query) === 0 || readEdns(query) === null ? removeOpt(answer) : answer;
   }
 
   /** Connects in the background: an unreachable server must not keep Veil from starting. */
