@@ -3,6 +3,7 @@ import type { PluginDefinition } from '../core/plugin.js';
 import { PluginRegistry } from '../core/registry.js';
 import { anonymizePlugin } from './anonymize/index.js';
 import { dnscryptPlugin } from './dnscrypt/index.js';
+import { dohPlugin } from './doh/index.js';
 import { dotPlugin } from './dot/index.js';
 import { errorsPlugin } from './errors/index.js';
 import { forwardPlugin } from './forward/index.js';
@@ -17,7 +18,7 @@ import { tracePlugin } from './trace/index.js';
 
 export const builtinPlugins: readonly PluginDefinition<any>[] = [
   listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, hostsPlugin,
-  forwardPlugin, dotPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
+  forwardPlugin, dotPlugin, dohPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
 ];
 
 /** A registry with core's listeners and every built-in plugin. */

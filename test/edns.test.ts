@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { EdnsOption, QType } from '../core/dns/constants.js';
-import { padMessage, stripClientSubnet } from '../core/dns/edns.js';
+import { fitAnswerToQuery, padMessage, stripClientSubnet } from '../core/dns/edns.js';
 import { buildQuery, ednsOption } from '../core/dns/message.js';
 import { forEachEdnsOption, readEdns, readQuestion } from '../core/dns/wire.js';
 
@@ -40,5 +40,31 @@ describe('EDNS Client Subnet removal', () => {
     assert.deepEqual(optionCodes(stripClientSubnet(query)), [10]);
     const plain = buildQuery('a.test', QType.A, { edns: true });
     assert.equal(stripClientSubnet(plain), plain);
+  });
+});
+
+describe('OPT removal (for clients that sent none)', () => {
+  it('removes a last OPT record and fixes ARCOUNT; leaves other messages alone', () => {
+    const answer = dnsPacket.encode({
+      type: 'response',
+      id: 5,
+      questions: [{ type: 'A', name: 'a.test' }],
+      answers: [{ type: 'A', name: 'a.test', ttl: 60, data: '192.0.2.1' }],
+      additionals: [{ type: 'A', name: 'ns.a.test', ttl: 60, data: '192.0.2.2' }, { type: 'OPT', name: '.', udpPayloadSize: 1232, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] }],
+    });
+    const stripped = fitAnswerToQuery(answer, false);
+    const decoded = dnsPacket.decode(stripped);
+    assert.equal(readEdns(stripped), null);
+    assert.deepEqual(decoded.additionals!.map((r) => r.name), ['ns.a.test']);
+    assert.equal((decoded.answers![0] as { data: string }).data, '192.0.2.1');
+    const noOpt = buildQuery('a.test', QType.A);
+    assert.equal(fitAnswerToQuery(noOpt, false), noOpt);
+    // OPT first, another record after it: cutting it out could break pointers, so it stays.
+    const optFirst = dnsPacket.encode({
+      type: 'response',
+      questions: [{ type: 'A', name: 'a.test' }],
+      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] }, { type: 'A', name: 'a.test', ttl: 1, data: '192.0.2.3' }],
+    });
+    assert.equal(fitAnswerToQuery(optFirst, false), optFirst);
   });
 });

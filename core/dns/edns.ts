@@ -118,7 +118,9 @@ export function hasPadding(msg: Buffer): boolean {
  * An answer from an encrypted upstream, fitted to the query the client sent: the padding the
  * upstream added goes (on the way back it only fills the client's UDP buffer), and so does an
  * OPT record when the client's query had none (RFC 6891 §7: no OPT in answers to queries
- * without one; we added it to carry the padding). Unreadable answers are returned unchanged.
+ * without one; we added it to carry the padding). Responders put OPT last; one that is not last
+ * stays (cutting from the middle would break compression pointers after it). Unreadable answers
+ * are returned unchanged.
  */
 export function fitAnswerToQuery(answer: Buffer, queryHadEdns: boolean): Buffer {
   let edns: Edns | null;
@@ -130,7 +132,8 @@ export function fitAnswerToQuery(answer: Buffer, queryHadEdns: boolean): Buffer 
   }
   if (!edns) return answer;
   if (!queryHadEdns) {
-    const out = Buffer.concat([answer.subarray(0, edns.start), answer.subarray(edns.end)]);
+    if (edns.end !== answer.length) return answer;
+    const out = Buffer.from(answer.subarray(0, edns.start));
     out.writeUInt16BE(out.readUInt16BE(10) - 1, 10);
     return out;
   }
@@ -151,3 +154,4 @@ export function stripClientSubnet(msg: Buffer): Buffer {
   });
   return found ? rewriteEdnsOptions(msg, (options) => options.filter((o) => o.code !== EdnsOption.ECS)) : msg;
 }
+

@@ -1,0 +1,225 @@
+/**
+ * Parsing `doh [FROM] { server NAME https://…|sdns://… [{ options }] }`. Everything is checked
+ * here (veil check runs it): URL or stamp, where the server's addresses come from, pins, the
+ * CA file. A host name without addresses is refused: asking the system resolver for it would
+ * tell the network which resolver Veil uses, the leak DoH is meant to close.
+ */
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { Directive, Token } from '../../core/config/ast.js';
+import { configError, expectArgs, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
+import { parseZoneKey } from '../../core/config/zones.js';
+import { AddressError, parseEndpoint } from '../../core/net/address.js';
+import { parseStamp, splitAddress, StampError, type HttpsLikeStamp } from '../../lib/stamps.js';
+import type { DohServerOptions } from './upstream.js';
+
+export const NAME = 'doh';
+const DEFAULT_PATH = '/dns-query';
+const DEFAULT_TIMEOUT_MS = 2000;
+
+export interface DohServer extends DohServerOptions {
+  zone: string;
+  /** The token that named it, for messages. */
+  token: Token;
+}
+
+export function parseDohDirectives(directives: Directive[]): DohServer[] {
+  const servers: DohServer[] = [];
+  for (const d of directives) servers.push(...parseDirective(d));
+  const names = new Set<string>();
+  for (const server of servers) {
+    if (names.has(server.name)) throw configError(NAME, server.token, `two upstreams are named "${server.name}"; names must be unique in a server block`);
+    names.add(server.name);
+  }
+  return servers;
+}
+
+function parseDirective(d: Directive): DohServer[] {
+  const [from] = expectArgs(NAME, d, 0, 1);
+  if (from && from.text.includes('://')) throw configError(NAME, from, `the argument of doh is the zone to serve (e.g. "doh . { … }"); servers go inside the block as "server NAME ${from.text}"`);
+  const zone = from ? parseZoneKey(from).zone : '.';
+  const servers: DohServer[] = [];
+  readOptions(NAME, d.block, { server: (line) => servers.push({ ...parseServerLine(line), zone }) }, ['server']);
+  if (servers.length === 0) throw configError(NAME, d.name, 'no server: add "server NAME https://HOST/dns-query { … }" lines in a block');
+  return servers;
+}
+
+interface Where {
+  url: string;
+  hostname: string;
+  port: number;
+  path: string;
+  /** Addresses the URL or stamp itself gives (an IP host, a stamp's address). */
+  addresses: string[];
+  tbsHashes: Buffer[];
+  /** Why `bootstrap` is needed when nothing gave addresses. */
+  needsBootstrap: string;
+}
+
+function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
+  const [name, target] = expectArgs(NAME, line, 2) as [Token, Token];
+  if (name.text.includes('://')) throw configError(NAME, name, 'a server line is "server NAME URL": the name comes first');
+  const where = target.text.startsWith('sdns:') ? fromStamp(target) : fromUrl(target);
+
+  let bootstrap: string[] | null = null;
+  let extraCa: string | null = null;
+  const spkiPins: string[] = [];
+  let method: 'post' | 'get' = 'post';
+  let pool = 1;
+  let timeoutMs = DEFAULT_TIMEOUT_MS;
+  readOptions(
+    NAME,
+    line.block,
+    {
+      bootstrap: (o) => {
+        const ips = expectArgs(NAME, o, 1, Infinity);
+        if (net.isIP(where.hostname) !== 0) throw configError(NAME, o.name, `bootstrap gives the addresses of a host name, and ${where.hostname} is already an address`);
+        bootstrap = ips.map((ip) => {
+          const bare = ip.text.replace(/^\[(.*)\]$/, '$1');
+          if (net.isIP(bare) === 0) throw configError(NAME, ip, `bootstrap takes IP addresses (no names, no ports): "${ip.text}" is not one`);
+          return bare;
+        });
+      },
+      ca: (o) => {
+        const [file] = expectArgs(NAME, o, 1);
+        extraCa = readCaFile(file!);
+      },
+      pin_sha256: (o) => {
+        for (const pin of expectArgs(NAME, o, 1, Infinity)) {
+          if (!/^[A-Za-z0-9+/]{43}=$/.test(pin.text) || Buffer.from(pin.text, 'base64').length !== 32) {
+            throw configError(NAME, pin, `"${pin.text}" is not a base64 SHA-256 digest (44 characters ending in "=")`);
+          }
+          spkiPins.push(pin.text);
+        }
+      },
+      method: (o) => {
+        const [value] = expectArgs(NAME, o, 1);
+        if (value!.text !== 'post' && value!.text !== 'get') throw configError(NAME, value!, `method is "post" or "get", not "${value!.text}"`);
+        method = value!.text;
+      },
+      pool: (o) => {
+        const [value] = expectArgs(NAME, o, 1);
+        pool = parseInteger(NAME, value!, 1, 64);
+      },
+      timeout: (o) => {
+        const [value] = expectArgs(NAME, o, 1);
+        timeoutMs = parseDuration(NAME, value!, { min: 10, max: 60_000 });
+      },
+    },
+    ['pin_sha256'],
+  );
+
+  const addresses = bootstrap ?? where.addresses;
+  if (addresses.length === 0) throw configError(NAME, target, where.needsBootstrap);
+  return {
+    name: name.text,
+    token: target,
+    url: where.url,
+    hostname: where.hostname,
+    port: where.port,
+    path: where.path,
+    addresses,
+    method,
+    pool,
+    timeoutMs,
+    extraCa,
+    spkiPins,
+    tbsHashes: where.tbsHashes,
+  };
+}
+
+function fromUrl(token: Token): Where {
+  let endpoint;
+  try {
+    endpoint = parseEndpoint(token.text, 443, { allowHostname: true });
+  } catch (err) {
+    if (err instanceof AddressError) throw configError(NAME, token, err.message);
+    throw err;
+  }
+  if (endpoint.scheme === 'http') throw configError(NAME, token, 'http:// would send queries in plaintext; DoH upstreams are https://');
+  if (endpoint.scheme !== 'https') throw configError(NAME, token, `doh upstreams are https:// URLs or sdns:// stamps, not ${endpoint.scheme}://`);
+  const hostname = endpoint.host.replace(/\.$/, '').toLowerCase();
+  const isAddress = net.isIP(hostname) !== 0;
+  const pathPart = endpoint.path || DEFAULT_PATH;
+  return {
+    url: `https://${net.isIPv6(hostname) ? `[${hostname}]` : hostname}${endpoint.port === 443 ? '' : `:${endpoint.port}`}${pathPart}`,
+    hostname,
+    port: endpoint.port,
+    path: pathPart,
+    addresses: isAddress ? [hostname] : [],
+    tbsHashes: [],
+    needsBootstrap: `${hostname} is a host name: add "bootstrap IP…" with its addresses (Veil never asks the system resolver for an upstream's address: that lookup would reveal the resolver you use)`,
+  };
+}
+
+function fromStamp(token: Token): Where {
+  let stamp;
+  try {
+    stamp = parseStamp(token.text);
+  } catch (err) {
+    if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
+    throw err;
+  }
+  if (stamp.protocol !== 'doh') {
+    const plugin = stamp.protocol === 'dot' ? 'dot' : stamp.protocol === 'dnscrypt' ? 'dnscrypt' : stamp.protocol === 'plain' ? 'forward' : null;
+    throw configError(NAME, token, `this is a ${stamp.protocol} stamp, not a DoH one${plugin ? `; use the ${plugin} plugin` : ''}`);
+  }
+  const { host, port: hostPort } = splitHost(stamp, token);
+  let port = hostPort ?? 443;
+  const addresses: string[] = [];
+  if (stamp.address) {
+    const address = splitAddress(stamp.address, 443);
+    addresses.push(address.host);
+    port = address.port;
+  } else if (net.isIP(host) !== 0) {
+    addresses.push(host);
+  }
+  const authority = net.isIPv6(host) ? `[${host}]` : host;
+  return {
+    url: `https://${authority}${port === 443 ? '' : `:${port}`}${stamp.path}`,
+    hostname: host,
+    port,
+    path: stamp.path,
+    addresses,
+    tbsHashes: stamp.hashes,
+    needsBootstrap:
+      `the stamp gives no address for ${host}: add a block with "bootstrap IP…"` +
+      (stamp.bootstrap.length ? ` (the stamp's bootstrap entries ${stamp.bootstrap.join(', ')} are plain-DNS resolvers, which Veil does not ask: that lookup would leak)` : ''),
+  };
+}
+
+/** A stamp's host field: `name`, `name:port`, `[v6]:port`. */
+function splitHost(stamp: HttpsLikeStamp, token: Token): { host: string; port: number | null } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(stamp.host);
+  const host = (m?.[1] ?? m?.[2])?.replace(/\.$/, '').toLowerCase();
+  if (!m || !host) throw configError(NAME, token, `bad stamp: host "${stamp.host}" is not NAME[:PORT]`);
+  if (!m[1] && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(host) && net.isIP(host) === 0) {
+    throw configError(NAME, token, `bad stamp: "${host}" is not a valid host name`);
+  }
+  const port = m[3] ? Number(m[3]) : null;
+  if (port !== null && (port < 1 || port > 65535)) throw configError(NAME, token, `bad stamp: port ${port} is out of range`);
+  return { host, port };
+}
+
+/** Reads `ca FILE` (relative to the Corefile) and checks that it holds certificates. */
+function readCaFile(token: Token): string {
+  const full = path.resolve(path.dirname(path.resolve(token.file)), token.text);
+  let text: string;
+  try {
+    text = readFileSync(full, 'utf8');
+  } catch (err) {
+    throw configError(NAME, token, `cannot read ${token.text}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw configError(NAME, token, `${token.text} holds no PEM certificate`);
+  for (const block of blocks) {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      throw configError(NAME, token, `${token.text} has a certificate that does not parse: ${(err as Error).message}`);
+    }
+  }
+  return blocks.join('\n');
+}

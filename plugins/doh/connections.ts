@@ -1,0 +1,210 @@
+/**
+ * The connections to one DoH server: up to `pool` HTTP/2 sessions, each carrying many streams,
+ * opened on demand and replaced when the server sends GOAWAY or the session fails. The first
+ * connection's ALPN decides the protocol: when the server does not offer h2, requests go over
+ * HTTP/1.1 on kept-alive connections instead. Every connection goes to one of the server's IP
+ * addresses (never a looked-up name) and is verified before use.
+ */
+import type tls from 'node:tls';
+import { UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
+import { upstreamConnection } from '../../core/events.js';
+import type { Logger } from '../../core/logger.js';
+import { formatHostPort } from '../../core/upstream/connect.js';
+import { ConnectionLost, H2Session, Http1Client, type DohRequest } from './http-exchange.js';
+import { connectVerified, secureContextFor, type TlsIdentity, type TlsTarget } from './tls-identity.js';
+
+export interface DohConnectionsOptions {
+  /** The upstream's name, for logs and events. */
+  name: string;
+  /** For messages: `https://dns.example/dns-query`. */
+  label: string;
+  /** `:authority` and Host: the host name (or IP) and the port unless 443. */
+  authority: string;
+  identity: TlsIdentity;
+  /** Where the server is: tried in order, starting with the last one that worked. */
+  targets: TlsTarget[];
+  /** HTTP/2 sessions kept at most. */
+  pool: number;
+  idleTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  logger: Logger;
+}
+
+type Mode = 'unknown' | 'h2' | 'http1';
+
+const PROTOCOL = 'doh';
+
+export class DohConnections {
+  private mode: Mode = 'unknown';
+  private readonly sessions: H2Session[] = [];
+  private opening: Promise<H2Session | null> | null = null;
+  private http1: Http1Client | null = null;
+  private readonly context: tls.SecureContext;
+  private preferred = 0;
+  private stopped = false;
+  private reachable: boolean | null = null;
+  private readonly idleTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+
+  constructor(private readonly options: DohConnectionsOptions) {
+    this.context = secureContextFor(options.identity);
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 2_000;
+  }
+
+  get openSessions(): number {
+    return this.sessions.length;
+  }
+
+  get protocol(): Mode {
+    return this.mode;
+  }
+
+  /**
+   * Sends one request within `timeoutMs` in all. A request lost with its connection (never
+   * answered: GOAWAY, reset, refused stream) is sent once more on a fresh one.
+   */
+  async request(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+    const deadline = performance.now() + timeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      if (this.stopped) throw new UpstreamUnavailableError(`${this.options.label}: stopped`);
+      const left = deadline - performance.now();
+      if (left <= 0) throw new UpstreamTimeoutError(`${this.options.label}: no answer within ${Math.round(timeoutMs)}ms`);
+      try {
+        const session = await this.acquire(left);
+        const remaining = deadline - performance.now();
+        return await (session ? session.request(request, remaining) : this.http1!.request(request, remaining));
+      } catch (err) {
+        if (!(err instanceof ConnectionLost) || attempt >= 1) throw err;
+      }
+    }
+  }
+
+  /** Opens the first connection ahead of traffic. Failures are logged, never thrown. */
+  async warm(): Promise<void> {
+    try {
+      await this.acquire(this.connectTimeoutMs);
+    } catch {
+      // acquire logged it; the first query will try again
+    }
+  }
+
+  /** An HTTP/2 session with room, or null when the server speaks HTTP/1.1 only. */
+  private async acquire(timeLeft: number): Promise<H2Session | null> {
+    if (this.mode === 'http1') return null;
+    let best: H2Session | null = null;
+    for (const session of this.sessions) {
+      if (session.hasRoom && (!best || session.active < best.active)) best = session;
+    }
+    if (best) {
+      // Busy sessions still take streams: open another beside them for the next queries,
+      // rather than make this one wait for a handshake.
+      if (best.active > 0 && this.sessions.length < this.options.pool && !this.opening) {
+        this.open(this.connectTimeoutMs).catch(() => {});
+      }
+      this.publish('reused');
+      return best;
+    }
+    if (this.sessions.length < this.options.pool || this.opening) return this.open(Math.min(timeLeft, this.connectTimeoutMs));
+    throw new UpstreamUnavailableError(`${this.options.label}: every session is full`);
+  }
+
+  /** One connection opening at a time: concurrent callers share it. */
+  private open(timeoutMs: number): Promise<H2Session | null> {
+    this.opening ??= this.openSession(timeoutMs).finally(() => {
+      this.opening = null;
+    });
+    return this.opening;
+  }
+
+  private async openSession(timeoutMs: number): Promise<H2Session | null> {
+    const socket = await this.connect(['h2', 'http/1.1'], timeoutMs);
+    if (this.stopped) {
+      socket.destroy();
+      throw new UpstreamUnavailableError(`${this.options.label}: stopped`);
+    }
+    if (socket.alpnProtocol !== 'h2') {
+      this.switchToHttp1(socket);
+      return null;
+    }
+    this.mode = 'h2';
+    const session = new H2Session(socket, this.options.authority, this.options.label, this.idleTimeoutMs, (gone) => {
+      const index = this.sessions.indexOf(gone);
+      if (index < 0) return;
+      this.sessions.splice(index, 1);
+      this.publish('closed');
+    });
+    this.sessions.push(session);
+    this.publish('created');
+    return session;
+  }
+
+  /** The server did not choose h2: HTTP/1.1 from now on, starting with this connection. */
+  private switchToHttp1(first: tls.TLSSocket): void {
+    this.mode = 'http1';
+    this.options.logger.info(`${this.options.name}: ${this.options.label} does not offer HTTP/2; using HTTP/1.1`);
+    let spare: tls.TLSSocket | null = first;
+    this.http1 = new Http1Client(
+      this.options.authority,
+      this.options.label,
+      async () => {
+        if (spare && !spare.destroyed) {
+          const socket = spare;
+          spare = null;
+          return socket;
+        }
+        spare = null;
+        const socket = await this.connect(['http/1.1'], this.connectTimeoutMs);
+        this.publish('created');
+        return socket;
+      },
+      Math.max(4, this.options.pool * 4),
+      this.idleTimeoutMs,
+    );
+  }
+
+  /** Tries the server's addresses in turn, starting with the last one that worked. */
+  private async connect(alpn: string[], timeoutMs: number): Promise<tls.TLSSocket> {
+    const deadline = performance.now() + timeoutMs;
+    const targets = this.options.targets;
+    let lastError: Error | null = null;
+    for (let i = 0; i < targets.length; i++) {
+      const index = (this.preferred + i) % targets.length;
+      const left = deadline - performance.now();
+      if (left <= 0) break;
+      try {
+        const socket = await connectVerified(targets[index]!, this.options.identity, this.context, alpn, left);
+        this.preferred = index;
+        this.markReachable(true);
+        return socket;
+      } catch (err) {
+        lastError = err as Error;
+      }
+    }
+    this.publish('failed');
+    const error = lastError ?? new UpstreamTimeoutError(`${this.options.label}: no time left to connect`);
+    this.markReachable(false, error);
+    throw error;
+  }
+
+  /** Logs when the server becomes unreachable and when it is back, not every failure. */
+  private markReachable(ok: boolean, error?: Error): void {
+    if (this.reachable === ok) return;
+    const before = this.reachable;
+    this.reachable = ok;
+    const where = this.options.targets.map((t) => formatHostPort(t.ip, t.port)).join(', ');
+    if (!ok) this.options.logger.warn(`${this.options.name}: cannot reach ${this.options.label} at ${where}: ${error?.message ?? 'unknown error'}`);
+    else if (before === false) this.options.logger.info(`${this.options.name}: ${this.options.label} is reachable again`);
+  }
+
+  private publish(event: 'created' | 'reused' | 'closed' | 'failed'): void {
+    if (upstreamConnection.hasSubscribers) upstreamConnection.publish({ upstream: this.options.name, protocol: PROTOCOL, event, open: this.sessions.length });
+  }
+
+  close(): void {
+    this.stopped = true;
+    for (const session of [...this.sessions]) session.destroy();
+    this.sessions.length = 0;
+    this.http1?.close();
+  }
+}

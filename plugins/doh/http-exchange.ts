@@ -1,0 +1,272 @@
+/**
+ * One DoH request and its answer over HTTP/2 (a stream on a shared session) or HTTP/1.1 (a
+ * kept-alive connection of an agent). Both check the same things: a 2xx status, the
+ * `application/dns-message` type, and a body no larger than a DNS message can be.
+ */
+import http2 from 'node:http2';
+import https from 'node:https';
+import type tls from 'node:tls';
+import { MAX_MESSAGE_SIZE } from '../../core/dns/constants.js';
+import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
+
+export const DNS_MESSAGE = 'application/dns-message';
+
+export interface DohRequest {
+  method: 'GET' | 'POST';
+  /** Path and query string. */
+  path: string;
+  /** The POST body (null for GET). */
+  body: Buffer | null;
+}
+
+/**
+ * A failure of the connection rather than of the server's answer: the request never got a
+ * response, so asking again on a fresh connection is safe (a DNS query is idempotent).
+ */
+export class ConnectionLost extends UpstreamUnavailableError {}
+
+/** Why a response head is not a DNS answer, or undefined when it is one. */
+export function checkResponseHead(status: number, contentType: string | undefined): string | undefined {
+  if (status < 200 || status > 299) return `HTTP status ${status}`;
+  const type = contentType?.split(';')[0]!.trim().toLowerCase();
+  if (type !== DNS_MESSAGE) return `content-type "${contentType ?? ''}" is not ${DNS_MESSAGE}`;
+  return undefined;
+}
+
+const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM } = http2.constants;
+
+/** Streams in flight on one session, queued by nghttp2 past the server's own limit. */
+const MAX_STREAMS_PER_SESSION = 256;
+
+/** One HTTP/2 session to a DoH server, carrying many concurrent streams. */
+export class H2Session {
+  readonly session: http2.ClientHttp2Session;
+  active = 0;
+  /** False once the session must take no new streams (GOAWAY, error, close). */
+  usable = true;
+
+  constructor(
+    socket: tls.TLSSocket,
+    private readonly authority: string,
+    private readonly label: string,
+    idleTimeoutMs: number,
+    private readonly onGone: (session: H2Session) => void,
+  ) {
+    this.session = http2.connect(`https://${authority}`, {
+      // The socket is already connected to an IP and verified: http2 opens nothing itself.
+      createConnection: () => socket,
+      settings: { enablePush: false },
+      maxSessionMemory: 4,
+      maxReservedRemoteStreams: 0,
+      peerMaxConcurrentStreams: 100,
+    });
+    this.session.on('goaway', () => this.retire());
+    this.session.on('error', () => this.retire());
+    this.session.on('close', () => this.retire());
+    this.session.setTimeout(idleTimeoutMs, () => {
+      if (this.active === 0) this.session.close();
+    });
+  }
+
+  get hasRoom(): boolean {
+    return this.usable && this.active < MAX_STREAMS_PER_SESSION;
+  }
+
+  request(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      let stream: http2.ClientHttp2Stream;
+      try {
+        stream = this.session.request(
+          {
+            ':method': request.method,
+            ':path': request.path,
+            ':authority': this.authority,
+            ':scheme': 'https',
+            accept: DNS_MESSAGE,
+            ...(request.body ? { 'content-type': DNS_MESSAGE, 'content-length': request.body.length } : {}),
+          },
+          { endStream: request.body === null },
+        );
+      } catch (err) {
+        this.retire();
+        reject(new ConnectionLost(`${this.label}: ${(err as Error).message}`, { cause: err }));
+        return;
+      }
+      this.active++;
+      let answered = false;
+      let settled = false;
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const finish = (error: Error | null): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.active--;
+        if (error) {
+          if (!stream.closed) stream.close(NGHTTP2_CANCEL);
+          reject(error);
+        } else {
+          resolve(Buffer.concat(chunks, size));
+        }
+        if (!this.usable && this.active === 0) this.session.close();
+      };
+      const timer = setTimeout(() => finish(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`)), timeoutMs);
+      stream.on('response', (headers) => {
+        answered = true;
+        const problem = checkResponseHead(Number(headers[':status']), headers['content-type'] as string | undefined);
+        if (problem) finish(new UpstreamResponseError(`${this.label}: ${problem}`));
+      });
+      stream.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > MAX_MESSAGE_SIZE) finish(new UpstreamResponseError(`${this.label}: answer larger than ${MAX_MESSAGE_SIZE} bytes`));
+        else chunks.push(chunk);
+      });
+      stream.on('end', () => finish(answered ? null : new UpstreamResponseError(`${this.label}: stream ended without a response`)));
+      stream.on('error', (err) => finish(lostOrBroken(this.label, answered, err.message)));
+      stream.on('close', () => {
+        const refused = stream.rstCode === NGHTTP2_REFUSED_STREAM;
+        finish(lostOrBroken(this.label, answered && !refused, `stream closed (code ${stream.rstCode})`));
+      });
+      if (request.body) stream.end(request.body);
+    });
+  }
+
+  /** No new streams; the session closes once those in flight are done. */
+  retire(): void {
+    if (!this.usable) return;
+    this.usable = false;
+    this.onGone(this);
+    if (this.active === 0 && !this.session.closed) this.session.close();
+  }
+
+  destroy(): void {
+    this.usable = false;
+    this.session.destroy();
+  }
+}
+
+/** Before the response head, a failure is the connection's (retry elsewhere); after, the server's. */
+function lostOrBroken(label: string, answered: boolean, message: string): Error {
+  return answered ? new UpstreamResponseError(`${label}: ${message}`) : new ConnectionLost(`${label}: ${message}`);
+}
+
+/**
+ * HTTP/1.1 for servers whose ALPN does not offer h2: an agent keeps connections alive; each
+ * new one is opened by `connect` (an IP literal, verified TLS), never by the agent itself.
+ */
+export class Http1Client {
+  private readonly agent: https.Agent;
+  private inflight = 0;
+  private readonly waiting: Array<{ resolve: (turn: boolean) => void; timer: NodeJS.Timeout }> = [];
+
+  constructor(
+    private readonly authority: string,
+    private readonly label: string,
+    connect: () => Promise<tls.TLSSocket>,
+    private readonly maxSockets: number,
+    idleTimeoutMs: number,
+  ) {
+    this.agent = new https.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets, timeout: idleTimeoutMs, scheduling: 'lifo' });
+    // The agent asks for a connection; we open it our way and hand it over when verified.
+    (this.agent as unknown as { createConnection: (options: unknown, done: (err: Error | null, socket?: tls.TLSSocket) => void) => undefined }).createConnection = (
+      _options,
+      done,
+    ) => {
+      connect().then(
+        (socket) => done(null, socket),
+        (err: Error) => done(err),
+      );
+      return undefined;
+    };
+  }
+
+  /**
+   * One request at a time per connection: at most `maxSockets` are sent at once (the agent
+   * cannot count connections that are still being verified), the others wait here, bounded.
+   */
+  async request(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+    if (this.inflight >= this.maxSockets) {
+      if (this.waiting.length >= this.maxSockets * 8) throw new UpstreamUnavailableError(`${this.label}: ${this.waiting.length} HTTP/1.1 requests already waiting`);
+      const started = performance.now();
+      const gotTurn = await new Promise<boolean>((resolve) => {
+        const entry = { resolve, timer: setTimeout(() => {
+          this.waiting.splice(this.waiting.indexOf(entry), 1);
+          resolve(false);
+        }, timeoutMs) };
+        this.waiting.push(entry);
+      });
+      if (!gotTurn) throw new UpstreamTimeoutError(`${this.label}: no connection free within ${Math.round(timeoutMs)}ms`);
+      timeoutMs -= performance.now() - started;
+    } else {
+      this.inflight++;
+    }
+    return this.send(request, timeoutMs);
+  }
+
+  /** Hands the caller's slot to the next waiter, or frees it. */
+  private release(): void {
+    const next = this.waiting.shift();
+    if (!next) {
+      this.inflight--;
+      return;
+    }
+    clearTimeout(next.timer);
+    next.resolve(true);
+  }
+
+  private send(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      let settled = false;
+      const finish = (error: Error | null, body?: Buffer): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.release();
+        if (error) {
+          req.destroy();
+          reject(error);
+        } else resolve(body!);
+      };
+      const req = https.request({
+        agent: this.agent,
+        method: request.method,
+        path: request.path,
+        setHost: false,
+        headers: {
+          host: this.authority,
+          accept: DNS_MESSAGE,
+          ...(request.body ? { 'content-type': DNS_MESSAGE, 'content-length': request.body.length } : {}),
+        },
+      });
+      const timer = setTimeout(() => finish(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`)), timeoutMs);
+      req.on('error', (err) => finish(req.reusedSocket ? new ConnectionLost(`${this.label}: ${err.message}`) : new UpstreamUnavailableError(`${this.label}: ${err.message}`, { cause: err })));
+      req.on('response', (res) => {
+        const problem = checkResponseHead(res.statusCode ?? 0, res.headers['content-type']);
+        if (problem) {
+          res.resume();
+          finish(new UpstreamResponseError(`${this.label}: ${problem}`));
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_MESSAGE_SIZE) finish(new UpstreamResponseError(`${this.label}: answer larger than ${MAX_MESSAGE_SIZE} bytes`));
+          else chunks.push(chunk);
+        });
+        res.on('end', () => finish(null, Buffer.concat(chunks, size)));
+        res.on('error', (err) => finish(new UpstreamResponseError(`${this.label}: ${err.message}`)));
+        res.on('aborted', () => finish(new UpstreamResponseError(`${this.label}: response cut off`)));
+      });
+      req.end(request.body ?? undefined);
+    });
+  }
+
+  close(): void {
+    for (const entry of this.waiting.splice(0)) {
+      clearTimeout(entry.timer);
+      entry.resolve(false);
+    }
+    this.agent.destroy();
+  }
+}

@@ -1,0 +1,111 @@
+/** Options of `listen https://IP:PORT/PATH { … }` and `listen http://…`. */
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import tls from 'node:tls';
+import type { Directive, Token } from '../../core/config/ast.js';
+import { configError, expectArgs, parseDuration, parseInteger } from '../../core/config/options.js';
+import type { Location } from '../../core/errors.js';
+import type { Endpoint } from '../../core/net/address.js';
+
+const PLUGIN = 'listen';
+export const DEFAULT_PATH = '/dns-query';
+
+export interface DohListenerOptions {
+  /** The path queries are taken on; other paths get 404. */
+  path: string;
+  /** PEM text (https only). */
+  cert: string | null;
+  key: string | null;
+  /** A connection with no query being answered is closed after this long (and a request must arrive whole within it). */
+  idleTimeoutMs: number;
+  maxConnections: number;
+  /** Concurrent HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxStreams: number;
+  /** Bytes of request headers accepted. */
+  maxHeaderSize: number;
+  /** CIDRs whose X-Forwarded-For is believed. */
+  trustedProxies: string[];
+}
+
+const COMMON = ['idle_timeout', 'max_connections', 'max_streams', 'max_header_size', 'trusted_proxies'] as const;
+export const HTTPS_OPTION_NAMES = ['cert', 'key', ...COMMON] as const;
+export const HTTP_OPTION_NAMES = COMMON;
+
+export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[], at: Location, secure: boolean): DohListenerOptions {
+  const pathPart = endpoint.path || DEFAULT_PATH;
+  if (!/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/.test(pathPart)) {
+    throw configError(PLUGIN, at, `${endpoint.text}: the path must be a plain path like /dns-query (no query string)`);
+  }
+  const result: DohListenerOptions = {
+    path: pathPart,
+    cert: null,
+    key: null,
+    idleTimeoutMs: 30_000,
+    maxConnections: 1000,
+    maxStreams: 100,
+    maxHeaderSize: 8192,
+    trustedProxies: [],
+  };
+  let certToken: Token | null = null;
+  for (const d of options) {
+    const values = expectArgs(PLUGIN, d, 1, d.name.text === 'trusted_proxies' ? Infinity : 1);
+    const value = values[0]!;
+    switch (d.name.text) {
+      case 'cert':
+        certToken = value;
+        result.cert = readPem(value, 'certificate');
+        break;
+      case 'key':
+        result.key = readPem(value, 'key');
+        break;
+      case 'idle_timeout':
+        result.idleTimeoutMs = parseDuration(PLUGIN, value, { min: 100, max: 3_600_000 });
+        break;
+      case 'max_connections':
+        result.maxConnections = parseInteger(PLUGIN, value, 1, 1_000_000);
+        break;
+      case 'max_streams':
+        result.maxStreams = parseInteger(PLUGIN, value, 1, 10_000);
+        break;
+      case 'max_header_size':
+        result.maxHeaderSize = parseInteger(PLUGIN, value, 1024, 1_048_576);
+        break;
+      case 'trusted_proxies':
+        result.trustedProxies = values.map(parseCidr);
+        break;
+    }
+  }
+  if (secure) {
+    if (!result.cert || !result.key) throw configError(PLUGIN, at, `${endpoint.text} needs "cert FILE" and "key FILE" in its block`);
+    try {
+      tls.createSecureContext({ cert: result.cert, key: result.key });
+    } catch (err) {
+      throw configError(PLUGIN, certToken, `the certificate and key do not go together: ${(err as Error).message}`);
+    }
+  }
+  return result;
+}
+
+function readPem(token: Token, what: string): string {
+  const full = path.resolve(path.dirname(path.resolve(token.file)), token.text);
+  try {
+    const text = readFileSync(full, 'utf8');
+    if (!text.includes('-----BEGIN')) throw new Error('not a PEM file');
+    return text;
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
+    throw configError(PLUGIN, token, `cannot read the ${what} ${token.text}: ${reason}`);
+  }
+}
+
+/** `IP/BITS` or a single IP; returned canonical as `IP/BITS`. */
+function parseCidr(token: Token): string {
+  const [address, bits, extra] = token.text.split('/');
+  const family = net.isIP(address ?? '');
+  const max = family === 6 ? 128 : 32;
+  if (family === 0 || extra !== undefined || (bits !== undefined && (!/^\d+$/.test(bits) || Number(bits) > max))) {
+    throw configError(PLUGIN, token, `"${token.text}" is not an address or CIDR range (examples: 10.0.0.0/8, ::1)`);
+  }
+  return `${address}/${bits ?? max}`;
+}

@@ -1,0 +1,424 @@
+/**
+ * The `https://` and `http://` listeners (DoH, RFC 8484). One front server takes connections —
+ * TLS with ALPN (h2, http/1.1) for https, plain TCP for http (where the HTTP/2 client preface
+ * tells h2c from HTTP/1.1) — counts them against `max_connections`, and hands each to an
+ * HTTP/2 or an HTTP/1.1 server that never listens on its own. That keeps one place for the
+ * bounds: connections, streams per connection, header size, idle time, the time a request body
+ * may take, and bytes per body.
+ */
+import http from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { ClientAddress } from '../../core/context.js';
+import { bindStreamServer } from '../../core/listeners/tcp.js';
+import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition } from '../../core/listeners/listener.js';
+import { unmapIpv4, type Endpoint } from '../../core/net/address.js';
+import { HTTP_OPTION_NAMES, HTTPS_OPTION_NAMES, parseDohListenerOptions, type DohListenerOptions } from './listener-options.js';
+import { DohService, textReply, type BodyResult, type DohRequestView, type HttpReply } from './service.js';
+
+/** Every HTTP/2 connection starts with these 24 bytes (RFC 9113 §3.4). */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
+interface Connection {
+  socket: net.Socket;
+  client: ClientAddress;
+  /** Requests being served (body read, query answered, response written). */
+  inflight: number;
+  session: http2.ServerHttp2Session | null;
+  closed: boolean;
+}
+
+const noop = (): void => {};
+
+export class DohListener implements Listener {
+  private front: net.Server | null = null;
+  private readonly h2: http2.Http2Server;
+  private readonly h1: http.Server;
+  private handler: QueryHandler | null = null;
+  private readonly service: DohService;
+  private proxies: net.BlockList;
+  private readonly connections = new Set<Connection>();
+  private readonly bySession = new WeakMap<http2.ServerHttp2Session, Connection>();
+  private readonly bySocket = new WeakMap<net.Socket, Connection>();
+  /** The connection being handed to the HTTP/2 server, which creates its session synchronously. */
+  private handingOver: Connection | null = null;
+  private draining = false;
+  private atCapacity = false;
+  private whenDrained: (() => void) | null = null;
+  boundAddress = '';
+
+  constructor(
+    readonly endpoint: Endpoint,
+    private options: DohListenerOptions,
+    private readonly env: ListenerEnvironment,
+    private readonly secure: boolean,
+  ) {
+    this.service = new DohService(options.path, secure ? 'https' : 'http', () => this.handler!);
+    this.proxies = blockListOf(options.trustedProxies);
+    this.h2 = http2.createServer({
+      settings: h2Settings(options),
+      maxSessionMemory: 10,
+      maxHeaderListPairs: 64,
+      maxSessionRejectedStreams: 100,
+      maxSessionInvalidFrames: 100,
+    });
+    this.h2.on('session', (session) => this.onSession(session));
+    this.h2.on('stream', (stream, headers) => this.onStream(stream, headers));
+    this.h2.on('sessionError', noop);
+    this.h1 = http.createServer({ maxHeaderSize: options.maxHeaderSize, keepAliveTimeout: options.idleTimeoutMs }, (req, res) => this.onRequest(req, res));
+    this.h1.setTimeout(options.idleTimeoutMs, (socket: net.Socket) => this.onIdle(socket));
+    this.h1.on('clientError', (_err, socket: net.Socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      socket.destroy();
+    });
+  }
+
+  async start(handler: QueryHandler): Promise<void> {
+    this.handler = handler;
+    const front = this.secure
+      ? tls.createServer(
+          {
+            key: this.options.key!,
+            cert: this.options.cert!,
+            ALPNProtocols: ['h2', 'http/1.1'],
+            minVersion: 'TLSv1.2',
+            handshakeTimeout: this.options.idleTimeoutMs,
+          },
+          (socket) => this.accept(socket),
+        )
+      : net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    front.on('error', noop);
+    front.on('tlsClientError', noop);
+    // Handshakes in progress are not counted yet: bound them here.
+    front.maxConnections = this.options.maxConnections * 2;
+    const bound = await bindStreamServer(front, this.endpoint, this.secure ? 'https' : 'http');
+    this.boundAddress = bound + this.options.path;
+    this.front = front;
+  }
+
+  setHandler(handler: QueryHandler): void {
+    this.handler = handler;
+  }
+
+  update(options: unknown): void {
+    const next = options as DohListenerOptions;
+    this.options = next;
+    this.proxies = blockListOf(next.trustedProxies);
+    this.h2.updateSettings(h2Settings(next));
+    this.h1.keepAliveTimeout = next.idleTimeoutMs;
+    this.h1.timeout = next.idleTimeoutMs;
+    if (this.front) {
+      this.front.maxConnections = next.maxConnections * 2;
+      if (this.front instanceof tls.Server) this.front.setSecureContext({ key: next.key!, cert: next.cert!, minVersion: 'TLSv1.2' });
+    }
+  }
+
+  private accept(socket: net.Socket): void {
+    socket.on('error', noop);
+    if (this.draining) {
+      socket.destroy();
+      return;
+    }
+    if (this.connections.size >= this.options.maxConnections && !this.evictIdle()) {
+      if (!this.atCapacity) {
+        this.atCapacity = true;
+        this.env.logger.warn(`${this.endpoint.text}: ${this.options.maxConnections} connections busy (max_connections); closing new ones until some finish`);
+      }
+      socket.destroy();
+      return;
+    }
+    if (this.atCapacity && this.connections.size < this.options.maxConnections) {
+      this.atCapacity = false;
+      this.env.logger.info(`${this.endpoint.text}: accepting connections again`);
+    }
+    const connection: Connection = { socket, client: clientOf(socket), inflight: 0, session: null, closed: false };
+    this.connections.add(connection);
+    socket.setNoDelay(true);
+    socket.on('close', () => {
+      connection.closed = true;
+      this.connections.delete(connection);
+      if (this.connections.size === 0) this.whenDrained?.();
+    });
+    if (this.secure) {
+      if ((socket as tls.TLSSocket).alpnProtocol === 'h2') this.startH2(connection);
+      else this.startH1(connection);
+    } else {
+      this.sniff(connection);
+    }
+  }
+
+  /** At the limit, the oldest connection serving nothing makes room (it can reconnect). */
+  private evictIdle(): boolean {
+    for (const connection of this.connections) {
+      if (connection.inflight === 0) {
+        this.closeConnection(connection);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Plain HTTP: the HTTP/2 preface means h2c with prior knowledge; anything else is HTTP/1.x. */
+  private sniff(connection: Connection): void {
+    const { socket } = connection;
+    let seen: Buffer = Buffer.alloc(0);
+    const onTimeout = (): void => {
+      socket.destroy();
+    };
+    socket.setTimeout(this.options.idleTimeoutMs);
+    socket.on('timeout', onTimeout);
+    const onData = (chunk: Buffer): void => {
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const compared = Math.min(seen.length, H2_PREFACE.length);
+      const h2 = seen.subarray(0, compared).equals(H2_PREFACE.subarray(0, compared));
+      if (h2 && seen.length < H2_PREFACE.length) return;
+      socket.removeListener('data', onData);
+      socket.removeListener('timeout', onTimeout);
+      socket.setTimeout(0);
+      socket.pause();
+      if (h2) {
+        // The HTTP/2 session reads what is already buffered when it starts.
+        socket.unshift(seen);
+        this.startH2(connection);
+      } else {
+        // The HTTP/1 parser listens for 'data': attach it first, then replay the bytes.
+        this.startH1(connection);
+        socket.unshift(seen);
+        socket.resume();
+      }
+    };
+    socket.on('data', onData);
+  }
+
+  private startH2(connection: Connection): void {
+    this.handingOver = connection;
+    this.h2.emit('connection', connection.socket);
+    this.handingOver = null;
+  }
+
+  private startH1(connection: Connection): void {
+    this.bySocket.set(connection.socket, connection);
+    this.h1.emit('connection', connection.socket);
+  }
+
+  private onSession(session: http2.ServerHttp2Session): void {
+    const connection = this.handingOver;
+    session.on('error', noop);
+    if (!connection) {
+      session.destroy();
+      return;
+    }
+    connection.session = session;
+    this.bySession.set(session, connection);
+    session.setTimeout(this.options.idleTimeoutMs, () => {
+      if (connection.inflight === 0) session.destroy();
+    });
+    if (this.draining) session.close();
+  }
+
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', noop);
+    const connection = this.bySession.get(stream.session as http2.ServerHttp2Session);
+    if (!connection) {
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    const view: DohRequestView = {
+      method: String(headers[':method'] ?? ''),
+      path: String(headers[':path'] ?? ''),
+      header: (name) => headerText(headers[name]),
+      readBody: (limit) => readBody(stream, limit, this.options.idleTimeoutMs),
+    };
+    this.serve(connection, view, (reply) => respondH2(stream, reply));
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const connection = this.bySocket.get(req.socket);
+    if (!connection) {
+      res.destroy();
+      return;
+    }
+    const view: DohRequestView = {
+      method: req.method ?? '',
+      path: req.url ?? '',
+      header: (name) => headerText(req.headers[name]),
+      readBody: (limit) => readBody(req, limit, this.options.idleTimeoutMs),
+    };
+    this.serve(connection, view, (reply) => respondH1(req, res, reply, this.draining));
+  }
+
+  private serve(connection: Connection, view: DohRequestView, respond: (reply: HttpReply) => void): void {
+    connection.inflight++;
+    const client = this.clientFor(connection, view);
+    this.service.serve(view, client).then(
+      (reply) => this.done(connection, respond, reply),
+      (err: Error) => {
+        this.env.logger.error(`${this.endpoint.text}: ${err.message}`);
+        this.done(connection, respond, textReply(500, 'internal error'));
+      },
+    );
+  }
+
+  private done(connection: Connection, respond: (reply: HttpReply) => void, reply: HttpReply): void {
+    connection.inflight--;
+    if (!connection.closed) respond(reply);
+    if (this.draining && connection.inflight === 0 && !connection.session) this.closeConnection(connection);
+  }
+
+  /** HTTP/1: the socket went quiet. Close it unless a query on it is still being answered. */
+  private onIdle(socket: net.Socket): void {
+    const connection = this.bySocket.get(socket);
+    if (!connection || connection.inflight === 0) socket.destroy();
+  }
+
+  /**
+   * The client address the pipeline sees: the peer's, or, when the peer is a trusted proxy,
+   * the nearest address in X-Forwarded-For that is not one of our proxies.
+   */
+  private clientFor(connection: Connection, view: DohRequestView): ClientAddress {
+    if (this.options.trustedProxies.length === 0) return connection.client;
+    if (!isTrusted(this.proxies, connection.client.address)) return connection.client;
+    const forwarded = view.header('x-forwarded-for');
+    if (!forwarded) return connection.client;
+    let client = connection.client;
+    const hops = forwarded.split(',');
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const address = hopAddress(hops[i]!);
+      if (!address) break; // a hop we cannot read: believe nothing before it
+      client = { address, port: 0, family: net.isIPv6(address) ? 'IPv6' : 'IPv4' };
+      if (!isTrusted(this.proxies, address)) break;
+    }
+    return client;
+  }
+
+  private closeConnection(connection: Connection): void {
+    if (connection.session) connection.session.destroy();
+    connection.socket.destroy();
+  }
+
+  /** Stops accepting; HTTP/2 clients get GOAWAY; requests in flight get up to `graceMs`. */
+  async stop(graceMs: number): Promise<void> {
+    if (!this.front) return;
+    const front = this.front;
+    this.front = null;
+    this.draining = true;
+    const closed = new Promise<void>((resolve) => front.close(() => resolve()));
+    for (const connection of this.connections) {
+      if (connection.session) connection.session.close();
+      else if (connection.inflight === 0) connection.socket.destroy();
+    }
+    if (this.connections.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.whenDrained = resolve;
+        timer = setTimeout(resolve, graceMs);
+      });
+      clearTimeout(timer);
+    }
+    for (const connection of this.connections) this.closeConnection(connection);
+    await closed;
+  }
+}
+
+function h2Settings(options: DohListenerOptions): http2.Settings {
+  return { maxConcurrentStreams: options.maxStreams, maxHeaderListSize: options.maxHeaderSize, enablePush: false };
+}
+
+function clientOf(socket: net.Socket): ClientAddress {
+  return { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0, family: socket.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4' };
+}
+
+function headerText(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(',') : value;
+}
+
+function blockListOf(cidrs: readonly string[]): net.BlockList {
+  const list = new net.BlockList();
+  for (const cidr of cidrs) {
+    const [address, bits] = cidr.split('/') as [string, string];
+    list.addSubnet(address, Number(bits), net.isIPv6(address) ? 'ipv6' : 'ipv4');
+  }
+  return list;
+}
+
+function isTrusted(list: net.BlockList, address: string): boolean {
+  const plain = unmapIpv4(address);
+  return list.check(plain, net.isIPv6(plain) ? 'ipv6' : 'ipv4');
+}
+
+/** One X-Forwarded-For entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:80`. */
+function hopAddress(hop: string): string | null {
+  const text = hop.trim();
+  if (net.isIP(text)) return unmapIpv4(text);
+  const m = /^\[([^\]]+)\](?::\d+)?$/.exec(text) ?? /^([\d.]+):\d+$/.exec(text);
+  return m && net.isIP(m[1]!) ? unmapIpv4(m[1]!) : null;
+}
+
+/**
+ * Reads a request body of at most `limit` bytes that must arrive within `timeoutMs`; past
+ * either, the reply to give instead (413, 408) and the rest is not read.
+ */
+function readBody(stream: NodeJS.ReadableStream & { on(event: 'close', fn: () => void): unknown }, limit: number, timeoutMs: number): Promise<BodyResult> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const finish = (result: BodyResult): void => {
+      clearTimeout(timer);
+      stream.removeListener('data', onData);
+      stream.removeListener('end', onEnd);
+      stream.removeListener('close', onClose);
+      if (!Buffer.isBuffer(result)) stream.pause();
+      resolve(result);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) finish(textReply(413, `payload too large: a DNS message is at most ${limit} bytes`));
+      else chunks.push(chunk);
+    };
+    const onEnd = (): void => finish(Buffer.concat(chunks, size));
+    const onClose = (): void => finish(textReply(400, 'bad request: the body was cut off'));
+    const timer = setTimeout(() => finish(textReply(408, 'request timeout: the body did not arrive in time')), timeoutMs);
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('close', onClose);
+  });
+}
+
+function respondH2(stream: http2.ServerHttp2Stream, reply: HttpReply): void {
+  if (stream.destroyed || stream.closed) return;
+  try {
+    stream.respond({ ':status': reply.status, ...reply.headers });
+    stream.end(reply.body);
+  } catch {
+    stream.destroy();
+    return;
+  }
+  // A reply given before the whole request arrived (413, 408) ends the stream: RFC 9113 §8.1.
+  if (!stream.readableEnded) stream.once('finish', () => stream.close(http2.constants.NGHTTP2_NO_ERROR));
+}
+
+function respondH1(req: http.IncomingMessage, res: http.ServerResponse, reply: HttpReply, closing: boolean): void {
+  if (res.writableEnded || res.destroyed) return;
+  // Unread body bytes would be taken for the next request: close after such a reply.
+  const close = closing || !req.complete;
+  res.writeHead(reply.status, close ? { ...reply.headers, connection: 'close' } : reply.headers);
+  res.end(reply.body);
+  if (close) res.once('finish', () => req.socket.destroySoon());
+}
+
+export const httpsTransport: TransportDefinition<DohListenerOptions> = {
+  scheme: 'https',
+  defaultPort: 443,
+  optionNames: HTTPS_OPTION_NAMES,
+  parseOptions: (endpoint, options, at) => parseDohListenerOptions(endpoint, options, at, true),
+  create: (endpoint, options, env) => new DohListener(endpoint, options, env, true),
+};
+
+export const httpTransport: TransportDefinition<DohListenerOptions> = {
+  scheme: 'http',
+  defaultPort: 80,
+  optionNames: HTTP_OPTION_NAMES,
+  parseOptions: (endpoint, options, at) => parseDohListenerOptions(endpoint, options, at, false),
+  create: (endpoint, options, env) => new DohListener(endpoint, options, env, false),
+};

@@ -1,0 +1,132 @@
+/**
+ * What a DoH listener does with one HTTP request, whichever HTTP version carried it: find the
+ * DNS query (GET `?dns=` base64url, POST `application/dns-message`, or the JSON form's
+ * `?name=&type=`), check it, pass it to the query handler, and turn the answer into an HTTP
+ * response with `Cache-Control: max-age` from the answer's smallest TTL (RFC 8484 §5.1).
+ *
+ * Status codes: 400 malformed query, 404 other paths, 405 other methods, 408 a body that does
+ * not arrive in time, 413 a body over 65535 bytes (no DNS message is larger), 415 another
+ * content type.
+ */
+import type { ClientAddress } from '../../core/context.js';
+import { HEADER_SIZE, MAX_MESSAGE_SIZE } from '../../core/dns/constants.js';
+import { isResponse, minimumTtl, qdCount, readQuestion, WireError } from '../../core/dns/wire.js';
+import type { QueryHandler } from '../../core/listeners/listener.js';
+import { DNS_MESSAGE } from './http-exchange.js';
+import { answerToJson, DNS_JSON, queryFromParams } from './json.js';
+
+export interface HttpReply {
+  status: number;
+  headers: Record<string, string | number>;
+  body: Buffer;
+}
+
+/** A request's body, or the reply to give when it did not arrive whole. */
+export type BodyResult = Buffer | HttpReply;
+
+export interface DohRequestView {
+  method: string;
+  /** Path with query string, as received. */
+  path: string;
+  /** A request header by lower-case name. */
+  header(name: string): string | undefined;
+  /** Reads the body, at most `limit` bytes. */
+  readBody(limit: number): Promise<BodyResult>;
+}
+
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+
+export function textReply(status: number, message: string, headers: Record<string, string> = {}): HttpReply {
+  const body = Buffer.from(`${message}\n`);
+  return { status, headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': body.length, ...headers }, body };
+}
+
+export class DohService {
+  constructor(
+    private readonly path: string,
+    private readonly transport: 'https' | 'http',
+    private readonly handler: () => QueryHandler,
+  ) {}
+
+  async serve(request: DohRequestView, client: ClientAddress): Promise<HttpReply> {
+    const queryAt = request.path.indexOf('?');
+    const pathname = queryAt < 0 ? request.path : request.path.slice(0, queryAt);
+    if (pathname !== this.path) return textReply(404, `not found: DNS queries go to ${this.path}`);
+
+    let wire: Buffer;
+    let json = false;
+    if (request.method === 'GET') {
+      const params = new URLSearchParams(queryAt < 0 ? '' : request.path.slice(queryAt + 1));
+      const dns = params.get('dns');
+      if (dns !== null) {
+        const decoded = decodeBase64Url(dns);
+        if (!decoded) return textReply(400, 'bad request: the dns parameter is not base64url');
+        wire = decoded;
+      } else if (params.has('name') || (request.header('accept') ?? '').includes(DNS_JSON)) {
+        const built = queryFromParams(params);
+        if (typeof built === 'string') return textReply(400, `bad request: ${built}`);
+        wire = built;
+        json = true;
+      } else {
+        return textReply(400, 'bad request: give the query as ?dns=BASE64URL, or ?name=NAME&type=TYPE');
+      }
+    } else if (request.method === 'POST') {
+      const type = mediaType(request.header('content-type'));
+      if (type !== DNS_MESSAGE) return textReply(415, `unsupported media type: POST bodies are ${DNS_MESSAGE}`);
+      const length = request.header('content-length');
+      if (length !== undefined && Number(length) > MAX_MESSAGE_SIZE) return textReply(413, `payload too large: a DNS message is at most ${MAX_MESSAGE_SIZE} bytes`);
+      const body = await request.readBody(MAX_MESSAGE_SIZE);
+      if (!Buffer.isBuffer(body)) return body;
+      wire = body;
+    } else {
+      return textReply(405, 'method not allowed: use GET or POST', { allow: 'GET, POST' });
+    }
+
+    const problem = malformed(wire);
+    if (problem) return textReply(400, `bad request: ${problem}`);
+    const answer = await this.handler()(wire, { client, transport: this.transport, datagram: false });
+    // A chain that answers nothing (a rule that drops the query) cannot stay silent over
+    // HTTP without holding the stream open: the client is told it was refused.
+    if (!answer) return textReply(403, 'forbidden: the query was refused');
+    const headers: Record<string, string | number> = { 'cache-control': cacheControl(answer) };
+    if (json) {
+      const body = Buffer.from(answerToJson(answer));
+      return { status: 200, headers: { ...headers, 'content-type': DNS_JSON, 'content-length': body.length }, body };
+    }
+    return { status: 200, headers: { ...headers, 'content-type': DNS_MESSAGE, 'content-length': answer.length }, body: answer };
+  }
+}
+
+function mediaType(header: string | undefined): string | undefined {
+  return header?.split(';')[0]!.trim().toLowerCase();
+}
+
+/** Strict base64url (RFC 4648 §5, padding tolerated): Node's decoder would skip bad characters. */
+function decodeBase64Url(text: string): Buffer | null {
+  const bare = text.replace(/={1,2}$/, '');
+  if (!BASE64URL.test(bare) || bare.length % 4 === 1) return null;
+  return Buffer.from(bare, 'base64url');
+}
+
+/** Why `wire` is not a DNS query we can answer, or null. */
+function malformed(wire: Buffer): string | null {
+  if (wire.length < HEADER_SIZE) return `${wire.length} bytes is shorter than a DNS header`;
+  if (isResponse(wire)) return 'the message is a response, not a query';
+  if (qdCount(wire) !== 1) return `the query has ${qdCount(wire)} questions`;
+  try {
+    readQuestion(wire);
+  } catch (err) {
+    if (err instanceof WireError) return err.message;
+    throw err;
+  }
+  return null;
+}
+
+function cacheControl(answer: Buffer): string {
+  try {
+    const ttl = minimumTtl(answer);
+    return ttl === undefined ? 'max-age=0' : `max-age=${ttl}`;
+  } catch {
+    return 'no-store';
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * A DNS-over-HTTPS upstream (RFC 8484). Each query leaves with ID 0 (RFC 8484 §4.1: the stream
+ * already pairs question and answer, and a constant ID keeps GET URLs cacheable), without EDNS
+ * Client Subnet, padded to a multiple of 128 bytes (RFC 8467), as a POST body or a base64url
+ * `dns` parameter. The answer must be for the same question; it gets the client's ID back, and
+ * loses the OPT record when the client's query had none.
+ */
+import type { RequestContext } from '../../core/context.js';
+import { HEADER_SIZE } from '../../core/dns/constants.js';
+import { fitAnswerToQuery, padMessage, stripClientSubnet } from '../../core/dns/edns.js';
+import { arCount, isResponse, readEdns, readId, sameQuestion, writeId } from '../../core/dns/wire.js';
+import { DeadlineError, UpstreamResponseError } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import type { Upstream } from '../../core/upstream/upstream.js';
+import { DohConnections } from './connections.js';
+import type { DohRequest } from './http-exchange.js';
+import type { TlsTarget } from './tls-identity.js';
+
+export interface DohServerOptions {
+  name: string;
+  /** `https://dns.example/dns-query` (for logs). */
+  url: string;
+  /** What the certificate must be valid for; also the `:authority` host. */
+  hostname: string;
+  port: number;
+  /** Path, possibly with a query string of its own. */
+  path: string;
+  /** The server's IP addresses (from the URL, `bootstrap`, or the stamp). */
+  addresses: string[];
+  method: 'post' | 'get';
+  pool: number;
+  timeoutMs: number;
+  /** PEM text of `ca FILE`. */
+  extraCa: string | null;
+  spkiPins: string[];
+  tbsHashes: Buffer[];
+}
+
+export class DohUpstream implements Upstream {
+  readonly name: string;
+  readonly protocol = 'doh';
+  readonly address: string;
+  readonly connections: DohConnections;
+  private readonly getPrefix: string;
+
+  constructor(
+    private readonly options: DohServerOptions,
+    logger: Logger,
+  ) {
+    this.name = options.name;
+    this.address = options.url;
+    const host = options.hostname.includes(':') ? `[${options.hostname}]` : options.hostname;
+    const targets: TlsTarget[] = options.addresses.map((ip) => ({ ip, port: options.port }));
+    this.connections = new DohConnections({
+      name: options.name,
+      label: options.url,
+      authority: options.port === 443 ? host : `${host}:${options.port}`,
+      identity: { hostname: options.hostname, extraCa: options.extraCa, spkiPins: options.spkiPins, tbsHashes: options.tbsHashes },
+      targets,
+      pool: options.pool,
+      logger,
+    });
+    this.getPrefix = `${options.path}${options.path.includes('?') ? '&' : '?'}dns=`;
+  }
+
+  async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
+    const timeoutMs = Math.min(this.options.timeoutMs, ctx.remaining());
+    if (timeoutMs <= 0) throw new DeadlineError(`${this.name}: the query's deadline passed`);
+    const wire = padMessage(stripClientSubnet(query));
+    writeId(wire, 0);
+    const request: DohRequest =
+      this.options.method === 'get' ? { method: 'GET', path: this.getPrefix + wire.toString('base64url'), body: null } : { method: 'POST', path: this.options.path, body: wire };
+    const answer = await this.connections.request(request, timeoutMs);
+    if (answer.length < HEADER_SIZE || !isResponse(answer)) throw new UpstreamResponseError(`${this.name}: the answer is not a DNS response`);
+    if (!sameQuestion(wire, answer)) throw new UpstreamResponseError(`${this.name}: the answer is for another question`);
+    writeId(answer, readId(query));
+    return fitAnswerToQuery(answer, arCount(query) !== 0 && readEdns(query) !== null);
+  }
+
+  /** Connects in the background: an unreachable server must not keep Veil from starting. */
+  start(): void {
+    void this.connections.warm();
+  }
+
+  stop(): void {
+    this.connections.close();
+  }
+}
