@@ -9,6 +9,15 @@ export function configError(plugin: string, at: Location | null, message: string
   return new ConfigError(at, message, plugin);
 }
 
+/** Upstream names identify upstreams in logs, metrics and routes: one per name in a block. */
+export function expectUniqueNames(plugin: string, servers: ReadonlyArray<{ name: string; token: Location }>): void {
+  const names = new Set<string>();
+  for (const server of servers) {
+    if (names.has(server.name)) throw configError(plugin, server.token, `two upstreams are named "${server.name}"; names must be unique in a server block`);
+    names.add(server.name);
+  }
+}
+
 /** Checks the number of arguments; the error points at the first surplus argument or the name. */
 export function expectArgs(plugin: string, d: Directive, min: number, max: number = min): Token[] {
   const count = d.args.length;

@@ -9,7 +9,7 @@
  *     }
  */
 import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, expectNoBlock, flag, parseDuration, readOptions } from '../../core/config/options.js';
+import { configError, expectArgs, expectUniqueNames, expectNoBlock, flag, parseDuration, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import type { PluginDefinition } from '../../core/plugin.js';
 import { resolveService } from '../../core/services.js';
@@ -33,11 +33,7 @@ export const dnscryptPlugin: PluginDefinition<DnscryptOptions[]> = {
 
   parse(directives) {
     const parsed = directives.map(parseDirective);
-    const names = new Set<string>();
-    for (const server of parsed.flatMap((p) => p.servers)) {
-      if (names.has(server.name)) throw configError(NAME, server.token, `two upstreams are named "${server.name}"; names must be unique in a server block`);
-      names.add(server.name);
-    }
+    expectUniqueNames(NAME, parsed.flatMap((p) => p.servers));
     return parsed;
   },
 

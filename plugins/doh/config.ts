@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
+import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import { parseStamp, splitAddress, StampError, type HttpsLikeStamp } from '../../lib/stamps.js';
@@ -28,11 +28,7 @@ export interface DohServer extends DohServerOptions {
 export function parseDohDirectives(directives: Directive[]): DohServer[] {
   const servers: DohServer[] = [];
   for (const d of directives) servers.push(...parseDirective(d));
-  const names = new Set<string>();
-  for (const server of servers) {
-    if (names.has(server.name)) throw configError(NAME, server.token, `two upstreams are named "${server.name}"; names must be unique in a server block`);
-    names.add(server.name);
-  }
+  expectUniqueNames(NAME, servers);
   return servers;
 }
 

@@ -19,7 +19,7 @@
  */
 import { isIP } from 'node:net';
 import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
+import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
@@ -44,11 +44,7 @@ export const dotPlugin: PluginDefinition<DotServer[]> = {
   parse(directives) {
     const servers: DotServer[] = [];
     for (const d of directives) servers.push(...parseDirective(d));
-    const names = new Set<string>();
-    for (const server of servers) {
-      if (names.has(server.name)) throw configError(NAME, server.token, `two upstreams are named "${server.name}"; names must be unique in a server block`);
-      names.add(server.name);
-    }
+    expectUniqueNames(NAME, servers);
     return servers;
   },
 

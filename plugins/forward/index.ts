@@ -13,7 +13,7 @@
  */
 import { isIP } from 'node:net';
 import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, expectNoBlock, parseDuration, readOptions } from '../../core/config/options.js';
+import { configError, expectArgs, expectUniqueNames, expectNoBlock, parseDuration, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, isLocalOrPrivate, parseEndpoint, parseHostPort } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
@@ -36,11 +36,7 @@ export const forwardPlugin: PluginDefinition<ForwardServer[]> = {
   parse(directives) {
     const servers: ForwardServer[] = [];
     for (const d of directives) servers.push(...parseDirective(d));
-    const names = new Set<string>();
-    for (const server of servers) {
-      if (names.has(server.name)) throw configError(NAME, server.token, `two upstreams are named "${server.name}"; names must be unique in a server block`);
-      names.add(server.name);
-    }
+    expectUniqueNames(NAME, servers);
     if (servers.length === 0) throw configError(NAME, directives[0]!.name, 'no upstream: add "server NAME udp://IP:PORT" lines or addresses after the zone');
     return servers;
   },
