@@ -3,6 +3,7 @@
  *
  *     veil [-conf FILE]     serve (default: ./Corefile)
  *     veil check [FILE]     validate and print each block's listeners and plugin chain
+ *     veil query …          a dig-like client for every transport (cli/query.ts)
  *     veil stamp …          decode and encode DNS stamps (cli/stamp.ts)
  *     veil dnscrypt keygen  a DNSCrypt provider key (cli/dnscrypt.ts)
  *     veil --version
@@ -23,23 +24,25 @@ import { loadConfigFile } from './config.js';
 import { superviseWorkers, workerIndex } from './workers.js';
 import { DNSCRYPT_USAGE, runDnscrypt } from './dnscrypt.js';
 import { processIo, UsageError, type CommandIo } from './io.js';
+import { QUERY_USAGE, runQuery } from './query.js';
 import { runStamp, STAMP_USAGE } from './stamp.js';
 
 /** Subcommands that run and exit, each in its own module, with its own usage text. */
-const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => number; usage: string }> = {
+const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => number | Promise<number>; usage: string }> = {
+  query: { run: runQuery, usage: QUERY_USAGE },
   stamp: { run: runStamp, usage: STAMP_USAGE },
   dnscrypt: { run: runDnscrypt, usage: DNSCRYPT_USAGE },
 };
 
-/** Runs `veil stamp …` or `veil dnscrypt …`; exit status 2 for a usage mistake. */
-export function runSubcommand(name: string, args: string[], io: CommandIo = processIo): number {
+/** Runs `veil query …`, `veil stamp …` or `veil dnscrypt …`; exit status 2 for a usage mistake. */
+export async function runSubcommand(name: string, args: string[], io: CommandIo = processIo): Promise<number> {
   const command = SUBCOMMANDS[name]!;
   if (args.length === 0 || args.includes('--help') || args.includes('-h')) {
     io.out(command.usage);
     return args.length === 0 ? 2 : 0;
   }
   try {
-    return command.run(args, io);
+    return await command.run(args, io);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     io.err(`veil: ${err.message}\n\n${command.usage}`);
@@ -52,6 +55,8 @@ const USAGE = `Usage:
                           serve the configuration in FILE (default: Corefile), in N processes
                           sharing the listeners (default: the Corefile's global "workers", or 1)
   veil check [FILE]       check FILE and print each server block's listeners and plugins
+  veil query [@SERVER] NAME [TYPE] …  ask a server over UDP, TCP, TLS, HTTPS or DNSCrypt
+                                   (veil query --help)
   veil stamp decode|encode …       DNS stamps (veil stamp --help)
   veil dnscrypt keygen …           a DNSCrypt provider key (veil dnscrypt --help)
   veil --version          print the version

@@ -20,9 +20,9 @@ const KEY = 'c3846bf24b9e93ca64274c0ec67c1ecc5e024ffcacd2d74019350e81fe546ae4';
 const LOCALHOST = 'sdns://AQcAAAAAAAAACTEyNy4wLjAuMSDDhGvyS56TymQnTA7GfB7MXgJP_KzS10AZNQ6B_lRq5BkyLmRuc2NyeXB0LWNlcnQubG9jYWxob3N0';
 
 describe('veil stamp', () => {
-  it('decode prints every field', () => {
+  it('decode prints every field', async () => {
     const io = capture();
-    assert.equal(runSubcommand('stamp', ['decode', LOCALHOST], io), 0);
+    assert.equal(await runSubcommand('stamp', ['decode', LOCALHOST], io), 0);
     assert.deepEqual(io.stdout, [
       'protocol      dnscrypt',
       'dnssec        yes',
@@ -34,11 +34,11 @@ describe('veil stamp', () => {
     ]);
   });
 
-  it('decode of a relay, a DoH stamp with hashes and a DoT stamp with bootstrap addresses', () => {
+  it('decode of a relay, a DoH stamp with hashes and a DoT stamp with bootstrap addresses', async () => {
     const io = capture();
-    runSubcommand('stamp', ['decode', 'sdns://gRE5NC4xOTguNDEuMjM1OjQ0Mw'], io);
-    runSubcommand('stamp', ['decode', 'sdns://AgIAAAAAAAAAACAREREREREREREREREREREREREREREREREREREREREREQ9kbnMuZXhhbXBsZS5jb20KL2Rucy1xdWVyeQ'], io);
-    runSubcommand('stamp', ['decode', 'sdns://AwYAAAAAAAAACTE5Mi4wLjIuMQATZG90LmV4YW1wbGUuY29tOjg1M4wxOTguNTEuMTAwLjELMjAzLjAuMTEzLjE'], io);
+    await runSubcommand('stamp', ['decode', 'sdns://gRE5NC4xOTguNDEuMjM1OjQ0Mw'], io);
+    await runSubcommand('stamp', ['decode', 'sdns://AgIAAAAAAAAAACAREREREREREREREREREREREREREREREREREREREREREQ9kbnMuZXhhbXBsZS5jb20KL2Rucy1xdWVyeQ'], io);
+    await runSubcommand('stamp', ['decode', 'sdns://AwYAAAAAAAAACTE5Mi4wLjIuMQATZG90LmV4YW1wbGUuY29tOjg1M4wxOTguNTEuMTAwLjELMjAzLjAuMTEzLjE'], io);
     assert.ok(io.stdout.includes('protocol      dnscrypt-relay'));
     assert.ok(io.stdout.includes('address       94.198.41.235:443'));
     assert.ok(io.stdout.includes(`hashes        ${'11'.repeat(32)}`));
@@ -46,32 +46,32 @@ describe('veil stamp', () => {
     assert.ok(io.stdout.includes('bootstrap     198.51.100.1 203.0.113.1'));
   });
 
-  it('encode makes the same stamp from flags, for DNSCrypt, relays and DoH', () => {
+  it('encode makes the same stamp from flags, for DNSCrypt, relays and DoH', async () => {
     const io = capture();
-    assert.equal(runSubcommand('stamp', ['encode', '--protocol', 'dnscrypt', '--address', '127.0.0.1', '--provider-key', KEY, '--provider-name', '2.dnscrypt-cert.localhost', '--dnssec', '--nolog', '--nofilter'], io), 0);
-    runSubcommand('stamp', ['encode', '--protocol', 'dnscrypt-relay', '--address', '192.0.2.1:443'], io);
-    runSubcommand('stamp', ['encode', '--protocol', 'doh', '--host', 'dns.example.com', '--path', '/dns-query', '--hash', '11'.repeat(32), '--nolog'], io);
+    assert.equal(await runSubcommand('stamp', ['encode', '--protocol', 'dnscrypt', '--address', '127.0.0.1', '--provider-key', KEY, '--provider-name', '2.dnscrypt-cert.localhost', '--dnssec', '--nolog', '--nofilter'], io), 0);
+    await runSubcommand('stamp', ['encode', '--protocol', 'dnscrypt-relay', '--address', '192.0.2.1:443'], io);
+    await runSubcommand('stamp', ['encode', '--protocol', 'doh', '--host', 'dns.example.com', '--path', '/dns-query', '--hash', '11'.repeat(32), '--nolog'], io);
     assert.deepEqual(io.stdout, [LOCALHOST, 'sdns://gQkxOTIuMC4yLjE', 'sdns://AgIAAAAAAAAAACAREREREREREREREREREREREREREREREREREREREREREQ9kbnMuZXhhbXBsZS5jb20KL2Rucy1xdWVyeQ']);
   });
 
-  it('mistakes: a bad stamp (exit 1, naming the field), missing or unknown flags (exit 2, with usage)', () => {
+  it('mistakes: a bad stamp (exit 1, naming the field), missing or unknown flags (exit 2, with usage)', async () => {
     let io = capture();
-    assert.equal(runSubcommand('stamp', ['decode', 'sdns://AAEAAAAAAAAADlsyMDAxOmRiODo6MV0'], io), 1);
+    assert.equal(await runSubcommand('stamp', ['decode', 'sdns://AAEAAAAAAAAADlsyMDAxOmRiODo6MV0'], io), 1);
     assert.match(io.stderr.join('\n'), /bad stamp: stamp ends inside its address/);
     io = capture();
-    assert.equal(runSubcommand('stamp', ['encode', '--protocol', 'dnscrypt', '--address', '127.0.0.1'], io), 2);
+    assert.equal(await runSubcommand('stamp', ['encode', '--protocol', 'dnscrypt', '--address', '127.0.0.1'], io), 2);
     assert.match(io.stderr.join('\n'), /needs --provider-key/);
     io = capture();
-    assert.equal(runSubcommand('stamp', ['encode', '--protocol', 'dnscrypt', '--address', '127.0.0.1', '--provider-key', 'abcd', '--provider-name', 'x'], io), 2);
+    assert.equal(await runSubcommand('stamp', ['encode', '--protocol', 'dnscrypt', '--address', '127.0.0.1', '--provider-key', 'abcd', '--provider-name', 'x'], io), 2);
     assert.match(io.stderr.join('\n'), /--provider-key must be 32 bytes in hex/);
     io = capture();
-    assert.equal(runSubcommand('stamp', ['encode', '--protocol', 'plain', '--address', 'dns.example'], io), 1);
+    assert.equal(await runSubcommand('stamp', ['encode', '--protocol', 'plain', '--address', 'dns.example'], io), 1);
     assert.match(io.stderr.join('\n'), /not an IP address/);
     io = capture();
-    assert.equal(runSubcommand('stamp', ['encode', '--protocol', 'quic'], io), 2);
+    assert.equal(await runSubcommand('stamp', ['encode', '--protocol', 'quic'], io), 2);
     assert.match(io.stderr.join('\n'), /--protocol must be one of/);
     io = capture();
-    assert.equal(runSubcommand('stamp', ['encode', '--protocol', 'plain', '--adress', '1.2.3.4'], io), 2);
+    assert.equal(await runSubcommand('stamp', ['encode', '--protocol', 'plain', '--adress', '1.2.3.4'], io), 2);
     assert.match(io.stderr.join('\n'), /Unknown option '--adress'/);
   });
 });
@@ -80,10 +80,10 @@ describe('veil dnscrypt keygen', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'veil-keygen-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('writes a secret key (0600) and a public key, and prints the stamp last', () => {
+  it('writes a secret key (0600) and a public key, and prints the stamp last', async () => {
     const io = capture();
     const out = path.join(dir, 'keys');
-    assert.equal(runSubcommand('dnscrypt', ['keygen', '--provider', '2.dnscrypt-cert.veil.test', '--out', out, '--addr', '127.0.0.1:5443', '--nolog'], io), 0);
+    assert.equal(await runSubcommand('dnscrypt', ['keygen', '--provider', '2.dnscrypt-cert.veil.test', '--out', out, '--addr', '127.0.0.1:5443', '--nolog'], io), 0);
     assert.equal(statSync(path.join(out, 'provider.key')).mode & 0o777, 0o600);
     const seed = parseProviderKey(readFileSync(path.join(out, 'provider.key')));
     const publicKey = readFileSync(path.join(out, 'provider.pub'), 'utf8').trim();
@@ -95,13 +95,13 @@ describe('veil dnscrypt keygen', () => {
     assert.ok(io.stdout.some((l) => l.includes('listen dnscrypt://127.0.0.1:5443 {')));
   });
 
-  it('never replaces an existing key; refuses a provider name without the prefix', () => {
+  it('never replaces an existing key; refuses a provider name without the prefix', async () => {
     let io = capture();
     const out = path.join(dir, 'keys');
-    assert.equal(runSubcommand('dnscrypt', ['keygen', '--provider', '2.dnscrypt-cert.veil.test', '--out', out], io), 1);
+    assert.equal(await runSubcommand('dnscrypt', ['keygen', '--provider', '2.dnscrypt-cert.veil.test', '--out', out], io), 1);
     assert.match(io.stderr.join('\n'), /exists already/);
     io = capture();
-    assert.equal(runSubcommand('dnscrypt', ['keygen', '--provider', 'veil.test', '--out', path.join(dir, 'other')], io), 2);
+    assert.equal(await runSubcommand('dnscrypt', ['keygen', '--provider', 'veil.test', '--out', path.join(dir, 'other')], io), 2);
     assert.match(io.stderr.join('\n'), /--provider must be 2\.dnscrypt-cert\.NAME/);
   });
 
