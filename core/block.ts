@@ -13,6 +13,7 @@ import { ConfigError } from './errors.js';
 import { ListenRequests, type ListenRequest, type TransportRegistry } from './listeners/listener.js';
 import type { Logger } from './logger.js';
 import type { BlockInfo, BlockScope, Next, Plugin, PluginDefinition } from './plugin.js';
+import { pluginMetrics } from './plugin-metrics.js';
 import type { PluginRegistry } from './registry.js';
 import { ErrorReporter, LogErrorReporter } from './report.js';
 import { provideService, resolveService, Services } from './services.js';
@@ -111,6 +112,7 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
       upstreams,
       listeners: listens,
       transports: env.transports,
+      metrics: pluginMetrics(definition.name, blockServerName(parsed.info)),
       keep<T>(key: string, create: () => T): T {
         const id = `${definition.name}\u0000${parsed.info.zones.map((z) => z.text).join(' ')}\u0000${key}`;
         if (!env.kept.has(id)) env.kept.set(id, create());

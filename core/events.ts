@@ -73,3 +73,16 @@ export const dnscryptCertificate = channel<{ upstream: string; serial: number; e
 
 /** The relay listener forwarded or dropped a packet (`reason` names the rule). */
 export const relayEvent = channel<{ event: 'forwarded' | 'dropped'; reason?: string; transport: 'udp' | 'tcp' }>('veil:relay');
+
+/**
+ * A value of a metric a plugin defined through `scope.metrics` (core/plugin-metrics.ts):
+ * `labelNames` and `labelValues` in the same order, `server` first.
+ */
+export const pluginMetric = channel<{
+  type: 'counter' | 'gauge';
+  name: string;
+  help: string;
+  labelNames: readonly string[];
+  labelValues: readonly string[];
+  value: number;
+}>('veil:plugin:metric');

@@ -12,6 +12,7 @@ import type { Clock } from './clock.js';
 import type { RequestContext } from './context.js';
 import type { ListenRequests, TransportDefinition, TransportRegistry } from './listeners/listener.js';
 import type { Logger } from './logger.js';
+import type { PluginMetrics } from './plugin-metrics.js';
 import type { UpstreamSet } from './upstream/upstream.js';
 
 /** Passes the query to the rest of the chain; resolves with its answer (null: send nothing). */
@@ -67,6 +68,8 @@ export interface BlockScope {
   readonly upstreams: UpstreamSet;
   readonly listeners: ListenRequests;
   readonly transports: TransportRegistry;
+  /** Counters and gauges of this plugin's own, exposed by the metrics plugin (core/plugin-metrics.ts). */
+  readonly metrics: PluginMetrics;
   /**
    * State that outlives a reload: the value made by `create` the first time this plugin in this
    * block asks for `key`, and the same value in every configuration after (a cache that should

@@ -18,6 +18,7 @@ import {
   filterBlocked,
   queryDone,
   queryRejected,
+  pluginMetric,
   relayEvent,
   upstreamAttempt,
   upstreamConnection,
@@ -117,6 +118,8 @@ export class VeilMetrics {
   private readonly upstreams = new WeakMap<Upstream, UpstreamSeries>();
   private readonly subscriptions: Array<[TypedChannel<any>, (message: any) => void]> = [];
   private readonly stopProcessMetrics: () => void;
+  /** Families plugins defined through `scope.metrics`, by name (made on their first value). */
+  private readonly pluginFamilies = new Map<string, Counter | Gauge>();
 
   readonly requests = this.registry.add(new Counter('veil_dns_requests_total', 'Queries a server block handled, by transport and query type.', ['server', 'zone', 'proto', 'type']));
   readonly responses = this.registry.add(
@@ -186,10 +189,25 @@ export class VeilMetrics {
     this.on(cacheEvent, (m) => this.onCache(m.server, m.event, m.entries));
     this.on(filterBlocked, (m) => this.onBlocked(m.ctx.server, m.list));
     this.on(dnscryptCertificate, (m) => this.dnscryptExpiry.labels(m.upstream).set(m.expiresAt));
+    this.on(pluginMetric, (m) => this.onPluginMetric(m));
     this.on(relayEvent, (m) => {
       if (m.event === 'forwarded') this.relayForwarded.labels(m.transport).inc();
       else this.relayDropped.labels(m.transport, m.reason ?? 'unspecified').inc();
     });
+  }
+
+  private onPluginMetric(m: { type: 'counter' | 'gauge'; name: string; help: string; labelNames: readonly string[]; labelValues: readonly string[]; value: number }): void {
+    let family = this.pluginFamilies.get(m.name);
+    if (!family) {
+      // A name Veil uses itself is not a plugin's to take.
+      if (this.registry.all.some((f) => f.name === m.name)) return;
+      family = this.registry.add(m.type === 'counter' ? new Counter(m.name, m.help, m.labelNames) : new Gauge(m.name, m.help, m.labelNames));
+      this.pluginFamilies.set(m.name, family);
+    }
+    // Two plugins (or two versions of one) that disagree on a metric's shape: the first one wins.
+    if (family.type !== m.type || family.labelNames.length !== m.labelValues.length) return;
+    if (family instanceof Counter) family.labels(...m.labelValues).inc(m.value);
+    else family.labels(...m.labelValues).set(m.value);
   }
 
   private on<T>(channel: TypedChannel<T>, handler: (message: T) => void): void {

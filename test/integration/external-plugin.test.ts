@@ -22,6 +22,7 @@ function linkVeil(dir: string): void {
 }
 
 const corefile = '. {\n    listen udp://127.0.0.1:0\n    plugin ./whoami/index.js\n    whoami {\n        ttl 5\n    }\n}\n';
+const withMetrics = corefile.replace('    plugin', '    metrics 127.0.0.1:0\n    plugin');
 
 describe('an external plugin', () => {
   it('is loaded from a path, answers, and keeps its state across a reload', async () => {
@@ -36,6 +37,20 @@ describe('an external plugin', () => {
       veil.signal('SIGHUP');
       await veil.waitFor('reloaded configuration');
       assert.match(veil.stderr(), /plugin\/whoami: answering TXT whoami\. \(1 answered so far\)/);
+    } finally {
+      await veil.stop();
+    }
+  });
+
+  it('defines a metric of its own, which the metrics plugin exposes', async () => {
+    const veil = await startVeil(withMetrics, { 'whoami/index.js': example }, 'Corefile', linkVeil);
+    try {
+      const udp = veil.address('udp');
+      for (let id = 1; id <= 3; id++) await queryUdp(udp.host, udp.port, buildQuery('whoami', QType.TXT, { id }));
+      const endpoint = /serving (http:\/\/[\d.]+:\d+\/metrics)/.exec(veil.stderr())![1]!;
+      const text = await (await fetch(endpoint)).text();
+      assert.match(text, /^# TYPE veil_plugin_whoami_answers_total counter$/m);
+      assert.match(text, /^veil_plugin_whoami_answers_total\{server="\.",transport="udp"\} 3$/m);
     } finally {
       await veil.stop();
     }

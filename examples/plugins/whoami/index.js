@@ -1,6 +1,6 @@
 // A Veil plugin that lives outside Veil's tree: `whoami` answers TXT queries for `whoami.` (or
 // the name given) with the address the query came from, like CoreDNS's whoami, and counts the
-// answers it gave across reloads.
+// answers it gave across reloads, and as a metric of its own.
 //
 // Load it with a line in a server block:   plugin ./whoami/index.js
 // and use it with:                         whoami [NAME] { ttl SECONDS }
@@ -37,11 +37,14 @@ const whoami = {
     // Kept across reloads: the count goes on where the previous configuration left it.
     const stats = scope.keep('stats', () => ({ answered: 0 }));
     scope.logger.info(`answering TXT ${options.name} (${stats.answered} answered so far)`);
+    // Shown by the metrics plugin as veil_plugin_whoami_answers_total{server=".",transport="udp"}.
+    const answers = scope.metrics.counter('answers_total', 'TXT answers whoami gave.', ['transport']);
     return {
       name: NAME,
       async serve(ctx, next) {
         if (ctx.name !== options.name || ctx.type !== QType.TXT) return next(ctx);
         stats.answered++;
+        answers.inc({ transport: ctx.transport });
         const text = Buffer.from(`${ctx.client.address} port ${ctx.client.port} via ${ctx.transport}`);
         return buildReply(ctx.query, {
           questionEnd: ctx.question.end,
