@@ -10,7 +10,7 @@ describe('scope.metrics: metrics of a plugin of its own', () => {
     const counter = metrics.counter('answers_total', 'Answers.', ['transport']);
     const gauge = metrics.gauge('entries', 'Entries.');
     counter.inc({ transport: 'udp' });
-    assert.deepEqual(seen, [], 'nothing to publish to yet');
+    assert.equal(seen.length, 0, 'nothing to publish to yet');
     const listen = (m: object) => void seen.push(m);
     pluginMetric.subscribe(listen);
     try {
