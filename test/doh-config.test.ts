@@ -73,7 +73,7 @@ describe('doh configuration', () => {
     assert.match(failure(doh('    server q https://192.0.2.1 {\n      bootstrap 192.0.2.2\n    }')), /already an address/);
     assert.match(failure(doh('    server q https://dns.example {\n      bootstrap dns.google\n    }')), /bootstrap takes IP addresses/);
     assert.match(failure(doh('    server q https://192.0.2.1 {\n      pin_sha256 notbase64\n    }')), /not a base64 SHA-256/);
-    assert.match(failure(doh('    server q https://192.0.2.1 {\n      ca missing.pem\n    }')), /cannot read missing\.pem: no such file/);
+    assert.match(failure(doh('    server q https://192.0.2.1 {\n      ca missing.pem\n    }')), /cannot read ca file "missing\.pem": ENOENT/);
     assert.match(failure(doh('    server q https://192.0.2.1\n    server q https://192.0.2.2')), /two upstreams are named "q"/);
     assert.match(failure(`. {\n  listen udp://127.0.0.1:0\n  doh\n}`), /no server/);
   });

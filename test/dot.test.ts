@@ -21,7 +21,7 @@ import { queryTcp, queryUdp } from '../core/testing/client.js';
 import { answerFor, startFakeDns } from '../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
 import { encodeStamp } from '../lib/stamps.js';
-import { tbsSha256 } from '../plugins/dot/certificates.js';
+import { tbsSha256 } from '../lib/tls/certificates.js';
 import { startFakeDot, type FakeDot } from './helpers/fake-dot.js';
 import { freePort, makeTestCerts, type TestCerts } from './helpers/peers.js';
 import { testRegistry } from './helpers/plugins.js';

@@ -4,15 +4,13 @@
  * CA file. A host name without addresses is refused: asking the system resolver for it would
  * tell the network which resolver Veil uses, the leak DoH is meant to close.
  */
-import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import { parseStamp, splitAddress, StampError, type HttpsLikeStamp } from '../../lib/stamps.js';
+import { parsePin, readCertificates } from '../../lib/tls/files.js';
 import type { DohServerOptions } from './upstream.js';
 
 export const NAME = 'doh';
@@ -49,7 +47,7 @@ interface Where {
   path: string;
   /** Addresses the URL or stamp itself gives (an IP host, a stamp's address). */
   addresses: string[];
-  tbsHashes: Buffer[];
+  certHashes: Buffer[];
   /** Why `bootstrap` is needed when nothing gave addresses. */
   needsBootstrap: string;
 }
@@ -60,8 +58,8 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
   const where = target.text.startsWith('sdns:') ? fromStamp(target) : fromUrl(target);
 
   let bootstrap: string[] | null = null;
-  let extraCa: string | null = null;
-  const spkiPins: string[] = [];
+  const extraCa: string[] = [];
+  const pins: Buffer[] = [];
   let method: 'post' | 'get' = 'post';
   let pool = 1;
   let timeoutMs = DEFAULT_TIMEOUT_MS;
@@ -80,15 +78,10 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
       },
       ca: (o) => {
         const [file] = expectArgs(NAME, o, 1);
-        extraCa = readCaFile(file!);
+        extraCa.push(...readCertificates(NAME, file!, 'ca'));
       },
       pin_sha256: (o) => {
-        for (const pin of expectArgs(NAME, o, 1, Infinity)) {
-          if (!/^[A-Za-z0-9+/]{43}=$/.test(pin.text) || Buffer.from(pin.text, 'base64').length !== 32) {
-            throw configError(NAME, pin, `"${pin.text}" is not a base64 SHA-256 digest (44 characters ending in "=")`);
-          }
-          spkiPins.push(pin.text);
-        }
+        for (const pin of expectArgs(NAME, o, 1, Infinity)) pins.push(parsePin(NAME, pin));
       },
       method: (o) => {
         const [value] = expectArgs(NAME, o, 1);
@@ -121,8 +114,8 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
     pool,
     timeoutMs,
     extraCa,
-    spkiPins,
-    tbsHashes: where.tbsHashes,
+    pins,
+    certHashes: where.certHashes,
   };
 }
 
@@ -145,7 +138,7 @@ function fromUrl(token: Token): Where {
     port: endpoint.port,
     path: pathPart,
     addresses: isAddress ? [hostname] : [],
-    tbsHashes: [],
+    certHashes: [],
     needsBootstrap: `${hostname} is a host name: add "bootstrap IP…" with its addresses (Veil never asks the system resolver for an upstream's address: that lookup would reveal the resolver you use)`,
   };
 }
@@ -179,7 +172,7 @@ function fromStamp(token: Token): Where {
     port,
     path: stamp.path,
     addresses,
-    tbsHashes: stamp.hashes,
+    certHashes: stamp.hashes,
     needsBootstrap:
       `the stamp gives no address for ${host}: add a block with "bootstrap IP…"` +
       (stamp.bootstrap.length ? ` (the stamp's bootstrap entries ${stamp.bootstrap.join(', ')} are plain-DNS resolvers, which Veil does not ask: that lookup would leak)` : ''),
@@ -200,22 +193,3 @@ function splitHost(stamp: HttpsLikeStamp, token: Token): { host: string; port: n
 }
 
 /** Reads `ca FILE` (relative to the Corefile) and checks that it holds certificates. */
-function readCaFile(token: Token): string {
-  const full = path.resolve(path.dirname(path.resolve(token.file)), token.text);
-  let text: string;
-  try {
-    text = readFileSync(full, 'utf8');
-  } catch (err) {
-    throw configError(NAME, token, `cannot read ${token.text}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
-  }
-  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length === 0) throw configError(NAME, token, `${token.text} holds no PEM certificate`);
-  for (const block of blocks) {
-    try {
-      new X509Certificate(block);
-    } catch (err) {
-      throw configError(NAME, token, `${token.text} has a certificate that does not parse: ${(err as Error).message}`);
-    }
-  }
-  return blocks.join('\n');
-}

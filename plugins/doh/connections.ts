@@ -11,7 +11,10 @@ import { upstreamConnection } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import { formatHostPort } from '../../core/upstream/connect.js';
 import { ConnectionLost, H2Session, Http1Client, type DohRequest } from './http-exchange.js';
-import { connectVerified, secureContextFor, type TlsIdentity, type TlsTarget } from './tls-identity.js';
+import { TlsConnector, type TlsTarget } from '../../lib/tls/connector.js';
+
+/** Who the server must prove to be (the certificate checks of lib/tls). */
+export type TlsIdentity = Pick<TlsTarget, 'serverName' | 'extraCa' | 'pins' | 'certHashes'>;
 
 export interface DohConnectionsOptions {
   /** The upstream's name, for logs and events. */
@@ -21,8 +24,9 @@ export interface DohConnectionsOptions {
   /** `:authority` and Host: the host name (or IP) and the port unless 443. */
   authority: string;
   identity: TlsIdentity;
-  /** Where the server is: tried in order, starting with the last one that worked. */
-  targets: TlsTarget[];
+  /** The server's IP addresses: tried in order, starting with the last one that worked. */
+  addresses: string[];
+  port: number;
   /** HTTP/2 sessions kept at most. */
   pool: number;
   idleTimeoutMs?: number;
@@ -39,7 +43,8 @@ export class DohConnections {
   private readonly sessions: H2Session[] = [];
   private opening: Promise<H2Session | null> | null = null;
   private http1: Http1Client | null = null;
-  private readonly context: tls.SecureContext;
+  /** One per address, each resuming its own TLS sessions. */
+  private readonly connectors: TlsConnector[];
   private preferred = 0;
   private stopped = false;
   private reachable: boolean | null = null;
@@ -47,9 +52,19 @@ export class DohConnections {
   private readonly connectTimeoutMs: number;
 
   constructor(private readonly options: DohConnectionsOptions) {
-    this.context = secureContextFor(options.identity);
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 2_000;
+    this.connectors = options.addresses.map(
+      (host) =>
+        new TlsConnector({
+          ...options.identity,
+          label: formatHostPort(host, options.port),
+          host,
+          port: options.port,
+          connectTimeoutMs: this.connectTimeoutMs,
+          handshakeTimeoutMs: this.connectTimeoutMs,
+        }),
+    );
   }
 
   get openSessions(): number {
@@ -166,14 +181,14 @@ export class DohConnections {
   /** Tries the server's addresses in turn, starting with the last one that worked. */
   private async connect(alpn: string[], timeoutMs: number): Promise<tls.TLSSocket> {
     const deadline = performance.now() + timeoutMs;
-    const targets = this.options.targets;
+    const connectors = this.connectors;
     let lastError: Error | null = null;
-    for (let i = 0; i < targets.length; i++) {
-      const index = (this.preferred + i) % targets.length;
+    for (let i = 0; i < connectors.length; i++) {
+      const index = (this.preferred + i) % connectors.length;
       const left = deadline - performance.now();
       if (left <= 0) break;
       try {
-        const socket = await connectVerified(targets[index]!, this.options.identity, this.context, alpn, left);
+        const socket = await connectors[index]!.connect(left, undefined, alpn);
         this.preferred = index;
         this.markReachable(true);
         return socket;
@@ -192,8 +207,8 @@ export class DohConnections {
     if (this.reachable === ok) return;
     const before = this.reachable;
     this.reachable = ok;
-    const where = this.options.targets.map((t) => formatHostPort(t.ip, t.port)).join(', ');
-    if (!ok) this.options.logger.warn(`${this.options.name}: cannot reach ${this.options.label} at ${where}: ${error?.message ?? 'unknown error'}`);
+    // The error starts with the address that failed last.
+    if (!ok) this.options.logger.warn(`${this.options.name}: cannot reach ${this.options.label}: ${error?.message ?? 'unknown error'}`);
     else if (before === false) this.options.logger.info(`${this.options.name}: ${this.options.label} is reachable again`);
   }
 

@@ -14,7 +14,6 @@ import type { Logger } from '../../core/logger.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
 import { DohConnections } from './connections.js';
 import type { DohRequest } from './http-exchange.js';
-import type { TlsTarget } from './tls-identity.js';
 
 export interface DohServerOptions {
   name: string;
@@ -30,10 +29,12 @@ export interface DohServerOptions {
   method: 'post' | 'get';
   pool: number;
   timeoutMs: number;
-  /** PEM text of `ca FILE`. */
-  extraCa: string | null;
-  spkiPins: string[];
-  tbsHashes: Buffer[];
+  /** PEM certificates of `ca FILE`, trusted beside the system's. */
+  extraCa: string[];
+  /** SHA-256 SPKI pins (`pin_sha256`). */
+  pins: Buffer[];
+  /** SHA-256 of TBS certificates (a stamp's hashes). */
+  certHashes: Buffer[];
 }
 
 export class DohUpstream implements Upstream {
@@ -50,13 +51,13 @@ export class DohUpstream implements Upstream {
     this.name = options.name;
     this.address = options.url;
     const host = options.hostname.includes(':') ? `[${options.hostname}]` : options.hostname;
-    const targets: TlsTarget[] = options.addresses.map((ip) => ({ ip, port: options.port }));
     this.connections = new DohConnections({
       name: options.name,
       label: options.url,
       authority: options.port === 443 ? host : `${host}:${options.port}`,
-      identity: { hostname: options.hostname, extraCa: options.extraCa, spkiPins: options.spkiPins, tbsHashes: options.tbsHashes },
-      targets,
+      identity: { serverName: options.hostname, extraCa: options.extraCa, pins: options.pins, certHashes: options.certHashes },
+      addresses: options.addresses,
+      port: options.port,
       pool: options.pool,
       logger,
     });

@@ -24,7 +24,7 @@ import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
 import { parseStamp, splitAddress, StampError, type TlsLikeStamp } from '../../lib/stamps.js';
-import { readCertificates } from './files.js';
+import { parsePin, readCertificates } from '../../lib/tls/files.js';
 import { tlsTransport } from './listener.js';
 import { DotUpstream, type DotServerOptions } from './upstream.js';
 
@@ -92,7 +92,7 @@ function parseServerLine(line: Directive): Omit<DotServer, 'zone'> {
     {
       server_name: (d) => (server.serverName = parseServerName(expectArgs(NAME, d, 1)[0]!)),
       ca: (d) => server.extraCa.push(...readCertificates(NAME, expectArgs(NAME, d, 1)[0]!, 'ca')),
-      pin_sha256: (d) => server.pins.push(parsePin(expectArgs(NAME, d, 1)[0]!)),
+      pin_sha256: (d) => server.pins.push(parsePin(NAME, expectArgs(NAME, d, 1)[0]!)),
       pool: (d) => (server.poolSize = parseInteger(NAME, expectArgs(NAME, d, 1)[0]!, 1, 64)),
       connect_timeout: (d) => (server.connectTimeoutMs = duration(d, 10, 60_000)),
       handshake_timeout: (d) => (server.handshakeTimeoutMs = duration(d, 10, 60_000)),
@@ -170,8 +170,3 @@ function parseServerName(token: Token): string {
   return text.toLowerCase().replace(/\.$/, '');
 }
 
-function parsePin(token: Token): Buffer {
-  const bytes = /^[A-Za-z0-9+/]+={0,2}$/.test(token.text) ? Buffer.from(token.text, 'base64') : Buffer.alloc(0);
-  if (bytes.length !== 32) throw configError(NAME, token, `"${token.text}" is not a base64 SHA-256 digest (44 characters, e.g. from: openssl x509 -noout -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)`);
-  return bytes;
-}

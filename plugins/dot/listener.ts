@@ -15,7 +15,7 @@ import { parseStreamLimits, STREAM_OPTION_NAMES } from '../../core/listeners/opt
 import { StreamSessions, type StreamLimits } from '../../core/listeners/stream-sessions.js';
 import { bindStreamServer, closeStreamServer } from '../../core/listeners/tcp.js';
 import type { Endpoint } from '../../core/net/address.js';
-import { readConfigFile } from './files.js';
+import { readConfigFile } from '../../lib/tls/files.js';
 
 const PLUGIN = 'listen';
 

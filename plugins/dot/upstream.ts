@@ -10,7 +10,7 @@ import type { Logger } from '../../core/logger.js';
 import { formatHostPort } from '../../core/upstream/connect.js';
 import { StreamPool } from '../../core/upstream/stream-pool.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
-import { TlsConnector } from './tls-client.js';
+import { TlsConnector } from '../../lib/tls/connector.js';
 
 export interface DotServerOptions {
   name: string;

@@ -1,8 +1,8 @@
 /**
- * Opening one verified TLS connection to a DoT server: TCP to an IP literal (never a name
+ * Opening one verified TLS connection to a DoT or DoH server: TCP to an IP literal (never a name
  * lookup), then TLS 1.2+ with the chain checked against the trust anchors and the certificate
- * checked against `server_name`, the SPKI pins and the stamp's hashes. Anything short of that
- * is an error: there is no fallback to anything weaker, and no DNS leaves before it passes.
+ * checked against the server's name, the SPKI pins and the stamp's hashes. Anything short of
+ * that is an error: there is no fallback to anything weaker, and no DNS leaves before it passes.
  *
  * TLS sessions are resumed (the ticket of the last verified connection is offered on the next),
  * so replacing a pooled connection costs one round trip and no certificate exchange.
@@ -19,8 +19,8 @@ export interface TlsTarget {
   host: string;
   port: number;
   /**
-   * The name the certificate must carry (sent as SNI unless it is an IP address). Null when
-   * SPKI pins alone authenticate the server (RFC 7858 out-of-band key-pinned profile).
+   * The name (or IP) the certificate must carry, sent as SNI when it is a name. Null when SPKI
+   * pins alone authenticate the server (RFC 7858 out-of-band key-pinned profile).
    */
   serverName: string | null;
   /** Trust anchors added to the system's, PEM. */
@@ -31,8 +31,24 @@ export interface TlsTarget {
   handshakeTimeoutMs: number;
 }
 
+/** One secure context per set of extra anchors: building one parses every root, too slow per connection. */
+const contexts = new Map<string, tls.SecureContext>();
+
+function secureContextFor(extraCa: readonly string[]): tls.SecureContext {
+  const key = extraCa.join('\n');
+  let context = contexts.get(key);
+  if (!context) {
+    context = tls.createSecureContext({ ca: [...defaultAnchors(), ...extraCa], minVersion: 'TLSv1.2' });
+    contexts.set(key, context);
+  }
+  return context;
+}
+
 /** Certificate errors from OpenSSL and Node: the server is not who it should be. */
 const CERTIFICATE_ERRORS = /CERT|SELF_SIGNED|UNABLE_TO_|HOSTNAME|ALTNAME/;
+
+/** For callers with nothing to cancel. */
+const NEVER = new AbortController().signal;
 
 let systemAnchors: string[] | null = null;
 
@@ -56,7 +72,6 @@ const refuseLookup = (hostname: string, _options: unknown, callback: (err: Error
 };
 
 export class TlsConnector {
-  private context: tls.SecureContext | null = null;
   /** The session of the last connection that passed every check. */
   private session: Buffer | undefined;
 
@@ -64,8 +79,11 @@ export class TlsConnector {
     if (isIP(target.host) === 0) throw new Error(`${target.label}: "${target.host}" is not an IP address`);
   }
 
-  /** Opens and verifies one connection within `timeoutMs`; rejects with a VeilError. */
-  connect(timeoutMs: number, signal: AbortSignal): Promise<tls.TLSSocket> {
+  /**
+   * Opens and verifies one connection within `timeoutMs`; rejects with a VeilError. `alpn` is
+   * offered in order (DoH); the caller reads `socket.alpnProtocol`.
+   */
+  connect(timeoutMs: number, signal: AbortSignal = NEVER, alpn?: readonly string[]): Promise<tls.TLSSocket> {
     const { label, host, port, serverName } = this.target;
     if (signal.aborted) return Promise.reject(new UpstreamUnavailableError(`${label}: stopped`));
     const started = performance.now();
@@ -80,8 +98,9 @@ export class TlsConnector {
       const socket = tls.connect({
         socket: tcp,
         ...(serverName && isIP(serverName) === 0 ? { servername: serverName } : {}),
-        secureContext: this.secureContext(),
+        secureContext: secureContextFor(this.target.extraCa),
         minVersion: 'TLSv1.2',
+        ...(alpn ? { ALPNProtocols: [...alpn] } : {}),
         ...(this.session ? { session: this.session } : {}),
         // With a name, Node checks the chain and the name; with pins alone, the pins decide.
         rejectUnauthorized: serverName !== null,
@@ -139,10 +158,5 @@ export class TlsConnector {
       socket.on('error', onError);
       signal.addEventListener('abort', onAbort, { once: true });
     });
-  }
-
-  private secureContext(): tls.SecureContext {
-    this.context ??= tls.createSecureContext({ ca: [...defaultAnchors(), ...this.target.extraCa], minVersion: 'TLSv1.2' });
-    return this.context;
   }
 }

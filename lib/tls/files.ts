@@ -1,4 +1,7 @@
-/** Reading the certificate and key files a Corefile names, at parse time, with located errors. */
+/**
+ * Reading the certificate and key files a Corefile names, and pins, at parse time, with located
+ * errors: for every plugin that speaks TLS.
+ */
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -29,4 +32,17 @@ export function readCertificates(plugin: string, token: Token, what: string): st
     }
   }
   return pems;
+}
+
+/** A `pin_sha256` value: base64 of a 32-byte SHA-256 digest. */
+export function parsePin(plugin: string, token: Token): Buffer {
+  const bytes = /^[A-Za-z0-9+/]{43}=$/.test(token.text) ? Buffer.from(token.text, 'base64') : Buffer.alloc(0);
+  if (bytes.length !== 32) {
+    throw configError(
+      plugin,
+      token,
+      `"${token.text}" is not a base64 SHA-256 digest (44 characters, e.g. from: openssl x509 -noout -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)`,
+    );
+  }
+  return bytes;
 }

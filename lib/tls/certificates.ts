@@ -1,7 +1,9 @@
 /**
- * The checks a DoT upstream makes beyond the usual chain and name verification: SPKI pins
- * (RFC 7858 §4.2, base64 SHA-256 of the leaf's SubjectPublicKeyInfo) and the certificate hashes
- * of a DNS stamp (SHA-256 of the TBSCertificate of one certificate in the chain).
+ * The checks DoT and DoH upstreams make beyond the usual chain and name verification: SPKI pins
+ * (RFC 7858 §4.2: base64 SHA-256 of the leaf's SubjectPublicKeyInfo; the leaf only, because with
+ * pins alone the chain is not verified and any certificate could be appended to it) and the
+ * certificate hashes of a DNS stamp (SHA-256 of the TBSCertificate of one certificate in the
+ * verified chain).
  */
 import { createHash, X509Certificate } from 'node:crypto';
 import type { PeerCertificate, DetailedPeerCertificate } from 'node:tls';
