@@ -144,6 +144,15 @@ export class RequestContext {
     return this.decodedPacket;
   }
 
+  /**
+   * The same query with a fresh deadline and empty notes: for work a plugin does on its own
+   * after the client has its answer (a cache refreshing an entry).
+   */
+  fork(timeoutMs: number): RequestContext {
+    const { query, question, edns, client, transport, datagram, server, zone, clock } = this;
+    return new RequestContext({ query, question, edns, client, transport, datagram, server, zone, clock, timeoutMs });
+  }
+
   /** Releases the deadline timer; the listener calls this when the query is answered. */
   finish(): void {
     if (this.timer) clearTimeout(this.timer);

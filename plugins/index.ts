@@ -2,6 +2,7 @@
 import type { PluginDefinition } from '../core/plugin.js';
 import { PluginRegistry } from '../core/registry.js';
 import { anonymizePlugin } from './anonymize/index.js';
+import { cachePlugin } from './cache/index.js';
 import { dnscryptPlugin } from './dnscrypt/index.js';
 import { dohPlugin } from './doh/index.js';
 import { dotPlugin } from './dot/index.js';
@@ -17,7 +18,7 @@ import { sourcesPlugin } from './sources/index.js';
 import { tracePlugin } from './trace/index.js';
 
 export const builtinPlugins: readonly PluginDefinition<any>[] = [
-  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, hostsPlugin,
+  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, cachePlugin, hostsPlugin,
   forwardPlugin, dotPlugin, dohPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
 ];
 

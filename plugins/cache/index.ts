@@ -1,0 +1,261 @@
+/**
+ * `cache`: answers repeated questions from memory.
+ *
+ *     cache [CAPACITY] {
+ *         success CAPACITY [MAXTTL [MINTTL]]
+ *         denial CAPACITY [MAXTTL [MINTTL]]
+ *         servfail DURATION
+ *         prefetch AMOUNT [DURATION [PERCENTAGE%]]
+ *         serve_stale [DURATION]
+ *     }
+ *
+ * Entries are keyed by name (lower case), type, class, the DO and CD bits and whether the query
+ * had EDNS; each server block has its own cache, kept across reloads while its sizes stay.
+ */
+import { blockServerName } from '../../core/block.js';
+import type { Directive, Token } from '../../core/config/ast.js';
+import { configError, expectArgs, expectNoBlock, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
+import type { RequestContext } from '../../core/context.js';
+import { Rcode } from '../../core/dns/constants.js';
+import { checkingDisabled, rcodeOf } from '../../core/dns/wire.js';
+import { cacheEvent } from '../../core/events.js';
+import type { Logger } from '../../core/logger.js';
+import type { BlockScope, Next, Plugin, PluginDefinition } from '../../core/plugin.js';
+import { analyze, render, type CacheEntry, type EntryKind } from './entry.js';
+import { SieveMap } from './sieve.js';
+
+const NAME = 'cache';
+const DEFAULT_CAPACITY = 9984;
+const MAX_CAPACITY = 10_000_000;
+const MAX_TTL_LIMIT = 7 * 86400;
+/** RFC 8767 §4: stale answers carry a TTL of 30 s. */
+const STALE_TTL = 30;
+/** RFC 8767 §5: how long a client waits for a fresh answer before it gets the stale one. */
+const STALE_CLIENT_WAIT_MS = 1800;
+/** Background refreshes (prefetch, stale) get the same time a client query gets. */
+const REFRESH_TIMEOUT_MS = 4000;
+
+export interface TtlBounds {
+  capacity: number;
+  maxTtl: number;
+  minTtl: number;
+}
+
+export interface CacheOptions {
+  success: TtlBounds;
+  denial: TtlBounds;
+  servfailTtl: number;
+  prefetch: { amount: number; windowMs: number; percentage: number } | null;
+  /** How long past expiry an entry may still be served when upstreams fail; null: never. */
+  serveStaleMs: number | null;
+}
+
+export const cachePlugin: PluginDefinition<CacheOptions> = {
+  name: NAME,
+
+  parse(directives) {
+    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'cache is given twice in this block');
+    const d = directives[0]!;
+    const [capacityToken] = expectArgs(NAME, d, 0, 1);
+    const capacity = capacityToken ? parseInteger(NAME, capacityToken, 1, MAX_CAPACITY) : DEFAULT_CAPACITY;
+    const options: CacheOptions = {
+      success: { capacity, maxTtl: 3600, minTtl: 5 },
+      denial: { capacity, maxTtl: 1800, minTtl: 5 },
+      servfailTtl: 5,
+      prefetch: null,
+      serveStaleMs: null,
+    };
+    readOptions(NAME, d.block, {
+      success: (line) => (options.success = parseBounds(line, options.success)),
+      denial: (line) => (options.denial = parseBounds(line, options.denial)),
+      servfail: (line) => {
+        expectNoBlock(NAME, line);
+        const ms = parseDuration(NAME, expectArgs(NAME, line, 1)[0]!, { min: 0, max: 300_000 });
+        options.servfailTtl = Math.round(ms / 1000);
+      },
+      prefetch: (line) => {
+        expectNoBlock(NAME, line);
+        const [amount, window, percentage] = expectArgs(NAME, line, 1, 3) as [Token, Token?, Token?];
+        options.prefetch = {
+          amount: parseInteger(NAME, amount, 1, 1_000_000),
+          windowMs: window ? parseDuration(NAME, window, { min: 1000, max: 86_400_000 }) : 60_000,
+          percentage: percentage ? parsePercentage(percentage) : 10,
+        };
+      },
+      serve_stale: (line) => {
+        expectNoBlock(NAME, line);
+        const [duration] = expectArgs(NAME, line, 0, 1);
+        options.serveStaleMs = duration ? parseDuration(NAME, duration, { min: 1000, max: 7 * 86_400_000 }) : 3_600_000;
+      },
+    });
+    return options;
+  },
+
+  create(options, scope) {
+    return new CachePlugin(options, scope);
+  },
+};
+
+function parseBounds(line: Directive, defaults: TtlBounds): TtlBounds {
+  expectNoBlock(NAME, line);
+  const [capacity, maxTtl, minTtl] = expectArgs(NAME, line, 1, 3) as [Token, Token?, Token?];
+  const bounds = {
+    capacity: parseInteger(NAME, capacity, 1, MAX_CAPACITY),
+    maxTtl: maxTtl ? parseInteger(NAME, maxTtl, 0, MAX_TTL_LIMIT) : defaults.maxTtl,
+    minTtl: minTtl ? parseInteger(NAME, minTtl, 0, MAX_TTL_LIMIT) : defaults.minTtl,
+  };
+  if (bounds.minTtl > bounds.maxTtl) throw configError(NAME, minTtl ?? line.name, `MINTTL ${bounds.minTtl} is above MAXTTL ${bounds.maxTtl}`);
+  return bounds;
+}
+
+function parsePercentage(token: Token): number {
+  const m = /^(\d{1,3})%$/.exec(token.text);
+  if (!m || Number(m[1]) > 100) throw configError(NAME, token, `"${token.text}" is not a percentage like 10%`);
+  return Number(m[1]);
+}
+
+/** The two stores of one block: positive answers, and denials with the brief SERVFAILs. */
+class Stores {
+  readonly success: SieveMap<CacheEntry>;
+  readonly denial: SieveMap<CacheEntry>;
+  /** Set by the plugin that uses the stores now (the last configuration loaded). */
+  onEvict: () => void = () => {};
+
+  constructor(successCapacity: number, denialCapacity: number) {
+    this.success = new SieveMap(successCapacity, () => this.onEvict());
+    this.denial = new SieveMap(denialCapacity, () => this.onEvict());
+  }
+
+  get size(): number {
+    return this.success.size + this.denial.size;
+  }
+}
+
+class CachePlugin implements Plugin {
+  readonly name = NAME;
+  private readonly stores: Stores;
+  private readonly logger: Logger;
+  private readonly server: string;
+
+  constructor(
+    private readonly options: CacheOptions,
+    scope: BlockScope,
+  ) {
+    this.logger = scope.logger;
+    this.server = blockServerName(scope.block);
+    // Kept across reloads (a warm cache is the point), unless the sizes changed.
+    this.stores = scope.keep(`stores ${options.success.capacity} ${options.denial.capacity}`, () => new Stores(options.success.capacity, options.denial.capacity));
+    this.stores.onEvict = () => this.publish('evict');
+  }
+
+  async serve(ctx: RequestContext, next: Next): Promise<Buffer | null> {
+    const key = cacheKey(ctx);
+    const now = ctx.clock.monotonic();
+    const entry = this.stores.success.get(key) ?? this.stores.denial.get(key);
+    if (entry) {
+      const ageMs = now - entry.storedAt;
+      if (ageMs < entry.ttl * 1000) {
+        ctx.meta.cacheHit = true;
+        this.publish('hit');
+        if (this.options.prefetch) this.maybePrefetch(entry, key, ctx, next, ageMs);
+        return render(entry, ctx.query, ctx.question.end, Math.floor(ageMs / 1000));
+      }
+      if (this.options.serveStaleMs !== null && entry.kind !== 'servfail' && ageMs < entry.ttl * 1000 + this.options.serveStaleMs) {
+        return this.staleOrFresh(entry, key, ctx, next);
+      }
+      this.storeFor(entry.kind).delete(key);
+    }
+    this.publish('miss');
+    const answer = await next(ctx);
+    if (answer) this.insert(key, answer, ctx.clock.monotonic());
+    return answer;
+  }
+
+  /**
+   * RFC 8767: an expired entry within `serve_stale` is refreshed; if the fresh answer fails or
+   * takes longer than the client should wait, the stale one goes out (TTL 30) and the refresh
+   * goes on in the background, filling the cache when it succeeds.
+   */
+  private async staleOrFresh(entry: CacheEntry, key: string, ctx: RequestContext, next: Next): Promise<Buffer | null> {
+    const refresh = this.refresh(key, ctx, next);
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<'waited'>((resolve) => (timer = setTimeout(() => resolve('waited'), Math.min(STALE_CLIENT_WAIT_MS, ctx.remaining()))));
+    const first = await Promise.race([refresh, waited]);
+    clearTimeout(timer);
+    if (first !== 'waited' && first !== null && usable(first)) return first;
+    ctx.meta.cacheHit = true;
+    ctx.meta.stale = true;
+    this.publish('stale');
+    return render(entry, ctx.query, ctx.question.end, 0, STALE_TTL);
+  }
+
+  /** CoreDNS's prefetch: a popular entry near its end is fetched again before it expires. */
+  private maybePrefetch(entry: CacheEntry, key: string, ctx: RequestContext, next: Next, ageMs: number): void {
+    const { amount, windowMs, percentage } = this.options.prefetch!;
+    const now = ctx.clock.monotonic();
+    if (now - entry.windowStart > windowMs) {
+      entry.windowStart = now;
+      entry.hits = 0;
+    }
+    entry.hits++;
+    const leftPercent = 100 - (ageMs / (entry.ttl * 1000)) * 100;
+    if (entry.refreshing || entry.hits < amount || leftPercent > percentage) return;
+    entry.refreshing = true;
+    this.publish('prefetch');
+    // Its own context: the client's query is answered already.
+    void this.refresh(key, ctx.fork(REFRESH_TIMEOUT_MS), next).finally(() => (entry.refreshing = false));
+  }
+
+  /** Asks further down the chain; stores a good answer. Never throws: null on failure. */
+  private async refresh(key: string, ctx: RequestContext, next: Next): Promise<Buffer | null> {
+    try {
+      const answer = await next(ctx);
+      if (answer && usable(answer)) this.insert(key, answer, ctx.clock.monotonic());
+      return answer;
+    } catch (err) {
+      this.logger.debug(`refreshing ${ctx.name} failed: ${(err as Error).message}`);
+      return null;
+    }
+  }
+
+  private insert(key: string, answer: Buffer, now: number): void {
+    const analysis = analyze(answer);
+    if (!analysis) return;
+    const ttl = this.ttlFor(analysis.kind, analysis.ttl);
+    if (ttl <= 0) return;
+    // A SERVFAIL must not push out a good answer that serve_stale could still use.
+    if (analysis.kind === 'servfail' && this.options.serveStaleMs !== null && this.stores.success.get(key)) return;
+    const maxTtl = analysis.kind === 'denial' ? this.options.denial.maxTtl : analysis.kind === 'success' ? this.options.success.maxTtl : ttl;
+    const entry: CacheEntry = { ...analysis, wire: Buffer.from(answer), storedAt: now, ttl, maxTtl, hits: 0, windowStart: now, refreshing: false };
+    // A key lives in one store at a time.
+    (analysis.kind === 'success' ? this.stores.denial : this.stores.success).delete(key);
+    this.storeFor(analysis.kind).set(key, entry);
+    this.publish('insert');
+  }
+
+  private ttlFor(kind: EntryKind, answerTtl: number): number {
+    if (kind === 'servfail') return this.options.servfailTtl;
+    const bounds = kind === 'success' ? this.options.success : this.options.denial;
+    return Math.min(bounds.maxTtl, Math.max(bounds.minTtl, answerTtl));
+  }
+
+  private storeFor(kind: EntryKind): SieveMap<CacheEntry> {
+    return kind === 'success' ? this.stores.success : this.stores.denial;
+  }
+
+  private publish(event: 'hit' | 'miss' | 'insert' | 'evict' | 'prefetch' | 'stale'): void {
+    if (cacheEvent.hasSubscribers) cacheEvent.publish({ server: this.server, event, entries: this.stores.size });
+  }
+}
+
+/** SERVFAIL and REFUSED are failures of the path, not answers worth keeping or preferring. */
+function usable(answer: Buffer): boolean {
+  const rcode = rcodeOf(answer);
+  return rcode !== Rcode.SERVFAIL && rcode !== Rcode.REFUSED;
+}
+
+/** Name, type, class, and the bits that change the answer: DO, CD, and EDNS at all. */
+function cacheKey(ctx: RequestContext): string {
+  const bits = (ctx.dnssecOk ? 1 : 0) | (checkingDisabled(ctx.query) ? 2 : 0) | (ctx.edns ? 4 : 0);
+  return `${ctx.name}|${ctx.type}|${ctx.qclass}|${bits}`;
+}

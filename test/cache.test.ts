@@ -1,0 +1,230 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, beforeEach, describe, it } from 'node:test';
+import dnsPacket from 'dns-packet';
+import { ManualClock } from '../core/clock.js';
+import { QType } from '../core/dns/constants.js';
+import { buildQuery } from '../core/dns/message.js';
+import { queryUdp } from '../core/testing/client.js';
+import { answerFor, startFakeDns, type FakeDns, type FakeHandler } from '../core/testing/fake-dns.js';
+import { startTestServer, type TestServer } from '../core/testing/server.js';
+import { SieveMap } from '../plugins/cache/sieve.js';
+import { testRegistry } from './helpers/plugins.js';
+
+const SOA = { type: 'SOA' as const, name: 'veil.test', ttl: 60, data: { mname: 'ns.veil.test', rname: 'h.veil.test', serial: 1, refresh: 7200, retry: 3600, expire: 1209600, minimum: 30 } };
+
+/** The origin: A answers with TTL 300, NXDOMAIN with a SOA for gone.*, without one for bare.*, SERVFAIL for fail.*, TC for big.* */
+const origin: FakeHandler = (q) => {
+  const name = q.packet.questions![0]!.name;
+  if (name.startsWith('gone.')) return dnsPacket.encode({ id: q.packet.id, type: 'response', flags: 0x0180 | 3, questions: q.packet.questions, authorities: [SOA] });
+  if (name.startsWith('bare.')) return answerFor(q, [], { rcode: 'NXDOMAIN' });
+  if (name.startsWith('fail.')) return answerFor(q, [], { rcode: 'SERVFAIL' });
+  if (name.startsWith('big.')) return answerFor(q, [], { flags: 0x0180 | 0x0200 });
+  if (name.startsWith('empty.')) return dnsPacket.encode({ id: q.packet.id, type: 'response', flags: 0x0180, questions: q.packet.questions, authorities: [SOA] });
+  return answerFor(q, [
+    { type: 'A', name, ttl: 300, data: '192.0.2.1' },
+    { type: 'A', name, ttl: 200, data: '192.0.2.2' },
+  ]);
+};
+
+const ttls = (wire: Buffer) => (dnsPacket.decode(wire).answers ?? []).map((a) => (a as { ttl: number }).ttl);
+const rcode = (wire: Buffer) => (dnsPacket.decode(wire) as { rcode?: string }).rcode;
+
+describe('cache', () => {
+  let upstream: FakeDns;
+  let veil: TestServer;
+  let clock: ManualClock;
+
+  async function start(cache = 'cache', handler: FakeHandler = origin): Promise<void> {
+    upstream = await startFakeDns(handler);
+    clock = new ManualClock();
+    veil = await startTestServer(`. {\n listen udp://127.0.0.1:0\n ${cache}\n forward . 127.0.0.1:${upstream.port}\n}`, { registry: testRegistry(), clock, queryTimeoutMs: 2000 });
+  }
+  async function ask(name: string, options: Parameters<typeof buildQuery>[2] = {}, type: number = QType.A): Promise<Buffer> {
+    const { host, port } = veil.address('udp://127.0.0.1:0');
+    return queryUdp(host, port, buildQuery(name, type, { id: Math.floor(Math.random() * 65536), ...options }), 3000);
+  }
+  afterEach(async () => {
+    await veil?.stop();
+    await upstream?.close().catch(() => {}); // some tests close it themselves
+  });
+
+  it('a hit is the stored answer, byte for byte, but for the ID and the TTLs, which count down', async () => {
+    await start();
+    const first = await ask('www.veil.test', { id: 1 });
+    const second = await ask('www.veil.test', { id: 2 });
+    assert.equal(upstream.queries.length, 1, 'the second answer came from the cache');
+    assert.equal(second.readUInt16BE(0), 2);
+    assert.deepEqual(second.subarray(2), first.subarray(2), 'same bytes after the ID while no time passed');
+    clock.advance(100_500);
+    const later = await ask('www.veil.test', { id: 3 });
+    assert.deepEqual(ttls(later), [200, 100], 'each TTL minus the 100 s the entry has been kept');
+    const blank = (b: Buffer) => Buffer.from(b).fill(0, 0, 2);
+    const zeroTtls = (b: Buffer) => {
+      const copy = blank(b);
+      for (let i = 0; i + 4 <= copy.length; i++) if (copy.readUInt32BE(i) === 300 || copy.readUInt32BE(i) === 200 || copy.readUInt32BE(i) === 100) copy.writeUInt32BE(0, i);
+      return copy;
+    };
+    assert.deepEqual(zeroTtls(later), zeroTtls(first), 'only ID and TTLs differ');
+    clock.advance(200_000);
+    await ask('www.veil.test');
+    assert.equal(upstream.queries.length, 2, 'expired after the smallest TTL (200 s): asked again');
+  });
+
+  it("answers in the asking client's case (DNS 0x20)", async () => {
+    await start();
+    await ask('www.veil.test');
+    const mixed = await ask('wWw.VeIl.test');
+    assert.equal(upstream.queries.length, 1);
+    assert.equal(dnsPacket.decode(mixed).questions![0]!.name, 'wWw.VeIl.test');
+  });
+
+  it('keeps apart what changes the answer: type, DO, CD, EDNS', async () => {
+    await start();
+    await ask('www.veil.test');
+    await ask('www.veil.test', {}, QType.AAAA);
+    await ask('www.veil.test', { edns: true });
+    await ask('www.veil.test', { edns: { dnssecOk: true } });
+    await ask('www.veil.test', { checkingDisabled: true });
+    assert.equal(upstream.queries.length, 5);
+    await ask('WWW.veil.test', { edns: { dnssecOk: true } });
+    assert.equal(upstream.queries.length, 5, 'and finds each again');
+  });
+
+  it('caches denials for the SOA minimum (RFC 2308), not those without a SOA', async () => {
+    await start();
+    assert.equal(rcode(await ask('gone.veil.test')), 'NXDOMAIN');
+    assert.equal(rcode(await ask('gone.veil.test')), 'NXDOMAIN');
+    await ask('empty.veil.test', {}, QType.MX);
+    await ask('empty.veil.test', {}, QType.MX);
+    assert.equal(upstream.queries.length, 2, 'NXDOMAIN and NODATA with a SOA: cached');
+    await ask('bare.veil.test');
+    await ask('bare.veil.test');
+    assert.equal(upstream.queries.length, 4, 'no SOA: not cached');
+    clock.advance(31_000);
+    await ask('gone.veil.test');
+    assert.equal(upstream.queries.length, 5, 'min(SOA TTL 60, MINIMUM 30) = 30 s');
+  });
+
+  it('SERVFAIL for a few seconds only; truncated answers never', async () => {
+    await start('cache {\n servfail 3s\n }');
+    await ask('fail.veil.test');
+    await ask('fail.veil.test');
+    assert.equal(upstream.queries.length, 1);
+    clock.advance(3_500);
+    await ask('fail.veil.test');
+    assert.equal(upstream.queries.length, 2);
+    await ask('big.veil.test');
+    await ask('big.veil.test');
+    // (forward asks again over TCP after each truncated UDP answer; count the UDP ones)
+    assert.equal(upstream.queries.filter((q) => q.packet.questions![0]!.name === 'big.veil.test' && q.transport === 'udp').length, 2);
+  });
+
+  it('success MAXTTL caps how long an answer is kept', async () => {
+    await start('cache {\n success 100 60 5\n }');
+    await ask('www.veil.test');
+    clock.advance(30_000);
+    assert.deepEqual(ttls(await ask('www.veil.test')), [30, 30], 'TTLs as if 60 at most');
+    clock.advance(31_000);
+    await ask('www.veil.test');
+    assert.equal(upstream.queries.length, 2);
+  });
+
+  it('is bounded: the capacity holds, the least useful entries go', async () => {
+    await start('cache 3');
+    for (const n of [1, 2, 3]) await ask(`n${n}.veil.test`);
+    await ask('n3.veil.test'); // visited: survives
+    for (const n of [4, 5]) await ask(`n${n}.veil.test`);
+    assert.equal(upstream.queries.length, 5);
+    await ask('n3.veil.test');
+    assert.equal(upstream.queries.length, 5, 'n3 was kept');
+    await ask('n1.veil.test');
+    assert.equal(upstream.queries.length, 6, 'n1 was evicted');
+  });
+
+  it('with the upstream gone: cached names are still served; expired ones only with serve_stale (TTL 30)', async () => {
+    await start('cache {\n serve_stale 1h\n }');
+    await ask('www.veil.test');
+    await upstream.close();
+    assert.deepEqual(ttls(await ask('www.veil.test')), [300, 200]);
+    clock.advance(250_000);
+    const stale = await ask('www.veil.test');
+    assert.equal(rcode(stale), 'NOERROR');
+    assert.deepEqual(ttls(stale), [30, 30]);
+    clock.advance(3_600_000);
+    assert.equal(rcode(await ask('www.veil.test')), 'SERVFAIL', 'past the serve_stale window');
+  });
+
+  it('without serve_stale an expired entry is not served', async () => {
+    await start('cache');
+    await ask('www.veil.test');
+    await upstream.close();
+    clock.advance(250_000);
+    assert.equal(rcode(await ask('www.veil.test')), 'SERVFAIL');
+  });
+
+  it('prefetch refreshes a popular entry before it expires', async () => {
+    await start('cache {\n prefetch 2 1m 50%\n }');
+    await ask('www.veil.test');
+    clock.advance(150_000); // 200 s TTL: 25% left
+    await ask('www.veil.test');
+    assert.equal(upstream.queries.length, 1, 'one hit is not enough');
+    await ask('www.veil.test');
+    for (let i = 0; i < 100 && upstream.queries.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(upstream.queries.length, 2, 'the second hit started a refresh');
+    for (let i = 0; i < 100 && ttls(await ask('www.veil.test'))[0] !== 300; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(ttls(await ask('www.veil.test')), [300, 200], 'the refreshed entry is in use');
+  });
+});
+
+describe('cache: configuration', () => {
+  let veil: TestServer | undefined;
+  after(() => veil?.stop());
+  const mistakes: Array<[string, RegExp]> = [
+    ['cache 0', /out of range/],
+    ['cache {\n success 10 5 60\n }', /MINTTL 60 is above MAXTTL 5/],
+    ['cache {\n servfail 10m\n }', /at most|too long|5m/],
+    ['cache {\n prefetch 2 1m 150%\n }', /not a percentage/],
+    ['cache {\n prefech 2\n }', /did you mean "prefetch"/],
+    ['cache {\n serve_stale 1h 2h\n }', /serve_stale/],
+  ];
+  for (const [text, message] of mistakes) {
+    it(`refuses ${JSON.stringify(text)}`, async () => {
+      await assert.rejects(startTestServer(`. {\n listen udp://127.0.0.1:0\n ${text}\n}`, { registry: testRegistry() }), (err: Error) => {
+        assert.match(err.message, /^Corefile:\d+:\d+: cache: /);
+        assert.match(err.message, message);
+        return true;
+      });
+    });
+  }
+});
+
+describe('SieveMap', () => {
+  let map: SieveMap<number>;
+  let evicted: number;
+  beforeEach(() => {
+    evicted = 0;
+    map = new SieveMap<number>(3, () => evicted++);
+  });
+
+  it('never holds more than its capacity', () => {
+    for (let i = 0; i < 100; i++) map.set(`k${i}`, i);
+    assert.equal(map.size, 3);
+    assert.equal(evicted, 97);
+    assert.deepEqual(['k97', 'k98', 'k99'].map((k) => map.get(k)), [97, 98, 99]);
+  });
+
+  it('gives visited entries a second chance, and evicts the oldest unvisited', () => {
+    map.set('a', 1);
+    map.set('b', 2);
+    map.set('c', 3);
+    map.get('a');
+    map.set('d', 4);
+    assert.equal(map.get('b'), undefined);
+    assert.equal(map.get('a'), 1);
+    map.delete('c');
+    assert.equal(map.size, 2);
+    map.set('e', 5);
+    map.set('f', 6);
+    assert.equal(map.size, 3);
+  });
+});
