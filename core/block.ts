@@ -4,6 +4,7 @@
  * plugins, upstreams and chain in its own child container, still without binding or connecting.
  */
 import type { DependencyContainer } from 'tsyringe';
+import { localOnly, type AccessPolicy } from './access.js';
 import type { ConfigFile, Directive, ServerBlockConfig } from './config/ast.js';
 import { didYouMean } from './config/options.js';
 import { parseZoneKey, type ZoneKey } from './config/zones.js';
@@ -42,6 +43,7 @@ export interface BuiltBlock {
   upstreams: UpstreamSet;
   policy: UpstreamPolicy;
   reporter: ErrorReporter;
+  access: AccessPolicy;
   listens: ListenRequest[];
   container: DependencyContainer;
 }
@@ -101,6 +103,7 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
   provideService(container, Services.listenRequests, listens);
   provideService<UpstreamPolicy>(container, Services.upstreamPolicy, new InOrderPolicy());
   provideService<ErrorReporter>(container, Services.errorReporter, new LogErrorReporter(env.logger));
+  provideService<AccessPolicy>(container, Services.accessPolicy, localOnly);
 
   const plugins: Plugin[] = [];
   for (const { definition, directives, options } of parsed.plugins) {
@@ -126,9 +129,10 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
       throw new ConfigError(directives[0]!.name, (err as Error).message, definition.name, { cause: err });
     }
   }
-  // Read after creation: a plugin (loadbalance, errors) may have replaced the defaults.
+  // Read after creation: a plugin (loadbalance, errors, acl) may have replaced the defaults.
   const policy = resolveService(container, Services.upstreamPolicy);
   const reporter = resolveService(container, Services.errorReporter);
+  const access = resolveService(container, Services.accessPolicy);
   const chain = buildChain(plugins, createUpstreamStage(upstreams, policy));
   return {
     info: parsed.info,
@@ -138,6 +142,7 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
     upstreams,
     policy,
     reporter,
+    access,
     listens: listens.requests,
     container,
   };

@@ -70,6 +70,10 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
     if (!target) return reject(query, Rcode.REFUSED, info, question, edns);
 
     const block = target.block;
+    if (!block.access.admits(info.client.address)) {
+      if (queryRejected.hasSubscribers) queryRejected.publish({ reason: 'acl', info });
+      return errorReply(query, Rcode.REFUSED, question.end, edns);
+    }
     const ctx = new RequestContext({
       query,
       question,

@@ -6,6 +6,7 @@
  * Tests register fakes under the same tokens instead of changing the code under test.
  */
 import type { DependencyContainer } from 'tsyringe';
+import type { AccessPolicy } from './access.js';
 import type { Clock } from './clock.js';
 import type { ListenRequests, TransportRegistry } from './listeners/listener.js';
 import type { Logger } from './logger.js';
@@ -30,6 +31,8 @@ export const Services = {
   upstreamPolicy: token<UpstreamPolicy>('veil.UpstreamPolicy'),
   listenRequests: token<ListenRequests>('veil.ListenRequests'),
   errorReporter: token<ErrorReporter>('veil.ErrorReporter'),
+  /** Who may query the block (core/access.ts); `acl` replaces the default. */
+  accessPolicy: token<AccessPolicy>('veil.AccessPolicy'),
   /** The running server's state (root container; absent when nothing serves, as in `veil check`). */
   serverState: token<ServerState>('veil.ServerState'),
 } as const;

@@ -1,12 +1,14 @@
 /** The plugins built into Veil. Their order in the chain is core/order.ts, not this list. */
 import type { PluginDefinition } from '../core/plugin.js';
 import { PluginRegistry } from '../core/registry.js';
+import { aclPlugin } from './acl/index.js';
 import { anonymizePlugin } from './anonymize/index.js';
 import { cachePlugin } from './cache/index.js';
 import { dnscryptPlugin } from './dnscrypt/index.js';
 import { dohPlugin } from './doh/index.js';
 import { dotPlugin } from './dot/index.js';
 import { errorsPlugin } from './errors/index.js';
+import { filterPlugin } from './filter/index.js';
 import { forwardPlugin } from './forward/index.js';
 import { healthPlugin } from './health/index.js';
 import { hostsPlugin } from './hosts/index.js';
@@ -14,11 +16,12 @@ import { listenPlugin } from './listen/index.js';
 import { loadbalancePlugin } from './loadbalance/index.js';
 import { logPlugin } from './log/index.js';
 import { metricsPlugin } from './metrics/index.js';
+import { ratelimitPlugin } from './ratelimit/index.js';
 import { sourcesPlugin } from './sources/index.js';
 import { tracePlugin } from './trace/index.js';
 
 export const builtinPlugins: readonly PluginDefinition<any>[] = [
-  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, cachePlugin, hostsPlugin,
+  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, filterPlugin, cachePlugin, hostsPlugin,
   forwardPlugin, dotPlugin, dohPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
 ];
 

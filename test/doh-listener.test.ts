@@ -71,6 +71,9 @@ describe('DoH listener', () => {
     max_connections 2
     idle_timeout 30s
   }
+  acl {
+    allow *
+  }
   hosts {
     192.0.2.10 web.veil.test
     ttl 42

@@ -3,9 +3,12 @@
  * attempt spending from the query's one deadline. An answer that is SERVFAIL or REFUSED moves
  * on to the next upstream but is kept, so the client gets the last real answer rather than one
  * we made up. When nothing answered: SERVFAIL, never a fallback to anything not configured.
+ * EDNS Client Subnet never leaves: it would tell every upstream (and the authoritative servers
+ * behind it) the client's network.
  */
 import type { RequestContext } from '../context.js';
 import { Rcode } from '../dns/constants.js';
+import { stripClientSubnet } from '../dns/edns.js';
 import { errorReply } from '../dns/message.js';
 import { rcodeOf } from '../dns/wire.js';
 import { DeadlineError, UpstreamUnavailableError } from '../errors.js';
@@ -20,6 +23,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
       // Nothing in this block answers the name: like a server that does not serve the zone.
       return errorReply(ctx.query, Rcode.REFUSED, ctx.question.end, ctx.edns);
     }
+    const query = ctx.edns ? stripClientSubnet(ctx.query) : ctx.query;
     let lastAnswer: Buffer | null = null;
     let lastError: unknown = null;
     let attempts = 0;
@@ -36,7 +40,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
       const started = ctx.clock.monotonic();
       policy.begin(upstream);
       try {
-        const answer = await upstream.exchange(ctx.query, ctx);
+        const answer = await upstream.exchange(query, ctx);
         const rcode = rcodeOf(answer);
         const ok = rcode !== Rcode.SERVFAIL && rcode !== Rcode.REFUSED;
         const rttMs = ctx.clock.monotonic() - started;

@@ -1,13 +1,13 @@
 /**
  * A DNS-over-HTTPS upstream (RFC 8484). Each query leaves with ID 0 (RFC 8484 §4.1: the stream
- * already pairs question and answer, and a constant ID keeps GET URLs cacheable), without EDNS
- * Client Subnet, padded to a multiple of 128 bytes (RFC 8467), as a POST body or a base64url
- * `dns` parameter. The answer must be for the same question; it gets the client's ID back, and
- * loses the OPT record when the client's query had none.
+ * already pairs question and answer, and a constant ID keeps GET URLs cacheable), padded to a
+ * multiple of 128 bytes (RFC 8467), as a POST body or a base64url `dns` parameter; the upstream
+ * stage has removed EDNS Client Subnet already. The answer must be for the same question; it
+ * gets the client's ID back, and loses the OPT record when the client's query had none.
  */
 import type { RequestContext } from '../../core/context.js';
 import { HEADER_SIZE } from '../../core/dns/constants.js';
-import { fitAnswerToQuery, padMessage, stripClientSubnet } from '../../core/dns/edns.js';
+import { fitAnswerToQuery, padMessage } from '../../core/dns/edns.js';
 import { arCount, isResponse, readEdns, readId, sameQuestion, writeId } from '../../core/dns/wire.js';
 import { DeadlineError, UpstreamResponseError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
@@ -67,7 +67,7 @@ export class DohUpstream implements Upstream {
   async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
     const timeoutMs = Math.min(this.options.timeoutMs, ctx.remaining());
     if (timeoutMs <= 0) throw new DeadlineError(`${this.name}: the query's deadline passed`);
-    const wire = padMessage(stripClientSubnet(query));
+    const wire = padMessage(query);
     writeId(wire, 0);
     const request: DohRequest =
       this.options.method === 'get' ? { method: 'GET', path: this.getPrefix + wire.toString('base64url'), body: null } : { method: 'POST', path: this.options.path, body: wire };

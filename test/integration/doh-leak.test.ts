@@ -7,19 +7,12 @@
  * trap must have heard nothing. A lookup made the ordinary way first proves the trap catches.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { makeTestCerts, which, type TestCerts } from '../helpers/peers.js';
+import { createNamespace, whyNoNamespace, type Namespace, type NsProcess } from '../helpers/netns.js';
+import { makeTestCerts, type TestCerts } from '../helpers/peers.js';
 import { makeTempDir, VEIL } from '../helpers/veil-process.js';
-
-function whyNotRunnable(): string | false {
-  if (process.getuid?.() !== 0) return 'skipped: the leak test needs root to create a network namespace';
-  if (!which('ip')) return 'skipped: ip (iproute2) not installed';
-  return false;
-}
 
 const TRAP = `
 import dgram from 'node:dgram';
@@ -49,62 +42,23 @@ s.send(q, Number(port), '127.0.0.1');
 
 const LOOKUP = `require('node:dns').lookup(process.argv[1], (err, address) => console.log('LOOKUP ' + (err ? err.code : address)));`;
 
-interface NsProcess {
-  child: ChildProcess;
-  output(): string;
-  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
-}
-
-describe('no system-resolver lookup for a DoH upstream named by host name', { skip: whyNotRunnable() }, () => {
-  const ns = `veil-leak-${randomBytes(4).toString('hex')}`;
-  const nsConfig = path.join('/etc/netns', ns);
-  const running: ChildProcess[] = [];
+describe('no system-resolver lookup for a DoH upstream named by host name', { skip: whyNoNamespace() }, () => {
+  let ns: Namespace;
   let dir = '';
   let certs: TestCerts | null = null;
   let trap: NsProcess;
 
+  const inNamespace = (args: string[]): NsProcess => ns.run(args, dir);
   const cleanup = (): void => {
-    for (const child of running) if (child.exitCode === null && child.pid) child.kill('SIGKILL');
-    running.length = 0;
-    spawnSync('ip', ['netns', 'del', ns]);
-    rmSync(nsConfig, { recursive: true, force: true });
+    ns?.cleanup();
     if (dir) rmSync(dir, { recursive: true, force: true });
     if (certs) rmSync(certs.dir, { recursive: true, force: true });
-  };
-  // Even if the runner is cut short, the namespace and its folder go.
-  process.once('exit', cleanup);
-
-  const inNamespace = (args: string[]): NsProcess => {
-    const child = spawn('ip', ['netns', 'exec', ns, ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    running.push(child);
-    let out = '';
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (out += d));
-    return {
-      child,
-      output: () => out,
-      async waitFor(pattern, timeoutMs = 15_000) {
-        const started = Date.now();
-        for (;;) {
-          const m = out.match(pattern);
-          if (m) return m;
-          if (Date.now() - started > timeoutMs) throw new Error(`no ${pattern} within ${timeoutMs}ms; output:\n${out}`);
-          if (child.exitCode !== null) throw new Error(`exited (${child.exitCode}) before ${pattern}; output:\n${out}`);
-          await new Promise((r) => setTimeout(r, 20));
-        }
-      },
-    };
   };
 
   const trapped = (): string[] => [...trap.output().matchAll(/^QUERY (.*)$/gm)].map((m) => m[1]!);
 
   before(async () => {
-    const add = spawnSync('ip', ['netns', 'add', ns], { encoding: 'utf8' });
-    if (add.status !== 0) throw new Error(`ip netns add ${ns}: ${add.stderr}`);
-    mkdirSync(nsConfig, { recursive: true });
-    writeFileSync(path.join(nsConfig, 'resolv.conf'), 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n');
-    const up = spawnSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up'], { encoding: 'utf8' });
-    if (up.status !== 0) throw new Error(`bringing lo up: ${up.stderr}`);
+    ns = createNamespace('veil-leak');
     certs = makeTestCerts();
     dir = makeTempDir({ 'trap.mjs': TRAP, 'ask.mjs': ASK });
     trap = inNamespace([process.execPath, 'trap.mjs']);

@@ -1,0 +1,17 @@
+/**
+ * Who may query a server block. The door asks the block's access policy before any plugin runs,
+ * and answers REFUSED to a client it does not admit. Without an `acl` plugin the policy admits
+ * loopback and private addresses only, so that Veil listening on a public address is never an
+ * open resolver by accident; `acl` replaces the policy (as `loadbalance` replaces the upstream
+ * policy), through the `accessPolicy` service.
+ */
+import { isLocalOrPrivate } from './net/address.js';
+
+export interface AccessPolicy {
+  /** True when the client at `address` may query this block. */
+  admits(address: string): boolean;
+}
+
+export const localOnly: AccessPolicy = {
+  admits: (address) => isLocalOrPrivate(address),
+};

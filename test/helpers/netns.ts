@@ -1,0 +1,88 @@
+/**
+ * A fresh network namespace for tests that must see everything a process sends: only a
+ * loopback interface, its own /etc/resolv.conf (bind-mounted by `ip netns exec`), and helpers to
+ * run processes inside it. Needs root and iproute2; `whyNoNamespace()` says when they are
+ * missing. The namespace, its folder and its processes go when `cleanup()` runs, or when the
+ * test process exits.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { which } from './peers.js';
+
+export function whyNoNamespace(...tools: string[]): string | false {
+  if (process.getuid?.() !== 0) return 'skipped: network namespaces need root';
+  for (const tool of ['ip', ...tools]) if (!which(tool)) return `skipped: ${tool} not installed`;
+  return false;
+}
+
+export interface NsProcess {
+  child: ChildProcess;
+  output(): string;
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** Sends a signal and waits for the exit (SIGKILL after 5 s). */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export interface Namespace {
+  name: string;
+  /** Runs `args` inside the namespace, in `cwd`; stdout and stderr are collected together. */
+  run(args: string[], cwd: string): NsProcess;
+  cleanup(): void;
+}
+
+export function createNamespace(prefix: string, resolvConf = 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n'): Namespace {
+  const name = `${prefix}-${randomBytes(4).toString('hex')}`;
+  const config = path.join('/etc/netns', name);
+  const running: ChildProcess[] = [];
+  const cleanup = (): void => {
+    for (const child of running) if (child.exitCode === null && child.signalCode === null && child.pid) child.kill('SIGKILL');
+    running.length = 0;
+    spawnSync('ip', ['netns', 'del', name]);
+    rmSync(config, { recursive: true, force: true });
+  };
+  process.once('exit', cleanup);
+  const add = spawnSync('ip', ['netns', 'add', name], { encoding: 'utf8' });
+  if (add.status !== 0) throw new Error(`ip netns add ${name}: ${add.stderr}`);
+  mkdirSync(config, { recursive: true });
+  writeFileSync(path.join(config, 'resolv.conf'), resolvConf);
+  const up = spawnSync('ip', ['netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up'], { encoding: 'utf8' });
+  if (up.status !== 0) {
+    cleanup();
+    throw new Error(`bringing lo up in ${name}: ${up.stderr}`);
+  }
+  return {
+    name,
+    cleanup,
+    run(args, cwd) {
+      const child = spawn('ip', ['netns', 'exec', name, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+      running.push(child);
+      let out = '';
+      child.stdout!.on('data', (d) => (out += d));
+      child.stderr!.on('data', (d) => (out += d));
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      return {
+        child,
+        output: () => out,
+        async waitFor(pattern, timeoutMs = 15_000) {
+          const started = Date.now();
+          for (;;) {
+            const m = out.match(pattern);
+            if (m) return m;
+            if (Date.now() - started > timeoutMs) throw new Error(`no ${pattern} within ${timeoutMs}ms; output:\n${out}`);
+            if (child.exitCode !== null) throw new Error(`exited (${child.exitCode}) before ${pattern}; output:\n${out}`);
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        },
+        async stop(signal = 'SIGTERM') {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          child.kill(signal);
+          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+          await exited;
+          clearTimeout(timer);
+        },
+      };
+    },
+  };
+}
