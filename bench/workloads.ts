@@ -141,4 +141,33 @@ const udpLatency: Workload = {
   requires: () => skipUnless('dnsperf'),
 };
 
-export const workloads: Workload[] = [udpForward, udpLatency];
+const cacheHits: Workload = {
+  name: 'cache-hits',
+  description: 'UDP cache hits (1,000 names, skewed popularity): Veil `cache` vs dnsdist packet cache, both warmed first',
+  target: '≥ 0.75 × dnsdist packet cache',
+  async run(ctx) {
+    const queries = writeSkewedQueries(ctx.dir, 'cache.txt', 1000, 10000);
+    const corefile = `. {\n  listen udp://127.0.0.1:0\n  cache 10000\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
+    return withVeil(corefile, (veil) =>
+      withPeer(
+        () => startDnsdist({ backendPort: ctx.origin.port, plain: true, cache: true }),
+        async (peer) => {
+          const veilPort = veil.address('udp').port;
+          const peerPort = (peer as unknown as { ports: { plain: number } }).ports.plain;
+          // One short pass each fills both caches with every name of the file.
+          await dnsperf({ port: veilPort, queryFile: queries, seconds: 2 });
+          await dnsperf({ port: peerPort, queryFile: queries, seconds: 2 });
+          const result = await alternate(
+            ctx,
+            () => dnsperf({ port: veilPort, queryFile: queries, seconds: ctx.seconds }),
+            () => dnsperf({ port: peerPort, queryFile: queries, seconds: ctx.seconds }),
+          );
+          return throughput('UDP cache hits', result, rssMb(veil.child.pid!));
+        },
+      ),
+    );
+  },
+  requires: () => skipUnless('dnsperf', 'dnsdist'),
+};
+
+export const workloads: Workload[] = [udpForward, udpLatency, cacheHits];

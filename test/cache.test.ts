@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, beforeEach, describe, it } from 'node:test';
+import { after, afterEach, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { ManualClock } from '../core/clock.js';
 import { QType } from '../core/dns/constants.js';
@@ -7,7 +7,9 @@ import { buildQuery } from '../core/dns/message.js';
 import { queryUdp } from '../core/testing/client.js';
 import { answerFor, startFakeDns, type FakeDns, type FakeHandler } from '../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { SieveMap } from '../plugins/cache/sieve.js';
+import { analyze } from '../plugins/cache/entry.js';
+import { CacheStore } from '../plugins/cache/store.js';
+import { readQuestion } from '../core/dns/wire.js';
 import { testRegistry } from './helpers/plugins.js';
 
 const SOA = { type: 'SOA' as const, name: 'veil.test', ttl: 60, data: { mname: 'ns.veil.test', rname: 'h.veil.test', serial: 1, refresh: 7200, retry: 3600, expire: 1209600, minimum: 30 } };
@@ -198,33 +200,71 @@ describe('cache: configuration', () => {
   }
 });
 
-describe('SieveMap', () => {
-  let map: SieveMap<number>;
-  let evicted: number;
-  beforeEach(() => {
+describe('CacheStore', () => {
+  let evicted = 0;
+  const store = () => new CacheStore(3, () => evicted++);
+  /** An answer for `name` with one A record of TTL 300. */
+  const answer = (name: string) =>
+    dnsPacket.encode({ type: 'response', id: 1, flags: 0x8180, questions: [{ type: 'A', name }], answers: [{ type: 'A', name, ttl: 300, data: '192.0.2.1' }] });
+  const ttlOffset = (wire: Buffer) => analyze(wire)!.ttlOffsets[0]!;
+  const put = (s: CacheStore, name: string, bits = 0) => {
+    const wire = answer(name);
+    s.set(wire, readQuestion(wire).end, bits, 'success', [ttlOffset(wire)], 0, 300);
+  };
+  const has = (s: CacheStore, name: string, bits = 0) => {
+    const q = buildQuery(name, QType.A);
+    return s.get(q, readQuestion(q).end, bits) !== null;
+  };
+
+  it('never holds more than its capacity; a used entry gets a second chance', () => {
+    const s = store();
     evicted = 0;
-    map = new SieveMap<number>(3, () => evicted++);
+    put(s, 'a.test');
+    put(s, 'b.test');
+    put(s, 'c.test');
+    assert.ok(has(s, 'a.test'));
+    put(s, 'd.test');
+    assert.equal(s.size, 3);
+    assert.equal(evicted, 1);
+    assert.ok(has(s, 'a.test'), 'used since it was stored: kept');
+    assert.ok(!has(s, 'b.test'), 'the first one not used: evicted');
+    for (let i = 0; i < 100; i++) put(s, `n${i}.test`);
+    assert.equal(s.size, 3);
+    assert.equal(evicted, 101);
   });
 
-  it('never holds more than its capacity', () => {
-    for (let i = 0; i < 100; i++) map.set(`k${i}`, i);
-    assert.equal(map.size, 3);
-    assert.equal(evicted, 97);
-    assert.deepEqual(['k97', 'k98', 'k99'].map((k) => map.get(k)), [97, 98, 99]);
+  it('finds an entry in any case, keeps key bits apart, and replaces in place', () => {
+    const s = store();
+    put(s, 'Mixed.Case.test');
+    assert.ok(has(s, 'mixed.case.test'));
+    assert.ok(has(s, 'MIXED.CASE.TEST'));
+    assert.ok(!has(s, 'mixed.case.test', 1), 'another DO/CD/EDNS combination');
+    put(s, 'mixed.case.test');
+    assert.equal(s.size, 1);
+    s.delete(buildQuery('MIXED.case.test', QType.A), readQuestion(answer('mixed.case.test')).end, 0);
+    assert.equal(s.size, 0);
   });
 
-  it('gives visited entries a second chance, and evicts the oldest unvisited', () => {
-    map.set('a', 1);
-    map.set('b', 2);
-    map.set('c', 3);
-    map.get('a');
-    map.set('d', 4);
-    assert.equal(map.get('b'), undefined);
-    assert.equal(map.get('a'), 1);
-    map.delete('c');
-    assert.equal(map.size, 2);
-    map.set('e', 5);
-    map.set('f', 6);
-    assert.equal(map.size, 3);
+  it('renders a copy: TTLs rewritten, the query\'s case, the rest byte for byte', () => {
+    const s = store();
+    put(s, 'web.test');
+    const query = buildQuery('WEB.test', QType.A);
+    const found = s.get(query, readQuestion(query).end, 0)!;
+    const out = s.render(found.slot, query, (ttl) => ttl - 100);
+    const expected = answer('web.test');
+    expected.write('WEB', 13, 'latin1'); // the question only: names in records stay as stored
+    expected.writeUInt32BE(200, ttlOffset(expected));
+    assert.deepEqual(out, expected);
+  });
+
+  it('stays correct through many deletes (the table is rebuilt without its tombstones)', () => {
+    const s = new CacheStore(64);
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < 64; i++) put(s, `r${round}-${i}.test`);
+      for (let i = 0; i < 64; i += 2) s.delete(buildQuery(`r${round}-${i}.test`, QType.A), readQuestion(answer(`r${round}-${i}.test`)).end, 0);
+    }
+    assert.ok(has(s, 'r19-1.test'));
+    assert.ok(!has(s, 'r19-2.test'));
+    assert.ok(s.size <= 64);
   });
 });

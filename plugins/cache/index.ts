@@ -9,7 +9,7 @@
  *         serve_stale [DURATION]
  *     }
  *
- * Entries are keyed by name (lower case), type, class, the DO and CD bits and whether the query
+ * Entries are keyed by name (any case), type, class, the DO and CD bits and whether the query
  * had EDNS; each server block has its own cache, kept across reloads while its sizes stay.
  */
 import { blockServerName } from '../../core/block.js';
@@ -21,8 +21,8 @@ import { checkingDisabled, rcodeOf } from '../../core/dns/wire.js';
 import { cacheEvent } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import type { BlockScope, Next, Plugin, PluginDefinition } from '../../core/plugin.js';
-import { analyze, render, type CacheEntry, type EntryKind } from './entry.js';
-import { SieveMap } from './sieve.js';
+import { analyze } from './entry.js';
+import { CacheStore, hashQuestion, type EntryKind, type StoredEntry } from './store.js';
 
 const NAME = 'cache';
 const DEFAULT_CAPACITY = 9984;
@@ -116,19 +116,25 @@ function parsePercentage(token: Token): number {
 
 /** The two stores of one block: positive answers, and denials with the brief SERVFAILs. */
 class Stores {
-  readonly success: SieveMap<CacheEntry>;
-  readonly denial: SieveMap<CacheEntry>;
+  readonly success: CacheStore;
+  readonly denial: CacheStore;
   /** Set by the plugin that uses the stores now (the last configuration loaded). */
   onEvict: () => void = () => {};
 
   constructor(successCapacity: number, denialCapacity: number) {
-    this.success = new SieveMap(successCapacity, () => this.onEvict());
-    this.denial = new SieveMap(denialCapacity, () => this.onEvict());
+    this.success = new CacheStore(successCapacity, () => this.onEvict());
+    this.denial = new CacheStore(denialCapacity, () => this.onEvict());
   }
 
   get size(): number {
     return this.success.size + this.denial.size;
   }
+}
+
+/** What a lookup found, and in which store. */
+interface Found {
+  store: CacheStore;
+  entry: StoredEntry;
 }
 
 class CachePlugin implements Plugin {
@@ -149,26 +155,37 @@ class CachePlugin implements Plugin {
   }
 
   async serve(ctx: RequestContext, next: Next): Promise<Buffer | null> {
-    const key = cacheKey(ctx);
-    const now = ctx.clock.monotonic();
-    const entry = this.stores.success.get(key) ?? this.stores.denial.get(key);
-    if (entry) {
-      const ageMs = now - entry.storedAt;
+    const found = this.lookup(ctx);
+    if (found) {
+      const { store, entry } = found;
+      const ageMs = ctx.clock.monotonic() - entry.storedAt;
       if (ageMs < entry.ttl * 1000) {
         ctx.meta.cacheHit = true;
         this.publish('hit');
-        if (this.options.prefetch) this.maybePrefetch(entry, key, ctx, next, ageMs);
-        return render(entry, ctx.query, ctx.question.end, Math.floor(ageMs / 1000));
+        if (this.options.prefetch) this.maybePrefetch(store, entry, ctx, next, ageMs);
+        const age = Math.floor(ageMs / 1000);
+        const maxTtl = this.maxTtl(entry.kind);
+        return store.render(entry.slot, ctx.query, (ttl) => Math.max(0, Math.min(ttl, maxTtl) - age));
       }
       if (this.options.serveStaleMs !== null && entry.kind !== 'servfail' && ageMs < entry.ttl * 1000 + this.options.serveStaleMs) {
-        return this.staleOrFresh(entry, key, ctx, next);
+        return this.staleOrFresh(store, entry, ctx, next);
       }
-      this.storeFor(entry.kind).delete(key);
+      store.delete(ctx.query, ctx.question.end, keyBits(ctx));
     }
     this.publish('miss');
     const answer = await next(ctx);
-    if (answer) this.insert(key, answer, ctx.clock.monotonic());
+    if (answer) this.insert(ctx, answer);
     return answer;
+  }
+
+  private lookup(ctx: RequestContext): Found | null {
+    const bits = keyBits(ctx);
+    const end = ctx.question.end;
+    const hash = hashQuestion(ctx.query, end, bits);
+    const success = this.stores.success.get(ctx.query, end, bits, hash);
+    if (success) return { store: this.stores.success, entry: success };
+    const denial = this.stores.denial.get(ctx.query, end, bits, hash);
+    return denial ? { store: this.stores.denial, entry: denial } : null;
   }
 
   /**
@@ -176,8 +193,10 @@ class CachePlugin implements Plugin {
    * takes longer than the client should wait, the stale one goes out (TTL 30) and the refresh
    * goes on in the background, filling the cache when it succeeds.
    */
-  private async staleOrFresh(entry: CacheEntry, key: string, ctx: RequestContext, next: Next): Promise<Buffer | null> {
-    const refresh = this.refresh(key, ctx, next);
+  private async staleOrFresh(store: CacheStore, entry: StoredEntry, ctx: RequestContext, next: Next): Promise<Buffer | null> {
+    // Rendered now: the refresh may replace the entry in its slot before we answer.
+    const stale = store.render(entry.slot, ctx.query, () => STALE_TTL);
+    const refresh = this.refresh(ctx, next);
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<'waited'>((resolve) => (timer = setTimeout(() => resolve('waited'), Math.min(STALE_CLIENT_WAIT_MS, ctx.remaining()))));
     const first = await Promise.race([refresh, waited]);
@@ -186,31 +205,37 @@ class CachePlugin implements Plugin {
     ctx.meta.cacheHit = true;
     ctx.meta.stale = true;
     this.publish('stale');
-    return render(entry, ctx.query, ctx.question.end, 0, STALE_TTL);
+    return stale;
   }
 
   /** CoreDNS's prefetch: a popular entry near its end is fetched again before it expires. */
-  private maybePrefetch(entry: CacheEntry, key: string, ctx: RequestContext, next: Next, ageMs: number): void {
+  private maybePrefetch(store: CacheStore, entry: StoredEntry, ctx: RequestContext, next: Next, ageMs: number): void {
     const { amount, windowMs, percentage } = this.options.prefetch!;
     const now = ctx.clock.monotonic();
-    if (now - entry.windowStart > windowMs) {
-      entry.windowStart = now;
-      entry.hits = 0;
+    let state = store.watched.get(entry.slot);
+    if (!state) {
+      state = { hits: 0, windowStart: now, refreshing: false };
+      store.watched.set(entry.slot, state);
     }
-    entry.hits++;
+    if (now - state.windowStart > windowMs) {
+      state.windowStart = now;
+      state.hits = 0;
+    }
+    state.hits++;
     const leftPercent = 100 - (ageMs / (entry.ttl * 1000)) * 100;
-    if (entry.refreshing || entry.hits < amount || leftPercent > percentage) return;
-    entry.refreshing = true;
+    if (state.refreshing || state.hits < amount || leftPercent > percentage) return;
+    state.refreshing = true;
     this.publish('prefetch');
+    const watching = state;
     // Its own context: the client's query is answered already.
-    void this.refresh(key, ctx.fork(REFRESH_TIMEOUT_MS), next).finally(() => (entry.refreshing = false));
+    void this.refresh(ctx.fork(REFRESH_TIMEOUT_MS), next).finally(() => (watching.refreshing = false));
   }
 
   /** Asks further down the chain; stores a good answer. Never throws: null on failure. */
-  private async refresh(key: string, ctx: RequestContext, next: Next): Promise<Buffer | null> {
+  private async refresh(ctx: RequestContext, next: Next): Promise<Buffer | null> {
     try {
       const answer = await next(ctx);
-      if (answer && usable(answer)) this.insert(key, answer, ctx.clock.monotonic());
+      if (answer && usable(answer)) this.insert(ctx, answer);
       return answer;
     } catch (err) {
       this.logger.debug(`refreshing ${ctx.name} failed: ${(err as Error).message}`);
@@ -218,18 +243,19 @@ class CachePlugin implements Plugin {
     }
   }
 
-  private insert(key: string, answer: Buffer, now: number): void {
+  private insert(ctx: RequestContext, answer: Buffer): void {
     const analysis = analyze(answer);
-    if (!analysis) return;
+    // The answer's question must be the query's, byte for byte but for case: it is the key.
+    if (!analysis || analysis.questionEnd !== ctx.question.end) return;
     const ttl = this.ttlFor(analysis.kind, analysis.ttl);
     if (ttl <= 0) return;
+    const bits = keyBits(ctx);
     // A SERVFAIL must not push out a good answer that serve_stale could still use.
-    if (analysis.kind === 'servfail' && this.options.serveStaleMs !== null && this.stores.success.get(key)) return;
-    const maxTtl = analysis.kind === 'denial' ? this.options.denial.maxTtl : analysis.kind === 'success' ? this.options.success.maxTtl : ttl;
-    const entry: CacheEntry = { ...analysis, wire: Buffer.from(answer), storedAt: now, ttl, maxTtl, hits: 0, windowStart: now, refreshing: false };
+    if (analysis.kind === 'servfail' && this.options.serveStaleMs !== null && this.stores.success.get(ctx.query, ctx.question.end, bits)) return;
     // A key lives in one store at a time.
-    (analysis.kind === 'success' ? this.stores.denial : this.stores.success).delete(key);
-    this.storeFor(analysis.kind).set(key, entry);
+    const [into, other] = analysis.kind === 'success' ? [this.stores.success, this.stores.denial] : [this.stores.denial, this.stores.success];
+    other.delete(ctx.query, ctx.question.end, bits);
+    into.set(answer, analysis.questionEnd, bits, analysis.kind, analysis.ttlOffsets, ctx.clock.monotonic(), ttl);
     this.publish('insert');
   }
 
@@ -239,8 +265,9 @@ class CachePlugin implements Plugin {
     return Math.min(bounds.maxTtl, Math.max(bounds.minTtl, answerTtl));
   }
 
-  private storeFor(kind: EntryKind): SieveMap<CacheEntry> {
-    return kind === 'success' ? this.stores.success : this.stores.denial;
+  /** The largest TTL handed out: clients keep an answer no longer than we would. */
+  private maxTtl(kind: EntryKind): number {
+    return kind === 'success' ? this.options.success.maxTtl : kind === 'denial' ? this.options.denial.maxTtl : this.options.servfailTtl;
   }
 
   private publish(event: 'hit' | 'miss' | 'insert' | 'evict' | 'prefetch' | 'stale'): void {
@@ -254,8 +281,7 @@ function usable(answer: Buffer): boolean {
   return rcode !== Rcode.SERVFAIL && rcode !== Rcode.REFUSED;
 }
 
-/** Name, type, class, and the bits that change the answer: DO, CD, and EDNS at all. */
-function cacheKey(ctx: RequestContext): string {
-  const bits = (ctx.dnssecOk ? 1 : 0) | (checkingDisabled(ctx.query) ? 2 : 0) | (ctx.edns ? 4 : 0);
-  return `${ctx.name}|${ctx.type}|${ctx.qclass}|${bits}`;
+/** Beside the question (name, type, class), what changes the answer: DO, CD, and EDNS at all. */
+function keyBits(ctx: RequestContext): number {
+  return (ctx.dnssecOk ? 1 : 0) | (checkingDisabled(ctx.query) ? 2 : 0) | (ctx.edns ? 4 : 0);
 }
