@@ -4,9 +4,12 @@
  * is skipped with the reason.
  */
 import { readFileSync } from 'node:fs';
-import { skipUnless, startDnsdist, type Peer } from '../test/helpers/peers.js';
+import { dnscryptStamp } from '../test/helpers/dnscrypt.js';
+import { makeTestCerts, skipUnless, startDnsdist, startUnboundDot, type Peer } from '../test/helpers/peers.js';
+import { buildQuery } from '../core/dns/message.js';
+import { QType } from '../core/dns/constants.js';
 import { startVeil, type VeilProcess } from '../test/helpers/veil-process.js';
-import { dnsperf, writeSkewedQueries, type LoadResult } from './tools.js';
+import { dnsperf, h2load, writeSkewedQueries, type LoadResult } from './tools.js';
 
 export interface WorkloadContext {
   dir: string;
@@ -170,4 +173,119 @@ const cacheHits: Workload = {
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
 
-export const workloads: Workload[] = [udpForward, udpLatency, cacheHits];
+/** Two fixed-rate runs (through Veil, then straight to `directPort`) and the p50 difference. */
+async function addedLatency(ctx: WorkloadContext, veilPort: number, directPort: number, label: string): Promise<Measurement> {
+  const queries = writeSkewedQueries(ctx.dir, `${label}-latency.txt`, 1000, 10000, `${label}.example`);
+  const fixed = { queryFile: queries, seconds: ctx.seconds, rate: 2000, clients: 1, outstanding: 50, verbose: true };
+  const result = await alternate(
+    ctx,
+    () => dnsperf({ ...fixed, port: veilPort }),
+    () => dnsperf({ ...fixed, port: directPort }),
+  );
+  const added = (result.veil.p50Ms ?? NaN) - (result.peer.p50Ms ?? NaN);
+  const addedMean = result.veil.meanMs - result.peer.meanMs;
+  return {
+    ...result,
+    ratio: null,
+    rssMb: null,
+    summary: `${label}: p50 ${result.veil.p50Ms?.toFixed(3)} ms through Veil vs ${result.peer.p50Ms?.toFixed(3)} ms direct: +${added.toFixed(3)} ms p50, +${addedMean.toFixed(3)} ms mean (p99 ${result.veil.p99Ms?.toFixed(3)} vs ${result.peer.p99Ms?.toFixed(3)})`,
+    commands: [result.veil.command, result.peer.command],
+    notes: [`added p50 latency ${added.toFixed(3)} ms, mean ${addedMean.toFixed(3)} ms`],
+  };
+}
+
+const dotForward: Workload = {
+  name: 'dot-forward',
+  description: 'UDP in, DoT out, no cache: Veil `dot` vs dnsdist with a TLS backend, both to unbound serving DoT',
+  target: '≥ 1.0 × dnsdist with a TLS backend',
+  async run(ctx) {
+    const certs = makeTestCerts();
+    const queries = writeSkewedQueries(ctx.dir, 'dot.txt', 1000, 10000, 'dot.example');
+    return withPeer(
+      () => startUnboundDot(certs),
+      (origin) =>
+        withVeil(`. {\n  listen udp://127.0.0.1:0\n  dot {\n    server o tls://127.0.0.1:${origin.port} {\n      server_name dns.test\n      ca ${certs.ca}\n    }\n  }\n}\n`, (veil) =>
+          withPeer(
+            () => startDnsdist({ backendPort: origin.port, backendTls: { serverName: 'dns.test', ca: certs.ca }, plain: true }),
+            async (peer) => {
+              const peerPort = (peer as unknown as { ports: { plain: number } }).ports.plain;
+              const result = await alternate(
+                ctx,
+                () => dnsperf({ port: veil.address('udp').port, queryFile: queries, seconds: ctx.seconds }),
+                () => dnsperf({ port: peerPort, queryFile: queries, seconds: ctx.seconds }),
+              );
+              return throughput('UDP in, DoT out', result, rssMb(veil.child.pid!));
+            },
+          ),
+        ),
+    );
+  },
+  requires: () => skipUnless('dnsperf', 'dnsdist', 'unbound'),
+};
+
+const dotLatency: Workload = {
+  name: 'dot-latency',
+  description: 'added latency at 2,000 qps: UDP to Veil, DoT to unbound, vs plain UDP to the same unbound',
+  target: '< 0.2 ms added',
+  async run(ctx) {
+    const certs = makeTestCerts();
+    return withPeer(
+      () => startUnboundDot(certs),
+      (origin) =>
+        withVeil(`. {\n  listen udp://127.0.0.1:0\n  dot {\n    server o tls://127.0.0.1:${origin.port} {\n      server_name dns.test\n      ca ${certs.ca}\n    }\n  }\n}\n`, (veil) =>
+          addedLatency(ctx, veil.address('udp').port, origin.port, 'dot'),
+        ),
+    );
+  },
+  requires: () => skipUnless('dnsperf', 'unbound'),
+};
+
+const dnscryptLatency: Workload = {
+  name: 'dnscrypt-latency',
+  description: "added latency at 2,000 qps: UDP to Veil, DNSCrypt to dnsdist's DNSCrypt front-end, vs plain UDP to the same dnsdist",
+  target: '< 0.2 ms added',
+  async run(ctx) {
+    return withPeer(
+      () => startDnsdist({ backendPort: ctx.origin.port, plain: true, dnscrypt: { providerName: '2.dnscrypt-cert.bench.test' } }),
+      async (peer) => {
+        const dnsdist = peer as unknown as { ports: { plain: number; dnscrypt: number }; providerKey: Buffer };
+        const stamp = dnscryptStamp(`127.0.0.1:${dnsdist.ports.dnscrypt}`, dnsdist.providerKey, '2.dnscrypt-cert.bench.test');
+        return withVeil(`. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server d ${stamp}\n  }\n}\n`, async (veil) => {
+          await veil.waitFor(/certificate serial/);
+          return addedLatency(ctx, veil.address('udp').port, dnsdist.ports.plain, 'dnscrypt');
+        });
+      },
+    );
+  },
+  requires: () => skipUnless('dnsperf', 'dnsdist'),
+};
+
+const dohListener: Workload = {
+  name: 'doh-listener',
+  description: "DoH listener, h2load (HTTP/2, GET of one cached name): Veil's https:// listener with cache vs dnsdist's DoH front-end with its packet cache",
+  target: '≥ 0.5 × dnsdist DoH',
+  async run(ctx) {
+    const certs = makeTestCerts();
+    const path = `/dns-query?dns=${buildQuery('www.doh.example', QType.A).toString('base64url')}`;
+    const corefile = `. {\n  listen https://127.0.0.1:0/dns-query {\n    cert ${certs.chain}\n    key ${certs.key}\n  }\n  cache\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
+    return withVeil(corefile, (veil) =>
+      withPeer(
+        () => startDnsdist({ backendPort: ctx.origin.port, cache: true, doh: certs }),
+        async (peer) => {
+          const peerPort = (peer as unknown as { ports: { doh: number } }).ports.doh;
+          const load = (port: number) => h2load({ url: `https://127.0.0.1:${port}${path}`, clients: 8, streams: 16, seconds: ctx.seconds });
+          await load(veil.address('https').port);
+          const result = await alternate(
+            ctx,
+            () => load(veil.address('https').port),
+            () => load(peerPort),
+          );
+          return throughput('DoH listener', result, rssMb(veil.child.pid!));
+        },
+      ),
+    );
+  },
+  requires: () => skipUnless('h2load', 'dnsdist'),
+};
+
+export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, dotForward, dotLatency, dnscryptLatency, dohListener];

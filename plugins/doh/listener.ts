@@ -84,6 +84,9 @@ export class DohListener implements Listener {
             ALPNProtocols: ['h2', 'http/1.1'],
             minVersion: 'TLSv1.2',
             handshakeTimeout: this.options.idleTimeoutMs,
+            // On the TCP socket under TLS (setNoDelay on the TLS socket does not reach it):
+            // without it, answers written while an earlier one is unacknowledged wait.
+            noDelay: true,
           },
           (socket) => this.accept(socket),
         )
@@ -92,7 +95,7 @@ export class DohListener implements Listener {
     front.on('tlsClientError', noop);
     // Handshakes in progress are not counted yet: bound them here.
     front.maxConnections = this.options.maxConnections * 2;
-    const bound = await bindStreamServer(front, this.endpoint, this.secure ? 'https' : 'http');
+    const bound = await bindStreamServer(front, this.endpoint, this.secure ? 'https' : 'http', this.env.reusePort);
     this.boundAddress = bound + this.options.path;
     this.front = front;
   }

@@ -289,6 +289,8 @@ export function makeTestCerts(): TestCerts {
 export interface DnsdistOptions {
   /** The backend dnsdist forwards to (e.g. an unbound origin's port on 127.0.0.1). */
   backendPort: number;
+  /** Reach the backend over DNS-over-TLS, verifying its certificate for `serverName` with `ca`. */
+  backendTls?: { serverName: string; ca: string };
   /** Plain UDP+TCP front-end. */
   plain?: boolean;
   /** A packet cache in front of the backend (for every front-end). */
@@ -334,7 +336,9 @@ export async function startDnsdist(options: DnsdistOptions): Promise<Dnsdist> {
   const lua: string[] = [
     'setSecurityPollSuffix("")',
     `setACL({"127.0.0.0/8", "::1/128"})`,
-    `newServer({address="127.0.0.1:${options.backendPort}", name="origin", checkInterval=3600})`,
+    options.backendTls
+      ? `newServer({address="127.0.0.1:${options.backendPort}", name="origin", checkInterval=3600, tls="openssl", subjectName="${options.backendTls.serverName}", caStore="${options.backendTls.ca}", validateCertificates=true})`
+      : `newServer({address="127.0.0.1:${options.backendPort}", name="origin", checkInterval=3600})`,
   ];
   if (options.cache) lua.push('getPool(""):setCache(newPacketCache(1000000, {maxTTL=86400, minTTL=0}))');
   if (options.plain) {
