@@ -2,12 +2,14 @@
  * `--workers N`: N processes serve the same configuration on the same addresses, the kernel
  * spreading queries between them (SO_REUSEPORT). This process supervises: it starts the
  * workers, passes SIGHUP (reload) and SIGTERM/SIGINT (stop) on to every one, and restarts a
- * worker that dies — unless workers keep dying, then it stops them all and exits 1.
+ * worker that dies — unless workers keep dying, then it stops them all and exits 1. It also
+ * binds the operator endpoints (metrics, health) the workers ask for, and answers them from
+ * all workers at once (lib/worker-endpoints.ts).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Logger } from '../core/logger.js';
+import { EndpointBroker, WORKER_ENV } from '../lib/worker-endpoints.js';
 
-export const WORKER_ENV = 'VEIL_WORKER';
 
 /** Restarts allowed within RESTART_WINDOW_MS before the supervisor gives up. */
 const MAX_RESTARTS = 5;
@@ -22,13 +24,14 @@ export function workerIndex(): number | null {
 
 export function superviseWorkers(count: number, script: string, args: string[], logger: Logger): Promise<number> {
   const workers = new Map<number, ChildProcess>();
+  const broker = new EndpointBroker(() => [...workers.values()]);
   const restarts: number[] = [];
   let stopping = false;
 
   return new Promise<number>((resolve) => {
     let exitCode = 0;
     const finished = (): void => {
-      if (workers.size === 0) resolve(exitCode);
+      if (workers.size === 0) void broker.close().then(() => resolve(exitCode));
     };
 
     const stop = (code: number): void => {
@@ -49,6 +52,7 @@ export function superviseWorkers(count: number, script: string, args: string[], 
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       });
       workers.set(index, child);
+      child.on('message', (message) => broker.handle(child, message));
       child.on('exit', (code, signal) => {
         workers.delete(index);
         if (stopping) {

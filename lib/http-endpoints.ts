@@ -3,11 +3,13 @@
  * several server blocks saying `metrics 127.0.0.1:9153` get one socket, and a reload's new
  * configuration takes over the paths of the old one without rebinding. Each address is one
  * `http.Server` with bounded headers, time and connections; it answers GET and HEAD on the
- * paths registered on it and nothing else, and closes when its last path is released.
+ * paths registered on it and nothing else, and closes when its last path is released. Under
+ * `--workers N` the supervisor binds it instead and merges the workers' answers.
  */
 import http from 'node:http';
 import net from 'node:net';
 import { AddressError, parseHostPort } from '../core/net/address.js';
+import { inWorker, openWorkerEndpoint } from './worker-endpoints.js';
 
 export interface HttpAnswer {
   status: number;
@@ -109,6 +111,8 @@ const endpoints = new Map<string, Promise<SharedEndpoint>>();
  * Rejects with the bind error (address in use, not local) when the socket cannot be bound.
  */
 export async function openHttpEndpoint(address: HttpAddress, routes: Record<string, HttpRoute>): Promise<HttpLease> {
+  // Under --workers the supervisor binds the address and asks every worker (worker-endpoints.ts).
+  if (inWorker()) return openWorkerEndpoint(address, routes);
   const key = formatHttpAddress(address);
   let endpoint: SharedEndpoint;
   for (;;) {

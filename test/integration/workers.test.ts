@@ -49,6 +49,27 @@ describe('workers', () => {
     }
   });
 
+  it('metrics and health are served once, by the supervisor, with every worker counted', async () => {
+    const [port, metricsPort, healthPort] = [await freePort(), await freePort(), await freePort()];
+    const workers = await startVeil(
+      `{\n    workers 2\n}\n. {\n    listen udp://127.0.0.1:${port}\n    metrics 127.0.0.1:${metricsPort}\n    health 127.0.0.1:${healthPort}\n    hosts {\n        192.0.2.10 web.veil.test\n    }\n}\n`,
+    );
+    try {
+      await workers.waitFor(/worker \d: \[INFO\] veil .* serving/, 15000, 2);
+      // Fresh sockets each time: the kernel spreads them over both workers.
+      for (let i = 0; i < 40; i++) assert.equal(firstA(await queryUdp('127.0.0.1', port, buildQuery('web.veil.test', QType.A, { id: i }))), '192.0.2.10');
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const total = [...text.matchAll(/^veil_dns_requests_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+      assert.equal(total, 40, text);
+      assert.equal((text.match(/^# TYPE veil_dns_requests_total counter$/gm) ?? []).length, 1);
+      const health = await fetch(`http://127.0.0.1:${healthPort}/health`);
+      assert.equal(health.status, 200);
+      assert.equal((await fetch(`http://127.0.0.1:${healthPort}/ready`)).status, 200);
+    } finally {
+      await workers.stop();
+    }
+  });
+
   it('refuses port 0 with several workers, before starting any', async () => {
     const dir = makeTempDir({ Corefile: '. {\n    listen udp://127.0.0.1:0\n    hosts {\n        192.0.2.1 a.test\n    }\n}\n' });
     const result = await runVeil(['-conf', 'Corefile', '--workers', '3'], dir);
