@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dnscryptStamp } from '../test/helpers/dnscrypt.js';
-import { makeTestCerts, skipUnless, startDnsdist, startUnboundDot, type Peer } from '../test/helpers/peers.js';
+import { freePort, makeTestCerts, skipUnless, startDnsdist, startUnboundDot, type Peer } from '../test/helpers/peers.js';
 import { buildQuery } from '../core/dns/message.js';
 import { QType } from '../core/dns/constants.js';
 import { startVeil, type VeilProcess } from '../test/helpers/veil-process.js';
@@ -288,4 +288,41 @@ const dohListener: Workload = {
   requires: () => skipUnless('h2load', 'dnsdist'),
 };
 
-export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, dotForward, dotLatency, dnscryptLatency, dohListener];
+const workersScaling: Workload = {
+  name: 'workers-scaling',
+  description: 'UDP cache hits with 1 and 2 workers (SO_REUSEPORT), to see how throughput scales with processes',
+  target: 'context',
+  async run(ctx) {
+    const queries = writeSkewedQueries(ctx.dir, 'scaling.txt', 1000, 10000);
+    const measured: LoadResult[] = [];
+    for (const workers of [1, 2]) {
+      const port = await freePort();
+      const corefile = `{\n  workers ${workers}\n}\n. {\n  listen udp://127.0.0.1:${port}\n  cache 10000\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
+      measured.push(
+        await withVeil(corefile, async () => {
+          await dnsperf({ port, queryFile: queries, seconds: 2 });
+          let best: LoadResult | null = null;
+          for (let round = 0; round < ctx.rounds; round++) {
+            const r = await dnsperf({ port, queryFile: queries, seconds: ctx.seconds });
+            ctx.log(`${workers} worker(s), round ${round + 1}: ${r.qps.toFixed(0)} qps`);
+            if (!best || r.qps > best.qps) best = r;
+          }
+          return best!;
+        }),
+      );
+    }
+    const [one, two] = measured as [LoadResult, LoadResult];
+    return {
+      veil: two,
+      peer: one,
+      ratio: two.qps / one.qps,
+      rssMb: null,
+      summary: `1 worker ${one.qps.toFixed(0)} qps, 2 workers ${two.qps.toFixed(0)} qps: ${(two.qps / one.qps).toFixed(2)}× (dnsperf shares the same 2 cores)`,
+      commands: [one.command],
+      notes: [`scaling 1→2 workers: ${(two.qps / one.qps).toFixed(2)}×`],
+    };
+  },
+  requires: () => skipUnless('dnsperf'),
+};
+
+export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, dotForward, dotLatency, dnscryptLatency, dohListener, workersScaling];
