@@ -25,16 +25,18 @@ import { superviseWorkers, workerIndex } from './workers.js';
 import { DNSCRYPT_USAGE, runDnscrypt } from './dnscrypt.js';
 import { processIo, UsageError, type CommandIo } from './io.js';
 import { QUERY_USAGE, runQuery } from './query.js';
+import { runSources, SOURCES_USAGE } from './sources.js';
 import { runStamp, STAMP_USAGE } from './stamp.js';
 
 /** Subcommands that run and exit, each in its own module, with its own usage text. */
 const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => number | Promise<number>; usage: string }> = {
   query: { run: runQuery, usage: QUERY_USAGE },
+  sources: { run: runSources, usage: SOURCES_USAGE },
   stamp: { run: runStamp, usage: STAMP_USAGE },
   dnscrypt: { run: runDnscrypt, usage: DNSCRYPT_USAGE },
 };
 
-/** Runs `veil query …`, `veil stamp …` or `veil dnscrypt …`; exit status 2 for a usage mistake. */
+/** Runs a subcommand (`veil query …`, `veil sources …`, `veil stamp …`, `veil dnscrypt …`); exit status 2 for a usage mistake. */
 export async function runSubcommand(name: string, args: string[], io: CommandIo = processIo): Promise<number> {
   const command = SUBCOMMANDS[name]!;
   if (args.length === 0 || args.includes('--help') || args.includes('-h')) {
@@ -57,6 +59,7 @@ const USAGE = `Usage:
   veil check [FILE]       check FILE and print each server block's listeners and plugins
   veil query [@SERVER] NAME [TYPE] …  ask a server over UDP, TCP, TLS, HTTPS or DNSCrypt
                                    (veil query --help)
+  veil sources list [FILE]         what the resolver and relay lists hold (veil sources --help)
   veil stamp decode|encode …       DNS stamps (veil stamp --help)
   veil dnscrypt keygen …           a DNSCrypt provider key (veil dnscrypt --help)
   veil --version          print the version

@@ -53,6 +53,15 @@ export class UpstreamSet {
     this.zonesByLength = [...new Set(this.entries.map((e) => e.zone))].sort((a, b) => b.length - a.length);
   }
 
+  /** Takes an upstream out (a list that no longer names it); the caller stops it. */
+  remove(name: string): void {
+    const index = this.entries.findIndex((e) => e.upstream.name === name);
+    if (index < 0) return;
+    this.entries.splice(index, 1);
+    this.groups.clear();
+    this.zonesByLength = [...new Set(this.entries.map((e) => e.zone))].sort((a, b) => b.length - a.length);
+  }
+
   has(name: string): boolean {
     return this.entries.some((e) => e.upstream.name === name);
   }

@@ -4,7 +4,7 @@
  * and brings the `relay://` listener, to be a relay for others.
  *
  *     anonymize {
- *         relay NAME sdns://…|IP:PORT     # repeatable
+ *         relay NAME [sdns://…|IP:PORT]   # repeatable; without an address, from the lists
  *         route SERVER via RELAY [RELAY…] # repeatable; SERVER may be *, RELAY may be * or a stamp
  *         skip_incompatible
  *     }
@@ -17,7 +17,8 @@ import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectNoBlock, flag, readOptions } from '../../core/config/options.js';
 import { AddressError, parseHostPort } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
-import { provideService } from '../../core/services.js';
+import { provideService, resolveService } from '../../core/services.js';
+import { SourcesService } from '../../lib/sources/catalog.js';
 import { dnscryptRouterService, type RelayAddress } from '../../lib/dnscrypt/route.js';
 import { parseStamp, splitAddress, StampError } from '../../lib/stamps.js';
 import { relayTransport } from './relay-listener.js';
@@ -27,14 +28,20 @@ const NAME = 'anonymize';
 
 interface RouteLine {
   server: Token;
-  relays: RelayAddress[];
+  /** Addresses, or names of relays the lists give. */
+  relays: Array<RelayAddress | string>;
   wildcard: boolean;
+  /** The `*` of `via *`, for messages. */
+  wildcardToken: Token | null;
 }
 
 export interface AnonymizeOptions {
-  relays: Map<string, RelayAddress>;
+  /** Each relay line: its address, or null when the lists give it. */
+  relays: Map<string, RelayAddress | null>;
   routes: RouteLine[];
   skipIncompatible: boolean;
+  /** Relay lines without an address (they need lists). */
+  listedRelays: Token[];
 }
 
 export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
@@ -45,8 +52,9 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
     if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'anonymize is given twice in this block; put every relay and route in one');
     const d = directives[0]!;
     expectArgs(NAME, d, 0);
-    const relays = new Map<string, RelayAddress>();
+    const relays = new Map<string, RelayAddress | null>();
     const routeLines: Directive[] = [];
+    const listedRelays: Token[] = [];
     let skipIncompatible = false;
     readOptions(
       NAME,
@@ -54,10 +62,11 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
       {
         relay: (line) => {
           expectNoBlock(NAME, line);
-          const [name, address] = expectArgs(NAME, line, 2) as [Token, Token];
+          const [name, address] = expectArgs(NAME, line, 1, 2) as [Token, Token | undefined];
           if (relays.has(name.text)) throw configError(NAME, name, `two relays are named "${name.text}"`);
           if (name.text === '*' || name.text.startsWith('sdns:')) throw configError(NAME, name, 'a relay line is "relay NAME sdns://…|IP:PORT": the name comes first');
-          relays.set(name.text, relayAddress(name.text, address));
+          relays.set(name.text, address ? relayAddress(name.text, address) : null);
+          if (!address) listedRelays.push(name);
         },
         // Read once every relay is known, whatever the order of the lines.
         route: (line) => routeLines.push(line),
@@ -72,14 +81,20 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
       seen.add(route.server.text);
     }
     if (routes.length === 0) throw configError(NAME, d.name, 'no route: add "route SERVER via RELAY…" (or "route * via …" for every DNSCrypt server)');
-    return { relays, routes, skipIncompatible };
+    return { relays, routes, skipIncompatible, listedRelays };
   },
 
   create(options, scope) {
+    // `sources` stands first in the order: its catalog is there when it is in the block.
+    const catalog = scope.container.isRegistered(SourcesService, true) ? resolveService(scope.container, SourcesService) : null;
+    if (!catalog && options.listedRelays.length > 0) throw configError(NAME, options.listedRelays[0]!, 'a relay without an address comes from the resolver lists, and this block has no sources directive');
     const servers = scope.upstreams.all.filter((u) => u.protocol === 'dnscrypt');
     const rules = new Map<string, RouteRule>(options.routes.map((r) => [r.server.text, { relays: r.relays, wildcard: r.wildcard }]));
-    const router = new RelayRouter(rules, options.skipIncompatible);
+    const router = new RelayRouter(rules, options.skipIncompatible, catalog);
     for (const route of options.routes) {
+      // With lists, servers may come later (servers_from): their routes are checked as they come.
+      if (catalog) continue;
+      if (route.wildcardToken && options.relays.size === 0) throw configError(NAME, route.wildcardToken, '"via *" picks among the relay lines (or the lists\' relays), and there are none');
       if (route.server.text === '*') {
         if (servers.length === 0) throw configError(NAME, route.server, 'route * applies to DNSCrypt servers, and this block has none (add a dnscrypt directive)');
         continue;
@@ -90,8 +105,9 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
         throw configError(NAME, route.server, `no DNSCrypt server named "${route.server.text}" in this block (DNSCrypt servers: ${known}); only DNSCrypt servers can be anonymized`);
       }
     }
-    // `via *` keeps only relays of the server's family: each routed server must have one.
-    for (const server of servers) {
+    // `via *` keeps only relays of the server's family: each routed server must have one. With
+    // lists, relays and servers change: a server without a relay is then refused at its refresh.
+    for (const server of catalog ? [] : servers) {
       const rule = router.ruleFor(server.name);
       if (!rule) continue;
       const { host } = splitAddress(server.address, 443);
@@ -120,24 +136,24 @@ function relayAddress(name: string, token: Token): RelayAddress {
   }
 }
 
-function parseRoute(line: Directive, relays: Map<string, RelayAddress>): RouteLine {
+function parseRoute(line: Directive, relays: Map<string, RelayAddress | null>): RouteLine {
   expectNoBlock(NAME, line);
   const [server, via, ...targets] = expectArgs(NAME, line, 3, Infinity) as [Token, Token, ...Token[]];
   if (via.text !== 'via') throw configError(NAME, via, `expected "via" after the server name, got "${via.text}" (route SERVER via RELAY…)`);
-  const chosen: RelayAddress[] = [];
+  const chosen: Array<RelayAddress | string> = [];
   let wildcard = false;
+  let wildcardToken: Token | null = null;
   for (const target of targets) {
     if (target.text === '*') {
-      if (relays.size === 0) throw configError(NAME, target, '"via *" picks among the relay lines, and there are none');
       wildcard = true;
-      chosen.push(...relays.values());
+      wildcardToken = target;
+      for (const [name, relay] of relays) chosen.push(relay ?? name);
     } else if (target.text.startsWith('sdns:')) {
       chosen.push(relayAddress(target.text, target));
     } else {
-      const relay = relays.get(target.text);
-      if (!relay) throw configError(NAME, target, `no relay named "${target.text}"${relays.size ? ` (relays: ${[...relays.keys()].join(', ')})` : '; add a "relay NAME sdns://…" line'}`);
-      chosen.push(relay);
+      if (!relays.has(target.text)) throw configError(NAME, target, `no relay named "${target.text}"${relays.size ? ` (relays: ${[...relays.keys()].join(', ')})` : '; add a "relay NAME sdns://…" (or "relay NAME", from the lists) line'}`);
+      chosen.push(relays.get(target.text) ?? target.text);
     }
   }
-  return { server, relays: [...new Map(chosen.map((r) => [r.name, r])).values()], wildcard };
+  return { server, relays: [...new Map(chosen.map((r) => [typeof r === 'string' ? r : r.name, r])).values()], wildcard, wildcardToken };
 }

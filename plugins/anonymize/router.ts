@@ -9,10 +9,13 @@ import { randomInt } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { ipToBytes } from '../../lib/dnscrypt/relay-header.js';
 import type { DnscryptRoute, DnscryptRouter, DnscryptServerInfo, RelayAddress } from '../../lib/dnscrypt/route.js';
+import type { SourceCatalog } from '../../lib/sources/catalog.js';
+import { splitAddress } from '../../lib/stamps.js';
 
 export interface RouteRule {
-  relays: RelayAddress[];
-  /** `via *`: choose among the farthest relays. */
+  /** Relays by address, or by name when a resolver list gives their address. */
+  relays: Array<RelayAddress | string>;
+  /** `via *`: choose among the farthest relays (the listed ones too, when there are lists). */
   wildcard: boolean;
 }
 
@@ -20,6 +23,7 @@ export class RelayRouter implements DnscryptRouter {
   constructor(
     private readonly routes: ReadonlyMap<string, RouteRule>,
     private readonly skipIncompatible: boolean,
+    private readonly catalog: SourceCatalog | null = null,
   ) {}
 
   /** The rule that applies to a server: its own, else `*`, else none (direct). */
@@ -27,18 +31,41 @@ export class RelayRouter implements DnscryptRouter {
     return this.routes.get(serverName) ?? this.routes.get('*');
   }
 
-  /** The relays a server's relay is picked from. */
+  /** The relays a server's relay is picked from, as the lists stand now. */
   candidates(server: { host: string }, rule: RouteRule): RelayAddress[] {
-    return rule.wildcard ? farthestRelays(server.host, rule.relays) : rule.relays;
+    const relays = rule.relays.flatMap((r) => (typeof r === 'string' ? this.listedRelay(r) : [r]));
+    if (rule.wildcard && this.catalog) relays.push(...this.allListedRelays());
+    const unique = [...new Map(relays.map((r) => [r.name, r])).values()];
+    return rule.wildcard ? farthestRelays(server.host, unique) : unique;
   }
 
+  /**
+   * The route for the next certificate period. A routed server with no relay available gets an
+   * error, never the direct path: going direct would show it the client's address.
+   */
   route(server: DnscryptServerInfo): DnscryptRoute {
     const rule = this.ruleFor(server.name);
     if (!rule) return { relay: null, skipWhenUnreachable: false };
     const candidates = this.candidates(server, rule);
-    // The configuration is checked so that every routed server has a candidate.
+    if (candidates.length === 0) throw new Error(`no relay available for ${server.name} (${describe(rule)})`);
     return { relay: candidates[randomInt(candidates.length)]!, skipWhenUnreachable: this.skipIncompatible };
   }
+
+  private listedRelay(name: string): RelayAddress[] {
+    const stamp = this.catalog?.find(name)?.entry.stamps.find((s) => s.protocol === 'dnscryptRelay');
+    return stamp ? [{ name, ...splitAddress(stamp.address, 443) }] : [];
+  }
+
+  private allListedRelays(): RelayAddress[] {
+    return this.catalog!.all()
+      .filter((list) => list.state !== 'unavailable')
+      .flatMap((list) => list.entries.flatMap((entry) => entry.stamps.filter((s) => s.protocol === 'dnscryptRelay').map((s) => ({ name: entry.name, ...splitAddress(s.address, 443) }))));
+  }
+}
+
+function describe(rule: RouteRule): string {
+  const names = rule.relays.map((r) => (typeof r === 'string' ? r : r.name));
+  return rule.wildcard ? 'via *: none of its address family' : `via ${names.join(', ')}: not in the lists`;
 }
 
 /** Leading bits two addresses share (IPv4 compared on its 4 bytes). */

@@ -2,7 +2,8 @@
  * `dnscrypt`: DNSCrypt v2 upstreams, and the `dnscrypt://` listener.
  *
  *     dnscrypt [FROM] {
- *         server NAME sdns://…     # repeatable
+ *         server NAME [sdns://…]   # repeatable; without a stamp, NAME's stamp from the lists
+ *         servers_from LIST { names…  disabled…  require nolog|nofilter|dnssec…  ipv4  ipv6 }
  *         cert_refresh DURATION    # default 4h; never longer than the certificate allows
  *         ephemeral_keys           # a fresh client key pair per query
  *         tcp_only
@@ -14,16 +15,23 @@ import { parseZoneKey } from '../../core/config/zones.js';
 import type { PluginDefinition } from '../../core/plugin.js';
 import { resolveService } from '../../core/services.js';
 import { directRouter, dnscryptRouterService } from '../../lib/dnscrypt/route.js';
-import { parseStamp, splitAddress, StampError } from '../../lib/stamps.js';
+import { SourcesService } from '../../lib/sources/catalog.js';
+import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
+import { parseServersFrom, ServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
+import { parseStamp, splitAddress, StampError, type DnsCryptStamp } from '../../lib/stamps.js';
 import { dnscryptTransport } from './listener.js';
 import { DnscryptUpstream, type DnscryptClientConfig, type DnscryptServerConfig } from './upstream.js';
 
 const NAME = 'dnscrypt';
 const DEFAULT_CERT_REFRESH_MS = 4 * 3_600_000;
 
+/** A server line: with its stamp, or only a name whose stamp the lists give. */
+type ServerLine = (DnscryptServerConfig & { token: Token; listed: false }) | { name: string; token: Token; listed: true };
+
 export interface DnscryptOptions {
   zone: string;
-  servers: Array<DnscryptServerConfig & { token: Token }>;
+  servers: ServerLine[];
+  serversFrom: ServersFromOptions[];
   client: DnscryptClientConfig;
 }
 
@@ -41,12 +49,34 @@ export const dnscryptPlugin: PluginDefinition<DnscryptOptions[]> = {
     // Looked up when certificates are fetched: anonymize, created after this plugin, may have
     // registered its router by then.
     const router = () => (scope.container.isRegistered(dnscryptRouterService, true) ? resolveService(scope.container, dnscryptRouterService) : directRouter);
+    const env = { logger: scope.logger, clock: scope.clock, router };
+    // `sources` stands first in the order: its catalog is there when it is in the block.
+    const catalog = scope.container.isRegistered(SourcesService, true) ? resolveService(scope.container, SourcesService) : null;
+    const needsLists = groups.flatMap((g) => [...g.servers.filter((s) => s.listed).map((s) => s.token), ...g.serversFrom.map((f) => f.token)]);
+    if (!catalog && needsLists.length > 0) {
+      throw configError(NAME, needsLists[0]!, 'servers without a stamp come from resolver lists, and this block has no sources directive');
+    }
+    const listed = (name: string, client: DnscryptClientConfig) =>
+      new ListedUpstream(name, 'dnscrypt', 'dnscrypt', catalog!, (stamp: DnsCryptStamp) => new DnscryptUpstream(serverFromStamp(name, stamp), client, env), scope.logger);
+    const managers: ServersFrom<'dnscrypt'>[] = [];
     for (const group of groups) {
       for (const server of group.servers) {
-        scope.upstreams.add(new DnscryptUpstream(server, group.client, { logger: scope.logger, clock: scope.clock, router }), group.zone);
+        scope.upstreams.add(server.listed ? listed(server.name, group.client) : new DnscryptUpstream(server, group.client, env), group.zone);
+      }
+      for (const from of group.serversFrom) {
+        managers.push(new ServersFrom(from, 'dnscrypt', catalog!, scope.upstreams, group.zone, (name) => listed(name, group.client), scope.logger));
       }
     }
-    return { name: NAME };
+    return {
+      name: NAME,
+      // After sources has loaded its lists (it starts first).
+      async start() {
+        for (const manager of managers) await manager.start();
+      },
+      async stop() {
+        for (const manager of managers) await manager.stop();
+      },
+    };
   },
 };
 
@@ -54,12 +84,14 @@ function parseDirective(d: Directive): DnscryptOptions {
   const [from] = expectArgs(NAME, d, 0, 1);
   const zone = from ? parseZoneKey(from).zone : '.';
   const servers: DnscryptOptions['servers'] = [];
+  const serversFrom: ServersFromOptions[] = [];
   const client: DnscryptClientConfig = { certRefreshMs: DEFAULT_CERT_REFRESH_MS, ephemeralKeys: false, tcpOnly: false };
   readOptions(
     NAME,
     d.block,
     {
       server: (line) => servers.push(parseServer(line)),
+      servers_from: (line) => serversFrom.push(parseServersFrom(NAME, line)),
       cert_refresh: (line) => {
         const [value] = expectArgs(NAME, line, 1);
         client.certRefreshMs = parseDuration(NAME, value!, { min: 10_000, max: 7 * 24 * 3_600_000 });
@@ -67,16 +99,17 @@ function parseDirective(d: Directive): DnscryptOptions {
       ephemeral_keys: (line) => (client.ephemeralKeys = flag(NAME, line)),
       tcp_only: (line) => (client.tcpOnly = flag(NAME, line)),
     },
-    ['server'],
+    ['server', 'servers_from'],
   );
-  if (servers.length === 0) throw configError(NAME, d.name, 'no server: add "server NAME sdns://…" lines in a block');
-  return { zone, servers, client };
+  if (servers.length === 0 && serversFrom.length === 0) throw configError(NAME, d.name, 'no server: add "server NAME sdns://…" (or "servers_from LIST") lines in a block');
+  return { zone, servers, serversFrom, client };
 }
 
-function parseServer(line: Directive): DnscryptServerConfig & { token: Token } {
+function parseServer(line: Directive): ServerLine {
   expectNoBlock(NAME, line);
-  const [name, stampToken] = expectArgs(NAME, line, 2) as [Token, Token];
+  const [name, stampToken] = expectArgs(NAME, line, 1, 2) as [Token, Token | undefined];
   if (name.text.startsWith('sdns:')) throw configError(NAME, name, 'a server line is "server NAME sdns://…": the name comes first');
+  if (!stampToken) return { name: name.text, token: name, listed: true };
   let stamp;
   try {
     stamp = parseStamp(stampToken.text);
@@ -88,6 +121,10 @@ function parseServer(line: Directive): DnscryptServerConfig & { token: Token } {
     const other = stamp.protocol === 'dnscryptRelay' ? 'a relay stamp: relays go in the anonymize plugin' : `a ${stamp.protocol} stamp, not DNSCrypt`;
     throw configError(NAME, stampToken, `${name.text}: ${other}`);
   }
+  return { ...serverFromStamp(name.text, stamp), token: stampToken, listed: false };
+}
+
+function serverFromStamp(name: string, stamp: DnsCryptStamp): DnscryptServerConfig {
   const { host, port } = splitAddress(stamp.address, 443);
-  return { name: name.text, host, port, providerName: stamp.providerName, providerKey: stamp.providerKey, token: stampToken };
+  return { name, host, port, providerName: stamp.providerName, providerKey: stamp.providerKey };
 }

@@ -194,7 +194,17 @@ export class DnscryptUpstream implements Upstream {
 
   private async fetchCertificate(): Promise<void> {
     if (this.stopped || !this.clientKeys) return;
-    const route = this.env.router().route(this.server);
+    let route: DnscryptRoute;
+    try {
+      route = this.env.router().route(this.server);
+    } catch (err) {
+      // A routed server without a relay stays unreachable: never the direct path instead.
+      this.usable = false;
+      this.lastError = (err as Error).message;
+      this.env.logger.warn(`${this.name}: ${this.lastError}; tried again in ${Math.round(this.retryMs() / 1000)}s`);
+      this.schedule(this.retryMs());
+      return;
+    }
     const channel = this.channelFor(route);
     const via = route.relay ? ` via relay ${route.relay.name}` : '';
     try {

@@ -9,7 +9,7 @@ import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
-import { parseStamp, splitAddress, StampError, type HttpsLikeStamp } from '../../lib/stamps.js';
+import { parseStamp, splitAddress, StampError, type HttpsLikeStamp, type Stamp } from '../../lib/stamps.js';
 import { parsePin, readCertificates } from '../../lib/tls/files.js';
 import type { DohServerOptions } from './upstream.js';
 
@@ -21,6 +21,10 @@ export interface DohServer extends DohServerOptions {
   zone: string;
   /** The token that named it, for messages. */
   token: Token;
+  /** `server NAME` without a URL or stamp: the resolver lists give the stamp. */
+  listed: boolean;
+  /** The `bootstrap` addresses given on the line, if any. */
+  bootstrap: string[] | null;
 }
 
 export function parseDohDirectives(directives: Directive[]): DohServer[] {
@@ -53,9 +57,9 @@ interface Where {
 }
 
 function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
-  const [name, target] = expectArgs(NAME, line, 2) as [Token, Token];
+  const [name, target] = expectArgs(NAME, line, 1, 2) as [Token, Token | undefined];
   if (name.text.includes('://')) throw configError(NAME, name, 'a server line is "server NAME URL": the name comes first');
-  const where = target.text.startsWith('sdns:') ? fromStamp(target) : fromUrl(target);
+  const where = !target ? null : target.text.startsWith('sdns:') ? fromStamp(parseStampToken(target), target) : fromUrl(target);
 
   let bootstrap: string[] | null = null;
   const extraCa: string[] = [];
@@ -69,7 +73,7 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
     {
       bootstrap: (o) => {
         const ips = expectArgs(NAME, o, 1, Infinity);
-        if (net.isIP(where.hostname) !== 0) throw configError(NAME, o.name, `bootstrap gives the addresses of a host name, and ${where.hostname} is already an address`);
+        if (where && net.isIP(where.hostname) !== 0) throw configError(NAME, o.name, `bootstrap gives the addresses of a host name, and ${where.hostname} is already an address`);
         bootstrap = ips.map((ip) => {
           const bare = ip.text.replace(/^\[(.*)\]$/, '$1');
           if (net.isIP(bare) === 0) throw configError(NAME, ip, `bootstrap takes IP addresses (no names, no ports): "${ip.text}" is not one`);
@@ -100,11 +104,15 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
     ['pin_sha256'],
   );
 
+  const common = { name: name.text, method, pool, timeoutMs, extraCa, pins, bootstrap: bootstrap as string[] | null };
+  if (!where) return { ...common, token: name, listed: true, url: '', hostname: '', port: 443, path: '', addresses: [], certHashes: [] };
   const addresses = bootstrap ?? where.addresses;
-  if (addresses.length === 0) throw configError(NAME, target, where.needsBootstrap);
+  if (addresses.length === 0) throw configError(NAME, target!, where.needsBootstrap);
   return {
+    listed: false,
+    bootstrap,
     name: name.text,
-    token: target,
+    token: target!,
     url: where.url,
     hostname: where.hostname,
     port: where.port,
@@ -143,14 +151,27 @@ function fromUrl(token: Token): Where {
   };
 }
 
-function fromStamp(token: Token): Where {
-  let stamp;
+function parseStampToken(token: Token): Stamp {
   try {
-    stamp = parseStamp(token.text);
+    return parseStamp(token.text);
   } catch (err) {
     if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
     throw err;
   }
+}
+
+/**
+ * The options of a `server NAME` line completed with the stamp the lists give for NAME. Throws
+ * (with the line's position) when the stamp cannot be used: no address and no `bootstrap`.
+ */
+export function listedServer(server: DohServer, stamp: HttpsLikeStamp): DohServerOptions {
+  const where = fromStamp(stamp, server.token);
+  const addresses = server.bootstrap ?? where.addresses;
+  if (addresses.length === 0) throw configError(NAME, server.token, where.needsBootstrap);
+  return { ...server, url: where.url, hostname: where.hostname, port: where.port, path: where.path, addresses, certHashes: where.certHashes };
+}
+
+function fromStamp(stamp: Stamp, token: Token): Where {
   if (stamp.protocol !== 'doh') {
     const plugin = stamp.protocol === 'dot' ? 'dot' : stamp.protocol === 'dnscrypt' ? 'dnscrypt' : stamp.protocol === 'plain' ? 'forward' : null;
     throw configError(NAME, token, `this is a ${stamp.protocol} stamp, not a DoH one${plugin ? `; use the ${plugin} plugin` : ''}`);

@@ -23,7 +23,10 @@ import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
-import { parseStamp, splitAddress, StampError, type TlsLikeStamp } from '../../lib/stamps.js';
+import { resolveService } from '../../core/services.js';
+import { SourcesService } from '../../lib/sources/catalog.js';
+import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
+import { parseStamp, splitAddress, StampError, type Stamp, type TlsLikeStamp } from '../../lib/stamps.js';
 import { parsePin, readCertificates } from '../../lib/tls/files.js';
 import { tlsTransport } from './listener.js';
 import { DotUpstream, type DotServerOptions } from './upstream.js';
@@ -35,6 +38,8 @@ const HOST_NAME = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z
 export interface DotServer extends DotServerOptions {
   zone: string;
   token: Token;
+  /** `server NAME` without an address: the resolver lists give the stamp. */
+  listed: boolean;
 }
 
 export const dotPlugin: PluginDefinition<DotServer[]> = {
@@ -49,7 +54,21 @@ export const dotPlugin: PluginDefinition<DotServer[]> = {
   },
 
   create(servers, scope) {
-    for (const server of servers) scope.upstreams.add(new DotUpstream(server, scope.logger), server.zone);
+    // `sources` stands first in the order: its catalog is there when it is in the block.
+    const catalog = scope.container.isRegistered(SourcesService, true) ? resolveService(scope.container, SourcesService) : null;
+    for (const server of servers) {
+      if (!server.listed) {
+        scope.upstreams.add(new DotUpstream(server, scope.logger), server.zone);
+        continue;
+      }
+      if (!catalog) throw configError(NAME, server.token, 'a server without an address comes from the resolver lists, and this block has no sources directive');
+      const fromList = (stamp: TlsLikeStamp) => {
+        const target = fromStamp(stamp, server.token);
+        // A server_name or pin written on the line wins over the stamp's host name.
+        return new DotUpstream({ ...server, ...target, serverName: server.serverName ?? target.serverName }, scope.logger);
+      };
+      scope.upstreams.add(new ListedUpstream(server.name, 'dot', 'dot', catalog, fromList, scope.logger), server.zone);
+    }
     return { name: NAME };
   },
 };
@@ -81,10 +100,11 @@ function defaults(): Omit<DotServerOptions, 'name' | 'host' | 'port' | 'serverNa
 }
 
 function parseServerLine(line: Directive): Omit<DotServer, 'zone'> {
-  const [name, address] = expectArgs(NAME, line, 2) as [Token, Token];
+  const [name, address] = expectArgs(NAME, line, 1, 2) as [Token, Token | undefined];
   if (name.text.includes('://')) throw configError(NAME, name, 'a server line is "server NAME ADDRESS": the name comes first');
-  const target = address.text.startsWith('sdns:') ? fromStamp(address) : fromUrl(address);
-  const server: Omit<DotServer, 'zone'> = { name: name.text, token: address, ...defaults(), ...target };
+  // Without an address, the lists give NAME's stamp when the server starts.
+  const target: Target = !address ? { host: '', port: DEFAULT_PORT, serverName: null, certHashes: [] } : address.text.startsWith('sdns:') ? fromStamp(parseStampToken(address), address) : fromUrl(address);
+  const server: Omit<DotServer, 'zone'> = { name: name.text, token: address ?? name, listed: !address, ...defaults(), ...target };
   const duration = (d: Directive, min: number, max: number): number => parseDuration(NAME, expectArgs(NAME, d, 1)[0]!, { min, max });
   readOptions(
     NAME,
@@ -103,7 +123,7 @@ function parseServerLine(line: Directive): Omit<DotServer, 'zone'> {
     },
     ['ca', 'pin_sha256'],
   );
-  if (server.serverName === null && server.pins.length === 0) {
+  if (address && server.serverName === null && server.pins.length === 0) {
     throw configError(NAME, address, `${name.text} needs server_name (the name on its certificate) or pin_sha256: without them nothing proves who answers`);
   }
   return server;
@@ -134,21 +154,27 @@ function fromUrl(token: Token): Target {
  * the host name is the certificate's identity and the SNI; the hashes must match the chain.
  * Veil never looks the host name up.
  */
-function fromStamp(token: Token): Target {
-  let stamp;
+function parseStampToken(token: Token): Stamp {
   try {
-    stamp = parseStamp(token.text);
+    return parseStamp(token.text);
   } catch (err) {
     if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
     throw err;
   }
+}
+
+/**
+ * Where a DoT stamp says the server is. Its bootstrap entries are plain-DNS resolvers for
+ * looking the host name up, which Veil never asks (that lookup would leak): without an address
+ * the stamp cannot be used.
+ */
+function fromStamp(stamp: Stamp, token: Token): Target {
   if (stamp.protocol !== 'dot') throw configError(NAME, token, `this is a ${stamp.protocol} stamp; dot takes DNS-over-TLS stamps`);
-  const { host: name, port: hostPort } = splitHost(token, stamp);
+  const { host: name } = splitHost(token, stamp);
   let ip: { host: string; port: number };
   try {
     if (stamp.address) ip = splitAddress(stamp.address, DEFAULT_PORT);
-    else if (stamp.bootstrap[0]) ip = { host: stamp.bootstrap[0], port: hostPort ?? DEFAULT_PORT };
-    else throw configError(NAME, token, 'the stamp has no address and no bootstrap address, and Veil never resolves host names: write "server NAME tls://IP { server_name HOST }"');
+    else throw configError(NAME, token, 'the stamp has no address (its bootstrap entries are plain-DNS resolvers, which Veil never asks): write "server NAME tls://IP { server_name HOST }"');
   } catch (err) {
     if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
     throw err;
