@@ -5,6 +5,9 @@
  * than 256 bytes of padding (so relayed TCP is tested against Veil's own listener elsewhere).
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import type { RequestContext } from '../../core/context.js';
@@ -16,6 +19,7 @@ import { queryTcp, queryUdp } from '../../core/testing/client.js';
 import { startTestServer, type TestServer } from '../../core/testing/server.js';
 import type { DnscryptUpstream } from '../../plugins/dnscrypt/upstream.js';
 import { createBuiltinRegistry } from '../../plugins/index.js';
+import { generateMinisignKey, signMinisign } from '../../lib/minisign.js';
 import { dnscryptStamp, relayStamp } from '../helpers/dnscrypt.js';
 import { freePort, skipUnless, startDnsdist, startUnboundOrigin, type Dnsdist, type Peer } from '../helpers/peers.js';
 
@@ -108,6 +112,39 @@ describe('Veil against dnsdist’s DNSCrypt front-end', { skip }, () => {
       queryDone.unsubscribe(onDone);
       await client.veil.stop();
       await relay.stop();
+    }
+  });
+
+  it('by names only, from a signed list: dnscrypt { server lab } and anonymize { route lab via relay-a } answer through dnsdist via the relay', async () => {
+    const relayPort = await freePort();
+    const relay = await startTestServer(`. {\n  listen relay://127.0.0.2:${relayPort} {\n    allow_ports ${both.ports.dnscrypt}\n    allow_private\n  }\n}`, { registry: createBuiltinRegistry() });
+    const key = generateMinisignKey(Buffer.alloc(32, 5), Buffer.from('b1b2b3b4b5b6b7b8', 'hex'));
+    const list = `# a list signed with a key made for this test\n\n## lab\n\ndnsdist\n${dnscryptStamp(`127.0.0.1:${both.ports.dnscrypt}`, both.providerKey!, PROVIDER)}\n\n## relay-a\n\nVeil's relay\n${relayStamp(`127.0.0.2:${relayPort}`)}\n`;
+    const dir = mkdtempSync(path.join(tmpdir(), 'veil-names-'));
+    writeFileSync(path.join(dir, 'resolvers.md'), list);
+    writeFileSync(path.join(dir, 'resolvers.md.minisig'), signMinisign(Buffer.from(list), key, 'timestamp:1 file:resolvers.md'));
+    const client = await startTestServer(
+      `. {\n  listen udp://127.0.0.1:0\n  sources {\n    list public resolvers.md {\n      minisign_key ${key.publicKey}\n    }\n  }\n  dnscrypt {\n    server lab\n  }\n  anonymize {\n    relay relay-a\n    route lab via relay-a\n  }\n}`,
+      { registry: createBuiltinRegistry(), file: path.join(dir, 'Corefile') },
+    );
+    try {
+      const udp = client.address('udp://127.0.0.1:0');
+      let answer: Buffer | null = null;
+      // The certificate is fetched once the list has named the server: allow it a moment.
+      for (let i = 0; i < 50 && !answer; i++) {
+        const attempt = await queryUdp(udp.host, udp.port, buildQuery('by-name.example', QType.A, { id: 40 + i }), 3000);
+        if ((attempt[3]! & 0x0f) === 0) answer = attempt;
+        else await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(answer, client.logs.join('\n'));
+      assert.equal(firstData(answer), '203.0.113.1');
+      const lines = both.queryLog().split('\n').filter((l) => l.includes('by-name.example'));
+      assert.ok(lines.length >= 1, both.queryLog());
+      for (const line of lines) assert.match(line, /^Packet from 127\.0\.0\.2:\d+ for by-name\.example\. A /);
+    } finally {
+      await client.stop();
+      await relay.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
