@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
 import { afterEach, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { ManualClock, SystemClock } from '../core/clock.js';
@@ -9,7 +8,7 @@ import { buildQuery } from '../core/dns/message.js';
 import { createDispatcher } from '../core/dispatch.js';
 import { MemoryLogger } from '../core/logger.js';
 import { buildConfig } from '../core/server.js';
-import { queryTcp } from '../core/testing/client.js';
+import { queryTcp, sendUdpRaw } from '../core/testing/client.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
 import { clientKey } from '../plugins/ratelimit/index.js';
 import { testRegistry } from './helpers/plugins.js';
@@ -18,21 +17,7 @@ const HOSTS = 'hosts {\n  192.0.2.10 web.veil.test\n }';
 const rcode = (wire: Buffer | null) => (wire ? (dnsPacket.decode(wire) as { rcode?: string }).rcode : 'no answer');
 
 /** One UDP query from a chosen source address on loopback; null when nothing comes back. */
-function askFrom(source: string, port: number, id = 1, waitMs = 400): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    const socket = dgram.createSocket('udp4');
-    const timer = setTimeout(() => {
-      socket.close();
-      resolve(null);
-    }, waitMs);
-    socket.on('message', (msg) => {
-      clearTimeout(timer);
-      socket.close();
-      resolve(msg);
-    });
-    socket.bind(0, source, () => socket.send(buildQuery('web.veil.test', QType.A, { id }), port, '127.0.0.1'));
-  });
-}
+const askFrom = (source: string, port: number, id = 1): Promise<Buffer | null> => sendUdpRaw('127.0.0.1', port, buildQuery('web.veil.test', QType.A, { id }), 400, source);
 
 describe('access policy: the default admits loopback and private addresses only', () => {
   async function dispatcherFor(inner: string) {

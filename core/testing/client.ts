@@ -29,8 +29,11 @@ export function queryUdp(host: string, port: number, query: Buffer, timeoutMs = 
   });
 }
 
-/** Sends raw bytes over UDP and resolves with the answer, or null when none comes in `waitMs`. */
-export function sendUdpRaw(host: string, port: number, bytes: Buffer, waitMs = 300): Promise<Buffer | null> {
+/**
+ * Sends raw bytes over UDP and resolves with the answer, or null when none comes in `waitMs`.
+ * `from` picks the source address (another loopback address, say 127.0.0.2).
+ */
+export function sendUdpRaw(host: string, port: number, bytes: Buffer, waitMs = 300, from?: string): Promise<Buffer | null> {
   return new Promise((resolve) => {
     const socket = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
     const timer = setTimeout(() => {
@@ -47,7 +50,8 @@ export function sendUdpRaw(host: string, port: number, bytes: Buffer, waitMs = 3
       socket.close();
       resolve(null);
     });
-    socket.send(bytes, port, host);
+    if (from) socket.bind(0, from, () => socket.send(bytes, port, host));
+    else socket.send(bytes, port, host);
   });
 }
 

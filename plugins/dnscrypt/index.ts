@@ -18,7 +18,8 @@ import { directRouter, dnscryptRouterService } from '../../lib/dnscrypt/route.js
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
 import { parseServersFrom, ServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
-import { parseStamp, splitAddress, StampError, type DnsCryptStamp } from '../../lib/stamps.js';
+import { parseStampToken } from '../../lib/stamp-config.js';
+import { splitAddress, type DnsCryptStamp } from '../../lib/stamps.js';
 import { dnscryptTransport } from './listener.js';
 import { DnscryptUpstream, type DnscryptClientConfig, type DnscryptServerConfig } from './upstream.js';
 
@@ -110,13 +111,7 @@ function parseServer(line: Directive): ServerLine {
   const [name, stampToken] = expectArgs(NAME, line, 1, 2) as [Token, Token | undefined];
   if (name.text.startsWith('sdns:')) throw configError(NAME, name, 'a server line is "server NAME sdns://…": the name comes first');
   if (!stampToken) return { name: name.text, token: name, listed: true };
-  let stamp;
-  try {
-    stamp = parseStamp(stampToken.text);
-  } catch (err) {
-    if (err instanceof StampError) throw configError(NAME, stampToken, `bad stamp: ${err.message}`);
-    throw err;
-  }
+  const stamp = parseStampToken(NAME, stampToken);
   if (stamp.protocol !== 'dnscrypt') {
     const other = stamp.protocol === 'dnscryptRelay' ? 'a relay stamp: relays go in the anonymize plugin' : `a ${stamp.protocol} stamp, not DNSCrypt`;
     throw configError(NAME, stampToken, `${name.text}: ${other}`);

@@ -9,7 +9,8 @@ import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
-import { parseStamp, splitAddress, StampError, type HttpsLikeStamp, type Stamp } from '../../lib/stamps.js';
+import { parseStampToken } from '../../lib/stamp-config.js';
+import { splitAddress, type HttpsLikeStamp, type Stamp } from '../../lib/stamps.js';
 import { parsePin, readCertificates } from '../../lib/tls/files.js';
 import type { DohServerOptions } from './upstream.js';
 
@@ -59,7 +60,7 @@ interface Where {
 function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
   const [name, target] = expectArgs(NAME, line, 1, 2) as [Token, Token | undefined];
   if (name.text.includes('://')) throw configError(NAME, name, 'a server line is "server NAME URL": the name comes first');
-  const where = !target ? null : target.text.startsWith('sdns:') ? fromStamp(parseStampToken(target), target) : fromUrl(target);
+  const where = !target ? null : target.text.startsWith('sdns:') ? fromStamp(parseStampToken(NAME, target), target) : fromUrl(target);
 
   let bootstrap: string[] | null = null;
   const extraCa: string[] = [];
@@ -149,15 +150,6 @@ function fromUrl(token: Token): Where {
     certHashes: [],
     needsBootstrap: `${hostname} is a host name: add "bootstrap IP…" with its addresses (Veil never asks the system resolver for an upstream's address: that lookup would reveal the resolver you use)`,
   };
-}
-
-function parseStampToken(token: Token): Stamp {
-  try {
-    return parseStamp(token.text);
-  } catch (err) {
-    if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
-    throw err;
-  }
 }
 
 /**

@@ -26,7 +26,8 @@ import type { PluginDefinition } from '../../core/plugin.js';
 import { resolveService } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
-import { parseStamp, splitAddress, StampError, type Stamp, type TlsLikeStamp } from '../../lib/stamps.js';
+import { parseStampToken } from '../../lib/stamp-config.js';
+import { splitAddress, StampError, type Stamp, type TlsLikeStamp } from '../../lib/stamps.js';
 import { parsePin, readCertificates } from '../../lib/tls/files.js';
 import { tlsTransport } from './listener.js';
 import { DotUpstream, type DotServerOptions } from './upstream.js';
@@ -103,7 +104,7 @@ function parseServerLine(line: Directive): Omit<DotServer, 'zone'> {
   const [name, address] = expectArgs(NAME, line, 1, 2) as [Token, Token | undefined];
   if (name.text.includes('://')) throw configError(NAME, name, 'a server line is "server NAME ADDRESS": the name comes first');
   // Without an address, the lists give NAME's stamp when the server starts.
-  const target: Target = !address ? { host: '', port: DEFAULT_PORT, serverName: null, certHashes: [] } : address.text.startsWith('sdns:') ? fromStamp(parseStampToken(address), address) : fromUrl(address);
+  const target: Target = !address ? { host: '', port: DEFAULT_PORT, serverName: null, certHashes: [] } : address.text.startsWith('sdns:') ? fromStamp(parseStampToken(NAME, address), address) : fromUrl(address);
   const server: Omit<DotServer, 'zone'> = { name: name.text, token: address ?? name, listed: !address, ...defaults(), ...target };
   const duration = (d: Directive, min: number, max: number): number => parseDuration(NAME, expectArgs(NAME, d, 1)[0]!, { min, max });
   readOptions(
@@ -150,23 +151,10 @@ function fromUrl(token: Token): Target {
 }
 
 /**
- * A DoT stamp: the address (or, when empty, the first bootstrap address) is where to connect;
- * the host name is the certificate's identity and the SNI; the hashes must match the chain.
- * Veil never looks the host name up.
- */
-function parseStampToken(token: Token): Stamp {
-  try {
-    return parseStamp(token.text);
-  } catch (err) {
-    if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
-    throw err;
-  }
-}
-
-/**
- * Where a DoT stamp says the server is. Its bootstrap entries are plain-DNS resolvers for
- * looking the host name up, which Veil never asks (that lookup would leak): without an address
- * the stamp cannot be used.
+ * Where a DoT stamp says the server is: its address; the host name is the certificate's
+ * identity and the SNI; the hashes must match the chain. Its bootstrap entries are plain-DNS
+ * resolvers for looking the host name up, which Veil never asks (that lookup would leak):
+ * without an address the stamp cannot be used.
  */
 function fromStamp(stamp: Stamp, token: Token): Target {
   if (stamp.protocol !== 'dot') throw configError(NAME, token, `this is a ${stamp.protocol} stamp; dot takes DNS-over-TLS stamps`);

@@ -17,7 +17,8 @@ import { configError, expectArgs, expectUniqueNames, expectNoBlock, parseDuratio
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, isLocalOrPrivate, parseEndpoint, parseHostPort } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
-import { parseStamp, splitAddress, StampError } from '../../lib/stamps.js';
+import { parseStampToken } from '../../lib/stamp-config.js';
+import { splitAddress } from '../../lib/stamps.js';
 import { PlainDnsUpstream, type PlainDnsOptions } from './upstream.js';
 
 const NAME = 'forward';
@@ -134,13 +135,7 @@ function parseServerLine(line: Directive): Pending {
 
 /** A plain DNS stamp (`sdns://AA…`): UDP with the TCP retry, like udp://. */
 function stampAddress(token: Token): { host: string; port: number; tcpOnly: boolean } {
-  let stamp;
-  try {
-    stamp = parseStamp(token.text);
-  } catch (err) {
-    if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
-    throw err;
-  }
+  const stamp = parseStampToken(NAME, token);
   if (stamp.protocol !== 'plain') throw configError(NAME, token, `a ${stamp.protocol} stamp: forward takes plain DNS stamps (sdns://AA…); use the ${stamp.protocol === 'dnscrypt' ? 'dnscrypt' : stamp.protocol === 'dot' ? 'dot' : stamp.protocol === 'doh' ? 'doh' : 'matching'} plugin`);
   return { ...splitAddress(stamp.address, 53), tcpOnly: false };
 }
