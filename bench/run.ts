@@ -121,7 +121,17 @@ ${table}
 
 ${commands}
 `;
-  writeFileSync(path.join(ROOT, 'docs/benchmarks.md'), text);
+  // The written analysis below the measured part (from "## Analysis" on) is kept as it is.
+  const target = path.join(ROOT, 'docs/benchmarks.md');
+  let analysis = '';
+  try {
+    const before = readFileSync(target, 'utf8');
+    const at = before.indexOf('\n## Analysis');
+    if (at >= 0) analysis = before.slice(at);
+  } catch {
+    // first run: nothing to keep
+  }
+  writeFileSync(target, text + analysis);
   console.log('wrote docs/benchmarks.md');
 }
 
