@@ -2,15 +2,16 @@
  * `npm run soak -- --minutes M --qps Q [--out FILE.json]`: a long mixed load on a real bin/veil
  * (the front), whose upstreams are a second bin/veil (the back) serving DNS over TLS, DNS over
  * HTTPS and DNSCrypt on loopback, in front of a small origin in this process. Each minute it
- * samples the front's resident memory, its event-loop lag and heap (from its /metrics), and the
- * queries sent, answered, unanswered and failed by kind; at the end it prints the table and the
- * RSS growth after warm-up.
+ * samples the front's resident memory, its event-loop lag, V8 heap (in use and reserved) and
+ * memory outside the heap (from its /metrics), and the queries sent, answered, unanswered and
+ * failed by kind; at the end it prints the RSS growth after warm-up.
  *
  * The mix: a quarter of the queries repeat a hundred names per protocol (cache hits when a
  * `cache` plugin is built in; repeated misses otherwise), three fifths are names never asked
- * before (misses over dot, doh and dnscrypt in turn), the rest are answered locally by `hosts`.
- * Blocked names are not in the mix yet: the `filter` plugin is being built beside this tool, and
- * its lists will be configured here once it has landed. Everything stays on loopback.
+ * before (misses over dot, doh and dnscrypt in turn), the rest are answered locally by `hosts`
+ * and, when a `filter` plugin is built in, blocked by it (NXDOMAIN). The tool looks the two
+ * plugins up in the registry, so one Corefile form serves builds with and without them.
+ * Everything stays on loopback.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -52,7 +53,7 @@ function parseArgs(argv: string[]): Options {
   return options;
 }
 
-const KINDS = ['hit', 'dot', 'doh', 'dnscrypt', 'local'] as const;
+const KINDS = ['hit', 'dot', 'doh', 'dnscrypt', 'local', 'blocked'] as const;
 type Kind = (typeof KINDS)[number];
 const PROTOCOLS = ['dot', 'doh', 'dnscrypt'] as const;
 
@@ -72,6 +73,8 @@ interface Sample {
   frontRssMiB: number;
   backRssMiB: number;
   heapMiB: number | null;
+  heapTotalMiB: number | null;
+  externalMiB: number | null;
   lagP99Ms: number | null;
   lagMaxMs: number | null;
   sent: number;
@@ -126,7 +129,7 @@ function metric(text: string, name: string, labels = /.*/): number | null {
 
 // ---- the peers ------------------------------------------------------------------------------------
 
-async function startPeers(hasCache: boolean) {
+async function startPeers(hasCache: boolean, hasFilter: boolean) {
   const certs = makeTestCerts();
   const keys = makeProviderKeys();
   const origin = await startFakeDns((q) => answerFor(q, [{ type: 'A', name: q.packet.questions![0]!.name, ttl: 300, data: '198.51.100.7' }]));
@@ -154,7 +157,7 @@ async function startPeers(hasCache: boolean) {
   const front = await startVeil(`. {
     listen udp://127.0.0.1:${frontPort} tcp://127.0.0.1:${frontPort}
     metrics 127.0.0.1:${metricsPort}
-    hosts {
+${hasFilter ? '    filter {\n        block blocked.soak\n    }\n' : ''}    hosts {
 ${local}
     }
 }
@@ -247,6 +250,8 @@ class LoadClient {
         return `hit${Math.floor(Math.random() * 100)}.${PROTOCOLS[Math.floor(Math.random() * 3)]}.soak`;
       case 'local':
         return `local${Math.floor(Math.random() * 10)}.soak`;
+      case 'blocked':
+        return `b${Math.floor(Math.random() * 1000)}.blocked.soak`;
       default:
         return `m${(this.missCounter++).toString(36)}-${process.pid}.${kind}.soak`;
     }
@@ -319,12 +324,17 @@ async function main(): Promise<void> {
     ['dot', 0.2],
     ['doh', 0.2],
     ['dnscrypt', 0.2],
-    ['local', 0.15],
+    ['local', hasFilter ? 0.1 : 0.15],
+    ...(hasFilter ? [['blocked', 0.05] as [Kind, number]] : []),
   ];
   console.log(
-    `soak: ${options.minutes} min at ${options.qps} qps; cache plugin ${hasCache ? 'present' : 'absent (repeated names go upstream)'}; filter plugin ${hasFilter ? 'present, not yet in the mix' : 'absent (no blocked names in the mix)'}`,
+    `soak: ${options.minutes} min at ${options.qps} qps; cache plugin ${hasCache ? 'present' : 'absent (repeated names go upstream)'}; filter plugin ${hasFilter ? 'present (5 % blocked names)' : 'absent (no blocked names in the mix)'}`,
   );
-  const peers = await startPeers(hasCache);
+  const peers = await startPeers(hasCache, hasFilter);
+  // Interrupted: stop the two Veil processes and remove the temporary files before leaving.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => void peers.stop().finally(() => process.exit(130)));
+  }
   const client = new LoadClient(peers.frontPort, mix);
   const ownLag = monitorEventLoopDelay({ resolution: 20 });
   ownLag.enable();
@@ -357,19 +367,23 @@ async function main(): Promise<void> {
     const lagP99 = metric(text, 'veil_event_loop_lag_seconds', /quantile="0.99"/);
     const lagMax = metric(text, 'veil_event_loop_lag_seconds', /quantile="1"/);
     const heap = metric(text, 'nodejs_heap_used_bytes');
+    const heapTotal = metric(text, 'nodejs_heap_total_bytes');
+    const external = metric(text, 'nodejs_external_memory_bytes');
     const sample: Sample = {
       minute: (minute * options.sampleSeconds) / 60,
       frontRssMiB: mib(rssOf(peers.front.child.pid!)),
       backRssMiB: mib(rssOf(peers.back.child.pid!)),
       heapMiB: heap === null ? null : mib(heap),
+      heapTotalMiB: heapTotal === null ? null : mib(heapTotal),
+      externalMiB: external === null ? null : mib(external),
       lagP99Ms: lagP99 === null ? null : Math.round(lagP99 * 10_000) / 10,
       lagMaxMs: lagMax === null ? null : Math.round(lagMax * 10_000) / 10,
       sent: sum((c) => c.sent),
       answered: sum((c) => c.answered),
       unanswered: sum((c) => c.unanswered),
       servfail: sum((c) => c.rcodes.SERVFAIL ?? 0),
-      // every name asked exists: anything but NOERROR and SERVFAIL is an error too
-      otherErrors: sum((c) => c.answered - (c.rcodes.NOERROR ?? 0) - (c.rcodes.SERVFAIL ?? 0)),
+      // every name asked exists (or is blocked): any other rcode is an error too
+      otherErrors: [...counts].reduce((n, [kind, c]) => n + c.answered - (c.rcodes[kind === 'blocked' ? 'NXDOMAIN' : 'NOERROR'] ?? 0) - (c.rcodes.SERVFAIL ?? 0), 0),
       upstreamErrors: upstreamErrorsNow === null ? null : upstreamErrorsNow - upstreamErrorsBefore,
       p50Ms: percentile(latencies, 50),
       p99Ms: percentile(latencies, 99),
@@ -380,7 +394,7 @@ async function main(): Promise<void> {
     upstreamErrorsBefore = upstreamErrorsNow ?? upstreamErrorsBefore;
     samples.push(sample);
     console.log(
-      `${sample.minute.toFixed(1).padStart(5)} min  rss ${sample.frontRssMiB} MiB (back ${sample.backRssMiB})  heap ${sample.heapMiB} MiB  lag p99 ${sample.lagP99Ms} ms max ${sample.lagMaxMs} ms  ` +
+      `${sample.minute.toFixed(1).padStart(5)} min  rss ${sample.frontRssMiB} MiB (back ${sample.backRssMiB})  heap ${sample.heapMiB}/${sample.heapTotalMiB} MiB external ${sample.externalMiB} MiB  lag p99 ${sample.lagP99Ms} ms max ${sample.lagMaxMs} ms  ` +
         `sent ${sample.sent} answered ${sample.answered} unanswered ${sample.unanswered} servfail ${sample.servfail} other ${sample.otherErrors} upstream-errors ${sample.upstreamErrors}  p50 ${sample.p50Ms} ms p99 ${sample.p99Ms} ms  (load generator lag max ${Math.round(ownLag.max / 1e6)} ms)`,
     );
     ownLag.reset();
