@@ -20,6 +20,7 @@ import { queryTcp, queryUdp } from '../core/testing/client.js';
 import { answerFor as fakeAnswer, startFakeDns, type FakeDns, type FakeQuery } from '../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
 import type { StreamPool } from '../core/upstream/stream-pool.js';
+import type { DohUpstream } from '../plugins/doh/upstream.js';
 import { dnscryptStamp, makeProviderKeys, type ProviderKeys } from './helpers/dnscrypt.js';
 import { answerFor as dohAnswer, startFakeDoh, type FakeDoh } from './helpers/fake-doh.js';
 import { startFakeDot, type FakeDot } from './helpers/fake-dot.js';
@@ -268,11 +269,13 @@ describe('faults between Veil and DoH upstreams', () => {
     }
   });
 
-  it('many queries in flight when the session is reset: every one answered', async () => {
+  it('many queries in flight when the session is reset: every one answered; one session left', async () => {
     proxy.setFault(resetMidAnswer());
     const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => veil.ask(`${CANARY}.burst${i}.test`, i % 2 === 0)));
     proxy.setFault(pass);
     for (const answer of answers) assert.equal(rcode(answer), 'NOERROR');
+    const upstream = veil.server.config!.blocks[0]!.upstreams.get('primary') as unknown as DohUpstream;
+    assert.ok(upstream.connections.openSessions <= 1, `${upstream.connections.openSessions} sessions open with pool 1`);
   });
 
   it('nothing crossed the proxy in plaintext', () => assertNoPlaintext(proxy));
