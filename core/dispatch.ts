@@ -69,7 +69,6 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
     }
     const target = route(question.name);
     if (!target) return reject(query, Rcode.REFUSED, info, question, edns);
-    if (admission && !admission.enter()) return reject(query, Rcode.REFUSED, info, question, edns, 'max_concurrent');
 
     const block = target.block;
     const ctx = new RequestContext({
@@ -84,6 +83,11 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       clock,
       timeoutMs,
     });
+    // Right before the try: every place taken is given back in its finally.
+    if (admission && !admission.enter()) {
+      ctx.finish();
+      return reject(query, Rcode.REFUSED, info, question, edns, 'max_concurrent');
+    }
     let response: Buffer | null;
     try {
       response = await block.chain(ctx);
