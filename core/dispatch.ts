@@ -7,6 +7,7 @@
  * Silence, not an answer, for anything without a readable header or that is itself a response
  * (answering those could start a loop between two servers).
  */
+import type { QueryAdmission } from './admission.js';
 import type { BuiltBlock } from './block.js';
 import type { Clock } from './clock.js';
 import { RequestContext } from './context.js';
@@ -38,7 +39,7 @@ function zoneDepth(zone: string): number {
   return zone === '.' ? 0 : zone.split('.').length;
 }
 
-export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = QUERY_TIMEOUT_MS): QueryHandler {
+export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = QUERY_TIMEOUT_MS, admission?: QueryAdmission): QueryHandler {
   const sorted = sortRoutes(routes);
 
   const route = (name: string): ZoneRoute | undefined => {
@@ -70,10 +71,7 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
     if (!target) return reject(query, Rcode.REFUSED, info, question, edns);
 
     const block = target.block;
-    if (!block.access.admits(info.client.address)) {
-      if (queryRejected.hasSubscribers) queryRejected.publish({ reason: 'acl', info });
-      return errorReply(query, Rcode.REFUSED, question.end, edns);
-    }
+    if (!block.access.admits(info.client.address)) return reject(query, Rcode.REFUSED, info, question, edns, 'acl');
     const ctx = new RequestContext({
       query,
       question,
@@ -86,6 +84,11 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       clock,
       timeoutMs,
     });
+    // Right before the try: every place taken is given back in its finally.
+    if (admission && !admission.enter()) {
+      ctx.finish();
+      return reject(query, Rcode.REFUSED, info, question, edns, 'max_concurrent');
+    }
     let response: Buffer | null;
     try {
       response = await block.chain(ctx);
@@ -94,6 +97,7 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       response = errorReply(query, Rcode.SERVFAIL, question.end, edns);
     } finally {
       ctx.finish();
+      admission?.leave();
     }
     if (response === null) {
       if (queryDone.hasSubscribers) queryDone.publish({ ctx, response, durationMs: clock.monotonic() - ctx.startedAt });
@@ -123,7 +127,7 @@ function tryQuestion(query: Buffer): Question | undefined {
   }
 }
 
-function reject(query: Buffer, rcode: number, info: QueryInfo, question?: Question, edns?: Edns | null): Buffer {
-  if (queryRejected.hasSubscribers) queryRejected.publish({ reason: `rcode ${rcode}`, info });
+function reject(query: Buffer, rcode: number, info: QueryInfo, question?: Question, edns?: Edns | null, reason = `rcode ${rcode}`): Buffer {
+  if (queryRejected.hasSubscribers) queryRejected.publish({ reason, info });
   return errorReply(query, rcode, question?.end, edns ?? null);
 }

@@ -7,7 +7,8 @@
 import { container as globalContainer, type DependencyContainer } from './di.js';
 import { createBlock, parseBlocks, type BuiltBlock } from './block.js';
 import type { ConfigFile } from './config/ast.js';
-import { parseGlobalOptions } from './config/global.js';
+import { parseGlobalOptions, type GlobalOptions } from './config/global.js';
+import { DEFAULT_MAX_CONCURRENT, QueryAdmission } from './admission.js';
 import { DEFAULT_DNS_PORT } from './config/zones.js';
 import type { Clock } from './clock.js';
 import { createDispatcher, QUERY_TIMEOUT_MS, type ZoneRoute } from './dispatch.js';
@@ -40,18 +41,19 @@ export interface PlannedListener {
 }
 
 export interface BuiltConfig {
+  global: GlobalOptions;
   blocks: BuiltBlock[];
   listeners: Map<string, PlannedListener>;
 }
 
 /** Parses and builds a configuration without binding or connecting anything. */
 export function buildConfig(config: ConfigFile, env: ServerEnvironment, kept = new Map<string, unknown>(), root: DependencyContainer = createRootContainer(env)): BuiltConfig {
-  parseGlobalOptions(config);
+  const global = parseGlobalOptions(config);
   const parsed = parseBlocks(config, env.registry);
   const blocks = parsed.map((block) =>
     createBlock(block, { root, logger: env.logger, clock: env.clock, transports: env.registry.transports, kept }),
   );
-  return { blocks, listeners: planListeners(blocks, env) };
+  return { global, blocks, listeners: planListeners(blocks, env) };
 }
 
 export function createRootContainer(env: ServerEnvironment): DependencyContainer {
@@ -128,10 +130,13 @@ export class VeilServer {
   private readonly kept = new Map<string, unknown>();
   /** For readiness checks; plugins find it in the root container. */
   readonly state = new ServerState();
+  /** `max_concurrent`, shared by every listener's dispatcher and kept across reloads. */
+  readonly admission: QueryAdmission;
 
   constructor(private readonly env: ServerEnvironment) {
     this.graceMs = env.graceMs ?? 5000;
     this.queryTimeoutMs = env.queryTimeoutMs ?? QUERY_TIMEOUT_MS;
+    this.admission = new QueryAdmission(DEFAULT_MAX_CONCURRENT, env.logger);
   }
 
   /** Bound addresses by configured address (`udp://127.0.0.1:0` → `udp://127.0.0.1:40123`). */
@@ -147,6 +152,7 @@ export class VeilServer {
   async start(config: ConfigFile): Promise<void> {
     if (this.active) throw new Error('server already started');
     const built = await this.build(config);
+    this.admission.setLimit(built.global.maxConcurrent);
     this.state.activate(built.blocks, built.listeners.keys(), false);
     await this.startBlocks(built);
     const bound: Listener[] = [];
@@ -198,6 +204,7 @@ export class VeilServer {
       return false;
     }
     // Everything new is up: switch.
+    this.admission.setLimit(built.global.maxConcurrent);
     for (const [key, planned] of built.listeners) {
       const existing = this.listeners.get(key);
       if (existing) {
@@ -263,7 +270,7 @@ export class VeilServer {
   }
 
   private dispatcherFor(planned: PlannedListener) {
-    return createDispatcher(planned.routes, this.env.clock, this.queryTimeoutMs);
+    return createDispatcher(planned.routes, this.env.clock, this.queryTimeoutMs, this.admission);
   }
 
   private announce(planned: PlannedListener, listener: Listener): void {

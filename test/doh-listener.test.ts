@@ -15,6 +15,7 @@ import { QType } from '../core/dns/constants.js';
 import { buildQuery, buildReply } from '../core/dns/message.js';
 import type { PluginDefinition } from '../core/plugin.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
+import { answerToJson } from '../plugins/doh/json.js';
 import { h1Call, h2Call, h2Request, type HttpResult } from './helpers/doh-client.js';
 import { makeTestCerts, type TestCerts } from './helpers/peers.js';
 import { testRegistry } from './helpers/plugins.js';
@@ -385,5 +386,28 @@ describe('DoH listener', () => {
       await first;
       for (const s of idle) s.destroy();
     });
+  });
+});
+
+describe('DoH JSON rendering of hostile answers', () => {
+  // Found by the doh-json fuzz target: an SOA whose numbers ran past the message made the
+  // rendering throw a RangeError (a 500 instead of the answer).
+  const soa = (rdata: Buffer) =>
+    buildReply(buildQuery('example.org', QType.SOA, { id: 1 }), {
+      questionEnd: 29,
+      answers: [{ type: QType.SOA, ttl: 60, rdata }],
+    });
+  const name = (text: string) => Buffer.concat([...text.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])]);
+
+  it('RDATA that does not hold what its type promises is shown in the generic form', () => {
+    const short = soa(Buffer.concat([name('ns.example.org'), name('h.example.org'), Buffer.alloc(8)]));
+    const doc = JSON.parse(answerToJson(short)) as { Answer: Array<{ data: string }> };
+    assert.match(doc.Answer[0]!.data, /^\\# 39 /);
+  });
+
+  it('well-formed RDATA keeps its presentation form', () => {
+    const whole = soa(Buffer.concat([name('ns.example.org'), name('h.example.org'), Buffer.from([0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5])]));
+    const doc = JSON.parse(answerToJson(whole)) as { Answer: Array<{ data: string }> };
+    assert.equal(doc.Answer[0]!.data, 'ns.example.org. h.example.org. 1 2 3 4 5');
   });
 });

@@ -9,8 +9,6 @@ import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
 import dns from 'node:dns';
 import { readFileSync, rmSync } from 'node:fs';
-import http2 from 'node:http2';
-import https from 'node:https';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
@@ -22,6 +20,7 @@ import { queryUdp } from '../core/testing/client.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
 import { encodeStamp } from '../lib/stamps.js';
 import { tbsSha256 } from '../lib/tls/certificates.js';
+import { answerFor, startFakeDoh, type FakeDoh, type FakeReply } from './helpers/fake-doh.js';
 import { makeTestCerts, type TestCerts } from './helpers/peers.js';
 import { testRegistry } from './helpers/plugins.js';
 
@@ -39,93 +38,6 @@ const recordPlugin: PluginDefinition<null> = {
     },
   }),
 };
-
-interface FakeRequest {
-  method: string;
-  path: string;
-  headers: http2.IncomingHttpHeaders;
-  query: Buffer;
-}
-
-interface FakeReply {
-  status?: number;
-  type?: string;
-  body?: Buffer;
-  /** Send GOAWAY after this answer. */
-  goaway?: boolean;
-  /** Never answer. */
-  hang?: boolean;
-  /** Answer after this long. */
-  delayMs?: number;
-}
-
-interface FakeDoh {
-  port: number;
-  requests: FakeRequest[];
-  /** HTTP/2 sessions or TLS connections accepted. */
-  connections: number;
-  behave(fn: (req: FakeRequest) => FakeReply): void;
-  close(): Promise<void>;
-}
-
-/** An answer to `query`: A 203.0.113.1, TTL 60. */
-function answerFor(query: Buffer): Buffer {
-  const question = dnsPacket.decode(query).questions![0]!;
-  return dnsPacket.encode({ id: readId(query), type: 'response', flags: dnsPacket.RECURSION_DESIRED, questions: [question], answers: [{ type: 'A', name: question.name, ttl: 60, data: '203.0.113.1' }] });
-}
-
-/** A DoH server we script: HTTP/2 (and HTTP/1.1 through ALPN), or HTTP/1.1 only. */
-async function startFakeDoh(certs: { cert: string; key: string }, options: { http1Only?: boolean } = {}): Promise<FakeDoh> {
-  const requests: FakeRequest[] = [];
-  let behaviour: (req: FakeRequest) => FakeReply = () => ({});
-  let connections = 0;
-  const open = new Set<net.Socket>();
-  const handle = (req: http2.Http2ServerRequest | import('node:http').IncomingMessage, res: http2.Http2ServerResponse | import('node:http').ServerResponse): void => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const url = new URL(req.url ?? '/', 'https://x');
-      const query = req.method === 'GET' ? Buffer.from(url.searchParams.get('dns') ?? '', 'base64url') : Buffer.concat(chunks);
-      const request = { method: req.method ?? '', path: req.url ?? '', headers: req.headers as http2.IncomingHttpHeaders, query };
-      requests.push(request);
-      const reply = behaviour(request);
-      if (reply.hang) return;
-      const body = reply.body ?? answerFor(query);
-      const send = (): void => {
-        (res as import('node:http').ServerResponse).writeHead(reply.status ?? 200, { 'content-type': reply.type ?? 'application/dns-message', 'content-length': body.length });
-        res.end(body);
-        if (reply.goaway && 'stream' in req) req.stream.session?.goaway();
-      };
-      if (reply.delayMs) setTimeout(send, reply.delayMs);
-      else send();
-    });
-  };
-  const key = readFileSync(certs.key);
-  const cert = readFileSync(certs.cert);
-  const server = options.http1Only
-    ? https.createServer({ key, cert, ALPNProtocols: ['http/1.1'] }, handle)
-    : http2.createSecureServer({ key, cert, allowHTTP1: true }, handle);
-  server.on('secureConnection', () => connections++);
-  server.on('connection', (s: net.Socket) => {
-    open.add(s);
-    s.on('close', () => open.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    requests,
-    get connections() {
-      return connections;
-    },
-    behave(fn) {
-      behaviour = fn;
-    },
-    async close() {
-      for (const s of open) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 describe('doh upstream', () => {
   let certs: TestCerts;

@@ -258,6 +258,8 @@ quiet.test {
     const all = samples(text);
     assert.ok(all.get('process_cpu_seconds_total')! > 0);
     assert.ok(all.get('process_resident_memory_bytes')! > 1e6);
+    assert.ok(all.get('nodejs_heap_total_bytes')! >= all.get('nodejs_heap_used_bytes')!);
+    assert.ok(all.has('nodejs_external_memory_bytes'));
     assert.ok(all.get('process_start_time_seconds')! > 1.6e9);
     assert.ok(all.has('veil_event_loop_lag_seconds{quantile="0.99"}'));
     assert.ok(all.has('veil_event_loop_lag_seconds_count'));

@@ -27,6 +27,8 @@ const MAX_QUEUED_WRITE_BYTES = 1 << 20;
 export class StreamSessions {
   private readonly sessions = new Set<Session>();
   private atCapacity = false;
+  /** Idle connections are being closed to make room (logged once per episode). */
+  private evicting = false;
   private draining = false;
 
   constructor(
@@ -49,13 +51,21 @@ export class StreamSessions {
       socket.destroy();
       return;
     }
-    if (this.sessions.size >= this.limits.maxConnections && !this.evictIdle()) {
-      if (!this.atCapacity) {
-        this.atCapacity = true;
-        this.logger.warn(`${this.transport}: ${this.limits.maxConnections} connections busy (max_connections); closing new ones until some finish`);
+    if (this.sessions.size >= this.limits.maxConnections) {
+      if (!this.evictIdle()) {
+        if (!this.atCapacity) {
+          this.atCapacity = true;
+          this.logger.warn(`${this.transport}: ${this.limits.maxConnections} connections busy (max_connections); closing new ones until some finish`);
+        }
+        socket.destroy();
+        return;
       }
-      socket.destroy();
-      return;
+      if (!this.evicting) {
+        this.evicting = true;
+        this.logger.warn(`${this.transport}: ${this.limits.maxConnections} connections open (max_connections); closing the oldest idle ones to make room`);
+      }
+    } else if (this.evicting && this.sessions.size < this.limits.maxConnections * 0.9) {
+      this.evicting = false;
     }
     if (this.atCapacity && this.sessions.size < this.limits.maxConnections) {
       this.atCapacity = false;

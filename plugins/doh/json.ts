@@ -6,7 +6,7 @@
  */
 import { QType, typeNumber } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
-import { forEachRecord, fullRcode, readName, readQuestion, type RecordPosition } from '../../core/dns/wire.js';
+import { forEachRecord, fullRcode, readName, readQuestion, WireError, type RecordPosition } from '../../core/dns/wire.js';
 
 export const DNS_JSON = 'application/dns-json';
 
@@ -65,37 +65,61 @@ export function answerToJson(answer: Buffer): string {
   return JSON.stringify(doc);
 }
 
-/** RDATA in presentation form for common types; RFC 3597's `\# LENGTH HEX` otherwise. */
+/**
+ * RDATA in presentation form for common types; RFC 3597's `\# LENGTH HEX` otherwise, and for
+ * RDATA that does not hold what its type promises (an upstream's bytes are not to be trusted:
+ * names and numbers must end exactly where the record does).
+ */
 function rdataText(msg: Buffer, rr: RecordPosition): string {
   const start = rr.rdataStart;
   const end = start + rr.rdataLength;
-  const name = (at: number) => readName(msg, at);
-  switch (rr.type) {
+  try {
+    const text = typedRdataText(msg, rr.type, start, end);
+    if (text !== null) return text;
+  } catch (err) {
+    if (!(err instanceof WireError)) throw err;
+  }
+  return `\\# ${rr.rdataLength}${rr.rdataLength ? ' ' + msg.toString('hex', start, end) : ''}`;
+}
+
+/** The presentation form of a known type, or null when the RDATA does not fit it. */
+function typedRdataText(msg: Buffer, type: number, start: number, end: number): string | null {
+  const length = end - start;
+  /** A name in the RDATA that must be followed by exactly `after` bytes. */
+  const name = (at: number, after = 0) => {
+    if (at >= end) return null;
+    const read = readName(msg, at);
+    return read.end + after === end ? read : null;
+  };
+  switch (type) {
     case QType.A:
-      if (rr.rdataLength === 4) return [...msg.subarray(start, end)].join('.');
-      break;
+      return length === 4 ? [...msg.subarray(start, end)].join('.') : null;
     case QType.AAAA:
-      if (rr.rdataLength === 16) return ipv6Text(msg.subarray(start, end));
-      break;
+      return length === 16 ? ipv6Text(msg.subarray(start, end)) : null;
     case QType.NS:
     case QType.CNAME:
     case QType.PTR:
     case 39: // DNAME
-      return name(start).name;
-    case QType.MX:
-      return `${msg.readUInt16BE(start)} ${name(start + 2).name}`;
+      return name(start)?.name ?? null;
+    case QType.MX: {
+      const exchange = length > 2 ? name(start + 2) : null;
+      return exchange && `${msg.readUInt16BE(start)} ${exchange.name}`;
+    }
     case QType.TXT:
       return characterStrings(msg, start, end);
     case QType.SOA: {
-      const mname = name(start);
-      const rname = name(mname.end);
+      const mname = start < end ? readName(msg, start) : null;
+      const rname = mname && mname.end < end ? name(mname.end, 20) : null;
+      if (!mname || !rname) return null;
       const numbers = [0, 4, 8, 12, 16].map((i) => msg.readUInt32BE(rname.end + i));
       return `${mname.name} ${rname.name} ${numbers.join(' ')}`;
     }
-    case QType.SRV:
-      return `${msg.readUInt16BE(start)} ${msg.readUInt16BE(start + 2)} ${msg.readUInt16BE(start + 4)} ${name(start + 6).name}`;
+    case QType.SRV: {
+      const target = length > 6 ? name(start + 6) : null;
+      return target && `${msg.readUInt16BE(start)} ${msg.readUInt16BE(start + 2)} ${msg.readUInt16BE(start + 4)} ${target.name}`;
+    }
   }
-  return `\\# ${rr.rdataLength}${rr.rdataLength ? ' ' + msg.toString('hex', start, end) : ''}`;
+  return null;
 }
 
 function characterStrings(msg: Buffer, start: number, end: number): string {

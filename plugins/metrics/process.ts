@@ -36,6 +36,8 @@ export function addProcessMetrics(registry: Registry): () => void {
   const cpu = registry.add(new Counter('process_cpu_seconds_total', 'User and system CPU time spent, in seconds.', [])).labels();
   const rss = registry.add(new Gauge('process_resident_memory_bytes', 'Resident memory size, in bytes.', [])).labels();
   const heap = registry.add(new Gauge('nodejs_heap_used_bytes', 'V8 heap in use, in bytes.', [])).labels();
+  const heapTotal = registry.add(new Gauge('nodejs_heap_total_bytes', 'V8 heap reserved (in use or free), in bytes.', [])).labels();
+  const external = registry.add(new Gauge('nodejs_external_memory_bytes', 'Memory outside the V8 heap held by JavaScript objects (Buffers, WebAssembly), in bytes.', [])).labels();
   const start = registry.add(new Gauge('process_start_time_seconds', 'When the process started, in seconds since the Unix epoch.', [])).labels();
   const fds = registry.add(new Gauge('process_open_fds', 'Open file descriptors.', []));
   const fdLimit = registry.add(new Gauge('process_max_fds', 'The most file descriptors the process may open.', []));
@@ -53,8 +55,11 @@ export function addProcessMetrics(registry: Registry): () => void {
   registry.onCollect(() => {
     const usage = process.cpuUsage();
     cpu.value = (usage.user + usage.system) / 1e6;
-    rss.set(process.memoryUsage.rss());
-    heap.set(process.memoryUsage().heapUsed);
+    const memory = process.memoryUsage();
+    rss.set(memory.rss);
+    heap.set(memory.heapUsed);
+    heapTotal.set(memory.heapTotal);
+    external.set(memory.external);
     const open = openFds();
     if (open !== null) fds.labels().set(open);
     const limit = maxFds();

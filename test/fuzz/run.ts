@@ -7,7 +7,10 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
-import { allSeeds, CORPUS, targets, type FuzzTarget } from './targets.js';
+import { protocolTargets } from './protocol-targets.js';
+import { allSeeds, CORPUS, targets as coreTargets, type FuzzTarget } from './targets.js';
+
+const targets = [...coreTargets, ...protocolTargets];
 
 interface Options {
   names: string[];

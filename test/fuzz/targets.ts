@@ -45,9 +45,9 @@ export function allSeeds<T>(target: FuzzTarget<T>): T[] {
   return [...target.seeds, ...corpusFiles(target.name).map((b) => target.fromCorpus(b))];
 }
 
-const asBuffer = (b: Buffer): Buffer => b;
-const asText = (b: Buffer): string => b.toString('utf8');
-const asJson = <T>(b: Buffer): T => JSON.parse(b.toString('utf8'), (_k, v) => (v && v.type === 'Buffer' && Array.isArray(v.data) ? Buffer.from(v.data) : v)) as T;
+export const asBuffer = (b: Buffer): Buffer => b;
+export const asText = (b: Buffer): string => b.toString('utf8');
+export const asJson = <T>(b: Buffer): T => JSON.parse(b.toString('utf8'), (_k, v) => (v && v.type === 'Buffer' && Array.isArray(v.data) ? Buffer.from(v.data) : v)) as T;
 
 export const CORPUS = path.join(ROOT, 'test/fuzz/corpus');
 
@@ -62,8 +62,8 @@ function corpusFiles(target: string): Buffer[] {
   }
 }
 
-class BugError extends Error {}
-function expectOnly(err: unknown, ...kinds: Array<new (...args: any[]) => Error>): void {
+export class BugError extends Error {}
+export function expectOnly(err: unknown, ...kinds: Array<new (...args: any[]) => Error>): void {
   if (kinds.some((k) => err instanceof k)) return;
   throw new BugError(`unexpected ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`, { cause: err });
 }
@@ -98,7 +98,7 @@ function seedMessages(): Buffer[] {
 
 // ---- targets ----------------------------------------------------------------------------------
 
-const wireSeeds = seedMessages();
+export const wireSeeds = seedMessages();
 
 const wire: FuzzTarget<Buffer> = {
   name: 'wire',
@@ -235,7 +235,7 @@ const corefileSeeds = [
 ];
 
 const registry = createBuiltinRegistry();
-const env = { registry, logger: new MemoryLogger(), clock: new SystemClock() };
+export const env = { registry, logger: new MemoryLogger(), clock: new SystemClock() };
 
 const corefile: FuzzTarget<string> = {
   name: 'corefile',
@@ -274,7 +274,7 @@ const jsonc: FuzzTarget<string> = {
 };
 
 let door: QueryHandler | null = null;
-function theDoor(): QueryHandler {
+export function theDoor(): QueryHandler {
   if (!door) {
     const built = buildConfig(parseCorefileText('. {\n  hosts {\n    192.0.2.1 www.example.org\n  }\n}\n', 'Corefile'), env);
     door = createDispatcher([{ zone: '.', block: built.blocks[0]! }], env.clock);

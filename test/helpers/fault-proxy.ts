@@ -7,9 +7,12 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 
+/** What becomes of a chunk: passed (maybe changed), dropped, the connection reset, or part written then reset. */
+export type AnswerFate = Buffer | null | 'reset' | { thenReset: Buffer };
+
 export interface Fault {
   /** A UDP datagram or a chunk of a TCP stream from the upstream to Veil. */
-  answer?(chunk: Buffer, transport: 'udp' | 'tcp'): Buffer | null | 'reset' | Promise<Buffer | null | 'reset'>;
+  answer?(chunk: Buffer, transport: 'udp' | 'tcp'): AnswerFate | Promise<AnswerFate>;
   /** A datagram or chunk from Veil to the upstream. */
   query?(chunk: Buffer, transport: 'udp' | 'tcp'): Buffer | null | Promise<Buffer | null>;
   /** Close TCP connections that carried nothing for this long, from the upstream's side. */
@@ -20,6 +23,8 @@ export interface FaultProxy {
   port: number;
   /** Queries (UDP datagrams, TCP chunks) that reached the proxy. */
   seen: { udp: number; tcp: number; connections: number };
+  /** Every byte Veil sent through the proxy (UDP and TCP), to check nothing went in plaintext. */
+  sent: Buffer[];
   setFault(fault: Fault): void;
   close(): Promise<void>;
 }
@@ -31,6 +36,7 @@ export const delay = (ms: number): Fault => ({ answer: (chunk) => new Promise((r
 export async function startFaultProxy(upstreamPort: number, upstreamHost = '127.0.0.1'): Promise<FaultProxy> {
   let fault: Fault = pass;
   const seen = { udp: 0, tcp: 0, connections: 0 };
+  const sent: Buffer[] = [];
   const sockets = new Set<net.Socket>();
 
   // TCP first on a free port, then UDP on the same port.
@@ -56,6 +62,7 @@ export async function startFaultProxy(upstreamPort: number, upstreamHost = '127.
     };
     client.on('data', async (chunk: Buffer) => {
       seen.tcp++;
+      sent.push(chunk);
       touch();
       const out = fault.query ? await fault.query(chunk, 'tcp') : chunk;
       if (out && !server.destroyed) server.write(out);
@@ -63,9 +70,13 @@ export async function startFaultProxy(upstreamPort: number, upstreamHost = '127.
     server.on('data', async (chunk: Buffer) => {
       touch();
       const out = fault.answer ? await fault.answer(chunk, 'tcp') : chunk;
-      if (out === 'reset') {
-        client.resetAndDestroy();
-        server.destroy();
+      if (out === 'reset' || (out && 'thenReset' in out)) {
+        if (out !== 'reset' && !client.destroyed) client.write(out.thenReset);
+        // let the partial write leave before the RST
+        setImmediate(() => {
+          client.resetAndDestroy();
+          server.destroy();
+        });
         return;
       }
       if (out && !client.destroyed) client.write(out);
@@ -86,13 +97,14 @@ export async function startFaultProxy(upstreamPort: number, upstreamHost = '127.
   const upstreamSockets = new Map<string, dgram.Socket>();
   udp.on('message', async (msg, rinfo) => {
     seen.udp++;
+    sent.push(msg);
     const key = `${rinfo.address}:${rinfo.port}`;
     let socket = upstreamSockets.get(key);
     if (!socket) {
       socket = dgram.createSocket('udp4');
       socket.on('message', async (answer) => {
         const out = fault.answer ? await fault.answer(answer, 'udp') : answer;
-        if (out && out !== 'reset') udp.send(out, rinfo.port, rinfo.address);
+        if (Buffer.isBuffer(out)) udp.send(out, rinfo.port, rinfo.address);
       });
       socket.on('error', () => {});
       upstreamSockets.set(key, socket);
@@ -104,6 +116,7 @@ export async function startFaultProxy(upstreamPort: number, upstreamHost = '127.
   return {
     port,
     seen,
+    sent,
     setFault(next) {
       fault = next;
     },
