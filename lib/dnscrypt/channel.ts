@@ -1,21 +1,16 @@
 /**
  * Carrying DNSCrypt packets to one address: the server itself, or a relay with the relay
- * header in front of every packet. UDP goes out on a few connected sockets (the kernel drops
- * datagrams from anyone else); an answer is matched to its query by a key (the client nonce of
- * an encrypted answer, the ID of a certificate answer) and only taken when the caller's `accept`
- * says it is the answer, so forged or stray datagrams are ignored while waiting. TCP is one
- * exchange per connection, as DNSCrypt servers expect.
+ * header in front of every packet. UDP goes out on the shared datagram sockets
+ * (core/upstream/datagram.ts), an answer waited for under a key (the client nonce of an encrypted
+ * answer, the ID of a certificate answer) and taken only when the caller's `accept` says it is
+ * the answer. TCP is one exchange per connection, as DNSCrypt servers expect.
  */
-import dgram from 'node:dgram';
-import { isIPv6 } from 'node:net';
 import { FrameReader } from '../../core/dns/framing.js';
 import { readId } from '../../core/dns/wire.js';
 import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
 import { connectTcp } from '../../core/upstream/connect.js';
+import { DatagramSockets, type Accept } from '../../core/upstream/datagram.js';
 import { HALF_NONCE_SIZE, RESOLVER_MAGIC } from './constants.js';
-
-/** Turns a datagram into a result, or null to keep waiting for another. */
-export type Accept<T> = (packet: Buffer) => T | null;
 
 /** The key under which an answer is expected: its client nonce, or the ID of a plain answer. */
 export function answerKey(packet: Buffer): string | null {
@@ -27,93 +22,8 @@ export function answerKey(packet: Buffer): string | null {
 export const nonceKey = (clientNonce: Buffer): string => clientNonce.toString('latin1', 0, HALF_NONCE_SIZE);
 export const idKey = (id: number): string => `#${id}`;
 
-interface Pending {
-  accept: Accept<unknown>;
-  resolve: (value: unknown) => void;
-  reject: (error: Error) => void;
-  timer: NodeJS.Timeout;
-}
-
-/** Exchanges in flight per socket; past that many on every socket the channel is overloaded. */
-const MAX_PENDING_PER_SOCKET = 4096;
-const SOCKETS = 4;
-
-class ChannelSocket {
-  readonly pending = new Map<string, Pending>();
-  private readonly socket: dgram.Socket;
-  private readonly ready: Promise<void>;
-  closed = false;
-
-  constructor(
-    host: string,
-    port: number,
-    private readonly label: string,
-    private readonly onDead: (socket: ChannelSocket) => void,
-  ) {
-    this.socket = dgram.createSocket(isIPv6(host) ? 'udp6' : 'udp4');
-    this.socket.on('message', (msg) => this.onMessage(msg));
-    this.socket.on('error', (err) => this.fail(new UpstreamUnavailableError(`${label}: ${err.message}`, { cause: err })));
-    this.ready = new Promise((resolve, reject) => {
-      this.socket.once('connect', resolve);
-      this.socket.once('error', reject);
-    });
-    this.ready.catch(() => {});
-    this.socket.connect(port, host);
-  }
-
-  async send<T>(packet: Buffer, key: string, accept: Accept<T>, timeoutMs: number): Promise<T> {
-    await this.ready;
-    if (this.closed) throw new UpstreamUnavailableError(`${this.label}: socket closed`);
-    if (this.pending.has(key)) throw new UpstreamUnavailableError(`${this.label}: an exchange with the same key is in flight`);
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(key);
-        reject(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`));
-      }, timeoutMs);
-      this.pending.set(key, { accept, resolve: resolve as (value: unknown) => void, reject, timer });
-      this.socket.send(packet, (err) => {
-        if (!err) return;
-        const entry = this.pending.get(key);
-        if (!entry) return;
-        this.pending.delete(key);
-        clearTimeout(entry.timer);
-        reject(new UpstreamUnavailableError(`${this.label}: ${err.message}`, { cause: err }));
-      });
-    });
-  }
-
-  private onMessage(msg: Buffer): void {
-    const key = answerKey(msg);
-    const entry = key === null ? undefined : this.pending.get(key);
-    if (!entry) return;
-    const result = entry.accept(msg);
-    if (result === null) return; // not the answer: keep waiting for the real one
-    this.pending.delete(key!);
-    clearTimeout(entry.timer);
-    entry.resolve(result);
-  }
-
-  private fail(error: Error): void {
-    if (this.closed) return;
-    this.close(error);
-    this.onDead(this);
-  }
-
-  close(error: Error = new UpstreamUnavailableError(`${this.label}: closed`)): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const entry of this.pending.values()) {
-      clearTimeout(entry.timer);
-      entry.reject(error);
-    }
-    this.pending.clear();
-    this.socket.close();
-  }
-}
-
 export class DnscryptChannel {
-  private sockets: ChannelSocket[] = [];
-  private next = 0;
+  private readonly sockets: DatagramSockets<string>;
   private stopped = false;
   /** For messages: `udp 192.0.2.1:443` or `relay anon-a (192.0.2.9:443)`. */
   readonly label: string;
@@ -129,13 +39,14 @@ export class DnscryptChannel {
     label: string,
   ) {
     this.label = label;
+    this.sockets = new DatagramSockets(host, port, label, answerKey);
   }
 
   /** Sends one packet over UDP and resolves with what `accept` makes of its answer. */
   udp<T>(packet: Buffer, key: string, accept: Accept<T>, timeoutMs: number): Promise<T> {
     if (this.stopped) return Promise.reject(new UpstreamUnavailableError(`${this.label}: stopped`));
     const wire = this.header ? Buffer.concat([this.header, packet]) : packet;
-    return this.pick().send(wire, key, accept, timeoutMs);
+    return this.sockets.pick().send(wire, key, accept, timeoutMs);
   }
 
   /** One exchange on a fresh TCP connection (length-prefixed both ways), then closes it. */
@@ -173,24 +84,8 @@ export class DnscryptChannel {
     });
   }
 
-  private pick(): ChannelSocket {
-    if (this.sockets.length < SOCKETS) {
-      const socket = new ChannelSocket(this.host, this.port, this.label, (dead) => {
-        this.sockets = this.sockets.filter((s) => s !== dead);
-      });
-      this.sockets.push(socket);
-      return socket;
-    }
-    for (let i = 0; i < this.sockets.length; i++) {
-      const socket = this.sockets[this.next++ % this.sockets.length]!;
-      if (socket.pending.size < MAX_PENDING_PER_SOCKET) return socket;
-    }
-    throw new UpstreamUnavailableError(`${this.label}: ${SOCKETS * MAX_PENDING_PER_SOCKET} queries already in flight`);
-  }
-
   close(): void {
     this.stopped = true;
-    for (const socket of this.sockets) socket.close();
-    this.sockets = [];
+    this.sockets.close();
   }
 }
