@@ -317,6 +317,15 @@ describe('the router', () => {
     assert.deepEqual(farthestRelays('2001:db9::1', relays.slice(0, 3)), []);
   });
 
+  it('never the direct path for a routed server: no relay left, or a provider name relays do not pass, is an error', () => {
+    const router = new RelayRouter(new Map([['*', { relays: ['gone-from-the-lists'], wildcard: false }]]), false);
+    const server = { name: 's', host: '192.0.2.53', port: 443, providerName: '2.dnscrypt-cert.example.org' };
+    assert.throws(() => router.route(server), /no relay available for s \(via gone-from-the-lists: not in the lists\)/);
+    const routed = new RelayRouter(new Map([['*', { relays: [relays[0]!], wildcard: false }]]), false);
+    assert.equal(routed.route(server).relay?.name, 'a');
+    assert.throws(() => routed.route({ ...server, providerName: 'dnscrypt.example.org' }), /provider name dnscrypt\.example\.org does not start with 2\.dnscrypt-cert\./);
+  });
+
   it('a server’s own route before *, a random relay of the route, direct without a route', () => {
     const router = new RelayRouter(
       new Map([

@@ -7,6 +7,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { isIPv4 } from 'node:net';
+import { CERT_NAME_PREFIX } from '../../lib/dnscrypt/constants.js';
 import { ipToBytes } from '../../lib/dnscrypt/relay-header.js';
 import type { DnscryptRoute, DnscryptRouter, DnscryptServerInfo, RelayAddress } from '../../lib/dnscrypt/route.js';
 import type { SourceCatalog } from '../../lib/sources/catalog.js';
@@ -46,6 +47,11 @@ export class RelayRouter implements DnscryptRouter {
   route(server: DnscryptServerInfo): DnscryptRoute {
     const rule = this.ruleFor(server.name);
     if (!rule) return { relay: null, skipWhenUnreachable: false };
+    // dnscrypt-proxy's rule: relays pass only queries for 2.dnscrypt-cert.* provider names, so a
+    // server with another name cannot be anonymized (and is never reached directly instead).
+    if (!server.providerName.toLowerCase().startsWith(CERT_NAME_PREFIX)) {
+      throw new Error(`${server.name} cannot be reached through relays: its provider name ${server.providerName} does not start with ${CERT_NAME_PREFIX}`);
+    }
     const candidates = this.candidates(server, rule);
     if (candidates.length === 0) throw new Error(`no relay available for ${server.name} (${describe(rule)})`);
     return { relay: candidates[randomInt(candidates.length)]!, skipWhenUnreachable: this.skipIncompatible };

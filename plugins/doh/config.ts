@@ -9,6 +9,7 @@ import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
+import { parseServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
 import { parseStampToken } from '../../lib/stamp-config.js';
 import { splitAddress, type HttpsLikeStamp, type Stamp } from '../../lib/stamps.js';
 import { parsePin, readCertificates } from '../../lib/tls/files.js';
@@ -28,21 +29,42 @@ export interface DohServer extends DohServerOptions {
   bootstrap: string[] | null;
 }
 
-export function parseDohDirectives(directives: Directive[]): DohServer[] {
-  const servers: DohServer[] = [];
-  for (const d of directives) servers.push(...parseDirective(d));
-  expectUniqueNames(NAME, servers);
-  return servers;
+export interface DohOptions {
+  servers: DohServer[];
+  /** `servers_from LIST { … }` lines, with the zone of their directive. */
+  serversFrom: Array<ServersFromOptions & { zone: string }>;
 }
 
-function parseDirective(d: Directive): DohServer[] {
+export function parseDohDirectives(directives: Directive[]): DohOptions {
+  const options: DohOptions = { servers: [], serversFrom: [] };
+  for (const d of directives) parseDirective(d, options);
+  expectUniqueNames(NAME, options.servers);
+  return options;
+}
+
+/** The options a server taken by `servers_from` gets: the defaults, its stamp completing them. */
+export function serverFromList(name: string, token: Token, zone: string): DohServer {
+  return { name, token, zone, listed: true, bootstrap: null, method: 'post', pool: 1, timeoutMs: DEFAULT_TIMEOUT_MS, extraCa: [], pins: [], url: '', hostname: '', port: 443, path: '', addresses: [], certHashes: [] };
+}
+
+function parseDirective(d: Directive, options: DohOptions): void {
   const [from] = expectArgs(NAME, d, 0, 1);
   if (from && from.text.includes('://')) throw configError(NAME, from, `the argument of doh is the zone to serve (e.g. "doh . { … }"); servers go inside the block as "server NAME ${from.text}"`);
   const zone = from ? parseZoneKey(from).zone : '.';
   const servers: DohServer[] = [];
-  readOptions(NAME, d.block, { server: (line) => servers.push({ ...parseServerLine(line), zone }) }, ['server']);
-  if (servers.length === 0) throw configError(NAME, d.name, 'no server: add "server NAME https://HOST/dns-query { … }" lines in a block');
-  return servers;
+  const serversFrom: DohOptions['serversFrom'] = [];
+  readOptions(
+    NAME,
+    d.block,
+    {
+      server: (line) => servers.push({ ...parseServerLine(line), zone }),
+      servers_from: (line) => serversFrom.push({ ...parseServersFrom(NAME, line), zone }),
+    },
+    ['server', 'servers_from'],
+  );
+  if (servers.length === 0 && serversFrom.length === 0) throw configError(NAME, d.name, 'no server: add "server NAME https://HOST/dns-query { … }" (or "servers_from LIST") lines in a block');
+  options.servers.push(...servers);
+  options.serversFrom.push(...serversFrom);
 }
 
 interface Where {

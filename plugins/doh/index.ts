@@ -12,6 +12,7 @@
  *         }]
  *         server NAME sdns://… [{ … }]
  *         server NAME [{ … }]          # NAME's stamp from the resolver lists
+ *         servers_from LIST { … }      # every DoH server of a list that passes the filters
  *     }
  *
  *     listen https://IP:PORT/dns-query { cert FILE  key FILE … }
@@ -22,11 +23,12 @@ import type { PluginDefinition } from '../../core/plugin.js';
 import { resolveService } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
-import { listedServer, NAME, parseDohDirectives, type DohServer } from './config.js';
+import { ServersFrom } from '../../lib/sources/servers-from.js';
+import { listedServer, NAME, parseDohDirectives, serverFromList, type DohOptions, type DohServer } from './config.js';
 import { httpsTransport, httpTransport } from './listener.js';
 import { DohUpstream } from './upstream.js';
 
-export const dohPlugin: PluginDefinition<DohServer[]> = {
+export const dohPlugin: PluginDefinition<DohOptions> = {
   name: NAME,
   transports: [httpsTransport, httpTransport],
 
@@ -34,18 +36,25 @@ export const dohPlugin: PluginDefinition<DohServer[]> = {
     return parseDohDirectives(directives);
   },
 
-  create(servers, scope) {
+  create({ servers, serversFrom }, scope) {
     // `sources` stands first in the order: its catalog is there when it is in the block.
     const catalog = scope.container.isRegistered(SourcesService, true) ? resolveService(scope.container, SourcesService) : null;
-    for (const server of servers) {
-      if (!server.listed) {
-        scope.upstreams.add(new DohUpstream(server, scope.logger), server.zone);
-        continue;
-      }
-      if (!catalog) throw configError(NAME, server.token, 'a server without a URL or stamp comes from the resolver lists, and this block has no sources directive');
-      const upstream = new ListedUpstream(server.name, 'doh', 'doh', catalog, (stamp) => new DohUpstream(listedServer(server, stamp), scope.logger), scope.logger);
-      scope.upstreams.add(upstream, server.zone);
-    }
-    return { name: NAME };
+    const needsLists = [...servers.filter((s) => s.listed).map((s) => s.token), ...serversFrom.map((f) => f.token)];
+    if (!catalog && needsLists.length > 0) throw configError(NAME, needsLists[0]!, 'a server without a URL or stamp comes from the resolver lists, and this block has no sources directive');
+    const listed = (server: DohServer) => new ListedUpstream(server.name, 'doh', 'doh', catalog!, (stamp) => new DohUpstream(listedServer(server, stamp), scope.logger), scope.logger);
+    for (const server of servers) scope.upstreams.add(server.listed ? listed(server) : new DohUpstream(server, scope.logger), server.zone);
+    const managers = serversFrom.map(
+      (from) => new ServersFrom(from, 'doh', catalog!, scope.upstreams, from.zone, (name) => listed(serverFromList(name, from.token, from.zone)), scope.logger),
+    );
+    return {
+      name: NAME,
+      // After sources has loaded its lists (it starts first).
+      async start() {
+        for (const manager of managers) await manager.start();
+      },
+      async stop() {
+        for (const manager of managers) await manager.stop();
+      },
+    };
   },
 };

@@ -133,6 +133,17 @@ ${body}
     assert.match(filtered.stdout, /^ {4}relay-a /m);
   });
 
+  it('doh { servers_from LIST } takes the DoH entries of the list (the DNSCrypt ones are not for it)', async () => {
+    const withDoh = `${list}\n## lab-doh\n\nA DoH server.\n${encodeStamp({ protocol: 'doh', props: { dnssec: false, noLogs: true, noFilter: true }, address: '127.0.0.1:1443', hashes: [], host: 'dns.test', path: '/dns-query', bootstrap: [] })}\n`;
+    const dir = makeTempDir({ 'resolvers.md': withDoh, 'resolvers.md.minisig': signMinisign(Buffer.from(withDoh), key, 'timestamp:2 file:resolvers.md') });
+    const veil = await startVeil(
+      `. {\n    listen udp://127.0.0.1:0\n    sources {\n        list public ${dir}/resolvers.md {\n            minisign_key ${key.publicKey}\n        }\n    }\n    doh {\n        servers_from public\n    }\n}\n`,
+    );
+    clients.push(veil);
+    await veil.waitFor(/servers_from public: 1 server\(s\) from list public: lab-doh/);
+    await veil.waitFor(/lab-doh: from list public: https:\/\/dns\.test:1443\/dns-query/);
+  });
+
   it('a name without sources is a configuration error', async () => {
     await assert.rejects(
       startVeil('. {\n    listen udp://127.0.0.1:0\n    dnscrypt {\n        server lab\n    }\n}\n'),
