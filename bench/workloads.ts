@@ -288,6 +288,71 @@ const dohListener: Workload = {
   requires: () => skipUnless('h2load', 'dnsdist'),
 };
 
+const dnscryptForward: Workload = {
+  name: 'dnscrypt-forward',
+  description: "UDP in, DNSCrypt out to dnsdist's DNSCrypt front-end, vs the same queries straight to dnsdist's plain front-end (what DNSCrypt through Veil costs)",
+  target: 'context',
+  async run(ctx) {
+    const queries = writeSkewedQueries(ctx.dir, 'dnscrypt.txt', 1000, 10000, 'dnscrypt.example');
+    return withPeer(
+      () => startDnsdist({ backendPort: ctx.origin.port, plain: true, dnscrypt: { providerName: '2.dnscrypt-cert.bench.test' } }),
+      async (peer) => {
+        const dnsdist = peer as unknown as { ports: { plain: number; dnscrypt: number }; providerKey: Buffer };
+        const stamp = dnscryptStamp(`127.0.0.1:${dnsdist.ports.dnscrypt}`, dnsdist.providerKey, '2.dnscrypt-cert.bench.test');
+        return withVeil(`. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server d ${stamp}\n  }\n}\n`, async (veil) => {
+          await veil.waitFor(/certificate serial/);
+          const result = await alternate(
+            ctx,
+            () => dnsperf({ port: veil.address('udp').port, queryFile: queries, seconds: ctx.seconds }),
+            () => dnsperf({ port: dnsdist.ports.plain, queryFile: queries, seconds: ctx.seconds }),
+          );
+          return throughput('UDP in, DNSCrypt out', result, rssMb(veil.child.pid!));
+        });
+      },
+    );
+  },
+  requires: () => skipUnless('dnsperf', 'dnsdist'),
+};
+
+/** Veil with a DoH upstream on dnsdist's DoH front-end (which forwards to the origin). */
+function dohForwardSetup<T>(ctx: WorkloadContext, fn: (veilPort: number, plainPort: number, veil: VeilProcess) => Promise<T>): Promise<T> {
+  const certs = makeTestCerts();
+  return withPeer(
+    () => startDnsdist({ backendPort: ctx.origin.port, plain: true, doh: certs }),
+    (peer) => {
+      const ports = (peer as unknown as { ports: { plain: number; doh: number } }).ports;
+      const corefile = `. {\n  listen udp://127.0.0.1:0\n  doh {\n    server d https://127.0.0.1:${ports.doh}/dns-query {\n      ca ${certs.ca}\n      pool 2\n    }\n  }\n}\n`;
+      return withVeil(corefile, (veil) => fn(veil.address('udp').port, ports.plain, veil));
+    },
+  );
+}
+
+const dohForward: Workload = {
+  name: 'doh-forward',
+  description: "UDP in, DoH out to dnsdist's DoH front-end, vs the same queries straight to dnsdist's plain front-end",
+  target: 'context',
+  async run(ctx) {
+    const queries = writeSkewedQueries(ctx.dir, 'doh.txt', 1000, 10000, 'doh-forward.example');
+    return dohForwardSetup(ctx, async (veilPort, plainPort, veil) => {
+      const result = await alternate(
+        ctx,
+        () => dnsperf({ port: veilPort, queryFile: queries, seconds: ctx.seconds }),
+        () => dnsperf({ port: plainPort, queryFile: queries, seconds: ctx.seconds }),
+      );
+      return throughput('UDP in, DoH out', result, rssMb(veil.child.pid!));
+    });
+  },
+  requires: () => skipUnless('dnsperf', 'dnsdist'),
+};
+
+const dohLatency: Workload = {
+  name: 'doh-latency',
+  description: "added latency at 2,000 qps: UDP to Veil, DoH to dnsdist's DoH front-end, vs plain UDP to the same dnsdist",
+  target: '< 0.2 ms added',
+  run: (ctx) => dohForwardSetup(ctx, (veilPort, plainPort) => addedLatency(ctx, veilPort, plainPort, 'doh')),
+  requires: () => skipUnless('dnsperf', 'dnsdist'),
+};
+
 const workersScaling: Workload = {
   name: 'workers-scaling',
   description: 'UDP cache hits with 1 and 2 workers (SO_REUSEPORT), to see how throughput scales with processes',
@@ -325,4 +390,4 @@ const workersScaling: Workload = {
   requires: () => skipUnless('dnsperf'),
 };
 
-export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, dotForward, dotLatency, dnscryptLatency, dohListener, workersScaling];
+export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, dotForward, dotLatency, dnscryptLatency, dnscryptForward, dohListener, dohForward, dohLatency, workersScaling];
