@@ -90,6 +90,16 @@ function throughput(name: string, result: { veil: LoadResult; peer: LoadResult }
   };
 }
 
+/** dnsperf against Veil and against the peer, alternating, with the same query file. */
+async function compareQps(ctx: WorkloadContext, label: string, queries: string, veil: VeilProcess, veilPort: number, peerPort: number): Promise<Measurement> {
+  const result = await alternate(
+    ctx,
+    () => dnsperf({ port: veilPort, queryFile: queries, seconds: ctx.seconds }),
+    () => dnsperf({ port: peerPort, queryFile: queries, seconds: ctx.seconds }),
+  );
+  return throughput(label, result, rssMb(veil.child.pid!));
+}
+
 const udpForward: Workload = {
   name: 'udp-forward',
   description: 'misses forwarded over UDP, no cache: Veil `forward` vs dnsdist without packet cache, both to the origin',
@@ -103,12 +113,7 @@ const udpForward: Workload = {
         async (peer) => {
           const veilPort = veil.address('udp').port;
           const peerPort = (peer as unknown as { ports: { plain: number } }).ports.plain;
-          const result = await alternate(
-            ctx,
-            () => dnsperf({ port: veilPort, queryFile: queries, seconds: ctx.seconds }),
-            () => dnsperf({ port: peerPort, queryFile: queries, seconds: ctx.seconds }),
-          );
-          return throughput('UDP forward', result, rssMb(veil.child.pid!));
+          return compareQps(ctx, 'UDP forward', queries, veil, veilPort, peerPort);
         },
       ),
     );
@@ -160,12 +165,7 @@ const cacheHits: Workload = {
           // One short pass each fills both caches with every name of the file.
           await dnsperf({ port: veilPort, queryFile: queries, seconds: 2 });
           await dnsperf({ port: peerPort, queryFile: queries, seconds: 2 });
-          const result = await alternate(
-            ctx,
-            () => dnsperf({ port: veilPort, queryFile: queries, seconds: ctx.seconds }),
-            () => dnsperf({ port: peerPort, queryFile: queries, seconds: ctx.seconds }),
-          );
-          return throughput('UDP cache hits', result, rssMb(veil.child.pid!));
+          return compareQps(ctx, 'UDP cache hits', queries, veil, veilPort, peerPort);
         },
       ),
     );
@@ -209,12 +209,7 @@ const dotForward: Workload = {
             () => startDnsdist({ backendPort: origin.port, backendTls: { serverName: 'dns.test', ca: certs.ca }, plain: true }),
             async (peer) => {
               const peerPort = (peer as unknown as { ports: { plain: number } }).ports.plain;
-              const result = await alternate(
-                ctx,
-                () => dnsperf({ port: veil.address('udp').port, queryFile: queries, seconds: ctx.seconds }),
-                () => dnsperf({ port: peerPort, queryFile: queries, seconds: ctx.seconds }),
-              );
-              return throughput('UDP in, DoT out', result, rssMb(veil.child.pid!));
+              return compareQps(ctx, 'UDP in, DoT out', queries, veil, veil.address('udp').port, peerPort);
             },
           ),
         ),
@@ -301,12 +296,7 @@ const dnscryptForward: Workload = {
         const stamp = dnscryptStamp(`127.0.0.1:${dnsdist.ports.dnscrypt}`, dnsdist.providerKey, '2.dnscrypt-cert.bench.test');
         return withVeil(`. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server d ${stamp}\n  }\n}\n`, async (veil) => {
           await veil.waitFor(/certificate serial/);
-          const result = await alternate(
-            ctx,
-            () => dnsperf({ port: veil.address('udp').port, queryFile: queries, seconds: ctx.seconds }),
-            () => dnsperf({ port: dnsdist.ports.plain, queryFile: queries, seconds: ctx.seconds }),
-          );
-          return throughput('UDP in, DNSCrypt out', result, rssMb(veil.child.pid!));
+          return compareQps(ctx, 'UDP in, DNSCrypt out', queries, veil, veil.address('udp').port, dnsdist.ports.plain);
         });
       },
     );
@@ -334,12 +324,7 @@ const dohForward: Workload = {
   async run(ctx) {
     const queries = writeSkewedQueries(ctx.dir, 'doh.txt', 1000, 10000, 'doh-forward.example');
     return dohForwardSetup(ctx, async (veilPort, plainPort, veil) => {
-      const result = await alternate(
-        ctx,
-        () => dnsperf({ port: veilPort, queryFile: queries, seconds: ctx.seconds }),
-        () => dnsperf({ port: plainPort, queryFile: queries, seconds: ctx.seconds }),
-      );
-      return throughput('UDP in, DoH out', result, rssMb(veil.child.pid!));
+      return compareQps(ctx, 'UDP in, DoH out', queries, veil, veilPort, plainPort);
     });
   },
   requires: () => skipUnless('dnsperf', 'dnsdist'),

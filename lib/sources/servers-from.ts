@@ -7,6 +7,7 @@
 import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectNoBlock, flag, readOptions } from '../../core/config/options.js';
 import type { Logger } from '../../core/logger.js';
+import type { Plugin } from '../../core/plugin.js';
 import type { Upstream, UpstreamSet } from '../../core/upstream/upstream.js';
 import type { Stamp } from '../stamps.js';
 import type { SourceCatalog } from './catalog.js';
@@ -107,4 +108,18 @@ export class ServersFrom<P extends Stamp['protocol']> {
     this.said = message;
     this.logger.info(`servers_from ${this.options.list}: ${message}`);
   }
+}
+
+/** The plugin object of a protocol plugin with `servers_from` lines: it starts them after the lists load. */
+export function withServersFrom(name: string, managers: ReadonlyArray<ServersFrom<Stamp['protocol']>>): Plugin {
+  return {
+    name,
+    // `sources` starts first: its lists are loaded (or their cached copies read) by now.
+    async start() {
+      for (const manager of managers) await manager.start();
+    },
+    async stop() {
+      for (const manager of managers) await manager.stop();
+    },
+  };
 }

@@ -17,7 +17,7 @@ import { resolveService } from '../../core/services.js';
 import { directRouter, dnscryptRouterService } from '../../lib/dnscrypt/route.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
-import { parseServersFrom, ServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
+import { parseServersFrom, ServersFrom, withServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
 import { parseStampToken } from '../../lib/stamp-config.js';
 import { splitAddress, type DnsCryptStamp } from '../../lib/stamps.js';
 import { dnscryptTransport } from './listener.js';
@@ -68,16 +68,7 @@ export const dnscryptPlugin: PluginDefinition<DnscryptOptions[]> = {
         managers.push(new ServersFrom(from, 'dnscrypt', catalog!, scope.upstreams, group.zone, (name) => listed(name, group.client), scope.logger));
       }
     }
-    return {
-      name: NAME,
-      // After sources has loaded its lists (it starts first).
-      async start() {
-        for (const manager of managers) await manager.start();
-      },
-      async stop() {
-        for (const manager of managers) await manager.stop();
-      },
-    };
+    return withServersFrom(NAME, managers);
   },
 };
 

@@ -23,7 +23,7 @@ import type { PluginDefinition } from '../../core/plugin.js';
 import { resolveService } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
-import { ServersFrom } from '../../lib/sources/servers-from.js';
+import { ServersFrom, withServersFrom } from '../../lib/sources/servers-from.js';
 import { listedServer, NAME, parseDohDirectives, serverFromList, type DohOptions, type DohServer } from './config.js';
 import { httpsTransport, httpTransport } from './listener.js';
 import { DohUpstream } from './upstream.js';
@@ -46,15 +46,6 @@ export const dohPlugin: PluginDefinition<DohOptions> = {
     const managers = serversFrom.map(
       (from) => new ServersFrom(from, 'doh', catalog!, scope.upstreams, from.zone, (name) => listed(serverFromList(name, from.token, from.zone)), scope.logger),
     );
-    return {
-      name: NAME,
-      // After sources has loaded its lists (it starts first).
-      async start() {
-        for (const manager of managers) await manager.start();
-      },
-      async stop() {
-        for (const manager of managers) await manager.stop();
-      },
-    };
+    return withServersFrom(NAME, managers);
   },
 };
