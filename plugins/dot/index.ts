@@ -15,6 +15,8 @@
  *             max_retries N
  *         }]
  *         server NAME sdns://… [{ … }]
+ *         server NAME [{ … }]          # NAME's stamp from the resolver lists
+ *         servers_from LIST { … }      # every DoT server of a list that passes the filters
  *     }
  */
 import { isIP } from 'node:net';
@@ -26,6 +28,7 @@ import type { PluginDefinition } from '../../core/plugin.js';
 import { resolveService } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
+import { parseServersFrom, ServersFrom, withServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
 import { parseStampToken } from '../../lib/stamp-config.js';
 import { splitAddress, StampError, type Stamp, type TlsLikeStamp } from '../../lib/stamps.js';
 import { parsePin, readCertificates } from '../../lib/tls/files.js';
@@ -43,45 +46,59 @@ export interface DotServer extends DotServerOptions {
   listed: boolean;
 }
 
-export const dotPlugin: PluginDefinition<DotServer[]> = {
+export interface DotOptions {
+  servers: DotServer[];
+  /** `servers_from LIST { … }` lines, with the zone of their directive. */
+  serversFrom: Array<ServersFromOptions & { zone: string }>;
+}
+
+export const dotPlugin: PluginDefinition<DotOptions> = {
   name: NAME,
   transports: [tlsTransport],
 
   parse(directives) {
-    const servers: DotServer[] = [];
-    for (const d of directives) servers.push(...parseDirective(d));
-    expectUniqueNames(NAME, servers);
-    return servers;
+    const options: DotOptions = { servers: [], serversFrom: [] };
+    for (const d of directives) parseDirective(d, options);
+    expectUniqueNames(NAME, options.servers);
+    return options;
   },
 
-  create(servers, scope) {
+  create({ servers, serversFrom }, scope) {
     // `sources` stands first in the order: its catalog is there when it is in the block.
     const catalog = scope.container.isRegistered(SourcesService, true) ? resolveService(scope.container, SourcesService) : null;
-    for (const server of servers) {
-      if (!server.listed) {
-        scope.upstreams.add(new DotUpstream(server, scope.logger), server.zone);
-        continue;
-      }
-      if (!catalog) throw configError(NAME, server.token, 'a server without an address comes from the resolver lists, and this block has no sources directive');
+    const needsLists = [...servers.filter((s) => s.listed).map((s) => s.token), ...serversFrom.map((f) => f.token)];
+    if (!catalog && needsLists.length > 0) throw configError(NAME, needsLists[0]!, 'a server without an address comes from the resolver lists, and this block has no sources directive');
+    const listed = (server: DotServer) => {
       const fromList = (stamp: TlsLikeStamp) => {
         const target = fromStamp(stamp, server.token);
-        // A server_name or pin written on the line wins over the stamp's host name.
+        // A server_name written on the line wins over the stamp's host name.
         return new DotUpstream({ ...server, ...target, serverName: server.serverName ?? target.serverName }, scope.logger);
       };
-      scope.upstreams.add(new ListedUpstream(server.name, 'dot', 'dot', catalog, fromList, scope.logger), server.zone);
-    }
-    return { name: NAME };
+      return new ListedUpstream(server.name, 'dot', 'dot', catalog!, fromList, scope.logger);
+    };
+    for (const server of servers) scope.upstreams.add(server.listed ? listed(server) : new DotUpstream(server, scope.logger), server.zone);
+    const managers = serversFrom.map(
+      (from) =>
+        new ServersFrom(from, 'dot', catalog!, scope.upstreams, from.zone, (name) => listed({ name, token: from.token, zone: from.zone, listed: true, host: '', port: DEFAULT_PORT, serverName: null, ...defaults() }), scope.logger),
+    );
+    return withServersFrom(NAME, managers);
   },
 };
 
-function parseDirective(d: Directive): DotServer[] {
+function parseDirective(d: Directive, options: DotOptions): void {
   const [from] = expectArgs(NAME, d, 0, 1);
   if (from && from.text.includes('://')) throw configError(NAME, from, `the argument of dot is the zone to send (e.g. "."); servers go inside the block: server NAME ${from.text} { server_name HOST }`);
   const zone = from ? parseZoneKey(from).zone : '.';
   if (!d.block || d.block.length === 0) throw configError(NAME, d.blockStart ?? d.name, 'no upstream: add "server NAME tls://IP:PORT { server_name HOST }" lines in a block');
-  const servers: DotServer[] = [];
-  readOptions(NAME, d.block, { server: (line) => servers.push({ ...parseServerLine(line), zone }) }, ['server']);
-  return servers;
+  readOptions(
+    NAME,
+    d.block,
+    {
+      server: (line) => options.servers.push({ ...parseServerLine(line), zone }),
+      servers_from: (line) => options.serversFrom.push({ ...parseServersFrom(NAME, line), zone }),
+    },
+    ['server', 'servers_from'],
+  );
 }
 
 /** The defaults of every option of a server line. */

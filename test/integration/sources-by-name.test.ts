@@ -144,6 +144,17 @@ ${body}
     await veil.waitFor(/lab-doh: from list public: https:\/\/dns\.test:1443\/dns-query/);
   });
 
+  it('dot { servers_from LIST } takes the DoT entries of the list', async () => {
+    const withDot = `${list}\n## lab-dot\n\nA DoT server.\n${encodeStamp({ protocol: 'dot', props: { dnssec: false, noLogs: true, noFilter: true }, address: '127.0.0.1:1853', hashes: [], host: 'dns.test', bootstrap: [] })}\n`;
+    const dir = makeTempDir({ 'resolvers.md': withDot, 'resolvers.md.minisig': signMinisign(Buffer.from(withDot), key, 'timestamp:3 file:resolvers.md') });
+    const veil = await startVeil(
+      `. {\n    listen udp://127.0.0.1:0\n    sources {\n        list public ${dir}/resolvers.md {\n            minisign_key ${key.publicKey}\n        }\n    }\n    dot {\n        servers_from public\n    }\n}\n`,
+    );
+    clients.push(veil);
+    await veil.waitFor(/servers_from public: 1 server\(s\) from list public: lab-dot/);
+    await veil.waitFor(/lab-dot: from list public: 127\.0\.0\.1:1853/);
+  });
+
   it('a name without sources is a configuration error', async () => {
     await assert.rejects(
       startVeil('. {\n    listen udp://127.0.0.1:0\n    dnscrypt {\n        server lab\n    }\n}\n'),
