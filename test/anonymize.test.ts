@@ -139,7 +139,8 @@ describe('a routed server is never contacted directly, certificate queries inclu
       for (const q of target.queries) {
         assert.equal(q.from.address, '127.0.0.2');
         assert.equal(q.packet.questions![0]!.name, PROVIDER);
-        assert.equal(q.wire.length, 1024, 'certificate queries through a relay are padded');
+        // The fragment probe's two sizes over UDP (3200 and 480 bytes with the relay header), 1024 over TCP.
+        assert.ok([3172, 452, 1024].includes(q.wire.length), `certificate queries through a relay are padded (got ${q.wire.length} bytes)`);
       }
     } finally {
       await c.stop();
@@ -318,10 +319,10 @@ describe('the router', () => {
   });
 
   it('never the direct path for a routed server: no relay left, or a provider name relays do not pass, is an error', () => {
-    const router = new RelayRouter(new Map([['*', { relays: ['gone-from-the-lists'], wildcard: false }]]), false);
+    const router = new RelayRouter(new Map([['*', { relays: ['gone-from-the-lists'], wildcard: false }]]), { skipIncompatible: false });
     const server = { name: 's', host: '192.0.2.53', port: 443, providerName: '2.dnscrypt-cert.example.org' };
     assert.throws(() => router.route(server), /no relay available for s \(via gone-from-the-lists: not in the lists\)/);
-    const routed = new RelayRouter(new Map([['*', { relays: [relays[0]!], wildcard: false }]]), false);
+    const routed = new RelayRouter(new Map([['*', { relays: [relays[0]!], wildcard: false }]]), { skipIncompatible: false });
     assert.equal(routed.route(server).relay?.name, 'a');
     assert.throws(() => routed.route({ ...server, providerName: 'dnscrypt.example.org' }), /provider name dnscrypt\.example\.org does not start with 2\.dnscrypt-cert\./);
   });
@@ -332,14 +333,37 @@ describe('the router', () => {
         ['*', { relays: [relays[0]!], wildcard: false }],
         ['mine', { relays: [relays[1]!, relays[2]!], wildcard: false }],
       ]),
-      true,
+      { skipIncompatible: true },
     );
     const info = (name: string) => ({ name, host: '203.0.113.5', port: 443, providerName: PROVIDER });
     assert.equal(router.route(info('other')).relay!.name, 'a');
     assert.equal(router.route(info('other')).skipWhenUnreachable, true);
     const picked = new Set(Array.from({ length: 64 }, () => router.route(info('mine')).relay!.name));
     assert.deepEqual([...picked].sort(), ['b', 'c']);
-    assert.equal(new RelayRouter(new Map([['x', { relays, wildcard: false }]]), false).route(info('y')).relay, null);
+    assert.equal(new RelayRouter(new Map([['x', { relays, wildcard: false }]]), { skipIncompatible: false }).route(info('y')).relay, null);
+  });
+
+  it('fragments_blocked: the route says so for the servers named, and only for them', () => {
+    const router = new RelayRouter(new Map([['*', { relays: [relays[0]!], wildcard: false }]]), {
+      skipIncompatible: false,
+      fragmentsBlocked: new Set(['big']),
+    });
+    const info = (name: string) => ({ name, host: '203.0.113.5', port: 443, providerName: PROVIDER });
+    assert.equal(router.route(info('big')).fragmentsBlocked, true);
+    assert.equal(router.route(info('big')).relay!.name, 'a', 'still relayed: never the direct path');
+    assert.equal(router.route(info('small')).fragmentsBlocked, false);
+  });
+
+  it('says once per change which relays a server goes through', () => {
+    const lines: string[] = [];
+    const router = new RelayRouter(new Map([['*', { relays: [relays[0]!, relays[1]!], wildcard: false }]]), {
+      skipIncompatible: false,
+      log: (line) => lines.push(line),
+    });
+    const info = (name: string) => ({ name, host: '203.0.113.5', port: 443, providerName: PROVIDER });
+    for (let i = 0; i < 5; i++) router.route(info('s1'));
+    router.route(info('s2'));
+    assert.deepEqual(lines, ['s1 via a, b', 's2 via a, b']);
   });
 });
 
@@ -354,6 +378,8 @@ describe('configuration errors', () => {
     ['unknown relay', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route s via q\n}`, /no relay named "q" \(relays: r\)/],
     ['via * without relays', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n route s via *\n}`, /"via \*" picks among the relay lines/],
     ['via * with no relay of the family', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r [2001:db8::9]:443\n route * via *\n}`, /no IPv4 relay for s/],
+    ['fragments_blocked without a server', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route s via r\n fragments_blocked\n}`, /fragments_blocked.*at least 1 argument/],
+    ['fragments_blocked naming an unknown server', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route s via r\n fragments_blocked t\n}`, /Corefile:9:20: anonymize: fragments_blocked: no DNSCrypt server named "t"/],
     ['no route', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n}`, /no route/],
     ['route * without DNSCrypt servers', `forward . 127.0.0.1\nanonymize {\n relay r 192.0.2.9:443\n route * via r\n}`, /this block has none/],
     ['a server stamp as a relay', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r ${stamp}\n route s via r\n}`, /not a DNSCrypt relay stamp/],

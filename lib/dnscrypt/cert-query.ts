@@ -14,9 +14,9 @@ import { CERT_NAME_PREFIX } from './constants.js';
  */
 export const CERT_QUERY_SIZE = 1024;
 
-/** The TXT query for a provider's certificates, padded to CERT_QUERY_SIZE. */
-export function buildCertQuery(providerName: string, id: number): Buffer {
-  return padMessage(buildQuery(providerName, QType.TXT, { id, edns: true }), CERT_QUERY_SIZE);
+/** The TXT query for a provider's certificates, padded to `size` bytes (CERT_QUERY_SIZE). */
+export function buildCertQuery(providerName: string, id: number, size = CERT_QUERY_SIZE): Buffer {
+  return padMessage(buildQuery(providerName, QType.TXT, { id, edns: true }), size);
 }
 
 /**

@@ -30,6 +30,11 @@ export interface DnscryptRoute {
    * candidates until its next certificate refresh (anonymize's `skip_incompatible`).
    */
   skipWhenUnreachable: boolean;
+  /**
+   * Known to drop fragmented UDP (anonymize's `fragments_blocked`), so relayed queries must
+   * stay unfragmented. Servers not known so are probed when their certificate is fetched.
+   */
+  fragmentsBlocked?: boolean;
 }
 
 export interface DnscryptRouter {

@@ -42,6 +42,8 @@ export interface AnonymizeOptions {
   skipIncompatible: boolean;
   /** Relay lines without an address (they need lists). */
   listedRelays: Token[];
+  /** Servers never relayed: they drop fragmented UDP. */
+  fragmentsBlocked: Token[];
 }
 
 export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
@@ -56,6 +58,7 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
     const routeLines: Directive[] = [];
     const listedRelays: Token[] = [];
     let skipIncompatible = false;
+    const fragmentsBlocked: Token[] = [];
     readOptions(
       NAME,
       d.block,
@@ -71,8 +74,12 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
         // Read once every relay is known, whatever the order of the lines.
         route: (line) => routeLines.push(line),
         skip_incompatible: (line) => (skipIncompatible = flag(NAME, line)),
+        fragments_blocked: (line) => {
+          expectNoBlock(NAME, line);
+          fragmentsBlocked.push(...expectArgs(NAME, line, 1, Infinity));
+        },
       },
-      ['relay', 'route'],
+      ['relay', 'route', 'fragments_blocked'],
     );
     const routes = routeLines.map((line) => parseRoute(line, relays));
     const seen = new Set<string>();
@@ -81,7 +88,7 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
       seen.add(route.server.text);
     }
     if (routes.length === 0) throw configError(NAME, d.name, 'no route: add "route SERVER via RELAY…" (or "route * via …" for every DNSCrypt server)');
-    return { relays, routes, skipIncompatible, listedRelays };
+    return { relays, routes, skipIncompatible, listedRelays, fragmentsBlocked };
   },
 
   create(options, scope) {
@@ -90,7 +97,12 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
     if (!catalog && options.listedRelays.length > 0) throw configError(NAME, options.listedRelays[0]!, 'a relay without an address comes from the resolver lists, and this block has no sources directive');
     const servers = scope.upstreams.all.filter((u) => u.protocol === 'dnscrypt');
     const rules = new Map<string, RouteRule>(options.routes.map((r) => [r.server.text, { relays: r.relays, wildcard: r.wildcard }]));
-    const router = new RelayRouter(rules, options.skipIncompatible, catalog);
+    const router = new RelayRouter(rules, {
+      skipIncompatible: options.skipIncompatible,
+      catalog,
+      fragmentsBlocked: new Set(options.fragmentsBlocked.map((t) => t.text)),
+      log: (line) => scope.logger.info(line),
+    });
     for (const route of options.routes) {
       // With lists, servers may come later (servers_from): their routes are checked as they come.
       if (catalog) continue;
@@ -103,6 +115,11 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
       if (!upstream || upstream.protocol !== 'dnscrypt') {
         const known = servers.map((s) => s.name).join(', ') || 'none';
         throw configError(NAME, route.server, `no DNSCrypt server named "${route.server.text}" in this block (DNSCrypt servers: ${known}); only DNSCrypt servers can be anonymized`);
+      }
+    }
+    for (const token of catalog ? [] : options.fragmentsBlocked) {
+      if (scope.upstreams.get(token.text)?.protocol !== 'dnscrypt') {
+        throw configError(NAME, token, `fragments_blocked: no DNSCrypt server named "${token.text}" in this block (DNSCrypt servers: ${servers.map((s) => s.name).join(', ') || 'none'})`);
       }
     }
     // `via *` keeps only relays of the server's family: each routed server must have one. With

@@ -20,12 +20,29 @@ export interface RouteRule {
   wildcard: boolean;
 }
 
+export interface RouterOptions {
+  skipIncompatible: boolean;
+  catalog?: SourceCatalog | null;
+  /**
+   * Servers known to drop fragmented UDP (dnscrypt-proxy's `fragments_blocked`): the relay's
+   * hop to them is UDP, so large queries, and so large answers, never get through.
+   */
+  fragmentsBlocked?: ReadonlySet<string>;
+  /** Says, once per change, which relays a server's route may take. */
+  log?: (line: string) => void;
+}
+
 export class RelayRouter implements DnscryptRouter {
+  private readonly said = new Map<string, string>();
+
   constructor(
     private readonly routes: ReadonlyMap<string, RouteRule>,
-    private readonly skipIncompatible: boolean,
-    private readonly catalog: SourceCatalog | null = null,
+    private readonly options: RouterOptions,
   ) {}
+
+  private get catalog(): SourceCatalog | null {
+    return this.options.catalog ?? null;
+  }
 
   /** The rule that applies to a server: its own, else `*`, else none (direct). */
   ruleFor(serverName: string): RouteRule | undefined {
@@ -54,7 +71,16 @@ export class RelayRouter implements DnscryptRouter {
     }
     const candidates = this.candidates(server, rule);
     if (candidates.length === 0) throw new Error(`no relay available for ${server.name} (${describe(rule)})`);
-    return { relay: candidates[randomInt(candidates.length)]!, skipWhenUnreachable: this.skipIncompatible };
+    const line = `${server.name} via ${candidates.map((r) => r.name).join(', ')}`;
+    if (this.said.get(server.name) !== line) {
+      this.said.set(server.name, line);
+      this.options.log?.(line);
+    }
+    return {
+      relay: candidates[randomInt(candidates.length)]!,
+      skipWhenUnreachable: this.options.skipIncompatible,
+      fragmentsBlocked: this.options.fragmentsBlocked?.has(server.name) ?? false,
+    };
   }
 
   private listedRelay(name: string): RelayAddress[] {

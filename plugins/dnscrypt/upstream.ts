@@ -17,11 +17,12 @@ import type { Logger } from '../../core/logger.js';
 import { formatHostPort } from '../../core/upstream/connect.js';
 import { randomId } from '../../core/upstream/query-id.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
-import { buildCertQuery, certificatesFromAnswer } from '../../lib/dnscrypt/cert-query.js';
+import { buildCertQuery, certificatesFromAnswer, CERT_QUERY_SIZE } from '../../lib/dnscrypt/cert-query.js';
 import { selectCertificate, type Certificate } from '../../lib/dnscrypt/certificate.js';
 import { DnscryptChannel, idKey, nonceKey } from '../../lib/dnscrypt/channel.js';
-import { HALF_NONCE_SIZE, QUERY_OVERHEAD } from '../../lib/dnscrypt/constants.js';
+import { HALF_NONCE_SIZE, QUERY_OVERHEAD, RELAY_HEADER_SIZE } from '../../lib/dnscrypt/constants.js';
 import { randomByte, randomInto, sharedKey, tcpQueryLength, udpQueryLength, x25519KeyPair, type KeyPair } from '../../lib/dnscrypt/crypto.js';
+import { probeFragments } from '../../lib/dnscrypt/fragment-probe.js';
 import { decryptResponse, encryptQuery, type ClientKeys } from '../../lib/dnscrypt/packet.js';
 import { relayHeader } from '../../lib/dnscrypt/relay-header.js';
 import type { DnscryptRoute, DnscryptRouter, DnscryptServerInfo } from '../../lib/dnscrypt/route.js';
@@ -51,6 +52,13 @@ interface Session {
   keys: ClientKeys;
   route: DnscryptRoute;
   channel: DnscryptChannel;
+  /** Relayed, and the server drops fragmented UDP: relayed queries stay unfragmented. */
+  fragmentsBlocked: boolean;
+}
+
+interface CertificateAnswer {
+  certs: Buffer[];
+  truncated: boolean;
 }
 
 /** UDP query plaintext starts padded to this (dnscrypt-proxy's 512-byte estimate)… */
@@ -145,7 +153,10 @@ export class DnscryptUpstream implements Upstream {
     const keys = this.keysFor(session);
     const nonce = Buffer.allocUnsafe(HALF_NONCE_SIZE);
     randomInto(nonce, 0, HALF_NONCE_SIZE);
-    const length = session.route.relay && query.length < RELAYED_TCP_LENGTH ? RELAYED_TCP_LENGTH : tcpQueryLength(query.length, randomByte());
+    // A server that drops fragments gets, through the relay, no more than fits one datagram:
+    // larger answers come back truncated rather than never.
+    const relayedLength = session.fragmentsBlocked ? MAX_UDP_LENGTH : RELAYED_TCP_LENGTH;
+    const length = session.route.relay && query.length < relayedLength ? relayedLength : tcpQueryLength(query.length, randomByte());
     const packet = encryptQuery(keys, nonce, query, length);
     return session.channel.tcp(packet, (answer) => acceptAnswer(keys, nonce, query, answer), timeoutMs);
   }
@@ -208,7 +219,16 @@ export class DnscryptUpstream implements Upstream {
     const channel = this.channelFor(route);
     const via = route.relay ? ` via relay ${route.relay.name}` : '';
     try {
-      const certs = await this.certificatesVia(channel);
+      const { certs, fragmentsBlocked: probed } = await this.certificatesVia(channel, route.relay !== null);
+      const fragmentsBlocked = route.relay !== null && (probed || route.fragmentsBlocked === true);
+      if (fragmentsBlocked && route.skipWhenUnreachable) {
+        this.usable = false;
+        this.session = null;
+        this.lastError = `drops fragmented UDP${probed ? ' (probed)' : ' (fragments_blocked)'}, so it is incompatible with relays`;
+        this.env.logger.warn(`${this.name}: ${this.lastError}; left out until the next refresh (skip_incompatible)`);
+        this.schedule(this.config.certRefreshMs);
+        return;
+      }
       const { chosen, refused } = selectCertificate(certs, this.server.providerKey, Math.floor(this.env.clock.now() / 1000));
       if (!chosen) throw new Error(`no usable certificate among ${certs.length}${refused.length ? `: ${refused.join('; ')}` : ''}`);
       const shared = sharedKey(chosen.esVersion, this.clientKeys.secretKey, chosen.resolverPublicKey);
@@ -219,9 +239,15 @@ export class DnscryptUpstream implements Upstream {
         keys: { esVersion: chosen.esVersion, clientMagic: chosen.clientMagic, clientPublicKey: this.clientKeys.publicKey, sharedKey: shared },
         route,
         channel,
+        fragmentsBlocked,
       };
       this.usable = true;
       this.failures = 0;
+      if (fragmentsBlocked && !previous?.fragmentsBlocked) {
+        this.env.logger.warn(
+          `${this.name}: drops fragmented UDP${probed ? ' (probed)' : ' (fragments_blocked)'}; through relays its answers larger than ${MAX_UDP_LENGTH} bytes come back truncated`,
+        );
+      }
       if (!previous || previous.cert.serial !== chosen.serial || previous.cert.esVersion !== chosen.esVersion || previous.route.relay !== route.relay) {
         this.env.logger.info(
           `${this.name}: certificate serial ${chosen.serial}, es-version ${chosen.esVersion}, valid until ${new Date(chosen.tsEnd * 1000).toISOString()}${via}`,
@@ -249,33 +275,51 @@ export class DnscryptUpstream implements Upstream {
     }
   }
 
-  private async certificatesVia(channel: DnscryptChannel): Promise<Buffer[]> {
+  /**
+   * The server's certificates, over UDP (TCP when the answer is truncated or UDP fails).
+   * Through a relay, the UDP queries are the fragment probe: it also says whether the server
+   * drops fragmented UDP.
+   */
+  private async certificatesVia(channel: DnscryptChannel, relayed: boolean): Promise<{ certs: Buffer[]; fragmentsBlocked: boolean }> {
+    let fromUdp: Buffer[] | null = null;
+    let udpError: unknown = null;
+    let fragmentsBlocked = false;
+    if (!this.config.tcpOnly) {
+      try {
+        let answer: CertificateAnswer;
+        if (relayed) {
+          const probe = await probeFragments((wireSize) => this.certificateQuery(channel, wireSize - RELAY_HEADER_SIZE, 'udp'));
+          answer = probe.value;
+          fragmentsBlocked = probe.fragmentsBlocked;
+        } else {
+          answer = await this.certificateQuery(channel, CERT_QUERY_SIZE, 'udp');
+        }
+        if (!answer.truncated) return { certs: answer.certs, fragmentsBlocked };
+        fromUdp = answer.certs; // a truncated answer may still hold a usable certificate
+      } catch (err) {
+        udpError = err;
+      }
+    }
+    try {
+      return { certs: (await this.certificateQuery(channel, CERT_QUERY_SIZE, 'tcp')).certs, fragmentsBlocked };
+    } catch (err) {
+      if (fromUdp) return { certs: fromUdp, fragmentsBlocked };
+      throw udpError instanceof UpstreamTimeoutError || udpError === null ? err : udpError;
+    }
+  }
+
+  /** One certificate query of `size` bytes, with its own ID. */
+  private certificateQuery(channel: DnscryptChannel, size: number, transport: 'udp' | 'tcp'): Promise<CertificateAnswer> {
     const id = randomId();
-    const query = buildCertQuery(this.server.providerName, id);
-    const parse = (answer: Buffer): { certs: Buffer[]; truncated: boolean } | null => {
+    const query = buildCertQuery(this.server.providerName, id, size);
+    const parse = (answer: Buffer): CertificateAnswer | null => {
       try {
         return { certs: certificatesFromAnswer(query, answer), truncated: isTruncated(answer) };
       } catch {
         return null;
       }
     };
-    let fromUdp: Buffer[] | null = null;
-    let udpError: unknown = null;
-    if (!this.config.tcpOnly) {
-      try {
-        const { certs, truncated } = await channel.udp(query, idKey(id), parse, CERT_ATTEMPT_MS);
-        if (!truncated) return certs;
-        fromUdp = certs; // a truncated answer may still hold a usable certificate
-      } catch (err) {
-        udpError = err;
-      }
-    }
-    try {
-      return (await channel.tcp(query, parse, CERT_ATTEMPT_MS)).certs;
-    } catch (err) {
-      if (fromUdp) return fromUdp;
-      throw udpError instanceof UpstreamTimeoutError || udpError === null ? err : udpError;
-    }
+    return transport === 'udp' ? channel.udp(query, idKey(id), parse, CERT_ATTEMPT_MS) : channel.tcp(query, parse, CERT_ATTEMPT_MS);
   }
 
   private channelFor(route: DnscryptRoute): DnscryptChannel {
