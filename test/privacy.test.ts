@@ -1,14 +1,17 @@
 /**
  * Privacy guarantees that are a property of the upstream stage, whatever the upstream: EDNS
- * Client Subnet never leaves; DoT queries are padded. (The others have tests of their own, listed
+ * Client Subnet never leaves; DoT queries are padded; datagram sockets cannot resolve a host
+ * name through the system. (The others have tests of their own, listed
  * in docs/privacy.md.)
  */
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { EdnsOption, QType } from '../core/dns/constants.js';
 import { buildQuery, ednsOption } from '../core/dns/message.js';
 import { forEachEdnsOption, readEdns } from '../core/dns/wire.js';
+import { ipLiteralLookup } from '../core/net/ip-lookup.js';
 import { queryUdp } from '../core/testing/client.js';
 import { startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
 import { startTestServer } from '../core/testing/server.js';
@@ -69,6 +72,30 @@ describe('privacy: EDNS Client Subnet never leaves', () => {
       assert.equal(sent.length % 128, 0);
     } finally {
       await veil.stop();
+    }
+  });
+});
+
+describe('privacy: datagram sockets take IP addresses only', () => {
+  it('an IP literal is answered at once; a host name is an error, never a system lookup', () => {
+    const seen: Array<[string | null, string, number]> = [];
+    ipLiteralLookup('192.0.2.1', 4, (err, address, family) => seen.push([err?.code ?? null, address, family]));
+    ipLiteralLookup('2001:db8::1', 6, (err, address, family) => seen.push([err?.code ?? null, address, family]));
+    ipLiteralLookup('resolver.example', 4, (err, address, family) => seen.push([err?.code ?? null, address, family]));
+    assert.deepEqual(seen, [
+      [null, '192.0.2.1', 4],
+      [null, '2001:db8::1', 6],
+      ['EINVAL', '', 0],
+    ]);
+  });
+
+  it('a UDP socket made with it refuses to send to a host name', async () => {
+    const socket = dgram.createSocket({ type: 'udp4', lookup: ipLiteralLookup });
+    try {
+      const error = await new Promise<NodeJS.ErrnoException | null>((resolve) => socket.send(Buffer.from([0]), 53, 'localhost', resolve));
+      assert.match(String(error?.message), /localhost is not an IP address/);
+    } finally {
+      socket.close();
     }
   });
 });

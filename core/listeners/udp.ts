@@ -3,6 +3,7 @@ import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { ListenError } from '../errors.js';
 import type { Endpoint } from '../net/address.js';
+import { ipLiteralLookup } from '../net/ip-lookup.js';
 import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition } from './listener.js';
 import { DATAGRAM_OPTION_NAMES, parseDatagramLimits, type DatagramLimits } from './options.js';
 
@@ -30,7 +31,12 @@ export class UdpListener implements Listener {
 
   async start(handler: QueryHandler): Promise<void> {
     this.handler = handler;
-    const socket = dgram.createSocket({ type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4', reusePort: this.env.reusePort, recvBufferSize: RECEIVE_BUFFER_BYTES });
+    const socket = dgram.createSocket({
+      type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4',
+      reusePort: this.env.reusePort,
+      recvBufferSize: RECEIVE_BUFFER_BYTES,
+      lookup: ipLiteralLookup,
+    });
     await new Promise<void>((resolve, reject) => {
       socket.once('error', (err) => reject(new ListenError(`cannot listen on ${this.endpoint.text}: ${err.message}`, { cause: err })));
       socket.bind(this.endpoint.port, this.endpoint.host, () => {

@@ -24,6 +24,7 @@ import { certQuestion, isCertName } from '../../lib/dnscrypt/cert-query.js';
 import { HALF_NONCE_SIZE, QUERY_OVERHEAD, RESOLVER_MAGIC, RESPONSE_OVERHEAD } from '../../lib/dnscrypt/constants.js';
 import { ipToBytes, readRelayHeader, startsWithAnonMagic, type RelayedPacket } from '../../lib/dnscrypt/relay-header.js';
 import { destinationKind } from './destinations.js';
+import { ipLiteralLookup } from '../../core/net/ip-lookup.js';
 
 /** encrypted-dns-server's default list: ports DNSCrypt servers are commonly found on. */
 export const DEFAULT_ALLOWED_PORTS = [443, 553, 853, 1443, 2053, 4343, 4434, 4443, 5353, 5443, 8443, 15353];
@@ -131,7 +132,7 @@ export class RelayListener implements Listener {
     const inner = target.inner;
     const v6 = isIPv6(target.host);
     return new Promise((resolve) => {
-      const socket = dgram.createSocket(v6 ? 'udp6' : 'udp4');
+      const socket = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', lookup: ipLiteralLookup });
       let oversized = false;
       let settled = false;
       const finish = (answer: Buffer | null, reason: string): void => {

@@ -108,14 +108,18 @@ export class CacheStore {
       this.index(hash, slot);
       this.count++;
     }
+    // One buffer, then one string: concatenating strings would keep a rope (two strings and a
+    // node joining them, ~40 bytes more an entry) until the first hit flattened it.
+    const entry = Buffer.allocUnsafe(answer.length + 2 * ttlOffsets.length);
+    answer.copy(entry, 0);
     // The question in lower case: it is the key, and each client gets its own case on the way out.
-    let text = answer.toString('latin1');
-    const name = text.slice(HEADER_SIZE, questionEnd - 4);
-    const lower = lowerAscii(name);
-    if (lower !== name) text = text.slice(0, HEADER_SIZE) + lower + text.slice(questionEnd - 4);
-    let tail = '';
-    for (const offset of ttlOffsets) tail += String.fromCharCode(offset >> 8, offset & 0xff);
-    this.data[slot] = text + tail;
+    for (let i = HEADER_SIZE; i < questionEnd - 4; i++) {
+      const c = entry[i]!;
+      if (c >= 0x41 && c <= 0x5a) entry[i] = c | 0x20;
+    }
+    let at = answer.length;
+    for (const offset of ttlOffsets) at = entry.writeUInt16BE(offset, at);
+    this.data[slot] = entry.toString('latin1');
     this.watched.delete(slot);
     this.wireLength[slot] = answer.length;
     this.questionEnd[slot] = questionEnd;
@@ -231,6 +235,3 @@ function sameQuestion(stored: string, msg: Buffer, end: number): boolean {
   return true;
 }
 
-function lowerAscii(text: string): string {
-  return text.replace(/[A-Z]/g, (c) => c.toLowerCase());
-}

@@ -15,6 +15,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Logger } from '../../core/logger.js';
 import { CounterSeries, GaugeSeries, Histogram, Summary, SummarySeries, type HistogramSeries, type Registry, type SeriesInfo } from './registry.js';
+import { ipLiteralLookup } from '../../core/net/ip-lookup.js';
 
 export interface StatsdTarget {
   host: string;
@@ -55,7 +56,7 @@ export class StatsdSink {
     private readonly registry: Registry,
     private readonly logger: Logger,
   ) {
-    this.socket = dgram.createSocket(net.isIPv6(target.host) ? 'udp6' : 'udp4');
+    this.socket = dgram.createSocket({ type: net.isIPv6(target.host) ? 'udp6' : 'udp4', lookup: ipLiteralLookup });
     this.socket.on('error', (err) => this.report(`statsd ${target.host}:${target.port}: ${err.message}`));
     this.socket.unref();
     this.timer = setInterval(() => this.flush(), FLUSH_INTERVAL_MS);
