@@ -42,8 +42,9 @@ function zoneDepth(zone: string): number {
 export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = QUERY_TIMEOUT_MS, admission?: QueryAdmission): QueryHandler {
   const sorted = sortRoutes(routes);
 
-  const route = (name: string): ZoneRoute | undefined => {
-    for (const candidate of sorted) if (isSubdomain(name, candidate.zone)) return candidate;
+  // The root zone takes every name: a listener serving only "." never needs the name's string.
+  const route = (question: Question): ZoneRoute | undefined => {
+    for (const candidate of sorted) if (candidate.zone === '.' || isSubdomain(question.name, candidate.zone)) return candidate;
     return undefined;
   };
 
@@ -67,7 +68,7 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       // RFC 6891 §6.1.3: we speak EDNS version 0 only.
       return reject(query, Rcode.BADVERS, info, question, edns);
     }
-    const target = route(question.name);
+    const target = route(question);
     if (!target) return reject(query, Rcode.REFUSED, info, question, edns);
 
     const block = target.block;

@@ -188,7 +188,11 @@ export function encodeName(name: string): Buffer {
 
 /** Lower-cases ASCII letters only (DNS names compare case-insensitively in ASCII, RFC 4343). */
 export function lowerName(name: string): string {
-  return /[A-Z]/.test(name) ? name.replace(/[A-Z]+/g, (s) => s.toLowerCase()) : name;
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 0x41 && c <= 0x5a) return name.toLowerCase();
+  }
+  return name;
 }
 
 /** Canonical form used for zones and lookups: lower-case, trailing dot, root is ".". */
@@ -217,19 +221,46 @@ export interface Question {
   end: number;
 }
 
+/**
+ * A question read from a message whose name, as a string, is made only when asked for: a cache
+ * hit works on the bytes and never needs it. The message is a query nobody writes into.
+ */
+class WireQuestion implements Question {
+  private raw: string | undefined;
+  private canonical: string | undefined;
+
+  constructor(
+    private readonly msg: Buffer,
+    readonly type: number,
+    readonly qclass: number,
+    readonly end: number,
+    raw: string | undefined,
+  ) {
+    this.raw = raw;
+  }
+
+  get rawName(): string {
+    return (this.raw ??= readName(this.msg, HEADER_SIZE).name);
+  }
+
+  get name(): string {
+    return (this.canonical ??= lowerName(this.rawName));
+  }
+}
+
 /** Reads the first question. Throws WireError when the message has none or it is malformed. */
 export function readQuestion(msg: Buffer): Question {
   if (msg.length < HEADER_SIZE) throw new WireError('message shorter than a DNS header');
   if (qdCount(msg) === 0) throw new WireError('message has no question');
-  const { name, end: nameEnd } = readName(msg, HEADER_SIZE);
+  // skipName checks a name written without pointers as fully as readName does; a name with a
+  // pointer (legal, rare in a question) is decoded now, so that every error is thrown here.
+  let nameEnd = skipName(msg, HEADER_SIZE);
+  let label = HEADER_SIZE;
+  while (msg[label] !== 0 && (msg[label]! & 0xc0) === 0) label += msg[label]! + 1; // the labels skipName just checked
+  let raw: string | undefined;
+  if (msg[label] !== 0) ({ name: raw, end: nameEnd } = readName(msg, HEADER_SIZE));
   if (nameEnd + 4 > msg.length) throw new WireError('question runs past the end of the message');
-  return {
-    name: lowerName(name),
-    rawName: name,
-    type: msg.readUInt16BE(nameEnd),
-    qclass: msg.readUInt16BE(nameEnd + 2),
-    end: nameEnd + 4,
-  };
+  return new WireQuestion(msg, msg.readUInt16BE(nameEnd), msg.readUInt16BE(nameEnd + 2), nameEnd + 4, raw);
 }
 
 /** Offset after the whole question section (all QDCOUNT entries). */
