@@ -5,7 +5,7 @@
  * Memory decides the shape. A million entries is a normal cache, and a JS object, a Buffer view
  * and a key string per entry cost more than the answers themselves (~600 bytes an entry). Here an
  * entry is one latin1 string (the answer, then its TTL offsets) plus a few bytes in typed
- * arrays: about 130 bytes for a typical answer. There is no key string either: the stored
+ * arrays: about 104 bytes of heap for a typical answer. There is no key string either: the stored
  * answer's question, kept in lower case, is the key, and lookups hash and compare the query's
  * question bytes in place.
  *
