@@ -239,22 +239,30 @@ const dotLatency: Workload = {
   requires: () => skipUnless('dnsperf', 'unbound'),
 };
 
+/**
+ * dnsdist with a plain and a DNSCrypt front-end, and Veil (UDP in) using that DNSCrypt
+ * front-end once its certificate is in hand; `measure` gets Veil's port and dnsdist's plain one.
+ */
+function withDnscryptPair(ctx: WorkloadContext, measure: (veilPort: number, plainPort: number, veil: VeilProcess) => Promise<Measurement>): Promise<Measurement> {
+  return withPeer(
+    () => startDnsdist({ backendPort: ctx.origin.port, plain: true, dnscrypt: { providerName: '2.dnscrypt-cert.bench.test' } }),
+    async (peer) => {
+      const dnsdist = peer as unknown as { ports: { plain: number; dnscrypt: number }; providerKey: Buffer };
+      const stamp = dnscryptStamp(`127.0.0.1:${dnsdist.ports.dnscrypt}`, dnsdist.providerKey, '2.dnscrypt-cert.bench.test');
+      return withVeil(`. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server d ${stamp}\n  }\n}\n`, async (veil) => {
+        await veil.waitFor(/certificate serial/);
+        return measure(veil.address('udp').port, dnsdist.ports.plain, veil);
+      });
+    },
+  );
+}
+
 const dnscryptLatency: Workload = {
   name: 'dnscrypt-latency',
   description: "added latency at 2,000 qps: UDP to Veil, DNSCrypt to dnsdist's DNSCrypt front-end, vs plain UDP to the same dnsdist",
   target: '< 0.2 ms added',
   async run(ctx) {
-    return withPeer(
-      () => startDnsdist({ backendPort: ctx.origin.port, plain: true, dnscrypt: { providerName: '2.dnscrypt-cert.bench.test' } }),
-      async (peer) => {
-        const dnsdist = peer as unknown as { ports: { plain: number; dnscrypt: number }; providerKey: Buffer };
-        const stamp = dnscryptStamp(`127.0.0.1:${dnsdist.ports.dnscrypt}`, dnsdist.providerKey, '2.dnscrypt-cert.bench.test');
-        return withVeil(`. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server d ${stamp}\n  }\n}\n`, async (veil) => {
-          await veil.waitFor(/certificate serial/);
-          return addedLatency(ctx, veil.address('udp').port, dnsdist.ports.plain, 'dnscrypt');
-        });
-      },
-    );
+    return withDnscryptPair(ctx, (veilPort, plainPort) => addedLatency(ctx, veilPort, plainPort, 'dnscrypt'));
   },
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
@@ -293,17 +301,7 @@ const dnscryptForward: Workload = {
   target: 'context',
   async run(ctx) {
     const queries = writeSkewedQueries(ctx.dir, 'dnscrypt.txt', 1000, 10000, 'dnscrypt.example');
-    return withPeer(
-      () => startDnsdist({ backendPort: ctx.origin.port, plain: true, dnscrypt: { providerName: '2.dnscrypt-cert.bench.test' } }),
-      async (peer) => {
-        const dnsdist = peer as unknown as { ports: { plain: number; dnscrypt: number }; providerKey: Buffer };
-        const stamp = dnscryptStamp(`127.0.0.1:${dnsdist.ports.dnscrypt}`, dnsdist.providerKey, '2.dnscrypt-cert.bench.test');
-        return withVeil(`. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server d ${stamp}\n  }\n}\n`, async (veil) => {
-          await veil.waitFor(/certificate serial/);
-          return compareQps(ctx, 'UDP in, DNSCrypt out', queries, veil, veil.address('udp').port, dnsdist.ports.plain);
-        });
-      },
-    );
+    return withDnscryptPair(ctx, (veilPort, plainPort, veil) => compareQps(ctx, 'UDP in, DNSCrypt out', queries, veil, veilPort, plainPort));
   },
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
