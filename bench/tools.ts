@@ -47,6 +47,8 @@ export interface DnsperfOptions {
   rate?: number;
   /** Per-query latencies, for percentiles (use only at modest rates: one line per query). */
   verbose?: boolean;
+  /** Stop after this many passes through the query file (and at `seconds` at the latest). */
+  passes?: number;
 }
 
 export async function dnsperf(options: DnsperfOptions): Promise<LoadResult> {
@@ -61,6 +63,7 @@ export async function dnsperf(options: DnsperfOptions): Promise<LoadResult> {
     '-t', '3',
     ...(options.rate ? ['-Q', String(options.rate)] : []),
     ...(options.verbose ? ['-v'] : []),
+    ...(options.passes ? ['-n', String(options.passes)] : []),
   ];
   const out = await run('dnsperf', args, (options.seconds + 30) * 1000);
   const number = (re: RegExp): number => Number(re.exec(out)?.[1] ?? NaN);

@@ -9,7 +9,7 @@ import { freePort, makeTestCerts, skipUnless, startDnsdist, startUnboundDot, typ
 import { buildQuery } from '../core/dns/message.js';
 import { QType } from '../core/dns/constants.js';
 import { startVeil, type VeilProcess } from '../test/helpers/veil-process.js';
-import { dnsperf, h2load, writeSkewedQueries, type LoadResult } from './tools.js';
+import { dnsperf, h2load, writeSkewedQueries, writeUniqueQueries, type LoadResult } from './tools.js';
 
 export interface WorkloadContext {
   dir: string;
@@ -169,6 +169,58 @@ const cacheHits: Workload = {
         },
       ),
     );
+  },
+  requires: () => skipUnless('dnsperf', 'dnsdist'),
+};
+
+const MILLION = 1_000_000;
+
+/** What the metrics endpoint at `port` says `series` is (the first sample of it). */
+async function metricValue(port: number, series: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(series));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : NaN;
+}
+
+const cacheMemory: Workload = {
+  name: 'cache-memory',
+  description: "RSS with 1,000,000 cached answers: a million distinct names sent once through Veil's `cache 1000000` and through dnsdist with a 1,000,000-entry packet cache, then both processes' RSS",
+  target: '≤ 250 MB RSS with 1M cached entries',
+  async run(ctx) {
+    const queries = writeUniqueQueries(ctx.dir, 'million.txt', MILLION, 'memory.example');
+    const metricsPort = await freePort();
+    const corefile = `. {\n  listen udp://127.0.0.1:0\n  metrics 127.0.0.1:${metricsPort}\n  cache ${MILLION}\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
+    // One pass through the file; the time limit is only a bound.
+    const fill = (port: number) => dnsperf({ port, queryFile: queries, seconds: 600, passes: 1, clients: 4, outstanding: 200 });
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 5000));
+    const veilSide = await withVeil(corefile, async (veil) => {
+      const before = rssMb(veil.child.pid!);
+      const load = await fill(veil.address('udp').port);
+      await settle();
+      const entries = await metricValue(metricsPort, 'veil_cache_entries');
+      return { load, before, rss: rssMb(veil.child.pid!), entries };
+    });
+    ctx.log(`Veil: ${veilSide.entries} entries, RSS ${veilSide.before.toFixed(0)} MB at start, ${veilSide.rss.toFixed(0)} MB after the fill (${veilSide.load.qps.toFixed(0)} qps)`);
+    const peerSide = await withPeer(
+      () => startDnsdist({ backendPort: ctx.origin.port, plain: true, cache: true }),
+      async (peer) => {
+        const port = (peer as unknown as { ports: { plain: number } }).ports.plain;
+        const load = await fill(port);
+        await settle();
+        return { load, rss: rssMb(peer.process.pid!) };
+      },
+    );
+    ctx.log(`dnsdist: RSS ${peerSide.rss.toFixed(0)} MB after the fill (${peerSide.load.qps.toFixed(0)} qps)`);
+    const answered = veilSide.load.sent - veilSide.load.lost;
+    return {
+      veil: veilSide.load,
+      peer: peerSide.load,
+      ratio: null,
+      rssMb: veilSide.rss,
+      summary: `Veil ${veilSide.rss.toFixed(0)} MB RSS holding ${veilSide.entries} answers (${answered} of ${MILLION} answered), dnsdist ${peerSide.rss.toFixed(0)} MB (RSS ratio ${(veilSide.rss / peerSide.rss).toFixed(2)}×)`,
+      commands: [veilSide.load.command, peerSide.load.command],
+      notes: [`RSS with 1M cached answers: Veil ${veilSide.rss.toFixed(0)} MB (${veilSide.before.toFixed(0)} MB at start), dnsdist ${peerSide.rss.toFixed(0)} MB`],
+    };
   },
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
@@ -377,4 +429,4 @@ const workersScaling: Workload = {
   requires: () => skipUnless('dnsperf'),
 };
 
-export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, dotForward, dotLatency, dnscryptLatency, dnscryptForward, dohListener, dohForward, dohLatency, workersScaling];
+export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, cacheMemory, dotForward, dotLatency, dnscryptLatency, dnscryptForward, dohListener, dohForward, dohLatency, workersScaling];

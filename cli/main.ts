@@ -16,24 +16,28 @@ import { fileURLToPath } from 'node:url';
 import { SystemClock } from '../core/clock.js';
 import { parseGlobalOptions, MAX_WORKERS } from '../core/config/global.js';
 import { ConfigError, VeilError } from '../core/errors.js';
-import { loadExternalPlugins } from '../core/external.js';
+import { loadPlugins } from '../core/external.js';
 import { StreamLogger } from '../core/logger.js';
 import { buildConfig, VeilServer, type BuiltConfig, type ServerEnvironment } from '../core/server.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { loadConfigFile } from './config.js';
 import { superviseWorkers, workerIndex } from './workers.js';
+import { loadSodium } from '../lib/dnscrypt/sodium.js';
 import { DNSCRYPT_USAGE, runDnscrypt } from './dnscrypt.js';
 import { processIo, UsageError, type CommandIo } from './io.js';
 import { QUERY_USAGE, runQuery } from './query.js';
 import { runSources, SOURCES_USAGE } from './sources.js';
 import { runStamp, STAMP_USAGE } from './stamp.js';
 
-/** Subcommands that run and exit, each in its own module, with its own usage text. */
-const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => number | Promise<number>; usage: string }> = {
-  query: { run: runQuery, usage: QUERY_USAGE },
+/**
+ * Subcommands that run and exit, each in its own module, with its own usage text; `sodium` for
+ * those that may need libsodium (DNSCrypt keys, certificates, queries), loaded before they run.
+ */
+const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => number | Promise<number>; usage: string; sodium?: true }> = {
+  query: { run: runQuery, usage: QUERY_USAGE, sodium: true },
   sources: { run: runSources, usage: SOURCES_USAGE },
-  stamp: { run: runStamp, usage: STAMP_USAGE },
-  dnscrypt: { run: runDnscrypt, usage: DNSCRYPT_USAGE },
+  stamp: { run: runStamp, usage: STAMP_USAGE, sodium: true },
+  dnscrypt: { run: runDnscrypt, usage: DNSCRYPT_USAGE, sodium: true },
 };
 
 /** Runs a subcommand (`veil query …`, `veil sources …`, `veil stamp …`, `veil dnscrypt …`); exit status 2 for a usage mistake. */
@@ -44,6 +48,7 @@ export async function runSubcommand(name: string, args: string[], io: CommandIo 
     return args.length === 0 ? 2 : 0;
   }
   try {
+    if (command.sodium) await loadSodium();
     return await command.run(args, io);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
@@ -153,7 +158,7 @@ async function main(argv: string[]): Promise<number> {
   if (command.kind === 'check') {
     try {
       const config = loadConfigFile(command.file);
-      await loadExternalPlugins(config, env.registry);
+      await loadPlugins(config, env.registry);
       const built = buildConfig(config, env);
       process.stdout.write(`${command.file}: OK\n${describeConfig(built)}\n`);
       return 0;
@@ -226,7 +231,7 @@ async function workerCount(command: Command, env: ServerEnvironment): Promise<nu
   const config = loadConfigFile(command.file);
   const workers = command.workers ?? parseGlobalOptions(config).workers;
   if (workers > 1) {
-    await loadExternalPlugins(config, env.registry);
+    await loadPlugins(config, env.registry);
     const built = buildConfig(config, env);
     const zero = [...built.listeners.values()].find((l) => l.endpoint.port === 0);
     if (zero) throw new ConfigError(null, `${zero.endpoint.text}: with ${workers} workers every listener needs a fixed port (port 0 would give each worker its own)`);

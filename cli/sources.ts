@@ -7,7 +7,7 @@
 import { parseArgs } from 'node:util';
 import { SystemClock } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
-import { loadExternalPlugins } from '../core/external.js';
+import { loadPlugins } from '../core/external.js';
 import { MemoryLogger } from '../core/logger.js';
 import { buildConfig } from '../core/server.js';
 import { resolveService } from '../core/services.js';
@@ -48,7 +48,7 @@ export async function runSources(args: string[], io: CommandIo): Promise<number>
   let built;
   try {
     const config = loadConfigFile(file);
-    await loadExternalPlugins(config, registry);
+    await loadPlugins(config, registry);
     built = buildConfig(config, { registry, logger: new MemoryLogger(logs), clock: new SystemClock() });
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -23,8 +23,36 @@ function* pluginDirectives(config: ConfigFile): Generator<Directive> {
   }
 }
 
+/**
+ * Everything a configuration needs before it is parsed: the external plugins it names imported
+ * and registered, then `prepare` of each plugin it uses. Throws ConfigError.
+ */
+export async function loadPlugins(config: ConfigFile, registry: PluginRegistry): Promise<void> {
+  await loadExternalPlugins(config, registry);
+  const names = new Set<string>();
+  const words = new Set<string>();
+  const collect = (directives: Directive[]): void => {
+    for (const directive of directives) {
+      names.add(directive.name.text);
+      for (const arg of directive.args) words.add(arg.text);
+      if (directive.block) collect(directive.block);
+    }
+  };
+  collect(config.global);
+  for (const block of config.blocks) {
+    for (const key of block.keys) words.add(key.text);
+    collect(block.directives);
+  }
+  const schemes = new Set([...words].map((word) => /^([a-z][a-z0-9+.-]*):\/\//.exec(word)?.[1]));
+  for (const name of registry.names) {
+    const definition = registry.get(name)!;
+    if (!definition.prepare) continue;
+    if (names.has(name) || definition.transports?.some((transport) => schemes.has(transport.scheme))) await definition.prepare();
+  }
+}
+
 /** Imports and registers every plugin a configuration names. Throws ConfigError. */
-export async function loadExternalPlugins(config: ConfigFile, registry: PluginRegistry): Promise<void> {
+async function loadExternalPlugins(config: ConfigFile, registry: PluginRegistry): Promise<void> {
   for (const directive of pluginDirectives(config)) {
     const spec = directive.args[0];
     if (!spec || directive.args.length > 1) {

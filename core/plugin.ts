@@ -88,6 +88,12 @@ export interface PluginDefinition<Options = unknown> {
   parse(directives: Directive[], scope: ParseScope): Options;
   /** Builds the plugin for one block. Binds and connects nothing yet (that is `start`). */
   create(options: Options, scope: BlockScope): Plugin;
+  /**
+   * Loads what the plugin needs before its directives are parsed, when a configuration uses it
+   * (names it, or listens on one of its schemes): a large library that servers without the
+   * plugin should not carry. Runs once per configuration loaded; make it cheap the second time.
+   */
+  prepare?(): Promise<void>;
   /** Listener schemes this plugin brings (`tls`, `https`, …), registered with the plugin. */
   readonly transports?: readonly TransportDefinition<any>[];
   /** For plugins outside the built-in order: where they stand in the chain. */

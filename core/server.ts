@@ -13,7 +13,7 @@ import { DEFAULT_DNS_PORT } from './config/zones.js';
 import type { Clock } from './clock.js';
 import { createDispatcher, QUERY_TIMEOUT_MS, type ZoneRoute } from './dispatch.js';
 import { ConfigError, type Location } from './errors.js';
-import { loadExternalPlugins } from './external.js';
+import { loadPlugins } from './external.js';
 import type { Listener, TransportDefinition } from './listeners/listener.js';
 import type { Logger } from './logger.js';
 import { parseEndpoint, type Endpoint } from './net/address.js';
@@ -259,7 +259,7 @@ export class VeilServer {
    * offers this server's state.
    */
   private async build(config: ConfigFile): Promise<BuiltConfig> {
-    await loadExternalPlugins(config, this.env.registry);
+    await loadPlugins(config, this.env.registry);
     const root = createRootContainer(this.env);
     provideService(root, Services.serverState, this.state);
     return buildConfig(config, this.env, this.kept, root);

@@ -8,6 +8,7 @@ import { queryUdp } from '../core/testing/client.js';
 import { answerFor, startFakeDns, type FakeDns, type FakeHandler } from '../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
 import { analyze } from '../plugins/cache/entry.js';
+import { CellArena } from '../plugins/cache/arena.js';
 import { CacheStore } from '../plugins/cache/store.js';
 import { readQuestion } from '../core/dns/wire.js';
 import { testRegistry } from './helpers/plugins.js';
@@ -266,5 +267,51 @@ describe('CacheStore', () => {
     assert.ok(has(s, 'r19-1.test'));
     assert.ok(!has(s, 'r19-2.test'));
     assert.ok(s.size <= 64);
+  });
+});
+
+describe('CellArena', () => {
+  const bytes = (length: number, seed: number) => Buffer.from(Array.from({ length }, (_, i) => (i * 7 + seed) & 0xff));
+  const readAll = (arena: CellArena, first: number, length: number) => {
+    const out = Buffer.alloc(length);
+    arena.read(first, 0, length, out, 0);
+    return out;
+  };
+
+  it('gives back what was written, from any offset, across cells', () => {
+    const arena = new CellArena();
+    const entries = [1, 47, 48, 49, 95, 96, 500, 4096].map((length, i) => ({ data: bytes(length, i), first: 0 }));
+    for (const e of entries) e.first = arena.write(e.data, 0, e.data.length);
+    for (const e of entries) {
+      assert.deepEqual(readAll(arena, e.first, e.data.length), e.data);
+      if (e.data.length > 60) {
+        const part = Buffer.alloc(40);
+        arena.read(e.first, 30, 70, part, 0);
+        assert.deepEqual(part, e.data.subarray(30, 70), 'a range that starts in one cell and ends in the next');
+      }
+    }
+  });
+
+  it('compares in place, folding the message\'s capitals before the given offset only', () => {
+    const arena = new CellArena();
+    const stored = Buffer.from('x'.repeat(40) + 'abcdefghij' + 'KLMNOP' + 'y'.repeat(40), 'latin1');
+    const first = arena.write(stored, 0, stored.length);
+    const msg = Buffer.from(stored);
+    msg.write('ABCDEFGHIJ', 40, 'latin1');
+    assert.ok(arena.equalsFolded(first, msg, 10, 80, 50), 'capitals before 50 match lower case across the cell boundary');
+    assert.ok(!arena.equalsFolded(first, msg, 10, 80, 45), 'capitals past the fold limit do not');
+    msg[70] = 0x21;
+    assert.ok(!arena.equalsFolded(first, msg, 10, 80, 50), 'a byte in the second cell differs');
+    assert.ok(arena.equalsFolded(first, msg, 10, 60, 50));
+  });
+
+  it('reuses freed cells whatever size held them', () => {
+    const arena = new CellArena();
+    const big = Array.from({ length: 200 }, (_, i) => arena.write(bytes(2000, i), 0, 2000));
+    const size = arena.byteSize;
+    for (const first of big) arena.free(first);
+    const small = Array.from({ length: 4000 }, (_, i) => ({ first: arena.write(bytes(90, i), 0, 90), seed: i }));
+    assert.equal(arena.byteSize, size, 'no new slab: the big entries\' cells hold the small ones');
+    for (const s of small) assert.deepEqual(readAll(arena, s.first, 90), bytes(90, s.seed));
   });
 });

@@ -56,7 +56,7 @@ export function parseCertificate(bytes: Buffer): Certificate {
 export function verifyCertificate(cert: Certificate, providerPublicKey: Buffer): boolean {
   if (providerPublicKey.length !== 32) return false;
   try {
-    return sodium.crypto_sign_verify_detached(cert.signature, cert.bytes.subarray(CERT_SIGNED_START), providerPublicKey);
+    return sodium().crypto_sign_verify_detached(cert.signature, cert.bytes.subarray(CERT_SIGNED_START), providerPublicKey);
   } catch {
     return false;
   }
@@ -82,7 +82,7 @@ export function signCertificate(fields: CertificateFields, providerSecretKey: Bu
   out.writeUInt32BE(fields.serial >>> 0, 112);
   out.writeUInt32BE(fields.tsStart >>> 0, 116);
   out.writeUInt32BE(fields.tsEnd >>> 0, 120);
-  const signature = sodium.crypto_sign_detached(out.subarray(CERT_SIGNED_START), providerSecretKey);
+  const signature = sodium().crypto_sign_detached(out.subarray(CERT_SIGNED_START), providerSecretKey);
   Buffer.from(signature).copy(out, 8);
   return out;
 }

@@ -16,13 +16,13 @@ const asBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.
 
 /** A fresh X25519 key pair. */
 export function x25519KeyPair(): KeyPair {
-  const pair = sodium.crypto_box_keypair();
+  const pair = sodium().crypto_box_keypair();
   return { publicKey: asBuffer(pair.publicKey), secretKey: asBuffer(pair.privateKey) };
 }
 
 /** The X25519 public key of a secret key. */
 export function x25519PublicKey(secretKey: Buffer): Buffer {
-  return asBuffer(sodium.crypto_scalarmult_base(secretKey));
+  return asBuffer(sodium().crypto_scalarmult_base(secretKey));
 }
 
 /**
@@ -34,8 +34,8 @@ export function sharedKey(esVersion: EsVersionNumber, secretKey: Buffer, publicK
   try {
     const key =
       esVersion === EsVersion.xchacha20poly1305
-        ? sodium.crypto_box_curve25519xchacha20poly1305_beforenm(publicKey, secretKey)
-        : sodium.crypto_box_beforenm(publicKey, secretKey);
+        ? sodium().crypto_box_curve25519xchacha20poly1305_beforenm(publicKey, secretKey)
+        : sodium().crypto_box_beforenm(publicKey, secretKey);
     return asBuffer(key);
   } catch {
     return null;
@@ -46,8 +46,8 @@ export function sharedKey(esVersion: EsVersionNumber, secretKey: Buffer, publicK
 export function seal(esVersion: EsVersionNumber, key: Buffer, nonce: Buffer, plaintext: Buffer): Buffer {
   const box =
     esVersion === EsVersion.xchacha20poly1305
-      ? sodium.crypto_box_curve25519xchacha20poly1305_easy_afternm(plaintext, nonce, key)
-      : sodium.crypto_box_easy_afternm(plaintext, nonce, key);
+      ? sodium().crypto_box_curve25519xchacha20poly1305_easy_afternm(plaintext, nonce, key)
+      : sodium().crypto_box_easy_afternm(plaintext, nonce, key);
   return asBuffer(box);
 }
 
@@ -57,8 +57,8 @@ export function open(esVersion: EsVersionNumber, key: Buffer, nonce: Buffer, box
   try {
     const plain =
       esVersion === EsVersion.xchacha20poly1305
-        ? sodium.crypto_box_curve25519xchacha20poly1305_open_easy_afternm(box, nonce, key)
-        : sodium.crypto_box_open_easy_afternm(box, nonce, key);
+        ? sodium().crypto_box_curve25519xchacha20poly1305_open_easy_afternm(box, nonce, key)
+        : sodium().crypto_box_open_easy_afternm(box, nonce, key);
     return asBuffer(plain);
   } catch {
     return null;

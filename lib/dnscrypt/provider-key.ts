@@ -23,7 +23,7 @@ export function parseProviderKey(contents: Buffer): Buffer {
 }
 
 export function providerKeyPair(seed: Buffer): ProviderKeyPair {
-  const pair = sodium.crypto_sign_seed_keypair(seed);
+  const pair = sodium().crypto_sign_seed_keypair(seed);
   return { publicKey: Buffer.from(pair.publicKey), secretKey: Buffer.from(pair.privateKey) };
 }
 
@@ -43,7 +43,7 @@ export function writeProviderKeys(dir: string): WrittenKeys {
   const keyFile = path.join(dir, 'provider.key');
   const publicFile = path.join(dir, 'provider.pub');
   if (existsSync(keyFile)) throw new Error(`${keyFile} exists already; move it away to make a new key (clients pin the old one)`);
-  const seed = Buffer.from(sodium.randombytes_buf(32));
+  const seed = Buffer.from(sodium().randombytes_buf(32));
   const { publicKey } = providerKeyPair(seed);
   writeFileSync(keyFile, `${seed.toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
   chmodSync(keyFile, 0o600);

@@ -23,6 +23,7 @@ import { dnscryptRouterService, type RelayAddress } from '../../lib/dnscrypt/rou
 import { parseStamp, splitAddress, StampError } from '../../lib/stamps.js';
 import { relayTransport } from './relay-listener.js';
 import { RelayRouter, type RouteRule } from './router.js';
+import { loadSodium } from '../../lib/dnscrypt/sodium.js';
 
 const NAME = 'anonymize';
 
@@ -49,6 +50,8 @@ export interface AnonymizeOptions {
 export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
   name: NAME,
   transports: [relayTransport],
+  // libsodium: certificates, keys and boxes.
+  prepare: loadSodium,
 
   parse(directives) {
     if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'anonymize is given twice in this block; put every relay and route in one');

@@ -3,9 +3,11 @@
  * open-addressing hash table, evicted with CLOCK (second chance).
  *
  * Memory decides the shape. A million entries is a normal cache, and a JS object, a Buffer view
- * and a key string per entry cost more than the answers themselves (~600 bytes an entry). Here an
- * entry is one latin1 string (the answer, then its TTL offsets) plus a few bytes in typed
- * arrays: about 104 bytes of heap for a typical answer. There is no key string either: the stored
+ * and a key string per entry cost more than the answers themselves (~600 bytes an entry); even
+ * one string per entry keeps the entries in V8's heap, which grows to a multiple of them. Here
+ * an entry's bytes (the answer, then its TTL offsets) are in a CellArena outside the heap, and
+ * the rest is a few bytes in typed arrays: 110 to 150 bytes in all for a typical answer (one or
+ * two A records), none of them objects the garbage collector visits. There is no key string either: the stored
  * answer's question, kept in lower case, is the key, and lookups hash and compare the query's
  * question bytes in place.
  *
@@ -13,6 +15,7 @@
  * flags, and evicts the first entry not used since the hand last passed.
  */
 import { HEADER_SIZE } from '../../core/dns/constants.js';
+import { CellArena } from './arena.js';
 
 export type EntryKind = 'success' | 'denial' | 'servfail';
 const KINDS: readonly EntryKind[] = ['success', 'denial', 'servfail'];
@@ -29,16 +32,18 @@ export interface StoredEntry {
 
 const EMPTY = 0;
 const DELETED = -1;
+/** A slot's `first` when it holds nothing. */
+const UNUSED = -1;
 
 /**
  * FNV-1a over the question section's first entry (`end` is just after its type and class) and
  * the key bits; the name's ASCII letters folded to lower case, the type and class as they are.
  */
-export function hashQuestion(msg: Buffer | string, end: number, bits: number): number {
+export function hashQuestion(msg: Buffer, end: number, bits: number): number {
   let h = 0x811c9dc5 ^ bits;
   const nameEnd = end - 4;
   for (let i = HEADER_SIZE; i < end; i++) {
-    let c = typeof msg === 'string' ? msg.charCodeAt(i) : msg[i]!;
+    let c = msg[i]!;
     if (i < nameEnd && c >= 0x41 && c <= 0x5a) c |= 0x20;
     h = Math.imul(h ^ c, 0x01000193);
   }
@@ -46,8 +51,12 @@ export function hashQuestion(msg: Buffer | string, end: number, bits: number): n
 }
 
 export class CacheStore {
-  private readonly data: Array<string | undefined>;
+  private readonly arena = new CellArena();
+  /** Each slot's first cell in the arena, or UNUSED. */
+  private readonly first: Int32Array;
+  private readonly hashes: Uint32Array;
   private readonly wireLength: Uint16Array;
+  private readonly ttlCount: Uint16Array;
   private readonly questionEnd: Uint16Array;
   private readonly bits: Uint8Array;
   private readonly kinds: Uint8Array;
@@ -70,8 +79,10 @@ export class CacheStore {
     readonly capacity: number,
     private readonly onEvict: () => void = () => {},
   ) {
-    this.data = new Array(capacity);
+    this.first = new Int32Array(capacity).fill(UNUSED);
+    this.hashes = new Uint32Array(capacity);
     this.wireLength = new Uint16Array(capacity);
+    this.ttlCount = new Uint16Array(capacity);
     this.questionEnd = new Uint16Array(capacity);
     this.bits = new Uint8Array(capacity);
     this.kinds = new Uint8Array(capacity);
@@ -107,10 +118,10 @@ export class CacheStore {
       slot = this.allocate();
       this.index(hash, slot);
       this.count++;
+    } else {
+      this.arena.free(this.first[slot]!);
     }
-    // One buffer, then one string: concatenating strings would keep a rope (two strings and a
-    // node joining them, ~40 bytes more an entry) until the first hit flattened it.
-    const entry = Buffer.allocUnsafe(answer.length + 2 * ttlOffsets.length);
+    const entry = scratchFor(answer.length + 2 * ttlOffsets.length);
     answer.copy(entry, 0);
     // The question in lower case: it is the key, and each client gets its own case on the way out.
     for (let i = HEADER_SIZE; i < questionEnd - 4; i++) {
@@ -119,7 +130,9 @@ export class CacheStore {
     }
     let at = answer.length;
     for (const offset of ttlOffsets) at = entry.writeUInt16BE(offset, at);
-    this.data[slot] = entry.toString('latin1');
+    this.first[slot] = this.arena.write(entry, 0, at);
+    this.hashes[slot] = hash;
+    this.ttlCount[slot] = ttlOffsets.length;
     this.watched.delete(slot);
     this.wireLength[slot] = answer.length;
     this.questionEnd[slot] = questionEnd;
@@ -140,12 +153,15 @@ export class CacheStore {
    * question bytes (the client's case) in place of the stored ones.
    */
   render(slot: number, query: Buffer, ttlFor: (original: number) => number): Buffer {
-    const text = this.data[slot]!;
+    const first = this.first[slot]!;
     const length = this.wireLength[slot]!;
     const out = Buffer.allocUnsafe(length);
-    out.write(text, 0, length, 'latin1');
-    for (let at = length; at < text.length; at += 2) {
-      const offset = (text.charCodeAt(at) << 8) | text.charCodeAt(at + 1);
+    this.arena.read(first, 0, length, out, 0);
+    const offsetsLength = 2 * this.ttlCount[slot]!;
+    const offsets = scratchFor(offsetsLength);
+    this.arena.read(first, length, length + offsetsLength, offsets, 0);
+    for (let at = 0; at < offsetsLength; at += 2) {
+      const offset = offsets.readUInt16BE(at);
       out.writeUInt32BE(ttlFor(out.readUInt32BE(offset)), offset);
     }
     query.copy(out, HEADER_SIZE, HEADER_SIZE, this.questionEnd[slot]! - 4);
@@ -153,7 +169,8 @@ export class CacheStore {
   }
 
   clear(): void {
-    this.data.fill(undefined);
+    this.arena.clear();
+    this.first.fill(UNUSED);
     this.table.fill(EMPTY);
     this.count = this.deleted = this.fresh = this.hand = 0;
     this.free.length = 0;
@@ -166,7 +183,14 @@ export class CacheStore {
       if (entry === EMPTY) return -1;
       if (entry === DELETED) continue;
       const slot = entry - 1;
-      if (this.bits[slot] === bits && this.questionEnd[slot] === questionEnd && sameQuestion(this.data[slot]!, msg, questionEnd)) return slot;
+      if (
+        this.hashes[slot] === hash &&
+        this.bits[slot] === bits &&
+        this.questionEnd[slot] === questionEnd &&
+        this.arena.equalsFolded(this.first[slot]!, msg, HEADER_SIZE, questionEnd, questionEnd - 4)
+      ) {
+        return slot;
+      }
     }
   }
 
@@ -185,13 +209,12 @@ export class CacheStore {
     for (;;) {
       const slot = this.hand;
       this.hand = (this.hand + 1) % this.capacity;
-      if (this.data[slot] === undefined) continue;
+      if (this.first[slot] === UNUSED) continue;
       if (this.visited[slot]) {
         this.visited[slot] = 0;
         continue;
       }
-      const text = this.data[slot]!;
-      this.remove(slot, hashQuestion(text, this.questionEnd[slot]!, this.bits[slot]!));
+      this.remove(slot, this.hashes[slot]!);
       this.onEvict();
       return this.free.pop()!;
     }
@@ -206,7 +229,8 @@ export class CacheStore {
         break;
       }
     }
-    this.data[slot] = undefined;
+    this.arena.free(this.first[slot]!);
+    this.first[slot] = UNUSED;
     this.watched.delete(slot);
     this.free.push(slot);
     this.count--;
@@ -218,20 +242,14 @@ export class CacheStore {
     this.table.fill(EMPTY);
     this.deleted = 0;
     for (let slot = 0; slot < this.fresh; slot++) {
-      const text = this.data[slot];
-      if (text !== undefined) this.index(hashQuestion(text, this.questionEnd[slot]!, this.bits[slot]!), slot);
+      if (this.first[slot] !== UNUSED) this.index(this.hashes[slot]!, slot);
     }
   }
 }
 
-/** The stored question (name in lower case) against the message's, ignoring ASCII case in its name. */
-function sameQuestion(stored: string, msg: Buffer, end: number): boolean {
-  const nameEnd = end - 4;
-  for (let i = HEADER_SIZE; i < end; i++) {
-    let c = msg[i]!;
-    if (i < nameEnd && c >= 0x41 && c <= 0x5a) c |= 0x20;
-    if (stored.charCodeAt(i) !== c) return false;
-  }
-  return true;
+/** A reused buffer for building an entry or reading its TTL offsets: nothing keeps it. */
+let scratch = Buffer.allocUnsafeSlow(4096);
+function scratchFor(length: number): Buffer {
+  if (scratch.length < length) scratch = Buffer.allocUnsafeSlow(length);
+  return scratch;
 }
-

@@ -22,6 +22,7 @@ import { parseStampToken } from '../../lib/stamp-config.js';
 import { splitAddress, type DnsCryptStamp } from '../../lib/stamps.js';
 import { dnscryptTransport } from './listener.js';
 import { DnscryptUpstream, type DnscryptClientConfig, type DnscryptServerConfig } from './upstream.js';
+import { loadSodium } from '../../lib/dnscrypt/sodium.js';
 
 const NAME = 'dnscrypt';
 const DEFAULT_CERT_REFRESH_MS = 4 * 3_600_000;
@@ -39,6 +40,8 @@ export interface DnscryptOptions {
 export const dnscryptPlugin: PluginDefinition<DnscryptOptions[]> = {
   name: NAME,
   transports: [dnscryptTransport],
+  // libsodium: certificates, keys and boxes.
+  prepare: loadSodium,
 
   parse(directives) {
     const parsed = directives.map(parseDirective);

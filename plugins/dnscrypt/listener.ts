@@ -130,7 +130,7 @@ export class DnscryptListener implements Listener {
     const resolverNonce = Buffer.allocUnsafe(HALF_NONCE_SIZE);
     randomInto(resolverNonce, 0, HALF_NONCE_SIZE);
     // Spec §8: the padding length is a function of the shared key and the client's nonce.
-    const prf = sodium.crypto_shorthash(clientNonce, key.subarray(0, 16))[0]!;
+    const prf = sodium().crypto_shorthash(clientNonce, key.subarray(0, 16))[0]!;
     const padded = responseLength(answer.length, prf, limit - RESPONSE_OVERHEAD);
     return encryptResponse(entry.cert.esVersion, key, clientNonce, resolverNonce, answer, padded);
   }

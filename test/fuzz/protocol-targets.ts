@@ -33,6 +33,10 @@ import { DNS_MESSAGE } from '../../plugins/doh/http-exchange.js';
 import { DohService, textReply, type DohRequestView, type HttpReply } from '../../plugins/doh/service.js';
 import { bytesLike, textLike } from './mutate.js';
 import { asBuffer, asJson, asText, BugError, env, expectOnly, theDoor, wireSeeds, type FuzzTarget } from './targets.js';
+import { loadSodium } from '../../lib/dnscrypt/sodium.js';
+
+// The DNSCrypt targets need libsodium, which Veil loads only when a configuration uses it.
+await loadSodium();
 
 const CLIENT = { address: '127.0.0.1', port: 1, family: 'IPv4' as const };
 

@@ -4,6 +4,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { writeProviderKeys } from '../../lib/dnscrypt/provider-key.js';
 import { encodeStamp } from '../../lib/stamps.js';
+import { loadSodium } from '../../lib/dnscrypt/sodium.js';
+
+// DNSCrypt keys and boxes need libsodium, which Veil loads only when a configuration uses it.
+await loadSodium();
 
 export interface ProviderKeys {
   dir: string;
