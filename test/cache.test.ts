@@ -258,6 +258,20 @@ describe('CacheStore', () => {
     assert.deepEqual(out, expected);
   });
 
+  it('keeps its memory bounded while answers of every size come and go', () => {
+    const s = new CacheStore(64);
+    const sized = (name: string, records: number) =>
+      dnsPacket.encode({ type: 'response', id: 1, flags: 0x8180, questions: [{ type: 'A', name }], answers: Array.from({ length: records }, (_, i) => ({ type: 'A' as const, name, ttl: 300, data: `192.0.2.${i}` })) });
+    let peak = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const wire = sized(`n${i}.test`, 1 + (i % 40));
+      s.set(wire, readQuestion(wire).end, 0, 'success', analyze(wire)!.ttlOffsets, 0, 300);
+      if (i === 2_000) peak = s.arenaBytes;
+    }
+    assert.equal(s.size, 64);
+    assert.equal(s.arenaBytes, peak, 'after the first turns of the hand, freed cells hold the new answers: no growth');
+  });
+
   it('stays correct through many deletes (the table is rebuilt without its tombstones)', () => {
     const s = new CacheStore(64);
     for (let round = 0; round < 20; round++) {

@@ -99,6 +99,11 @@ export class CacheStore {
     return this.count;
   }
 
+  /** Bytes the answers' arena holds (used or free): the most this store ever needed at once. */
+  get arenaBytes(): number {
+    return this.arena.byteSize;
+  }
+
   /** The entry for this question (query bytes up to `questionEnd`) and key bits, marked as used. */
   get(query: Buffer, questionEnd: number, bits: number, hash = hashQuestion(query, questionEnd, bits)): StoredEntry | null {
     const slot = this.find(query, questionEnd, bits, hash);
