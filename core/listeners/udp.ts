@@ -1,9 +1,14 @@
-/** `udp://IP:PORT`: plain DNS over UDP. */
+/**
+ * `udp://IP:PORT`: plain DNS over UDP. Datagrams come in batches through the native addon
+ * (core/net/udp-batch.ts) where it is built, one at a time through node:dgram elsewhere.
+ */
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
+import type { ClientAddress } from '../context.js';
 import { ListenError } from '../errors.js';
 import type { Endpoint } from '../net/address.js';
 import { ipLiteralLookup } from '../net/ip-lookup.js';
+import { BatchedUdpSocket, udpBatchAddon, type BatchPeer } from '../net/udp-batch.js';
 import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition } from './listener.js';
 import { DATAGRAM_OPTION_NAMES, parseDatagramLimits, type DatagramLimits } from './options.js';
 
@@ -14,8 +19,53 @@ import { DATAGRAM_OPTION_NAMES, parseDatagramLimits, type DatagramLimits } from 
  */
 const RECEIVE_BUFFER_BYTES = 4 << 20;
 
+/** A bound UDP socket as the listener uses it. */
+interface DatagramPort {
+  /** The bound port (the real one when the configuration said 0). */
+  readonly port: number;
+  /** Sends an answer to the client a datagram came from. */
+  reply(answer: Buffer, to: ClientAddress): void;
+  close(): Promise<void>;
+}
+
+type OnDatagram = (message: Buffer, client: ClientAddress) => void;
+
+async function openDgramPort(endpoint: Endpoint, reusePort: boolean, onDatagram: OnDatagram, onError: (err: Error) => void): Promise<DatagramPort> {
+  const socket = dgram.createSocket({
+    type: isIPv6(endpoint.host) ? 'udp6' : 'udp4',
+    reusePort,
+    recvBufferSize: RECEIVE_BUFFER_BYTES,
+    lookup: ipLiteralLookup,
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(endpoint.port, endpoint.host, () => {
+      socket.removeAllListeners('error');
+      resolve();
+    });
+  });
+  socket.on('error', onError);
+  socket.on('message', (message, rinfo) => onDatagram(message, { address: rinfo.address, port: rinfo.port, family: rinfo.family as 'IPv4' | 'IPv6' }));
+  return {
+    port: socket.address().port,
+    reply: (answer, to) => socket.send(answer, to.port, to.address, () => {}),
+    close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
+  };
+}
+
+function openBatchedPort(endpoint: Endpoint, reusePort: boolean, onDatagram: OnDatagram): DatagramPort | null {
+  const addon = udpBatchAddon();
+  if (!addon || endpoint.host.includes('%')) return null; // scoped IPv6 addresses: node:dgram
+  const socket = new BatchedUdpSocket(addon, endpoint.host, endpoint.port, reusePort, RECEIVE_BUFFER_BYTES, onDatagram);
+  return {
+    port: socket.port,
+    reply: (answer, to) => socket.send(answer, to as BatchPeer),
+    close: async () => socket.close(),
+  };
+}
+
 export class UdpListener implements Listener {
-  private socket: dgram.Socket | null = null;
+  private port: DatagramPort | null = null;
   private handler: QueryHandler | null = null;
   private inflight = 0;
   private stopping = false;
@@ -31,24 +81,16 @@ export class UdpListener implements Listener {
 
   async start(handler: QueryHandler): Promise<void> {
     this.handler = handler;
-    const socket = dgram.createSocket({
-      type: isIPv6(this.endpoint.host) ? 'udp6' : 'udp4',
-      reusePort: this.env.reusePort,
-      recvBufferSize: RECEIVE_BUFFER_BYTES,
-      lookup: ipLiteralLookup,
-    });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', (err) => reject(new ListenError(`cannot listen on ${this.endpoint.text}: ${err.message}`, { cause: err })));
-      socket.bind(this.endpoint.port, this.endpoint.host, () => {
-        socket.removeAllListeners('error');
-        resolve();
-      });
-    });
-    socket.on('error', (err) => this.env.logger.warn(`${this.endpoint.text}: ${err.message}`));
-    socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-    this.socket = socket;
-    const address = socket.address();
-    this.boundAddress = `udp://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+    const onDatagram: OnDatagram = (message, client) => this.onMessage(message, client);
+    try {
+      this.port =
+        openBatchedPort(this.endpoint, this.env.reusePort, onDatagram) ??
+        (await openDgramPort(this.endpoint, this.env.reusePort, onDatagram, (err) => this.env.logger.warn(`${this.endpoint.text}: ${err.message}`)));
+    } catch (err) {
+      throw new ListenError(`cannot listen on ${this.endpoint.text}: ${(err as Error).message}`, { cause: err });
+    }
+    const host = this.endpoint.host;
+    this.boundAddress = `udp://${isIPv6(host) ? `[${host}]` : host}:${this.port.port}`;
   }
 
   setHandler(handler: QueryHandler): void {
@@ -59,7 +101,7 @@ export class UdpListener implements Listener {
     this.limits = options as DatagramLimits;
   }
 
-  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  private onMessage(msg: Buffer, client: ClientAddress): void {
     if (this.stopping) return;
     if (this.inflight >= this.limits.maxInflight) {
       // Bounded work: past the limit a datagram is dropped, the client will retry.
@@ -71,14 +113,10 @@ export class UdpListener implements Listener {
     }
     this.overloaded = false;
     this.inflight++;
-    const info = {
-      client: { address: rinfo.address, port: rinfo.port, family: rinfo.family as 'IPv4' | 'IPv6' },
-      transport: 'udp',
-      datagram: true,
-    };
+    const info = { client, transport: 'udp', datagram: true };
     this.handler!(msg, info).then(
       (answer) => {
-        if (answer && this.socket) this.socket.send(answer, rinfo.port, rinfo.address, () => {});
+        if (answer && this.port) this.port.reply(answer, client);
         this.done();
       },
       () => this.done(),
@@ -91,7 +129,7 @@ export class UdpListener implements Listener {
   }
 
   async stop(graceMs: number): Promise<void> {
-    if (!this.socket) return;
+    if (!this.port) return;
     this.stopping = true;
     if (this.inflight > 0) {
       let timer: NodeJS.Timeout | undefined;
@@ -101,9 +139,9 @@ export class UdpListener implements Listener {
       });
       clearTimeout(timer);
     }
-    const socket = this.socket;
-    this.socket = null;
-    await new Promise<void>((resolve) => socket.close(() => resolve()));
+    const port = this.port;
+    this.port = null;
+    await port.close();
   }
 }
 

@@ -86,7 +86,10 @@ export class DohConnections {
       const left = deadline - performance.now();
       if (left <= 0) throw new UpstreamTimeoutError(`${this.options.label}: no answer within ${Math.round(timeoutMs)}ms`);
       try {
-        const session = await this.acquire(left);
+        // No await when a session is at hand: a burst handled in one turn of the event loop
+        // then counts its streams as it goes, and opens the pool's other sessions.
+        const acquired = this.acquire(left);
+        const session = acquired instanceof Promise ? await acquired : acquired;
         const remaining = deadline - performance.now();
         return await (session ? session.request(request, remaining) : this.http1!.request(request, remaining));
       } catch (err) {
@@ -104,8 +107,8 @@ export class DohConnections {
     }
   }
 
-  /** An HTTP/2 session with room, or null when the server speaks HTTP/1.1 only. */
-  private async acquire(timeLeft: number): Promise<H2Session | null> {
+  /** An HTTP/2 session with room (at once, or once one opens), or null when the server speaks HTTP/1.1 only. */
+  private acquire(timeLeft: number): H2Session | null | Promise<H2Session | null> {
     if (this.mode === 'http1') return null;
     let best: H2Session | null = null;
     for (const session of this.sessions) {

@@ -55,10 +55,11 @@ export function runVeil(args: string[], cwd: string, timeoutMs = 15000): Promise
   });
 }
 
-export async function startVeil(corefile: string, files: Record<string, string> = {}, configName = 'Corefile', prepare?: (dir: string) => void): Promise<VeilProcess> {
+/** `env` adds to (or, with undefined values, removes from) the test's environment. */
+export async function startVeil(corefile: string, files: Record<string, string> = {}, configName = 'Corefile', prepare?: (dir: string) => void, env: NodeJS.ProcessEnv = {}): Promise<VeilProcess> {
   const dir = makeTempDir({ ...files, [configName]: corefile });
   prepare?.(dir);
-  const child = spawn(VEIL, ['-conf', configName], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(VEIL, ['-conf', configName], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d) => (out += d));

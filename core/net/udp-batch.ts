@@ -1,0 +1,201 @@
+/**
+ * Batched UDP sockets from native/udp-batch.c: a batch of datagrams per system call and per
+ * JavaScript call, answers sent in batches. Optional: `udpBatchAddon()` is null when the addon
+ * was not built (no C compiler, not Linux) or VEIL_UDP_BATCH=off, and the udp:// listener then
+ * uses node:dgram. Both give the listener the same thing: a datagram, a client, a way to reply.
+ */
+import { createRequire } from 'node:module';
+import type { ClientAddress } from '../context.js';
+
+interface UdpBatchAddon {
+  open(
+    self: object,
+    host: string,
+    port: number,
+    reusePort: boolean,
+    receiveBufferBytes: number,
+    recvData: Buffer,
+    recvMeta: Int32Array,
+    sendData: Buffer,
+    sendMeta: Int32Array,
+    onBatch: (count: number) => void,
+  ): [handle: unknown, boundPort: number];
+  flush(handle: unknown): void;
+  close(handle: unknown): void;
+  readonly BATCH: number;
+  readonly META_INTS: number;
+}
+
+let addon: UdpBatchAddon | null | undefined;
+
+/** The addon, or null when it is not built or turned off (VEIL_UDP_BATCH=off). */
+export function udpBatchAddon(): UdpBatchAddon | null {
+  if (addon === undefined) {
+    addon = null;
+    if (process.env.VEIL_UDP_BATCH !== 'off') {
+      try {
+        addon = createRequire(import.meta.url)('../../native/udp-batch.node') as UdpBatchAddon;
+      } catch {
+        // Not built on this machine: node:dgram serves instead.
+      }
+    }
+  }
+  return addon;
+}
+
+/** A datagram's sender, with the address words the addon needs to answer it. */
+export class BatchPeer implements ClientAddress {
+  constructor(
+    readonly address: string,
+    readonly port: number,
+    readonly family: 'IPv4' | 'IPv6',
+    /** 4 or 6, and the address bytes as four int32 words, as the addon wrote them. */
+    readonly ipVersion: number,
+    readonly w0: number,
+    readonly w1: number,
+    readonly w2: number,
+    readonly w3: number,
+  ) {}
+}
+
+/** Datagrams bigger than a slot are dropped by the addon; 64 KiB holds any UDP payload. */
+const SLOT_BYTES = 65536;
+/** Answers queued before a send; a full queue is sent at once. */
+const SEND_BYTES = 256 * 1024;
+
+export class BatchedUdpSocket {
+  readonly port: number;
+  private readonly handle: unknown;
+  private readonly recvData: Buffer;
+  private readonly recvMeta: Int32Array;
+  private readonly recvMetaBytes: Buffer;
+  private readonly sendData: Buffer;
+  private readonly sendMeta: Int32Array;
+  private sendUsed = 0;
+  private flushScheduled = false;
+  private closed = false;
+  // Most datagrams in a row come from the same address: its string is made once.
+  private lastWords = [0, 0, 0, 0, 0];
+  private lastAddress = '';
+
+  constructor(
+    private readonly addon: UdpBatchAddon,
+    host: string,
+    port: number,
+    reusePort: boolean,
+    receiveBufferBytes: number,
+    private readonly onDatagram: (message: Buffer, peer: BatchPeer) => void,
+  ) {
+    // allocUnsafeSlow: unpooled and not zero-filled, so the slots' untouched pages cost no memory.
+    this.recvData = Buffer.allocUnsafeSlow(addon.BATCH * SLOT_BYTES);
+    this.recvMeta = new Int32Array(addon.BATCH * addon.META_INTS);
+    this.recvMetaBytes = Buffer.from(this.recvMeta.buffer);
+    this.sendData = Buffer.allocUnsafeSlow(SEND_BYTES);
+    this.sendMeta = new Int32Array(1 + addon.BATCH * addon.META_INTS);
+    [this.handle, this.port] = addon.open(this, host, port, reusePort, receiveBufferBytes, this.recvData, this.recvMeta, this.sendData, this.sendMeta, (count) => this.onBatch(count));
+  }
+
+  /** Queues an answer; it leaves with the batch's others, or on the next turn of the event loop. */
+  send(answer: Buffer, to: BatchPeer): void {
+    if (this.closed) return;
+    const meta = this.sendMeta;
+    if (meta[0] === 0) this.sendUsed = 0; // the addon sent the queue
+    if (meta[0] === this.addon.BATCH || this.sendUsed + answer.length > SEND_BYTES) {
+      this.addon.flush(this.handle);
+      this.sendUsed = 0;
+    }
+    const count = meta[0]!;
+    const at = 1 + count * this.addon.META_INTS;
+    answer.copy(this.sendData, this.sendUsed);
+    meta[at] = this.sendUsed;
+    meta[at + 1] = answer.length;
+    meta[at + 2] = to.ipVersion;
+    meta[at + 3] = to.port;
+    meta[at + 4] = to.w0;
+    meta[at + 5] = to.w1;
+    meta[at + 6] = to.w2;
+    meta[at + 7] = to.w3;
+    meta[0] = count + 1;
+    this.sendUsed += answer.length;
+    if (!this.flushScheduled) {
+      // Answers of this batch go when it ends; this catches those that come later (forwarded).
+      this.flushScheduled = true;
+      setImmediate(this.flushLater);
+    }
+  }
+
+  private readonly flushLater = (): void => {
+    this.flushScheduled = false;
+    if (this.sendMeta[0] !== 0 && !this.closed) this.addon.flush(this.handle);
+  };
+
+  close(): void {
+    if (this.closed) return;
+    this.flushLater();
+    this.closed = true;
+    this.addon.close(this.handle);
+  }
+
+  private onBatch(count: number): void {
+    const meta = this.recvMeta;
+    const stride = this.addon.META_INTS;
+    for (let i = 0; i < count; i++) {
+      const at = i * stride;
+      const length = meta[at]!;
+      const message = Buffer.allocUnsafe(length);
+      this.recvData.copy(message, 0, i * SLOT_BYTES, i * SLOT_BYTES + length);
+      const version = meta[at + 1]!;
+      const w0 = meta[at + 3]!, w1 = meta[at + 4]!, w2 = meta[at + 5]!, w3 = meta[at + 6]!;
+      const peer = new BatchPeer(this.addressOf(version, w0, w1, w2, w3, at), meta[at + 2]!, version === 4 ? 'IPv4' : 'IPv6', version, w0, w1, w2, w3);
+      this.onDatagram(message, peer);
+    }
+  }
+
+  private addressOf(version: number, w0: number, w1: number, w2: number, w3: number, at: number): string {
+    const last = this.lastWords;
+    if (last[0] === version && last[1] === w0 && last[2] === w1 && last[3] === w2 && last[4] === w3) return this.lastAddress;
+    const bytes = this.recvMetaBytes.subarray((at + 3) * 4, (at + 3) * 4 + (version === 4 ? 4 : 16));
+    this.lastAddress = version === 4 ? formatIPv4(bytes, 0) : formatIPv6(bytes);
+    this.lastWords = [version, w0, w1, w2, w3];
+    return this.lastAddress;
+  }
+}
+
+function formatIPv4(bytes: Uint8Array, at: number): string {
+  return `${bytes[at]}.${bytes[at + 1]}.${bytes[at + 2]}.${bytes[at + 3]}`;
+}
+
+/**
+ * RFC 5952 text, as inet_ntop writes it (and node:dgram reports): lower-case hex, the longest
+ * run of two or more zero groups as `::`, IPv4-mapped and -compatible addresses dotted.
+ */
+export function formatIPv6(bytes: Uint8Array): string {
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
+  let bestStart = -1, bestLength = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength) [bestStart, bestLength] = [i, j - i];
+    i = j;
+  }
+  if (bestLength < 2) bestStart = -1;
+  if (bestStart === 0 && (bestLength === 6 || (bestLength === 5 && groups[5] === 0xffff))) {
+    return `::${bestLength === 5 ? 'ffff:' : ''}${formatIPv4(bytes, 12)}`;
+  }
+  let text = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === bestStart) {
+      text += '::';
+      i += bestLength - 1;
+      continue;
+    }
+    if (text !== '' && !text.endsWith(':')) text += ':';
+    text += groups[i]!.toString(16);
+  }
+  return text;
+}

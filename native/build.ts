@@ -1,0 +1,53 @@
+/**
+ * Builds native/udp-batch.c into dist/native/udp-batch.node, run by `npm run build` after tsc.
+ *
+ * The addon is optional: without a C compiler, without Node's headers, or off Linux (it needs
+ * recvmmsg and sendmmsg), this says why and Veil's udp:// listener uses node:dgram instead.
+ * When the compiler and headers are there, a failed compile fails the build.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, realpathSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const source = join(root, 'native', 'udp-batch.c');
+const output = join(root, 'dist', 'native', 'udp-batch.node');
+
+/** Node's headers (node_api.h, uv.h): beside the running binary, as the `node` package and distributions install them. */
+function findHeaders(): string | null {
+  const candidates = [
+    join(dirname(realpathSync(process.execPath)), '..', 'include', 'node'),
+    join(root, 'node_modules', 'node', 'node_modules', `node-${process.platform}-${process.arch}`, 'include', 'node'),
+    '/usr/include/node',
+    '/usr/local/include/node',
+  ];
+  return candidates.find((dir) => existsSync(join(dir, 'node_api.h')) && existsSync(join(dir, 'uv.h'))) ?? null;
+}
+
+function compilerWorks(cc: string): boolean {
+  try {
+    execFileSync(cc, ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function skip(reason: string): void {
+  console.log(`native UDP batching not built (${reason}): udp:// listeners use node:dgram`);
+}
+
+function build(): void {
+  if (process.platform !== 'linux') return skip(`recvmmsg/sendmmsg are used on Linux only, this is ${process.platform}`);
+  const cc = process.env.CC || 'cc';
+  if (!compilerWorks(cc)) return skip(`no C compiler: ${cc}`);
+  const headers = findHeaders();
+  if (!headers) return skip("Node's headers (node_api.h, uv.h) not found");
+  if (existsSync(output) && statSync(output).mtimeMs >= statSync(source).mtimeMs) return;
+  mkdirSync(dirname(output), { recursive: true });
+  // Undefined napi_* and uv_* symbols are resolved against the node binary when it loads the addon.
+  execFileSync(cc, ['-O2', '-std=gnu11', '-Wall', '-Wextra', '-Werror', '-fPIC', '-shared', '-fvisibility=hidden', '-I', headers, '-o', output, source], { stdio: 'inherit' });
+}
+
+build();

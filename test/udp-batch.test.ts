@@ -1,0 +1,177 @@
+/**
+ * Batched UDP (native/udp-batch.c through core/net/udp-batch.ts): datagrams in bursts, answers
+ * that come later, answers too big to queue at once, IPv6 clients, binding errors; and the
+ * node:dgram path that serves when the addon is not built, through the real bin/veil.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import dnsPacket from 'dns-packet';
+import { QType } from '../core/dns/constants.js';
+import { buildQuery } from '../core/dns/message.js';
+import { queryUdp } from '../core/testing/client.js';
+import { BatchedUdpSocket, formatIPv6, udpBatchAddon, type BatchPeer } from '../core/net/udp-batch.js';
+import { startVeil, type VeilProcess } from './helpers/veil-process.js';
+
+const addon = udpBatchAddon();
+const notBuilt = addon ? false : 'skipped: native UDP batching not built (no C compiler, not Linux, or VEIL_UDP_BATCH=off)';
+
+function hasCompiler(): boolean {
+  try {
+    execFileSync(process.env.CC || 'cc', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Opens a batched socket whose handler is `answer`; replies go back to the sender. */
+function open(host: string, answer: (message: Buffer, peer: BatchPeer) => Buffer | null | Promise<Buffer | null>, port = 0, reusePort = false): BatchedUdpSocket {
+  const socket: BatchedUdpSocket = new BatchedUdpSocket(addon!, host, port, reusePort, 1 << 20, (message, peer) => {
+    void Promise.resolve(answer(message, peer)).then((reply) => reply && socket.send(reply, peer));
+  });
+  return socket;
+}
+
+/** Sends every datagram from one client socket at once; resolves with the replies (bounded wait). */
+function burst(host: string, port: number, datagrams: Buffer[], waitMs = 5000): Promise<Buffer[]> {
+  return new Promise((resolve, reject) => {
+    const client = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', recvBufferSize: 2 << 20 });
+    const replies: Buffer[] = [];
+    const finish = () => {
+      clearTimeout(timer);
+      client.close();
+      resolve(replies);
+    };
+    const timer = setTimeout(finish, waitMs);
+    client.on('error', reject);
+    client.on('message', (message) => {
+      replies.push(message);
+      if (replies.length === datagrams.length) finish();
+    });
+    client.bind(0, host, () => {
+      for (const datagram of datagrams) client.send(datagram, port, host);
+    });
+  });
+}
+
+describe('the native UDP addon', () => {
+  it('is built on Linux where a C compiler is (npm run build)', { skip: process.platform !== 'linux' || !hasCompiler() || process.env.VEIL_UDP_BATCH === 'off' ? 'skipped: not Linux, no C compiler, or VEIL_UDP_BATCH=off' : false }, () => {
+    assert.ok(addon, 'dist/native/udp-batch.node did not load');
+    assert.equal(addon.BATCH, 64);
+  });
+
+  it('writes IPv6 addresses as inet_ntop does', () => {
+    const cases = ['::1', '::', '2001:db8::1', '::ffff:127.0.0.1', '2001:db8:0:1:1:1:1:1', '1:0:0:2::3', '1::2:0:0:3', 'fe80::1:0:0:1', '::1.2.3.4', '1:2:3:4:5:6:7:8'];
+    for (const text of cases) assert.equal(formatIPv6(ipv6Bytes(text)), text);
+  });
+});
+
+/** The 16 bytes of an IPv6 address (test helper; the dotted tail is allowed). */
+function ipv6Bytes(text: string): Buffer {
+  let words = text;
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) words = text.slice(0, dotted.index) + `${((+dotted[1]! << 8) | +dotted[2]!).toString(16)}:${((+dotted[3]! << 8) | +dotted[4]!).toString(16)}`;
+  const [head, tail] = words.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail !== undefined && tail !== '' ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...Array(8 - left.length - right.length).fill('0'), ...right];
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
+describe('a batched UDP socket', { skip: notBuilt }, () => {
+  it('answers every datagram of a burst larger than a batch, each to its sender, byte for byte', async () => {
+    const seen = new Set<string>();
+    const socket = open('127.0.0.1', (message, peer) => {
+      seen.add(`${peer.family} ${peer.address}`);
+      return message; // echo
+    });
+    try {
+      const datagrams = Array.from({ length: 300 }, (_, i) => Buffer.from(`datagram ${i} `.padEnd(20 + (i % 50), '.')));
+      const replies = await burst('127.0.0.1', socket.port, datagrams);
+      assert.equal(replies.length, 300);
+      assert.deepEqual(new Set(replies.map(String)), new Set(datagrams.map(String)));
+      assert.deepEqual([...seen], ['IPv4 127.0.0.1']);
+    } finally {
+      socket.close();
+    }
+  });
+
+  it('sends answers that come after their batch (forwarded queries)', async () => {
+    const socket = open('127.0.0.1', (message) => new Promise((resolve) => setTimeout(() => resolve(Buffer.concat([Buffer.from('late:'), message])), 20)));
+    try {
+      const replies = await burst('127.0.0.1', socket.port, [Buffer.from('a'), Buffer.from('b'), Buffer.from('c')]);
+      assert.deepEqual(replies.map(String).sort(), ['late:a', 'late:b', 'late:c']);
+    } finally {
+      socket.close();
+    }
+  });
+
+  it('keeps every byte when a batch answers more than the send queue holds (256 KiB)', async () => {
+    const socket = open('127.0.0.1', (message) => Buffer.alloc(60_000, message[0]!));
+    try {
+      const datagrams = Array.from({ length: 6 }, (_, i) => Buffer.from([65 + i]));
+      const replies = await burst('127.0.0.1', socket.port, datagrams);
+      assert.equal(replies.length, 6);
+      for (const reply of replies) {
+        assert.equal(reply.length, 60_000);
+        assert.ok(reply.every((b) => b === reply[0]), 'a reply mixes bytes of two answers');
+      }
+      assert.deepEqual(replies.map((r) => r[0]).sort(), [65, 66, 67, 68, 69, 70]);
+    } finally {
+      socket.close();
+    }
+  });
+
+  it('serves IPv6 clients with their address as text', async () => {
+    const peers: string[] = [];
+    const socket = open('::1', (message, peer) => {
+      peers.push(`${peer.family} ${peer.address}`);
+      return message;
+    });
+    try {
+      const replies = await burst('::1', socket.port, [Buffer.from('six')]);
+      assert.deepEqual(replies.map(String), ['six']);
+      assert.deepEqual(peers, ['IPv6 ::1']);
+    } finally {
+      socket.close();
+    }
+  });
+
+  it('says when the address is taken, shares it with SO_REUSEPORT, and frees it on close', async () => {
+    const first = open('127.0.0.1', (m) => m);
+    assert.throws(() => open('127.0.0.1', (m) => m, first.port), (err: Error & { code?: string }) => err.code === 'EADDRINUSE');
+    first.close();
+    const again = open('127.0.0.1', (m) => m, first.port);
+    again.close();
+    const a = open('127.0.0.1', (m) => m, 0, true);
+    const b = open('127.0.0.1', (m) => m, a.port, true);
+    a.close();
+    b.close();
+    a.close(); // twice is harmless
+    a.send(Buffer.from('after close'), { ipVersion: 4, port: 9, w0: 0x0100007f, w1: 0, w2: 0, w3: 0 } as BatchPeer);
+  });
+});
+
+describe('bin/veil with VEIL_UDP_BATCH=off (node:dgram)', () => {
+  let veil: VeilProcess;
+  before(async () => {
+    veil = await startVeil('. {\n  listen udp://127.0.0.1:0 udp://[::1]:0\n  hosts {\n    192.0.2.44 plain.test\n  }\n}\n', {}, 'Corefile', undefined, { VEIL_UDP_BATCH: 'off' });
+  });
+  after(() => veil?.stop());
+
+  it('answers over IPv4 and IPv6, and a burst', async () => {
+    for (const index of [0, 1]) {
+      const { host, port } = veil.address('udp', index);
+      const answer = dnsPacket.decode(await queryUdp(host, port, buildQuery('plain.test', QType.A, { id: 9 })));
+      assert.equal((answer.answers![0] as { data: string }).data, '192.0.2.44');
+    }
+    const { host, port } = veil.address('udp', 0);
+    const replies = await burst(host, port, Array.from({ length: 100 }, (_, i) => buildQuery('plain.test', QType.A, { id: i + 1 })));
+    assert.deepEqual(replies.map((r) => r.readUInt16BE(0)).sort((x, y) => x - y), Array.from({ length: 100 }, (_, i) => i + 1));
+  });
+});
