@@ -1,13 +1,12 @@
 /**
  * The `https://` and `http://` listeners (DoH, RFC 8484). One front server takes connections —
  * TLS with ALPN (h2, http/1.1) for https, plain TCP for http (where the HTTP/2 client preface
- * tells h2c from HTTP/1.1) — counts them against `max_connections`, and hands each to an
- * HTTP/2 or an HTTP/1.1 server that never listens on its own. That keeps one place for the
- * bounds: connections, streams per connection, header size, idle time, the time a request body
- * may take, and bytes per body.
+ * tells h2c from HTTP/1.1) — counts them against `max_connections`, and hands each to Veil's
+ * HTTP/2 connection (h2/connection.ts) or to an HTTP/1.1 server that never listens on its own.
+ * That keeps one place for the bounds: connections, streams per connection, header size, idle
+ * time, the time a request body may take, and bytes per body.
  */
 import http from 'node:http';
-import http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ClientAddress } from '../../core/context.js';
@@ -15,17 +14,15 @@ import { bindStreamServer } from '../../core/listeners/tcp.js';
 import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition } from '../../core/listeners/listener.js';
 import { unmapIpv4, type Endpoint } from '../../core/net/address.js';
 import { HTTP_OPTION_NAMES, HTTPS_OPTION_NAMES, parseDohListenerOptions, type DohListenerOptions } from './listener-options.js';
+import { H2ServerConnection, PREFACE as H2_PREFACE } from './h2/connection.js';
 import { DohService, textReply, type BodyResult, type DohRequestView, type HttpReply } from './service.js';
-
-/** Every HTTP/2 connection starts with these 24 bytes (RFC 9113 §3.4). */
-const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 interface Connection {
   socket: net.Socket;
   client: ClientAddress;
   /** Requests being served (body read, query answered, response written). */
   inflight: number;
-  session: http2.ServerHttp2Session | null;
+  session: H2ServerConnection | null;
   closed: boolean;
 }
 
@@ -33,16 +30,12 @@ const noop = (): void => {};
 
 export class DohListener implements Listener {
   private front: net.Server | null = null;
-  private readonly h2: http2.Http2Server;
   private readonly h1: http.Server;
   private handler: QueryHandler | null = null;
   private readonly service: DohService;
   private proxies: net.BlockList;
   private readonly connections = new Set<Connection>();
-  private readonly bySession = new WeakMap<http2.ServerHttp2Session, Connection>();
   private readonly bySocket = new WeakMap<net.Socket, Connection>();
-  /** The connection being handed to the HTTP/2 server, which creates its session synchronously. */
-  private handingOver: Connection | null = null;
   private draining = false;
   private atCapacity = false;
   private whenDrained: (() => void) | null = null;
@@ -56,16 +49,6 @@ export class DohListener implements Listener {
   ) {
     this.service = new DohService(options.path, secure ? 'https' : 'http', () => this.handler!);
     this.proxies = blockListOf(options.trustedProxies);
-    this.h2 = http2.createServer({
-      settings: h2Settings(options),
-      maxSessionMemory: 10,
-      maxHeaderListPairs: 64,
-      maxSessionRejectedStreams: 100,
-      maxSessionInvalidFrames: 100,
-    });
-    this.h2.on('session', (session) => this.onSession(session));
-    this.h2.on('stream', (stream, headers) => this.onStream(stream, headers));
-    this.h2.on('sessionError', noop);
     this.h1 = http.createServer({ maxHeaderSize: options.maxHeaderSize, keepAliveTimeout: options.idleTimeoutMs }, (req, res) => this.onRequest(req, res));
     this.h1.setTimeout(options.idleTimeoutMs, (socket: net.Socket) => this.onIdle(socket));
     this.h1.on('clientError', (_err, socket: net.Socket) => {
@@ -107,8 +90,7 @@ export class DohListener implements Listener {
   update(options: unknown): void {
     const next = options as DohListenerOptions;
     this.options = next;
-    this.proxies = blockListOf(next.trustedProxies);
-    this.h2.updateSettings(h2Settings(next));
+    this.proxies = blockListOf(next.trustedProxies); // HTTP/2 connections opened from now on take the new limits
     this.h1.keepAliveTimeout = next.idleTimeoutMs;
     this.h1.timeout = next.idleTimeoutMs;
     if (this.front) {
@@ -181,7 +163,7 @@ export class DohListener implements Listener {
       socket.setTimeout(0);
       socket.pause();
       if (h2) {
-        // The HTTP/2 session reads what is already buffered when it starts.
+        // The HTTP/2 connection reads what is already buffered when it starts.
         socket.unshift(seen);
         this.startH2(connection);
       } else {
@@ -195,45 +177,16 @@ export class DohListener implements Listener {
   }
 
   private startH2(connection: Connection): void {
-    this.handingOver = connection;
-    this.h2.emit('connection', connection.socket);
-    this.handingOver = null;
+    const { maxStreams, maxHeaderSize, idleTimeoutMs } = this.options;
+    connection.session = new H2ServerConnection(connection.socket, { maxStreams, maxHeaderListSize: maxHeaderSize, idleTimeoutMs }, (view, respond) =>
+      this.serve(connection, view, respond),
+    );
+    if (this.draining) connection.session.close();
   }
 
   private startH1(connection: Connection): void {
     this.bySocket.set(connection.socket, connection);
     this.h1.emit('connection', connection.socket);
-  }
-
-  private onSession(session: http2.ServerHttp2Session): void {
-    const connection = this.handingOver;
-    session.on('error', noop);
-    if (!connection) {
-      session.destroy();
-      return;
-    }
-    connection.session = session;
-    this.bySession.set(session, connection);
-    session.setTimeout(this.options.idleTimeoutMs, () => {
-      if (connection.inflight === 0) session.destroy();
-    });
-    if (this.draining) session.close();
-  }
-
-  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    stream.on('error', noop);
-    const connection = this.bySession.get(stream.session as http2.ServerHttp2Session);
-    if (!connection) {
-      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
-      return;
-    }
-    const view: DohRequestView = {
-      method: String(headers[':method'] ?? ''),
-      path: String(headers[':path'] ?? ''),
-      header: (name) => headerText(headers[name]),
-      readBody: (limit) => readBody(stream, limit, this.options.idleTimeoutMs),
-    };
-    this.serve(connection, view, (reply) => respondH2(stream, reply));
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -324,10 +277,6 @@ export class DohListener implements Listener {
   }
 }
 
-function h2Settings(options: DohListenerOptions): http2.Settings {
-  return { maxConcurrentStreams: options.maxStreams, maxHeaderListSize: options.maxHeaderSize, enablePush: false };
-}
-
 function clientOf(socket: net.Socket): ClientAddress {
   return { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0, family: socket.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4' };
 }
@@ -386,19 +335,6 @@ function readBody(stream: NodeJS.ReadableStream & { on(event: 'close', fn: () =>
     stream.on('end', onEnd);
     stream.on('close', onClose);
   });
-}
-
-function respondH2(stream: http2.ServerHttp2Stream, reply: HttpReply): void {
-  if (stream.destroyed || stream.closed) return;
-  try {
-    stream.respond({ ':status': reply.status, ...reply.headers });
-    stream.end(reply.body);
-  } catch {
-    stream.destroy();
-    return;
-  }
-  // A reply given before the whole request arrived (413, 408) ends the stream: RFC 9113 §8.1.
-  if (!stream.readableEnded) stream.once('finish', () => stream.close(http2.constants.NGHTTP2_NO_ERROR));
 }
 
 function respondH1(req: http.IncomingMessage, res: http.ServerResponse, reply: HttpReply, closing: boolean): void {

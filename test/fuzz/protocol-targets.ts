@@ -1,8 +1,9 @@
 /**
  * Fuzz targets for the encrypted protocols' parsers: DNSCrypt queries as a server unwraps them,
  * DNSCrypt responses and certificate answers as a client unwraps them, the Anonymized DNSCrypt
- * relay header, DoH requests (GET `?dns=`, POST, the JSON form) and their JSON answers, answers
- * from encrypted upstreams, and the signed resolver lists of `sources`.
+ * relay header, DoH requests (GET `?dns=`, POST, the JSON form) and their JSON answers, the
+ * HTTP/2 connection under DoH (its frames, HPACK and Huffman), answers from encrypted upstreams,
+ * and the signed resolver lists of `sources`.
  *
  * Structure-aware: besides mutating the bytes on the wire, the DNSCrypt targets mutate the
  * plaintext and then encrypt it with the right keys, so damaged padding and damaged DNS messages
@@ -30,7 +31,12 @@ import { destinationKind } from '../../plugins/anonymize/destinations.js';
 import { DnscryptListener } from '../../plugins/dnscrypt/listener.js';
 import { answerToJson, DNS_JSON } from '../../plugins/doh/json.js';
 import { DNS_MESSAGE } from '../../plugins/doh/http-exchange.js';
+import { H2ServerConnection, PREFACE } from '../../plugins/doh/h2/connection.js';
+import { encodeResponseHeaders, HpackDecoder, HpackError } from '../../plugins/doh/h2/hpack.js';
+import { encodeHuffman } from '../../plugins/doh/h2/huffman.js';
 import { DohService, textReply, type DohRequestView, type HttpReply } from '../../plugins/doh/service.js';
+import { EventEmitter } from 'node:events';
+import type net from 'node:net';
 import { bytesLike, textLike } from './mutate.js';
 import { asBuffer, asJson, asText, BugError, env, expectOnly, theDoor, wireSeeds, type FuzzTarget } from './targets.js';
 import { loadSodium } from '../../lib/dnscrypt/sodium.js';
@@ -270,6 +276,123 @@ const dohRequests: FuzzTarget<DohInput> = {
   },
 };
 
+// ---- HTTP/2 under DoH: HPACK blocks, and whole client byte streams -------------------------------
+
+/** A request header block the way clients write them: static indexes, Huffman, table inserts. */
+function requestBlock(path: string, extra: [string, string][] = []): Buffer {
+  const literal = (indexing: boolean, nameIndex: number, value: string) => {
+    const coded = encodeHuffman(value);
+    return Buffer.concat([Buffer.from([(indexing ? 0x40 : 0x00) | nameIndex]), Buffer.from([0x80 | coded.length]), coded]);
+  };
+  const parts = [Buffer.from([0x82, 0x87]), literal(true, 4, path), literal(true, 1, 'dns.test')];
+  for (const [name, value] of extra) parts.push(Buffer.from([0x00, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value));
+  return Buffer.concat(parts);
+}
+
+const hpackSeeds = [
+  requestBlock('/dns-query?dns=' + queries[0]!.toString('base64url')),
+  requestBlock('/dns-query', [['content-type', DNS_MESSAGE], ['x-a', 'b']]),
+  Buffer.from([0x82, 0x87, 0xbe, 0x3f, 0xe1, 0x1f]), // an index into an empty table; a table size update after a field
+  encodeResponseHeaders(200, { 'content-type': DNS_MESSAGE, 'content-length': 40, 'cache-control': 'max-age=300' }),
+];
+
+const hpack: FuzzTarget<Buffer[]> = {
+  name: 'hpack',
+  inputs: 'sequences of mutated header blocks (Huffman strings, indexes, table updates) → one HPACK decoder',
+  arbitrary: fc.array(bytesLike(hpackSeeds), { minLength: 1, maxLength: 4 }),
+  seeds: [hpackSeeds.slice(0, 2), [hpackSeeds[2]!], [hpackSeeds[3]!]],
+  fromCorpus: asJson,
+  check(blocks) {
+    const decoder = new HpackDecoder();
+    for (const block of blocks) {
+      try {
+        const { headers, size } = decoder.decode(block, 512);
+        const counted = headers.reduce((n, [name, value]) => n + name.length + value.length + 32, 0);
+        if (counted > 512 || counted > size) throw new BugError(`headers of ${counted} bytes kept, limit 512, size ${size}`);
+      } catch (err) {
+        expectOnly(err, HpackError);
+        return; // a connection error: the decoder is not used again
+      }
+    }
+  },
+};
+
+function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+  const header = Buffer.alloc(9);
+  header.writeUIntBE(payload.length, 0, 3);
+  header[3] = type;
+  header[4] = flags;
+  header.writeUInt32BE(stream, 5);
+  return Buffer.concat([header, payload]);
+}
+
+const h2Seeds = [
+  Buffer.concat([
+    PREFACE,
+    frame(4, 0, 0, Buffer.from([0, 4, 0, 0, 0, 100])),
+    frame(1, 5, 1, requestBlock('/dns-query?dns=' + queries[0]!.toString('base64url'))),
+    frame(1, 4, 3, requestBlock('/dns-query', [['content-type', DNS_MESSAGE]])),
+    frame(0, 0, 3, queries[0]!.subarray(0, 5)),
+    frame(0, 1, 3, queries[0]!.subarray(5)),
+    frame(6, 0, 0, Buffer.alloc(8)),
+    frame(8, 0, 1, Buffer.from([0, 0, 1, 0])),
+    frame(3, 0, 3, Buffer.from([0, 0, 0, 8])),
+  ]),
+  Buffer.concat([PREFACE, frame(4, 0, 0, Buffer.alloc(0)), frame(1, 0, 1, requestBlock('/dns-query').subarray(0, 4)), frame(9, 4, 1, requestBlock('/dns-query').subarray(4))]),
+];
+
+/** A socket that takes what the connection writes and drops it; enough of net.Socket for it. */
+class NullSocket extends EventEmitter {
+  writableLength = 0;
+  readonly chunks: Buffer[] = [];
+  write(bytes: Buffer): boolean {
+    this.chunks.push(bytes);
+    return true;
+  }
+  pause(): this {
+    return this;
+  }
+  resume(): this {
+    return this;
+  }
+  setTimeout(): this {
+    return this;
+  }
+  end(): this {
+    return this;
+  }
+  destroy(): this {
+    return this;
+  }
+}
+
+const h2Connection: FuzzTarget<Buffer> = {
+  name: 'h2-connection',
+  inputs: 'mutated client byte streams (preface, SETTINGS, HEADERS/CONTINUATION, DATA, PING, WINDOW_UPDATE, RST_STREAM), in two reads → the DoH HTTP/2 connection and the service behind it',
+  arbitrary: bytesLike(h2Seeds),
+  seeds: h2Seeds,
+  fromCorpus: asBuffer,
+  async check(input) {
+    const socket = new NullSocket();
+    // Errors inside the connection end it (GOAWAY); none may escape to the caller.
+    new H2ServerConnection(socket as unknown as net.Socket, { maxStreams: 8, maxHeaderListSize: 8192, idleTimeoutMs: 5000 }, (view, respond) => {
+      void service.serve(view, CLIENT).then(respond);
+    });
+    const middle = input.length >> 1;
+    socket.emit('data', input.subarray(0, middle));
+    socket.emit('data', input.subarray(middle));
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    socket.emit('close'); // settles bodies still awaited and their timers
+    const out = Buffer.concat(socket.chunks);
+    if (out.length < 9 || out[3] !== 4) throw new BugError('the connection did not start with SETTINGS');
+    // The connection turns its own exceptions into GOAWAY INTERNAL_ERROR: for the fuzzer, a bug.
+    for (let at = 0; at + 9 <= out.length; at += 9 + out.readUIntBE(at, 3)) {
+      if (out[at + 3] === 7 && at + 17 <= out.length && out.readUInt32BE(at + 13) === 2) throw new BugError('GOAWAY INTERNAL_ERROR: an exception inside the connection');
+    }
+  },
+};
+
 // ---- answers from upstreams: the JSON rendering, and fitting DoT/DoH answers to the query -------
 
 const answerSeeds = wireSeeds.filter((m) => isResponse(m));
@@ -356,4 +479,4 @@ const lists: FuzzTarget<string> = {
   },
 };
 
-export const protocolTargets: FuzzTarget<any>[] = [dnscryptServer, dnscryptClient, dnscryptCerts, relay, dohRequests, dohJson, upstreamAnswer, lists];
+export const protocolTargets: FuzzTarget<any>[] = [dnscryptServer, dnscryptClient, dnscryptCerts, relay, dohRequests, hpack, h2Connection, dohJson, upstreamAnswer, lists];

@@ -1,0 +1,687 @@
+/**
+ * The server side of one HTTP/2 connection (RFC 9113), as much as a DoH server needs: requests
+ * with small bodies, answers of one HEADERS and one or a few DATA frames. No server push, no
+ * priorities (PRIORITY frames are read and ignored, as §5.3.2 allows).
+ *
+ * Why Veil has its own: node:http2 builds a Duplex stream, header objects and several callbacks
+ * for every request; a DoH request through it cost about 25 µs of CPU, five times dnsdist's. Here
+ * a request is a few array entries, and everything written while one chunk of input is handled
+ * (the answers from the cache among it) leaves in one socket write.
+ *
+ * Bounds: frames of at most 16,384 bytes (our SETTINGS_MAX_FRAME_SIZE); header blocks of at most
+ * twice the header list size allowed; `maxStreams` streams at once, counting streams the client
+ * reset while their query is still being answered (so resetting cannot start unbounded work);
+ * request bodies within flow control windows; reading stops while more than 1 MiB waits to be
+ * written to a client that does not read; 100 refused or malformed streams end the connection.
+ */
+import type net from 'node:net';
+import { textReply, type BodyResult, type DohRequestView, type HttpReply } from '../service.js';
+import { encodeResponseHeaders, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
+
+export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
+const enum Frame {
+  DATA = 0x0,
+  HEADERS = 0x1,
+  PRIORITY = 0x2,
+  RST_STREAM = 0x3,
+  SETTINGS = 0x4,
+  PUSH_PROMISE = 0x5,
+  PING = 0x6,
+  GOAWAY = 0x7,
+  WINDOW_UPDATE = 0x8,
+  CONTINUATION = 0x9,
+}
+
+const END_STREAM = 0x1;
+const ACK = 0x1;
+const END_HEADERS = 0x4;
+const PADDED = 0x8;
+const PRIORITY_FLAG = 0x20;
+
+export const enum H2Error {
+  NO_ERROR = 0x0,
+  PROTOCOL_ERROR = 0x1,
+  INTERNAL_ERROR = 0x2,
+  FLOW_CONTROL_ERROR = 0x3,
+  STREAM_CLOSED = 0x5,
+  FRAME_SIZE_ERROR = 0x6,
+  REFUSED_STREAM = 0x7,
+  CANCEL = 0x8,
+  COMPRESSION_ERROR = 0x9,
+  ENHANCE_YOUR_CALM = 0xb,
+}
+
+const SETTINGS_HEADER_TABLE_SIZE = 0x1;
+const SETTINGS_ENABLE_PUSH = 0x2;
+const SETTINGS_MAX_CONCURRENT_STREAMS = 0x3;
+const SETTINGS_INITIAL_WINDOW_SIZE = 0x4;
+const SETTINGS_MAX_FRAME_SIZE = 0x5;
+const SETTINGS_MAX_HEADER_LIST_SIZE = 0x6;
+
+const FRAME_HEADER = 9;
+const MAX_FRAME_SIZE = 16_384;
+const DEFAULT_WINDOW = 65_535;
+const MAX_WINDOW = 2 ** 31 - 1;
+const WRITE_HIGH_WATER = 1 << 20;
+const MAX_STRIKES = 100;
+const EMPTY = Buffer.alloc(0);
+
+/** Header fields that belong to HTTP/1 connections and make an HTTP/2 request malformed (§8.2.2). */
+const CONNECTION_FIELDS = new Set(['connection', 'proxy-connection', 'keep-alive', 'transfer-encoding', 'upgrade']);
+const PSEUDO_FIELDS = new Set([':method', ':scheme', ':authority', ':path']);
+
+export interface H2Options {
+  maxStreams: number;
+  maxHeaderListSize: number;
+  /** How long a request body may take, and how long a connection may sit with nothing to do. */
+  idleTimeoutMs: number;
+}
+
+/** Serves one request; `respond` may be called once, at any time. */
+export type RequestHandler = (request: DohRequestView, respond: (reply: HttpReply) => void) => void;
+
+/** A connection error: GOAWAY with this code, then the connection closes. */
+class ConnectionError extends Error {
+  constructor(
+    readonly code: H2Error,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+class Stream {
+  /** The client sent END_STREAM: the request is whole. */
+  ended = false;
+  /** The client reset it, or we did: nothing more is sent on it. */
+  reset = false;
+  /** The handler has the request and has not responded yet. */
+  handling = true;
+  /** The answer refuses the body (413, 408): the client is told to stop sending it. */
+  bodyRefused = false;
+  readonly body: Buffer[] = [];
+  bodySize = 0;
+  bodyLimit = -1;
+  bodyWaiter: ((result: BodyResult) => void) | null = null;
+  bodyTimer: NodeJS.Timeout | null = null;
+  /** Bytes of answer still to send, waiting for flow control window. */
+  pending: Buffer | null = null;
+  /** What the client may still send us on this stream (our receive window). */
+  receiveWindow = DEFAULT_WINDOW;
+
+  constructor(
+    readonly id: number,
+    readonly headers: HeaderList,
+    public sendWindow: number,
+    readonly contentLength: number,
+  ) {}
+
+  header(name: string): string | undefined {
+    let found: string | undefined;
+    for (const [field, value] of this.headers) {
+      if (field === name) found = found === undefined ? value : `${found},${value}`;
+    }
+    return found;
+  }
+}
+
+/** A header block being received in HEADERS and CONTINUATION frames. */
+interface OpenBlock {
+  streamId: number;
+  endStream: boolean;
+  fragments: Buffer[];
+  size: number;
+}
+
+export class H2ServerConnection {
+  private readonly decoder = new HpackDecoder();
+  private readonly streams = new Map<number, Stream>();
+  private input: Buffer | null = null;
+  private prefaceDone = false;
+  private settingsSeen = false;
+  private lastStreamId = 0;
+  private block: OpenBlock | null = null;
+  private peerInitialWindow = DEFAULT_WINDOW;
+  private peerMaxFrameSize = MAX_FRAME_SIZE;
+  private sendWindow = DEFAULT_WINDOW;
+  /** What the client may still send on the connection; credited back as DATA is read. */
+  private receiveWindow = DEFAULT_WINDOW;
+  private receiveCredit = 0;
+  /** Streams whose answers wait for window, in the order they were answered. */
+  private readonly blocked: Stream[] = [];
+  private out: Buffer[] = [];
+  private flushScheduled = false;
+  private goingAway = false;
+  private closed = false;
+  private strikes = 0;
+  private readonly maxBlockSize: number;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly options: H2Options,
+    private readonly onRequest: RequestHandler,
+  ) {
+    this.maxBlockSize = Math.max(2 * options.maxHeaderListSize, MAX_FRAME_SIZE);
+    this.writeSettings();
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('drain', () => socket.resume());
+    socket.on('close', () => this.onClose());
+    socket.setTimeout(options.idleTimeoutMs, () => {
+      if (this.streams.size === 0) this.fail(new ConnectionError(H2Error.NO_ERROR, 'idle'));
+    });
+    socket.resume();
+  }
+
+  /** Graceful close: GOAWAY, the streams already open are answered, then the connection ends. */
+  close(): void {
+    if (this.goingAway || this.closed) return;
+    this.goingAway = true;
+    this.writeFrame(Frame.GOAWAY, 0, 0, goawayPayload(this.lastStreamId, H2Error.NO_ERROR));
+    this.endIfDone();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.closed) return;
+    const data = this.input ? Buffer.concat([this.input, chunk]) : chunk;
+    this.input = null;
+    try {
+      let at = 0;
+      if (!this.prefaceDone) {
+        const seen = Math.min(data.length, PREFACE.length);
+        if (!data.subarray(0, seen).equals(PREFACE.subarray(0, seen))) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'no HTTP/2 preface');
+        if (seen < PREFACE.length) {
+          this.input = data;
+          return;
+        }
+        this.prefaceDone = true;
+        at = PREFACE.length;
+      }
+      while (data.length - at >= FRAME_HEADER && !this.closed) {
+        const length = (data[at]! << 16) | (data[at + 1]! << 8) | data[at + 2]!;
+        if (length > MAX_FRAME_SIZE) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, `a frame of ${length} bytes`);
+        if (data.length - at < FRAME_HEADER + length) break;
+        const type = data[at + 3]!;
+        const flags = data[at + 4]!;
+        const streamId = data.readUInt32BE(at + 5) & 0x7fffffff;
+        const payload = data.subarray(at + FRAME_HEADER, at + FRAME_HEADER + length);
+        at += FRAME_HEADER + length;
+        this.frame(type, flags, streamId, payload);
+      }
+      if (at < data.length) this.input = Buffer.from(data.subarray(at)); // a copy: the chunk may be large
+      this.creditReceived();
+    } catch (err) {
+      // A bug of ours must not take the process down with it: this connection ends instead.
+      this.fail(err instanceof ConnectionError ? err : new ConnectionError(H2Error.INTERNAL_ERROR, (err as Error).message));
+    }
+  }
+
+  private frame(type: number, flags: number, streamId: number, payload: Buffer): void {
+    if (!this.settingsSeen) {
+      if (type !== Frame.SETTINGS || flags & ACK) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'the first frame is not SETTINGS');
+      this.settingsSeen = true;
+    }
+    if (this.block && type !== Frame.CONTINUATION) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'a frame inside a header block');
+    switch (type) {
+      case Frame.DATA:
+        return this.onData(flags, streamId, payload);
+      case Frame.HEADERS:
+        return this.onHeaders(flags, streamId, payload);
+      case Frame.CONTINUATION:
+        return this.onContinuation(flags, streamId, payload);
+      case Frame.PRIORITY:
+        if (streamId === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PRIORITY on stream 0');
+        if (payload.length !== 5) this.resetStream(streamId, H2Error.FRAME_SIZE_ERROR);
+        return;
+      case Frame.RST_STREAM:
+        return this.onReset(streamId, payload);
+      case Frame.SETTINGS:
+        return this.onSettings(flags, streamId, payload);
+      case Frame.PUSH_PROMISE:
+        throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PUSH_PROMISE from a client');
+      case Frame.PING:
+        if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PING on a stream');
+        if (payload.length !== 8) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'PING of other than 8 bytes');
+        if (!(flags & ACK)) this.writeFrame(Frame.PING, ACK, 0, Buffer.from(payload));
+        return;
+      case Frame.GOAWAY:
+        if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'GOAWAY on a stream');
+        this.goingAway = true; // the client leaves: answer what is open, take nothing new
+        this.endIfDone();
+        return;
+      case Frame.WINDOW_UPDATE:
+        return this.onWindowUpdate(streamId, payload);
+      default:
+        return; // unknown frame types are ignored (§4.1)
+    }
+  }
+
+  private onSettings(flags: number, streamId: number, payload: Buffer): void {
+    if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'SETTINGS on a stream');
+    if (flags & ACK) {
+      if (payload.length !== 0) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'a SETTINGS acknowledgement with a payload');
+      return;
+    }
+    if (payload.length % 6 !== 0) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'SETTINGS of a length not a multiple of 6');
+    for (let at = 0; at < payload.length; at += 6) {
+      const id = payload.readUInt16BE(at);
+      const value = payload.readUInt32BE(at + 2);
+      if (id === SETTINGS_ENABLE_PUSH && value > 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH above 1');
+      if (id === SETTINGS_INITIAL_WINDOW_SIZE) {
+        if (value > MAX_WINDOW) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
+        const delta = value - this.peerInitialWindow;
+        this.peerInitialWindow = value;
+        for (const stream of this.streams.values()) {
+          stream.sendWindow += delta;
+          if (stream.sendWindow > MAX_WINDOW) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
+        }
+      }
+      if (id === SETTINGS_MAX_FRAME_SIZE) {
+        if (value < MAX_FRAME_SIZE || value > 2 ** 24 - 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `SETTINGS_MAX_FRAME_SIZE of ${value}`);
+        this.peerMaxFrameSize = value;
+      }
+      // HEADER_TABLE_SIZE: our encoder never indexes. MAX_CONCURRENT_STREAMS: we never push.
+    }
+    this.writeFrame(Frame.SETTINGS, ACK, 0, Buffer.alloc(0));
+    this.sendBlocked();
+  }
+
+  private onWindowUpdate(streamId: number, payload: Buffer): void {
+    if (payload.length !== 4) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'WINDOW_UPDATE of other than 4 bytes');
+    const increment = payload.readUInt32BE(0) & 0x7fffffff;
+    if (streamId === 0) {
+      if (increment === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'a WINDOW_UPDATE of 0');
+      this.sendWindow += increment;
+      if (this.sendWindow > MAX_WINDOW) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'the connection window above 2^31-1');
+    } else {
+      if (streamId > this.lastStreamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
+      const stream = this.streams.get(streamId);
+      if (!stream) return; // closed: allowed for a while after (§6.9)
+      if (increment === 0) return this.resetStream(streamId, H2Error.PROTOCOL_ERROR);
+      stream.sendWindow += increment;
+      if (stream.sendWindow > MAX_WINDOW) return this.resetStream(streamId, H2Error.FLOW_CONTROL_ERROR);
+    }
+    this.sendBlocked();
+  }
+
+  private onReset(streamId: number, payload: Buffer): void {
+    if (streamId === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'RST_STREAM on stream 0');
+    if (payload.length !== 4) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'RST_STREAM of other than 4 bytes');
+    if (streamId > this.lastStreamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
+    const stream = this.streams.get(streamId);
+    if (stream) this.abandon(stream);
+  }
+
+  private onHeaders(flags: number, streamId: number, payload: Buffer): void {
+    if (streamId === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'HEADERS on stream 0');
+    let fragment = unpad(flags, payload);
+    if (flags & PRIORITY_FLAG) {
+      if (fragment.length < 5) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'HEADERS too short for its priority');
+      fragment = fragment.subarray(5);
+    }
+    const block: OpenBlock = { streamId, endStream: (flags & END_STREAM) !== 0, fragments: [fragment], size: fragment.length };
+    if (block.size > this.maxBlockSize) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'a header block over the limit');
+    if (flags & END_HEADERS) this.onHeaderBlock(block);
+    else this.block = block;
+  }
+
+  private onContinuation(flags: number, streamId: number, payload: Buffer): void {
+    const block = this.block;
+    if (!block || block.streamId !== streamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'CONTINUATION without a header block');
+    block.fragments.push(payload);
+    block.size += payload.length;
+    if (block.size > this.maxBlockSize) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'a header block over the limit');
+    if (flags & END_HEADERS) {
+      this.block = null;
+      this.onHeaderBlock(block);
+    }
+  }
+
+  private onHeaderBlock(block: OpenBlock): void {
+    const bytes = block.fragments.length === 1 ? block.fragments[0]! : Buffer.concat(block.fragments, block.size);
+    let decoded;
+    try {
+      // Every block is decoded, even for a stream that will be refused: the table must stay in step.
+      decoded = this.decoder.decode(bytes, this.options.maxHeaderListSize);
+    } catch (err) {
+      if (err instanceof HpackError) throw new ConnectionError(H2Error.COMPRESSION_ERROR, err.message);
+      throw err;
+    }
+    const id = block.streamId;
+    const existing = this.streams.get(id);
+    if (id <= this.lastStreamId) {
+      // Trailers end a request body; anything else on a used stream number is an error.
+      // A new stream must take a number above every earlier one (§5.1.1).
+      if (!existing) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `HEADERS on stream ${id}, at or below ${this.lastStreamId}`);
+      if (existing.ended) return this.resetStream(id, H2Error.STREAM_CLOSED);
+      if (!block.endStream || decoded.headers.some(([name]) => name.startsWith(':'))) return this.malformed(existing);
+      return this.endRequest(existing);
+    }
+    if (id % 2 === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `a client stream with the even number ${id}`);
+    this.lastStreamId = id;
+    if (this.goingAway) return; // after GOAWAY new streams are ignored; the client retries elsewhere
+    if (this.streams.size >= this.options.maxStreams) {
+      this.strike();
+      return this.resetStream(id, H2Error.REFUSED_STREAM);
+    }
+    const contentLength = requestProblem(decoded.headers);
+    if (contentLength === null) {
+      this.strike();
+      return this.resetStream(id, H2Error.PROTOCOL_ERROR);
+    }
+    const stream = new Stream(id, decoded.headers, this.peerInitialWindow, contentLength);
+    this.streams.set(id, stream);
+    if (decoded.size > this.options.maxHeaderListSize) {
+      stream.ended = block.endStream;
+      return this.answer(stream, textReply(431, 'request header fields too large'));
+    }
+    if (block.endStream) this.endRequest(stream);
+    if (stream.reset) {
+      stream.handling = false; // malformed (its content-length lied): never handed over
+      return this.forget(stream);
+    }
+    this.onRequest(this.viewOf(stream), (reply) => this.answer(stream, reply));
+  }
+
+  private viewOf(stream: Stream): DohRequestView {
+    return {
+      method: stream.header(':method') ?? '',
+      path: stream.header(':path') ?? '',
+      header: (name) => stream.header(name),
+      readBody: (limit) => this.readBody(stream, limit),
+    };
+  }
+
+  private onData(flags: number, streamId: number, payload: Buffer): void {
+    if (streamId === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'DATA on stream 0');
+    this.receiveWindow -= payload.length;
+    this.receiveCredit += payload.length;
+    if (this.receiveWindow < 0) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'DATA past the connection window');
+    if (streamId > this.lastStreamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'DATA on an idle stream');
+    const stream = this.streams.get(streamId);
+    if (!stream || stream.ended) {
+      if (stream) this.resetStream(streamId, H2Error.STREAM_CLOSED);
+      return; // a stream already closed: the client may not know yet
+    }
+    stream.receiveWindow -= payload.length;
+    if (stream.receiveWindow < 0) return this.resetStream(streamId, H2Error.FLOW_CONTROL_ERROR);
+    const data = unpad(flags, payload);
+    stream.bodySize += data.length;
+    if (stream.bodyLimit < 0 || stream.bodySize <= stream.bodyLimit) {
+      stream.body.push(Buffer.from(data)); // a copy: the frame is part of a larger chunk
+      // Keep the body coming while it is within what will be read (65,535 bytes at most).
+      if (stream.bodySize <= 65_535 && !(flags & END_STREAM)) {
+        stream.receiveWindow += payload.length;
+        this.writeFrame(Frame.WINDOW_UPDATE, 0, streamId, windowIncrement(payload.length));
+      }
+    }
+    if (flags & END_STREAM) this.endRequest(stream);
+    else if (stream.bodyLimit >= 0 && stream.bodySize > stream.bodyLimit) this.settleBody(stream, textReply(413, `payload too large: a DNS message is at most ${stream.bodyLimit} bytes`));
+  }
+
+  /** The client finished its request: the body is whole (or the content-length lied). */
+  private endRequest(stream: Stream): void {
+    stream.ended = true;
+    if (stream.contentLength >= 0 && stream.contentLength !== stream.bodySize) return this.malformed(stream);
+    if (stream.bodyWaiter) this.settleBody(stream, stream.bodySize > stream.bodyLimit ? textReply(413, `payload too large: a DNS message is at most ${stream.bodyLimit} bytes`) : Buffer.concat(stream.body, stream.bodySize));
+  }
+
+  private readBody(stream: Stream, limit: number): Promise<BodyResult> {
+    stream.bodyLimit = limit;
+    if (stream.reset) return Promise.resolve(textReply(400, 'bad request: the body was cut off'));
+    if (stream.bodySize > limit) return Promise.resolve(textReply(413, `payload too large: a DNS message is at most ${limit} bytes`));
+    if (stream.ended) return Promise.resolve(Buffer.concat(stream.body, stream.bodySize));
+    return new Promise((resolve) => {
+      stream.bodyWaiter = resolve;
+      stream.bodyTimer = setTimeout(() => this.settleBody(stream, textReply(408, 'request timeout: the body did not arrive in time')), this.options.idleTimeoutMs);
+    });
+  }
+
+  private settleBody(stream: Stream, result: BodyResult): void {
+    const waiter = stream.bodyWaiter;
+    if (!waiter) return;
+    stream.bodyWaiter = null;
+    if (stream.bodyTimer) clearTimeout(stream.bodyTimer);
+    stream.bodyTimer = null;
+    stream.body.length = 0;
+    waiter(result);
+  }
+
+  /** Writes an answer: HEADERS, then DATA as the flow control windows allow. */
+  private answer(stream: Stream, reply: HttpReply): void {
+    stream.handling = false;
+    if (stream.reset || this.closed) return this.forget(stream);
+    // A response to HEAD has the headers of the one to GET and no body (RFC 9110 §9.3.2).
+    const body = stream.header(':method') === 'HEAD' ? EMPTY : reply.body;
+    stream.bodyRefused = reply.status === 413 || reply.status === 408;
+    const block = encodeResponseHeaders(reply.status, reply.headers);
+    this.writeFrame(Frame.HEADERS, END_HEADERS | (body.length === 0 ? END_STREAM : 0), stream.id, block);
+    if (body.length === 0) return this.answered(stream);
+    stream.pending = body;
+    this.sendData(stream);
+    if (stream.pending) this.blocked.push(stream);
+  }
+
+  /** Sends as much of the stream's pending answer as the windows allow. */
+  private sendData(stream: Stream): void {
+    let rest = stream.pending!;
+    while (rest.length > 0) {
+      const size = Math.min(rest.length, this.peerMaxFrameSize, this.sendWindow, stream.sendWindow);
+      if (size <= 0) break;
+      this.writeFrame(Frame.DATA, size === rest.length ? END_STREAM : 0, stream.id, rest.subarray(0, size));
+      this.sendWindow -= size;
+      stream.sendWindow -= size;
+      rest = rest.subarray(size);
+    }
+    stream.pending = rest.length > 0 ? rest : null;
+    if (!stream.pending) this.answered(stream);
+  }
+
+  private sendBlocked(): void {
+    while (this.blocked.length > 0 && this.sendWindow > 0) {
+      const stream = this.blocked[0]!;
+      if (stream.reset || !stream.pending) {
+        this.blocked.shift();
+        continue;
+      }
+      this.sendData(stream);
+      if (stream.pending) {
+        if (stream.sendWindow > 0) break; // the connection window is spent: wait for it
+        // This stream waits for its own window; move it back so others can go.
+        this.blocked.push(this.blocked.shift()!);
+        if (this.blocked.every((s) => s.sendWindow <= 0 || !s.pending)) break;
+      } else {
+        this.blocked.shift();
+      }
+    }
+  }
+
+  /**
+   * The answer is out. A request body refused for its size or its slowness is stopped with
+   * RST_STREAM NO_ERROR (§8.1). The rest of any other unfinished body is let through and
+   * ignored: some clients (curl 7.88) take that reset for a failure, and what the client can
+   * still send is bounded by the stream's window, which is no longer credited.
+   */
+  private answered(stream: Stream): void {
+    if (!stream.ended && stream.bodyRefused) {
+      stream.reset = true;
+      this.writeFrame(Frame.RST_STREAM, 0, stream.id, errorPayload(H2Error.NO_ERROR));
+      this.settleBody(stream, textReply(400, 'bad request: the body was cut off'));
+    }
+    this.forget(stream);
+  }
+
+  /** The client reset the stream: its answer, if it comes, is dropped. */
+  private abandon(stream: Stream): void {
+    stream.reset = true;
+    stream.pending = null;
+    this.settleBody(stream, textReply(400, 'bad request: the body was cut off'));
+    this.forget(stream);
+  }
+
+  /** A stream leaves the count once it is answered (or reset) and its handler is done. */
+  private forget(stream: Stream): void {
+    if (stream.handling) return;
+    if (stream.bodyTimer) clearTimeout(stream.bodyTimer);
+    this.streams.delete(stream.id);
+    this.endIfDone();
+  }
+
+  private malformed(stream: Stream): void {
+    this.strike();
+    this.resetStream(stream.id, H2Error.PROTOCOL_ERROR);
+  }
+
+  private resetStream(id: number, code: H2Error): void {
+    this.writeFrame(Frame.RST_STREAM, 0, id, errorPayload(code));
+    const stream = this.streams.get(id);
+    if (stream) this.abandon(stream);
+  }
+
+  /** Refused and malformed streams: a client that keeps making them is cut off. */
+  private strike(): void {
+    if (++this.strikes > MAX_STRIKES) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'too many refused or malformed streams');
+  }
+
+  /** Gives back the connection window the DATA just read used. */
+  private creditReceived(): void {
+    if (this.receiveCredit === 0) return;
+    this.writeFrame(Frame.WINDOW_UPDATE, 0, 0, windowIncrement(this.receiveCredit));
+    this.receiveWindow += this.receiveCredit;
+    this.receiveCredit = 0;
+  }
+
+  private writeSettings(): void {
+    const settings = Buffer.alloc(18);
+    settings.writeUInt16BE(SETTINGS_MAX_CONCURRENT_STREAMS, 0);
+    settings.writeUInt32BE(this.options.maxStreams, 2);
+    settings.writeUInt16BE(SETTINGS_MAX_HEADER_LIST_SIZE, 6);
+    settings.writeUInt32BE(this.options.maxHeaderListSize, 8);
+    settings.writeUInt16BE(SETTINGS_ENABLE_PUSH, 12);
+    settings.writeUInt32BE(0, 14);
+    void SETTINGS_HEADER_TABLE_SIZE; // left at its default, 4096 (hpack.ts HEADER_TABLE_SIZE)
+    this.writeFrame(Frame.SETTINGS, 0, 0, settings);
+  }
+
+  private writeFrame(type: Frame, flags: number, streamId: number, payload: Buffer): void {
+    if (this.closed) return;
+    const header = Buffer.allocUnsafe(FRAME_HEADER);
+    header[0] = payload.length >>> 16;
+    header[1] = (payload.length >>> 8) & 0xff;
+    header[2] = payload.length & 0xff;
+    header[3] = type;
+    header[4] = flags;
+    header.writeUInt32BE(streamId, 5);
+    this.out.push(header, payload);
+    if (!this.flushScheduled) {
+      // Everything written while this turn of the event loop lasts (answers from the cache
+      // resolve in it) goes out in one write.
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    if (this.closed || this.out.length === 0) return;
+    const bytes = Buffer.concat(this.out);
+    this.out = [];
+    this.socket.write(bytes);
+    // A client that does not read its answers is not read either, until it catches up.
+    if (this.socket.writableLength > WRITE_HIGH_WATER) this.socket.pause();
+  };
+
+  private endIfDone(): void {
+    if (!this.goingAway || this.streams.size > 0 || this.closed) return;
+    this.flush();
+    this.closed = true;
+    this.socket.end();
+  }
+
+  /** Connection error: GOAWAY with its code, then close (RFC 9113 §5.4.1). */
+  private fail(error: ConnectionError): void {
+    if (this.closed) return;
+    this.writeFrame(Frame.GOAWAY, 0, 0, goawayPayload(this.lastStreamId, error.code));
+    this.flush();
+    this.closed = true;
+    this.socket.end();
+    // A client that never closes its side is not waited for.
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    this.out = [];
+    for (const stream of this.streams.values()) {
+      stream.reset = true;
+      this.settleBody(stream, textReply(400, 'bad request: the body was cut off'));
+      if (stream.bodyTimer) clearTimeout(stream.bodyTimer);
+    }
+  }
+}
+
+/**
+ * The content-length a request declares (-1 for none), or null when it is malformed (§8.3):
+ * pseudo-fields unknown, repeated, missing or after a regular field; upper-case names; fields
+ * of HTTP/1 connections; control characters in values.
+ */
+function requestProblem(headers: HeaderList): number | null {
+  let regularSeen = false;
+  let method = false;
+  let path = false;
+  let scheme = false;
+  let contentLength = -1;
+  const pseudo = new Set<string>();
+  for (const [name, value] of headers) {
+    if (name.length === 0 || /[A-Z]/.test(name) || /[\0\r\n]/.test(value)) return null;
+    if (name.charCodeAt(0) === 0x3a /* : */) {
+      if (regularSeen || !PSEUDO_FIELDS.has(name) || pseudo.has(name)) return null;
+      pseudo.add(name);
+      if (name === ':method') method = true;
+      else if (name === ':path') path = value.length > 0;
+      else if (name === ':scheme') scheme = true;
+      continue;
+    }
+    regularSeen = true;
+    if (CONNECTION_FIELDS.has(name) || (name === 'te' && value !== 'trailers')) return null;
+    if (name === 'content-length') {
+      if (!/^\d{1,10}$/.test(value) || contentLength >= 0) return null;
+      contentLength = Number(value);
+    }
+  }
+  const connect = headers.some(([name, value]) => name === ':method' && value === 'CONNECT');
+  if (!method || (!connect && (!path || !scheme))) return null;
+  return contentLength;
+}
+
+/** A frame's payload without its padding (§6.1). */
+function unpad(flags: number, payload: Buffer): Buffer {
+  if (!(flags & PADDED)) return payload;
+  if (payload.length < 1) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'a padded frame with no pad length');
+  const padding = payload[0]!;
+  if (padding >= payload.length) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'padding as long as the frame');
+  return payload.subarray(1, payload.length - padding);
+}
+
+function windowIncrement(bytes: number): Buffer {
+  const payload = Buffer.allocUnsafe(4);
+  payload.writeUInt32BE(bytes, 0);
+  return payload;
+}
+
+function errorPayload(code: H2Error): Buffer {
+  const payload = Buffer.allocUnsafe(4);
+  payload.writeUInt32BE(code, 0);
+  return payload;
+}
+
+function goawayPayload(lastStreamId: number, code: H2Error): Buffer {
+  const payload = Buffer.allocUnsafe(8);
+  payload.writeUInt32BE(lastStreamId, 0);
+  payload.writeUInt32BE(code, 4);
+  return payload;
+}

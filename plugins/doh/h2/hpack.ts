@@ -1,0 +1,252 @@
+/**
+ * HPACK (RFC 7541) for Veil's HTTP/2 server: a decoder for request header blocks, with the
+ * dynamic table the client's encoder keeps in step with, and an encoder for responses that
+ * never indexes (so it keeps no table, and the client's table setting cannot matter to it).
+ */
+import { decodeHuffman, HuffmanError } from './huffman.js';
+
+/** Appendix A: index 1–61. */
+const STATIC_TABLE: readonly (readonly [string, string])[] = [
+  [':authority', ''],
+  [':method', 'GET'],
+  [':method', 'POST'],
+  [':path', '/'],
+  [':path', '/index.html'],
+  [':scheme', 'http'],
+  [':scheme', 'https'],
+  [':status', '200'],
+  [':status', '204'],
+  [':status', '206'],
+  [':status', '304'],
+  [':status', '400'],
+  [':status', '404'],
+  [':status', '500'],
+  ['accept-charset', ''],
+  ['accept-encoding', 'gzip, deflate'],
+  ['accept-language', ''],
+  ['accept-ranges', ''],
+  ['accept', ''],
+  ['access-control-allow-origin', ''],
+  ['age', ''],
+  ['allow', ''],
+  ['authorization', ''],
+  ['cache-control', ''],
+  ['content-disposition', ''],
+  ['content-encoding', ''],
+  ['content-language', ''],
+  ['content-length', ''],
+  ['content-location', ''],
+  ['content-range', ''],
+  ['content-type', ''],
+  ['cookie', ''],
+  ['date', ''],
+  ['etag', ''],
+  ['expect', ''],
+  ['expires', ''],
+  ['from', ''],
+  ['host', ''],
+  ['if-match', ''],
+  ['if-modified-since', ''],
+  ['if-none-match', ''],
+  ['if-range', ''],
+  ['if-unmodified-since', ''],
+  ['last-modified', ''],
+  ['link', ''],
+  ['location', ''],
+  ['max-forwards', ''],
+  ['proxy-authenticate', ''],
+  ['proxy-authorization', ''],
+  ['range', ''],
+  ['referer', ''],
+  ['refresh', ''],
+  ['retry-after', ''],
+  ['server', ''],
+  ['set-cookie', ''],
+  ['strict-transport-security', ''],
+  ['transfer-encoding', ''],
+  ['user-agent', ''],
+  ['vary', ''],
+  ['via', ''],
+  ['www-authenticate', ''],
+];
+
+/** The size of the dynamic table Veil allows (the default of SETTINGS_HEADER_TABLE_SIZE). */
+export const HEADER_TABLE_SIZE = 4096;
+/** An entry's size counts its name and value and 32 bytes of overhead (§4.1). */
+const ENTRY_OVERHEAD = 32;
+
+/** A header block that cannot be decoded: a connection error (COMPRESSION_ERROR, RFC 9113 §4.3). */
+export class HpackError extends Error {}
+
+/** A request's fields in the order they came. */
+export type HeaderList = [name: string, value: string][];
+
+export interface DecodedBlock {
+  headers: HeaderList;
+  /** The header list's size as RFC 9113 counts it (name + value + 32 per field). */
+  size: number;
+}
+
+export class HpackDecoder {
+  /** Newest entry last. */
+  private readonly entries: [string, string][] = [];
+  private tableSize = 0;
+  private maxTableSize = HEADER_TABLE_SIZE;
+
+  /**
+   * Decodes one complete header block. Fields are collected only while the list stays within
+   * `maxListSize`; past it decoding goes on (the table must stay in step) and `size` tells.
+   */
+  decode(block: Buffer, maxListSize: number): DecodedBlock {
+    const headers: HeaderList = [];
+    let size = 0;
+    let at = 0;
+    let fieldSeen = false;
+    while (at < block.length) {
+      const first = block[at]!;
+      let name: string;
+      let value: string;
+      if (first & 0x80) {
+        // Indexed field (§6.1).
+        const [index, next] = readInteger(block, at, 7);
+        at = next;
+        [name, value] = this.entry(index);
+      } else if ((first & 0xe0) === 0x20) {
+        // Dynamic table size update (§6.3): only before the first field of a block.
+        const [limit, next] = readInteger(block, at, 5);
+        at = next;
+        if (fieldSeen) throw new HpackError('a table size update after a header field');
+        if (limit > HEADER_TABLE_SIZE) throw new HpackError(`a table size of ${limit}, over the ${HEADER_TABLE_SIZE} allowed`);
+        this.maxTableSize = limit;
+        this.evict(0);
+        continue;
+      } else {
+        // Literal field: with incremental indexing (01), without (0000) or never indexed (0001).
+        const indexed = (first & 0xc0) === 0x40;
+        const [index, afterIndex] = readInteger(block, at, indexed ? 6 : 4);
+        at = afterIndex;
+        if (index === 0) {
+          [name, at] = readString(block, at);
+        } else {
+          name = this.entry(index)[0];
+        }
+        [value, at] = readString(block, at);
+        if (indexed) this.insert(name, value);
+      }
+      fieldSeen = true;
+      size += name.length + value.length + ENTRY_OVERHEAD;
+      if (size <= maxListSize) headers.push([name, value]);
+    }
+    return { headers, size };
+  }
+
+  private entry(index: number): readonly [string, string] {
+    if (index === 0) throw new HpackError('index 0');
+    if (index <= STATIC_TABLE.length) return STATIC_TABLE[index - 1]!;
+    const found = this.entries[this.entries.length - (index - STATIC_TABLE.length)];
+    if (!found) throw new HpackError(`index ${index} is past the tables`);
+    return found;
+  }
+
+  private insert(name: string, value: string): void {
+    const size = name.length + value.length + ENTRY_OVERHEAD;
+    // An entry larger than the table empties it and is not added (§4.4).
+    this.evict(size);
+    if (size <= this.maxTableSize) {
+      this.entries.push([name, value]);
+      this.tableSize += size;
+    }
+  }
+
+  /** Evicts the oldest entries until `room` more bytes fit. */
+  private evict(room: number): void {
+    let drop = 0;
+    while (this.tableSize + room > this.maxTableSize && drop < this.entries.length) {
+      const [name, value] = this.entries[drop++]!;
+      this.tableSize -= name.length + value.length + ENTRY_OVERHEAD;
+    }
+    if (drop > 0) this.entries.splice(0, drop);
+  }
+}
+
+/** An integer with an N-bit prefix (§5.1); values past 2^28 are refused as hostile. */
+function readInteger(block: Buffer, at: number, prefixBits: number): [number, number] {
+  const mask = (1 << prefixBits) - 1;
+  let value = block[at]! & mask;
+  at++;
+  if (value < mask) return [value, at];
+  for (let shift = 0; ; shift += 7) {
+    if (at >= block.length) throw new HpackError('an integer cut off');
+    if (shift > 21) throw new HpackError('an integer too large');
+    const byte = block[at++]!;
+    value += (byte & 0x7f) * 2 ** shift;
+    if ((byte & 0x80) === 0) return [value, at];
+  }
+}
+
+/** A string literal (§5.2), Huffman-coded or raw, read as latin1 (header fields are octets). */
+function readString(block: Buffer, at: number): [string, number] {
+  if (at >= block.length) throw new HpackError('a string cut off');
+  const huffman = (block[at]! & 0x80) !== 0;
+  const [length, start] = readInteger(block, at, 7);
+  const end = start + length;
+  if (end > block.length) throw new HpackError('a string longer than its block');
+  if (!huffman) return [block.toString('latin1', start, end), end];
+  try {
+    return [decodeHuffman(block, start, length), end];
+  } catch (err) {
+    if (err instanceof HuffmanError) throw new HpackError(err.message);
+    throw err;
+  }
+}
+
+/** Static indexes of the names and fields a DoH answer uses. */
+const STATUS_INDEX: Record<number, number> = { 200: 8, 204: 9, 206: 10, 304: 11, 400: 12, 404: 13, 500: 14 };
+const NAME_INDEX = new Map<string, number>();
+STATIC_TABLE.forEach(([name], i) => {
+  if (!NAME_INDEX.has(name)) NAME_INDEX.set(name, i + 1);
+});
+
+/**
+ * A response header block: `:status` (indexed when the static table has it), then each header
+ * as a literal without indexing, its name indexed when the static table has the name.
+ */
+export function encodeResponseHeaders(status: number, headers: Record<string, string | number>): Buffer {
+  const parts: number[] = [];
+  const statusIndex = STATUS_INDEX[status];
+  if (statusIndex) parts.push(0x80 | statusIndex);
+  else literal(parts, ':status', String(status));
+  for (const name in headers) literal(parts, name, String(headers[name]));
+  return Buffer.from(parts);
+}
+
+function literal(parts: number[], name: string, value: string): void {
+  const index = NAME_INDEX.get(name);
+  if (index !== undefined) {
+    writeInteger(parts, 0x00, 4, index);
+  } else {
+    parts.push(0x00);
+    writeString(parts, name);
+  }
+  writeString(parts, value);
+}
+
+function writeString(parts: number[], text: string): void {
+  writeInteger(parts, 0x00, 7, text.length);
+  for (let i = 0; i < text.length; i++) parts.push(text.charCodeAt(i) & 0xff);
+}
+
+function writeInteger(parts: number[], flags: number, prefixBits: number, value: number): void {
+  const mask = (1 << prefixBits) - 1;
+  if (value < mask) {
+    parts.push(flags | value);
+    return;
+  }
+  parts.push(flags | mask);
+  value -= mask;
+  while (value >= 0x80) {
+    parts.push((value & 0x7f) | 0x80);
+    value = Math.floor(value / 128);
+  }
+  parts.push(value);
+}

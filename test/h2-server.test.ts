@@ -1,0 +1,576 @@
+/**
+ * Veil's HTTP/2 server connection (plugins/doh/h2): HPACK and its Huffman code against Node's
+ * own HTTP/2 client (nghttp2's encoder), and the protocol against a raw-frame client that
+ * misbehaves on purpose: bad prefaces, oversized frames, CONTINUATION floods, bad HPACK, stream
+ * numbers out of order, rapid resets, flow control, clients that never read.
+ */
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { H2ServerConnection, PREFACE, type H2Options, type RequestHandler } from '../plugins/doh/h2/connection.js';
+import { encodeResponseHeaders, HpackDecoder, HpackError } from '../plugins/doh/h2/hpack.js';
+import { decodeHuffman, encodeHuffman, HuffmanError } from '../plugins/doh/h2/huffman.js';
+import type { HttpReply } from '../plugins/doh/service.js';
+
+const T = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 };
+const E = { NO_ERROR: 0, PROTOCOL_ERROR: 1, FLOW_CONTROL_ERROR: 3, FRAME_SIZE_ERROR: 6, REFUSED_STREAM: 7, COMPRESSION_ERROR: 9, ENHANCE_YOUR_CALM: 0xb };
+
+const text = (status: number, body: string): HttpReply => ({ status, headers: { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) }, body: Buffer.from(body) });
+
+describe('Huffman code (RFC 7541 §5.2)', () => {
+  it('round-trips every byte value and mixed text', () => {
+    const all = String.fromCharCode(...Array.from({ length: 256 }, (_, i) => i));
+    for (const sample of [all, 'www.example.com', 'no-cache', 'custom-value', '', 'a', '/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB']) {
+      const coded = encodeHuffman(sample);
+      assert.equal(decodeHuffman(coded, 0, coded.length), sample);
+    }
+  });
+
+  it('codes common characters shortly and control characters long, as the table says', () => {
+    assert.equal(encodeHuffman('0').length, 1); // 5 bits
+    assert.equal(encodeHuffman('aaaaaaaa').length, 5); // 8 × 5 bits
+    assert.equal(encodeHuffman('\u0000').length, 2); // 13 bits
+    assert.equal(encodeHuffman('\u000a').length, 4); // 30 bits
+  });
+
+  it('refuses padding of 8 bits or more, padding of 0s, and EOS inside a string', () => {
+    const a = encodeHuffman('a'); // 5 bits + 3 bits of 1s
+    assert.throws(() => decodeHuffman(Buffer.concat([a, Buffer.from([0xff])]), 0, 2), HuffmanError);
+    assert.throws(() => decodeHuffman(Buffer.from([a[0]! & 0xf8]), 0, 1), HuffmanError);
+    assert.throws(() => decodeHuffman(Buffer.from([0xff, 0xff, 0xff, 0xff]), 0, 4), HuffmanError); // 30 1s: EOS
+  });
+});
+
+/** A header block of literals without indexing (raw or Huffman strings). */
+function block(fields: [string, string][], huffman = false): Buffer {
+  const parts: Buffer[] = [];
+  const str = (s: string) => {
+    const bytes = huffman ? encodeHuffman(s) : Buffer.from(s, 'latin1');
+    return Buffer.concat([integer(huffman ? 0x80 : 0, 7, bytes.length), bytes]);
+  };
+  for (const [name, value] of fields) parts.push(Buffer.from([0x00]), str(name), str(value));
+  return Buffer.concat(parts);
+}
+
+function integer(flags: number, prefix: number, value: number): Buffer {
+  const max = (1 << prefix) - 1;
+  if (value < max) return Buffer.from([flags | value]);
+  const out = [flags | max];
+  value -= max;
+  while (value >= 128) {
+    out.push((value & 0x7f) | 0x80);
+    value >>= 7;
+  }
+  out.push(value);
+  return Buffer.from(out);
+}
+
+describe('HPACK decoder (RFC 7541)', () => {
+  it('reads indexed fields, literals with and without indexing, and Huffman strings', () => {
+    const d = new HpackDecoder();
+    const first = Buffer.concat([
+      Buffer.from([0x82, 0x87]), // :method GET, :scheme https (static)
+      Buffer.from([0x44]), // :path (static name 4), with incremental indexing
+      integer(0x80, 7, encodeHuffman('/dns-query').length),
+      encodeHuffman('/dns-query'),
+      block([['x-one', 'raw']]),
+    ]);
+    assert.deepEqual(d.decode(first, 8192).headers, [[':method', 'GET'], [':scheme', 'https'], [':path', '/dns-query'], ['x-one', 'raw']]);
+    // The literal with indexing went into the dynamic table at index 62.
+    assert.deepEqual(d.decode(Buffer.from([0x82, 0xbe]), 8192).headers, [[':method', 'GET'], [':path', '/dns-query']]);
+  });
+
+  it('evicts the oldest entries when the table is full, and empties it for an entry larger than it', () => {
+    const d = new HpackDecoder();
+    const big = (n: number) => Buffer.concat([Buffer.from([0x40]), integer(0, 7, 4), Buffer.from(`x-${n}a`), integer(0, 7, 1500), Buffer.alloc(1500, 0x61 + n)]);
+    d.decode(Buffer.concat([big(0), big(1)]), 1e9); // 2 × 1536 bytes: both fit in 4096
+    d.decode(big(2), 1e9); // a third does not: the oldest (x-0a) goes
+    assert.equal(d.decode(Buffer.from([0xbe]), 1e9).headers[0]![0], 'x-2a');
+    assert.equal(d.decode(Buffer.from([0xbf]), 1e9).headers[0]![0], 'x-1a');
+    assert.throws(() => d.decode(Buffer.from([0xc0]), 1e9), HpackError);
+    const huge = Buffer.concat([Buffer.from([0x40]), integer(0, 7, 1), Buffer.from('h'), integer(0, 7, 5000), Buffer.alloc(5000, 0x62)]);
+    assert.equal(d.decode(huge, 1e9).headers[0]![1].length, 5000);
+    assert.throws(() => d.decode(Buffer.from([0xbe]), 1e9), HpackError, 'the table is empty');
+  });
+
+  it('refuses index 0, indexes past the tables, oversized or misplaced table updates, cut-off integers and strings', () => {
+    const bad = [
+      Buffer.from([0x80]),
+      Buffer.from([0xff, 0x00]), // index 127
+      Buffer.concat([integer(0x20, 5, 4097)]),
+      Buffer.concat([Buffer.from([0x82]), integer(0x20, 5, 0)]),
+      Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+      Buffer.from([0xff]),
+      Buffer.from([0x00, 0x05, 0x61]),
+    ];
+    for (const bytes of bad) assert.throws(() => new HpackDecoder().decode(bytes, 8192), HpackError, bytes.toString('hex'));
+  });
+
+  it('past the list limit keeps decoding (the table stays in step) and reports the size', () => {
+    const d = new HpackDecoder();
+    const indexedBig = Buffer.concat([Buffer.from([0x40]), integer(0, 7, 5), Buffer.from('x-big'), integer(0, 7, 3000), Buffer.alloc(3000, 0x7a)]);
+    const over = d.decode(Buffer.concat([Buffer.from([0x82]), indexedBig]), 1000);
+    assert.deepEqual(over.headers, [[':method', 'GET']]);
+    assert.equal(over.size, 32 + 7 + 3 + 32 + 5 + 3000);
+    assert.equal(d.decode(Buffer.from([0xbe]), 8192).headers[0]![0], 'x-big');
+  });
+
+  it('encodes answers that an HTTP/2 client reads (literals, static names)', () => {
+    const decoded = new HpackDecoder().decode(encodeResponseHeaders(200, { 'content-type': 'application/dns-message', 'cache-control': 'max-age=300', 'x-veil': 'ok' }), 8192);
+    assert.deepEqual(decoded.headers, [[':status', '200'], ['content-type', 'application/dns-message'], ['cache-control', 'max-age=300'], ['x-veil', 'ok']]);
+    assert.deepEqual(new HpackDecoder().decode(encodeResponseHeaders(415, {}), 8192).headers, [[':status', '415']]);
+  });
+});
+
+interface TestServer {
+  port: number;
+  connections: H2ServerConnection[];
+  sockets: net.Socket[];
+  close(): Promise<void>;
+}
+
+async function startServer(options: Partial<H2Options>, handler: RequestHandler): Promise<TestServer> {
+  const connections: H2ServerConnection[] = [];
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((socket) => {
+    socket.on('error', () => {});
+    sockets.push(socket);
+    connections.push(new H2ServerConnection(socket, { maxStreams: 100, maxHeaderListSize: 8192, idleTimeoutMs: 5000, ...options }, handler));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    connections,
+    sockets,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** Echoes what the request was, with its body, as JSON. */
+const echo: RequestHandler = (request, respond) => {
+  void (async () => {
+    const body = request.method === 'POST' ? await request.readBody(65535) : Buffer.alloc(0);
+    if (!Buffer.isBuffer(body)) return respond(body);
+    const headers: Record<string, string | undefined> = {};
+    for (const name of ['x-a', 'x-b', 'x-long', 'user-agent']) headers[name] = request.header(name);
+    respond(text(200, JSON.stringify({ method: request.method, path: request.path, headers, body: body.toString('latin1') })));
+  })();
+};
+
+interface RawFrame {
+  type: number;
+  flags: number;
+  stream: number;
+  payload: Buffer;
+}
+
+/** A client that writes frames by hand and collects the server's. */
+class RawClient {
+  readonly socket: net.Socket;
+  readonly frames: RawFrame[] = [];
+  closed = false;
+  private buffered = Buffer.alloc(0);
+  private waiters: (() => void)[] = [];
+
+  constructor(port: number) {
+    this.socket = net.connect(port, '127.0.0.1');
+    this.socket.on('error', () => {});
+    this.socket.on('data', (chunk) => {
+      this.buffered = Buffer.concat([this.buffered, chunk]);
+      while (this.buffered.length >= 9) {
+        const length = this.buffered.readUIntBE(0, 3);
+        if (this.buffered.length < 9 + length) break;
+        this.frames.push({ type: this.buffered[3]!, flags: this.buffered[4]!, stream: this.buffered.readUInt32BE(5) & 0x7fffffff, payload: this.buffered.subarray(9, 9 + length) });
+        this.buffered = this.buffered.subarray(9 + length);
+      }
+      this.wake();
+    });
+    this.socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+  }
+
+  private wake(): void {
+    for (const waiter of this.waiters.splice(0)) waiter();
+  }
+
+  static async open(port: number, settings: Buffer = Buffer.alloc(0)): Promise<RawClient> {
+    const client = new RawClient(port);
+    await new Promise((resolve) => client.socket.once('connect', resolve));
+    client.write(PREFACE);
+    client.send(T.SETTINGS, 0, 0, settings);
+    return client;
+  }
+
+  write(bytes: Buffer): boolean {
+    return this.socket.write(bytes);
+  }
+
+  send(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): boolean {
+    const header = Buffer.alloc(9);
+    header.writeUIntBE(payload.length, 0, 3);
+    header[3] = type;
+    header[4] = flags;
+    header.writeUInt32BE(stream, 5);
+    return this.write(Buffer.concat([header, payload]));
+  }
+
+  request(stream: number, fields: [string, string][], endStream = true): void {
+    this.send(T.HEADERS, 0x4 | (endStream ? 0x1 : 0), stream, block(fields));
+  }
+
+  /** Waits (at most `ms`) until a frame matches; resolves with it, or null. */
+  async waitFor(match: (f: RawFrame) => boolean, ms = 3000): Promise<RawFrame | null> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const found = this.frames.find(match);
+      if (found) return found;
+      if (this.closed || Date.now() > deadline) return null;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  async goaway(ms = 3000): Promise<number | null> {
+    const frame = await this.waitFor((f) => f.type === T.GOAWAY, ms);
+    return frame ? frame.payload.readUInt32BE(4) : null;
+  }
+
+  async closedWithin(ms = 3000): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    while (!this.closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    return this.closed;
+  }
+
+  /** The answer body on a stream, once its END_STREAM came. */
+  async body(stream: number, ms = 3000): Promise<string | null> {
+    const end = await this.waitFor((f) => f.stream === stream && (f.type === T.DATA || f.type === T.HEADERS) && (f.flags & 1) === 1, ms);
+    if (!end) return null;
+    return Buffer.concat(this.frames.filter((f) => f.stream === stream && f.type === T.DATA).map((f) => f.payload)).toString();
+  }
+
+  reset(stream: number): number | null {
+    const frame = this.frames.find((f) => f.type === T.RST_STREAM && f.stream === stream);
+    return frame ? frame.payload.readUInt32BE(0) : null;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+const GET = (path = '/dns-query', extra: [string, string][] = []): [string, string][] => [[':method', 'GET'], [':scheme', 'https'], [':path', path], [':authority', 'dns.test'], ...extra];
+
+describe('HTTP/2 server connection', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer({}, echo);
+  });
+  after(() => server.close());
+
+  it("reads nghttp2's headers (Huffman, dynamic table, eviction) over many requests on one session", async () => {
+    const session = http2.connect(`http://127.0.0.1:${server.port}`);
+    session.on('error', () => {});
+    try {
+      for (let i = 0; i < 60; i++) {
+        const long = `v${i}-`.repeat(40 + (i % 7) * 30); // large values push older entries out of the table
+        const sent = { 'x-a': i % 3 === 0 ? 'same' : `a-${i}`, 'x-b': String.fromCharCode(33 + (i % 90)).repeat(i + 1), 'x-long': long };
+        const reply = await new Promise<string>((resolve, reject) => {
+          const stream = session.request({ ':path': `/q/${i}?n=${i}`, ...sent });
+          let body = '';
+          stream.setEncoding('latin1');
+          stream.on('data', (c: string) => (body += c));
+          stream.on('end', () => resolve(body));
+          stream.on('error', reject);
+        });
+        const seen = JSON.parse(reply) as { method: string; path: string; headers: Record<string, string> };
+        assert.equal(seen.method, 'GET');
+        assert.equal(seen.path, `/q/${i}?n=${i}`);
+        assert.equal(seen.headers['x-a'], sent['x-a']);
+        assert.equal(seen.headers['x-b'], sent['x-b']);
+        assert.equal(seen.headers['x-long'], long);
+      }
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it('takes POST bodies in several DATA frames, padded or not, and trailers', async () => {
+    const c = await RawClient.open(server.port);
+    try {
+      c.request(1, [[':method', 'POST'], [':scheme', 'https'], [':path', '/p'], ['content-length', '6']], false);
+      c.send(T.DATA, 0, 1, Buffer.from('abc'));
+      c.send(T.DATA, 0x8, 1, Buffer.concat([Buffer.from([4]), Buffer.from('def'), Buffer.alloc(4)])); // padded
+      c.send(T.HEADERS, 0x5, 1, block([['x-trailer', 'yes']])); // trailers end the stream
+      const body = JSON.parse((await c.body(1))!);
+      assert.equal(body.body, 'abcdef');
+    } finally {
+      c.destroy();
+    }
+  });
+
+  it('sends its SETTINGS, acknowledges the client’s, and answers PING', async () => {
+    const c = await RawClient.open(server.port);
+    try {
+      const settings = await c.waitFor((f) => f.type === T.SETTINGS && f.flags === 0);
+      const values = new Map<number, number>();
+      for (let at = 0; at < settings!.payload.length; at += 6) values.set(settings!.payload.readUInt16BE(at), settings!.payload.readUInt32BE(at + 2));
+      assert.equal(values.get(3), 100); // MAX_CONCURRENT_STREAMS
+      assert.equal(values.get(6), 8192); // MAX_HEADER_LIST_SIZE
+      assert.ok(await c.waitFor((f) => f.type === T.SETTINGS && f.flags === 1));
+      c.send(T.PING, 0, 0, Buffer.from('12345678'));
+      const pong = await c.waitFor((f) => f.type === T.PING);
+      assert.equal(pong!.flags, 1);
+      assert.equal(pong!.payload.toString(), '12345678');
+    } finally {
+      c.destroy();
+    }
+  });
+
+  it('answers HEAD with headers only', async () => {
+    const c = await RawClient.open(server.port);
+    try {
+      c.request(1, [[':method', 'HEAD'], [':scheme', 'https'], [':path', '/']]);
+      const headers = await c.waitFor((f) => f.type === T.HEADERS && f.stream === 1);
+      assert.equal(headers!.flags & 1, 1, 'END_STREAM on the HEADERS frame');
+      assert.ok(!c.frames.some((f) => f.type === T.DATA));
+    } finally {
+      c.destroy();
+    }
+  });
+
+  for (const [label, fields] of [
+    ['an upper-case field name', GET('/', [['X-Upper', '1']])],
+    ['no :path', [[':method', 'GET'], [':scheme', 'https']]],
+    ['a pseudo-field after a regular one', [[':method', 'GET'], ['x-a', '1'], [':scheme', 'https'], [':path', '/']]],
+    ['an unknown pseudo-field', GET('/', [[':protocol', 'x']])],
+    ['a connection field', GET('/', [['connection', 'keep-alive']])],
+    ['a line break in a value', GET('/', [['x-a', 'a\r\nb']])],
+    ['a content-length that is no number', GET('/', [['content-length', 'x']])],
+  ] as const) {
+    it(`resets a malformed request (${label}) and serves the next`, async () => {
+      const c = await RawClient.open(server.port);
+      try {
+        c.request(1, fields as unknown as [string, string][]);
+        c.request(3, GET('/next'));
+        assert.equal(JSON.parse((await c.body(3))!).path, '/next');
+        assert.equal(c.reset(1), E.PROTOCOL_ERROR);
+      } finally {
+        c.destroy();
+      }
+    });
+  }
+
+  it('resets a request whose body is longer than its content-length', async () => {
+    const c = await RawClient.open(server.port);
+    try {
+      c.request(1, [[':method', 'POST'], [':scheme', 'https'], [':path', '/p'], ['content-length', '2']], false);
+      c.send(T.DATA, 1, 1, Buffer.from('abc'));
+      assert.ok(await c.waitFor((f) => f.type === T.RST_STREAM && f.stream === 1));
+      assert.equal(c.reset(1), E.PROTOCOL_ERROR);
+    } finally {
+      c.destroy();
+    }
+  });
+
+  const connectionErrors: [string, (c: RawClient) => void, number][] = [
+    ['a frame larger than 16,384 bytes', (c) => c.send(T.DATA, 0, 1, Buffer.alloc(16_385)), E.FRAME_SIZE_ERROR],
+    ['an even stream number', (c) => c.request(2, GET()), E.PROTOCOL_ERROR],
+    ['a stream number lower than one used', (c) => (c.request(5, GET()), c.request(3, GET())), E.PROTOCOL_ERROR],
+    ['DATA on stream 0', (c) => c.send(T.DATA, 0, 0, Buffer.from('x')), E.PROTOCOL_ERROR],
+    ['DATA on a stream never opened', (c) => c.send(T.DATA, 0, 9, Buffer.from('x')), E.PROTOCOL_ERROR],
+    ['PUSH_PROMISE from a client', (c) => c.send(T.PUSH_PROMISE, 4, 1, Buffer.alloc(4)), E.PROTOCOL_ERROR],
+    ['SETTINGS of 5 bytes', (c) => c.send(T.SETTINGS, 0, 0, Buffer.alloc(5)), E.FRAME_SIZE_ERROR],
+    ['a PING of 7 bytes', (c) => c.send(T.PING, 0, 0, Buffer.alloc(7)), E.FRAME_SIZE_ERROR],
+    ['a frame inside a header block', (c) => (c.send(T.HEADERS, 0, 1, block(GET())), c.send(T.PING, 0, 0, Buffer.alloc(8))), E.PROTOCOL_ERROR],
+    ['CONTINUATION without HEADERS', (c) => c.send(T.CONTINUATION, 4, 1, block(GET())), E.PROTOCOL_ERROR],
+    ['an HPACK index 0', (c) => c.send(T.HEADERS, 5, 1, Buffer.from([0x80])), E.COMPRESSION_ERROR],
+    ['padding longer than the frame', (c) => c.send(T.HEADERS, 0x8 | 5, 1, Buffer.from([9, 0x82])), E.PROTOCOL_ERROR],
+    ['a connection window past 2^31-1', (c) => c.send(T.WINDOW_UPDATE, 0, 0, Buffer.from([0x7f, 0xff, 0xff, 0xff])), E.FLOW_CONTROL_ERROR],
+    ['a WINDOW_UPDATE of 0 on the connection', (c) => c.send(T.WINDOW_UPDATE, 0, 0, Buffer.alloc(4)), E.PROTOCOL_ERROR],
+    ['SETTINGS_MAX_FRAME_SIZE below 16,384', (c) => c.send(T.SETTINGS, 0, 0, Buffer.from([0, 5, 0, 0, 0x10, 0])), E.PROTOCOL_ERROR],
+    [
+      'a CONTINUATION flood (no END_HEADERS, ever)',
+      (c) => {
+        c.send(T.HEADERS, 0, 1, block(GET()));
+        for (let i = 0; i < 200; i++) c.send(T.CONTINUATION, 0, 1, block([['x-flood', 'y'.repeat(200)]]));
+      },
+      E.ENHANCE_YOUR_CALM,
+    ],
+  ];
+  for (const [label, misbehave, code] of connectionErrors) {
+    it(`GOAWAY and close for ${label}`, async () => {
+      const c = await RawClient.open(server.port);
+      try {
+        misbehave(c);
+        assert.equal(await c.goaway(), code);
+        assert.ok(await c.closedWithin(3000), 'the connection stays open');
+      } finally {
+        c.destroy();
+      }
+    });
+  }
+
+  it('refuses a connection that does not start with the preface, or whose first frame is not SETTINGS', async () => {
+    const wrong = new RawClient(server.port);
+    await new Promise((r) => wrong.socket.once('connect', r));
+    wrong.write(Buffer.from('GET / HTTP/1.1\r\nhost: x\r\n\r\n'));
+    assert.equal(await wrong.goaway(), E.PROTOCOL_ERROR);
+    wrong.destroy();
+    const noSettings = new RawClient(server.port);
+    await new Promise((r) => noSettings.socket.once('connect', r));
+    noSettings.write(PREFACE);
+    noSettings.send(T.PING, 0, 0, Buffer.alloc(8));
+    assert.equal(await noSettings.goaway(), E.PROTOCOL_ERROR);
+    noSettings.destroy();
+  });
+});
+
+describe('HTTP/2 server connection: streams, flow control, hostile clients', () => {
+  it('refuses streams past max_streams, and counts reset streams until their query is answered (rapid reset)', async () => {
+    const held: (() => void)[] = [];
+    let handling = 0;
+    let mostAtOnce = 0;
+    const server = await startServer({ maxStreams: 4 }, (_request, respond) => {
+      handling++;
+      mostAtOnce = Math.max(mostAtOnce, handling);
+      held.push(() => {
+        handling--;
+        respond(text(200, 'late'));
+      });
+    });
+    const c = await RawClient.open(server.port);
+    try {
+      for (let id = 1; id <= 7; id += 2) c.request(id, GET());
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(handling, 4);
+      // The client gives up on all four; their queries are still being answered, so they still count.
+      for (let id = 1; id <= 7; id += 2) c.send(T.RST_STREAM, 0, id, Buffer.from([0, 0, 0, 8]));
+      c.request(9, GET());
+      assert.ok(await c.waitFor((f) => f.type === T.RST_STREAM && f.stream === 9));
+      assert.equal(c.reset(9), E.REFUSED_STREAM);
+      // Open and reset at once, many times (CVE-2023-44487): refused, and then cut off.
+      for (let id = 11; id < 11 + 2 * 150; id += 2) {
+        c.request(id, GET());
+        c.send(T.RST_STREAM, 0, id, Buffer.from([0, 0, 0, 8]));
+      }
+      assert.equal(await c.goaway(), E.ENHANCE_YOUR_CALM, 'more than 100 refused streams end the connection');
+      assert.ok(mostAtOnce <= 4, `${mostAtOnce} requests handled at once`);
+      for (const release of held.splice(0)) release();
+    } finally {
+      c.destroy();
+      await server.close();
+    }
+  });
+
+  it('sends answers within the client’s flow control windows', async () => {
+    const server = await startServer({}, (_request, respond) => respond(text(200, 'x'.repeat(100))));
+    // SETTINGS_INITIAL_WINDOW_SIZE = 10
+    const c = await RawClient.open(server.port, Buffer.from([0, 4, 0, 0, 0, 10]));
+    try {
+      c.request(1, GET());
+      await c.waitFor((f) => f.type === T.DATA && f.stream === 1);
+      await new Promise((r) => setTimeout(r, 50));
+      const sent = () => c.frames.filter((f) => f.type === T.DATA && f.stream === 1).reduce((n, f) => n + f.payload.length, 0);
+      assert.equal(sent(), 10);
+      c.send(T.WINDOW_UPDATE, 0, 1, Buffer.from([0, 0, 0, 40]));
+      await c.waitFor(() => sent() >= 50);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(sent(), 50);
+      c.send(T.WINDOW_UPDATE, 0, 1, Buffer.from([0, 0, 0, 100]));
+      assert.equal(await c.body(1), 'x'.repeat(100));
+    } finally {
+      c.destroy();
+      await server.close();
+    }
+  });
+
+  it('stops reading from a client that does not read what it is sent', async () => {
+    const server = await startServer({}, echo);
+    const c = await RawClient.open(server.port);
+    c.socket.pause(); // never read: PING answers pile up on the server's side
+    try {
+      const ping = Buffer.alloc(17);
+      ping.writeUIntBE(8, 0, 3);
+      ping[3] = T.PING;
+      const burst = Buffer.concat(Array.from({ length: 4096 }, () => ping));
+      let written = 0;
+      for (let i = 0; i < 400 && c.socket.writableLength < 8 << 20; i++) {
+        c.write(burst);
+        written += burst.length;
+        await new Promise((r) => setImmediate(r));
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      const read = server.sockets[0]!.bytesRead;
+      assert.ok(read < written, `the server read all ${written} bytes`);
+      assert.ok(server.sockets[0]!.writableLength < 16 << 20, `${server.sockets[0]!.writableLength} bytes queued on the server`);
+    } finally {
+      c.destroy();
+      await server.close();
+    }
+  });
+
+  it('after close(): GOAWAY, open streams answered, new ones ignored, then the connection ends', async () => {
+    const held: (() => void)[] = [];
+    const server = await startServer({}, (_request, respond) => held.push(() => respond(text(200, 'done'))));
+    const c = await RawClient.open(server.port);
+    try {
+      c.request(1, GET());
+      await new Promise((r) => setTimeout(r, 50));
+      server.connections[0]!.close();
+      const goaway = await c.waitFor((f) => f.type === T.GOAWAY);
+      assert.equal(goaway!.payload.readUInt32BE(0), 1, 'last stream id');
+      assert.equal(goaway!.payload.readUInt32BE(4), E.NO_ERROR);
+      c.request(3, GET());
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(held.length, 1, 'a stream opened after GOAWAY reached the handler');
+      held[0]!();
+      assert.equal(await c.body(1), 'done');
+      assert.ok(await c.closedWithin(3000));
+    } finally {
+      c.destroy();
+      await server.close();
+    }
+  });
+
+  it('closes an idle connection with GOAWAY after idle_timeout', async () => {
+    const server = await startServer({ idleTimeoutMs: 200 }, echo);
+    const c = await RawClient.open(server.port);
+    try {
+      assert.equal(await c.goaway(3000), E.NO_ERROR);
+      assert.ok(await c.closedWithin(3000));
+    } finally {
+      c.destroy();
+      await server.close();
+    }
+  });
+
+  it('answers 431 to a header list over max_header_size, and keeps its table in step for the next request', async () => {
+    const server = await startServer({ maxHeaderListSize: 1000 }, echo);
+    const c = await RawClient.open(server.port);
+    try {
+      // A small field added to the table, then a large one without indexing: over the limit.
+      const small = Buffer.concat([Buffer.from([0x40]), integer(0, 7, 3), Buffer.from('x-b'), integer(0, 7, 5), Buffer.from('small')]);
+      c.send(T.HEADERS, 5, 1, Buffer.concat([block(GET()), small, block([['x-long', 'q'.repeat(2000)]])]));
+      c.send(T.HEADERS, 5, 3, Buffer.concat([block(GET('/after')), Buffer.from([0xbe])])); // refers to the entry added above
+      const status = await c.waitFor((f) => f.type === T.HEADERS && f.stream === 1);
+      assert.deepEqual(new HpackDecoder().decode(status!.payload, 8192).headers[0], [':status', '431']);
+      const after = JSON.parse((await c.body(3))!);
+      assert.equal(after.path, '/after');
+      assert.equal(after.headers['x-b'], 'small');
+    } finally {
+      c.destroy();
+      await server.close();
+    }
+  });
+});
