@@ -198,9 +198,15 @@ const cacheMemory: Workload = {
       const load = await fill(veil.address('udp').port);
       await settle();
       const entries = await metricValue(metricsPort, 'veil_cache_entries');
-      return { load, before, rss: rssMb(veil.child.pid!), entries };
+      // Where the RSS is: V8's heap (reserved), and memory outside it (the cache's arena, Buffers).
+      const heapMb = (await metricValue(metricsPort, 'nodejs_heap_total_bytes')) / 1e6;
+      const externalMb = (await metricValue(metricsPort, 'nodejs_external_memory_bytes')) / 1e6;
+      return { load, before, rss: rssMb(veil.child.pid!), entries, heapMb, externalMb };
     });
-    ctx.log(`Veil: ${veilSide.entries} entries, RSS ${veilSide.before.toFixed(0)} MB at start, ${veilSide.rss.toFixed(0)} MB after the fill (${veilSide.load.qps.toFixed(0)} qps)`);
+    ctx.log(
+      `Veil: ${veilSide.entries} entries, RSS ${veilSide.before.toFixed(0)} MB at start, ${veilSide.rss.toFixed(0)} MB after the fill (${veilSide.load.qps.toFixed(0)} qps); ` +
+        `V8 heap ${veilSide.heapMb.toFixed(0)} MB, outside it ${veilSide.externalMb.toFixed(0)} MB`,
+    );
     const peerSide = await withPeer(
       () => startDnsdist({ backendPort: ctx.origin.port, plain: true, cache: true }),
       async (peer) => {

@@ -18,6 +18,7 @@ import { parseGlobalOptions, MAX_WORKERS } from '../core/config/global.js';
 import { ConfigError, VeilError } from '../core/errors.js';
 import { loadPlugins } from '../core/external.js';
 import { StreamLogger } from '../core/logger.js';
+import { trimAfterCollections } from '../core/memory.js';
 import { buildConfig, VeilServer, type BuiltConfig, type ServerEnvironment } from '../core/server.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { loadConfigFile } from './config.js';
@@ -183,6 +184,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     return reportFatal(err);
   }
+  trimAfterCollections();
 
   let reloading: Promise<unknown> = Promise.resolve();
   process.on('SIGHUP', () => {

@@ -1,8 +1,10 @@
 /**
- * Builds native/udp-batch.c into dist/native/udp-batch.node, run by `npm run build` after tsc.
+ * Builds the addons in native/ into dist/native/NAME.node, run by `npm run build` after tsc:
+ * udp-batch.c (batched UDP for the udp:// listener) and memory.c (returning freed malloc
+ * memory to the kernel).
  *
- * The addon is optional: without a C compiler, without Node's headers, or off Linux (it needs
- * recvmmsg and sendmmsg), this says why and Veil's udp:// listener uses node:dgram instead.
+ * They are optional: without a C compiler, without Node's headers, or off Linux (recvmmsg and
+ * sendmmsg), this says why, the udp:// listener uses node:dgram and memory is not trimmed.
  * When the compiler and headers are there, a failed compile fails the build.
  */
 import { execFileSync } from 'node:child_process';
@@ -11,8 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const source = join(root, 'native', 'udp-batch.c');
-const output = join(root, 'dist', 'native', 'udp-batch.node');
+const ADDONS = ['udp-batch', 'memory'];
 
 /** Node's headers (node_api.h, uv.h): beside the running binary, as the `node` package and distributions install them. */
 function findHeaders(): string | null {
@@ -35,7 +36,7 @@ function compilerWorks(cc: string): boolean {
 }
 
 function skip(reason: string): void {
-  console.log(`native UDP batching not built (${reason}): udp:// listeners use node:dgram`);
+  console.log(`native addons not built (${reason}): udp:// listeners use node:dgram, and freed memory is not trimmed`);
 }
 
 function build(): void {
@@ -44,10 +45,14 @@ function build(): void {
   if (!compilerWorks(cc)) return skip(`no C compiler: ${cc}`);
   const headers = findHeaders();
   if (!headers) return skip("Node's headers (node_api.h, uv.h) not found");
-  if (existsSync(output) && statSync(output).mtimeMs >= statSync(source).mtimeMs) return;
-  mkdirSync(dirname(output), { recursive: true });
-  // Undefined napi_* and uv_* symbols are resolved against the node binary when it loads the addon.
-  execFileSync(cc, ['-O2', '-std=gnu11', '-Wall', '-Wextra', '-Werror', '-fPIC', '-shared', '-fvisibility=hidden', '-I', headers, '-o', output, source], { stdio: 'inherit' });
+  for (const name of ADDONS) {
+    const source = join(root, 'native', `${name}.c`);
+    const output = join(root, 'dist', 'native', `${name}.node`);
+    if (existsSync(output) && statSync(output).mtimeMs >= statSync(source).mtimeMs) continue;
+    mkdirSync(dirname(output), { recursive: true });
+    // Undefined napi_* and uv_* symbols are resolved against the node binary when it loads the addon.
+    execFileSync(cc, ['-O2', '-std=gnu11', '-Wall', '-Wextra', '-Werror', '-fPIC', '-shared', '-fvisibility=hidden', '-I', headers, '-o', output, source], { stdio: 'inherit' });
+  }
 }
 
 build();

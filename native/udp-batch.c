@@ -42,6 +42,10 @@ typedef struct {
   uv_poll_t poll;
   int fd;
   int closing;
+  /* The struct is freed once both have happened: libuv is done with the handle, and the
+   * JavaScript handle object was collected (so no flush or close call can reach it). */
+  int handle_closed;
+  int finalized;
   napi_ref self;          /* the JavaScript object, kept alive while the socket is open */
   napi_ref on_batch;      /* function(count) */
   napi_ref buffers[4];    /* receive data, receive meta, send data, send meta */
@@ -199,7 +203,16 @@ static void on_closed(uv_handle_t *handle) {
   napi_delete_reference(env, s->on_batch);
   napi_delete_reference(env, s->self);
   napi_async_destroy(env, s->async_context);
-  free(s);
+  s->handle_closed = 1;
+  if (s->finalized) free(s);
+}
+
+static void on_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  batch_socket *s = data;
+  s->finalized = 1;
+  if (s->handle_closed) free(s);
 }
 
 static napi_value get_buffer(napi_env env, napi_value value, napi_ref *ref, void **data, size_t *length) {
@@ -310,7 +323,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   uv_poll_start(&s->poll, UV_READABLE, on_readable);
 
   napi_value handle, port_value, result;
-  CHECK(env, napi_create_external(env, s, NULL, NULL, &handle));
+  CHECK(env, napi_create_external(env, s, on_finalize, NULL, &handle));
   CHECK(env, napi_create_int32(env, bound_port, &port_value));
   CHECK(env, napi_create_array_with_length(env, 2, &result));
   CHECK(env, napi_set_element(env, result, 0, handle));

@@ -47,6 +47,14 @@ describe('deploy/', () => {
     assert.match(result.stdout, /listeners: udp:\/\/0\.0\.0\.0:53, tcp:\/\/0\.0\.0\.0:53/);
   });
 
+  it('the image builds every folder of shipped code (tsconfig), with a C compiler for the UDP addon', () => {
+    const tsconfig = JSON.parse(readFileSync(path.join(ROOT, 'tsconfig.json'), 'utf8')) as { include: string[] };
+    const shipped = tsconfig.include.map((glob) => glob.split('/')[0]!).filter((dir) => !['test', 'bench', 'demo'].includes(dir));
+    assert.ok(shipped.includes('native'));
+    for (const dir of shipped) assert.match(dockerfile, new RegExp(`^COPY ${dir} ${dir}$`, 'm'), `the Dockerfile does not copy ${dir}/`);
+    assert.match(dockerfile, /apt-get install[^\n]* gcc libc6-dev/);
+  });
+
   it('the health check, probes and exposed ports are the ones the Corefile serves', () => {
     const health = directivePort('health');
     const metrics = directivePort('metrics');

@@ -319,6 +319,33 @@ describe('HTTP/2 server connection', () => {
     }
   });
 
+  it('reads frames however the bytes are split: here one byte at a time', async () => {
+    const c = new RawClient(server.port);
+    await new Promise((r) => c.socket.once('connect', r));
+    c.socket.setNoDelay(true);
+    try {
+      const header = Buffer.alloc(9);
+      const frameOf = (type: number, flags: number, stream: number, payload: Buffer) => {
+        const h = Buffer.from(header);
+        h.writeUIntBE(payload.length, 0, 3);
+        h[3] = type;
+        h[4] = flags;
+        h.writeUInt32BE(stream, 5);
+        return Buffer.concat([h, payload]);
+      };
+      const bytes = Buffer.concat([PREFACE, frameOf(T.SETTINGS, 0, 0, Buffer.alloc(0)), frameOf(T.HEADERS, 5, 1, block(GET('/bytewise', [['x-a', 'slow']]), true))]);
+      for (const byte of bytes) {
+        c.write(Buffer.from([byte]));
+        await new Promise((r) => setImmediate(r));
+      }
+      const body = JSON.parse((await c.body(1))!);
+      assert.equal(body.path, '/bytewise');
+      assert.equal(body.headers['x-a'], 'slow');
+    } finally {
+      c.destroy();
+    }
+  });
+
   it('sends its SETTINGS, acknowledges the client’s, and answers PING', async () => {
     const c = await RawClient.open(server.port);
     try {

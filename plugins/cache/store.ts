@@ -32,8 +32,12 @@ export interface StoredEntry {
 
 const EMPTY = 0;
 const DELETED = -1;
-/** A slot's `first` when it holds nothing. */
-const UNUSED = -1;
+/**
+ * A slot's `first` when it holds nothing; otherwise `first` is its first cell + 1. Zero, so that
+ * the slots never used are pages never touched: a store sized for a million answers that holds
+ * few (the denial store, most often) costs address space, not memory.
+ */
+const UNUSED = 0;
 
 /**
  * FNV-1a over the question section's first entry (`end` is just after its type and class) and
@@ -52,7 +56,7 @@ export function hashQuestion(msg: Buffer, end: number, bits: number): number {
 
 export class CacheStore {
   private readonly arena = new CellArena();
-  /** Each slot's first cell in the arena, or UNUSED. */
+  /** Each slot's first cell in the arena + 1, or UNUSED. */
   private readonly first: Int32Array;
   private readonly hashes: Uint32Array;
   private readonly wireLength: Uint16Array;
@@ -79,7 +83,7 @@ export class CacheStore {
     readonly capacity: number,
     private readonly onEvict: () => void = () => {},
   ) {
-    this.first = new Int32Array(capacity).fill(UNUSED);
+    this.first = new Int32Array(capacity);
     this.hashes = new Uint32Array(capacity);
     this.wireLength = new Uint16Array(capacity);
     this.ttlCount = new Uint16Array(capacity);
@@ -124,7 +128,7 @@ export class CacheStore {
       this.index(hash, slot);
       this.count++;
     } else {
-      this.arena.free(this.first[slot]!);
+      this.arena.free(this.first[slot]! - 1);
     }
     const entry = scratchFor(answer.length + 2 * ttlOffsets.length);
     answer.copy(entry, 0);
@@ -135,7 +139,7 @@ export class CacheStore {
     }
     let at = answer.length;
     for (const offset of ttlOffsets) at = entry.writeUInt16BE(offset, at);
-    this.first[slot] = this.arena.write(entry, 0, at);
+    this.first[slot] = this.arena.write(entry, 0, at) + 1;
     this.hashes[slot] = hash;
     this.ttlCount[slot] = ttlOffsets.length;
     this.watched.delete(slot);
@@ -158,7 +162,7 @@ export class CacheStore {
    * question bytes (the client's case) in place of the stored ones.
    */
   render(slot: number, query: Buffer, ttlFor: (original: number) => number): Buffer {
-    const first = this.first[slot]!;
+    const first = this.first[slot]! - 1;
     const length = this.wireLength[slot]!;
     const out = Buffer.allocUnsafe(length);
     this.arena.read(first, 0, length, out, 0);
@@ -192,7 +196,7 @@ export class CacheStore {
         this.hashes[slot] === hash &&
         this.bits[slot] === bits &&
         this.questionEnd[slot] === questionEnd &&
-        this.arena.equalsFolded(this.first[slot]!, msg, HEADER_SIZE, questionEnd, questionEnd - 4)
+        this.arena.equalsFolded(this.first[slot]! - 1, msg, HEADER_SIZE, questionEnd, questionEnd - 4)
       ) {
         return slot;
       }
@@ -234,7 +238,7 @@ export class CacheStore {
         break;
       }
     }
-    this.arena.free(this.first[slot]!);
+    this.arena.free(this.first[slot]! - 1);
     this.first[slot] = UNUSED;
     this.watched.delete(slot);
     this.free.push(slot);

@@ -137,7 +137,10 @@ interface OpenBlock {
 export class H2ServerConnection {
   private readonly decoder = new HpackDecoder();
   private readonly streams = new Map<number, Stream>();
-  private input: Buffer | null = null;
+  /** Received bytes of a frame not yet whole, and how many make it whole. */
+  private input: Buffer[] = [];
+  private inputBytes = 0;
+  private inputNeeded = 0;
   private prefaceDone = false;
   private settingsSeen = false;
   private lastStreamId = 0;
@@ -187,24 +190,37 @@ export class H2ServerConnection {
 
   private receive(chunk: Buffer): void {
     if (this.closed) return;
-    const data = this.input ? Buffer.concat([this.input, chunk]) : chunk;
-    this.input = null;
+    // Bytes of an unfinished frame wait as chunks and are joined once the frame is whole, so a
+    // frame that arrives a byte at a time is copied once, not once per byte.
+    if (this.inputBytes + chunk.length < this.inputNeeded) {
+      this.input.push(chunk);
+      this.inputBytes += chunk.length;
+      return;
+    }
+    const data = this.input.length === 0 ? chunk : Buffer.concat([...this.input, chunk]);
+    this.input = [];
+    this.inputBytes = 0;
+    this.inputNeeded = 0;
     try {
       let at = 0;
       if (!this.prefaceDone) {
         const seen = Math.min(data.length, PREFACE.length);
         if (!data.subarray(0, seen).equals(PREFACE.subarray(0, seen))) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'no HTTP/2 preface');
-        if (seen < PREFACE.length) {
-          this.input = data;
-          return;
-        }
+        if (seen < PREFACE.length) return this.keep(data, PREFACE.length);
         this.prefaceDone = true;
         at = PREFACE.length;
       }
-      while (data.length - at >= FRAME_HEADER && !this.closed) {
+      while (!this.closed) {
+        if (data.length - at < FRAME_HEADER) {
+          if (at < data.length) this.keep(data.subarray(at), FRAME_HEADER);
+          break;
+        }
         const length = (data[at]! << 16) | (data[at + 1]! << 8) | data[at + 2]!;
         if (length > MAX_FRAME_SIZE) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, `a frame of ${length} bytes`);
-        if (data.length - at < FRAME_HEADER + length) break;
+        if (data.length - at < FRAME_HEADER + length) {
+          this.keep(data.subarray(at), FRAME_HEADER + length);
+          break;
+        }
         const type = data[at + 3]!;
         const flags = data[at + 4]!;
         const streamId = data.readUInt32BE(at + 5) & 0x7fffffff;
@@ -212,12 +228,18 @@ export class H2ServerConnection {
         at += FRAME_HEADER + length;
         this.frame(type, flags, streamId, payload);
       }
-      if (at < data.length) this.input = Buffer.from(data.subarray(at)); // a copy: the chunk may be large
       this.creditReceived();
     } catch (err) {
       // A bug of ours must not take the process down with it: this connection ends instead.
       this.fail(err instanceof ConnectionError ? err : new ConnectionError(H2Error.INTERNAL_ERROR, (err as Error).message));
     }
+  }
+
+  /** Keeps the start of an unfinished frame (a copy: the chunk it is part of may be large). */
+  private keep(bytes: Buffer, needed: number): void {
+    this.input = [Buffer.from(bytes)];
+    this.inputBytes = bytes.length;
+    this.inputNeeded = needed;
   }
 
   private frame(type: number, flags: number, streamId: number, payload: Buffer): void {

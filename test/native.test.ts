@@ -1,17 +1,21 @@
 /**
- * Batched UDP (native/udp-batch.c through core/net/udp-batch.ts): datagrams in bursts, answers
- * that come later, answers too big to queue at once, IPv6 clients, binding errors; and the
- * node:dgram path that serves when the addon is not built, through the real bin/veil.
+ * The native addons. Batched UDP (native/udp-batch.c through core/net/udp-batch.ts): datagrams
+ * in bursts, answers that come later, answers too big to queue at once, IPv6 clients, binding
+ * errors; the node:dgram path that serves when the addon is not built, through the real
+ * bin/veil. And native/memory.c, which gives freed memory back after full collections.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import dnsPacket from 'dns-packet';
 import { QType } from '../core/dns/constants.js';
 import { buildQuery } from '../core/dns/message.js';
 import { queryUdp } from '../core/testing/client.js';
+import { loadMemoryAddon, trimAfterCollections } from '../core/memory.js';
 import { BatchedUdpSocket, formatIPv6, udpBatchAddon, type BatchPeer } from '../core/net/udp-batch.js';
 import { startVeil, type VeilProcess } from './helpers/veil-process.js';
 
@@ -173,5 +177,38 @@ describe('bin/veil with VEIL_UDP_BATCH=off (node:dgram)', () => {
     const { host, port } = veil.address('udp', 0);
     const replies = await burst(host, port, Array.from({ length: 100 }, (_, i) => buildQuery('plain.test', QType.A, { id: i + 1 })));
     assert.deepEqual(replies.map((r) => r.readUInt16BE(0)).sort((x, y) => x - y), Array.from({ length: 100 }, (_, i) => i + 1));
+  });
+});
+
+describe('returning freed memory to the kernel (core/memory.ts, native/memory.c)', () => {
+  /** A full collection on demand, without starting the test runner with --expose-gc. */
+  const fullCollection = (): void => {
+    setFlagsFromString('--expose-gc');
+    (runInNewContext('gc') as () => void)();
+  };
+
+  it('the addon is built on Linux where a C compiler is, and trims', { skip: process.platform !== 'linux' || !hasCompiler() ? 'skipped: not Linux or no C compiler' : false }, () => {
+    const memory = loadMemoryAddon();
+    assert.ok(memory, 'dist/native/memory.node did not load');
+    assert.equal(typeof memory.trim(), 'boolean');
+  });
+
+  it('trims after a full collection, and not again within the interval', async () => {
+    let trims = 0;
+    const stop = trimAfterCollections({ trim: () => (trims++, true) }, 20, 60_000)!;
+    try {
+      fullCollection();
+      for (let i = 0; i < 100 && trims === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(trims, 1, 'no trim within 2 s of a full collection');
+      fullCollection();
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(trims, 1, 'a second trim within the minimum interval');
+    } finally {
+      stop();
+    }
+  });
+
+  it('does nothing without the addon', () => {
+    assert.equal(trimAfterCollections(null), null);
   });
 });
