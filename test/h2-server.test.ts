@@ -12,6 +12,7 @@ import { H2ServerConnection, PREFACE, type H2Options, type RequestHandler } from
 import { encodeResponseHeaders, HpackDecoder, HpackError } from '../plugins/doh/h2/hpack.js';
 import { decodeHuffman, encodeHuffman, HuffmanError } from '../plugins/doh/h2/huffman.js';
 import type { HttpReply } from '../plugins/doh/service.js';
+import { h2Frame } from './helpers/h2-frames.js';
 
 const T = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 };
 const E = { NO_ERROR: 0, PROTOCOL_ERROR: 1, FLOW_CONTROL_ERROR: 3, FRAME_SIZE_ERROR: 6, REFUSED_STREAM: 7, COMPRESSION_ERROR: 9, ENHANCE_YOUR_CALM: 0xb };
@@ -212,12 +213,7 @@ class RawClient {
   }
 
   send(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): boolean {
-    const header = Buffer.alloc(9);
-    header.writeUIntBE(payload.length, 0, 3);
-    header[3] = type;
-    header[4] = flags;
-    header.writeUInt32BE(stream, 5);
-    return this.write(Buffer.concat([header, payload]));
+    return this.write(h2Frame(type, flags, stream, payload));
   }
 
   request(stream: number, fields: [string, string][], endStream = true): void {
@@ -324,16 +320,7 @@ describe('HTTP/2 server connection', () => {
     await new Promise((r) => c.socket.once('connect', r));
     c.socket.setNoDelay(true);
     try {
-      const header = Buffer.alloc(9);
-      const frameOf = (type: number, flags: number, stream: number, payload: Buffer) => {
-        const h = Buffer.from(header);
-        h.writeUIntBE(payload.length, 0, 3);
-        h[3] = type;
-        h[4] = flags;
-        h.writeUInt32BE(stream, 5);
-        return Buffer.concat([h, payload]);
-      };
-      const bytes = Buffer.concat([PREFACE, frameOf(T.SETTINGS, 0, 0, Buffer.alloc(0)), frameOf(T.HEADERS, 5, 1, block(GET('/bytewise', [['x-a', 'slow']]), true))]);
+      const bytes = Buffer.concat([PREFACE, h2Frame(T.SETTINGS, 0, 0), h2Frame(T.HEADERS, 5, 1, block(GET('/bytewise', [['x-a', 'slow']]), true))]);
       for (const byte of bytes) {
         c.write(Buffer.from([byte]));
         await new Promise((r) => setImmediate(r));

@@ -142,6 +142,7 @@ export class BatchedUdpSocket {
     for (let i = 0; i < count; i++) {
       const at = i * stride;
       const length = meta[at]!;
+      // A copy: the slot takes the next batch while this query may still be in use (forwarded, retried).
       const message = Buffer.allocUnsafe(length);
       this.recvData.copy(message, 0, i * SLOT_BYTES, i * SLOT_BYTES + length);
       const version = meta[at + 1]!;

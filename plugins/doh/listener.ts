@@ -15,7 +15,7 @@ import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition }
 import { unmapIpv4, type Endpoint } from '../../core/net/address.js';
 import { HTTP_OPTION_NAMES, HTTPS_OPTION_NAMES, parseDohListenerOptions, type DohListenerOptions } from './listener-options.js';
 import { H2ServerConnection, PREFACE as H2_PREFACE } from './h2/connection.js';
-import { DohService, textReply, type BodyResult, type DohRequestView, type HttpReply } from './service.js';
+import { bodyCutOff, bodyTimedOut, bodyTooLarge, DohService, textReply, type BodyResult, type DohRequestView, type HttpReply } from './service.js';
 
 interface Connection {
   socket: net.Socket;
@@ -325,12 +325,12 @@ function readBody(stream: NodeJS.ReadableStream & { on(event: 'close', fn: () =>
     };
     const onData = (chunk: Buffer): void => {
       size += chunk.length;
-      if (size > limit) finish(textReply(413, `payload too large: a DNS message is at most ${limit} bytes`));
+      if (size > limit) finish(bodyTooLarge(limit));
       else chunks.push(chunk);
     };
     const onEnd = (): void => finish(Buffer.concat(chunks, size));
-    const onClose = (): void => finish(textReply(400, 'bad request: the body was cut off'));
-    const timer = setTimeout(() => finish(textReply(408, 'request timeout: the body did not arrive in time')), timeoutMs);
+    const onClose = (): void => finish(bodyCutOff());
+    const timer = setTimeout(() => finish(bodyTimedOut()), timeoutMs);
     stream.on('data', onData);
     stream.on('end', onEnd);
     stream.on('close', onClose);

@@ -41,6 +41,11 @@ export function textReply(status: number, message: string, headers: Record<strin
   return { status, headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': body.length, ...headers }, body };
 }
 
+/** The replies for a request body that does not arrive whole, whichever HTTP version carries it. */
+export const bodyTooLarge = (limit: number): HttpReply => textReply(413, `payload too large: a DNS message is at most ${limit} bytes`);
+export const bodyCutOff = (): HttpReply => textReply(400, 'bad request: the body was cut off');
+export const bodyTimedOut = (): HttpReply => textReply(408, 'request timeout: the body did not arrive in time');
+
 export class DohService {
   constructor(
     private readonly path: string,
@@ -74,7 +79,7 @@ export class DohService {
       const type = mediaType(request.header('content-type'));
       if (type !== DNS_MESSAGE) return textReply(415, `unsupported media type: POST bodies are ${DNS_MESSAGE}`);
       const length = request.header('content-length');
-      if (length !== undefined && Number(length) > MAX_MESSAGE_SIZE) return textReply(413, `payload too large: a DNS message is at most ${MAX_MESSAGE_SIZE} bytes`);
+      if (length !== undefined && Number(length) > MAX_MESSAGE_SIZE) return bodyTooLarge(MAX_MESSAGE_SIZE);
       const body = await request.readBody(MAX_MESSAGE_SIZE);
       if (!Buffer.isBuffer(body)) return body;
       wire = body;

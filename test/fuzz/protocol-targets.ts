@@ -37,6 +37,7 @@ import { encodeHuffman } from '../../plugins/doh/h2/huffman.js';
 import { DohService, textReply, type DohRequestView, type HttpReply } from '../../plugins/doh/service.js';
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
+import { h2Frame } from '../helpers/h2-frames.js';
 import { bytesLike, textLike } from './mutate.js';
 import { asBuffer, asJson, asText, BugError, env, expectOnly, theDoor, wireSeeds, type FuzzTarget } from './targets.js';
 import { loadSodium } from '../../lib/dnscrypt/sodium.js';
@@ -317,28 +318,19 @@ const hpack: FuzzTarget<Buffer[]> = {
   },
 };
 
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const header = Buffer.alloc(9);
-  header.writeUIntBE(payload.length, 0, 3);
-  header[3] = type;
-  header[4] = flags;
-  header.writeUInt32BE(stream, 5);
-  return Buffer.concat([header, payload]);
-}
-
 const h2Seeds = [
   Buffer.concat([
     PREFACE,
-    frame(4, 0, 0, Buffer.from([0, 4, 0, 0, 0, 100])),
-    frame(1, 5, 1, requestBlock('/dns-query?dns=' + queries[0]!.toString('base64url'))),
-    frame(1, 4, 3, requestBlock('/dns-query', [['content-type', DNS_MESSAGE]])),
-    frame(0, 0, 3, queries[0]!.subarray(0, 5)),
-    frame(0, 1, 3, queries[0]!.subarray(5)),
-    frame(6, 0, 0, Buffer.alloc(8)),
-    frame(8, 0, 1, Buffer.from([0, 0, 1, 0])),
-    frame(3, 0, 3, Buffer.from([0, 0, 0, 8])),
+    h2Frame(4, 0, 0, Buffer.from([0, 4, 0, 0, 0, 100])),
+    h2Frame(1, 5, 1, requestBlock('/dns-query?dns=' + queries[0]!.toString('base64url'))),
+    h2Frame(1, 4, 3, requestBlock('/dns-query', [['content-type', DNS_MESSAGE]])),
+    h2Frame(0, 0, 3, queries[0]!.subarray(0, 5)),
+    h2Frame(0, 1, 3, queries[0]!.subarray(5)),
+    h2Frame(6, 0, 0, Buffer.alloc(8)),
+    h2Frame(8, 0, 1, Buffer.from([0, 0, 1, 0])),
+    h2Frame(3, 0, 3, Buffer.from([0, 0, 0, 8])),
   ]),
-  Buffer.concat([PREFACE, frame(4, 0, 0, Buffer.alloc(0)), frame(1, 0, 1, requestBlock('/dns-query').subarray(0, 4)), frame(9, 4, 1, requestBlock('/dns-query').subarray(4))]),
+  Buffer.concat([PREFACE, h2Frame(4, 0, 0, Buffer.alloc(0)), h2Frame(1, 0, 1, requestBlock('/dns-query').subarray(0, 4)), h2Frame(9, 4, 1, requestBlock('/dns-query').subarray(4))]),
 ];
 
 /** A socket that takes what the connection writes and drops it; enough of net.Socket for it. */

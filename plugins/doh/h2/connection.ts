@@ -15,7 +15,7 @@
  * written to a client that does not read; 100 refused or malformed streams end the connection.
  */
 import type net from 'node:net';
-import { textReply, type BodyResult, type DohRequestView, type HttpReply } from '../service.js';
+import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type DohRequestView, type HttpReply } from '../service.js';
 import { encodeResponseHeaders, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -52,7 +52,6 @@ export const enum H2Error {
   ENHANCE_YOUR_CALM = 0xb,
 }
 
-const SETTINGS_HEADER_TABLE_SIZE = 0x1;
 const SETTINGS_ENABLE_PUSH = 0x2;
 const SETTINGS_MAX_CONCURRENT_STREAMS = 0x3;
 const SETTINGS_INITIAL_WINDOW_SIZE = 0x4;
@@ -442,24 +441,24 @@ export class H2ServerConnection {
       }
     }
     if (flags & END_STREAM) this.endRequest(stream);
-    else if (stream.bodyLimit >= 0 && stream.bodySize > stream.bodyLimit) this.settleBody(stream, textReply(413, `payload too large: a DNS message is at most ${stream.bodyLimit} bytes`));
+    else if (stream.bodyLimit >= 0 && stream.bodySize > stream.bodyLimit) this.settleBody(stream, bodyTooLarge(stream.bodyLimit));
   }
 
   /** The client finished its request: the body is whole (or the content-length lied). */
   private endRequest(stream: Stream): void {
     stream.ended = true;
     if (stream.contentLength >= 0 && stream.contentLength !== stream.bodySize) return this.malformed(stream);
-    if (stream.bodyWaiter) this.settleBody(stream, stream.bodySize > stream.bodyLimit ? textReply(413, `payload too large: a DNS message is at most ${stream.bodyLimit} bytes`) : Buffer.concat(stream.body, stream.bodySize));
+    if (stream.bodyWaiter) this.settleBody(stream, stream.bodySize > stream.bodyLimit ? bodyTooLarge(stream.bodyLimit) : Buffer.concat(stream.body, stream.bodySize));
   }
 
   private readBody(stream: Stream, limit: number): Promise<BodyResult> {
     stream.bodyLimit = limit;
-    if (stream.reset) return Promise.resolve(textReply(400, 'bad request: the body was cut off'));
-    if (stream.bodySize > limit) return Promise.resolve(textReply(413, `payload too large: a DNS message is at most ${limit} bytes`));
+    if (stream.reset) return Promise.resolve(bodyCutOff());
+    if (stream.bodySize > limit) return Promise.resolve(bodyTooLarge(limit));
     if (stream.ended) return Promise.resolve(Buffer.concat(stream.body, stream.bodySize));
     return new Promise((resolve) => {
       stream.bodyWaiter = resolve;
-      stream.bodyTimer = setTimeout(() => this.settleBody(stream, textReply(408, 'request timeout: the body did not arrive in time')), this.options.idleTimeoutMs);
+      stream.bodyTimer = setTimeout(() => this.settleBody(stream, bodyTimedOut()), this.options.idleTimeoutMs);
     });
   }
 
@@ -532,7 +531,7 @@ export class H2ServerConnection {
     if (!stream.ended && stream.bodyRefused) {
       stream.reset = true;
       this.writeFrame(Frame.RST_STREAM, 0, stream.id, errorPayload(H2Error.NO_ERROR));
-      this.settleBody(stream, textReply(400, 'bad request: the body was cut off'));
+      this.settleBody(stream, bodyCutOff());
     }
     this.forget(stream);
   }
@@ -541,7 +540,7 @@ export class H2ServerConnection {
   private abandon(stream: Stream): void {
     stream.reset = true;
     stream.pending = null;
-    this.settleBody(stream, textReply(400, 'bad request: the body was cut off'));
+    this.settleBody(stream, bodyCutOff());
     this.forget(stream);
   }
 
@@ -585,7 +584,7 @@ export class H2ServerConnection {
     settings.writeUInt32BE(this.options.maxHeaderListSize, 8);
     settings.writeUInt16BE(SETTINGS_ENABLE_PUSH, 12);
     settings.writeUInt32BE(0, 14);
-    void SETTINGS_HEADER_TABLE_SIZE; // left at its default, 4096 (hpack.ts HEADER_TABLE_SIZE)
+    // SETTINGS_HEADER_TABLE_SIZE stays at its default, 4096 (hpack.ts HEADER_TABLE_SIZE).
     this.writeFrame(Frame.SETTINGS, 0, 0, settings);
   }
 
@@ -640,7 +639,7 @@ export class H2ServerConnection {
     this.out = [];
     for (const stream of this.streams.values()) {
       stream.reset = true;
-      this.settleBody(stream, textReply(400, 'bad request: the body was cut off'));
+      this.settleBody(stream, bodyCutOff());
       if (stream.bodyTimer) clearTimeout(stream.bodyTimer);
     }
   }
