@@ -6,18 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { H2ServerConnection, PREFACE, type H2Options, type RequestHandler } from '../plugins/doh/h2/connection.js';
+import { PREFACE } from '../plugins/doh/h2/connection.js';
 import { encodeResponseHeaders, HpackDecoder, HpackError } from '../plugins/doh/h2/hpack.js';
 import { decodeHuffman, encodeHuffman, HuffmanError } from '../plugins/doh/h2/huffman.js';
-import type { HttpReply } from '../plugins/doh/service.js';
-import { h2Frame } from './helpers/h2-frames.js';
-
-const T = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 };
-const E = { NO_ERROR: 0, PROTOCOL_ERROR: 1, FLOW_CONTROL_ERROR: 3, FRAME_SIZE_ERROR: 6, REFUSED_STREAM: 7, COMPRESSION_ERROR: 9, ENHANCE_YOUR_CALM: 0xb };
-
-const text = (status: number, body: string): HttpReply => ({ status, headers: { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) }, body: Buffer.from(body) });
+import { block, E, echo, GET, h2Frame, integer, RawClient, startServer, T, text, type H2TestServer } from './helpers/h2-frames.js';
 
 describe('Huffman code (RFC 7541 §5.2)', () => {
   it('round-trips every byte value and mixed text', () => {
@@ -42,30 +35,6 @@ describe('Huffman code (RFC 7541 §5.2)', () => {
     assert.throws(() => decodeHuffman(Buffer.from([0xff, 0xff, 0xff, 0xff]), 0, 4), HuffmanError); // 30 1s: EOS
   });
 });
-
-/** A header block of literals without indexing (raw or Huffman strings). */
-function block(fields: [string, string][], huffman = false): Buffer {
-  const parts: Buffer[] = [];
-  const str = (s: string) => {
-    const bytes = huffman ? encodeHuffman(s) : Buffer.from(s, 'latin1');
-    return Buffer.concat([integer(huffman ? 0x80 : 0, 7, bytes.length), bytes]);
-  };
-  for (const [name, value] of fields) parts.push(Buffer.from([0x00]), str(name), str(value));
-  return Buffer.concat(parts);
-}
-
-function integer(flags: number, prefix: number, value: number): Buffer {
-  const max = (1 << prefix) - 1;
-  if (value < max) return Buffer.from([flags | value]);
-  const out = [flags | max];
-  value -= max;
-  while (value >= 128) {
-    out.push((value & 0x7f) | 0x80);
-    value >>= 7;
-  }
-  out.push(value);
-  return Buffer.from(out);
-}
 
 describe('HPACK decoder (RFC 7541)', () => {
   it('reads indexed fields, literals with and without indexing, and Huffman strings', () => {
@@ -124,151 +93,8 @@ describe('HPACK decoder (RFC 7541)', () => {
   });
 });
 
-interface TestServer {
-  port: number;
-  connections: H2ServerConnection[];
-  sockets: net.Socket[];
-  close(): Promise<void>;
-}
-
-async function startServer(options: Partial<H2Options>, handler: RequestHandler): Promise<TestServer> {
-  const connections: H2ServerConnection[] = [];
-  const sockets: net.Socket[] = [];
-  const server = net.createServer((socket) => {
-    socket.on('error', () => {});
-    sockets.push(socket);
-    connections.push(new H2ServerConnection(socket, { maxStreams: 100, maxHeaderListSize: 8192, idleTimeoutMs: 5000, ...options }, handler));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    connections,
-    sockets,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
-
-/** Echoes what the request was, with its body, as JSON. */
-const echo: RequestHandler = (request, respond) => {
-  void (async () => {
-    const body = request.method === 'POST' ? await request.readBody(65535) : Buffer.alloc(0);
-    if (!Buffer.isBuffer(body)) return respond(body);
-    const headers: Record<string, string | undefined> = {};
-    for (const name of ['x-a', 'x-b', 'x-long', 'user-agent']) headers[name] = request.header(name);
-    respond(text(200, JSON.stringify({ method: request.method, path: request.path, headers, body: body.toString('latin1') })));
-  })();
-};
-
-interface RawFrame {
-  type: number;
-  flags: number;
-  stream: number;
-  payload: Buffer;
-}
-
-/** A client that writes frames by hand and collects the server's. */
-class RawClient {
-  readonly socket: net.Socket;
-  readonly frames: RawFrame[] = [];
-  closed = false;
-  private buffered = Buffer.alloc(0);
-  private waiters: (() => void)[] = [];
-
-  constructor(port: number) {
-    this.socket = net.connect(port, '127.0.0.1');
-    this.socket.on('error', () => {});
-    this.socket.on('data', (chunk) => {
-      this.buffered = Buffer.concat([this.buffered, chunk]);
-      while (this.buffered.length >= 9) {
-        const length = this.buffered.readUIntBE(0, 3);
-        if (this.buffered.length < 9 + length) break;
-        this.frames.push({ type: this.buffered[3]!, flags: this.buffered[4]!, stream: this.buffered.readUInt32BE(5) & 0x7fffffff, payload: this.buffered.subarray(9, 9 + length) });
-        this.buffered = this.buffered.subarray(9 + length);
-      }
-      this.wake();
-    });
-    this.socket.on('close', () => {
-      this.closed = true;
-      this.wake();
-    });
-  }
-
-  private wake(): void {
-    for (const waiter of this.waiters.splice(0)) waiter();
-  }
-
-  static async open(port: number, settings: Buffer = Buffer.alloc(0)): Promise<RawClient> {
-    const client = new RawClient(port);
-    await new Promise((resolve) => client.socket.once('connect', resolve));
-    client.write(PREFACE);
-    client.send(T.SETTINGS, 0, 0, settings);
-    return client;
-  }
-
-  write(bytes: Buffer): boolean {
-    return this.socket.write(bytes);
-  }
-
-  send(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): boolean {
-    return this.write(h2Frame(type, flags, stream, payload));
-  }
-
-  request(stream: number, fields: [string, string][], endStream = true): void {
-    this.send(T.HEADERS, 0x4 | (endStream ? 0x1 : 0), stream, block(fields));
-  }
-
-  /** Waits (at most `ms`) until a frame matches; resolves with it, or null. */
-  async waitFor(match: (f: RawFrame) => boolean, ms = 3000): Promise<RawFrame | null> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const found = this.frames.find(match);
-      if (found) return found;
-      if (this.closed || Date.now() > deadline) return null;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
-  async goaway(ms = 3000): Promise<number | null> {
-    const frame = await this.waitFor((f) => f.type === T.GOAWAY, ms);
-    return frame ? frame.payload.readUInt32BE(4) : null;
-  }
-
-  async closedWithin(ms = 3000): Promise<boolean> {
-    const deadline = Date.now() + ms;
-    while (!this.closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    return this.closed;
-  }
-
-  /** The answer body on a stream, once its END_STREAM came. */
-  async body(stream: number, ms = 3000): Promise<string | null> {
-    const end = await this.waitFor((f) => f.stream === stream && (f.type === T.DATA || f.type === T.HEADERS) && (f.flags & 1) === 1, ms);
-    if (!end) return null;
-    return Buffer.concat(this.frames.filter((f) => f.stream === stream && f.type === T.DATA).map((f) => f.payload)).toString();
-  }
-
-  reset(stream: number): number | null {
-    const frame = this.frames.find((f) => f.type === T.RST_STREAM && f.stream === stream);
-    return frame ? frame.payload.readUInt32BE(0) : null;
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
-}
-
-const GET = (path = '/dns-query', extra: [string, string][] = []): [string, string][] => [[':method', 'GET'], [':scheme', 'https'], [':path', path], [':authority', 'dns.test'], ...extra];
-
 describe('HTTP/2 server connection', () => {
-  let server: TestServer;
+  let server: H2TestServer;
   before(async () => {
     server = await startServer({}, echo);
   });
@@ -316,8 +142,7 @@ describe('HTTP/2 server connection', () => {
   });
 
   it('reads frames however the bytes are split: here one byte at a time', async () => {
-    const c = new RawClient(server.port);
-    await new Promise((r) => c.socket.once('connect', r));
+    const c = await RawClient.connect(server.port);
     c.socket.setNoDelay(true);
     try {
       const bytes = Buffer.concat([PREFACE, h2Frame(T.SETTINGS, 0, 0), h2Frame(T.HEADERS, 5, 1, block(GET('/bytewise', [['x-a', 'slow']]), true))]);
@@ -436,13 +261,11 @@ describe('HTTP/2 server connection', () => {
   }
 
   it('refuses a connection that does not start with the preface, or whose first frame is not SETTINGS', async () => {
-    const wrong = new RawClient(server.port);
-    await new Promise((r) => wrong.socket.once('connect', r));
+    const wrong = await RawClient.connect(server.port);
     wrong.write(Buffer.from('GET / HTTP/1.1\r\nhost: x\r\n\r\n'));
     assert.equal(await wrong.goaway(), E.PROTOCOL_ERROR);
     wrong.destroy();
-    const noSettings = new RawClient(server.port);
-    await new Promise((r) => noSettings.socket.once('connect', r));
+    const noSettings = await RawClient.connect(server.port);
     noSettings.write(PREFACE);
     noSettings.send(T.PING, 0, 0, Buffer.alloc(8));
     assert.equal(await noSettings.goaway(), E.PROTOCOL_ERROR);

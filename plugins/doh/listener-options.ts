@@ -17,10 +17,14 @@ export interface DohListenerOptions {
   /** PEM text (https only). */
   cert: string | null;
   key: string | null;
-  /** A connection with no query being answered is closed after this long (and a request must arrive whole within it). */
+  /** A connection with no request open is closed after this long. */
   idleTimeoutMs: number;
+  /** A request must arrive whole (headers and body), and its answer be taken, within this long. */
+  requestTimeoutMs: number;
   maxConnections: number;
-  /** Concurrent HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  /** Connections one client address may hold; trusted proxies are not bounded by it. */
+  maxConnectionsPerClient: number;
+  /** Requests in flight per connection: HTTP/2 streams (SETTINGS_MAX_CONCURRENT_STREAMS), or pipelined HTTP/1.1 requests. */
   maxStreams: number;
   /** Bytes of request headers accepted. */
   maxHeaderSize: number;
@@ -28,7 +32,9 @@ export interface DohListenerOptions {
   trustedProxies: string[];
 }
 
-const COMMON = ['idle_timeout', 'max_connections', 'max_streams', 'max_header_size', 'trusted_proxies'] as const;
+const COMMON = ['idle_timeout', 'request_timeout', 'max_connections', 'max_connections_per_client', 'max_streams', 'max_header_size', 'trusted_proxies'] as const;
+/** A request of a few hundred bytes has this long to arrive, unless idle_timeout is shorter. */
+const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 export const HTTPS_OPTION_NAMES = ['cert', 'key', ...COMMON] as const;
 export const HTTP_OPTION_NAMES = COMMON;
 
@@ -42,7 +48,9 @@ export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[]
     cert: null,
     key: null,
     idleTimeoutMs: 30_000,
+    requestTimeoutMs: -1,
     maxConnections: 1000,
+    maxConnectionsPerClient: -1,
     maxStreams: 100,
     maxHeaderSize: 8192,
     trustedProxies: [],
@@ -62,8 +70,14 @@ export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[]
       case 'idle_timeout':
         result.idleTimeoutMs = parseDuration(PLUGIN, value, { min: 100, max: 3_600_000 });
         break;
+      case 'request_timeout':
+        result.requestTimeoutMs = parseDuration(PLUGIN, value, { min: 100, max: 3_600_000 });
+        break;
       case 'max_connections':
         result.maxConnections = parseInteger(PLUGIN, value, 1, 1_000_000);
+        break;
+      case 'max_connections_per_client':
+        result.maxConnectionsPerClient = parseInteger(PLUGIN, value, 1, 1_000_000);
         break;
       case 'max_streams':
         result.maxStreams = parseInteger(PLUGIN, value, 1, 10_000);
@@ -76,6 +90,9 @@ export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[]
         break;
     }
   }
+  if (result.requestTimeoutMs < 0) result.requestTimeoutMs = Math.min(DEFAULT_REQUEST_TIMEOUT_MS, result.idleTimeoutMs);
+  // By default no one address holds more than a tenth of the connections (at least one).
+  if (result.maxConnectionsPerClient < 0) result.maxConnectionsPerClient = Math.max(1, Math.ceil(result.maxConnections / 10));
   if (secure) {
     if (!result.cert || !result.key) throw configError(PLUGIN, at, `${endpoint.text} needs "cert FILE" and "key FILE" in its block`);
     try {

@@ -3,8 +3,13 @@
  * TLS with ALPN (h2, http/1.1) for https, plain TCP for http (where the HTTP/2 client preface
  * tells h2c from HTTP/1.1) — counts them against `max_connections`, and hands each to Veil's
  * HTTP/2 connection (h2/connection.ts) or to an HTTP/1.1 server that never listens on its own.
- * That keeps one place for the bounds: connections, streams per connection, header size, idle
- * time, the time a request body may take, and bytes per body.
+ * That keeps one place for the bounds: connections (in all and per client address), requests
+ * in flight per connection (HTTP/2 streams or pipelined HTTP/1.1 requests), header size, idle
+ * time, the time a request may take to arrive, and bytes per body.
+ *
+ * At `max_connections`, the connection that has been idle longest makes room for a new one. A
+ * connection only waiting for its client (a request body still arriving) counts as idle: a
+ * client that holds requests open cannot lock others out.
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -20,9 +25,16 @@ import { bodyCutOff, bodyTimedOut, bodyTooLarge, DohService, textReply, type Bod
 interface Connection {
   socket: net.Socket;
   client: ClientAddress;
+  /** The address its per-client bound counts it under; null for a trusted proxy. */
+  owner: string | null;
   /** Requests being served (body read, query answered, response written). */
   inflight: number;
+  /** Of those, requests not waiting for their client: their query is being answered. */
+  answering: number;
   session: H2ServerConnection | null;
+  /** HTTP/1.1 requests read past `max_streams` in flight, waiting their turn; reading is paused meanwhile. */
+  queued: (() => void)[];
+  pausedForQueue: boolean;
   closed: boolean;
 }
 
@@ -35,7 +47,11 @@ export class DohListener implements Listener {
   private readonly service: DohService;
   private proxies: net.BlockList;
   private readonly connections = new Set<Connection>();
+  /** Connections answering nothing, the one idle longest first: the first to make room. */
+  private readonly idle = new Set<Connection>();
+  private readonly byOwner = new Map<string, Set<Connection>>();
   private readonly bySocket = new WeakMap<net.Socket, Connection>();
+  private ownerLimitLogged = false;
   private draining = false;
   private atCapacity = false;
   private whenDrained: (() => void) | null = null;
@@ -49,7 +65,17 @@ export class DohListener implements Listener {
   ) {
     this.service = new DohService(options.path, secure ? 'https' : 'http', () => this.handler!);
     this.proxies = blockListOf(options.trustedProxies);
-    this.h1 = http.createServer({ maxHeaderSize: options.maxHeaderSize, keepAliveTimeout: options.idleTimeoutMs }, (req, res) => this.onRequest(req, res));
+    this.h1 = http.createServer(
+      {
+        maxHeaderSize: options.maxHeaderSize,
+        keepAliveTimeout: options.idleTimeoutMs,
+        // Headers dripped a byte at a time end the connection when the request's time is up.
+        headersTimeout: options.requestTimeoutMs,
+        requestTimeout: options.requestTimeoutMs,
+        connectionsCheckingInterval: Math.min(1000, options.requestTimeoutMs),
+      },
+      (req, res) => this.onRequest(req, res),
+    );
     this.h1.setTimeout(options.idleTimeoutMs, (socket: net.Socket) => this.onIdle(socket));
     this.h1.on('clientError', (_err, socket: net.Socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
@@ -93,6 +119,8 @@ export class DohListener implements Listener {
     this.proxies = blockListOf(next.trustedProxies); // HTTP/2 connections opened from now on take the new limits
     this.h1.keepAliveTimeout = next.idleTimeoutMs;
     this.h1.timeout = next.idleTimeoutMs;
+    this.h1.headersTimeout = next.requestTimeoutMs;
+    this.h1.requestTimeout = next.requestTimeoutMs;
     if (this.front) {
       this.front.maxConnections = next.maxConnections * 2;
       if (this.front instanceof tls.Server) this.front.setSecureContext({ key: next.key!, cert: next.cert!, minVersion: 'TLSv1.2' });
@@ -102,6 +130,12 @@ export class DohListener implements Listener {
   private accept(socket: net.Socket): void {
     socket.on('error', noop);
     if (this.draining) {
+      socket.destroy();
+      return;
+    }
+    const client = clientOf(socket);
+    const owner = isTrusted(this.proxies, client.address) ? null : unmapIpv4(client.address);
+    if (owner !== null && !this.roomForOwner(owner)) {
       socket.destroy();
       return;
     }
@@ -117,12 +151,25 @@ export class DohListener implements Listener {
       this.atCapacity = false;
       this.env.logger.info(`${this.endpoint.text}: accepting connections again`);
     }
-    const connection: Connection = { socket, client: clientOf(socket), inflight: 0, session: null, closed: false };
+    const connection: Connection = { socket, client, owner, inflight: 0, answering: 0, session: null, queued: [], pausedForQueue: false, closed: false };
     this.connections.add(connection);
+    this.idle.add(connection);
+    if (owner !== null) {
+      let owned = this.byOwner.get(owner);
+      if (!owned) this.byOwner.set(owner, (owned = new Set()));
+      owned.add(connection);
+    }
     socket.setNoDelay(true);
     socket.on('close', () => {
       connection.closed = true;
+      connection.queued.length = 0;
       this.connections.delete(connection);
+      this.idle.delete(connection);
+      if (owner !== null) {
+        const owned = this.byOwner.get(owner)!;
+        owned.delete(connection);
+        if (owned.size === 0) this.byOwner.delete(owner);
+      }
       if (this.connections.size === 0) this.whenDrained?.();
     });
     if (this.secure) {
@@ -133,15 +180,43 @@ export class DohListener implements Listener {
     }
   }
 
-  /** At the limit, the oldest connection serving nothing makes room (it can reconnect). */
+  /** At the limit, the connection idle longest makes room (it can reconnect). */
   private evictIdle(): boolean {
-    for (const connection of this.connections) {
-      if (connection.inflight === 0) {
+    for (const connection of this.idle) {
+      this.closeConnection(connection);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * A client at `max_connections_per_client` makes room with its own connection idle longest;
+   * if all of its connections are answering, the new one is refused.
+   */
+  private roomForOwner(owner: string): boolean {
+    const owned = this.byOwner.get(owner);
+    if (!owned || owned.size < this.options.maxConnectionsPerClient) return true;
+    for (const connection of owned) {
+      if (this.idle.has(connection)) {
         this.closeConnection(connection);
         return true;
       }
     }
+    if (!this.ownerLimitLogged) {
+      this.ownerLimitLogged = true;
+      this.env.logger.warn(`${this.endpoint.text}: a client holds ${this.options.maxConnectionsPerClient} busy connections (max_connections_per_client); its new ones are closed (logged once)`);
+    }
     return false;
+  }
+
+  /** Counts a request's query in or out of being answered; a connection answering nothing is idle, newest last. */
+  private answering(connection: Connection, delta: 1 | -1): void {
+    connection.answering += delta;
+    if (connection.answering === 0) {
+      if (!connection.closed) this.idle.add(connection);
+    } else if (delta === 1 && connection.answering === 1) {
+      this.idle.delete(connection);
+    }
   }
 
   /** Plain HTTP: the HTTP/2 preface means h2c with prior knowledge; anything else is HTTP/1.x. */
@@ -177,8 +252,8 @@ export class DohListener implements Listener {
   }
 
   private startH2(connection: Connection): void {
-    const { maxStreams, maxHeaderSize, idleTimeoutMs } = this.options;
-    connection.session = new H2ServerConnection(connection.socket, { maxStreams, maxHeaderListSize: maxHeaderSize, idleTimeoutMs }, (view, respond) =>
+    const { maxStreams, maxHeaderSize, idleTimeoutMs, requestTimeoutMs } = this.options;
+    connection.session = new H2ServerConnection(connection.socket, { maxStreams, maxHeaderListSize: maxHeaderSize, idleTimeoutMs, requestTimeoutMs }, (view, respond) =>
       this.serve(connection, view, respond),
     );
     if (this.draining) connection.session.close();
@@ -186,7 +261,18 @@ export class DohListener implements Listener {
 
   private startH1(connection: Connection): void {
     this.bySocket.set(connection.socket, connection);
+    connection.socket.on('drain', () => this.resumeH1(connection));
     this.h1.emit('connection', connection.socket);
+  }
+
+  /**
+   * Reading resumes once the requests waiting their turn are served, unless answers are still
+   * waiting to be written (then on 'drain'): a client that does not read is not read either.
+   */
+  private resumeH1(connection: Connection): void {
+    if (!connection.pausedForQueue || connection.queued.length > 0 || connection.closed || connection.socket.writableNeedDrain) return;
+    connection.pausedForQueue = false;
+    connection.socket.resume();
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -199,14 +285,31 @@ export class DohListener implements Listener {
       method: req.method ?? '',
       path: req.url ?? '',
       header: (name) => headerText(req.headers[name]),
-      readBody: (limit) => readBody(req, limit, this.options.idleTimeoutMs),
+      readBody: (limit) => readBody(req, limit, this.options.requestTimeoutMs),
     };
-    this.serve(connection, view, (reply) => respondH1(req, res, reply, this.draining));
+    const start = (): void => this.serve(connection, view, (reply) => respondH1(req, res, reply, this.draining));
+    // Pipelined requests beyond max_streams wait, and reading stops until they are served: one
+    // connection cannot take the whole server's max_concurrent.
+    if (connection.inflight < this.options.maxStreams) return start();
+    connection.queued.push(start);
+    connection.pausedForQueue = true;
+    connection.socket.pause();
   }
 
   private serve(connection: Connection, view: DohRequestView, respond: (reply: HttpReply) => void): void {
     connection.inflight++;
+    this.answering(connection, 1);
     const client = this.clientFor(connection, view);
+    // While a body arrives the connection waits for its client, not for us: it counts as idle.
+    const readBodyOf = view.readBody;
+    view.readBody = async (limit) => {
+      this.answering(connection, -1);
+      try {
+        return await readBodyOf(limit);
+      } finally {
+        this.answering(connection, 1);
+      }
+    };
     this.service.serve(view, client).then(
       (reply) => this.done(connection, respond, reply),
       (err: Error) => {
@@ -218,7 +321,11 @@ export class DohListener implements Listener {
 
   private done(connection: Connection, respond: (reply: HttpReply) => void, reply: HttpReply): void {
     connection.inflight--;
+    this.answering(connection, -1);
     if (!connection.closed) respond(reply);
+    const next = connection.queued.shift();
+    if (next) next();
+    else this.resumeH1(connection);
     if (this.draining && connection.inflight === 0 && !connection.session) this.closeConnection(connection);
   }
 

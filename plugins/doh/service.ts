@@ -4,12 +4,15 @@
  * `?name=&type=`), check it, pass it to the query handler, and turn the answer into an HTTP
  * response with `Cache-Control: max-age` from the answer's smallest TTL (RFC 8484 §5.1).
  *
+ * Answers to queries with EDNS padding are padded to 468-byte blocks (RFC 8467).
+ *
  * Status codes: 400 malformed query, 404 other paths, 405 other methods, 408 a body that does
  * not arrive in time, 413 a body over 65535 bytes (no DNS message is larger), 415 another
  * content type.
  */
 import type { ClientAddress } from '../../core/context.js';
 import { HEADER_SIZE, MAX_MESSAGE_SIZE } from '../../core/dns/constants.js';
+import { hasPadding, padMessage, RESPONSE_PADDING_BLOCK } from '../../core/dns/edns.js';
 import { isResponse, minimumTtl, qdCount, readQuestion, WireError } from '../../core/dns/wire.js';
 import type { QueryHandler } from '../../core/listeners/listener.js';
 import { DNS_MESSAGE } from './http-exchange.js';
@@ -89,10 +92,13 @@ export class DohService {
 
     const problem = malformed(wire);
     if (problem) return textReply(400, `bad request: ${problem}`);
-    const answer = await this.handler()(wire, { client, transport: this.transport, datagram: false });
+    let answer = await this.handler()(wire, { client, transport: this.transport, datagram: false });
     // A chain that answers nothing (a rule that drops the query) cannot stay silent over
     // HTTP without holding the stream open: the client is told it was refused.
     if (!answer) return textReply(403, 'forbidden: the query was refused');
+    // Answers to padded queries are padded too (RFC 8467 §4.1, as the DoT listener does), so
+    // their size tells an observer of the encrypted stream as little as the query's did.
+    if (!json && hasPadding(wire)) answer = padMessage(answer, RESPONSE_PADDING_BLOCK);
     const headers: Record<string, string | number> = { 'cache-control': cacheControl(answer) };
     if (json) {
       const body = Buffer.from(answerToJson(answer));

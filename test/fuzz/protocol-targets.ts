@@ -367,7 +367,7 @@ const h2Connection: FuzzTarget<Buffer> = {
   async check(input) {
     const socket = new NullSocket();
     // Errors inside the connection end it (GOAWAY); none may escape to the caller.
-    new H2ServerConnection(socket as unknown as net.Socket, { maxStreams: 8, maxHeaderListSize: 8192, idleTimeoutMs: 5000 }, (view, respond) => {
+    new H2ServerConnection(socket as unknown as net.Socket, { maxStreams: 8, maxHeaderListSize: 8192, idleTimeoutMs: 5000, requestTimeoutMs: 5000 }, (view, respond) => {
       void service.serve(view, CLIENT).then(respond);
     });
     const middle = input.length >> 1;

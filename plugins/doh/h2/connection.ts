@@ -8,11 +8,21 @@
  * a request is a few array entries, and everything written while one chunk of input is handled
  * (the answers from the cache among it) leaves in one socket write.
  *
- * Bounds: frames of at most 16,384 bytes (our SETTINGS_MAX_FRAME_SIZE); header blocks of at most
- * twice the header list size allowed; `maxStreams` streams at once, counting streams the client
- * reset while their query is still being answered (so resetting cannot start unbounded work);
- * request bodies within flow control windows; reading stops while more than 1 MiB waits to be
- * written to a client that does not read; 100 refused or malformed streams end the connection.
+ * Bounds (docs/reliability.md lists the attack each one stops):
+ * - frames of at most 16,384 bytes (our SETTINGS_MAX_FRAME_SIZE);
+ * - a header block of at most twice the header list size allowed, in a bounded number of frames,
+ *   finished within `requestTimeoutMs`;
+ * - `maxStreams` streams at once, counting streams the client reset while their query is still
+ *   being answered (so resetting cannot start unbounded work);
+ * - a request body of at most 65,535 bytes, held in one buffer, arriving within
+ *   `requestTimeoutMs`; empty frames that carry nothing are counted, and too many end the
+ *   connection;
+ * - answers waiting for flow control window: at most 1 MiB per connection (past it new streams
+ *   are refused), each taken by the client within `requestTimeoutMs` or reset; a reset stream
+ *   leaves every structure at once;
+ * - reading stops while more than 1 MiB waits to be written to a client that does not read;
+ * - refused or malformed streams: 100 at once, then one a second; past that the connection ends;
+ * - a connection with no stream open for `idleTimeoutMs` is closed, whatever else it sends.
  */
 import type net from 'node:net';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type DohRequestView, type HttpReply } from '../service.js';
@@ -62,8 +72,17 @@ const FRAME_HEADER = 9;
 const MAX_FRAME_SIZE = 16_384;
 const DEFAULT_WINDOW = 65_535;
 const MAX_WINDOW = 2 ** 31 - 1;
+/** Bytes waiting to be written, or waiting for the client's window, past which we hold back. */
 const WRITE_HIGH_WATER = 1 << 20;
-const MAX_STRIKES = 100;
+/** The largest request body kept: no DNS message is larger. */
+const MAX_BODY = 65_535;
+/** CONTINUATION frames a header block may take past what its size needs (nghttp2 allows 8 in all). */
+const SPARE_CONTINUATIONS = 8;
+/** Refused or malformed streams, and frames that carry nothing: this many at once, then this many a second. */
+const STRIKE_BURST = 100;
+const STRIKES_PER_SECOND = 1;
+const EMPTY_FRAME_BURST = 100;
+const EMPTY_FRAMES_PER_SECOND = 10;
 const EMPTY = Buffer.alloc(0);
 
 /** Header fields that belong to HTTP/1 connections and make an HTTP/2 request malformed (§8.2.2). */
@@ -73,12 +92,30 @@ const PSEUDO_FIELDS = new Set([':method', ':scheme', ':authority', ':path']);
 export interface H2Options {
   maxStreams: number;
   maxHeaderListSize: number;
-  /** How long a request body may take, and how long a connection may sit with nothing to do. */
+  /** A connection with no stream open this long is closed. */
   idleTimeoutMs: number;
+  /** A request must arrive whole (header block, body) within this long; an answer must be taken within it. */
+  requestTimeoutMs: number;
 }
 
 /** Serves one request; `respond` may be called once, at any time. */
 export type RequestHandler = (request: DohRequestView, respond: (reply: HttpReply) => void) => void;
+
+/** What a connection holds now, for tests and the fuzzer to check its bounds. */
+export interface H2Holdings {
+  streams: number;
+  /** Streams whose answer waits for the connection's flow control window. */
+  waitingForWindow: number;
+  /** Answer bytes not yet sent for lack of window. */
+  pendingBytes: number;
+  /** Request body bytes held. */
+  bodyBytes: number;
+  /** Frames of a header block not yet ended. */
+  blockFrames: number;
+  /** Bytes written but not yet flushed to the socket. */
+  unflushedBytes: number;
+  timers: number;
+}
 
 /** A connection error: GOAWAY with this code, then the connection closes. */
 class ConnectionError extends Error {
@@ -87,6 +124,25 @@ class ConnectionError extends Error {
     message: string,
   ) {
     super(message);
+  }
+}
+
+/** A leaky bucket: `burst` events at once, then `perSecond`; counting is O(1). */
+class Allowance {
+  private level = 0;
+  private at = 0;
+
+  constructor(
+    private readonly burst: number,
+    private readonly perSecond: number,
+  ) {}
+
+  /** Counts one event; false once the allowance is spent. */
+  take(): boolean {
+    const now = performance.now();
+    this.level = Math.max(0, this.level - ((now - this.at) / 1000) * this.perSecond) + 1;
+    this.at = now;
+    return this.level <= this.burst;
   }
 }
 
@@ -99,11 +155,13 @@ class Stream {
   handling = true;
   /** The answer refuses the body (413, 408): the client is told to stop sending it. */
   bodyRefused = false;
-  readonly body: Buffer[] = [];
+  /** The body received so far: the first `bodySize` bytes (or fewer, past the limit: none are kept then). */
+  body: Buffer = EMPTY;
   bodySize = 0;
   bodyLimit = -1;
   bodyWaiter: ((result: BodyResult) => void) | null = null;
-  bodyTimer: NodeJS.Timeout | null = null;
+  /** The body's deadline while it is awaited; then the deadline for the client to take the answer. */
+  timer: NodeJS.Timeout | null = null;
   /** Bytes of answer still to send, waiting for flow control window. */
   pending: Buffer | null = null;
   /** What the client may still send us on this stream (our receive window). */
@@ -123,6 +181,18 @@ class Stream {
     }
     return found;
   }
+
+  /** Keeps body bytes in one buffer that doubles as it fills: a body in many tiny frames costs its bytes, not a Buffer each. */
+  append(data: Buffer): void {
+    const needed = this.bodySize + data.length;
+    if (needed > this.body.length) {
+      const grown = Buffer.allocUnsafe(Math.min(MAX_BODY, Math.max(needed, 2 * this.body.length, 512)));
+      this.body.copy(grown, 0, 0, this.bodySize);
+      this.body = grown;
+    }
+    data.copy(this.body, this.bodySize);
+    this.bodySize = needed;
+  }
 }
 
 /** A header block being received in HEADERS and CONTINUATION frames. */
@@ -131,6 +201,7 @@ interface OpenBlock {
   endStream: boolean;
   fragments: Buffer[];
   size: number;
+  frames: number;
 }
 
 export class H2ServerConnection {
@@ -144,20 +215,32 @@ export class H2ServerConnection {
   private settingsSeen = false;
   private lastStreamId = 0;
   private block: OpenBlock | null = null;
+  private blockTimer: NodeJS.Timeout | null = null;
   private peerInitialWindow = DEFAULT_WINDOW;
   private peerMaxFrameSize = MAX_FRAME_SIZE;
   private sendWindow = DEFAULT_WINDOW;
   /** What the client may still send on the connection; credited back as DATA is read. */
   private receiveWindow = DEFAULT_WINDOW;
   private receiveCredit = 0;
-  /** Streams whose answers wait for window, in the order they were answered. */
-  private readonly blocked: Stream[] = [];
+  /**
+   * Streams with answer bytes that have window of their own and wait for the connection's, in
+   * the order they began to wait. A stream waiting for its own window is in no list: its
+   * WINDOW_UPDATE puts it here. A Set: a reset takes a stream out in O(1).
+   */
+  private readonly waitingForWindow = new Set<Stream>();
+  private pendingBytes = 0;
   private out: Buffer[] = [];
+  private outBytes = 0;
   private flushScheduled = false;
   private goingAway = false;
   private closed = false;
-  private strikes = 0;
+  private readonly strikes = new Allowance(STRIKE_BURST, STRIKES_PER_SECOND);
+  private readonly emptyFrames = new Allowance(EMPTY_FRAME_BURST, EMPTY_FRAMES_PER_SECOND);
   private readonly maxBlockSize: number;
+  private readonly maxBlockFrames: number;
+  /** When the last stream left (or the connection opened): the idle clock, which frames do not reset. */
+  private idleSince = performance.now();
+  private idleTimer: NodeJS.Timeout | null;
 
   constructor(
     private readonly socket: net.Socket,
@@ -165,13 +248,12 @@ export class H2ServerConnection {
     private readonly onRequest: RequestHandler,
   ) {
     this.maxBlockSize = Math.max(2 * options.maxHeaderListSize, MAX_FRAME_SIZE);
+    this.maxBlockFrames = Math.ceil(this.maxBlockSize / MAX_FRAME_SIZE) + SPARE_CONTINUATIONS;
     this.writeSettings();
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('drain', () => socket.resume());
     socket.on('close', () => this.onClose());
-    socket.setTimeout(options.idleTimeoutMs, () => {
-      if (this.streams.size === 0) this.fail(new ConnectionError(H2Error.NO_ERROR, 'idle'));
-    });
+    this.idleTimer = setTimeout(this.checkIdle, options.idleTimeoutMs);
     socket.resume();
   }
 
@@ -185,6 +267,24 @@ export class H2ServerConnection {
 
   destroy(): void {
     this.socket.destroy();
+  }
+
+  holdings(): H2Holdings {
+    let bodyBytes = 0;
+    let timers = (this.idleTimer ? 1 : 0) + (this.blockTimer ? 1 : 0);
+    for (const stream of this.streams.values()) {
+      bodyBytes += stream.body.length;
+      if (stream.timer) timers++;
+    }
+    return {
+      streams: this.streams.size,
+      waitingForWindow: this.waitingForWindow.size,
+      pendingBytes: this.pendingBytes,
+      bodyBytes,
+      blockFrames: this.block?.frames ?? 0,
+      unflushedBytes: this.outBytes,
+      timers,
+    };
   }
 
   private receive(chunk: Buffer): void {
@@ -201,37 +301,45 @@ export class H2ServerConnection {
     this.inputBytes = 0;
     this.inputNeeded = 0;
     try {
-      let at = 0;
-      if (!this.prefaceDone) {
-        const seen = Math.min(data.length, PREFACE.length);
-        if (!data.subarray(0, seen).equals(PREFACE.subarray(0, seen))) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'no HTTP/2 preface');
-        if (seen < PREFACE.length) return this.keep(data, PREFACE.length);
-        this.prefaceDone = true;
-        at = PREFACE.length;
-      }
-      while (!this.closed) {
-        if (data.length - at < FRAME_HEADER) {
-          if (at < data.length) this.keep(data.subarray(at), FRAME_HEADER);
-          break;
-        }
-        const length = (data[at]! << 16) | (data[at + 1]! << 8) | data[at + 2]!;
-        if (length > MAX_FRAME_SIZE) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, `a frame of ${length} bytes`);
-        if (data.length - at < FRAME_HEADER + length) {
-          this.keep(data.subarray(at), FRAME_HEADER + length);
-          break;
-        }
-        const type = data[at + 3]!;
-        const flags = data[at + 4]!;
-        const streamId = data.readUInt32BE(at + 5) & 0x7fffffff;
-        const payload = data.subarray(at + FRAME_HEADER, at + FRAME_HEADER + length);
-        at += FRAME_HEADER + length;
-        this.frame(type, flags, streamId, payload);
-      }
-      this.creditReceived();
+      this.readFrames(data);
     } catch (err) {
-      // A bug of ours must not take the process down with it: this connection ends instead.
-      this.fail(err instanceof ConnectionError ? err : new ConnectionError(H2Error.INTERNAL_ERROR, (err as Error).message));
+      this.failWith(err);
     }
+  }
+
+  private readFrames(data: Buffer): void {
+    let at = 0;
+    if (!this.prefaceDone) {
+      const seen = Math.min(data.length, PREFACE.length);
+      if (!data.subarray(0, seen).equals(PREFACE.subarray(0, seen))) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'no HTTP/2 preface');
+      if (seen < PREFACE.length) return this.keep(data, PREFACE.length);
+      this.prefaceDone = true;
+      at = PREFACE.length;
+    }
+    while (!this.closed) {
+      if (data.length - at < FRAME_HEADER) {
+        if (at < data.length) this.keep(data.subarray(at), FRAME_HEADER);
+        break;
+      }
+      const length = (data[at]! << 16) | (data[at + 1]! << 8) | data[at + 2]!;
+      if (length > MAX_FRAME_SIZE) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, `a frame of ${length} bytes`);
+      if (data.length - at < FRAME_HEADER + length) {
+        this.keep(data.subarray(at), FRAME_HEADER + length);
+        break;
+      }
+      const type = data[at + 3]!;
+      const flags = data[at + 4]!;
+      const streamId = data.readUInt32BE(at + 5) & 0x7fffffff;
+      const payload = data.subarray(at + FRAME_HEADER, at + FRAME_HEADER + length);
+      at += FRAME_HEADER + length;
+      this.frame(type, flags, streamId, payload);
+    }
+    this.creditReceived();
+  }
+
+  /** A connection error ends this connection; so does a bug of ours (it must not take the process down). */
+  private failWith(err: unknown): void {
+    this.fail(err instanceof ConnectionError ? err : new ConnectionError(H2Error.INTERNAL_ERROR, (err as Error).message));
   }
 
   /** Keeps the start of an unfinished frame (a copy: the chunk it is part of may be large). */
@@ -256,7 +364,10 @@ export class H2ServerConnection {
         return this.onContinuation(flags, streamId, payload);
       case Frame.PRIORITY:
         if (streamId === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PRIORITY on stream 0');
-        if (payload.length !== 5) this.resetStream(streamId, H2Error.FRAME_SIZE_ERROR);
+        if (payload.length !== 5) {
+          this.strike();
+          this.resetStream(streamId, H2Error.FRAME_SIZE_ERROR);
+        }
         return;
       case Frame.RST_STREAM:
         return this.onReset(streamId, payload);
@@ -296,9 +407,12 @@ export class H2ServerConnection {
         if (value > MAX_WINDOW) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
         const delta = value - this.peerInitialWindow;
         this.peerInitialWindow = value;
-        for (const stream of this.streams.values()) {
-          stream.sendWindow += delta;
-          if (stream.sendWindow > MAX_WINDOW) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
+        if (delta !== 0) {
+          for (const stream of this.streams.values()) {
+            stream.sendWindow += delta;
+            if (stream.sendWindow > MAX_WINDOW) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
+            if (stream.pending) this.waitForWindow(stream);
+          }
         }
       }
       if (id === SETTINGS_MAX_FRAME_SIZE) {
@@ -308,7 +422,7 @@ export class H2ServerConnection {
       // HEADER_TABLE_SIZE: our encoder never indexes. MAX_CONCURRENT_STREAMS: we never push.
     }
     this.writeFrame(Frame.SETTINGS, ACK, 0, Buffer.alloc(0));
-    this.sendBlocked();
+    this.sendWaiting();
   }
 
   private onWindowUpdate(streamId: number, payload: Buffer): void {
@@ -322,11 +436,15 @@ export class H2ServerConnection {
       if (streamId > this.lastStreamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
       const stream = this.streams.get(streamId);
       if (!stream) return; // closed: allowed for a while after (§6.9)
-      if (increment === 0) return this.resetStream(streamId, H2Error.PROTOCOL_ERROR);
+      if (increment === 0) {
+        this.strike();
+        return this.resetStream(streamId, H2Error.PROTOCOL_ERROR);
+      }
       stream.sendWindow += increment;
       if (stream.sendWindow > MAX_WINDOW) return this.resetStream(streamId, H2Error.FLOW_CONTROL_ERROR);
+      if (stream.pending) this.waitForWindow(stream);
     }
-    this.sendBlocked();
+    this.sendWaiting();
   }
 
   private onReset(streamId: number, payload: Buffer): void {
@@ -344,22 +462,34 @@ export class H2ServerConnection {
       if (fragment.length < 5) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'HEADERS too short for its priority');
       fragment = fragment.subarray(5);
     }
-    const block: OpenBlock = { streamId, endStream: (flags & END_STREAM) !== 0, fragments: [fragment], size: fragment.length };
+    const block: OpenBlock = { streamId, endStream: (flags & END_STREAM) !== 0, fragments: [fragment], size: fragment.length, frames: 1 };
     if (block.size > this.maxBlockSize) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'a header block over the limit');
-    if (flags & END_HEADERS) this.onHeaderBlock(block);
-    else this.block = block;
+    if (flags & END_HEADERS) return this.onHeaderBlock(block);
+    if (fragment.length === 0) this.countEmptyFrame();
+    this.block = block;
+    // The rest of the block must follow promptly: until it ends, nothing else can be read.
+    this.blockTimer = setTimeout(() => this.fail(new ConnectionError(H2Error.PROTOCOL_ERROR, 'a header block not ended in time')), this.options.requestTimeoutMs);
   }
 
   private onContinuation(flags: number, streamId: number, payload: Buffer): void {
     const block = this.block;
     if (!block || block.streamId !== streamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'CONTINUATION without a header block');
-    block.fragments.push(payload);
+    // Empty CONTINUATIONs add no bytes but cost a frame each: the frames of a block are bounded too.
+    if (++block.frames > this.maxBlockFrames) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, `a header block in more than ${this.maxBlockFrames} frames`);
+    if (payload.length > 0) block.fragments.push(payload);
+    else if (!(flags & END_HEADERS)) this.countEmptyFrame();
     block.size += payload.length;
     if (block.size > this.maxBlockSize) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'a header block over the limit');
     if (flags & END_HEADERS) {
-      this.block = null;
+      this.endBlock();
       this.onHeaderBlock(block);
     }
+  }
+
+  private endBlock(): void {
+    this.block = null;
+    if (this.blockTimer) clearTimeout(this.blockTimer);
+    this.blockTimer = null;
   }
 
   private onHeaderBlock(block: OpenBlock): void {
@@ -385,7 +515,8 @@ export class H2ServerConnection {
     if (id % 2 === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `a client stream with the even number ${id}`);
     this.lastStreamId = id;
     if (this.goingAway) return; // after GOAWAY new streams are ignored; the client retries elsewhere
-    if (this.streams.size >= this.options.maxStreams) {
+    // Refused: too many streams, or answers already waiting for a client that does not open its window.
+    if (this.streams.size >= this.options.maxStreams || this.pendingBytes > WRITE_HIGH_WATER) {
       this.strike();
       return this.resetStream(id, H2Error.REFUSED_STREAM);
     }
@@ -423,6 +554,10 @@ export class H2ServerConnection {
     this.receiveCredit += payload.length;
     if (this.receiveWindow < 0) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'DATA past the connection window');
     if (streamId > this.lastStreamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'DATA on an idle stream');
+    const data = unpad(flags, payload);
+    const endStream = (flags & END_STREAM) !== 0;
+    // A frame that carries nothing and ends nothing (§6.1 allows it) is counted, never stored.
+    if (data.length === 0 && !endStream) this.countEmptyFrame();
     const stream = this.streams.get(streamId);
     if (!stream || stream.ended) {
       if (stream) this.resetStream(streamId, H2Error.STREAM_CLOSED);
@@ -430,17 +565,17 @@ export class H2ServerConnection {
     }
     stream.receiveWindow -= payload.length;
     if (stream.receiveWindow < 0) return this.resetStream(streamId, H2Error.FLOW_CONTROL_ERROR);
-    const data = unpad(flags, payload);
-    stream.bodySize += data.length;
-    if (stream.bodyLimit < 0 || stream.bodySize <= stream.bodyLimit) {
-      stream.body.push(Buffer.from(data)); // a copy: the frame is part of a larger chunk
-      // Keep the body coming while it is within what will be read (65,535 bytes at most).
-      if (stream.bodySize <= 65_535 && !(flags & END_STREAM)) {
-        stream.receiveWindow += payload.length;
-        this.writeFrame(Frame.WINDOW_UPDATE, 0, streamId, windowIncrement(payload.length));
-      }
+    const limit = stream.bodyLimit < 0 ? MAX_BODY : Math.min(stream.bodyLimit, MAX_BODY);
+    const kept = stream.bodySize <= limit;
+    if (kept && stream.bodySize + data.length <= limit) stream.append(data);
+    else stream.bodySize += data.length; // past the limit: counted, not kept (the answer is 413)
+    // Keep the body coming while it is within what will be read. A WINDOW_UPDATE of 0 is an
+    // error (§6.9), so an empty frame is never credited.
+    if (kept && payload.length > 0 && !endStream) {
+      stream.receiveWindow += payload.length;
+      this.writeFrame(Frame.WINDOW_UPDATE, 0, streamId, windowIncrement(payload.length));
     }
-    if (flags & END_STREAM) this.endRequest(stream);
+    if (endStream) this.endRequest(stream);
     else if (stream.bodyLimit >= 0 && stream.bodySize > stream.bodyLimit) this.settleBody(stream, bodyTooLarge(stream.bodyLimit));
   }
 
@@ -448,17 +583,20 @@ export class H2ServerConnection {
   private endRequest(stream: Stream): void {
     stream.ended = true;
     if (stream.contentLength >= 0 && stream.contentLength !== stream.bodySize) return this.malformed(stream);
-    if (stream.bodyWaiter) this.settleBody(stream, stream.bodySize > stream.bodyLimit ? bodyTooLarge(stream.bodyLimit) : Buffer.concat(stream.body, stream.bodySize));
+    if (stream.bodyWaiter) this.settleBody(stream, this.bodyOf(stream));
+  }
+
+  private bodyOf(stream: Stream): BodyResult {
+    return stream.bodySize > stream.bodyLimit ? bodyTooLarge(stream.bodyLimit) : stream.body.subarray(0, stream.bodySize);
   }
 
   private readBody(stream: Stream, limit: number): Promise<BodyResult> {
-    stream.bodyLimit = limit;
+    stream.bodyLimit = Math.min(limit, MAX_BODY);
     if (stream.reset) return Promise.resolve(bodyCutOff());
-    if (stream.bodySize > limit) return Promise.resolve(bodyTooLarge(limit));
-    if (stream.ended) return Promise.resolve(Buffer.concat(stream.body, stream.bodySize));
+    if (stream.ended || stream.bodySize > limit) return Promise.resolve(this.bodyOf(stream));
     return new Promise((resolve) => {
       stream.bodyWaiter = resolve;
-      stream.bodyTimer = setTimeout(() => this.settleBody(stream, bodyTimedOut()), this.options.idleTimeoutMs);
+      stream.timer = setTimeout(() => this.settleBody(stream, bodyTimedOut()), this.options.requestTimeoutMs);
     });
   }
 
@@ -466,9 +604,8 @@ export class H2ServerConnection {
     const waiter = stream.bodyWaiter;
     if (!waiter) return;
     stream.bodyWaiter = null;
-    if (stream.bodyTimer) clearTimeout(stream.bodyTimer);
-    stream.bodyTimer = null;
-    stream.body.length = 0;
+    this.clearTimer(stream);
+    stream.body = EMPTY;
     waiter(result);
   }
 
@@ -483,8 +620,18 @@ export class H2ServerConnection {
     this.writeFrame(Frame.HEADERS, END_HEADERS | (body.length === 0 ? END_STREAM : 0), stream.id, block);
     if (body.length === 0) return this.answered(stream);
     stream.pending = body;
+    this.pendingBytes += body.length;
     this.sendData(stream);
-    if (stream.pending) this.blocked.push(stream);
+    if (!stream.pending) return;
+    this.waitForWindow(stream);
+    // A client that never opens its window does not keep the stream (and its answer) forever.
+    this.clearTimer(stream);
+    stream.timer = setTimeout(() => this.resetStream(stream.id, H2Error.CANCEL), this.options.requestTimeoutMs);
+  }
+
+  /** A stream with answer bytes: in line for the connection window if it has window of its own. */
+  private waitForWindow(stream: Stream): void {
+    if (stream.sendWindow > 0) this.waitingForWindow.add(stream);
   }
 
   /** Sends as much of the stream's pending answer as the windows allow. */
@@ -496,28 +643,19 @@ export class H2ServerConnection {
       this.writeFrame(Frame.DATA, size === rest.length ? END_STREAM : 0, stream.id, rest.subarray(0, size));
       this.sendWindow -= size;
       stream.sendWindow -= size;
+      this.pendingBytes -= size;
       rest = rest.subarray(size);
     }
     stream.pending = rest.length > 0 ? rest : null;
     if (!stream.pending) this.answered(stream);
   }
 
-  private sendBlocked(): void {
-    while (this.blocked.length > 0 && this.sendWindow > 0) {
-      const stream = this.blocked[0]!;
-      if (stream.reset || !stream.pending) {
-        this.blocked.shift();
-        continue;
-      }
-      this.sendData(stream);
-      if (stream.pending) {
-        if (stream.sendWindow > 0) break; // the connection window is spent: wait for it
-        // This stream waits for its own window; move it back so others can go.
-        this.blocked.push(this.blocked.shift()!);
-        if (this.blocked.every((s) => s.sendWindow <= 0 || !s.pending)) break;
-      } else {
-        this.blocked.shift();
-      }
+  /** Window arrived: streams in line send, in order, until the connection window is spent. Each step sends, or ends. */
+  private sendWaiting(): void {
+    for (const stream of this.waitingForWindow) {
+      if (this.sendWindow <= 0) return;
+      this.sendData(stream); // an answer sent whole leaves the line through forget()
+      if (stream.pending && stream.sendWindow <= 0) this.waitingForWindow.delete(stream);
     }
   }
 
@@ -536,20 +674,35 @@ export class H2ServerConnection {
     this.forget(stream);
   }
 
-  /** The client reset the stream: its answer, if it comes, is dropped. */
+  /** The stream is reset (by the client or by us): its answer, if it comes, is dropped. */
   private abandon(stream: Stream): void {
     stream.reset = true;
-    stream.pending = null;
     this.settleBody(stream, bodyCutOff());
     this.forget(stream);
   }
 
-  /** A stream leaves the count once it is answered (or reset) and its handler is done. */
+  /**
+   * A reset or answered stream leaves every structure here, in O(1): its unsent answer, its
+   * place in line, its timer, its body. It leaves the count of streams once its handler is done
+   * too (a reset stream still being answered keeps its place: rapid reset cannot start more).
+   */
   private forget(stream: Stream): void {
+    if (stream.pending) {
+      this.pendingBytes -= stream.pending.length;
+      stream.pending = null;
+    }
+    this.waitingForWindow.delete(stream);
+    this.clearTimer(stream);
+    stream.body = EMPTY;
     if (stream.handling) return;
-    if (stream.bodyTimer) clearTimeout(stream.bodyTimer);
     this.streams.delete(stream.id);
+    if (this.streams.size === 0) this.idleSince = performance.now();
     this.endIfDone();
+  }
+
+  private clearTimer(stream: Stream): void {
+    if (stream.timer) clearTimeout(stream.timer);
+    stream.timer = null;
   }
 
   private malformed(stream: Stream): void {
@@ -565,7 +718,12 @@ export class H2ServerConnection {
 
   /** Refused and malformed streams: a client that keeps making them is cut off. */
   private strike(): void {
-    if (++this.strikes > MAX_STRIKES) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'too many refused or malformed streams');
+    if (!this.strikes.take()) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'too many refused or malformed streams');
+  }
+
+  /** Frames that carry nothing cost a frame's work each (CVE-2019-9518): a client that keeps sending them is cut off. */
+  private countEmptyFrame(): void {
+    if (!this.emptyFrames.take()) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'too many empty frames');
   }
 
   /** Gives back the connection window the DATA just read used. */
@@ -598,6 +756,7 @@ export class H2ServerConnection {
     header[4] = flags;
     header.writeUInt32BE(streamId, 5);
     this.out.push(header, payload);
+    this.outBytes += FRAME_HEADER + payload.length;
     if (!this.flushScheduled) {
       // Everything written while this turn of the event loop lasts (answers from the cache
       // resolve in it) goes out in one write.
@@ -609,11 +768,22 @@ export class H2ServerConnection {
   private readonly flush = (): void => {
     this.flushScheduled = false;
     if (this.closed || this.out.length === 0) return;
-    const bytes = Buffer.concat(this.out);
+    const bytes = Buffer.concat(this.out, this.outBytes);
     this.out = [];
+    this.outBytes = 0;
     this.socket.write(bytes);
     // A client that does not read its answers is not read either, until it catches up.
     if (this.socket.writableLength > WRITE_HIGH_WATER) this.socket.pause();
+  };
+
+  /** Idle means no stream open: PINGs, SETTINGS and empty frames do not keep a connection. */
+  private readonly checkIdle = (): void => {
+    this.idleTimer = null;
+    if (this.closed) return;
+    const idleFor = performance.now() - this.idleSince;
+    if (this.streams.size === 0 && idleFor >= this.options.idleTimeoutMs - 1) return this.fail(new ConnectionError(H2Error.NO_ERROR, 'idle'));
+    const wait = this.streams.size === 0 ? this.options.idleTimeoutMs - idleFor : this.options.idleTimeoutMs;
+    this.idleTimer = setTimeout(this.checkIdle, wait);
   };
 
   private endIfDone(): void {
@@ -621,6 +791,7 @@ export class H2ServerConnection {
     this.flush();
     this.closed = true;
     this.socket.end();
+    this.release();
   }
 
   /** Connection error: GOAWAY with its code, then close (RFC 9113 §5.4.1). */
@@ -630,18 +801,32 @@ export class H2ServerConnection {
     this.flush();
     this.closed = true;
     this.socket.end();
+    this.release();
     // A client that never closes its side is not waited for.
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 
   private onClose(): void {
     this.closed = true;
+    this.release();
+  }
+
+  /** The connection is done: streams are cut off and every timer and buffer is let go. */
+  private release(): void {
     this.out = [];
+    this.outBytes = 0;
+    this.input = [];
+    this.endBlock();
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
     for (const stream of this.streams.values()) {
       stream.reset = true;
       this.settleBody(stream, bodyCutOff());
-      if (stream.bodyTimer) clearTimeout(stream.bodyTimer);
+      this.clearTimer(stream);
+      if (stream.pending) this.pendingBytes -= stream.pending.length;
+      stream.pending = null;
     }
+    this.waitingForWindow.clear();
   }
 }
 
