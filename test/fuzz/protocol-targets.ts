@@ -38,6 +38,7 @@ import { DohService, textReply, type DohRequestView, type HttpReply } from '../.
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import { h2Frame } from '../helpers/h2-frames.js';
+import { h2Stateful } from './h2-stateful.js';
 import { bytesLike, textLike } from './mutate.js';
 import { asBuffer, asJson, asText, BugError, env, expectOnly, theDoor, wireSeeds, type FuzzTarget } from './targets.js';
 import { loadSodium } from '../../lib/dnscrypt/sodium.js';
@@ -471,4 +472,4 @@ const lists: FuzzTarget<string> = {
   },
 };
 
-export const protocolTargets: FuzzTarget<any>[] = [dnscryptServer, dnscryptClient, dnscryptCerts, relay, dohRequests, hpack, h2Connection, dohJson, upstreamAnswer, lists];
+export const protocolTargets: FuzzTarget<any>[] = [dnscryptServer, dnscryptClient, dnscryptCerts, relay, dohRequests, hpack, h2Connection, h2Stateful, dohJson, upstreamAnswer, lists];

@@ -251,7 +251,9 @@ export class H2ServerConnection {
     this.maxBlockFrames = Math.ceil(this.maxBlockSize / MAX_FRAME_SIZE) + SPARE_CONTINUATIONS;
     this.writeSettings();
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
-    socket.on('drain', () => socket.resume());
+    socket.on('drain', () => {
+      if (!this.closed) socket.resume();
+    });
     socket.on('close', () => this.onClose());
     this.idleTimer = setTimeout(this.checkIdle, options.idleTimeoutMs);
     socket.resume();
@@ -801,8 +803,9 @@ export class H2ServerConnection {
     this.flush();
     this.closed = true;
     this.socket.end();
+    // Nothing more is read (nor decrypted); a client that never closes its side is not waited for.
+    this.socket.pause();
     this.release();
-    // A client that never closes its side is not waited for.
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 
@@ -823,6 +826,7 @@ export class H2ServerConnection {
       stream.reset = true;
       this.settleBody(stream, bodyCutOff());
       this.clearTimer(stream);
+      stream.body = EMPTY;
       if (stream.pending) this.pendingBytes -= stream.pending.length;
       stream.pending = null;
     }
