@@ -53,7 +53,7 @@ const PROVIDER = '2.dnscrypt-cert.fuzz.test';
 const providerSeed = Buffer.alloc(32, 7);
 const listener = new DnscryptListener(
   { scheme: 'dnscrypt', host: '127.0.0.1', port: 0, path: '', text: 'dnscrypt://127.0.0.1:0' },
-  { providerName: PROVIDER, keyFile: 'provider.key', providerSeed: providerSeed.toString('hex'), stream: parseStreamLimits([]), datagram: parseDatagramLimits([]) },
+  { providerName: PROVIDER, keyFile: 'provider.key', providerSeed: providerSeed.toString('hex'), stream: parseStreamLimits([]), datagram: parseDatagramLimits([]), keyExchanges: { perClient: 1_000_000, total: 10_000_000 } },
   { ...env, reusePort: false },
 );
 listener.certificates.rotate();
