@@ -44,6 +44,12 @@ const FIRST_CONTACT_TIMEOUT_MS = 1500;
 const MAX_KNOWN_SERVERS = 10_000;
 /** Packets passed on at once (each holds a socket); more are dropped. */
 const DEFAULT_MAX_RELAYED = 1000;
+/**
+ * Datagrams being checked beyond those passed on: the UDP listener's own bound sits this far
+ * above max_inflight, so that a burst is turned away by the relay's rules, counted with their
+ * reasons, rather than uncounted by the socket.
+ */
+const CHECKING_ROOM = 1024;
 const DEFAULT_PER_CLIENT = 100;
 const DEFAULT_PER_SERVER = 250;
 /** A client, for its share of places: as ratelimit's defaults. */
@@ -58,6 +64,8 @@ const MAX_INNER = 8192;
 export interface RelayListenerOptions {
   allowPorts: number[];
   allowPrivate: boolean;
+  /** Packets passed on at once (max_inflight). */
+  maxRelayed: number;
   /** Packets one client (address, IPv6 /56) may have in flight. */
   maxPerClient: number;
   /** Packets to one server (address and port) in flight. */
@@ -168,7 +176,7 @@ export class RelayListener implements Listener {
         answer.compare(RESOLVER_MAGIC, 0, 8, 0, 8) === 0 &&
         answer.compare(inner, nonceAt, nonceAt + HALF_NONCE_SIZE, 8, 8 + HALF_NONCE_SIZE) === 0;
     }
-    if (this.inflight >= this.options.datagram.maxInflight) return this.drop(transport, 'busy');
+    if (this.inflight >= this.options.maxRelayed) return this.drop(transport, 'busy');
     const client = clientKey(info.client.address, CLIENT_PREFIXES);
     if (!this.byClient.take(client, this.options.maxPerClient)) return this.drop(transport, 'client over its share');
     const server = `${relayed.host} ${relayed.port}`;
@@ -321,9 +329,10 @@ function parseRelayOptions(options: Directive[]): RelayListenerOptions {
   return {
     allowPorts,
     allowPrivate,
+    maxRelayed: maxInflight,
     maxPerClient: maxPerClient ?? Math.max(1, Math.min(DEFAULT_PER_CLIENT, Math.floor(maxInflight / 10))),
     maxPerServer: maxPerServer ?? Math.max(1, Math.min(DEFAULT_PER_SERVER, Math.floor(maxInflight / 4))),
     stream: parseStreamLimits(stream),
-    datagram: { maxInflight },
+    datagram: { maxInflight: maxInflight + CHECKING_ROOM },
   };
 }
