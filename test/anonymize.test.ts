@@ -120,6 +120,36 @@ ${options}
       await c.veil.stop();
     }
   });
+
+  it('issue 24 (same class): relays a route picked and left do not keep their sockets', async () => {
+    const dead = await Promise.all([freePort(), freePort(), freePort(), freePort()]); // no relay there
+    const veil = await startTestServer(
+      `. {
+  listen udp://127.0.0.1:0
+  dnscrypt {
+    server resolver ${dnscryptStamp(`127.0.0.1:${resolverPort}`, keys.publicKey, PROVIDER)}
+  }
+  anonymize {
+    relay r1 127.0.0.2:${relayPort}
+${dead.map((port, i) => `    relay d${i} 127.0.0.1:${port}`).join('\n')}
+    route resolver via r1 ${dead.map((_, i) => `d${i}`).join(' ')}
+  }
+}`,
+      { registry: testRegistry() },
+    );
+    try {
+      const upstream = veil.server.config!.blocks[0]!.upstreams.get('resolver') as unknown as { refresh(): Promise<void>; channelCount: number };
+      const counts: number[] = [];
+      // Each refresh picks one of five relays at random; four of them never answer.
+      for (let i = 0; i < 12; i++) {
+        await upstream.refresh();
+        counts.push(upstream.channelCount);
+      }
+      assert.ok(Math.max(...counts) <= 2, `channels open after each refresh: ${counts.join(' ')}`);
+    } finally {
+      await veil.stop();
+    }
+  });
 });
 
 describe('a routed server is never contacted directly, certificate queries included', () => {
