@@ -12,6 +12,10 @@
  * through this relay yet is waited for only briefly. A client flooding a silent host thus holds
  * a few places for a short time, never the relay.
  *
+ * Before anything else, a packet passes the block's door: its acl (by default loopback and
+ * private clients only, so a relay on a public address is never open by accident) and its
+ * ratelimit.
+ *
  * The relay learns who asks and which server, never the question: it cannot decrypt.
  */
 import dgram from 'node:dgram';
@@ -111,6 +115,8 @@ export class RelayListener implements Listener {
   boundAddress = '';
   readonly stats: RelayStats = { forwarded: 0, dropped: {} };
   private pair: ListenerPair | null = null;
+  /** The block's door (acl, ratelimit); a relay serves no zone, so no query reaches the chain. */
+  private handler: QueryHandler | null = null;
   private inflight = 0;
   private readonly byClient = new Shares();
   private readonly byServer = new Shares();
@@ -127,7 +133,8 @@ export class RelayListener implements Listener {
     private readonly env: ListenerEnvironment,
   ) {}
 
-  async start(): Promise<void> {
+  async start(handler: QueryHandler): Promise<void> {
+    this.handler = handler;
     this.unspecified = this.endpoint.host === '0.0.0.0' || this.endpoint.host === '::';
     this.selfAddresses = this.unspecified ? localAddresses() : [ipToBytes(this.endpoint.host)];
     this.pair = await bindPair(this.endpoint, this.options.datagram, this.options.stream, this.env, {
@@ -137,8 +144,10 @@ export class RelayListener implements Listener {
     this.boundAddress = this.pair.boundAddress('relay');
   }
 
-  /** A relay serves no zone: the pipeline's handler is never called. */
-  setHandler(_handler: QueryHandler): void {}
+  /** A relay serves no zone: only the handler's door is asked (`admitClient`), never the chain. */
+  setHandler(handler: QueryHandler): void {
+    this.handler = handler;
+  }
 
   update(options: unknown): void {
     this.options = options as RelayListenerOptions;
@@ -152,6 +161,10 @@ export class RelayListener implements Listener {
   }
 
   private async relay(packet: Buffer, info: QueryInfo, transport: Transport): Promise<Buffer | null> {
+    if (this.handler?.admitClient?.({ client: info.client, transport: 'relay', datagram: transport === 'udp' }) === null) {
+      this.stats.dropped['turned away at the door'] = (this.stats.dropped['turned away at the door'] ?? 0) + 1;
+      return null;
+    }
     const relayed = readRelayHeader(packet);
     if (!relayed) return this.drop(transport, 'no relay header');
     if (!this.options.allowPorts.includes(relayed.port)) return this.drop(transport, 'port not allowed');

@@ -245,7 +245,7 @@ function dnscryptShaped(seed: number): Buffer {
   return packet;
 }
 
-describe('bin/veil relay: places shared per client and per server, DNSCrypt only', () => {
+describe('bin/veil relay: the door first, places shared per client and per server, DNSCrypt only', () => {
   let relay: VeilProcess;
   let relayPort: number;
   let metrics: string;
@@ -264,6 +264,10 @@ describe('bin/veil relay: places shared per client and per server, DNSCrypt only
         max_inflight 40
         max_inflight_per_client 8
         max_inflight_per_server 16
+    }
+    acl {
+        deny 127.0.0.9
+        allow 127.0.0.0/8
     }
     metrics 127.0.0.1:0
 }
@@ -329,5 +333,14 @@ describe('bin/veil relay: places shared per client and per server, DNSCrypt only
     const reply = await sendUdpRaw('127.0.0.2', relayPort, relayed(server.port, dnscryptShaped(77)), 3000, '127.0.0.8');
     assert.ok(reply, 'the DNSCrypt-shaped packet was carried');
     assert.equal(server.received.length - before, 1, 'only the DNSCrypt-shaped packet reached the server');
+  });
+
+  it('issue 24 (same class): the relay asks the block’s acl before anything, and carries nothing for a client it refuses', async () => {
+    const before = server.received.length;
+    const refusedBefore = await metric(metrics, 'veil_dns_rejected_total', { proto: 'relay', reason: 'acl' });
+    assert.equal(await sendUdpRaw('127.0.0.2', relayPort, relayed(server.port, dnscryptShaped(88)), 300, '127.0.0.9'), null);
+    assert.equal((await metric(metrics, 'veil_dns_rejected_total', { proto: 'relay', reason: 'acl' })) - refusedBefore, 1);
+    assert.equal(server.received.length, before, 'nothing passed on');
+    assert.ok(await sendUdpRaw('127.0.0.2', relayPort, relayed(server.port, dnscryptShaped(89)), 3000, '127.0.0.11'), 'a client the acl admits is carried');
   });
 });
