@@ -422,6 +422,10 @@ describe('configuration errors', () => {
     ['listener with a missing key file', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n key /nonexistent/provider.key\n}`, /cannot read provider key .*no such file/],
     ['listener provider without the prefix', `listen dnscrypt://127.0.0.1:5443 {\n provider example.org\n key ${keys.keyFile}\n}`, /must be 2\.dnscrypt-cert\.NAME/],
     ['relay with a bad port', `listen relay://127.0.0.1:443 {\n allow_ports 70000\n}`, /70000 is out of range/],
+    ['relay with no place per client', `listen relay://127.0.0.1:443 {\n max_inflight_per_client 0\n}`, /Corefile:3:26: listen: 0 is out of range/],
+    ['relay with a bad share per server', `listen relay://127.0.0.1:443 {\n max_inflight_per_server many\n}`, /many/],
+    ['listener key_exchanges of 0', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n key ${keys.keyFile}\n key_exchanges 0\n}`, /Corefile:5:16: listen: 0 is out of range/],
+    ['listener key_exchanges with a total below one client', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n key ${keys.keyFile}\n key_exchanges 100 10\n}`, /Corefile:5:20: listen: key_exchanges: the listener's budget \(10\) is below one client's \(100\)/],
   ];
   for (const [label, body, message] of bad) {
     it(label, () => {
