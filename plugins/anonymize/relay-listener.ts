@@ -280,7 +280,7 @@ export class RelayListener implements Listener {
  * A plain DNS query (QR clear, standard opcode, one question and no answers), which a DNSCrypt
  * query almost never reads as: its first bytes are a client magic and a random public key.
  */
-function isPlainQuery(packet: Buffer): boolean {
+export function isPlainQuery(packet: Buffer): boolean {
   if (packet.length < HEADER_SIZE + 5 || isResponse(packet) || opcodeOf(packet) !== 0) return false;
   if (qdCount(packet) !== 1 || anCount(packet) !== 0 || nsCount(packet) !== 0) return false;
   try {

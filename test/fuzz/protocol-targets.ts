@@ -28,6 +28,7 @@ import { bytesToIp, ipToBytes, readRelayHeader, relayHeader } from '../../lib/dn
 import { MinisignError, parsePublicKey, parseSignature, verifyMinisign } from '../../lib/minisign.js';
 import { parseList } from '../../lib/sources/list.js';
 import { destinationKind } from '../../plugins/anonymize/destinations.js';
+import { isPlainQuery } from '../../plugins/anonymize/relay-listener.js';
 import { DnscryptListener } from '../../plugins/dnscrypt/listener.js';
 import { answerToJson, DNS_JSON } from '../../plugins/doh/json.js';
 import { DNS_MESSAGE } from '../../plugins/doh/http-exchange.js';
@@ -201,6 +202,7 @@ const relay: FuzzTarget<Buffer> = {
     if (bytesToIp(ipToBytes(relayed.host)) !== relayed.host) throw new BugError(`${relayed.host} does not round-trip`);
     destinationKind(relayed.addressBytes);
     certQuestion(relayed.inner);
+    isPlainQuery(relayed.inner);
   },
 };
 
