@@ -1,9 +1,10 @@
 /**
- * Who may query a server block. The door asks the block's access policy before any plugin runs,
- * and answers REFUSED to a client it does not admit. Without an `acl` plugin the policy admits
- * loopback and private addresses only, so that Veil listening on a public address is never an
- * open resolver by accident; `acl` replaces the policy (as `loadbalance` replaces the upstream
- * policy), through the `accessPolicy` service.
+ * Who may query a server block, and how often. The door asks the block's access policy before
+ * any plugin runs, and answers REFUSED to a client it does not admit. Without an `acl` plugin the
+ * policy admits loopback and private addresses only, so that Veil listening on a public address
+ * is never an open resolver by accident; `acl` replaces the policy (as `loadbalance` replaces the
+ * upstream policy), through the `accessPolicy` service. Then the door takes one of the client's
+ * tokens from the block's rate limit (none without `ratelimit`, which provides `rateLimit`).
  */
 import { isLocalOrPrivate } from './net/address.js';
 
@@ -16,3 +17,11 @@ export const localOnly: AccessPolicy = {
   // Loopback first, without parsing: it is where most queries come from.
   admits: (address) => address.startsWith('127.') || isLocalOrPrivate(address),
 };
+
+/** Queries per client: `ratelimit` installs one through the `rateLimit` service. */
+export interface RateLimit {
+  /** Takes one query from the budget of the client at `address`; false when it is over. */
+  take(address: string): boolean;
+}
+
+export const unlimited: RateLimit = { take: () => true };

@@ -4,7 +4,7 @@
  * plugins, upstreams and chain in its own child container, still without binding or connecting.
  */
 import type { DependencyContainer } from 'tsyringe';
-import { localOnly, type AccessPolicy } from './access.js';
+import { localOnly, unlimited, type AccessPolicy, type RateLimit } from './access.js';
 import type { ConfigFile, Directive, ServerBlockConfig } from './config/ast.js';
 import { didYouMean } from './config/options.js';
 import { parseZoneKey, type ZoneKey } from './config/zones.js';
@@ -44,6 +44,7 @@ export interface BuiltBlock {
   policy: UpstreamPolicy;
   reporter: ErrorReporter;
   access: AccessPolicy;
+  rateLimit: RateLimit;
   listens: ListenRequest[];
   container: DependencyContainer;
 }
@@ -104,6 +105,7 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
   provideService<UpstreamPolicy>(container, Services.upstreamPolicy, new InOrderPolicy());
   provideService<ErrorReporter>(container, Services.errorReporter, new LogErrorReporter(env.logger));
   provideService<AccessPolicy>(container, Services.accessPolicy, localOnly);
+  provideService<RateLimit>(container, Services.rateLimit, unlimited);
 
   const plugins: Plugin[] = [];
   for (const { definition, directives, options } of parsed.plugins) {
@@ -129,10 +131,11 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
       throw new ConfigError(directives[0]!.name, (err as Error).message, definition.name, { cause: err });
     }
   }
-  // Read after creation: a plugin (loadbalance, errors, acl) may have replaced the defaults.
+  // Read after creation: a plugin (loadbalance, errors, acl, ratelimit) may have replaced the defaults.
   const policy = resolveService(container, Services.upstreamPolicy);
   const reporter = resolveService(container, Services.errorReporter);
   const access = resolveService(container, Services.accessPolicy);
+  const rateLimit = resolveService(container, Services.rateLimit);
   const chain = buildChain(plugins, createUpstreamStage(upstreams, policy));
   return {
     info: parsed.info,
@@ -143,6 +146,7 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
     policy,
     reporter,
     access,
+    rateLimit,
     listens: listens.requests,
     container,
   };

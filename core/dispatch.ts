@@ -16,7 +16,7 @@ import { errorReply, truncateReply } from './dns/message.js';
 import { arCount, isResponse, isSubdomain, opcodeOf, qdCount, readEdns, readId, readQuestion, writeId, type Edns, type Question } from './dns/wire.js';
 import { WireError } from './errors.js';
 import { queryDone, queryRejected } from './events.js';
-import type { QueryHandler, QueryInfo } from './listeners/listener.js';
+import type { DoorPass, QueryHandler, QueryInfo } from './listeners/listener.js';
 
 
 /**
@@ -48,7 +48,7 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
     return undefined;
   };
 
-  return async function dispatch(query: Buffer, info: QueryInfo): Promise<Buffer | null> {
+  const dispatch: QueryHandler = async function dispatch(query: Buffer, info: QueryInfo): Promise<Buffer | null> {
     if (query.length < HEADER_SIZE || isResponse(query)) {
       if (queryRejected.hasSubscribers) queryRejected.publish({ reason: 'malformed', info });
       return null;
@@ -73,6 +73,13 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
 
     const block = target.block;
     if (!block.access.admits(info.client.address)) return reject(query, Rcode.REFUSED, info, question, edns, 'acl');
+    const paid = info.door?.get(block);
+    if (paid === false || (paid === undefined && !block.rateLimit.take(info.client.address))) {
+      // Over UDP an answer to a spoofed source would feed a reflection attack: nothing.
+      if (!info.datagram) return reject(query, Rcode.REFUSED, info, question, edns, 'ratelimit');
+      if (queryRejected.hasSubscribers) queryRejected.publish({ reason: 'ratelimit', info });
+      return null;
+    }
     const ctx = new RequestContext({
       query,
       question,
@@ -118,6 +125,25 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
     }
     return response;
   };
+
+  // Before the question is known, a client passes if any block of this listener would take it.
+  const blocks = [...new Set(sorted.map((r) => r.block))];
+  dispatch.admitClient = (info: QueryInfo): DoorPass | null => {
+    const pass = new Map<object, boolean>();
+    let admitted = false;
+    let paid = false;
+    for (const block of blocks) {
+      if (!block.access.admits(info.client.address)) continue;
+      admitted = true;
+      const took = block.rateLimit.take(info.client.address);
+      pass.set(block, took);
+      paid ||= took;
+    }
+    if (paid) return pass;
+    if (queryRejected.hasSubscribers) queryRejected.publish({ reason: admitted ? 'ratelimit' : 'acl', info });
+    return null;
+  };
+  return dispatch;
 }
 
 function tryQuestion(query: Buffer): Question | undefined {

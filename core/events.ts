@@ -71,6 +71,12 @@ export const filterBlocked = channel<{ ctx: RequestContext; list: string }>('vei
 /** A DNSCrypt certificate in use by an upstream, and when it stops being valid (Unix seconds). */
 export const dnscryptCertificate = channel<{ upstream: string; serial: number; esVersion: number; expiresAt: number }>('veil:dnscrypt:certificate');
 
+/**
+ * A DNSCrypt listener did an X25519 key exchange for a client key it had not cached (the costly
+ * step before a query can be decrypted). `listener` is its configured address.
+ */
+export const dnscryptKeyExchange = channel<{ listener: string }>('veil:dnscrypt:key-exchange');
+
 /** The relay listener forwarded or dropped a packet (`reason` names the rule). */
 export const relayEvent = channel<{ event: 'forwarded' | 'dropped'; reason?: string; transport: 'udp' | 'tcp' }>('veil:relay');
 

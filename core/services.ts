@@ -6,7 +6,7 @@
  * Tests register fakes under the same tokens instead of changing the code under test.
  */
 import type { DependencyContainer } from 'tsyringe';
-import type { AccessPolicy } from './access.js';
+import type { AccessPolicy, RateLimit } from './access.js';
 import type { Clock } from './clock.js';
 import type { ListenRequests, TransportRegistry } from './listeners/listener.js';
 import type { Logger } from './logger.js';
@@ -33,6 +33,8 @@ export const Services = {
   errorReporter: token<ErrorReporter>('veil.ErrorReporter'),
   /** Who may query the block (core/access.ts); `acl` replaces the default. */
   accessPolicy: token<AccessPolicy>('veil.AccessPolicy'),
+  /** Queries per client at the door (core/access.ts); `ratelimit` replaces the default (none). */
+  rateLimit: token<RateLimit>('veil.RateLimit'),
   /** The running server's state (root container; absent when nothing serves, as in `veil check`). */
   serverState: token<ServerState>('veil.ServerState'),
 } as const;

@@ -51,6 +51,25 @@ describe('access policy: the default admits loopback and private addresses only'
   });
 });
 
+describe('the door before the question (QueryHandler.admitClient, for DNSCrypt and relays)', () => {
+  it('passes a client any block of the listener admits; a query paid for there pays no second token', async () => {
+    const corefile = `a.test {\n listen udp://127.0.0.1:0\n acl {\n  deny 127.0.0.2\n }\n hosts {\n  192.0.2.1 web.a.test\n }\n}\nb.test {\n listen udp://127.0.0.1:0\n ratelimit 1 1\n hosts {\n  192.0.2.2 web.b.test\n }\n}`;
+    const clock = new ManualClock();
+    const built = buildConfig(parseCorefileText(corefile, 'Corefile'), { registry: testRegistry(), logger: new MemoryLogger(), clock });
+    const dispatch = createDispatcher([...built.listeners.values()][0]!.routes, clock);
+    const from = (address: string) => ({ client: { address, port: 5353, family: 'IPv4' as const }, transport: 'dnscrypt', datagram: true });
+    const door = dispatch.admitClient!(from('127.0.0.2'));
+    assert.ok(door, 'b.test admits it');
+    // b.test's only token was taken at the door: the query still goes through
+    assert.equal(rcode(await dispatch(buildQuery('web.b.test', QType.A, { id: 1 }), { ...from('127.0.0.2'), door })), 'NOERROR');
+    assert.equal(rcode(await dispatch(buildQuery('web.a.test', QType.A, { id: 2 }), { ...from('127.0.0.2'), door })), 'REFUSED', 'a.test still refuses it');
+    assert.equal(dispatch.admitClient!(from('127.0.0.2')), null, 'b.test has no token left, a.test refuses: turned away');
+    assert.ok(dispatch.admitClient!(from('127.0.0.3')), 'another client');
+    clock.advance(1000);
+    assert.ok(dispatch.admitClient!(from('127.0.0.2')), 'a token back a second later');
+  });
+});
+
 describe('acl over real sockets', () => {
   let veil: TestServer;
   afterEach(() => veil?.stop());

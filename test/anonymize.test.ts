@@ -120,6 +120,36 @@ ${options}
       await c.veil.stop();
     }
   });
+
+  it('issue 24 (same class): relays a route picked and left do not keep their sockets', async () => {
+    const dead = await Promise.all([freePort(), freePort(), freePort(), freePort()]); // no relay there
+    const veil = await startTestServer(
+      `. {
+  listen udp://127.0.0.1:0
+  dnscrypt {
+    server resolver ${dnscryptStamp(`127.0.0.1:${resolverPort}`, keys.publicKey, PROVIDER)}
+  }
+  anonymize {
+    relay r1 127.0.0.2:${relayPort}
+${dead.map((port, i) => `    relay d${i} 127.0.0.1:${port}`).join('\n')}
+    route resolver via r1 ${dead.map((_, i) => `d${i}`).join(' ')}
+  }
+}`,
+      { registry: testRegistry() },
+    );
+    try {
+      const upstream = veil.server.config!.blocks[0]!.upstreams.get('resolver') as unknown as { refresh(): Promise<void>; channelCount: number };
+      const counts: number[] = [];
+      // Each refresh picks one of five relays at random; four of them never answer.
+      for (let i = 0; i < 12; i++) {
+        await upstream.refresh();
+        counts.push(upstream.channelCount);
+      }
+      assert.ok(Math.max(...counts) <= 2, `channels open after each refresh: ${counts.join(' ')}`);
+    } finally {
+      await veil.stop();
+    }
+  });
 });
 
 describe('a routed server is never contacted directly, certificate queries included', () => {
@@ -392,6 +422,10 @@ describe('configuration errors', () => {
     ['listener with a missing key file', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n key /nonexistent/provider.key\n}`, /cannot read provider key .*no such file/],
     ['listener provider without the prefix', `listen dnscrypt://127.0.0.1:5443 {\n provider example.org\n key ${keys.keyFile}\n}`, /must be 2\.dnscrypt-cert\.NAME/],
     ['relay with a bad port', `listen relay://127.0.0.1:443 {\n allow_ports 70000\n}`, /70000 is out of range/],
+    ['relay with no place per client', `listen relay://127.0.0.1:443 {\n max_inflight_per_client 0\n}`, /Corefile:3:26: listen: 0 is out of range/],
+    ['relay with a bad share per server', `listen relay://127.0.0.1:443 {\n max_inflight_per_server many\n}`, /many/],
+    ['listener key_exchanges of 0', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n key ${keys.keyFile}\n key_exchanges 0\n}`, /Corefile:5:16: listen: 0 is out of range/],
+    ['listener key_exchanges with a total below one client', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n key ${keys.keyFile}\n key_exchanges 100 10\n}`, /Corefile:5:20: listen: key_exchanges: the listener's budget \(10\) is below one client's \(100\)/],
   ];
   for (const [label, body, message] of bad) {
     it(label, () => {

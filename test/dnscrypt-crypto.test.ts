@@ -17,7 +17,7 @@ import { parseProviderKey, providerKeyPair } from '../lib/dnscrypt/provider-key.
 import { bytesToIp, ipToBytes, readRelayHeader, relayHeader } from '../lib/dnscrypt/relay-header.js';
 import { loadSodium, sodium } from '../lib/dnscrypt/sodium.js';
 import { ManualClock } from '../core/clock.js';
-import { CERT_LIFETIME_S, ResolverCertificates, ROTATE_EVERY_S } from '../plugins/dnscrypt/resolver-certs.js';
+import { SharedKeyCache, CERT_LIFETIME_S, ResolverCertificates, ROTATE_EVERY_S } from '../plugins/dnscrypt/resolver-certs.js';
 import { ROOT } from './helpers/veil-process.js';
 
 // DNSCrypt keys and boxes need libsodium, which Veil loads only when a configuration uses it.
@@ -323,9 +323,25 @@ describe('the listener’s short-term keys', () => {
     const certs = new ResolverCertificates(provider, new ManualClock());
     const entry = certs.rotate();
     const client = x25519KeyPair();
-    const key = certs.sharedKey(entry, client.publicKey)!;
-    assert.equal(certs.sharedKey(entry, client.publicKey), key);
+    assert.equal(certs.cachedKey(entry, client.publicKey), undefined);
+    const key = certs.computeKey(entry, client.publicKey)!;
+    assert.equal(certs.cachedKey(entry, client.publicKey), key);
     assert.deepEqual(key, sharedKey(2, client.secretKey, entry.cert.resolverPublicKey));
-    for (const low of LOW_ORDER_KEYS) assert.equal(certs.sharedKey(entry, low), null);
+    for (const low of LOW_ORDER_KEYS) {
+      assert.equal(certs.computeKey(entry, low), null);
+      assert.equal(certs.cachedKey(entry, low), undefined);
+    }
+  });
+
+  it('issue 24 finding 5: the shared-key cache is bounded, and keys seen once cannot push out keys in use', () => {
+    const cache = new SharedKeyCache();
+    const key = Buffer.alloc(32, 1);
+    cache.add('returning client', key);
+    assert.equal(cache.get('returning client'), key, 'seen again: kept');
+    for (let i = 0; i < 100_000; i++) cache.add(`flood ${i}`, Buffer.alloc(0));
+    assert.equal(cache.get('returning client'), key, 'still there after 100,000 keys seen once');
+    assert.ok(cache.size <= 15_000, `${cache.size} entries`);
+    assert.equal(cache.get('flood 0'), undefined, 'the oldest of the flood went first');
+    assert.ok(cache.get('flood 99999'));
   });
 });

@@ -20,10 +20,25 @@ export interface QueryInfo {
    * answer itself may take. Defaults to the client's EDNS size.
    */
   maxSize?: number;
+  /** What `QueryHandler.admitClient` found, when the listener asked it: the query pays no second token. */
+  door?: DoorPass;
 }
 
+/** Per server block that admits the client: whether it had a rate-limit token for this query. */
+export type DoorPass = ReadonlyMap<object, boolean>;
+
 /** Handles one wire query; resolves with the wire answer, or null to send nothing. */
-export type QueryHandler = (query: Buffer, info: QueryInfo) => Promise<Buffer | null>;
+export interface QueryHandler {
+  (query: Buffer, info: QueryInfo): Promise<Buffer | null>;
+  /**
+   * The door's checks that need no question (each block's access policy and rate limit), for a
+   * listener that must do costly work before it can read the question (DNSCrypt decrypts): null
+   * when no block of the listener would take a query from this client now (counted on
+   * `veil:query:rejected`), else the pass to put in the query's `info.door`. Takes a rate-limit
+   * token, which the query then does not pay again.
+   */
+  admitClient?(info: QueryInfo): DoorPass | null;
+}
 
 export interface Listener {
   /** The configured address, e.g. `udp://127.0.0.1:53`; the key listeners are shared by. */

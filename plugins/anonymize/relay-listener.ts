@@ -6,6 +6,16 @@
  * server's answer to that very query, never larger than the query (no amplification). Anything
  * else is dropped without a reply, and counted.
  *
+ * Each packet passed on holds a socket until its answer or its timeout, so the places are shared
+ * out: `max_inflight` in all, at most `max_inflight_per_client` for one client (an address, or an
+ * IPv6 /56) and `max_inflight_per_server` for one server; and a server that has not answered
+ * through this relay yet is waited for only briefly. A client flooding a silent host thus holds
+ * a few places for a short time, never the relay.
+ *
+ * Before anything else, a packet passes the block's door: its acl (by default loopback and
+ * private clients only, so a relay on a public address is never open by accident) and its
+ * ratelimit.
+ *
  * The relay learns who asks and which server, never the question: it cannot decrypt.
  */
 import dgram from 'node:dgram';
@@ -13,7 +23,8 @@ import { isIPv6 } from 'node:net';
 import os from 'node:os';
 import type { Directive } from '../../core/config/ast.js';
 import { expectArgs, flag, parseInteger } from '../../core/config/options.js';
-import { isResponse, readId, sameQuestion } from '../../core/dns/wire.js';
+import { HEADER_SIZE } from '../../core/dns/constants.js';
+import { isResponse, nsCount, anCount, opcodeOf, qdCount, readId, readQuestion, sameQuestion } from '../../core/dns/wire.js';
 import { relayEvent } from '../../core/events.js';
 import type { Listener, ListenerEnvironment, QueryHandler, QueryInfo, TransportDefinition } from '../../core/listeners/listener.js';
 import { DATAGRAM_OPTION_NAMES, parseStreamLimits, STREAM_OPTION_NAMES, type DatagramLimits } from '../../core/listeners/options.js';
@@ -25,22 +36,72 @@ import { HALF_NONCE_SIZE, QUERY_OVERHEAD, RESOLVER_MAGIC, RESPONSE_OVERHEAD } fr
 import { ipToBytes, readRelayHeader, startsWithAnonMagic, type RelayedPacket } from '../../lib/dnscrypt/relay-header.js';
 import { destinationKind } from './destinations.js';
 import { ipLiteralLookup } from '../../core/net/ip-lookup.js';
+import { clientKey } from '../../core/util/token-buckets.js';
 
 /** encrypted-dns-server's default list: ports DNSCrypt servers are commonly found on. */
 export const DEFAULT_ALLOWED_PORTS = [443, 553, 853, 1443, 2053, 4343, 4434, 4443, 5353, 5443, 8443, 15353];
-/** How long the relay waits for the server's answer. */
+/** How long the relay waits for the answer of a server that has answered through it before… */
 const RELAY_TIMEOUT_MS = 5000;
+/** …and of one that has not (yet): a silent host holds a place only this long. */
+const FIRST_CONTACT_TIMEOUT_MS = 1500;
+/** Servers remembered as having answered; the one that answered longest ago goes first. */
+const MAX_KNOWN_SERVERS = 10_000;
 /** Packets passed on at once (each holds a socket); more are dropped. */
 const DEFAULT_MAX_RELAYED = 1000;
-/** The smallest DNSCrypt query: envelope, tag, a DNS header and one byte of padding. */
-const MIN_DNSCRYPT_QUERY = QUERY_OVERHEAD + 12 + 1;
+/**
+ * Datagrams being checked beyond those passed on: the UDP listener's own bound sits this far
+ * above max_inflight, so that a burst is turned away by the relay's rules, counted with their
+ * reasons, rather than uncounted by the socket.
+ */
+const CHECKING_ROOM = 1024;
+const DEFAULT_PER_CLIENT = 100;
+const DEFAULT_PER_SERVER = 250;
+/** A client, for its share of places: as ratelimit's defaults. */
+const CLIENT_PREFIXES = { ipv4Prefix: 32, ipv6Prefix: 56 };
+/**
+ * The smallest DNSCrypt query (spec §3): client magic, client key, half nonce, tag, then a
+ * padded query, whose length is a multiple of 64 bytes, so 64 at least.
+ */
+export const MIN_DNSCRYPT_QUERY = QUERY_OVERHEAD + 64;
 const MAX_INNER = 8192;
 
 export interface RelayListenerOptions {
   allowPorts: number[];
   allowPrivate: boolean;
+  /** Packets passed on at once (max_inflight). */
+  maxRelayed: number;
+  /** Packets one client (address, IPv6 /56) may have in flight. */
+  maxPerClient: number;
+  /** Packets to one server (address and port) in flight. */
+  maxPerServer: number;
   stream: StreamLimits;
   datagram: DatagramLimits;
+}
+
+/**
+ * Places in flight counted per key (client or server), each under a cap. A key is in the map
+ * only while it holds a place, so the map is never larger than the packets in flight, and
+ * leaving is O(1).
+ */
+class Shares {
+  private readonly held = new Map<string, number>();
+
+  take(key: string, cap: number): boolean {
+    const count = this.held.get(key) ?? 0;
+    if (count >= cap) return false;
+    this.held.set(key, count + 1);
+    return true;
+  }
+
+  give(key: string): void {
+    const count = this.held.get(key)! - 1;
+    if (count === 0) this.held.delete(key);
+    else this.held.set(key, count);
+  }
+
+  get size(): number {
+    return this.held.size;
+  }
 }
 
 export interface RelayStats {
@@ -54,7 +115,13 @@ export class RelayListener implements Listener {
   boundAddress = '';
   readonly stats: RelayStats = { forwarded: 0, dropped: {} };
   private pair: ListenerPair | null = null;
+  /** The block's door (acl, ratelimit); a relay serves no zone, so no query reaches the chain. */
+  private handler: QueryHandler | null = null;
   private inflight = 0;
+  private readonly byClient = new Shares();
+  private readonly byServer = new Shares();
+  /** Servers that have answered through this relay (LRU order): they get the full wait. */
+  private readonly knownServers = new Map<string, true>();
   /** Ends the exchanges in flight (their sockets), on stop. */
   private readonly pending = new Set<() => void>();
   private selfAddresses: Buffer[] = [];
@@ -66,7 +133,8 @@ export class RelayListener implements Listener {
     private readonly env: ListenerEnvironment,
   ) {}
 
-  async start(): Promise<void> {
+  async start(handler: QueryHandler): Promise<void> {
+    this.handler = handler;
     this.unspecified = this.endpoint.host === '0.0.0.0' || this.endpoint.host === '::';
     this.selfAddresses = this.unspecified ? localAddresses() : [ipToBytes(this.endpoint.host)];
     this.pair = await bindPair(this.endpoint, this.options.datagram, this.options.stream, this.env, {
@@ -76,8 +144,10 @@ export class RelayListener implements Listener {
     this.boundAddress = this.pair.boundAddress('relay');
   }
 
-  /** A relay serves no zone: the pipeline's handler is never called. */
-  setHandler(_handler: QueryHandler): void {}
+  /** A relay serves no zone: only the handler's door is asked (`admitClient`), never the chain. */
+  setHandler(handler: QueryHandler): void {
+    this.handler = handler;
+  }
 
   update(options: unknown): void {
     this.options = options as RelayListenerOptions;
@@ -90,7 +160,11 @@ export class RelayListener implements Listener {
     for (const cancel of [...this.pending]) cancel();
   }
 
-  private async relay(packet: Buffer, _info: QueryInfo, transport: Transport): Promise<Buffer | null> {
+  private async relay(packet: Buffer, info: QueryInfo, transport: Transport): Promise<Buffer | null> {
+    if (this.handler?.admitClient?.({ client: info.client, transport: 'relay', datagram: transport === 'udp' }) === null) {
+      this.stats.dropped['turned away at the door'] = (this.stats.dropped['turned away at the door'] ?? 0) + 1;
+      return null;
+    }
     const relayed = readRelayHeader(packet);
     if (!relayed) return this.drop(transport, 'no relay header');
     if (!this.options.allowPorts.includes(relayed.port)) return this.drop(transport, 'port not allowed');
@@ -107,28 +181,51 @@ export class RelayListener implements Listener {
       if (!isCertName(question.name)) return this.drop(transport, 'not a certificate query');
       accept = (answer) => answer.length >= 12 && isResponse(answer) && readId(answer) === readId(inner) && sameQuestion(inner, answer);
     } else {
-      if (inner.length < MIN_DNSCRYPT_QUERY) return this.drop(transport, 'not DNSCrypt');
+      // Encrypted DNS only: the shape of a DNSCrypt query, and not a plain DNS query.
+      if (inner.length < MIN_DNSCRYPT_QUERY || isPlainQuery(inner)) return this.drop(transport, 'not DNSCrypt');
       const nonceAt = QUERY_OVERHEAD - 16 - HALF_NONCE_SIZE;
       accept = (answer) =>
         answer.length >= RESPONSE_OVERHEAD + 13 &&
         answer.compare(RESOLVER_MAGIC, 0, 8, 0, 8) === 0 &&
         answer.compare(inner, nonceAt, nonceAt + HALF_NONCE_SIZE, 8, 8 + HALF_NONCE_SIZE) === 0;
     }
-    if (this.inflight >= this.options.datagram.maxInflight) return this.drop(transport, 'busy');
+    if (this.inflight >= this.options.maxRelayed) return this.drop(transport, 'busy');
+    const client = clientKey(info.client.address, CLIENT_PREFIXES);
+    if (!this.byClient.take(client, this.options.maxPerClient)) return this.drop(transport, 'client over its share');
+    const server = `${relayed.host} ${relayed.port}`;
+    if (!this.byServer.take(server, this.options.maxPerServer)) {
+      this.byClient.give(client);
+      return this.drop(transport, 'server over its share');
+    }
     this.inflight++;
     try {
-      const { answer, reason } = await this.forward(relayed, accept);
+      const known = this.knownServers.has(server);
+      const { answer, reason } = await this.forward(relayed, accept, known ? RELAY_TIMEOUT_MS : FIRST_CONTACT_TIMEOUT_MS);
       if (!answer) return reason === 'stopped' ? null : this.drop(transport, reason);
+      this.rememberAnswered(server);
       this.stats.forwarded++;
       if (relayEvent.hasSubscribers) relayEvent.publish({ event: 'forwarded', transport });
       return answer;
     } finally {
       this.inflight--;
+      this.byClient.give(client);
+      this.byServer.give(server);
     }
   }
 
+  private rememberAnswered(server: string): void {
+    this.knownServers.delete(server);
+    if (this.knownServers.size >= MAX_KNOWN_SERVERS) this.knownServers.delete(this.knownServers.keys().next().value!);
+    this.knownServers.set(server, true);
+  }
+
+  /** What the relay holds per client and server now (for tests: nothing once all is answered). */
+  get held(): { inflight: number; clients: number; servers: number; knownServers: number } {
+    return { inflight: this.inflight, clients: this.byClient.size, servers: this.byServer.size, knownServers: this.knownServers.size };
+  }
+
   /** Sends the inner packet over UDP from a socket of its own and waits for the answer. */
-  private forward(target: RelayedPacket, accept: (answer: Buffer) => boolean): Promise<{ answer: Buffer | null; reason: string }> {
+  private forward(target: RelayedPacket, accept: (answer: Buffer) => boolean, timeoutMs: number): Promise<{ answer: Buffer | null; reason: string }> {
     const inner = target.inner;
     const v6 = isIPv6(target.host);
     return new Promise((resolve) => {
@@ -145,7 +242,7 @@ export class RelayListener implements Listener {
       };
       const cancel = (): void => finish(null, 'stopped');
       this.pending.add(cancel);
-      const timer = setTimeout(() => finish(null, oversized ? 'answer larger than the query' : 'no answer'), RELAY_TIMEOUT_MS);
+      const timer = setTimeout(() => finish(null, oversized ? 'answer larger than the query' : 'no answer'), timeoutMs);
       socket.on('error', () => finish(null, 'server unreachable'));
       socket.on('message', (answer) => {
         // No amplification: the answer may not be larger than what the client sent.
@@ -179,6 +276,21 @@ export class RelayListener implements Listener {
   }
 }
 
+/**
+ * A plain DNS query (QR clear, standard opcode, one question and no answers), which a DNSCrypt
+ * query almost never reads as: its first bytes are a client magic and a random public key.
+ */
+export function isPlainQuery(packet: Buffer): boolean {
+  if (packet.length < HEADER_SIZE + 5 || isResponse(packet) || opcodeOf(packet) !== 0) return false;
+  if (qdCount(packet) !== 1 || anCount(packet) !== 0 || nsCount(packet) !== 0) return false;
+  try {
+    readQuestion(packet);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Every address of this host (for a relay bound to 0.0.0.0 or ::), loopback included. */
 function localAddresses(): Buffer[] {
   const addresses = [ipToBytes('127.0.0.1'), ipToBytes('::1')];
@@ -193,7 +305,7 @@ const PLUGIN = 'listen';
 export const relayTransport: TransportDefinition<RelayListenerOptions> = {
   scheme: 'relay',
   defaultPort: 443,
-  optionNames: ['allow_ports', 'allow_private', ...STREAM_OPTION_NAMES, ...DATAGRAM_OPTION_NAMES],
+  optionNames: ['allow_ports', 'allow_private', 'max_inflight_per_client', 'max_inflight_per_server', ...STREAM_OPTION_NAMES, ...DATAGRAM_OPTION_NAMES],
   parseOptions: (_endpoint, options) => parseRelayOptions(options),
   create: (endpoint, options, env) => new RelayListener(endpoint, options, env),
 };
@@ -202,6 +314,8 @@ function parseRelayOptions(options: Directive[]): RelayListenerOptions {
   let allowPorts = DEFAULT_ALLOWED_PORTS;
   let allowPrivate = false;
   let maxInflight = DEFAULT_MAX_RELAYED;
+  let maxPerClient: number | null = null;
+  let maxPerServer: number | null = null;
   const stream: Directive[] = [];
   for (const d of options) {
     switch (d.name.text) {
@@ -214,9 +328,24 @@ function parseRelayOptions(options: Directive[]): RelayListenerOptions {
       case 'max_inflight':
         maxInflight = parseInteger(PLUGIN, expectArgs(PLUGIN, d, 1)[0]!, 1, 100_000);
         break;
+      case 'max_inflight_per_client':
+        maxPerClient = parseInteger(PLUGIN, expectArgs(PLUGIN, d, 1)[0]!, 1, 100_000);
+        break;
+      case 'max_inflight_per_server':
+        maxPerServer = parseInteger(PLUGIN, expectArgs(PLUGIN, d, 1)[0]!, 1, 100_000);
+        break;
       default:
         stream.push(d); // idle_timeout, max_connections, pipeline
     }
   }
-  return { allowPorts, allowPrivate, stream: parseStreamLimits(stream), datagram: { maxInflight } };
+  // A share larger than the whole would mean no share: the defaults shrink with max_inflight.
+  return {
+    allowPorts,
+    allowPrivate,
+    maxRelayed: maxInflight,
+    maxPerClient: maxPerClient ?? Math.max(1, Math.min(DEFAULT_PER_CLIENT, Math.floor(maxInflight / 10))),
+    maxPerServer: maxPerServer ?? Math.max(1, Math.min(DEFAULT_PER_SERVER, Math.floor(maxInflight / 4))),
+    stream: parseStreamLimits(stream),
+    datagram: { maxInflight: maxInflight + CHECKING_ROOM },
+  };
 }

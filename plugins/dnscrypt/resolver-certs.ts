@@ -3,7 +3,8 @@
  * every ROTATE_EVERY_S, each valid for CERT_LIFETIME_S so that validity windows overlap; the
  * serial grows with every certificate; keys of expired certificates are dropped. Only the newest
  * certificate is served, every unexpired one still decrypts. Shared keys are cached per
- * certificate and client key (clients reuse their key across queries).
+ * certificate and client key (clients reuse their key across queries), in a bounded cache where
+ * a flood of keys seen once cannot push out the keys of clients that come back.
  */
 import type { Clock } from '../../core/clock.js';
 import { parseCertificate, signCertificate, type Certificate } from '../../lib/dnscrypt/certificate.js';
@@ -17,13 +18,51 @@ export const CERT_LIFETIME_S = 24 * 3600;
 export const ROTATE_EVERY_S = 8 * 3600;
 /** Starts an hour back, for clients whose clocks run late. */
 const BACKDATE_S = 3600;
-/** Shared keys kept per certificate; the oldest go first. */
-const SHARED_KEY_CACHE = 10_000;
+/** Shared keys kept per certificate for client keys seen once… */
+const NEW_KEYS = 5_000;
+/** …and for client keys seen again (the clients that reuse their key). */
+const KEPT_KEYS = 10_000;
+
+/**
+ * A segmented cache of shared keys: a key enters `fresh`; used again while there, it moves to
+ * `kept`. Each is a Map in insertion (FIFO, for `fresh`) or last-use (LRU, for `kept`) order,
+ * so that every step, eviction included, is O(1). Keys used once — all a flood of made-up
+ * client keys can produce — only ever evict each other.
+ */
+export class SharedKeyCache {
+  private readonly fresh = new Map<string, Buffer>();
+  private readonly kept = new Map<string, Buffer>();
+
+  get(id: string): Buffer | undefined {
+    const kept = this.kept.get(id);
+    if (kept) {
+      this.kept.delete(id);
+      this.kept.set(id, kept);
+      return kept;
+    }
+    const fresh = this.fresh.get(id);
+    if (fresh) {
+      this.fresh.delete(id);
+      if (this.kept.size >= KEPT_KEYS) this.kept.delete(this.kept.keys().next().value!);
+      this.kept.set(id, fresh);
+    }
+    return fresh;
+  }
+
+  add(id: string, key: Buffer): void {
+    if (this.fresh.size >= NEW_KEYS) this.fresh.delete(this.fresh.keys().next().value!);
+    this.fresh.set(id, key);
+  }
+
+  get size(): number {
+    return this.fresh.size + this.kept.size;
+  }
+}
 
 export interface ResolverCertificate {
   cert: Certificate;
   secretKey: Buffer;
-  sharedKeys: Map<string, Buffer>;
+  sharedKeys: SharedKeyCache;
 }
 
 export class ResolverCertificates {
@@ -54,7 +93,7 @@ export class ResolverCertificates {
       },
       this.provider.secretKey,
     );
-    const entry: ResolverCertificate = { cert: parseCertificate(bytes), secretKey: pair.secretKey, sharedKeys: new Map() };
+    const entry: ResolverCertificate = { cert: parseCertificate(bytes), secretKey: pair.secretKey, sharedKeys: new SharedKeyCache() };
     this.certs.push(entry);
     this.byMagic.clear();
     for (const c of this.certs) this.byMagic.set(magicKey(c.cert.clientMagic), c);
@@ -78,15 +117,15 @@ export class ResolverCertificates {
     return found;
   }
 
-  /** The shared key with a client's public key, or null for an unusable (low-order) key. */
-  sharedKey(entry: ResolverCertificate, clientPublicKey: Buffer): Buffer | null {
-    const id = clientPublicKey.toString('latin1');
-    const cached = entry.sharedKeys.get(id);
-    if (cached) return cached;
+  /** The shared key with a client's public key if it is cached (no key exchange). */
+  cachedKey(entry: ResolverCertificate, clientPublicKey: Buffer): Buffer | undefined {
+    return entry.sharedKeys.get(clientPublicKey.toString('latin1'));
+  }
+
+  /** Computes (an X25519 key exchange) and caches the shared key; null for a low-order key. */
+  computeKey(entry: ResolverCertificate, clientPublicKey: Buffer): Buffer | null {
     const key = sharedKey(entry.cert.esVersion, entry.secretKey, clientPublicKey);
-    if (!key) return null;
-    if (entry.sharedKeys.size >= SHARED_KEY_CACHE) entry.sharedKeys.delete(entry.sharedKeys.keys().next().value!);
-    entry.sharedKeys.set(id, key);
+    if (key) entry.sharedKeys.add(clientPublicKey.toString('latin1'), key);
     return key;
   }
 }

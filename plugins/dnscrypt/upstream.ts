@@ -197,10 +197,32 @@ export class DnscryptUpstream implements Upstream {
 
   /** Fetches the certificate now (one fetch at a time). */
   refresh(): Promise<void> {
+    const before = this.session;
     this.refreshing ??= this.fetchCertificate().finally(() => {
       this.refreshing = null;
+      this.closeUnusedChannels(before);
     });
     return this.refreshing;
+  }
+
+  /**
+   * Closes the channels (and their sockets) of relays no session uses: the one in use and the
+   * one before it (queries may still be waiting on it) stay. Without this, every relay a route
+   * ever picked (a new pick at each refresh and each retry, among all the relays of the lists)
+   * would keep its sockets for the life of the process.
+   */
+  private closeUnusedChannels(previous: Session | null): void {
+    const used = new Set([this.session?.channel, previous?.channel]);
+    for (const [key, channel] of this.channels) {
+      if (used.has(channel)) continue;
+      channel.close();
+      this.channels.delete(key);
+    }
+  }
+
+  /** Channels open (for tests). */
+  get channelCount(): number {
+    return this.channels.size;
   }
 
   private async fetchCertificate(): Promise<void> {

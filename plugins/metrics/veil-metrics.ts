@@ -15,6 +15,7 @@ import { rcodeOf } from '../../core/dns/wire.js';
 import {
   cacheEvent,
   dnscryptCertificate,
+  dnscryptKeyExchange,
   filterBlocked,
   queryDone,
   queryRejected,
@@ -170,6 +171,9 @@ export class VeilMetrics {
   readonly dnscryptExpiry = this.registry.add(
     new Gauge('veil_dnscrypt_cert_expiry_timestamp_seconds', 'When the DNSCrypt certificate in use stops being valid, in seconds since the Unix epoch.', ['upstream']),
   );
+  readonly dnscryptKeyExchanges = this.registry.add(
+    new Counter('veil_dnscrypt_key_exchanges_total', 'X25519 key exchanges a DNSCrypt listener did for client keys it had not cached.', ['listener']),
+  );
   readonly relayForwarded = this.registry.add(new Counter('veil_relay_forwarded_total', 'Packets the relay passed on.', ['transport']));
   readonly relayDropped = this.registry.add(new Counter('veil_relay_dropped_total', 'Packets the relay dropped, by rule.', ['transport', 'reason']));
 
@@ -189,6 +193,7 @@ export class VeilMetrics {
     this.on(cacheEvent, (m) => this.onCache(m.server, m.event, m.entries));
     this.on(filterBlocked, (m) => this.onBlocked(m.ctx.server, m.list));
     this.on(dnscryptCertificate, (m) => this.dnscryptExpiry.labels(m.upstream).set(m.expiresAt));
+    this.on(dnscryptKeyExchange, (m) => this.dnscryptKeyExchanges.labels(m.listener).inc());
     this.on(pluginMetric, (m) => this.onPluginMetric(m));
     this.on(relayEvent, (m) => {
       if (m.event === 'forwarded') this.relayForwarded.labels(m.transport).inc();

@@ -7,18 +7,20 @@
  *         max_clients N        # buckets kept at most (default 100000)
  *     }
  *
- * A client over its rate gets nothing over UDP (an answer would feed a reflection attack) and
- * REFUSED over streams. Buckets are bounded: when full, the oldest go first.
+ * The door (core/dispatch.ts) asks the block's rate limit after its access policy, before any
+ * plugin runs; listeners that must work before they know the question (DNSCrypt decrypts) ask
+ * it before that work. A client over its rate gets nothing over UDP (an answer would feed a
+ * reflection attack) and REFUSED over streams. Buckets are bounded: when full, the oldest go
+ * first.
  */
-import net from 'node:net';
 import type { Token } from '../../core/config/ast.js';
+import type { RateLimit } from '../../core/access.js';
 import { configError, expectArgs, expectNoBlock, parseInteger, readOptions } from '../../core/config/options.js';
-import type { RequestContext } from '../../core/context.js';
-import { Rcode } from '../../core/dns/constants.js';
-import { errorReply } from '../../core/dns/message.js';
-import { queryRejected } from '../../core/events.js';
-import { unmapIpv4 } from '../../core/net/address.js';
-import type { BlockScope, Next, Plugin, PluginDefinition } from '../../core/plugin.js';
+import type { BlockScope, PluginDefinition } from '../../core/plugin.js';
+import { provideService, Services } from '../../core/services.js';
+import { clientKey, TokenBuckets } from '../../core/util/token-buckets.js';
+
+export { clientKey };
 
 const NAME = 'ratelimit';
 
@@ -57,75 +59,29 @@ export const ratelimitPlugin: PluginDefinition<RatelimitOptions> = {
   },
 
   create(options, scope) {
-    return new RatelimitPlugin(options, scope);
+    provideService<RateLimit>(scope.container, Services.rateLimit, new ClientRateLimit(options, scope));
+    return { name: NAME };
   },
 };
 
-interface Bucket {
-  tokens: number;
-  /** Monotonic ms of the last refill. */
-  at: number;
-}
-
-class RatelimitPlugin implements Plugin {
-  readonly name = NAME;
-  private readonly buckets = new Map<string, Bucket>();
+/** The block's rate limit: one bucket per client (or client network), at the door. */
+class ClientRateLimit implements RateLimit {
+  private readonly buckets: TokenBuckets;
   private warned = false;
 
   constructor(
     private readonly options: RatelimitOptions,
     private readonly scope: BlockScope,
-  ) {}
+  ) {
+    this.buckets = new TokenBuckets(options.perSecond, options.burst, options.maxClients);
+  }
 
-  async serve(ctx: RequestContext, next: Next): Promise<Buffer | null> {
-    if (this.take(clientKey(ctx.client.address, this.options), ctx.clock.monotonic())) return next(ctx);
-    if (queryRejected.hasSubscribers) queryRejected.publish({ reason: 'ratelimit', info: { client: ctx.client, transport: ctx.transport, datagram: ctx.datagram } });
+  take(address: string): boolean {
+    if (this.buckets.take(clientKey(address, this.options), this.scope.clock.monotonic())) return true;
     if (!this.warned) {
       this.warned = true;
-      this.scope.logger.warn(`${ctx.client.address} is over ${this.options.perSecond} queries per second; its queries are dropped (UDP) or refused while it stays over (said once)`);
+      this.scope.logger.warn(`${address} is over ${this.options.perSecond} queries per second; its queries are dropped (UDP) or refused while it stays over (said once)`);
     }
-    return ctx.datagram ? null : errorReply(ctx.query, Rcode.REFUSED, ctx.question.end, ctx.edns);
+    return false;
   }
-
-  private take(key: string, now: number): boolean {
-    const { perSecond, burst, maxClients } = this.options;
-    let bucket = this.buckets.get(key);
-    if (!bucket) {
-      if (this.buckets.size >= maxClients) this.buckets.delete(this.buckets.keys().next().value!);
-      bucket = { tokens: burst, at: now };
-      this.buckets.set(key, bucket);
-    } else {
-      bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * perSecond);
-      bucket.at = now;
-    }
-    if (bucket.tokens < 1) return false;
-    bucket.tokens -= 1;
-    return true;
-  }
-}
-
-/** The address, or its network when a prefix is set: `192.0.2.0/24`. */
-export function clientKey(address: string, options: Pick<RatelimitOptions, 'ipv4Prefix' | 'ipv6Prefix'>): string {
-  const plain = unmapIpv4(address);
-  if (net.isIPv4(plain)) {
-    if (options.ipv4Prefix === 32) return plain;
-    const value = plain.split('.').reduce((acc, octet) => acc * 256 + Number(octet), 0);
-    const masked = value - (value % 2 ** (32 - options.ipv4Prefix));
-    return `${[24, 16, 8, 0].map((shift) => Math.floor(masked / 2 ** shift) % 256).join('.')}/${options.ipv4Prefix}`;
-  }
-  const socket = new net.SocketAddress({ address: plain, family: 'ipv6' });
-  const groups = expandV6(socket.address);
-  const keep = Math.ceil(options.ipv6Prefix / 16);
-  const kept = groups.slice(0, keep);
-  const rest = options.ipv6Prefix % 16;
-  if (rest) kept[keep - 1] = kept[keep - 1]! & ((0xffff << (16 - rest)) & 0xffff);
-  return `${kept.map((g) => g.toString(16)).join(':')}/${options.ipv6Prefix}`;
-}
-
-function expandV6(address: string): number[] {
-  const [head = '', tail] = address.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  const zeros = tail === undefined ? [] : Array(8 - left.length - right.length).fill('0');
-  return [...left, ...zeros, ...right].map((g) => parseInt(g, 16));
 }

@@ -28,6 +28,7 @@ import { bytesToIp, ipToBytes, readRelayHeader, relayHeader } from '../../lib/dn
 import { MinisignError, parsePublicKey, parseSignature, verifyMinisign } from '../../lib/minisign.js';
 import { parseList } from '../../lib/sources/list.js';
 import { destinationKind } from '../../plugins/anonymize/destinations.js';
+import { isPlainQuery } from '../../plugins/anonymize/relay-listener.js';
 import { DnscryptListener } from '../../plugins/dnscrypt/listener.js';
 import { answerToJson, DNS_JSON } from '../../plugins/doh/json.js';
 import { DNS_MESSAGE } from '../../plugins/doh/http-exchange.js';
@@ -54,7 +55,7 @@ const PROVIDER = '2.dnscrypt-cert.fuzz.test';
 const providerSeed = Buffer.alloc(32, 7);
 const listener = new DnscryptListener(
   { scheme: 'dnscrypt', host: '127.0.0.1', port: 0, path: '', text: 'dnscrypt://127.0.0.1:0' },
-  { providerName: PROVIDER, keyFile: 'provider.key', providerSeed: providerSeed.toString('hex'), stream: parseStreamLimits([]), datagram: parseDatagramLimits([]) },
+  { providerName: PROVIDER, keyFile: 'provider.key', providerSeed: providerSeed.toString('hex'), stream: parseStreamLimits([]), datagram: parseDatagramLimits([]), keyExchanges: { perClient: 1_000_000, total: 10_000_000 } },
   { ...env, reusePort: false },
 );
 listener.certificates.rotate();
@@ -202,6 +203,7 @@ const relay: FuzzTarget<Buffer> = {
     if (bytesToIp(ipToBytes(relayed.host)) !== relayed.host) throw new BugError(`${relayed.host} does not round-trip`);
     destinationKind(relayed.addressBytes);
     certQuestion(relayed.inner);
+    isPlainQuery(relayed.inner);
   },
 };
 
