@@ -143,6 +143,11 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
     if (queryRejected.hasSubscribers) queryRejected.publish({ reason: admitted ? 'ratelimit' : 'acl', info });
     return null;
   };
+  dispatch.admitsConnection = (info: QueryInfo): boolean => {
+    if (blocks.some((block) => block.access.admits(info.client.address))) return true;
+    if (queryRejected.hasSubscribers) queryRejected.publish({ reason: 'acl', info });
+    return false;
+  };
   return dispatch;
 }
 

@@ -38,6 +38,13 @@ export interface QueryHandler {
    * token, which the query then does not pay again.
    */
   admitClient?(info: QueryInfo): DoorPass | null;
+  /**
+   * Whether any block of the listener's access policy admits the client (no rate-limit token is
+   * taken), for a listener that would spend a TLS handshake on a connection before any query
+   * arrives: a client no block admits is turned away at accept (counted on
+   * `veil:query:rejected` as `acl`).
+   */
+  admitsConnection?(info: QueryInfo): boolean;
 }
 
 export interface Listener {

@@ -102,6 +102,13 @@ export class DohListener implements Listener {
       : net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     front.on('error', noop);
     front.on('tlsClientError', noop);
+    // Before the TLS handshake (its key exchange is the costly step): a client that no block of
+    // this listener admits is turned away. A trusted proxy is let in: the client is behind it.
+    if (this.secure) front.on('connection', (raw: net.Socket) => {
+      const client = clientOf(raw);
+      if (isTrusted(this.proxies, client.address)) return;
+      if (this.handler?.admitsConnection && !this.handler.admitsConnection({ client, transport: 'https', datagram: false })) raw.destroy();
+    });
     // Handshakes in progress are not counted yet: bound them here.
     front.maxConnections = this.options.maxConnections * 2;
     const bound = await bindStreamServer(front, this.endpoint, this.secure ? 'https' : 'http', this.env.reusePort);

@@ -87,8 +87,9 @@ export class TlsListener implements Listener {
   }
 
   private accept(raw: net.Socket): void {
-    // Handshakes cost CPU before a client has shown anything: as many at once as connections.
-    if (this.handshaking.size >= this.options.maxConnections) {
+    // Handshakes cost CPU before a client has shown anything: as many at once as connections,
+    // and none for a client that no block of this listener admits.
+    if (this.handshaking.size >= this.options.maxConnections || !this.admits(raw)) {
       raw.destroy();
       return;
     }
@@ -112,6 +113,11 @@ export class TlsListener implements Listener {
       done();
       this.sessions.accept(socket);
     });
+  }
+
+  private admits(raw: net.Socket): boolean {
+    const client = { address: raw.remoteAddress ?? '', port: raw.remotePort ?? 0, family: raw.remoteFamily === 'IPv6' ? ('IPv6' as const) : ('IPv4' as const) };
+    return this.handler?.admitsConnection?.({ client, transport: 'tls', datagram: false }) ?? true;
   }
 
   setHandler(handler: QueryHandler): void {
