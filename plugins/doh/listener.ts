@@ -18,6 +18,7 @@ import type { ClientAddress } from '../../core/context.js';
 import { bindStreamServer } from '../../core/listeners/tcp.js';
 import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition } from '../../core/listeners/listener.js';
 import { unmapIpv4, type Endpoint } from '../../core/net/address.js';
+import { clientKey } from '../../core/util/token-buckets.js';
 import { HTTP_OPTION_NAMES, HTTPS_OPTION_NAMES, parseDohListenerOptions, type DohListenerOptions } from './listener-options.js';
 import { H2ServerConnection, PREFACE as H2_PREFACE } from './h2/connection.js';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, DohService, textReply, type BodyResult, type DohRequestView, type HttpReply } from './service.js';
@@ -25,7 +26,7 @@ import { bodyCutOff, bodyTimedOut, bodyTooLarge, DohService, textReply, type Bod
 interface Connection {
   socket: net.Socket;
   client: ClientAddress;
-  /** The address its per-client bound counts it under; null for a trusted proxy. */
+  /** What its per-client bound counts it under (an IPv4 address, an IPv6 /56); null for a trusted proxy. */
   owner: string | null;
   /** Requests being served (body read, query answered, response written). */
   inflight: number;
@@ -39,6 +40,7 @@ interface Connection {
 }
 
 const noop = (): void => {};
+const CLIENT_PREFIXES = { ipv4Prefix: 32, ipv6Prefix: 56 };
 
 export class DohListener implements Listener {
   private front: net.Server | null = null;
@@ -141,7 +143,8 @@ export class DohListener implements Listener {
       return;
     }
     const client = clientOf(socket);
-    const owner = isTrusted(this.proxies, client.address) ? null : unmapIpv4(client.address);
+    // IPv6 clients by /56, as the rate limit counts them: one host holds a whole prefix.
+    const owner = isTrusted(this.proxies, client.address) ? null : clientKey(client.address, CLIENT_PREFIXES);
     if (owner !== null && !this.roomForOwner(owner)) {
       socket.destroy();
       return;
@@ -363,6 +366,7 @@ export class DohListener implements Listener {
   }
 
   private closeConnection(connection: Connection): void {
+    this.idle.delete(connection); // at once: it must not be chosen to make room twice
     if (connection.session) connection.session.destroy();
     connection.socket.destroy();
   }
