@@ -15,6 +15,7 @@ import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition }
 import { unmapIpv4, type Endpoint } from '../../core/net/address.js';
 import { HTTP_OPTION_NAMES, HTTPS_OPTION_NAMES, parseDohListenerOptions, type DohListenerOptions } from './listener-options.js';
 import { H2ServerConnection, PREFACE as H2_PREFACE } from './h2/connection.js';
+import { ObliviousRoles } from './oblivious.js';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, DohService, textReply, type BodyResult, type DohRequestView, type HttpReply } from './service.js';
 
 interface Connection {
@@ -33,6 +34,7 @@ export class DohListener implements Listener {
   private readonly h1: http.Server;
   private handler: QueryHandler | null = null;
   private readonly service: DohService;
+  private readonly oblivious: ObliviousRoles | null;
   private proxies: net.BlockList;
   private readonly connections = new Set<Connection>();
   private readonly bySocket = new WeakMap<net.Socket, Connection>();
@@ -47,7 +49,8 @@ export class DohListener implements Listener {
     private readonly env: ListenerEnvironment,
     private readonly secure: boolean,
   ) {
-    this.service = new DohService(options.path, secure ? 'https' : 'http', () => this.handler!);
+    this.oblivious = options.odohTarget || options.odohRelay ? new ObliviousRoles(endpoint, options, env) : null;
+    this.service = new DohService(options.path, secure ? 'https' : 'http', () => this.handler!, this.oblivious);
     this.proxies = blockListOf(options.trustedProxies);
     this.h1 = http.createServer({ maxHeaderSize: options.maxHeaderSize, keepAliveTimeout: options.idleTimeoutMs }, (req, res) => this.onRequest(req, res));
     this.h1.setTimeout(options.idleTimeoutMs, (socket: net.Socket) => this.onIdle(socket));
@@ -59,6 +62,7 @@ export class DohListener implements Listener {
 
   async start(handler: QueryHandler): Promise<void> {
     this.handler = handler;
+    await this.oblivious?.start(this.options);
     const front = this.secure
       ? tls.createServer(
           {
@@ -90,6 +94,7 @@ export class DohListener implements Listener {
   update(options: unknown): void {
     const next = options as DohListenerOptions;
     this.options = next;
+    this.oblivious?.update(next).catch((err: Error) => this.env.logger.error(`${this.endpoint.text}: ODoH reload: ${err.message}`));
     this.proxies = blockListOf(next.trustedProxies); // HTTP/2 connections opened from now on take the new limits
     this.h1.keepAliveTimeout = next.idleTimeoutMs;
     this.h1.timeout = next.idleTimeoutMs;
@@ -273,6 +278,7 @@ export class DohListener implements Listener {
       clearTimeout(timer);
     }
     for (const connection of this.connections) this.closeConnection(connection);
+    this.oblivious?.stop();
     await closed;
   }
 }
