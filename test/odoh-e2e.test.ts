@@ -12,7 +12,11 @@ import { QType } from '../core/dns/constants.js';
 import { buildQuery } from '../core/dns/message.js';
 import { queryUdp } from '../core/testing/client.js';
 import { makeTestCerts, type TestCerts } from './helpers/peers.js';
-import { startVeil, type VeilProcess } from './helpers/veil-process.js';
+import { makeTempDir, runVeil, startVeil, type VeilProcess } from './helpers/veil-process.js';
+import { h2Call } from './helpers/doh-client.js';
+import { parseConfigs } from '../lib/odoh/configs.js';
+import path from 'node:path';
+import { readFileSync, statSync } from 'node:fs';
 
 const firstA = (wire: Buffer) => (dnsPacket.decode(wire).answers?.[0] as { data?: unknown } | undefined)?.data;
 
@@ -22,14 +26,22 @@ describe('ODoH: client → relay (127.0.0.2) → target, real processes', () => 
   let relay: VeilProcess;
   let client: VeilProcess;
   let clientPort = 0;
+  let targetPort = 0;
+  let relayPort = 0;
+  let keyDir = '';
+  let keyId = '';
 
   before(async () => {
     certs = makeTestCerts();
+    keyDir = makeTempDir();
+    const keygen = await runVeil(['odoh', 'keygen', '--out', 'target.key', '--host', 'dns.test'], keyDir);
+    assert.equal(keygen.code, 0, keygen.stderr);
+    keyId = /key id ([0-9a-f]{64})/.exec(keygen.stdout)![1]!;
     target = await startVeil(`. {
     listen https://127.0.0.1:0/dns-query {
         cert ${certs.chain}
         key ${certs.key}
-        odoh_target
+        odoh_target ${path.join(keyDir, 'target.key')}
     }
     log
     hosts {
@@ -37,7 +49,7 @@ describe('ODoH: client → relay (127.0.0.2) → target, real processes', () => 
     }
 }
 `);
-    const targetPort = target.address('https').port;
+    targetPort = target.address('https').port;
     relay = await startVeil(`. {
     listen https://127.0.0.2:0/proxy {
         cert ${certs.chain}
@@ -51,7 +63,7 @@ describe('ODoH: client → relay (127.0.0.2) → target, real processes', () => 
     metrics 127.0.0.2:0
 }
 `);
-    const relayPort = relay.address('https').port;
+    relayPort = relay.address('https').port;
     client = await startVeil(`. {
     listen udp://127.0.0.1:0
     odoh {
@@ -71,6 +83,25 @@ describe('ODoH: client → relay (127.0.0.2) → target, real processes', () => 
     await relay?.stop();
     await target?.stop();
     if (certs) rmSync(certs.dir, { recursive: true, force: true });
+    if (keyDir) rmSync(keyDir, { recursive: true, force: true });
+  });
+
+  it('veil odoh keygen writes a key only its owner reads, and the target serves that key', async () => {
+    assert.equal(statSync(path.join(keyDir, 'target.key')).mode & 0o777, 0o600);
+    const configs = await h2Call(`https://127.0.0.1:${targetPort}`, { path: '/.well-known/odohconfigs' }, { ca: readFileSync(certs.ca, 'utf8') });
+    assert.equal(parseConfigs(configs.body).usable[0]!.keyId.toString('hex'), keyId);
+  });
+
+  it('veil query --odoh asks through a relay', async () => {
+    const r = await runVeil(
+      ['query', '@127.0.0.2', 'hidden.odoh.test', 'A', '--odoh', `https://dns.test:${targetPort}/dns-query`, '--relay', `https://dns.test:${relayPort}/proxy`, '--ca', certs.ca, '--short'],
+      keyDir,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), '192.0.2.7');
+    const usage = await runVeil(['query', 'x.test', '--odoh', `https://dns.test:${targetPort}/dns-query`], keyDir);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /--odoh needs --relay/);
   });
 
   it('answers through the relay', async () => {
@@ -86,5 +117,13 @@ describe('ODoH: client → relay (127.0.0.2) → target, real processes', () => 
       assert.match(line, /127\.0\.0\.2/, line);
       assert.doesNotMatch(line, /127\.0\.0\.1\b/, line);
     }
+  });
+
+  it("the relay's metrics count by target, never by client", async () => {
+    const base = /plugin\/metrics: serving (http:\/\/[\d.]+:\d+)/.exec(relay.stderr())![1]!;
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const lines = text.split('\n').filter((l) => l.startsWith('veil_odoh_relay_requests_total{'));
+    assert.ok(lines.some((l) => /event="forwarded",target="dns\.test"/.test(l) && !l.endsWith(' 0')), text);
+    for (const line of lines) assert.doesNotMatch(line, /127\.0\.0\.1/, line);
   });
 });
