@@ -63,12 +63,23 @@ export async function sealQuery(config: OdohConfig, dns: Buffer, block = QUERY_P
   const overhead = suite.encLength + TAG_LENGTH;
   const plaintext = encodePlaintext(dns, block, 0xffff - overhead);
   if (plaintext.length + overhead > 0xffff) throw new OdohFormatError('the query is too large to seal');
-  const recipientPublicKey = await suite.hpke.kem.deserializePublicKey(config.publicKey);
+  const recipientPublicKey = await publicKeyOf(config);
   const sender = await suite.hpke.createSenderContext({ recipientPublicKey, info: QUERY_INFO });
   const sealed = Buffer.from(await sender.seal(plaintext, associatedData(MessageType.query, config.keyId)));
   const secret = Buffer.from(await sender.export(RESPONSE_INFO, suite.keyLength));
   const message = encodeMessage({ type: MessageType.query, keyId: config.keyId, encrypted: Buffer.concat([Buffer.from(sender.enc), sealed]) });
   return { message, pending: new PendingQuery(suite, secret, plaintext) };
+}
+
+/** The target's public key as WebCrypto wants it, imported once per config. */
+const publicKeys = new WeakMap<OdohConfig, Promise<webcrypto.CryptoKey>>();
+function publicKeyOf(config: OdohConfig): Promise<webcrypto.CryptoKey> {
+  let key = publicKeys.get(config);
+  if (!key) {
+    key = config.suite.hpke.kem.deserializePublicKey(config.publicKey);
+    publicKeys.set(config, key);
+  }
+  return key;
 }
 
 /** A target's key: the private half for HPKE, and the config it publishes. */
