@@ -6,7 +6,9 @@
  * off, too many). A scripted target records what the relay passes on: no client header.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { encodeStamp } from '../lib/stamps.js';
 import http2 from 'node:http2';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
@@ -313,6 +315,35 @@ ${relays}
       startTestServer(`. {\n    listen https://127.0.0.2:0/proxy {\n        cert ${certs.chain}\n        key ${certs.key}\n        odoh_relay {\n            target dns.test 192.0.2.1\n        }\n    }\n}`, { registry }),
       /not an address a relay may send to/,
     );
+  });
+
+  it('targets_from: listed targets are served, their addresses found through the relay\'s own block, private ones only with allow_private', async () => {
+    const list = path.join(certs.dir, 'odoh-servers.md');
+    writeFileSync(list, `# ODoH targets\n\n## test-target\nA target for the test.\n${encodeStamp({ protocol: 'odohTarget', props: { dnssec: false, noLogs: true, noFilter: true }, host: `dns.test:${targetPort}`, path: '/dns-query' })}\n`);
+    const relayWith = (allowPrivate: boolean) =>
+      startTestServer(
+        `. {\n    listen https://127.0.0.2:0/proxy {\n        cert ${certs.chain}\n        key ${certs.key}\n        odoh_relay {\n            targets_from ${list}\n            ca ${certs.ca}\n${allowPrivate ? '            allow_private\n' : ''}        }\n    }\n    hosts {\n        127.0.0.1 dns.test\n    }\n}`,
+        { registry },
+      );
+    const configsThrough = async (server: TestServer) =>
+      h2Call(`https://127.0.0.2:${server.address('https://127.0.0.2:0/proxy').port}`, { method: 'GET', path: `/proxy?targethost=dns.test:${targetPort}&targetpath=%2F.well-known%2Fodohconfigs` }, { ca });
+    const open = await relayWith(true);
+    try {
+      const r = await configsThrough(open);
+      assert.equal(r.status, 200, r.body.toString());
+      assert.equal(parseConfigs(r.body).usable.length, 1);
+    } finally {
+      await open.stop();
+    }
+    const closed = await relayWith(false);
+    try {
+      const r = await configsThrough(closed);
+      assert.equal(r.status, 502);
+      assert.match(String(r.headers['proxy-status']), /dns_error/);
+      assert.match(r.body.toString(), /addresses a relay may not send to/);
+    } finally {
+      await closed.stop();
+    }
   });
 
   it('too many requests from one client address are refused (429)', async () => {

@@ -58,6 +58,8 @@ export class OdohRelayService {
   constructor(
     private options: OdohRelayOptions,
     private forwarder: RelayForwarder,
+    /** Addresses of listed targets (no addresses of their own), from the relay's own block. */
+    private readonly resolve: (host: string) => Promise<string[]> = (host) => Promise.reject(new Error(`no addresses for ${host}`)),
     private readonly now: () => number = () => performance.now(),
   ) {
     this.targets = indexTargets(options.targets);
@@ -105,7 +107,15 @@ export class OdohRelayService {
     if (this.inflight >= this.options.maxInflight) return this.refuse(503, 'busy', 'service unavailable: too many requests in flight', { 'retry-after': '1' }, target);
     this.inflight++;
     try {
-      const { body: answer, cacheControl } = await this.forwarder.send(target, forward, this.options.timeoutMs);
+      let reached = target;
+      if (target.addresses.length === 0) {
+        try {
+          reached = { ...target, addresses: await this.resolve(target.host) };
+        } catch (err) {
+          return this.fail(502, 'error=dns_error', (err as Error).message, target);
+        }
+      }
+      const { body: answer, cacheControl } = await this.forwarder.send(reached, forward, this.options.timeoutMs);
       if (forward.method === 'POST' && !isObliviousAnswer(answer)) return this.fail(502, 'error=http_protocol_error', 'the target answered something that is not an oblivious answer', target);
       if (odohRelayEvent.hasSubscribers) odohRelayEvent.publish({ event: 'forwarded', target: target.host });
       // Answers are never cached; configs keep the target's lifetime.

@@ -7,6 +7,7 @@
  *     }
  *     odoh_relay {                      # this path is an oblivious relay, for these targets only
  *         target HOST[:PORT] IP...      # an allowed target and its addresses (no name lookups)
+ *         targets_from FILE             # or every ODoH target of a list file (odoh-servers.md format)
  *         allow_private                 # targets may be on loopback or private addresses
  *         ca FILE                       # trust anchors for the targets, beside the system's
  *         rate N                        # requests per second from one client address (default 50)
@@ -22,6 +23,7 @@ import { configError, expectArgs, expectNoBlock, flag, parseDuration, parseInteg
 import { destinationKind } from '../../core/net/destinations.js';
 import { ipToBytes } from '../dnscrypt/relay-header.js';
 import { readCertificates, readConfigFile } from '../tls/files.js';
+import { parseList } from '../sources/list.js';
 import { parseKeyFile } from './keys.js';
 
 const PLUGIN = 'listen';
@@ -39,6 +41,7 @@ export interface RelayTarget {
   port: number;
   /** `host` or `host:port`: the key clients' `targethost` is matched against. */
   authority: string;
+  /** Empty for a target from `targets_from`: the relay's own server block finds them. */
   addresses: string[];
 }
 
@@ -89,11 +92,16 @@ export function parseOdohRelay(d: Directive): OdohRelayOptions {
   if (!d.block) throw configError(PLUGIN, d.name, 'odoh_relay needs a block with the targets it may reach: odoh_relay { target HOST[:PORT] IP… }');
   const options: OdohRelayOptions = { targets: [], allowPrivate: false, extraCa: [], ratePerSecond: 50, maxInflight: 1000, timeoutMs: 5000 };
   const targetLines: Directive[] = [];
+  const listFiles: Token[] = [];
   readOptions(
     PLUGIN,
     d.block,
     {
       target: (line) => targetLines.push(line),
+      targets_from: (line) => {
+        expectNoBlock(PLUGIN, line);
+        listFiles.push(expectArgs(PLUGIN, line, 1)[0]!);
+      },
       allow_private: (line) => (options.allowPrivate = flag(PLUGIN, line)),
       ca: (line) => {
         expectNoBlock(PLUGIN, line);
@@ -103,27 +111,50 @@ export function parseOdohRelay(d: Directive): OdohRelayOptions {
       max_inflight: (line) => (options.maxInflight = parseInteger(PLUGIN, expectArgs(PLUGIN, line, 1)[0]!, 1, 100_000)),
       timeout: (line) => (options.timeoutMs = parseDuration(PLUGIN, expectArgs(PLUGIN, line, 1)[0]!, { min: 100, max: 60_000 })),
     },
-    ['target', 'ca'],
+    ['target', 'ca', 'targets_from'],
   );
   for (const line of targetLines) {
     const target = parseTargetLine(line, options.allowPrivate);
     if (options.targets.some((t) => t.authority === target.authority)) throw configError(PLUGIN, line.args[0]!, `${target.authority} is listed twice`);
     options.targets.push(target);
   }
-  if (options.targets.length === 0) throw configError(PLUGIN, d.name, 'odoh_relay has no target: add "target HOST[:PORT] IP…" lines (a relay open to any target would be an open proxy)');
+  // Listed targets after the lines: a `target` line for the same name (with its addresses) wins.
+  for (const file of listFiles) {
+    for (const target of targetsOfList(file)) if (!options.targets.some((t) => t.authority === target.authority)) options.targets.push(target);
+  }
+  if (options.targets.length === 0) throw configError(PLUGIN, listFiles[0] ?? d.name, 'odoh_relay has no target: add "target HOST[:PORT] IP…" lines or a list with ODoH targets (a relay open to any target would be an open proxy)');
   return options;
+}
+
+/** Every ODoH target stamp of a list file (read at load; a reload reads it again). */
+function targetsOfList(file: Token): RelayTarget[] {
+  const targets: RelayTarget[] = [];
+  for (const entry of parseList(readConfigFile(PLUGIN, file, 'list'))) {
+    for (const stamp of entry.stamps) {
+      if (stamp.protocol !== 'odohTarget') continue;
+      const where = hostPort(stamp.host);
+      if (where) targets.push({ ...where, addresses: [] });
+    }
+  }
+  return targets;
+}
+
+/** `host`, `host:port`, `[v6]:port` → host, port and the authority clients name; null if not one. */
+function hostPort(text: string): Omit<RelayTarget, 'addresses'> | null {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(text);
+  const host = (m?.[1] ?? m?.[2])?.replace(/\.$/, '').toLowerCase();
+  if (!m || !host || (!m[1] && net.isIP(host) === 0 && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(host))) return null;
+  const port = m[3] ? Number(m[3]) : 443;
+  if (port < 1 || port > 65535) return null;
+  const authorityHost = net.isIPv6(host) ? `[${host}]` : host;
+  return { host, port, authority: port === 443 ? authorityHost : `${authorityHost}:${port}` };
 }
 
 function parseTargetLine(line: Directive, allowPrivate: boolean): RelayTarget {
   expectNoBlock(PLUGIN, line);
   const [where, ...ips] = expectArgs(PLUGIN, line, 2, Infinity) as [Token, ...Token[]];
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(where.text);
-  const host = (m?.[1] ?? m?.[2])?.replace(/\.$/, '').toLowerCase();
-  if (!m || !host || (!m[1] && net.isIP(host) === 0 && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(host))) {
-    throw configError(PLUGIN, where, `"${where.text}" is not HOST or HOST:PORT`);
-  }
-  const port = m[3] ? Number(m[3]) : 443;
-  if (port < 1 || port > 65535) throw configError(PLUGIN, where, `port ${port} is out of range`);
+  const place = hostPort(where.text);
+  if (!place) throw configError(PLUGIN, where, `"${where.text}" is not HOST or HOST:PORT (with a port from 1 to 65535)`);
   const addresses = ips.map((ip) => {
     const bare = ip.text.replace(/^\[(.*)\]$/, '$1');
     if (net.isIP(bare) === 0) throw configError(PLUGIN, ip, `"${ip.text}" is not an IP address (the relay looks no name up: give the target's addresses)`);
@@ -132,6 +163,5 @@ function parseTargetLine(line: Directive, allowPrivate: boolean): RelayTarget {
     if (kind === 'private' && !allowPrivate) throw configError(PLUGIN, ip, `${bare} is a loopback or private address: add "allow_private" to the odoh_relay block to allow it`);
     return bare;
   });
-  const authorityHost = net.isIPv6(host) ? `[${host}]` : host;
-  return { host, port, authority: port === 443 ? authorityHost : `${authorityHost}:${port}`, addresses };
+  return { ...place, addresses };
 }

@@ -62,7 +62,7 @@ export class DohListener implements Listener {
 
   async start(handler: QueryHandler): Promise<void> {
     this.handler = handler;
-    await this.oblivious?.start(this.options);
+    await this.oblivious?.start(this.options, () => this.handler!);
     const front = this.secure
       ? tls.createServer(
           {

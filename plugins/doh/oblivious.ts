@@ -6,7 +6,8 @@
  */
 import net from 'node:net';
 import { ListenError } from '../../core/errors.js';
-import type { ListenerEnvironment } from '../../core/listeners/listener.js';
+import type { ListenerEnvironment, QueryHandler } from '../../core/listeners/listener.js';
+import { TargetAddressBook } from '../../lib/odoh/target-addresses.js';
 import type { Endpoint } from '../../core/net/address.js';
 import { MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE } from '../../lib/odoh/message.js';
 import { OdohRelayService, type RelayForwarder, type TargetRequest } from '../../lib/odoh/relay.js';
@@ -18,6 +19,9 @@ import type { DohListenerOptions } from './listener-options.js';
 export class ObliviousRoles {
   target: OdohTargetService | null = null;
   relay: OdohRelayService | null = null;
+  private addresses: TargetAddressBook | null = null;
+  /** The listener's query handler: a relay finds listed targets' addresses through its own block. */
+  private handler: (() => QueryHandler) | null = null;
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -25,11 +29,15 @@ export class ObliviousRoles {
     private readonly env: ListenerEnvironment,
   ) {
     if (options.odohTarget) this.target = new OdohTargetService(options.odohTarget, env.logger, endpoint.text);
-    if (options.odohRelay) this.relay = new OdohRelayService(options.odohRelay, this.forwarder(options.odohRelay));
+    if (options.odohRelay) {
+      this.addresses = new TargetAddressBook(() => this.handler!(), options.odohRelay.allowPrivate);
+      this.relay = new OdohRelayService(options.odohRelay, this.forwarder(options.odohRelay), (host) => this.addresses!.addresses(host));
+    }
   }
 
   /** Makes the target's first key before the listener takes requests. */
-  async start(options: DohListenerOptions): Promise<void> {
+  async start(options: DohListenerOptions, handler: () => QueryHandler): Promise<void> {
+    this.handler = handler;
     // Workers share the port: each with keys of its own would refuse the clients of the others.
     if (options.odohTarget && !options.odohTarget.seed && this.env.reusePort) {
       throw new ListenError(`${this.endpoint.text}: odoh_target in several workers needs a key file they share (veil odoh keygen): keys made at start differ in each`);
@@ -40,7 +48,10 @@ export class ObliviousRoles {
   /** A reload: new keys or rotation, a new allowlist. A role cannot be added or removed without a restart. */
   async update(options: DohListenerOptions): Promise<void> {
     if (this.target && options.odohTarget) await this.target.update(options.odohTarget);
-    if (this.relay && options.odohRelay) this.relay.update(options.odohRelay, this.forwarder(options.odohRelay));
+    if (this.relay && options.odohRelay) {
+      this.addresses = new TargetAddressBook(() => this.handler!(), options.odohRelay.allowPrivate);
+      this.relay.update(options.odohRelay, this.forwarder(options.odohRelay));
+    }
   }
 
   stop(): void {
@@ -69,7 +80,9 @@ class PooledForwarder implements RelayForwarder {
   ) {}
 
   async send(target: RelayTarget, request: TargetRequest, timeoutMs: number): Promise<{ body: Buffer; cacheControl?: string }> {
-    let pool = this.pools.get(target.authority);
+    // Keyed by addresses too: a listed target's addresses change with its DNS answers.
+    const key = `${target.authority} ${target.addresses.join(' ')}`;
+    let pool = this.pools.get(key);
     if (!pool) {
       const sameFamily = this.localAddress !== undefined && target.addresses.every((a) => net.isIPv6(a) === net.isIPv6(this.localAddress!));
       pool = new DohConnections({
@@ -83,7 +96,14 @@ class PooledForwarder implements RelayForwarder {
         logger: this.env.logger,
         ...(sameFamily ? { localAddress: this.localAddress } : {}),
       });
-      this.pools.set(target.authority, pool);
+      // Bounded: a target whose addresses changed leaves its old pool, closed, behind.
+      for (const [other, old] of this.pools) {
+        if (other.startsWith(`${target.authority} `)) {
+          old.close();
+          this.pools.delete(other);
+        }
+      }
+      this.pools.set(key, pool);
     }
     let cacheControl: string | undefined;
     const onHeaders = (header: (name: string) => string | undefined): void => {
