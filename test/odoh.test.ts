@@ -18,6 +18,7 @@ import { rcodeOf } from '../core/dns/wire.js';
 import { queryUdp } from '../core/testing/client.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
 import { parseConfigs } from '../lib/odoh/configs.js';
+import { TargetKeyRing } from '../lib/odoh/key-ring.js';
 import { sealQuery } from '../lib/odoh/crypto.js';
 import { OBLIVIOUS_MEDIA_TYPE, parseMessage } from '../lib/odoh/message.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
@@ -346,6 +347,43 @@ ${relays}
     }
   });
 
+  it('targets and relays by name from odoh-servers.md / odoh-relays.md lists, and servers_from', async () => {
+    const relayPort = relayOrigin.split(':')[2]!;
+    writeFileSync(
+      path.join(certs.dir, 'odoh-servers.md'),
+      `# ODoH servers\n\n## listed-target\nTest target.\n${encodeStamp({ protocol: 'odohTarget', props: { dnssec: false, noLogs: true, noFilter: true }, host: `dns.test:${targetPort}`, path: '/dns-query' })}\n`,
+    );
+    writeFileSync(
+      path.join(certs.dir, 'odoh-relays.md'),
+      `# ODoH relays\n\n## listed-relay\nTest relay.\n${encodeStamp({ protocol: 'odohRelay', props: { dnssec: false, noLogs: true, noFilter: false }, address: `127.0.0.2:${relayPort}`, hashes: [], host: `dns.test:${relayPort}`, path: '/proxy', bootstrap: [] })}\n`,
+    );
+    for (const servers of ['server listed-target', 'servers_from odoh-servers']) {
+      const veil = await startTestServer(
+        `. {
+    listen udp://127.0.0.1:0
+    sources {
+        list odoh-servers ${path.join(certs.dir, 'odoh-servers.md')}
+        list odoh-relays ${path.join(certs.dir, 'odoh-relays.md')}
+    }
+    odoh {
+        ${servers}
+        relay listed-relay {
+            ca ${certs.ca}
+        }
+        route * via listed-relay
+    }
+}`,
+        { registry, queryTimeoutMs: 4000 },
+      );
+      try {
+        const answer = await ask(veil);
+        assert.equal(firstA(answer), "192.0.2.7", `${servers}: ${veil.logs.join("\n")}`);
+      } finally {
+        await veil.stop();
+      }
+    }
+  });
+
   it('too many requests from one client address are refused (429)', async () => {
     const limited = await startTestServer(
       `. {\n    listen https://127.0.0.2:0/proxy {\n        cert ${certs.chain}\n        key ${certs.key}\n        odoh_relay {\n            target dns.test:${targetPort} 127.0.0.1\n            allow_private\n            ca ${certs.ca}\n            rate 2\n        }\n    }\n}`,
@@ -359,6 +397,84 @@ ${relays}
       assert.ok(statuses.slice(2).includes(429), statuses.join(' '));
     } finally {
       await limited.stop();
+    }
+  });
+});
+
+describe('ODoH configuration mistakes are located errors', () => {
+  const registry = createBuiltinRegistry();
+  const block = (lines: string) => `. {\n    listen udp://127.0.0.1:0\n    odoh {\n${lines}\n    }\n}`;
+  const cases: Array<[string, RegExp]> = [
+    ['        server t https://odoh.example/dns-query', /no relay: add "relay NAME/],
+    ['        server t https://odoh.example/dns-query\n        relay r https://relay.example/proxy', /relay\.example is a host name: add a block with "bootstrap IP…"/],
+    ['        server t sdns://hQcAAAAAAAAADDg5LjM4LjEzMS4zOAAYb2RvaC1ubC5hbGVrYmVyZy5uZXQ6NDQzBi9wcm94eQ\n        relay r https://192.0.2.9/proxy', /not an ODoH target one \(sdns:\/\/BQ…\); relays go on "relay" lines/],
+    ['        server t https://odoh.example/dns-query\n        relay r sdns://BQcAAAAAAAAAF29kb2guY2xvdWRmbGFyZS1kbnMuY29tCi9kbnMtcXVlcnk', /not an ODoH relay one/],
+    ['        server t https://odoh.example/dns-query {\n            configs direct\n        }\n        relay r https://192.0.2.9/proxy', /"configs direct" needs "bootstrap IP…"/],
+    ['        server t https://odoh.example/dns-query\n        relay r https://192.0.2.9/proxy\n        route t via q', /no relay named "q" \(relays: r\)/],
+    ['        server t http://odoh.example/dns-query\n        relay r https://192.0.2.9/proxy', /an https:\/\/ URL or an sdns:\/\/ stamp, not http:\/\//],
+    ['        server direct https://odoh.example/dns-query\n        relay r https://192.0.2.9/proxy', /"direct" cannot be a name/],
+    ['        server t https://odoh.example/dns-query\n        relay r https://192.0.2.9/proxy\n        route t via r\n        route t via r', /t has two routes/],
+  ];
+  for (const [lines, message] of cases) {
+    it(message.source.slice(0, 60), async () => {
+      await assert.rejects(startTestServer(block(lines), { registry }), (err: Error) => message.test(err.message) && /^Corefile:\d+:\d+: odoh: /.test(err.message));
+    });
+  }
+  it('a listener cannot be both relay and target', async () => {
+    const certs = makeTestCerts();
+    try {
+      await assert.rejects(
+        startTestServer(`. {\n    listen https://127.0.0.1:0/dns-query {\n        cert ${certs.chain}\n        key ${certs.key}\n        odoh_target\n        odoh_relay {\n            target dns.test 1.2.3.4\n        }\n    }\n}`, { registry }),
+        /one ODoH role per listener/,
+      );
+      await assert.rejects(
+        startTestServer(`. {\n    listen https://127.0.0.1:0/dns-query {\n        cert ${certs.chain}\n        key ${certs.key}\n        odoh_target {\n            rotate 1h\n            overlap 2h\n        }\n    }\n}`, { registry }),
+        /overlap must not be longer than rotate/,
+      );
+    } finally {
+      rmSync(certs.dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the target key ring', () => {
+  it('publishes the newest key, accepts the one it replaced for the overlap, then refuses it', async () => {
+    let now = 0;
+    const ring = new TargetKeyRing({ seed: null, rotateMs: 3_600_000, overlapMs: 60_000 }, () => now);
+    await ring.start();
+    try {
+      const first = ring.current!.config;
+      assert.deepEqual(parseConfigs(ring.configs).usable[0]!.keyId, first.keyId);
+      await ring.rotate();
+      const second = ring.current!.config;
+      assert.notDeepEqual(second.keyId, first.keyId);
+      assert.deepEqual(parseConfigs(ring.configs).usable[0]!.keyId, second.keyId, 'only the newest is published');
+      assert.ok(ring.find(first.keyId), 'the replaced key during the overlap');
+      now += 60_001;
+      assert.equal(ring.find(first.keyId), null, 'and not after');
+      assert.ok(ring.find(second.keyId));
+    } finally {
+      ring.stop();
+    }
+  });
+
+  it('a key file is not rotated on a schedule; a reload with another file replaces it, with overlap', async () => {
+    let now = 0;
+    const seedA = Buffer.alloc(32, 1);
+    const seedB = Buffer.alloc(32, 2);
+    const ring = new TargetKeyRing({ seed: seedA, rotateMs: 3_600_000, overlapMs: 60_000 }, () => now);
+    await ring.start();
+    try {
+      const a = ring.current!.config.keyId;
+      await ring.update({ seed: seedA, rotateMs: 3_600_000, overlapMs: 60_000 });
+      assert.deepEqual(ring.current!.config.keyId, a, 'the same file keeps its key');
+      await ring.update({ seed: seedB, rotateMs: 3_600_000, overlapMs: 60_000 });
+      assert.notDeepEqual(ring.current!.config.keyId, a);
+      assert.ok(ring.find(a));
+      now += 60_001;
+      assert.equal(ring.find(a), null);
+    } finally {
+      ring.stop();
     }
   });
 });

@@ -183,7 +183,7 @@ export function relayFromStamp(stamp: ReturnType<typeof parseStampToken>, token:
   }
   if (addresses.length === 0) throw configError(NAME, token, `the stamp gives no address for ${place.host}: add a block with "bootstrap IP…" (Veil never asks the system resolver)`);
   const authority = place.authority === place.host && port !== 443 ? `${hostText(place.host)}:${port}` : place.authority;
-  return { ...place, port, authority, addresses, listed: false, bootstrap, ...tls, certHashes: [...tls.certHashes, ...stamp.hashes] };
+  return { ...place, port, authority, addresses, listed: false, bootstrap, extraCa: tls.extraCa, pins: tls.pins, certHashes: [...tls.certHashes, ...stamp.hashes] };
 }
 
 function relayFromUrl(token: Token, bootstrap: string[] | null, tls: TlsChecks): Omit<RelaySpec, 'name' | 'token'> {
@@ -191,7 +191,7 @@ function relayFromUrl(token: Token, bootstrap: string[] | null, tls: TlsChecks):
   if (bootstrap && net.isIP(place.host)) throw configError(NAME, token, `bootstrap gives the addresses of a host name, and ${place.host} is already an address`);
   const addresses = bootstrap ?? (net.isIP(place.host) ? [place.host] : []);
   if (addresses.length === 0) throw configError(NAME, token, `${place.host} is a host name: add a block with "bootstrap IP…" (Veil never asks the system resolver)`);
-  return { ...place, addresses, listed: false, bootstrap, ...tls };
+  return { ...place, addresses, listed: false, bootstrap, extraCa: tls.extraCa, pins: tls.pins, certHashes: tls.certHashes };
 }
 
 export interface Place {
