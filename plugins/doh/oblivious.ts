@@ -47,6 +47,9 @@ export class ObliviousRoles {
 
   /** A reload: new keys or rotation, a new allowlist. A role cannot be added or removed without a restart. */
   async update(options: DohListenerOptions): Promise<void> {
+    if (!options.odohTarget !== !this.target || !options.odohRelay !== !this.relay) {
+      this.env.logger.warn(`${this.endpoint.text}: an ODoH role added or removed takes effect after a restart`);
+    }
     if (this.target && options.odohTarget) await this.target.update(options.odohTarget);
     if (this.relay && options.odohRelay) {
       this.addresses = new TargetAddressBook(() => this.handler!(), options.odohRelay.allowPrivate);
