@@ -435,4 +435,51 @@ const workersScaling: Workload = {
   requires: () => skipUnless('dnsperf'),
 };
 
-export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, cacheMemory, dotForward, dotLatency, dnscryptLatency, dnscryptForward, dohListener, dohForward, dohLatency, workersScaling];
+/**
+ * One Veil target (`odoh_target`, no cache, forwarding to the origin), one Veil relay on
+ * 127.0.0.2, and two Veil fronts with a UDP listener: one asks the target through the relay
+ * (`odoh`), the other asks the same target directly (`doh`). Neither front caches.
+ */
+async function withOdohPair<T>(ctx: WorkloadContext, fn: (odohPort: number, dohPort: number, odoh: VeilProcess) => Promise<T>): Promise<T> {
+  const certs = makeTestCerts();
+  const target = `. {\n  listen https://127.0.0.1:0/dns-query {\n    cert ${certs.chain}\n    key ${certs.key}\n    odoh_target\n  }\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
+  return withVeil(target, async (t) => {
+    const targetPort = t.address('https').port;
+    const relay = `. {\n  listen https://127.0.0.2:0/proxy {\n    cert ${certs.chain}\n    key ${certs.key}\n    odoh_relay {\n      target dns.test:${targetPort} 127.0.0.1\n      allow_private\n      ca ${certs.ca}\n      rate 100000\n    }\n  }\n}\n`;
+    return withVeil(relay, async (r) => {
+      const relayPort = r.address('https').port;
+      const odoh = `. {\n  listen udp://127.0.0.1:0\n  odoh {\n    server t https://dns.test:${targetPort}/dns-query\n    relay r https://dns.test:${relayPort}/proxy {\n      bootstrap 127.0.0.2\n      ca ${certs.ca}\n    }\n  }\n}\n`;
+      const doh = `. {\n  listen udp://127.0.0.1:0\n  doh {\n    server t https://dns.test:${targetPort}/dns-query {\n      bootstrap 127.0.0.1\n      ca ${certs.ca}\n    }\n  }\n}\n`;
+      return withVeil(odoh, (o) => withVeil(doh, (d) => fn(o.address('udp').port, d.address('udp').port, o)));
+    });
+  });
+}
+
+const odohForward: Workload = {
+  name: 'odoh-forward',
+  description: 'UDP in, ODoH out through a Veil relay to a Veil target, vs UDP in, DoH out to the same target directly (no cache anywhere)',
+  target: 'context',
+  async run(ctx) {
+    const queries = writeSkewedQueries(ctx.dir, 'odoh.txt', 1000, 10000, 'odoh.example');
+    return withOdohPair(ctx, async (odohPort, dohPort, odoh) => {
+      const result = await alternate(
+        ctx,
+        () => dnsperf({ port: odohPort, queryFile: queries, seconds: ctx.seconds }),
+        () => dnsperf({ port: dohPort, queryFile: queries, seconds: ctx.seconds }),
+      );
+      const measured = throughput('ODoH via relay vs DoH direct', result, rssMb(odoh.child.pid!), ['"peer" is DoH straight to the same target; the ratio is ODoH/DoH']);
+      return { ...measured, summary: `ODoH via relay ${result.veil.qps.toFixed(0)} qps vs DoH direct ${result.peer.qps.toFixed(0)} qps: ${(result.veil.qps / result.peer.qps).toFixed(2)}×` };
+    });
+  },
+  requires: () => skipUnless('dnsperf', 'unbound'),
+};
+
+const odohLatency: Workload = {
+  name: 'odoh-latency',
+  description: 'added latency at 2,000 qps: UDP to Veil, ODoH through a Veil relay to a Veil target, vs UDP to Veil, DoH to the same target directly',
+  target: 'context',
+  run: (ctx) => withOdohPair(ctx, (odohPort, dohPort) => addedLatency(ctx, odohPort, dohPort, 'odoh')),
+  requires: () => skipUnless('dnsperf', 'unbound'),
+};
+
+export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, cacheMemory, dotForward, dotLatency, dnscryptLatency, dnscryptForward, dohListener, dohForward, dohLatency, odohForward, odohLatency, workersScaling];

@@ -6,6 +6,7 @@
  *     veil query …          a dig-like client for every transport (cli/query.ts)
  *     veil stamp …          decode and encode DNS stamps (cli/stamp.ts)
  *     veil dnscrypt keygen  a DNSCrypt provider key (cli/dnscrypt.ts)
+ *     veil odoh keygen      an ODoH target key (cli/odoh.ts)
  *     veil --version
  *
  * SIGTERM/SIGINT: stop accepting, let queries in flight finish (bounded), exit 0.
@@ -26,6 +27,7 @@ import { superviseWorkers, workerIndex } from './workers.js';
 import { loadSodium } from '../lib/dnscrypt/sodium.js';
 import { DNSCRYPT_USAGE, runDnscrypt } from './dnscrypt.js';
 import { processIo, UsageError, type CommandIo } from './io.js';
+import { ODOH_USAGE, runOdoh } from './odoh.js';
 import { QUERY_USAGE, runQuery } from './query.js';
 import { runSources, SOURCES_USAGE } from './sources.js';
 import { runStamp, STAMP_USAGE } from './stamp.js';
@@ -39,9 +41,10 @@ const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => numb
   sources: { run: runSources, usage: SOURCES_USAGE },
   stamp: { run: runStamp, usage: STAMP_USAGE, sodium: true },
   dnscrypt: { run: runDnscrypt, usage: DNSCRYPT_USAGE, sodium: true },
+  odoh: { run: runOdoh, usage: ODOH_USAGE },
 };
 
-/** Runs a subcommand (`veil query …`, `veil sources …`, `veil stamp …`, `veil dnscrypt …`); exit status 2 for a usage mistake. */
+/** Runs a subcommand (`veil query …`, `veil sources …`, `veil stamp …`, `veil dnscrypt …`, `veil odoh …`); exit status 2 for a usage mistake. */
 export async function runSubcommand(name: string, args: string[], io: CommandIo = processIo): Promise<number> {
   const command = SUBCOMMANDS[name]!;
   if (args.length === 0 || args.includes('--help') || args.includes('-h')) {
@@ -63,11 +66,12 @@ const USAGE = `Usage:
                           serve the configuration in FILE (default: Corefile), in N processes
                           sharing the listeners (default: the Corefile's global "workers", or 1)
   veil check [FILE]       check FILE and print each server block's listeners and plugins
-  veil query [@SERVER] NAME [TYPE] …  ask a server over UDP, TCP, TLS, HTTPS or DNSCrypt
+  veil query [@SERVER] NAME [TYPE] …  ask a server over UDP, TCP, TLS, HTTPS, DNSCrypt or ODoH
                                    (veil query --help)
   veil sources list [FILE]         what the resolver and relay lists hold (veil sources --help)
   veil stamp decode|encode …       DNS stamps (veil stamp --help)
   veil dnscrypt keygen …           a DNSCrypt provider key (veil dnscrypt --help)
+  veil odoh keygen …               an ODoH target key (veil odoh --help)
   veil --version          print the version
 
 FILE is a Corefile, or JSONC when its name ends in .json or .jsonc.`;

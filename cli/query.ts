@@ -1,5 +1,5 @@
 /**
- * `veil query [@SERVER] NAME [TYPE] [--tcp|--tls|--https URL|--dnscrypt STAMP [--relay STAMP]]`:
+ * `veil query [@SERVER] NAME [TYPE] [--tcp|--tls|--https URL|--dnscrypt STAMP [--relay STAMP]|--odoh TARGET --relay RELAY]`:
  * a dig-like client for every transport Veil speaks.
  *
  * It does not carry a second implementation of each protocol: it writes a one-block Corefile
@@ -33,6 +33,9 @@ Transports (default: plain DNS over UDP, with TCP when the answer is truncated):
   --https URL               DNS over HTTPS; @SERVER is the address of URL's host (bootstrap)
   --dnscrypt STAMP          DNSCrypt to the server of an sdns:// stamp
   --relay STAMP             with --dnscrypt: through this Anonymized DNSCrypt relay
+  --odoh TARGET --relay RELAY
+                            Oblivious DoH: TARGET (sdns://BQ… or https://HOST/PATH) through
+                            RELAY (sdns://hQ… or https://HOST/PATH); @SERVER is RELAY's address
 
 Options:
   -p, --port N              the server's port (default 53, 853 with --tls)
@@ -50,7 +53,7 @@ export interface QueryRequest {
   server: string | null;
   name: string;
   type: number;
-  transport: 'udp' | 'tcp' | 'tls' | 'https' | 'dnscrypt';
+  transport: 'udp' | 'tcp' | 'tls' | 'https' | 'dnscrypt' | 'odoh';
   port: number | null;
   url: string | null;
   stamp: string | null;
@@ -82,6 +85,7 @@ export function parseQueryArgs(args: string[]): QueryRequest {
         tls: { type: 'boolean' },
         https: { type: 'string' },
         dnscrypt: { type: 'string' },
+        odoh: { type: 'string' },
         relay: { type: 'string' },
         'tls-hostname': { type: 'string' },
         ca: { type: 'string' },
@@ -105,10 +109,11 @@ export function parseQueryArgs(args: string[]): QueryRequest {
   const type = typeNumber(rest[1] ?? 'A');
   if (type === undefined) throw new UsageError(`unknown type "${rest[1]}"`);
 
-  const chosen = (['tcp', 'tls', 'https', 'dnscrypt'] as const).filter((t) => values[t] !== undefined && values[t] !== false);
+  const chosen = (['tcp', 'tls', 'https', 'dnscrypt', 'odoh'] as const).filter((t) => values[t] !== undefined && values[t] !== false);
   if (chosen.length > 1) throw new UsageError(`choose one transport, not --${chosen.join(' and --')}`);
   const transport = chosen[0] ?? 'udp';
-  if (values.relay !== undefined && transport !== 'dnscrypt') throw new UsageError('--relay goes with --dnscrypt');
+  if (values.relay !== undefined && transport !== 'dnscrypt' && transport !== 'odoh') throw new UsageError('--relay goes with --dnscrypt or --odoh');
+  if (transport === 'odoh' && values.relay === undefined) throw new UsageError('--odoh needs --relay RELAY: an oblivious query goes through a relay');
   if (transport === 'tls' && values['tls-hostname'] === undefined && values.pin === undefined) throw new UsageError('--tls needs --tls-hostname HOST (or --pin) to verify the server');
 
   let port: number | null = null;
@@ -127,7 +132,7 @@ export function parseQueryArgs(args: string[]): QueryRequest {
       throw new UsageError(`${servers[0]}: ${err.message} (an IP address: names are not resolved)`);
     }
   }
-  if ((transport === 'https' || transport === 'dnscrypt') && values.port !== undefined) throw new UsageError(`--port does not apply to --${transport}: the ${transport === 'https' ? 'URL' : 'stamp'} says where`);
+  if ((transport === 'https' || transport === 'dnscrypt' || transport === 'odoh') && values.port !== undefined) throw new UsageError(`--port does not apply to --${transport}: the ${transport === 'https' ? 'URL' : 'stamp'} says where`);
 
   const timeout = Number(values.timeout ?? 5);
   if (!(timeout > 0 && timeout <= 60)) throw new UsageError('--timeout takes seconds, more than 0 and at most 60');
@@ -138,7 +143,7 @@ export function parseQueryArgs(args: string[]): QueryRequest {
     transport,
     port,
     url: values.https !== undefined ? token('--https', values.https) : null,
-    stamp: values.dnscrypt !== undefined ? token('--dnscrypt', values.dnscrypt) : null,
+    stamp: values.dnscrypt !== undefined ? token('--dnscrypt', values.dnscrypt) : values.odoh !== undefined ? token('--odoh', values.odoh) : null,
     relay: values.relay !== undefined ? token('--relay', values.relay) : null,
     tlsHostname: values['tls-hostname'] !== undefined ? token('--tls-hostname', values['tls-hostname']) : null,
     ca: values.ca !== undefined ? token('--ca', path.resolve(values.ca)) : null,
@@ -180,6 +185,11 @@ export function upstreamConfig(request: QueryRequest): { lines: string[]; via: s
     case 'dnscrypt': {
       const relay = request.relay ? ['anonymize {', `relay r ${request.relay}`, 'route q via r', '}'] : [];
       return { lines: ['dnscrypt {', `server q ${request.stamp}`, '}', ...relay], via: request.relay ? 'dnscrypt through a relay' : 'dnscrypt' };
+    }
+    case 'odoh': {
+      const relayOptions = [...(request.server ? [`bootstrap ${request.server}`] : []), ...(request.ca ? [`ca ${request.ca}`] : []), ...(request.pin ? [`pin_sha256 ${request.pin}`] : [])];
+      const relay = relayOptions.length ? [`relay r ${request.relay} {`, ...relayOptions, '}'] : [`relay r ${request.relay}`];
+      return { lines: ['odoh {', `server q ${request.stamp}`, ...relay, 'route q via r', '}'], via: `odoh ${request.stamp} through ${request.relay}` };
     }
   }
 }

@@ -92,3 +92,16 @@ export const pluginMetric = channel<{
   labelValues: readonly string[];
   value: number;
 }>('veil:plugin:metric');
+
+/**
+ * An ODoH target answered an oblivious query or refused it (`reason`: the rule). Never names
+ * the client: a target sees only its relay.
+ */
+export const odohTargetEvent = channel<{ event: 'answered' | 'refused'; reason?: string }>('veil:odoh:target');
+
+/**
+ * An ODoH relay passed a request on (`forwarded`), refused it before passing it on
+ * (`refused`, with the rule) or could not get the target's answer (`failed`). `target` is the
+ * allowed target's host, when the request named one; nothing names the client.
+ */
+export const odohRelayEvent = channel<{ event: 'forwarded' | 'refused' | 'failed'; reason?: string; target?: string }>('veil:odoh:relay');

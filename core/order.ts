@@ -28,6 +28,7 @@ export const PLUGIN_ORDER: readonly string[] = [
   'forward',
   'dot',
   'doh',
+  'odoh',
   'dnscrypt',
   'anonymize',
 ];

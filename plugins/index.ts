@@ -16,13 +16,14 @@ import { listenPlugin } from './listen/index.js';
 import { loadbalancePlugin } from './loadbalance/index.js';
 import { logPlugin } from './log/index.js';
 import { metricsPlugin } from './metrics/index.js';
+import { odohPlugin } from './odoh/index.js';
 import { ratelimitPlugin } from './ratelimit/index.js';
 import { sourcesPlugin } from './sources/index.js';
 import { tracePlugin } from './trace/index.js';
 
 export const builtinPlugins: readonly PluginDefinition<any>[] = [
   listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, filterPlugin, cachePlugin, hostsPlugin,
-  forwardPlugin, dotPlugin, dohPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
+  forwardPlugin, dotPlugin, dohPlugin, odohPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
 ];
 
 /** A registry with core's listeners and every built-in plugin. */

@@ -29,6 +29,8 @@ export interface TlsTarget {
   certHashes: readonly Buffer[];
   connectTimeoutMs: number;
   handshakeTimeoutMs: number;
+  /** The local address to leave from (an ODoH relay leaves from its own, so targets see only it). */
+  localAddress?: string;
 }
 
 /** One secure context per set of extra anchors: building one parses every root, too slow per connection. */
@@ -94,7 +96,7 @@ export class TlsConnector {
       let candidate: Buffer | undefined;
       // Our own TCP socket: Nagle must be off on it (a TLS socket does not pass that on), or
       // a query written while an earlier one is unacknowledged waits for the server's ACK.
-      const tcp = net.connect({ host, port, noDelay: true, lookup: refuseLookup as never });
+      const tcp = net.connect({ host, port, noDelay: true, lookup: refuseLookup as never, ...(this.target.localAddress ? { localAddress: this.target.localAddress } : {}) });
       const socket = tls.connect({
         socket: tcp,
         ...(serverName && isIP(serverName) === 0 ? { servername: serverName } : {}),

@@ -34,7 +34,7 @@ import type { Endpoint } from '../../core/net/address.js';
 import { certQuestion, isCertName } from '../../lib/dnscrypt/cert-query.js';
 import { HALF_NONCE_SIZE, QUERY_OVERHEAD, RESOLVER_MAGIC, RESPONSE_OVERHEAD } from '../../lib/dnscrypt/constants.js';
 import { ipToBytes, readRelayHeader, startsWithAnonMagic, type RelayedPacket } from '../../lib/dnscrypt/relay-header.js';
-import { destinationKind } from './destinations.js';
+import { destinationKind } from '../../core/net/destinations.js';
 import { ipLiteralLookup } from '../../core/net/ip-lookup.js';
 import { clientKey } from '../../core/util/token-buckets.js';
 

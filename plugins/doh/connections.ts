@@ -31,6 +31,8 @@ export interface DohConnectionsOptions {
   pool: number;
   idleTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** Leave from this local address (an ODoH relay's own); the system chooses when absent. */
+  localAddress?: string;
   logger: Logger;
 }
 
@@ -63,6 +65,7 @@ export class DohConnections {
           port: options.port,
           connectTimeoutMs: this.connectTimeoutMs,
           handshakeTimeoutMs: this.connectTimeoutMs,
+          ...(options.localAddress ? { localAddress: options.localAddress } : {}),
         }),
     );
   }

@@ -17,6 +17,24 @@ export interface DohRequest {
   path: string;
   /** The POST body (null for GET). */
   body: Buffer | null;
+  /** Type of the body, of `accept` and of the answer; DNS_MESSAGE when absent (ODoH has its own). */
+  mediaType?: string;
+  /** Take an answer of any type (ODoH configs have none of their own). */
+  anyType?: boolean;
+  /** The largest answer taken; MAX_MESSAGE_SIZE when absent. */
+  maxBytes?: number;
+  /** Told the response's headers (ODoH reads the configs' Cache-Control). */
+  onHeaders?: (header: (name: string) => string | undefined) => void;
+}
+
+/** A response whose status is not 2xx: callers that act on the status (ODoH's 401) read it here. */
+export class HttpStatusError extends UpstreamResponseError {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
 }
 
 /**
@@ -26,11 +44,16 @@ export interface DohRequest {
 export class ConnectionLost extends UpstreamUnavailableError {}
 
 /** Why a response head is not a DNS answer, or undefined when it is one. */
-export function checkResponseHead(status: number, contentType: string | undefined): string | undefined {
+export function checkResponseHead(status: number, contentType: string | undefined, expected: string | null = DNS_MESSAGE): string | undefined {
   if (status < 200 || status > 299) return `HTTP status ${status}`;
   const type = contentType?.split(';')[0]!.trim().toLowerCase();
-  if (type !== DNS_MESSAGE) return `content-type "${contentType ?? ''}" is not ${DNS_MESSAGE}`;
+  if (expected !== null && type !== expected) return `content-type "${contentType ?? ''}" is not ${expected}`;
   return undefined;
+}
+
+/** The error for a response head `checkResponseHead` found fault with. */
+function headError(label: string, status: number, problem: string): UpstreamResponseError {
+  return status < 200 || status > 299 ? new HttpStatusError(`${label}: ${problem}`, status) : new UpstreamResponseError(`${label}: ${problem}`);
 }
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM } = http2.constants;
@@ -73,6 +96,8 @@ export class H2Session {
   }
 
   request(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+    const mediaType = request.mediaType ?? DNS_MESSAGE;
+    const maxBytes = request.maxBytes ?? MAX_MESSAGE_SIZE;
     return new Promise((resolve, reject) => {
       let stream: http2.ClientHttp2Stream;
       try {
@@ -82,8 +107,8 @@ export class H2Session {
             ':path': request.path,
             ':authority': this.authority,
             ':scheme': 'https',
-            accept: DNS_MESSAGE,
-            ...(request.body ? { 'content-type': DNS_MESSAGE, 'content-length': request.body.length } : {}),
+            accept: mediaType,
+            ...(request.body ? { 'content-type': mediaType, 'content-length': request.body.length } : {}),
           },
           { endStream: request.body === null },
         );
@@ -113,12 +138,14 @@ export class H2Session {
       const timer = setTimeout(() => finish(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`)), timeoutMs);
       stream.on('response', (headers) => {
         answered = true;
-        const problem = checkResponseHead(Number(headers[':status']), headers['content-type'] as string | undefined);
-        if (problem) finish(new UpstreamResponseError(`${this.label}: ${problem}`));
+        const status = Number(headers[':status']);
+        request.onHeaders?.((name) => headers[name] as string | undefined);
+        const problem = checkResponseHead(status, headers['content-type'] as string | undefined, request.anyType ? null : mediaType);
+        if (problem) finish(headError(this.label, status, problem));
       });
       stream.on('data', (chunk: Buffer) => {
         size += chunk.length;
-        if (size > MAX_MESSAGE_SIZE) finish(new UpstreamResponseError(`${this.label}: answer larger than ${MAX_MESSAGE_SIZE} bytes`));
+        if (size > maxBytes) finish(new UpstreamResponseError(`${this.label}: answer larger than ${maxBytes} bytes`));
         else chunks.push(chunk);
       });
       stream.on('end', () => finish(answered ? null : new UpstreamResponseError(`${this.label}: stream ended without a response`)));
@@ -215,6 +242,8 @@ export class Http1Client {
   }
 
   private send(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+    const mediaType = request.mediaType ?? DNS_MESSAGE;
+    const maxBytes = request.maxBytes ?? MAX_MESSAGE_SIZE;
     return new Promise<Buffer>((resolve, reject) => {
       let settled = false;
       const finish = (error: Error | null, body?: Buffer): void => {
@@ -234,24 +263,25 @@ export class Http1Client {
         setHost: false,
         headers: {
           host: this.authority,
-          accept: DNS_MESSAGE,
-          ...(request.body ? { 'content-type': DNS_MESSAGE, 'content-length': request.body.length } : {}),
+          accept: mediaType,
+          ...(request.body ? { 'content-type': mediaType, 'content-length': request.body.length } : {}),
         },
       });
       const timer = setTimeout(() => finish(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`)), timeoutMs);
       req.on('error', (err) => finish(req.reusedSocket ? new ConnectionLost(`${this.label}: ${err.message}`) : new UpstreamUnavailableError(`${this.label}: ${err.message}`, { cause: err })));
       req.on('response', (res) => {
-        const problem = checkResponseHead(res.statusCode ?? 0, res.headers['content-type']);
+        request.onHeaders?.((name) => res.headers[name] as string | undefined);
+        const problem = checkResponseHead(res.statusCode ?? 0, res.headers['content-type'], request.anyType ? null : mediaType);
         if (problem) {
           res.resume();
-          finish(new UpstreamResponseError(`${this.label}: ${problem}`));
+          finish(headError(this.label, res.statusCode ?? 0, problem));
           return;
         }
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (chunk: Buffer) => {
           size += chunk.length;
-          if (size > MAX_MESSAGE_SIZE) finish(new UpstreamResponseError(`${this.label}: answer larger than ${MAX_MESSAGE_SIZE} bytes`));
+          if (size > maxBytes) finish(new UpstreamResponseError(`${this.label}: answer larger than ${maxBytes} bytes`));
           else chunks.push(chunk);
         });
         res.on('end', () => finish(null, Buffer.concat(chunks, size)));

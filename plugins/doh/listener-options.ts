@@ -7,6 +7,7 @@ import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, parseDuration, parseInteger } from '../../core/config/options.js';
 import type { Location } from '../../core/errors.js';
 import type { Endpoint } from '../../core/net/address.js';
+import { parseOdohRelay, parseOdohTarget, type OdohRelayOptions, type OdohTargetOptions } from '../../lib/odoh/server-options.js';
 
 const PLUGIN = 'listen';
 export const DEFAULT_PATH = '/dns-query';
@@ -30,9 +31,13 @@ export interface DohListenerOptions {
   maxHeaderSize: number;
   /** CIDRs whose X-Forwarded-For is believed. */
   trustedProxies: string[];
+  /** `odoh_target`: the path takes ODoH too, and /.well-known/odohconfigs serves the configs. */
+  odohTarget: OdohTargetOptions | null;
+  /** `odoh_relay`: the path is an oblivious relay (and nothing else). */
+  odohRelay: OdohRelayOptions | null;
 }
 
-const COMMON = ['idle_timeout', 'request_timeout', 'max_connections', 'max_connections_per_client', 'max_streams', 'max_header_size', 'trusted_proxies'] as const;
+const COMMON = ['idle_timeout', 'request_timeout', 'max_connections', 'max_connections_per_client', 'max_streams', 'max_header_size', 'trusted_proxies', 'odoh_target', 'odoh_relay'] as const;
 /** A request of a few hundred bytes has this long to arrive, unless idle_timeout is shorter. */
 const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 export const HTTPS_OPTION_NAMES = ['cert', 'key', ...COMMON] as const;
@@ -54,9 +59,19 @@ export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[]
     maxStreams: 100,
     maxHeaderSize: 8192,
     trustedProxies: [],
+    odohTarget: null,
+    odohRelay: null,
   };
   let certToken: Token | null = null;
   for (const d of options) {
+    if (d.name.text === 'odoh_target' || d.name.text === 'odoh_relay') {
+      if (result.odohTarget || result.odohRelay) {
+        throw configError(PLUGIN, d.name, 'one ODoH role per listener: a relay and a target run by the same server would see both who asks and what (use two listeners, better two operators)');
+      }
+      if (d.name.text === 'odoh_target') result.odohTarget = parseOdohTarget(d);
+      else result.odohRelay = parseOdohRelay(d);
+      continue;
+    }
     const values = expectArgs(PLUGIN, d, 1, d.name.text === 'trusted_proxies' ? Infinity : 1);
     const value = values[0]!;
     switch (d.name.text) {

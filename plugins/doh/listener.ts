@@ -21,6 +21,7 @@ import { unmapIpv4, type Endpoint } from '../../core/net/address.js';
 import { clientKey } from '../../core/util/token-buckets.js';
 import { HTTP_OPTION_NAMES, HTTPS_OPTION_NAMES, parseDohListenerOptions, type DohListenerOptions } from './listener-options.js';
 import { H2ServerConnection, PREFACE as H2_PREFACE } from './h2/connection.js';
+import { ObliviousRoles } from './oblivious.js';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, DohService, textReply, type BodyResult, type DohRequestView, type HttpReply } from './service.js';
 
 interface Connection {
@@ -47,6 +48,7 @@ export class DohListener implements Listener {
   private readonly h1: http.Server;
   private handler: QueryHandler | null = null;
   private readonly service: DohService;
+  private readonly oblivious: ObliviousRoles | null;
   private proxies: net.BlockList;
   private readonly connections = new Set<Connection>();
   /** Connections answering nothing, the one idle longest first: the first to make room. */
@@ -65,7 +67,8 @@ export class DohListener implements Listener {
     private readonly env: ListenerEnvironment,
     private readonly secure: boolean,
   ) {
-    this.service = new DohService(options.path, secure ? 'https' : 'http', () => this.handler!);
+    this.oblivious = options.odohTarget || options.odohRelay ? new ObliviousRoles(endpoint, options, env) : null;
+    this.service = new DohService(options.path, secure ? 'https' : 'http', () => this.handler!, this.oblivious);
     this.proxies = blockListOf(options.trustedProxies);
     this.h1 = http.createServer(
       {
@@ -87,6 +90,7 @@ export class DohListener implements Listener {
 
   async start(handler: QueryHandler): Promise<void> {
     this.handler = handler;
+    await this.oblivious?.start(this.options, () => this.handler!);
     const front = this.secure
       ? tls.createServer(
           {
@@ -125,6 +129,7 @@ export class DohListener implements Listener {
   update(options: unknown): void {
     const next = options as DohListenerOptions;
     this.options = next;
+    this.oblivious?.update(next).catch((err: Error) => this.env.logger.error(`${this.endpoint.text}: ODoH reload: ${err.message}`));
     this.proxies = blockListOf(next.trustedProxies); // HTTP/2 connections opened from now on take the new limits
     this.h1.keepAliveTimeout = next.idleTimeoutMs;
     this.h1.timeout = next.idleTimeoutMs;
@@ -391,6 +396,7 @@ export class DohListener implements Listener {
       clearTimeout(timer);
     }
     for (const connection of this.connections) this.closeConnection(connection);
+    this.oblivious?.stop();
     await closed;
   }
 }

@@ -15,8 +15,10 @@ import { HEADER_SIZE, MAX_MESSAGE_SIZE } from '../../core/dns/constants.js';
 import { hasPadding, padMessage, RESPONSE_PADDING_BLOCK } from '../../core/dns/edns.js';
 import { isResponse, minimumTtl, qdCount, readQuestion, WireError } from '../../core/dns/wire.js';
 import type { QueryHandler } from '../../core/listeners/listener.js';
+import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE } from '../../lib/odoh/message.js';
 import { DNS_MESSAGE } from './http-exchange.js';
 import { answerToJson, DNS_JSON, queryFromParams } from './json.js';
+import type { ObliviousRoles } from './oblivious.js';
 
 export interface HttpReply {
   status: number;
@@ -54,12 +56,18 @@ export class DohService {
     private readonly path: string,
     private readonly transport: 'https' | 'http',
     private readonly handler: () => QueryHandler,
+    /** The listener's ODoH role, if it has one (odoh_target, odoh_relay). */
+    private readonly oblivious: ObliviousRoles | null = null,
   ) {}
 
   async serve(request: DohRequestView, client: ClientAddress): Promise<HttpReply> {
     const queryAt = request.path.indexOf('?');
     const pathname = queryAt < 0 ? request.path : request.path.slice(0, queryAt);
-    if (pathname !== this.path) return textReply(404, `not found: DNS queries go to ${this.path}`);
+    if (pathname !== this.path) {
+      if (pathname === CONFIGS_PATH && this.oblivious?.target) return this.oblivious.target.configsReply(request.method);
+      return textReply(404, `not found: DNS queries go to ${this.path}`);
+    }
+    if (this.oblivious?.relay) return this.oblivious.relay.serve(request, client.address);
 
     let wire: Buffer;
     let json = false;
@@ -80,6 +88,7 @@ export class DohService {
       }
     } else if (request.method === 'POST') {
       const type = mediaType(request.header('content-type'));
+      if (type === OBLIVIOUS_MEDIA_TYPE && this.oblivious?.target) return this.serveOblivious(request, client);
       if (type !== DNS_MESSAGE) return textReply(415, `unsupported media type: POST bodies are ${DNS_MESSAGE}`);
       const length = request.header('content-length');
       if (length !== undefined && Number(length) > MAX_MESSAGE_SIZE) return bodyTooLarge(MAX_MESSAGE_SIZE);
@@ -90,12 +99,8 @@ export class DohService {
       return textReply(405, 'method not allowed: use GET or POST', { allow: 'GET, POST' });
     }
 
-    const problem = malformed(wire);
-    if (problem) return textReply(400, `bad request: ${problem}`);
-    let answer = await this.handler()(wire, { client, transport: this.transport, datagram: false });
-    // A chain that answers nothing (a rule that drops the query) cannot stay silent over
-    // HTTP without holding the stream open: the client is told it was refused.
-    if (!answer) return textReply(403, 'forbidden: the query was refused');
+    let answer = await this.answer(wire, client, this.transport);
+    if (!Buffer.isBuffer(answer)) return answer;
     // Answers to padded queries are padded too (RFC 8467 §4.1, as the DoT listener does), so
     // their size tells an observer of the encrypted stream as little as the query's did.
     if (!json && hasPadding(wire)) answer = padMessage(answer, RESPONSE_PADDING_BLOCK);
@@ -105,6 +110,28 @@ export class DohService {
       return { status: 200, headers: { ...headers, 'content-type': DNS_JSON, 'content-length': body.length }, body };
     }
     return { status: 200, headers: { ...headers, 'content-type': DNS_MESSAGE, 'content-length': answer.length }, body: answer };
+  }
+
+  /**
+   * An oblivious query for this target: opened, answered by the chain as transport `odoh`
+   * (the client is the peer, a relay), and the answer sealed to it.
+   */
+  private async serveOblivious(request: DohRequestView, client: ClientAddress): Promise<HttpReply> {
+    const length = request.header('content-length');
+    if (length !== undefined && Number(length) > MAX_MESSAGE_BYTES) return bodyTooLarge(MAX_MESSAGE_BYTES);
+    const body = await request.readBody(MAX_MESSAGE_BYTES);
+    if (!Buffer.isBuffer(body)) return body;
+    return this.oblivious!.target!.answer(body, (dns) => this.answer(dns, client, 'odoh'));
+  }
+
+  /** The chain's answer to a DNS query, or the reply that refuses it. */
+  private async answer(wire: Buffer, client: ClientAddress, transport: string): Promise<Buffer | HttpReply> {
+    const problem = malformed(wire);
+    if (problem) return textReply(400, `bad request: ${problem}`);
+    const answer = await this.handler()(wire, { client, transport, datagram: false });
+    // A chain that answers nothing (a rule that drops the query) cannot stay silent over
+    // HTTP without holding the stream open: the client is told it was refused.
+    return answer ?? textReply(403, 'forbidden: the query was refused');
   }
 }
 

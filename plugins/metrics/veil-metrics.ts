@@ -21,6 +21,8 @@ import {
   queryRejected,
   pluginMetric,
   relayEvent,
+  odohRelayEvent,
+  odohTargetEvent,
   upstreamAttempt,
   upstreamConnection,
   upstreamFailover,
@@ -176,6 +178,10 @@ export class VeilMetrics {
   );
   readonly relayForwarded = this.registry.add(new Counter('veil_relay_forwarded_total', 'Packets the relay passed on.', ['transport']));
   readonly relayDropped = this.registry.add(new Counter('veil_relay_dropped_total', 'Packets the relay dropped, by rule.', ['transport', 'reason']));
+  readonly odohTarget = this.registry.add(new Counter('veil_odoh_target_queries_total', 'Oblivious queries an ODoH target answered or refused, by rule.', ['event', 'reason']));
+  readonly odohRelay = this.registry.add(
+    new Counter('veil_odoh_relay_requests_total', 'Requests an ODoH relay passed on, refused or could not get answered, by target and rule (never by client).', ['event', 'target', 'reason']),
+  );
 
   constructor() {
     this.stopProcessMetrics = addProcessMetrics(this.registry);
@@ -195,6 +201,8 @@ export class VeilMetrics {
     this.on(dnscryptCertificate, (m) => this.dnscryptExpiry.labels(m.upstream).set(m.expiresAt));
     this.on(dnscryptKeyExchange, (m) => this.dnscryptKeyExchanges.labels(m.listener).inc());
     this.on(pluginMetric, (m) => this.onPluginMetric(m));
+    this.on(odohTargetEvent, (m) => this.odohTarget.labels(m.event, m.reason ?? '').inc());
+    this.on(odohRelayEvent, (m) => this.odohRelay.labels(m.event, m.target ?? '', m.reason ?? '').inc());
     this.on(relayEvent, (m) => {
       if (m.event === 'forwarded') this.relayForwarded.labels(m.transport).inc();
       else this.relayDropped.labels(m.transport, m.reason ?? 'unspecified').inc();

@@ -27,7 +27,7 @@ import { providerKeyPair } from '../../lib/dnscrypt/provider-key.js';
 import { bytesToIp, ipToBytes, readRelayHeader, relayHeader } from '../../lib/dnscrypt/relay-header.js';
 import { MinisignError, parsePublicKey, parseSignature, verifyMinisign } from '../../lib/minisign.js';
 import { parseList } from '../../lib/sources/list.js';
-import { destinationKind } from '../../plugins/anonymize/destinations.js';
+import { destinationKind } from '../../core/net/destinations.js';
 import { isPlainQuery } from '../../plugins/anonymize/relay-listener.js';
 import { DnscryptListener } from '../../plugins/dnscrypt/listener.js';
 import { answerToJson, DNS_JSON } from '../../plugins/doh/json.js';

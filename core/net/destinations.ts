@@ -1,5 +1,5 @@
 /**
- * Where a relay may send packets. A relay open to any address would let anyone reach hosts
+ * Where a relay (Anonymized DNSCrypt's, or an ODoH relay) may send packets. A relay open to any address would let anyone reach hosts
  * behind it (its loopback, its LAN) or use it against special-purpose ranges, so a destination
  * must be a global unicast address; loopback and private ranges only with `allow_private`;
  * unspecified, multicast, broadcast, reserved, documentation and translation ranges never.

@@ -1,0 +1,160 @@
+/**
+ * Sealing and opening ODoH messages (RFC 9230 §6.3–6.4).
+ *
+ * A query is sealed with HPKE (base mode, info "odoh query") to the target's public key; the
+ * additional data binds the message type and key id. The answer is not sealed by HPKE but
+ * with a key both sides derive from the query's HPKE context:
+ *
+ *     secret = context.Export("odoh response", Nk)
+ *     prk    = Extract(Q_plain || len(nonce) || nonce, secret)
+ *     key    = Expand(prk, "odoh key", Nk);  aead_nonce = Expand(prk, "odoh nonce", Nn)
+ *
+ * with a fresh random nonce of max(Nn, Nk) bytes per answer, sent in the response's key id
+ * field. So an answer opens only with the very query (padding included) it answers: a relay
+ * that swaps, replays or alters an answer gets an authentication failure, never a wrong answer.
+ */
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, type webcrypto } from 'node:crypto';
+import type { OdohConfig } from './configs.js';
+import {
+  associatedData,
+  encodeMessage,
+  encodePlaintext,
+  MessageType,
+  OdohFormatError,
+  parseMessage,
+  parsePlaintext,
+  QUERY_PADDING_BLOCK,
+  type ObliviousMessage,
+} from './message.js';
+import type { Suite } from './suite.js';
+
+const QUERY_INFO = Buffer.from('odoh query');
+const RESPONSE_INFO = Buffer.from('odoh response');
+const TAG_LENGTH = 16;
+
+/** A message that does not open: wrong key, altered bytes, or not an answer to this query. */
+export class OdohCryptoError extends Error {
+  override readonly name = 'OdohCryptoError';
+}
+
+/** What a client keeps between sealing a query and opening its answer. */
+export class PendingQuery {
+  constructor(
+    private readonly suite: Suite,
+    private readonly secret: Buffer,
+    private readonly queryPlaintext: Buffer,
+  ) {}
+
+  /** The DNS answer inside `bytes`; throws OdohFormatError or OdohCryptoError. */
+  openResponse(bytes: Buffer): Buffer {
+    const message = parseMessage(bytes);
+    if (message.type !== MessageType.response) throw new OdohFormatError('a query where an answer was expected');
+    const nonceLength = Math.max(this.suite.nonceLength, this.suite.keyLength);
+    if (message.keyId.length !== nonceLength) throw new OdohFormatError(`a response nonce of ${message.keyId.length} bytes, not ${nonceLength}`);
+    const { key, nonce } = responseKey(this.suite, this.secret, this.queryPlaintext, message.keyId);
+    const plaintext = openAead(this.suite, key, nonce, associatedData(MessageType.response, message.keyId), message.encrypted);
+    return parsePlaintext(plaintext).dns;
+  }
+}
+
+/** Seals `dns` to the target's config; the plaintext is padded to a multiple of `block`. */
+export async function sealQuery(config: OdohConfig, dns: Buffer, block = QUERY_PADDING_BLOCK): Promise<{ message: Buffer; pending: PendingQuery }> {
+  const { suite } = config;
+  const overhead = suite.encLength + TAG_LENGTH;
+  const plaintext = encodePlaintext(dns, block, 0xffff - overhead);
+  if (plaintext.length + overhead > 0xffff) throw new OdohFormatError('the query is too large to seal');
+  const recipientPublicKey = await publicKeyOf(config);
+  const sender = await suite.hpke.createSenderContext({ recipientPublicKey, info: QUERY_INFO });
+  const sealed = Buffer.from(await sender.seal(plaintext, associatedData(MessageType.query, config.keyId)));
+  const secret = Buffer.from(await sender.export(RESPONSE_INFO, suite.keyLength));
+  const message = encodeMessage({ type: MessageType.query, keyId: config.keyId, encrypted: Buffer.concat([Buffer.from(sender.enc), sealed]) });
+  return { message, pending: new PendingQuery(suite, secret, plaintext) };
+}
+
+/** The target's public key as WebCrypto wants it, imported once per config. */
+const publicKeys = new WeakMap<OdohConfig, Promise<webcrypto.CryptoKey>>();
+function publicKeyOf(config: OdohConfig): Promise<webcrypto.CryptoKey> {
+  let key = publicKeys.get(config);
+  if (!key) {
+    key = config.suite.hpke.kem.deserializePublicKey(config.publicKey);
+    publicKeys.set(config, key);
+  }
+  return key;
+}
+
+/** A target's key: the private half for HPKE, and the config it publishes. */
+export interface TargetKey {
+  config: OdohConfig;
+  privateKey: webcrypto.CryptoKey;
+}
+
+export interface OpenedQuery {
+  dns: Buffer;
+  /** The whole plaintext (padding included): the answer's key is bound to it. */
+  plaintext: Buffer;
+  secret: Buffer;
+  /** The encapsulated key: unique per sealed query (how replays are told). */
+  enc: Buffer;
+  suite: Suite;
+}
+
+/** Opens a query sealed to `key`. The caller has matched `message.keyId` to the key. */
+export async function openQuery(key: TargetKey, message: ObliviousMessage): Promise<OpenedQuery> {
+  const { suite } = key.config;
+  if (message.type !== MessageType.query) throw new OdohFormatError('an answer where a query was expected');
+  if (message.encrypted.length < suite.encLength + TAG_LENGTH) throw new OdohFormatError('the encrypted query is shorter than a key and a tag');
+  const enc = message.encrypted.subarray(0, suite.encLength);
+  let plaintext: Buffer;
+  let secret: Buffer;
+  try {
+    const recipient = await suite.hpke.createRecipientContext({ recipientKey: key.privateKey, enc, info: QUERY_INFO });
+    plaintext = Buffer.from(await recipient.open(message.encrypted.subarray(suite.encLength), associatedData(MessageType.query, message.keyId)));
+    secret = Buffer.from(await recipient.export(RESPONSE_INFO, suite.keyLength));
+  } catch (err) {
+    throw new OdohCryptoError(`the query does not open: ${(err as Error).message}`);
+  }
+  return { dns: parsePlaintext(plaintext).dns, plaintext, secret, enc: Buffer.from(enc), suite };
+}
+
+/**
+ * Seals an answer to the query it answers. `nonce` is random unless given (test vectors give
+ * it); `block` pads the plaintext (RFC 8467's 468 bytes by default).
+ */
+export function sealResponse(query: Pick<OpenedQuery, 'plaintext' | 'secret' | 'suite'>, dns: Buffer, block: number, nonce?: Buffer): Buffer {
+  return sealResponsePlaintext(query, encodePlaintext(dns, block, 0xffff - TAG_LENGTH), nonce);
+}
+
+/** The same with the plaintext (and so its padding) given whole. */
+export function sealResponsePlaintext(query: Pick<OpenedQuery, 'plaintext' | 'secret' | 'suite'>, plaintext: Buffer, nonce?: Buffer): Buffer {
+  const { suite } = query;
+  if (plaintext.length + TAG_LENGTH > 0xffff) throw new OdohFormatError('the answer is too large to seal');
+  const responseNonce = nonce ?? randomBytes(Math.max(suite.nonceLength, suite.keyLength));
+  const { key, nonce: aeadNonce } = responseKey(suite, query.secret, query.plaintext, responseNonce);
+  const cipher = createCipheriv(suite.cipher, key, aeadNonce, { authTagLength: TAG_LENGTH });
+  cipher.setAAD(associatedData(MessageType.response, responseNonce));
+  const encrypted = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+  return encodeMessage({ type: MessageType.response, keyId: responseNonce, encrypted });
+}
+
+function responseKey(suite: Suite, secret: Buffer, queryPlaintext: Buffer, responseNonce: Buffer): { key: Buffer; nonce: Buffer } {
+  const salt = Buffer.allocUnsafe(queryPlaintext.length + 2 + responseNonce.length);
+  queryPlaintext.copy(salt, 0);
+  salt.writeUInt16BE(responseNonce.length, queryPlaintext.length);
+  responseNonce.copy(salt, queryPlaintext.length + 2);
+  // hkdfSync is Extract(salt, secret) then Expand: the same PRK for both outputs.
+  const key = Buffer.from(hkdfSync(suite.hash, secret, salt, 'odoh key', suite.keyLength));
+  const nonce = Buffer.from(hkdfSync(suite.hash, secret, salt, 'odoh nonce', suite.nonceLength));
+  return { key, nonce };
+}
+
+function openAead(suite: Suite, key: Buffer, nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer {
+  if (sealed.length < TAG_LENGTH) throw new OdohCryptoError('the encrypted answer is shorter than its tag');
+  const decipher = createDecipheriv(suite.cipher, key, nonce, { authTagLength: TAG_LENGTH });
+  decipher.setAAD(aad);
+  decipher.setAuthTag(sealed.subarray(sealed.length - TAG_LENGTH));
+  try {
+    return Buffer.concat([decipher.update(sealed.subarray(0, sealed.length - TAG_LENGTH)), decipher.final()]);
+  } catch {
+    throw new OdohCryptoError('the answer does not open (altered, or not the answer to this query)');
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * `odoh`: Oblivious DNS over HTTPS upstreams (RFC 9230). Queries go, sealed to the target, through
+ * an oblivious relay: the relay learns who asks but not what, the target learns what but not who.
+ *
+ *     odoh [FROM] {
+ *         server NAME [sdns://…|https://HOST[:PORT]/PATH] [{   # a target; without a stamp, from the lists
+ *             bootstrap IP…
+ *             configs relay|direct
+ *             ca FILE
+ *             pin_sha256 BASE64…
+ *             timeout DURATION
+ *         }]
+ *         relay NAME [sdns://…|https://HOST[:PORT]/PATH] [{ bootstrap IP…  ca FILE  pin_sha256 BASE64… }]
+ *         route SERVER|* via RELAY…|*|direct
+ *         servers_from LIST { … }
+ *     }
+ *
+ * The relay and target roles are on the `https://` listener (plugins/doh, lib/odoh).
+ */
+import type { PluginDefinition } from '../../core/plugin.js';
+import { configError } from '../../core/config/options.js';
+import { resolveService } from '../../core/services.js';
+import { SourcesService } from '../../lib/sources/catalog.js';
+import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
+import { ServersFrom, withServersFrom } from '../../lib/sources/servers-from.js';
+import { listedTarget, NAME, parseOdohDirectives, serverFromList, type OdohOptions, type TargetSpec } from './config.js';
+import { RelayDirectory } from './relays.js';
+import { OdohUpstream, type OdohMetrics } from './upstream.js';
+
+export const odohPlugin: PluginDefinition<OdohOptions> = {
+  name: NAME,
+
+  parse(directives) {
+    return parseOdohDirectives(directives);
+  },
+
+  create(options, scope) {
+    // `sources` stands first in the order: its catalog is there when it is in the block.
+    const catalog = scope.container.isRegistered(SourcesService, true) ? resolveService(scope.container, SourcesService) : null;
+    const needsLists = [...options.servers.filter((s) => s.listed).map((s) => s.token), ...options.relays.filter((r) => r.listed).map((r) => r.token), ...options.serversFrom.map((f) => f.token)];
+    if (!catalog && needsLists.length > 0) throw configError(NAME, needsLists[0]!, 'a target or relay without a URL or stamp comes from the resolver lists, and this block has no sources directive');
+    if (!catalog && options.relays.length === 0 && !options.routes.some((r) => r.via.includes('direct'))) {
+      throw configError(NAME, options.token, 'no relay: add "relay NAME sdns://…|https://HOST/PATH" lines (an ODoH query goes through a relay; a route may add "direct" after them)');
+    }
+    const relays = new RelayDirectory(options.relays, options.routes, catalog, scope.logger);
+    const metrics: OdohMetrics = {
+      queries: scope.metrics.counter('queries_total', 'ODoH queries by target, the relay they went through, and how they ended.', ['target', 'relay', 'result']),
+      configFetches: scope.metrics.counter('config_fetches_total', 'Fetches of targets\' ODoH configs, by target, the relay (or direct) and result.', ['target', 'via', 'result']),
+    };
+    const upstreamOf = (target: TargetSpec) => new OdohUpstream(target, relays, scope.logger, metrics);
+    const listed = (target: TargetSpec) => new ListedUpstream(target.name, 'odoh', 'odohTarget', catalog!, (stamp) => upstreamOf(listedTarget(target, stamp)), scope.logger);
+    for (const server of options.servers) scope.upstreams.add(server.listed ? listed(server) : upstreamOf(server), server.zone);
+    const managers = options.serversFrom.map(
+      (from) => new ServersFrom(from, 'odohTarget', catalog!, scope.upstreams, from.zone, (name) => listed(serverFromList(name, from.token, from.zone)), scope.logger),
+    );
+    const plugin = withServersFrom(NAME, managers);
+    return {
+      ...plugin,
+      async stop() {
+        await plugin.stop?.();
+        relays.close();
+      },
+    };
+  },
+};

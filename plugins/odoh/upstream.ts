@@ -1,0 +1,220 @@
+/**
+ * An ODoH target as an upstream (RFC 9230). Each query leaves with ID 0, sealed with HPKE to the
+ * target's current config, and goes as a POST to a relay (`?targethost=…&targetpath=…`) over
+ * the DoH client's HTTP/2 pool; the relay sees who asks and which target, the target sees the
+ * question and only the relay. The answer must open with the key of this very query and be for
+ * the same question; anything else is a failed attempt (the next relay of the route is tried),
+ * never passed on.
+ *
+ * Configs are fetched from /.well-known/odohconfigs through a relay (or directly with `configs
+ * direct`), kept for their Cache-Control lifetime (1 h when none, within 1 min–24 h), and
+ * fetched again, once per query, when the target answers 401 (its key changed).
+ */
+import type { RequestContext } from '../../core/context.js';
+import { HEADER_SIZE } from '../../core/dns/constants.js';
+import { fitAnswerToQuery } from '../../core/dns/edns.js';
+import { arCount, isResponse, readEdns, readId, sameQuestion, writeId } from '../../core/dns/wire.js';
+import { DeadlineError, UpstreamResponseError, UpstreamUnavailableError } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import type { PluginCounter } from '../../core/plugin-metrics.js';
+import type { Upstream } from '../../core/upstream/upstream.js';
+import { parseConfigs, type OdohConfig } from '../../lib/odoh/configs.js';
+import { OdohCryptoError, sealQuery } from '../../lib/odoh/crypto.js';
+import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE, OdohFormatError } from '../../lib/odoh/message.js';
+import { describeSuite } from '../../lib/odoh/suite.js';
+import { DohConnections } from '../doh/connections.js';
+import { HttpStatusError, type DohRequest } from '../doh/http-exchange.js';
+import { DIRECT, NAME, type TargetSpec } from './config.js';
+import type { Hop, RelayDirectory } from './relays.js';
+
+const DEFAULT_CONFIG_LIFETIME_MS = 3_600_000;
+const MIN_CONFIG_LIFETIME_MS = 60_000;
+const MAX_CONFIG_LIFETIME_MS = 86_400_000;
+
+export interface OdohMetrics {
+  queries: PluginCounter;
+  configFetches: PluginCounter;
+}
+
+/** The target's key changed: its configs must be fetched again. */
+class StaleKey extends UpstreamResponseError {}
+
+export class OdohUpstream implements Upstream {
+  readonly name: string;
+  readonly protocol = 'odoh';
+  readonly address: string;
+  private config: { config: OdohConfig; expiresAt: number } | null = null;
+  private fetching: Promise<OdohConfig> | null = null;
+  /** The target's own pool: only for `configs direct` and routes that say `direct`. */
+  private direct: DohConnections | null = null;
+
+  constructor(
+    private readonly target: TargetSpec,
+    private readonly relays: RelayDirectory,
+    private readonly logger: Logger,
+    private readonly metrics: OdohMetrics,
+  ) {
+    this.name = target.name;
+    this.address = `https://${target.authority}${target.path}`;
+  }
+
+  async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
+    const deadline = performance.now() + Math.min(this.target.timeoutMs, ctx.remaining());
+    const hops = this.relays.hops(this.name);
+    if (hops.length === 0) throw new UpstreamUnavailableError(`${this.name}: no ODoH relay available for this target (and its route does not say "direct")`);
+    const wire = Buffer.from(query);
+    writeId(wire, 0);
+    let lastError: unknown = null;
+    for (const hop of hops) {
+      if (performance.now() >= deadline) break;
+      const hopName = hop === DIRECT ? DIRECT : hop.name;
+      try {
+        const answer = await this.viaHop(hop, wire, deadline);
+        ctx.meta.relay = hopName;
+        this.metrics.queries.inc({ target: this.name, relay: hopName, result: 'answered' });
+        writeId(answer, readId(query));
+        return fitAnswerToQuery(answer, arCount(query) !== 0 && readEdns(query) !== null);
+      } catch (err) {
+        lastError = err;
+        this.metrics.queries.inc({ target: this.name, relay: hopName, result: resultOf(err) });
+        this.relays.failed(this.name, hop);
+      }
+    }
+    if (lastError) throw lastError;
+    throw new DeadlineError(`${this.name}: the query's deadline passed`);
+  }
+
+  /** One hop: with the current configs, and once more with fresh ones when the key changed. */
+  private async viaHop(hop: Hop, wire: Buffer, deadline: number): Promise<Buffer> {
+    try {
+      return await this.once(hop, await this.currentConfig(hop, deadline), wire, deadline);
+    } catch (err) {
+      if (!(err instanceof StaleKey)) throw err;
+      this.config = null;
+      return this.once(hop, await this.currentConfig(hop, deadline), wire, deadline);
+    }
+  }
+
+  private async once(hop: Hop, config: OdohConfig, wire: Buffer, deadline: number): Promise<Buffer> {
+    const { message, pending } = await sealQuery(config, wire);
+    const request: DohRequest = { method: 'POST', path: this.pathVia(hop, this.target.path), body: message, mediaType: OBLIVIOUS_MEDIA_TYPE, maxBytes: MAX_MESSAGE_BYTES };
+    let sealed: Buffer;
+    try {
+      sealed = await this.poolOf(hop).request(request, left(deadline, this.name));
+    } catch (err) {
+      // 401 is the target's (a relay passes it on unchanged): our configs are stale.
+      if (err instanceof HttpStatusError && err.status === 401) throw new StaleKey(`${this.name}: the target no longer has key ${config.keyId.toString('hex').slice(0, 16)}…`);
+      throw err;
+    }
+    let answer: Buffer;
+    try {
+      answer = pending.openResponse(sealed);
+    } catch (err) {
+      if (err instanceof OdohCryptoError || err instanceof OdohFormatError) throw new UpstreamResponseError(`${this.name}: the answer does not open: ${err.message}`);
+      throw err;
+    }
+    if (answer.length < HEADER_SIZE || !isResponse(answer)) throw new UpstreamResponseError(`${this.name}: the answer is not a DNS response`);
+    if (!sameQuestion(wire, answer)) throw new UpstreamResponseError(`${this.name}: the answer is for another question`);
+    return answer;
+  }
+
+  /** The configs in use, fetched (through `hop`, or directly) when there are none or they expired. */
+  private async currentConfig(hop: Hop, deadline: number): Promise<OdohConfig> {
+    if (this.config && this.config.expiresAt > performance.now()) return this.config.config;
+    // One fetch at a time: queries that arrive meanwhile wait for it.
+    this.fetching ??= this.fetchConfig(hop, deadline).finally(() => {
+      this.fetching = null;
+    });
+    return this.fetching;
+  }
+
+  private async fetchConfig(hop: Hop, deadline: number): Promise<OdohConfig> {
+    const direct = this.target.configsVia === 'direct';
+    const via = direct ? DIRECT : hop;
+    let cacheControl: string | undefined;
+    const request: DohRequest = {
+      method: 'GET',
+      path: this.pathVia(via, CONFIGS_PATH),
+      body: null,
+      anyType: true,
+      maxBytes: 0xffff + 2,
+      onHeaders: (header) => (cacheControl = header('cache-control')),
+    };
+    const viaName = via === DIRECT ? 'direct' : via.name;
+    let body: Buffer;
+    try {
+      body = await this.poolOf(via).request(request, left(deadline, this.name));
+    } catch (err) {
+      this.metrics.configFetches.inc({ target: this.name, via: viaName, result: 'failed' });
+      throw new UpstreamUnavailableError(`${this.name}: cannot fetch the ODoH configs ${via === DIRECT ? 'from the target' : `through relay ${viaName}`}: ${(err as Error).message}`, { cause: err });
+    }
+    let parsed;
+    try {
+      parsed = parseConfigs(body);
+    } catch (err) {
+      this.metrics.configFetches.inc({ target: this.name, via: viaName, result: 'malformed' });
+      throw new UpstreamResponseError(`${this.name}: the ODoH configs are malformed: ${(err as Error).message}`);
+    }
+    const config = parsed.usable[0];
+    if (!config) {
+      this.metrics.configFetches.inc({ target: this.name, via: viaName, result: 'unsupported' });
+      throw new UpstreamResponseError(`${this.name}: no ODoH config this client supports (${parsed.skipped.join('; ')})`);
+    }
+    this.metrics.configFetches.inc({ target: this.name, via: viaName, result: 'fetched' });
+    const lifetime = lifetimeOf(cacheControl);
+    if (!this.config || !this.config.config.keyId.equals(config.keyId)) {
+      this.logger.info(`${this.name}: ODoH key ${config.keyId.toString('hex').slice(0, 16)}… (${describeSuite(config)}), for ${Math.round(lifetime / 1000)}s`);
+    }
+    this.config = { config, expiresAt: performance.now() + lifetime };
+    return config;
+  }
+
+  private pathVia(hop: Hop, targetPath: string): string {
+    return hop === DIRECT ? targetPath : hop.pathFor(this.target.authority, targetPath);
+  }
+
+  private poolOf(hop: Hop): DohConnections {
+    if (hop !== DIRECT) return hop.connections;
+    if (this.target.addresses.length === 0) throw new UpstreamUnavailableError(`${this.name}: "direct" needs the target's addresses ("bootstrap IP…")`);
+    this.direct ??= new DohConnections({
+      name: this.name,
+      label: this.address,
+      authority: this.target.authority,
+      identity: { serverName: this.target.host, extraCa: this.target.extraCa, pins: this.target.pins, certHashes: this.target.certHashes },
+      addresses: this.target.addresses,
+      port: this.target.port,
+      pool: 1,
+      logger: this.logger,
+    });
+    return this.direct;
+  }
+
+  stop(): void {
+    this.direct?.close();
+    this.direct = null;
+  }
+}
+
+function left(deadline: number, name: string): number {
+  const ms = deadline - performance.now();
+  if (ms <= 0) throw new DeadlineError(`${name}: the query's deadline passed`);
+  return ms;
+}
+
+/** `max-age` of a Cache-Control header, within bounds; the default when there is none. */
+export function lifetimeOf(cacheControl: string | undefined): number {
+  const m = /(?:^|[,\s])max-age\s*=\s*"?(\d+)"?/i.exec(cacheControl ?? '');
+  if (!m) return DEFAULT_CONFIG_LIFETIME_MS;
+  return Math.min(MAX_CONFIG_LIFETIME_MS, Math.max(MIN_CONFIG_LIFETIME_MS, Number(m[1]) * 1000));
+}
+
+function resultOf(err: unknown): string {
+  if (err instanceof StaleKey) return 'stale key';
+  if (err instanceof DeadlineError) return 'deadline';
+  if ((err as Error).name === 'UpstreamTimeoutError') return 'timeout';
+  if (err instanceof HttpStatusError) return `http ${err.status}`;
+  if (err instanceof UpstreamResponseError) return 'bad answer';
+  return 'unreachable';
+}
+
+export { NAME };
