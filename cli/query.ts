@@ -17,7 +17,7 @@ import { ConfigError } from '../core/errors.js';
 import { upstreamAttempt } from '../core/events.js';
 import { MemoryLogger } from '../core/logger.js';
 import { SystemClock } from '../core/clock.js';
-import { AddressError, isLocalOrPrivate, parseHostPort } from '../core/net/address.js';
+import { AddressError, isPrivateAddress, parseHostPort } from '../core/net/address.js';
 import { VeilServer } from '../core/server.js';
 import { queryTcp } from '../core/testing/client.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
@@ -170,7 +170,7 @@ export function upstreamConfig(request: QueryRequest): { lines: string[]; via: s
     case 'udp':
     case 'tcp': {
       const at = hostPort(server, request.port ?? 53);
-      const insecure = isLocalOrPrivate(server) ? '' : ' insecure';
+      const insecure = isPrivateAddress(server) ? '' : ' insecure';
       return { lines: [`forward . {`, `server q ${request.transport}://${at}${insecure}`, `}`], via: `${request.transport} ${at}` };
     }
     case 'tls': {
@@ -202,7 +202,7 @@ function configProblem(err: ConfigError): string {
 export async function runQuery(args: string[], io: CommandIo): Promise<number> {
   const request = parseQueryArgs(args);
   const { lines, via } = upstreamConfig(request);
-  if ((request.transport === 'udp' || request.transport === 'tcp') && !isLocalOrPrivate(request.server ?? '127.0.0.1')) {
+  if ((request.transport === 'udp' || request.transport === 'tcp') && !isPrivateAddress(request.server ?? '127.0.0.1')) {
     io.err(`veil query: warning: plain DNS to ${request.server} is readable by every network on the way`);
   }
   const corefile = ['. {', 'listen tcp://127.0.0.1:0', ...lines, '}'].join('\n');

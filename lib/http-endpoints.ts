@@ -5,6 +5,9 @@
  * `http.Server` with bounded headers, time and connections; it answers GET and HEAD on the
  * paths registered on it and nothing else, and closes when its last path is released. Under
  * `--workers N` the supervisor binds it instead and merges the workers' answers.
+ *
+ * These endpoints are what monitors ask whether Veil is alive, so clients that hold connections
+ * open without finishing a request must not be able to keep a monitor out (see `admit`).
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -35,13 +38,24 @@ export interface HttpLease {
   release(): Promise<void>;
 }
 
-/** Bounds of every endpoint: small requests, short lives, few connections. */
+/**
+ * Bounds of every endpoint: small requests, short lives, few connections. Headers must arrive
+ * within 2 s (Node checks every 500 ms; its default check runs every 30 s, which let 64 clients
+ * that never finish their headers keep everyone out for half a minute), an answer must be
+ * taken within 10 s, and one client holds at most 8 connections.
+ */
 const LIMITS = {
   maxHeaderSize: 8 * 1024,
-  headersTimeoutMs: 5_000,
-  requestTimeoutMs: 10_000,
+  headersTimeoutMs: 2_000,
+  requestTimeoutMs: 5_000,
+  checkIntervalMs: 500,
   keepAliveTimeoutMs: 5_000,
+  /** A connection that neither sends nor reads for this long is closed. */
+  idleTimeoutMs: 10_000,
+  /** From a request's headers to the last byte of its answer handed to the kernel. */
+  answerTimeoutMs: 10_000,
   maxConnections: 64,
+  maxConnectionsPerClient: 8,
   maxRequestsPerSocket: 100,
 };
 
@@ -59,21 +73,93 @@ interface Holder {
   route: HttpRoute;
 }
 
+interface Connection {
+  client: string;
+  /** Requests being answered on it; 0 while it waits for a request's headers. */
+  busy: number;
+}
+
 class SharedEndpoint {
   /** Per path, the holders in the order they came; the newest one answers. */
   readonly routes = new Map<string, Holder[]>();
   readonly server: http.Server;
   bound = '';
+  /** Open connections, oldest first (a Map keeps insertion order). */
+  private readonly connections = new Map<net.Socket, Connection>();
+  private readonly perClient = new Map<string, number>();
 
   constructor() {
     this.server = http.createServer(
-      { maxHeaderSize: LIMITS.maxHeaderSize, requestTimeout: LIMITS.requestTimeoutMs, headersTimeout: LIMITS.headersTimeoutMs, keepAliveTimeout: LIMITS.keepAliveTimeoutMs },
+      {
+        maxHeaderSize: LIMITS.maxHeaderSize,
+        requestTimeout: LIMITS.requestTimeoutMs,
+        headersTimeout: LIMITS.headersTimeoutMs,
+        connectionsCheckingInterval: LIMITS.checkIntervalMs,
+        keepAliveTimeout: LIMITS.keepAliveTimeoutMs,
+      },
       (req, res) => void this.answer(req, res),
     );
-    this.server.maxConnections = LIMITS.maxConnections;
+    this.server.timeout = LIMITS.idleTimeoutMs;
     this.server.maxRequestsPerSocket = LIMITS.maxRequestsPerSocket;
+    this.server.on('connection', (socket: net.Socket) => this.admit(socket));
+    this.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.track(req, res));
     // A client that breaks the protocol gets its connection closed, nothing more.
     this.server.on('clientError', (_err, socket) => socket.destroy());
+  }
+
+  /**
+   * Bounds connections per client and in all, without letting clients that never finish their
+   * headers (slowloris) lock the endpoint: at a bound, the oldest connection that is waiting for
+   * a request (of that client, or of anyone) makes room for the new one; only when every
+   * connection is busy answering is the new one closed. A monitor's /health therefore gets in
+   * however many idle connections are held open.
+   */
+  private admit(socket: net.Socket): void {
+    const client = socket.remoteAddress ?? '';
+    if ((this.perClient.get(client) ?? 0) >= LIMITS.maxConnectionsPerClient && !this.evictIdle(client)) {
+      socket.destroy();
+      return;
+    }
+    if (this.connections.size >= LIMITS.maxConnections && !this.evictIdle(null)) {
+      socket.destroy();
+      return;
+    }
+    this.connections.set(socket, { client, busy: 0 });
+    this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
+    socket.once('close', () => this.forget(socket));
+  }
+
+  /** Closes the oldest connection waiting for a request (of `client`, or any); false if none. */
+  private evictIdle(client: string | null): boolean {
+    for (const [socket, connection] of this.connections) {
+      if (connection.busy > 0 || (client !== null && connection.client !== client)) continue;
+      // Forgotten now, not on 'close' (which comes a turn later): the room is the new one's.
+      this.forget(socket);
+      socket.destroy();
+      return true;
+    }
+    return false;
+  }
+
+  /** Drops a connection from the counts, once. */
+  private forget(socket: net.Socket): void {
+    const connection = this.connections.get(socket);
+    if (!connection) return;
+    this.connections.delete(socket);
+    const left = (this.perClient.get(connection.client) ?? 1) - 1;
+    if (left > 0) this.perClient.set(connection.client, left);
+    else this.perClient.delete(connection.client);
+  }
+
+  /** Marks the connection busy while a request is answered; an answer not taken in time ends it. */
+  private track(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const connection = this.connections.get(req.socket);
+    if (connection) connection.busy++;
+    const timer = setTimeout(() => req.socket.destroy(), LIMITS.answerTimeoutMs);
+    res.once('close', () => {
+      clearTimeout(timer);
+      if (connection) connection.busy--;
+    });
   }
 
   private async answer(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

@@ -79,6 +79,16 @@ export function verifyMinisign(data: Buffer, signatureText: string, publicKey: M
   return sig.trustedComment;
 }
 
+/**
+ * When the signer says it signed: the `timestamp:SECONDS` minisign writes into the trusted
+ * comment (`timestamp:1700000000\tfile:public-resolvers.md\thashed`), or null without one. The
+ * comment is covered by the global signature, so the time cannot be changed without the key.
+ */
+export function signedAt(trustedComment: string | null): number | null {
+  const m = trustedComment === null ? null : /(?:^|\s)timestamp:(\d{1,15})(?=\s|$)/.exec(trustedComment);
+  return m ? Number(m[1]) : null;
+}
+
 export interface MinisignKeyPair {
   publicKey: string;
   keyId: Buffer;

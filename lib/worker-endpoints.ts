@@ -76,7 +76,10 @@ export async function openWorkerEndpoint(address: HttpAddress, routes: Record<st
   for (const [path, route] of mine) held.set(`${key} ${path}`, [...(held.get(`${key} ${path}`) ?? []), route]);
   const id = nextId++;
   const reply = await new Promise<{ bound?: string; error?: string }>((resolve) => {
-    const timer = setTimeout(() => resolve({ error: 'the supervisor did not answer' }), ASK_TIMEOUT_MS);
+    const timer = setTimeout(() => {
+      opening.delete(id);
+      resolve({ error: 'the supervisor did not answer' });
+    }, ASK_TIMEOUT_MS);
     opening.set(id, (r) => {
       clearTimeout(timer);
       resolve(r);

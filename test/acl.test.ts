@@ -34,9 +34,15 @@ describe('access policy: the default admits loopback and private addresses only'
     const dispatch = await dispatcherFor(HOSTS);
     const query = buildQuery('web.veil.test', QType.A, { id: 3 });
     for (const address of ['203.0.113.5', '8.8.8.8', '2001:db8::5']) assert.equal(rcode(await dispatch(query, from(address))), 'REFUSED', address);
-    for (const address of ['127.0.0.1', '10.1.2.3', '192.168.1.5', '172.20.0.1', '::1', 'fd00::5', '::ffff:192.168.1.5']) {
+    for (const address of ['127.0.0.1', '10.1.2.3', '192.168.1.5', '172.20.0.1', '::1', 'fd00::5', '::ffff:192.168.1.5', '169.254.1.1', 'fe80::1']) {
       assert.equal(rcode(await dispatch(query, from(address))), 'NOERROR', address);
     }
+  });
+
+  it('issue 24 low: without acl, the carrier NAT range (100.64/10) is not private: refused', async () => {
+    const dispatch = await dispatcherFor(HOSTS);
+    const query = buildQuery('web.veil.test', QType.A, { id: 3 });
+    for (const address of ['100.64.0.1', '100.127.255.254', '::ffff:100.100.1.1']) assert.equal(rcode(await dispatch(query, from(address))), 'REFUSED', address);
   });
 
   it('acl rules come first, in order; the default still applies to addresses they do not name', async () => {

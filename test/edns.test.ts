@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { EdnsOption, QType } from '../core/dns/constants.js';
-import { fitAnswerToQuery, padMessage, stripClientSubnet } from '../core/dns/edns.js';
+import { ednsForUpstream, fitAnswerToQuery, padMessage } from '../core/dns/edns.js';
 import { buildQuery, ednsOption } from '../core/dns/message.js';
 import { forEachEdnsOption, readEdns, readQuestion } from '../core/dns/wire.js';
 
@@ -33,13 +33,28 @@ describe('EDNS padding (RFC 7830, RFC 8467 block policy)', () => {
   });
 });
 
-describe('EDNS Client Subnet removal', () => {
-  it('removes ECS and nothing else; leaves queries without it untouched', () => {
+describe('the EDNS a query carries upstream', () => {
+  it('issue 24 low: every client option goes (Client Subnet, Cookie, any other), flags and version stay', () => {
     const ecs = ednsOption(EdnsOption.ECS, Buffer.from([0, 1, 24, 0, 192, 0, 2]));
-    const query = buildQuery('a.test', QType.A, { edns: { options: Buffer.concat([ecs, ednsOption(10, Buffer.alloc(8))]) } });
-    assert.deepEqual(optionCodes(stripClientSubnet(query)), [10]);
-    const plain = buildQuery('a.test', QType.A, { edns: true });
-    assert.equal(stripClientSubnet(plain), plain);
+    const options = Buffer.concat([ecs, ednsOption(EdnsOption.COOKIE, Buffer.alloc(8)), ednsOption(3, Buffer.alloc(0))]);
+    const query = buildQuery('a.test', QType.A, { edns: { options, dnssecOk: true, udpSize: 1232 } });
+    const out = ednsForUpstream(query);
+    assert.deepEqual(optionCodes(out), []);
+    const edns = readEdns(out)!;
+    assert.equal(edns.dnssecOk, true);
+    assert.equal(edns.version, 0);
+    assert.equal(edns.udpSize, 1232);
+    assert.equal(out.length, query.length - options.length);
+    assert.equal(dnsPacket.decode(out).questions![0]!.name, 'a.test');
+  });
+
+  it('issue 24 finding 6: a client buffer size over 1232 is lowered to 1232; smaller ones stay', () => {
+    const big = buildQuery('a.test', QType.A, { edns: { udpSize: 65535 } });
+    assert.equal(readEdns(ednsForUpstream(big))!.udpSize, 1232);
+    const small = buildQuery('a.test', QType.A, { edns: { udpSize: 1200 } });
+    assert.equal(ednsForUpstream(small), small, 'nothing to change: the same buffer');
+    const plain = buildQuery('a.test', QType.A, {});
+    assert.equal(ednsForUpstream(plain), plain);
   });
 });
 

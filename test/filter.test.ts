@@ -3,15 +3,16 @@ import { rmSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
+import fc from 'fast-check';
 import { EdnsOption, QType } from '../core/dns/constants.js';
 import { buildQuery } from '../core/dns/message.js';
 import { forEachEdnsOption, readEdns } from '../core/dns/wire.js';
 import { queryUdp } from '../core/testing/client.js';
 import { answerFor, startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { loadNameList, NameRules, AddressRules } from '../plugins/filter/rules.js';
+import { Glob, loadNameList, NameRules, AddressRules } from '../plugins/filter/rules.js';
 import { testRegistry } from './helpers/plugins.js';
-import { makeTempDir } from './helpers/veil-process.js';
+import { makeTempDir, startVeil } from './helpers/veil-process.js';
 
 /** Fixtures in the formats lists are published in. */
 const HOSTS_LIST = `# a hosts-format blocklist
@@ -79,8 +80,9 @@ describe('filter plugin', () => {
     dir = makeTempDir({ 'hosts.txt': HOSTS_LIST, 'names.txt': DNSCRYPT_LIST, 'allow.txt': 'ok.telemetry.example\n', 'ips.txt': '203.0.113.66\n' });
     upstream = await startFakeDns((q) => {
       const name = q.packet.questions![0]!.name;
-      if (name === 'alias.example.com') return answerFor(q, [{ type: 'CNAME', name, ttl: 60, data: 'cdn.ads.example.com' }, { type: 'A', name: 'cdn.ads.example.com', ttl: 60, data: '192.0.2.9' }]);
-      if (name === 'evil-ip.example.com') return answerFor(q, [{ type: 'A', name, ttl: 60, data: '203.0.113.66' }]);
+      // Names arrive in random case (DNS 0x20).
+      if (name.toLowerCase() === 'alias.example.com') return answerFor(q, [{ type: 'CNAME', name, ttl: 60, data: 'cdn.ads.example.com' }, { type: 'A', name: 'cdn.ads.example.com', ttl: 60, data: '192.0.2.9' }]);
+      if (name.toLowerCase() === 'evil-ip.example.com') return answerFor(q, [{ type: 'A', name, ttl: 60, data: '203.0.113.66' }]);
       if (q.packet.questions![0]!.type === 'AAAA') return answerFor(q, [{ type: 'AAAA', name, ttl: 60, data: '2001:db8::1' }]);
       return answerFor(q, [{ type: 'A', name, ttl: 60, data: '192.0.2.1' }]);
     });
@@ -192,4 +194,75 @@ describe('filter plugin', () => {
       });
     });
   }
+});
+
+describe('issue 24 low: globs match without backtracking', () => {
+  // Ten stars: as a regular expression (/^.*a.*a…b$/) this tries every way of splitting a name
+  // among the stars, n^10 for a name of n characters; 40 characters took ten seconds.
+  const PATHOLOGICAL = '*a*a*a*a*a*a*a*a*a*a*b';
+  const LONG_NAME = ['a'.repeat(63), 'a'.repeat(63), 'a'.repeat(63), 'a'.repeat(61)].join('.');
+
+  it('issue 24 low: a ten-star glob against a 253-character name takes at most (n + 1) · (m + 1) steps', () => {
+    const glob = new Glob(PATHOLOGICAL);
+    assert.equal(LONG_NAME.length, 253);
+    assert.equal(glob.matches(LONG_NAME), false);
+    assert.ok(glob.steps <= (LONG_NAME.length + 1) * (glob.size + 1), `${glob.steps} steps`);
+    assert.equal(glob.matches(`${LONG_NAME.slice(0, 250)}.b`), true);
+    assert.ok(glob.steps <= (LONG_NAME.length + 1) * (glob.size + 1), `${glob.steps} steps`);
+  });
+
+  it('a glob means what it meant as a regular expression (property test, short names)', () => {
+    // The regular expression the rules used to build, as the reference on inputs small enough for it.
+    const reference = (glob: string): RegExp => {
+      let source = '';
+      for (let i = 0; i < glob.length; i++) {
+        const c = glob[i]!;
+        if (c === '*') source += '.*';
+        else if (c === '?') source += '.';
+        else if (c === '[' && glob.indexOf(']', i + 1) > 0) {
+          const close = glob.indexOf(']', i + 1);
+          source += `[${glob.slice(i + 1, close).replace(/^!/, '^')}]`;
+          i = close;
+        } else source += c.replace(/[.+^${}()|\\[\]]/g, '\\$&');
+      }
+      return new RegExp(`^${source}$`);
+    };
+    const globChar = fc.constantFrom('a', 'b', '.', '-', '*', '?', '[ab]', '[!a]', '[a-c]', '[]', '[');
+    fc.assert(
+      fc.property(fc.array(globChar, { maxLength: 8 }), fc.stringMatching(/^[ab.c-]{0,12}$/), (chars, name) => {
+        const glob = chars.join('');
+        let expected: RegExp;
+        try {
+          expected = reference(glob);
+        } catch {
+          return; // a class with a range out of order, which the old code could not even load
+        }
+        assert.equal(new Glob(glob).matches(name), expected.test(name), `${glob} vs ${name}`);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('refuses a glob longer than a name can be; a range out of order matches nothing (it used to throw)', () => {
+    const rules = new NameRules();
+    assert.match(rules.add(`*${'a*'.repeat(130)}`) ?? '', /longer than a name can be/);
+    assert.equal(rules.add('ad[z-a]*.example'), null);
+    assert.equal(rules.matches('adb.x.example'), false);
+  });
+
+  it('issue 24 low: bin/veil with that glob on its blocklist answers a 253-character name, and the next query', async () => {
+    const veil = await startVeil(
+      `. {\n  listen udp://127.0.0.1:0\n  filter {\n    block ${PATHOLOGICAL}\n  }\n  hosts {\n    192.0.2.53 ${LONG_NAME}\n    192.0.2.54 next.veil.test\n  }\n}\n`,
+    );
+    try {
+      const { host, port } = veil.address('udp');
+      const ask = async (name: string) => dnsPacket.decode(await queryUdp(host, port, buildQuery(name, QType.A, { id: 9 }), 5000));
+      // Before: the server spent years on the first query and never answered anyone again.
+      assert.equal((((await ask(LONG_NAME)).answers ?? [])[0] as { data?: string } | undefined)?.data, '192.0.2.53');
+      assert.equal((((await ask('next.veil.test')).answers ?? [])[0] as { data?: string } | undefined)?.data, '192.0.2.54');
+      assert.equal((await ask(`${'a'.repeat(10)}.b`) as { rcode?: string }).rcode, 'NXDOMAIN', 'the glob still blocks what it matches');
+    } finally {
+      await veil.stop();
+    }
+  });
 });

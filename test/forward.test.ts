@@ -1,6 +1,7 @@
 /** forward: plain DNS upstreams, against scriptable fake servers on loopback. */
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { QType, rcodeName } from '../core/dns/constants.js';
@@ -9,8 +10,10 @@ import { fullRcode } from '../core/dns/wire.js';
 import { queryTcp, queryUdp } from '../core/testing/client.js';
 import { answerFor, startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
+import { isPrivateAddress } from '../core/net/address.js';
 import { encodeStamp } from '../lib/stamps.js';
 import { testRegistry } from './helpers/plugins.js';
+import { makeTempDir, runVeil } from './helpers/veil-process.js';
 
 const decode = (b: Buffer) => dnsPacket.decode(b);
 const rcode = (b: Buffer) => rcodeName(fullRcode(b));
@@ -205,5 +208,32 @@ describe('forward with a plain DNS stamp', () => {
     const dnscrypt = encodeStamp({ protocol: 'dnscrypt', props: { dnssec: false, noLogs: false, noFilter: false }, address: '127.0.0.1:443', providerKey: Buffer.alloc(32, 1), providerName: '2.dnscrypt-cert.x' });
     await assert.rejects(serve(`forward {\n    server x ${dnscrypt}\n  }`), /a dnscrypt stamp: forward takes plain DNS stamps .*use the dnscrypt plugin/);
     await assert.rejects(serve('forward {\n    server x sdns://AAcAAAAAAAAAB2V4YW1wbGU\n  }'), /bad stamp: address "example" is not an IP address/);
+  });
+});
+
+describe('forward: which addresses are private enough for plaintext', () => {
+  const cases: Array<[string, RegExp]> = [
+    ['100.64.0.53', /^Corefile:3:13: forward: 100\.64\.0\.53 \(100\.64\.0\.53\) is in 100\.64\.0\.0\/10, the carrier's NAT network shared with its other customers, not a private network: plaintext DNS to it is a DNS leak/m],
+    ['169.254.169.253', /^Corefile:3:13: forward: 169\.254\.169\.253 \(169\.254\.169\.253\) is link-local, not on a private network/m],
+    ['[fe80::53]:53', /^Corefile:3:13: forward: \[fe80::53\]:53 \(fe80::53\) is link-local/m],
+  ];
+  for (const [address, message] of cases) {
+    it(`issue 24 low: veil check refuses ${address} without insecure, accepts it with insecure`, async () => {
+      const dir = makeTempDir({ Corefile: `. {\n  listen udp://127.0.0.1:0\n  forward . ${address}\n}\n`, 'Insecure.Corefile': `. {\n  listen udp://127.0.0.1:0\n  forward . ${address} insecure\n}\n` });
+      try {
+        const refused = await runVeil(['check', 'Corefile'], dir);
+        assert.equal(refused.code, 1, refused.stderr);
+        assert.match(refused.stderr, message);
+        const accepted = await runVeil(['check', 'Insecure.Corefile'], dir);
+        assert.equal(accepted.code, 0, accepted.stderr);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  it('loopback, RFC 1918 and fc00::/7 need no insecure; CGNAT and link-local are neither private nor loopback', () => {
+    for (const address of ['127.0.0.1', '10.0.0.53', '172.31.255.1', '192.168.1.1', '::1', 'fd12::53', '::ffff:10.1.1.1']) assert.equal(isPrivateAddress(address), true, address);
+    for (const address of ['100.64.0.1', '100.127.255.255', '169.254.1.1', 'fe80::1', '172.32.0.1', '9.9.9.9', '2001:db8::1']) assert.equal(isPrivateAddress(address), false, address);
   });
 });

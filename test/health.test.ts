@@ -3,6 +3,8 @@
  * reach an upstream; the server state behind it; sharing an address with metrics.
  */
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
 import { describe, it } from 'node:test';
 import { parseCorefileText } from '../core/config/corefile.js';
 import { ManualClock } from '../core/clock.js';
@@ -14,6 +16,7 @@ import { ServerState } from '../core/state.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
 import { InOrderPolicy, UpstreamSet, type Upstream } from '../core/upstream/upstream.js';
 import { testRegistry } from './helpers/plugins.js';
+import { startVeil } from './helpers/veil-process.js';
 
 function healthUrl(veil: TestServer): string {
   const line = veil.logs.find((l) => l.includes('plugin/health: serving http://'));
@@ -170,5 +173,52 @@ describe('server state: readiness', () => {
     assert.equal(veil.server.state.readiness().ready, true);
     await veil.stop();
     assert.equal(veil.server.state.readiness().ready, false);
+  });
+});
+
+describe('health under a slowloris (bin/veil)', () => {
+  /** A client at `localAddress` that opens a connection and sends part of a request's headers, forever. */
+  function slowClient(port: number, localAddress: string): Promise<{ socket: net.Socket; closed: Promise<void> }> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ port, host: '127.0.0.1', localAddress }, () => {
+        socket.write('GET /health HTTP/1.1\r\nHost: veil\r\nX-Slow: ');
+        resolve({ socket, closed: new Promise((done) => socket.once('close', () => done())) });
+      });
+      socket.on('error', () => {});
+      socket.once('error', reject);
+    });
+  }
+
+  /** One GET, on a connection of its own, with no retry. */
+  function getOnce(port: number, path: string): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      });
+      req.on('error', reject);
+    });
+  }
+
+  it('issue 24 low: 70 clients that never finish their headers do not keep /health from answering, and are closed by the header deadline', async () => {
+    const veil = await startVeil('. {\n  listen udp://127.0.0.1:0\n  health 127.0.0.1:0\n  hosts {\n    192.0.2.1 a.veil.test\n  }\n}\n');
+    try {
+      await veil.waitFor(/serving http:\/\/127\.0\.0\.1:\d+\/health/);
+      const port = Number(/serving http:\/\/127\.0\.0\.1:(\d+)\/health/.exec(veil.stderr())![1]);
+      // 70 clients, each from an address of its own (127.0.0.0/8 is all loopback): more than the
+      // endpoint's 64 connections, and none over its 8 per client.
+      const slow = [];
+      for (let i = 0; i < 70; i++) slow.push(await slowClient(port, `127.0.1.${i + 1}`));
+      // Before the fix the 65th connection was closed at once, and /health with it, for as long
+      // as the slow clients held on (Node checked header deadlines every 30 s).
+      for (let i = 0; i < 3; i++) assert.deepEqual(await getOnce(port, '/health'), { status: 200, body: 'OK\n' });
+      // Every slow client is closed in the end: the oldest to make room, the rest by the deadline.
+      await Promise.all(slow.map((s) => s.closed));
+      assert.deepEqual(await getOnce(port, '/ready'), { status: 200, body: 'OK\n' });
+    } finally {
+      await veil.stop();
+    }
   });
 });

@@ -438,7 +438,7 @@ describe('loadbalance in a running server', () => {
       assert.equal(rcode(await ask('first.test')), 'SERVFAIL');
       const sent = silent.queries.length;
       assert.equal(rcode(await ask('second.test')), 'SERVFAIL');
-      assert.equal(silent.queries.filter((q) => q.packet.questions![0]!.name === 'second.test').length, 0, 'a down upstream gets no query');
+      assert.equal(silent.queries.filter((q) => q.packet.questions![0]!.name.toLowerCase() === 'second.test').length, 0, 'a down upstream gets no query');
       assert.equal(silent.queries.length, sent, 'and no probe before fail_timeout');
       assert.ok(veil.logs.some((l) => /\[WARN\] plugin\/loadbalance: upstream 127\.0\.0\.1:\d+ .* marked down after 1 failure in a row/.test(l)), veil.logs.join('\n'));
       silent.setHandler((q) => answerFor(q, []));

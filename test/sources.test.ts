@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { spawnSync } from 'node:child_process';
-import { formatKeyId, generateMinisignKey, parsePublicKey, signMinisign, verifyMinisign, MinisignError } from '../lib/minisign.js';
+import { formatKeyId, generateMinisignKey, parsePublicKey, signedAt, signMinisign, verifyMinisign, MinisignError } from '../lib/minisign.js';
 import { SourcesService, type SourceCatalog } from '../lib/sources/catalog.js';
 import { parseList } from '../lib/sources/list.js';
 import { encodeStamp } from '../lib/stamps.js';
@@ -24,6 +24,7 @@ import { SystemClock } from '../core/clock.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { makeTestCerts, skipUnless, which, type TestCerts } from './helpers/peers.js';
 import { SourcesPlugin } from '../plugins/sources/index.js';
+import { startVeil } from './helpers/veil-process.js';
 
 const LAB_STAMP = encodeStamp({
   protocol: 'dnscrypt',
@@ -256,4 +257,84 @@ describe('sources configuration', () => {
       assert.throws(() => build(`. {\n  sources {\n    ${list}\n  }\n}`), (err: unknown) => err instanceof ConfigError && message.test(err.message) ? true : assert.fail(String(err)));
     });
   }
+});
+
+describe('issue 24 low: an older signed list never replaces a newer one (bin/veil)', () => {
+  let certs: TestCerts;
+  let dir: string;
+  let server: https.Server;
+  let port: number;
+  let served = { list: '', signature: '' };
+
+  // Two versions of the list, both validly signed; the older one still names a relay since removed.
+  const OLD_LIST = LIST.replace('## relay-a', '## retired-relay');
+  const NEW_LIST = LIST;
+  const sign = (list: string, timestamp: number) => ({ list, signature: signMinisign(Buffer.from(list), key, `timestamp:${timestamp}\tfile:relays.md\thashed`) });
+
+  before(async () => {
+    certs = makeTestCerts();
+    dir = mkdtempSync(path.join(tmpdir(), 'veil-sources-rollback-'));
+    server = https.createServer({ cert: readFileSync(certs.chain), key: readFileSync(certs.key) }, (req, res) => {
+      if (req.url === '/v3/relays.md') res.end(served.list);
+      else if (req.url === '/v3/relays.md.minisig') res.end(served.signature);
+      else {
+        res.statusCode = 404;
+        res.end();
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as { port: number }).port;
+  });
+  after(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(certs.dir, { recursive: true, force: true });
+  });
+
+  const corefile = () =>
+    `. {\n  listen udp://127.0.0.1:0\n  sources {\n    list relays https://dns.test:${port}/v3/relays.md {\n      minisign_key ${key.publicKey}\n      cache ${dir}/cache/relays.md\n      bootstrap 127.0.0.1\n      ca ${certs.ca}\n    }\n  }\n}\n`;
+
+  it('issue 24 low: a list signed before the cached one is refused at refresh; the cache keeps the newer list', async () => {
+    served = sign(NEW_LIST, 1_700_000_200);
+    let veil = await startVeil(corefile());
+    try {
+      await veil.waitFor(/list relays: 3 entries, verified \(timestamp:1700000200 file:relays\.md hashed\)/);
+    } finally {
+      await veil.stop();
+    }
+    assert.equal(readFileSync(path.join(dir, 'cache/relays.md'), 'utf8'), NEW_LIST);
+
+    // Now the server (a mirror, or someone on the way) hands out the older list.
+    served = sign(OLD_LIST, 1_700_000_100);
+    veil = await startVeil(corefile());
+    try {
+      await veil.waitFor(/list relays: 3 entries, from the verified cache \(timestamp:1700000200/);
+      await veil.waitFor(
+        /list relays: refresh failed \(signed at 2023-11-14T22:15:00\.000Z, before the copy held \(2023-11-14T22:16:40\.000Z\): an older list is never taken\); keeping the last verified copy/,
+      );
+      assert.doesNotMatch(veil.stderr(), /timestamp:1700000100/, 'the older list is never announced as taken');
+    } finally {
+      await veil.stop();
+    }
+    assert.equal(readFileSync(path.join(dir, 'cache/relays.md'), 'utf8'), NEW_LIST, 'the cache still holds the newer list');
+    assert.match(readFileSync(path.join(dir, 'cache/relays.md.minisig'), 'utf8'), /timestamp:1700000200/);
+
+    // A newer list is taken as before.
+    served = sign(OLD_LIST, 1_700_000_300);
+    veil = await startVeil(corefile());
+    try {
+      await veil.waitFor(/list relays: 3 entries, verified \(timestamp:1700000300/);
+    } finally {
+      await veil.stop();
+    }
+    assert.equal(readFileSync(path.join(dir, 'cache/relays.md'), 'utf8'), OLD_LIST);
+  });
+
+  it('signedAt reads minisign\'s timestamp from a trusted comment, and nothing else', () => {
+    assert.equal(signedAt('timestamp:1700000000\tfile:public-resolvers.md\thashed'), 1_700_000_000);
+    assert.equal(signedAt('file:x timestamp:42'), 42);
+    assert.equal(signedAt('timestamp:abc'), null);
+    assert.equal(signedAt('mytimestamp:5'), null);
+    assert.equal(signedAt(null), null);
+  });
 });

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { QType } from '../core/dns/constants.js';
 import { buildQuery } from '../core/dns/message.js';
@@ -20,6 +21,7 @@ import { buildConfig } from '../core/server.js';
 import { MemoryLogger } from '../core/logger.js';
 import { SpanKindNumber, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './helpers/otlp.js';
 import { testRegistry } from './helpers/plugins.js';
+import { makeTempDir, runVeil } from './helpers/veil-process.js';
 
 /** A UDP port nobody listens on: queries to it fail at once (ICMP port unreachable). */
 async function closedUdpPort(): Promise<number> {
@@ -333,6 +335,9 @@ describe('trace: configuration', () => {
     check(block('endpoint http://127.0.0.1:4318/v1/traces\nsample 0.5\nservice resolver-1\nclient_address'));
     check(`. {\n listen udp://127.0.0.1:0\n trace\n}`);
     check(block('endpoint https://[::1]:4318'));
+    check(block('endpoint http://192.168.1.20:4318/v1/traces'));
+    check(block('endpoint https://203.0.113.5:4318/v1/traces'));
+    check(block('endpoint http://203.0.113.5:4318/v1/traces insecure'));
   });
 
   const bad: Array<[string, RegExp]> = [
@@ -343,9 +348,23 @@ describe('trace: configuration', () => {
     ['service', /service takes 1 argument, got 0/],
     ['client_address yes', /client_address takes 0 arguments/],
     ['endpont http://127.0.0.1:4318', /unknown option "endpont" \(did you mean "endpoint"\?\)/],
+    ['endpoint http://127.0.0.1:4318 plaintext', /Corefile:4:32: trace: unexpected "plaintext" \(the only word allowed after the URL is "insecure"\)/],
   ];
   for (const [line, message] of bad) {
     it(`refuses "${line}"`, () => assert.throws(() => check(block(line)), message));
+  }
+
+  for (const host of ['203.0.113.5', '100.64.1.1', '[2001:db8::5]']) {
+    it(`issue 24 low: veil check refuses a plaintext collector at ${host} without insecure (file:line:col)`, async () => {
+      const dir = makeTempDir({ Corefile: block(`endpoint http://${host}:4318/v1/traces`) });
+      try {
+        const result = await runVeil(['check', 'Corefile'], dir);
+        assert.equal(result.code, 1, result.stderr);
+        assert.match(result.stderr, /Corefile:4:10: trace: \S+ is not on loopback or a private network .*spans carry the names queried, and http:\/\/ would send them in plaintext\. Use https:\/\/, or end the line with "insecure"/);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
   }
 
   it('refuses arguments and a second trace', () => {

@@ -1,7 +1,7 @@
 /**
  * Changing the EDNS(0) options of a message on the wire: padding (RFC 7830, with RFC 8467's
- * block-length policy) for every query that leaves encrypted, and removing options a query must
- * not carry upstream (EDNS Client Subnet: it tells the resolver where the client is).
+ * block-length policy) for every query that leaves encrypted, and removing the client's options
+ * from queries on their way upstream (Client Subnet tells the resolver where the client is).
  */
 import { DEFAULT_EDNS_UDP_SIZE, EdnsOption } from './constants.js';
 import { buildOpt } from './message.js';
@@ -144,14 +144,27 @@ export function fitAnswerToQuery(answer: Buffer, queryHadEdns: boolean): Buffer 
   return padded ? rewriteEdnsOptions(answer, (options) => options.filter((o) => o.code !== EdnsOption.PADDING)) : answer;
 }
 
-/** Removes EDNS Client Subnet (RFC 7871) from a query, if it carries one. */
-export function stripClientSubnet(msg: Buffer): Buffer {
-  let found = false;
+/**
+ * The query as it may leave for an upstream: the OPT record keeps its flags (DO) and version but
+ * none of the client's options, and advertises at most 1232 bytes. Every option a client sends
+ * is either about the hop to Veil or tells something about the client: Client Subnet (RFC 7871)
+ * its network, a Cookie (RFC 7873) a value that follows it across networks, and the rest
+ * (NSID, Keepalive, Padding...) concern the client's own connection. Veil adds what it needs
+ * (padding on encrypted transports) after this. A client's large buffer size would invite
+ * answers that fragment on the way back (RFC 8900); the UDP upstream asks again over TCP when
+ * an answer does not fit. One copy when something changes; the query itself otherwise.
+ */
+export function ednsForUpstream(msg: Buffer): Buffer {
   const edns = readEdns(msg);
   if (!edns) return msg;
-  forEachEdnsOption(msg, edns, (code) => {
-    if (code === EdnsOption.ECS) found = true;
-  });
-  return found ? rewriteEdnsOptions(msg, (options) => options.filter((o) => o.code !== EdnsOption.ECS)) : msg;
+  const udpSize = Math.min(edns.udpSize, DEFAULT_EDNS_UDP_SIZE);
+  if (edns.rdataLength === 0 && udpSize === edns.udpSize) return msg;
+  const rdataEnd = edns.rdataStart + edns.rdataLength;
+  const out = Buffer.allocUnsafe(msg.length - edns.rdataLength);
+  msg.copy(out, 0, 0, edns.rdataStart);
+  msg.copy(out, edns.rdataStart, rdataEnd);
+  out.writeUInt16BE(0, edns.rdataStart - 2);
+  // OPT: root name (1 byte), TYPE (2), then CLASS, which carries the payload size.
+  out.writeUInt16BE(udpSize, edns.start + 3);
+  return out;
 }
-

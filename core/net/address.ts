@@ -67,13 +67,13 @@ function inV4(address: string, base: string, bits: number): boolean {
 }
 
 const V4_LOOPBACK: Array<[string, number]> = [['127.0.0.0', 8]];
+/** RFC 1918: networks their operator runs. */
 const V4_PRIVATE: Array<[string, number]> = [
   ['10.0.0.0', 8],
   ['172.16.0.0', 12],
   ['192.168.0.0', 16],
-  ['169.254.0.0', 16], // link-local
-  ['100.64.0.0', 10], // shared address space (carrier-grade NAT), not routed on the internet
 ];
+const V4_LINK_LOCAL: Array<[string, number]> = [['169.254.0.0', 16]];
 
 /** The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`), if it is one. */
 export function unmapIpv4(address: string): string {
@@ -87,10 +87,29 @@ export function isLoopback(address: string): boolean {
   return plain === '::1';
 }
 
-/** Loopback, RFC 1918, link-local, CGNAT, and IPv6 ULA/link-local: addresses that stay local. */
-export function isLocalOrPrivate(address: string): boolean {
+/**
+ * Loopback, RFC 1918 and IPv6 unique local addresses (fc00::/7): where plaintext DNS may go
+ * without `insecure`, because the network is the operator's own. Not the shared address space
+ * 100.64/10 (RFC 6598: the carrier's NAT network, shared with its other customers), and not
+ * link-local addresses (whoever else is on the link, a guest or a cloud provider's metadata
+ * service, answers there; no configuration says which).
+ */
+export function isPrivateAddress(address: string): boolean {
   const plain = unmapIpv4(address);
   if (net.isIPv4(plain)) return isLoopback(plain) || V4_PRIVATE.some(([b, n]) => inV4(plain, b, n));
   const lower = plain.toLowerCase();
-  return lower === '::1' || /^f[cd][0-9a-f]{2}:/.test(lower) || /^fe[89ab][0-9a-f]:/.test(lower);
+  return lower === '::1' || /^f[cd][0-9a-f]{2}:/.test(lower);
+}
+
+/** 169.254/16 and fe80::/10: addresses that reach no farther than the link. */
+export function isLinkLocal(address: string): boolean {
+  const plain = unmapIpv4(address);
+  if (net.isIPv4(plain)) return V4_LINK_LOCAL.some(([b, n]) => inV4(plain, b, n));
+  return /^fe[89ab][0-9a-f]:/.test(plain.toLowerCase());
+}
+
+/** 100.64.0.0/10, the shared address space of carrier-grade NAT (RFC 6598). */
+export function isCarrierNat(address: string): boolean {
+  const plain = unmapIpv4(address);
+  return net.isIPv4(plain) && inV4(plain, '100.64.0.0', 10);
 }

@@ -5,6 +5,12 @@
  * each exchange waits under a key the protocol derives from its answer (the DNS ID, a DNSCrypt
  * nonce), and an answer is taken only when the exchange's `accept` says it is the one, so forged
  * or stray datagrams are ignored while waiting.
+ *
+ * Source ports change all the time (RFC 5452 §9.2: an off-path forger must guess the port as
+ * well as the ID): each socket carries a bounded number of exchanges, or serves a bounded time,
+ * and is then replaced by a fresh one on a port the kernel picks at random. The replaced socket
+ * only waits for the answers it is owed and closes with its last one. Opening a socket per query
+ * would cost a few system calls each; one per QUERIES_PER_SOCKET keeps that off the hot path.
  */
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
@@ -22,6 +28,16 @@ interface Pending {
 
 /** Exchanges in flight per socket; past that many on every socket the address is overloaded. */
 const MAX_PENDING_PER_SOCKET = 4096;
+/** Exchanges a socket is given before a fresh one (a new random port) takes its place. */
+export const QUERIES_PER_SOCKET = 64;
+/** The longest a socket is given exchanges, however few. */
+const SOCKET_LIFETIME_MS = 30_000;
+/**
+ * Replaced sockets still waiting for answers, at most, per address: each closes with its last
+ * answer or timeout, so this bounds file descriptors when the upstream is silent. At the bound,
+ * sockets serve past their share until one closes.
+ */
+const MAX_DRAINING = 64;
 
 export class DatagramSocket<K> {
   readonly pending = new Map<K, Pending>();
@@ -29,17 +45,23 @@ export class DatagramSocket<K> {
   private readonly ready: Promise<void>;
   private connected = false;
   closed = false;
+  /** Exchanges given to this socket so far (DatagramSockets.pick counts them). */
+  given = 0;
+  readonly openedAt = performance.now();
+  /** Replaced: takes no new exchange, closes when nothing is pending. */
+  private retired = false;
 
   constructor(
     host: string,
     port: number,
     private readonly label: string,
     private readonly keyOf: (packet: Buffer) => K | null,
-    private readonly onDead: (socket: DatagramSocket<K>) => void,
+    /** Called once when the socket closes, for whatever reason. */
+    private readonly onClosed: (socket: DatagramSocket<K>) => void,
   ) {
     this.socket = dgram.createSocket(isIPv6(host) ? 'udp6' : 'udp4');
     this.socket.on('message', (msg) => this.onMessage(msg));
-    this.socket.on('error', (err) => this.fail(new UpstreamUnavailableError(`${label}: ${err.message}`, { cause: err })));
+    this.socket.on('error', (err) => this.close(new UpstreamUnavailableError(`${label}: ${err.message}`, { cause: err })));
     this.ready = new Promise((resolve, reject) => {
       this.socket.once('connect', () => {
         this.connected = true;
@@ -52,26 +74,45 @@ export class DatagramSocket<K> {
   }
 
   /** Sends `packet`; resolves with what `accept` makes of the first datagram it takes under `key`. */
-  async send<T>(packet: Buffer, key: K, accept: Accept<T>, timeoutMs: number): Promise<T> {
-    // Once connected, no await: one less turn of the event loop per query.
-    if (!this.connected) await this.ready;
-    if (this.closed) throw new UpstreamUnavailableError(`${this.label}: socket closed`);
-    if (this.pending.has(key)) throw new UpstreamUnavailableError(`${this.label}: an exchange with the same key is in flight`);
+  send<T>(packet: Buffer, key: K, accept: Accept<T>, timeoutMs: number): Promise<T> {
+    if (this.closed) return Promise.reject(new UpstreamUnavailableError(`${this.label}: socket closed`));
+    if (this.pending.has(key)) return Promise.reject(new UpstreamUnavailableError(`${this.label}: an exchange with the same key is in flight`));
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.pending.delete(key);
+        this.settle(key);
         reject(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`));
       }, timeoutMs);
+      // Pending from now, even before the socket is connected: its key is taken, and a retired
+      // socket knows it still owes this answer.
       this.pending.set(key, { accept, resolve: resolve as (value: unknown) => void, reject, timer });
-      this.socket.send(packet, (err) => {
-        if (!err) return;
-        const entry = this.pending.get(key);
-        if (!entry) return;
-        this.pending.delete(key);
-        clearTimeout(entry.timer);
-        reject(new UpstreamUnavailableError(`${this.label}: ${err.message}`, { cause: err }));
-      });
+      // Once connected, no await: one less turn of the event loop per query. (A failed connect
+      // closes the socket, which rejects what is pending.)
+      if (this.connected) this.transmit(packet, key);
+      else this.ready.then(() => this.transmit(packet, key), () => {});
     });
+  }
+
+  private transmit(packet: Buffer, key: K): void {
+    if (!this.pending.has(key)) return; // timed out while the socket connected
+    this.socket.send(packet, (err) => {
+      if (!err) return;
+      const entry = this.pending.get(key);
+      if (!entry) return;
+      clearTimeout(entry.timer);
+      this.settle(key);
+      entry.reject(new UpstreamUnavailableError(`${this.label}: ${err.message}`, { cause: err }));
+    });
+  }
+
+  /** True when this socket has had its share and should be replaced. */
+  spent(now: number): boolean {
+    return this.given >= QUERIES_PER_SOCKET || now - this.openedAt >= SOCKET_LIFETIME_MS;
+  }
+
+  /** Takes no new exchange from now on; closes once the pending ones are answered or time out. */
+  retire(): void {
+    this.retired = true;
+    if (this.pending.size === 0) this.close();
   }
 
   private onMessage(msg: Buffer): void {
@@ -80,15 +121,15 @@ export class DatagramSocket<K> {
     if (!entry) return;
     const result = entry.accept(msg);
     if (result === null) return; // not the answer: keep waiting for the real one
-    this.pending.delete(key!);
     clearTimeout(entry.timer);
+    this.settle(key!);
     entry.resolve(result);
   }
 
-  private fail(error: Error): void {
-    if (this.closed) return;
-    this.close(error);
-    this.onDead(this);
+  /** Forgets an exchange that is over; a retired socket closes with its last one. */
+  private settle(key: K): void {
+    this.pending.delete(key);
+    if (this.retired && this.pending.size === 0) this.close();
   }
 
   close(error: Error = new UpstreamUnavailableError(`${this.label}: closed`)): void {
@@ -100,12 +141,15 @@ export class DatagramSocket<K> {
     }
     this.pending.clear();
     this.socket.close();
+    this.onClosed(this);
   }
 }
 
-/** Up to `count` sockets to one address, used in turn. */
+/** Up to `count` sockets to one address, used in turn, each replaced when it has had its share. */
 export class DatagramSockets<K> {
   private sockets: DatagramSocket<K>[] = [];
+  /** Replaced sockets still waiting for answers. */
+  private readonly draining = new Set<DatagramSocket<K>>();
   private next = 0;
   private stopped = false;
 
@@ -119,30 +163,59 @@ export class DatagramSockets<K> {
 
   /** Exchanges waiting for an answer. */
   get inflight(): number {
-    return this.sockets.reduce((sum, s) => sum + s.pending.size, 0);
+    let sum = 0;
+    for (const socket of this.sockets) sum += socket.pending.size;
+    for (const socket of this.draining) sum += socket.pending.size;
+    return sum;
+  }
+
+  /** Sockets open to this address: in use, and replaced ones still waiting for answers. */
+  get open(): number {
+    return this.sockets.length + this.draining.size;
   }
 
   /** The socket the next exchange goes on (its `pending` tells which keys are taken). */
   pick(): DatagramSocket<K> {
     if (this.stopped) throw new UpstreamUnavailableError(`${this.label}: stopped`);
     if (this.sockets.length < this.count) {
-      const socket = new DatagramSocket<K>(this.host, this.port, this.label, this.keyOf, (dead) => {
-        this.sockets = this.sockets.filter((s) => s !== dead);
-      });
+      const socket = this.openSocket();
       this.sockets.push(socket);
-      return socket;
+      return this.take(socket);
     }
+    const now = performance.now();
     for (let i = 0; i < this.sockets.length; i++) {
-      const socket = this.sockets[this.next++ % this.sockets.length]!;
-      if (socket.pending.size < MAX_PENDING_PER_SOCKET) return socket;
+      const index = this.next++ % this.sockets.length;
+      let socket = this.sockets[index]!;
+      if (socket.spent(now) && this.draining.size < MAX_DRAINING) {
+        this.draining.add(socket);
+        socket.retire();
+        socket = this.sockets[index] = this.openSocket();
+      }
+      if (socket.pending.size < MAX_PENDING_PER_SOCKET) return this.take(socket);
     }
     // Bounded memory: past this many exchanges in flight, the address is overloaded.
     throw new UpstreamUnavailableError(`${this.label}: ${this.count * MAX_PENDING_PER_SOCKET} queries already in flight`);
   }
 
+  private take(socket: DatagramSocket<K>): DatagramSocket<K> {
+    socket.given++;
+    return socket;
+  }
+
+  /** A new socket; the kernel binds it to a random free port when it connects. */
+  private openSocket(): DatagramSocket<K> {
+    return new DatagramSocket<K>(this.host, this.port, this.label, this.keyOf, (closed) => {
+      if (this.draining.delete(closed)) return;
+      const index = this.sockets.indexOf(closed);
+      if (index >= 0) this.sockets.splice(index, 1);
+    });
+  }
+
   close(): void {
     this.stopped = true;
-    for (const socket of this.sockets) socket.close(new UpstreamUnavailableError(`${this.label}: stopped`));
+    const error = new UpstreamUnavailableError(`${this.label}: stopped`);
+    for (const socket of [...this.sockets, ...this.draining]) socket.close(error);
     this.sockets = [];
+    this.draining.clear();
   }
 }

@@ -3,18 +3,19 @@
  * attempt spending from the query's one deadline. An answer that is SERVFAIL or REFUSED moves
  * on to the next upstream but is kept, so the client gets the last real answer rather than one
  * we made up. When nothing answered: SERVFAIL, never a fallback to anything not configured.
- * EDNS Client Subnet never leaves: it would tell every upstream (and the authoritative servers
- * behind it) the client's network.
+ * The client's EDNS options never leave (Client Subnet would tell every upstream, and the
+ * authoritative servers behind it, the client's network; a cookie would follow the client), and
+ * the buffer size advertised upstream is at most 1232 bytes: this is the one place every query
+ * passes on its way to any upstream, relays included.
  */
 import type { RequestContext } from '../context.js';
 import { Rcode } from '../dns/constants.js';
-import { stripClientSubnet } from '../dns/edns.js';
+import { ednsForUpstream } from '../dns/edns.js';
 import { errorReply } from '../dns/message.js';
 import { rcodeOf } from '../dns/wire.js';
 import { DeadlineError, UpstreamUnavailableError } from '../errors.js';
 import { upstreamAttempt, upstreamFailover } from '../events.js';
 import type { Upstream, UpstreamPolicy, UpstreamSet } from './upstream.js';
-
 
 export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPolicy) {
   return async function exchangeWithUpstreams(ctx: RequestContext): Promise<Buffer | null> {
@@ -23,7 +24,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
       // Nothing in this block answers the name: like a server that does not serve the zone.
       return errorReply(ctx.query, Rcode.REFUSED, ctx.question.end, ctx.edns);
     }
-    const query = ctx.edns ? stripClientSubnet(ctx.query) : ctx.query;
+    const query = ctx.edns ? ednsForUpstream(ctx.query) : ctx.query;
     let lastAnswer: Buffer | null = null;
     let lastError: unknown = null;
     let attempts = 0;

@@ -1,9 +1,10 @@
 /**
  * Choosing servers from a resolver list the way dnscrypt-proxy does: `names` (its
  * server_names) takes exactly those entries and overrides the filters; otherwise every entry with
- * a stamp of the wanted protocol that meets the requirements (no logs, no filter, DNSSEC) and the
- * address families asked for (IPv4 only by default, like ipv4_servers/ipv6_servers); `disabled`
- * (disabled_server_names) always removes.
+ * a stamp of the wanted protocol that meets the requirements (no logs and no filter unless
+ * allowed, as dnscrypt-proxy's require_nolog and require_nofilter default to true; DNSSEC when
+ * asked) and the address families asked for (IPv4 only by default, like
+ * ipv4_servers/ipv6_servers); `disabled` (disabled_server_names) always removes.
  */
 import type { Stamp } from '../stamps.js';
 import type { ListEntry } from './list.js';
@@ -17,7 +18,7 @@ export interface ServerFilter {
   ipv6: boolean;
 }
 
-export const DEFAULT_FILTER: ServerFilter = { names: null, disabled: [], require: { nolog: false, nofilter: false, dnssec: false }, ipv4: true, ipv6: false };
+export const DEFAULT_FILTER: ServerFilter = { names: null, disabled: [], require: { nolog: true, nofilter: true, dnssec: false }, ipv4: true, ipv6: false };
 
 export interface Selected<S extends Stamp> {
   name: string;

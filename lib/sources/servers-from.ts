@@ -1,8 +1,10 @@
 /**
- * `servers_from LIST { names…  disabled…  require nolog|nofilter|dnssec…  ipv4  ipv6 }`: every
- * server of a resolver list that passes the filter becomes an upstream of the block, and the set
- * follows the list: entries that appear are added, entries that go (or stop passing) are
- * removed. Each is a ListedUpstream, so a changed stamp rebuilds it.
+ * `servers_from LIST { names…  disabled…  require nolog|nofilter|dnssec…  allow logging|filtering…
+ * ipv4  ipv6 }`: every server of a resolver list that passes the filter becomes an upstream of
+ * the block, and the set follows the list: entries that appear are added, entries that go (or
+ * stop passing) are removed. Each is a ListedUpstream, so a changed stamp rebuilds it. Servers
+ * that say they keep logs or filter answers are left out unless `allow` lets them in (the
+ * defaults of dnscrypt-proxy, whose lists these are). Shared by dnscrypt, dot and doh.
  */
 import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectNoBlock, flag, readOptions } from '../../core/config/options.js';
@@ -19,11 +21,16 @@ export interface ServersFromOptions {
   token: Token;
 }
 
+/** What each word of `allow` stops requiring. */
+const ALLOW: Record<string, 'nolog' | 'nofilter' | undefined> = { logging: 'nolog', filtering: 'nofilter' };
+
 /** Parses one `servers_from` line and its block, for the plugin named `plugin`. */
 export function parseServersFrom(plugin: string, line: Directive): ServersFromOptions {
   const [list] = expectArgs(plugin, line, 1) as [Token];
   const filter: ServerFilter = { ...DEFAULT_FILTER, require: { ...DEFAULT_FILTER.require }, disabled: [] };
   let families: { ipv4: boolean; ipv6: boolean } | null = null;
+  const required = new Set<string>();
+  const allowed = new Map<string, Token>();
   readOptions(
     plugin,
     line.block,
@@ -40,7 +47,17 @@ export function parseServersFrom(plugin: string, line: Directive): ServersFromOp
         expectNoBlock(plugin, d);
         for (const t of expectArgs(plugin, d, 1, 3)) {
           if (t.text !== 'nolog' && t.text !== 'nofilter' && t.text !== 'dnssec') throw configError(plugin, t, `require takes nolog, nofilter and dnssec, not "${t.text}"`);
+          required.add(t.text);
           filter.require[t.text] = true;
+        }
+      },
+      allow: (d) => {
+        expectNoBlock(plugin, d);
+        for (const t of expectArgs(plugin, d, 1, 2)) {
+          const relaxes = Object.hasOwn(ALLOW, t.text) ? ALLOW[t.text] : undefined;
+          if (!relaxes) throw configError(plugin, t, `allow takes logging and filtering (servers that keep logs, servers that filter answers), not "${t.text}"`);
+          allowed.set(relaxes, t);
+          filter.require[relaxes] = false;
         }
       },
       ipv4: (d) => ((families ??= { ipv4: false, ipv6: false }).ipv4 = flag(plugin, d)),
@@ -48,6 +65,9 @@ export function parseServersFrom(plugin: string, line: Directive): ServersFromOp
     },
     ['names', 'disabled'],
   );
+  for (const [name, token] of allowed) {
+    if (required.has(name)) throw configError(plugin, token, `"allow ${token.text}" contradicts "require ${name}"`);
+  }
   if (families) Object.assign(filter, families);
   return { list: list.text, filter, token: list };
 }

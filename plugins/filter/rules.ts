@@ -3,7 +3,8 @@
  *
  * - dnscrypt-proxy's blocked_names patterns: `example.com`, `*.example.com` and `.example.com`
  *   (the name and every name under it), `=example.com` (that name only), `ads.*` (prefix),
- *   `*ads*` (substring), and globs with `?`, `[…]` or a `*` inside (matched on the whole name);
+ *   `*ads*` (substring), and globs with `?`, `[…]` or a `*` inside (matched on the whole name,
+ *   in time linear in the name: see Glob);
  *   `#` comments, and a trailing `@schedule`, which is ignored (time ranges are not supported);
  * - hosts files: `0.0.0.0 name…` (any address, then the names);
  * - plain domain lists, one name per line (and Adblock's `||example.com^`).
@@ -22,7 +23,7 @@ export class NameRules {
   private readonly suffixes = new Set<string>();
   private readonly prefixes: string[] = [];
   private readonly substrings: string[] = [];
-  private readonly globs: RegExp[] = [];
+  private readonly globs: Glob[] = [];
 
   get size(): number {
     return this.exact.size + this.suffixes.size + this.prefixes.length + this.substrings.length + this.globs.length;
@@ -44,7 +45,8 @@ export class NameRules {
     } else if (/^\*[^*?[]+\*$/.test(p)) {
       this.substrings.push(p.slice(1, -1));
     } else {
-      this.globs.push(globToRegExp(p));
+      if (p.length > MAX_GLOB_LENGTH) return `"${pattern.slice(0, 40)}…" is longer than a name can be`;
+      this.globs.push(new Glob(p));
     }
     return null;
   }
@@ -62,28 +64,101 @@ export class NameRules {
     }
     for (const prefix of this.prefixes) if (name.startsWith(prefix)) return true;
     for (const part of this.substrings) if (name.includes(part)) return true;
-    for (const glob of this.globs) if (glob.test(name)) return true;
+    for (const glob of this.globs) if (glob.matches(name)) return true;
     return false;
   }
 }
 
-function globToRegExp(glob: string): RegExp {
-  let source = '';
+/** A DNS name has at most 253 characters; a longer glob is a mistake (or an attack on matching time). */
+const MAX_GLOB_LENGTH = 255;
+
+/** One position of a glob: `*` (any run of characters, empty too), or a test for one character. */
+type GlobPart = { star: true } | { star: false; test: (code: number) => boolean };
+
+/**
+ * A glob (`*`, `?`, `[a-z]`, `[!0-9]`) matched against a whole name without backtracking: the
+ * classic two-pointer wildcard match, which on a mismatch moves only the last `*` one character
+ * on. A name of n characters against a glob of m parts takes at most (n + 1) · (m + 1) steps,
+ * where a regular expression such as /^.*a.*a.*a.*b$/ tries every way of splitting the name
+ * among its stars (n^k for k stars: a list entry and a long query name could stop the server).
+ */
+export class Glob {
+  private readonly parts: GlobPart[];
+  /** Steps the last `matches` took: what the test of the bound counts. */
+  steps = 0;
+
+  constructor(pattern: string) {
+    this.parts = parseGlob(pattern);
+  }
+
+  get size(): number {
+    return this.parts.length;
+  }
+
+  matches(name: string): boolean {
+    const parts = this.parts;
+    let p = 0;
+    let s = 0;
+    let lastStar = -1;
+    let starFrom = 0;
+    let steps = 0;
+    while (s < name.length) {
+      steps++;
+      const part = parts[p];
+      if (part?.star) {
+        // The star takes nothing for now; a later mismatch makes it take one more character.
+        lastStar = p++;
+        starFrom = s;
+      } else if (part && part.test(name.charCodeAt(s))) {
+        p++;
+        s++;
+      } else if (lastStar >= 0) {
+        p = lastStar + 1;
+        s = ++starFrom;
+      } else {
+        this.steps = steps;
+        return false;
+      }
+    }
+    while (p < parts.length && parts[p]!.star) p++;
+    this.steps = steps;
+    return p === parts.length;
+  }
+}
+
+function parseGlob(glob: string): GlobPart[] {
+  const parts: GlobPart[] = [];
   for (let i = 0; i < glob.length; i++) {
     const c = glob[i]!;
-    if (c === '*') source += '.*';
-    else if (c === '?') source += '.';
-    else if (c === '[') {
+    if (c === '*') {
+      if (!parts.at(-1)?.star) parts.push({ star: true });
+    } else if (c === '?') {
+      parts.push({ star: false, test: () => true });
+    } else if (c === '[' && glob.indexOf(']', i + 1) > 0) {
       const close = glob.indexOf(']', i + 1);
-      if (close < 0) source += '\\[';
-      else {
-        const body = glob.slice(i + 1, close).replace(/^!/, '^').replace(/\\/g, '\\\\');
-        source += `[${body}]`;
-        i = close;
-      }
-    } else source += c.replace(/[.+^${}()|\\]/g, '\\$&');
+      parts.push({ star: false, test: characterClass(glob.slice(i + 1, close)) });
+      i = close;
+    } else {
+      const code = glob.charCodeAt(i);
+      parts.push({ star: false, test: (x) => x === code });
+    }
   }
-  return new RegExp(`^${source}$`);
+  return parts;
+}
+
+/** `[abc]`, `[a-z0-9]`, `[!…]` (any character but those); `[]` matches nothing. */
+function characterClass(body: string): (code: number) => boolean {
+  const negated = body.startsWith('!');
+  const chars = negated ? body.slice(1) : body;
+  const ranges: Array<[number, number]> = [];
+  for (let i = 0; i < chars.length; i++) {
+    const from = chars.charCodeAt(i);
+    if (chars[i + 1] === '-' && i + 2 < chars.length) {
+      ranges.push([from, chars.charCodeAt(i + 2)]);
+      i += 2;
+    } else ranges.push([from, from]);
+  }
+  return (code) => ranges.some(([from, to]) => code >= from && code <= to) !== negated;
 }
 
 export interface ListLoad {

@@ -5,17 +5,18 @@
  *         server NAME udp://IP[:PORT] [insecure]
  *         server NAME tcp://IP[:PORT] [insecure]
  *         timeout DURATION
+ *         no_0x20
  *     }
  *     forward FROM IP[:PORT]… [insecure] [{ timeout DURATION }]
  *
  * Plain DNS is readable by every network it crosses, so an upstream outside loopback and the
- * private ranges is refused unless its line says `insecure`.
+ * private ranges (RFC 1918, IPv6 ULA) is refused unless its line says `insecure`.
  */
 import { isIP } from 'node:net';
 import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, expectUniqueNames, expectNoBlock, parseDuration, readOptions } from '../../core/config/options.js';
+import { configError, expectArgs, expectUniqueNames, expectNoBlock, flag, parseDuration, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
-import { AddressError, isLocalOrPrivate, parseEndpoint, parseHostPort } from '../../core/net/address.js';
+import { AddressError, isCarrierNat, isLinkLocal, isPrivateAddress, parseEndpoint, parseHostPort } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
 import { parseStampToken } from '../../lib/stamp-config.js';
 import { splitAddress } from '../../lib/stamps.js';
@@ -43,7 +44,7 @@ export const forwardPlugin: PluginDefinition<ForwardServer[]> = {
   },
 
   create(servers, scope) {
-    for (const server of servers) scope.upstreams.add(new PlainDnsUpstream(server), server.zone);
+    for (const server of servers) scope.upstreams.add(new PlainDnsUpstream(server, scope.logger), server.zone);
     return { name: NAME };
   },
 };
@@ -73,6 +74,7 @@ function parseDirective(d: Directive): ForwardServer[] {
   if (insecureAll && pending.length === 0) throw configError(NAME, d.args[d.args.length - 1]!, '"insecure" goes after the addresses it applies to, or at the end of a server line');
 
   let timeoutMs = DEFAULT_TIMEOUT_MS;
+  let randomizeCase = true;
   readOptions(
     NAME,
     d.block,
@@ -82,20 +84,28 @@ function parseDirective(d: Directive): ForwardServer[] {
         const [value] = expectArgs(NAME, line, 1);
         timeoutMs = parseDuration(NAME, value!, { min: 10, max: 60_000 });
       },
+      no_0x20: (line) => (randomizeCase = !flag(NAME, line)),
     },
     ['server'],
   );
 
   return pending.map((p) => {
-    if (!p.insecure && !isLocalOrPrivate(p.host)) {
+    if (!p.insecure && !isPrivateAddress(p.host)) {
       throw configError(
         NAME,
         p.token,
-        `${p.name} (${p.host}) is on the public internet: plaintext DNS to it is a DNS leak. Use dot, doh or dnscrypt, or end the line with "insecure" if plaintext is what you want`,
+        `${p.name} (${p.host}) is ${placeOf(p.host)}: plaintext DNS to it is a DNS leak. Use dot, doh or dnscrypt, or end the line with "insecure" if plaintext is what you want`,
       );
     }
-    return { name: p.name, host: p.host, port: p.port, tcpOnly: p.tcpOnly, timeoutMs, zone, token: p.token };
+    return { name: p.name, host: p.host, port: p.port, tcpOnly: p.tcpOnly, timeoutMs, randomizeCase, zone, token: p.token };
   });
+}
+
+/** Where a non-private address is, in words for the error. */
+function placeOf(host: string): string {
+  if (isLinkLocal(host)) return 'link-local, not on a private network (whoever else is on the link may answer there)';
+  if (isCarrierNat(host)) return 'in 100.64.0.0/10, the carrier\'s NAT network shared with its other customers, not a private network';
+  return 'on the public internet';
 }
 
 function shortFormAddress(token: Token): { host: string; port: number; tcpOnly: boolean } {

@@ -1,6 +1,8 @@
 /**
  * A plain DNS upstream: UDP first and the same query again over TCP when the answer comes back
- * truncated, or TCP only. TCP connections are kept and pipelined (RFC 7766).
+ * truncated, or TCP only. TCP connections are kept and pipelined (RFC 7766). Over UDP, source
+ * ports change every few queries and names go out in random case (core/upstream/udp-client.ts),
+ * so that forging an answer means guessing port, ID and case.
  */
 import type { RequestContext } from '../../core/context.js';
 import { isTruncated } from '../../core/dns/wire.js';
@@ -9,6 +11,7 @@ import { upstreamRetry } from '../../core/events.js';
 import { connectTcp, formatHostPort } from '../../core/upstream/connect.js';
 import { StreamPool } from '../../core/upstream/stream-pool.js';
 import { UdpClient } from '../../core/upstream/udp-client.js';
+import type { Logger } from '../../core/logger.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
 
 export interface PlainDnsOptions {
@@ -18,6 +21,8 @@ export interface PlainDnsOptions {
   tcpOnly: boolean;
   /** Longest wait for one attempt (the query's deadline may cut it shorter). */
   timeoutMs: number;
+  /** DNS 0x20 over UDP (`no_0x20` turns it off). */
+  randomizeCase: boolean;
 }
 
 export class PlainDnsUpstream implements Upstream {
@@ -27,11 +32,19 @@ export class PlainDnsUpstream implements Upstream {
   private readonly udp: UdpClient | null;
   private readonly tcp: StreamPool;
 
-  constructor(private readonly options: PlainDnsOptions) {
+  constructor(
+    private readonly options: PlainDnsOptions,
+    logger?: Logger,
+  ) {
     this.name = options.name;
     this.protocol = options.tcpOnly ? 'tcp' : 'udp';
     this.address = formatHostPort(options.host, options.port);
-    this.udp = options.tcpOnly ? null : new UdpClient(options.host, options.port);
+    this.udp = options.tcpOnly
+      ? null
+      : new UdpClient(options.host, options.port, {
+          randomizeCase: options.randomizeCase,
+          onCaseFolding: () => logger?.warn(`${this.name} (${this.address}) answers with names in another case than asked: asking it without random case from now on (say no_0x20 to skip the first tries)`),
+        });
     this.tcp = new StreamPool({
       label: `tcp ${this.address}`,
       connect: (timeoutMs) => connectTcp(options.host, options.port, timeoutMs),

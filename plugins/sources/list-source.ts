@@ -1,7 +1,9 @@
 /**
  * One list: read from its file or its cache at creation, fetched at start and then every
  * `refresh`, used only when its minisign signature verifies. A bad download or signature keeps
- * the last good copy; a list that never verified stays unavailable and says why.
+ * the last good copy; a list that never verified stays unavailable and says why. A download
+ * signed before the copy held is refused too, as dnscrypt-proxy does: an old list, validly
+ * signed, replayed by a mirror or on the way, would bring back servers since removed.
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -13,13 +15,14 @@ import { buildQuery } from '../../core/dns/message.js';
 import { readQuestion } from '../../core/dns/wire.js';
 import type { Logger } from '../../core/logger.js';
 import type { UpstreamSet } from '../../core/upstream/upstream.js';
-import { MinisignError, verifyMinisign } from '../../lib/minisign.js';
+import { MinisignError, signedAt, verifyMinisign } from '../../lib/minisign.js';
 import type { SourceCatalog, SourceListView } from '../../lib/sources/catalog.js';
 import { fetchHttps } from '../../lib/sources/fetch.js';
 import { parseList } from '../../lib/sources/list.js';
 import type { ListOptions } from './index.js';
 
 const FETCH_TIMEOUT_MS = 15_000;
+const isoTime = (seconds: number): string => new Date(Math.min(seconds, 8.64e12) * 1000).toISOString();
 const MAX_LIST_BYTES = 8 << 20;
 /** Protocols that may carry the look-up of a list's host: never plaintext. */
 const ENCRYPTED = new Set(['dot', 'doh', 'dnscrypt']);
@@ -111,6 +114,7 @@ export class ListSource {
       const fetch = (target: URL) => fetchHttps({ url: target, addresses, timeoutMs: FETCH_TIMEOUT_MS, maxBytes: MAX_LIST_BYTES, ...(this.options.ca ? { ca: this.options.ca } : {}) });
       const [body, signature] = await Promise.all([fetch(url), fetch(new URL(`${url.href}.minisig`))]);
       const comment = this.verify(body, () => signature.toString('utf8'));
+      this.refuseOlder(comment);
       this.writeCache(body, signature);
       this.accept(body, comment, 'verified');
       return true;
@@ -120,6 +124,16 @@ export class ListSource {
       this.logger.warn(`list ${this.options.name}: refresh failed (${(err as Error).message}); ${keeping}`);
       return false;
     }
+  }
+
+  /** Throws when a verified download was signed before the copy held (by the timestamp of the trusted comments). */
+  private refuseOlder(comment: string | null): void {
+    if (this.view.state === 'unavailable') return;
+    const held = signedAt(this.view.trustedComment);
+    if (held === null) return;
+    const fetched = signedAt(comment);
+    if (fetched === null) throw new MinisignError(`its signature carries no timestamp, and the copy held was signed at ${isoTime(held)}`);
+    if (fetched < held) throw new MinisignError(`signed at ${isoTime(fetched)}, before the copy held (${isoTime(held)}): an older list is never taken`);
   }
 
   private writeCache(body: Buffer, signature: Buffer): void {

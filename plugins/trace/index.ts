@@ -2,7 +2,7 @@
  * `trace`: OpenTelemetry spans for a sample of queries, exported over OTLP/HTTP.
  *
  *     trace {
- *         endpoint URL      # default http://127.0.0.1:4318/v1/traces
+ *         endpoint URL [insecure]   # default http://127.0.0.1:4318/v1/traces
  *         sample RATIO      # default 0.01
  *         service NAME      # default veil
  *         client_address    # record the client's IP (off by default: privacy)
@@ -14,7 +14,7 @@
  */
 import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, flag, readOptions } from '../../core/config/options.js';
-import { AddressError, parseEndpoint } from '../../core/net/address.js';
+import { AddressError, isPrivateAddress, parseEndpoint } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
 import { TracePlugin, type TraceOptions } from './plugin.js';
 
@@ -37,7 +37,7 @@ export const tracePlugin: PluginDefinition<TraceOptions> = {
     expectArgs(NAME, d, 0);
     const options = { ...DEFAULT_TRACE_OPTIONS };
     readOptions(NAME, d.block, {
-      endpoint: (line) => (options.endpoint = parseCollector(single(line))),
+      endpoint: (line) => (options.endpoint = parseCollector(line)),
       sample: (line) => (options.sample = parseRatio(single(line))),
       service: (line) => {
         const name = single(line);
@@ -58,8 +58,14 @@ function single(line: Directive): Token {
   return expectArgs(NAME, line, 1)[0]!;
 }
 
-/** An OTLP/HTTP URL whose host is an IP: the exporter must never look a name up. */
-function parseCollector(token: Token): string {
+/**
+ * An OTLP/HTTP URL whose host is an IP: the exporter must never look a name up. Spans carry the
+ * names queried, so plain http:// goes only to loopback or a private network unless the line
+ * ends with `insecure`, as for plaintext DNS.
+ */
+function parseCollector(line: Directive): string {
+  const [token, flag] = expectArgs(NAME, line, 1, 2) as [Token, Token | undefined];
+  if (flag && flag.text !== 'insecure') throw configError(NAME, flag, `unexpected "${flag.text}" (the only word allowed after the URL is "insecure")`);
   let endpoint;
   try {
     endpoint = parseEndpoint(token.text, OTLP_HTTP_PORT);
@@ -69,6 +75,13 @@ function parseCollector(token: Token): string {
   }
   if (endpoint.scheme !== 'http' && endpoint.scheme !== 'https') {
     throw configError(NAME, token, `the endpoint speaks OTLP over HTTP: http:// or https://, not ${endpoint.scheme}://`);
+  }
+  if (endpoint.scheme === 'http' && !flag && !isPrivateAddress(endpoint.host)) {
+    throw configError(
+      NAME,
+      token,
+      `${endpoint.host} is not on loopback or a private network (10/8, 172.16/12, 192.168/16, fc00::/7): spans carry the names queried, and http:// would send them in plaintext. Use https://, or end the line with "insecure" if plaintext is what you want`,
+    );
   }
   const host = endpoint.host.includes(':') ? `[${endpoint.host}]` : endpoint.host;
   const path = endpoint.path === '' || endpoint.path === '/' ? OTLP_TRACES_PATH : endpoint.path;

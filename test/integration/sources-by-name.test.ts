@@ -172,19 +172,74 @@ ${stamp('192.0.2.1:443', { noLogs: true, dnssec: true })}
 ${stamp('192.0.2.2:443', { noLogs: false, noFilter: true })}
 ## c6
 ${stamp('[2001:db8::1]:443', { noLogs: true })}
+## d
+${stamp('192.0.2.4:443', { noLogs: true, noFilter: true })}
 ## relay
 sdns://gQsxOTIuMC4yLjk6NDQz
 `);
   const names = (filter: Partial<typeof DEFAULT_FILTER>) => selectServers(entries, 'dnscrypt', { ...DEFAULT_FILTER, ...filter }).map((s) => s.name);
 
+  const none = { nolog: false, nofilter: false, dnssec: false };
+
   it('IPv4 only by default; requirements filter; disabled removes; names override the filters', () => {
-    assert.deepEqual(names({}), ['a', 'b']);
-    assert.deepEqual(names({ ipv6: true }), ['a', 'b', 'c6']);
-    assert.deepEqual(names({ ipv4: false, ipv6: true }), ['c6']);
-    assert.deepEqual(names({ require: { nolog: true, nofilter: false, dnssec: false } }), ['a']);
-    assert.deepEqual(names({ require: { nolog: false, nofilter: true, dnssec: false } }), ['b']);
+    assert.deepEqual(names({ require: none }), ['a', 'b', 'd']);
+    assert.deepEqual(names({ require: none, ipv6: true }), ['a', 'b', 'c6', 'd']);
+    assert.deepEqual(names({ require: none, ipv4: false, ipv6: true }), ['c6']);
+    assert.deepEqual(names({ require: { nolog: true, nofilter: false, dnssec: false } }), ['a', 'd']);
+    assert.deepEqual(names({ require: { nolog: false, nofilter: true, dnssec: false } }), ['b', 'd']);
     assert.deepEqual(names({ require: { nolog: false, nofilter: false, dnssec: true } }), ['a']);
-    assert.deepEqual(names({ disabled: ['a'] }), ['b']);
+    assert.deepEqual(names({ require: none, disabled: ['a'] }), ['b', 'd']);
     assert.deepEqual(names({ names: ['c6', 'b', 'relay', 'missing'] }), ['c6', 'b'], 'names take IPv6 and no-log-less servers alike; a relay is no DNSCrypt server');
+  });
+
+  it('issue 24 low: by default, only servers that say they keep no logs and filter nothing', () => {
+    assert.deepEqual(names({}), ['d']);
+  });
+});
+
+describe('issue 24 low: servers_from requires no logs and no filter by default, in dnscrypt, dot and doh', () => {
+  const props = (noLogs: boolean, noFilter: boolean) => ({ dnssec: false, noLogs, noFilter });
+  const stamps: Record<string, (noLogs: boolean, noFilter: boolean, i: number) => string> = {
+    dnscrypt: (noLogs, noFilter, i) => encodeStamp({ protocol: 'dnscrypt', props: props(noLogs, noFilter), address: `127.0.0.1:${1440 + i}`, providerKey: Buffer.alloc(32, 1), providerName: '2.dnscrypt-cert.x' }),
+    dot: (noLogs, noFilter, i) => encodeStamp({ protocol: 'dot', props: props(noLogs, noFilter), address: `127.0.0.1:${1850 + i}`, hashes: [], host: 'dns.test', bootstrap: [] }),
+    doh: (noLogs, noFilter, i) => encodeStamp({ protocol: 'doh', props: props(noLogs, noFilter), address: `127.0.0.1:${1450 + i}`, hashes: [], host: 'dns.test', path: '/dns-query', bootstrap: [] }),
+  };
+  const clients: VeilProcess[] = [];
+  after(async () => {
+    for (const client of clients) await client.stop();
+  });
+
+  for (const [plugin, stamp] of Object.entries(stamps)) {
+    const listText = `# Three servers: one that keeps no logs and filters nothing, one that logs, one that filters\n\n## private\n\nNo logs, no filter.\n${stamp(true, true, 1)}\n\n## logging\n\nKeeps logs.\n${stamp(false, true, 2)}\n\n## filtering\n\nFilters answers.\n${stamp(true, false, 3)}\n`;
+    const start = async (options: string): Promise<VeilProcess> => {
+      const dir = makeTempDir({ 'resolvers.md': listText, 'resolvers.md.minisig': signMinisign(Buffer.from(listText), key, 'timestamp:4 file:resolvers.md') });
+      const veil = await startVeil(
+        `. {\n    listen udp://127.0.0.1:0\n    sources {\n        list public ${dir}/resolvers.md {\n            minisign_key ${key.publicKey}\n        }\n    }\n    ${plugin} {\n        servers_from public${options}\n    }\n}\n`,
+      );
+      clients.push(veil);
+      return veil;
+    };
+
+    it(`${plugin}: servers_from alone takes only the server with no logs and no filter; allow logging filtering takes all three`, async () => {
+      const strict = await start('');
+      await strict.waitFor(/servers_from public: 1 server\(s\) from list public: private\n/);
+      const relaxed = await start(' {\n            allow logging filtering\n        }');
+      await relaxed.waitFor(/servers_from public: 3 server\(s\) from list public: private, logging, filtering\n/);
+      const logs = await start(' {\n            allow logging\n        }');
+      await logs.waitFor(/servers_from public: 2 server\(s\) from list public: private, logging\n/);
+    });
+  }
+
+  it('allow takes logging and filtering only, and cannot contradict require', async () => {
+    const bad: Array<[string, RegExp]> = [
+      ['allow everything', /Corefile:5:19: dnscrypt: allow takes logging and filtering \(servers that keep logs, servers that filter answers\), not "everything"/],
+      ['require nolog\n            allow logging', /Corefile:6:19: dnscrypt: "allow logging" contradicts "require nolog"/],
+    ];
+    for (const [options, message] of bad) {
+      const dir = makeTempDir({ Corefile: `. {\n    listen udp://127.0.0.1:0\n    dnscrypt {\n        servers_from public {\n            ${options}\n        }\n    }\n    sources {\n        list public resolvers.md\n    }\n}\n` });
+      const result = await runVeil(['check', 'Corefile'], dir);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, message);
+    }
   });
 });
