@@ -139,13 +139,13 @@ describe('hostile bytes', () => {
     const good = hex(RFC9230.transactions[0]!.obliviousQuery);
     const altered = Buffer.from(good);
     altered[altered.length - 1]! ^= 1;
-    await assert.rejects(openQuery(key, parseMessage(altered)), OdohCryptoError);
+    assert.throws(() => openQuery(key, parseMessage(altered)), OdohCryptoError);
     const other = await deriveTargetKey(Buffer.alloc(32, 7));
-    await assert.rejects(openQuery(other, parseMessage(good)), OdohCryptoError);
+    assert.throws(() => openQuery(other, parseMessage(good)), OdohCryptoError);
     // The key id is bound in: the same ciphertext under another key id does not open.
     const message = parseMessage(good);
     const renamed = parseMessage(encodeMessage({ ...message, keyId: Buffer.alloc(32, 1) }));
-    await assert.rejects(openQuery(key, renamed), OdohCryptoError);
+    assert.throws(() => openQuery(key, renamed), OdohCryptoError);
   });
 
   it('an answer that is altered, replayed from another query or of the wrong type does not open at the client', async () => {
@@ -193,6 +193,6 @@ describe('hostile bytes', () => {
   it('the message type is bound in: a query relabelled as an answer does not open', async () => {
     const key = await deriveTargetKey(hex(RFC9230.publicKeySeed));
     const message = parseMessage(hex(RFC9230.transactions[0]!.obliviousQuery));
-    await assert.rejects(openQuery(key, { ...message, type: MessageType.response }), OdohFormatError);
+    assert.throws(() => openQuery(key, { ...message, type: MessageType.response }), OdohFormatError);
   });
 });

@@ -13,7 +13,7 @@
  * field. So an answer opens only with the very query (padding included) it answers: a relay
  * that swaps, replays or alters an answer gets an authentication failure, never a wrong answer.
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, type webcrypto } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import type { OdohConfig } from './configs.js';
 import {
   associatedData,
@@ -26,6 +26,7 @@ import {
   QUERY_PADDING_BLOCK,
   type ObliviousMessage,
 } from './message.js';
+import { HpkeError, type RecipientKey } from './hpke.js';
 import type { Suite } from './suite.js';
 
 const QUERY_INFO = Buffer.from('odoh query');
@@ -58,34 +59,28 @@ export class PendingQuery {
 }
 
 /** Seals `dns` to the target's config; the plaintext is padded to a multiple of `block`. */
-export async function sealQuery(config: OdohConfig, dns: Buffer, block = QUERY_PADDING_BLOCK): Promise<{ message: Buffer; pending: PendingQuery }> {
+export function sealQuery(config: OdohConfig, dns: Buffer, block = QUERY_PADDING_BLOCK): { message: Buffer; pending: PendingQuery } {
   const { suite } = config;
   const overhead = suite.encLength + TAG_LENGTH;
   const plaintext = encodePlaintext(dns, block, 0xffff - overhead);
   if (plaintext.length + overhead > 0xffff) throw new OdohFormatError('the query is too large to seal');
-  const recipientPublicKey = await publicKeyOf(config);
-  const sender = await suite.hpke.createSenderContext({ recipientPublicKey, info: QUERY_INFO });
-  const sealed = Buffer.from(await sender.seal(plaintext, associatedData(MessageType.query, config.keyId)));
-  const secret = Buffer.from(await sender.export(RESPONSE_INFO, suite.keyLength));
-  const message = encodeMessage({ type: MessageType.query, keyId: config.keyId, encrypted: Buffer.concat([Buffer.from(sender.enc), sealed]) });
-  return { message, pending: new PendingQuery(suite, secret, plaintext) };
-}
-
-/** The target's public key as WebCrypto wants it, imported once per config. */
-const publicKeys = new WeakMap<OdohConfig, Promise<webcrypto.CryptoKey>>();
-function publicKeyOf(config: OdohConfig): Promise<webcrypto.CryptoKey> {
-  let key = publicKeys.get(config);
-  if (!key) {
-    key = config.suite.hpke.kem.deserializePublicKey(config.publicKey);
-    publicKeys.set(config, key);
+  let sender;
+  try {
+    sender = suite.hpke.setupSender(config.publicKey, QUERY_INFO);
+  } catch (err) {
+    if (err instanceof HpkeError) throw new OdohCryptoError(`the target's key does not work: ${err.message}`);
+    throw err;
   }
-  return key;
+  const sealed = sender.context.seal(associatedData(MessageType.query, config.keyId), plaintext);
+  const secret = sender.context.export(RESPONSE_INFO, suite.keyLength);
+  const message = encodeMessage({ type: MessageType.query, keyId: config.keyId, encrypted: Buffer.concat([sender.enc, sealed]) });
+  return { message, pending: new PendingQuery(suite, secret, plaintext) };
 }
 
 /** A target's key: the private half for HPKE, and the config it publishes. */
 export interface TargetKey {
   config: OdohConfig;
-  privateKey: webcrypto.CryptoKey;
+  privateKey: RecipientKey;
 }
 
 export interface OpenedQuery {
@@ -99,7 +94,7 @@ export interface OpenedQuery {
 }
 
 /** Opens a query sealed to `key`. The caller has matched `message.keyId` to the key. */
-export async function openQuery(key: TargetKey, message: ObliviousMessage): Promise<OpenedQuery> {
+export function openQuery(key: TargetKey, message: ObliviousMessage): OpenedQuery {
   const { suite } = key.config;
   if (message.type !== MessageType.query) throw new OdohFormatError('an answer where a query was expected');
   if (message.encrypted.length < suite.encLength + TAG_LENGTH) throw new OdohFormatError('the encrypted query is shorter than a key and a tag');
@@ -107,9 +102,9 @@ export async function openQuery(key: TargetKey, message: ObliviousMessage): Prom
   let plaintext: Buffer;
   let secret: Buffer;
   try {
-    const recipient = await suite.hpke.createRecipientContext({ recipientKey: key.privateKey, enc, info: QUERY_INFO });
-    plaintext = Buffer.from(await recipient.open(message.encrypted.subarray(suite.encLength), associatedData(MessageType.query, message.keyId)));
-    secret = Buffer.from(await recipient.export(RESPONSE_INFO, suite.keyLength));
+    const recipient = suite.hpke.setupRecipient(enc, key.privateKey, QUERY_INFO);
+    plaintext = recipient.open(associatedData(MessageType.query, message.keyId), message.encrypted.subarray(suite.encLength));
+    secret = recipient.export(RESPONSE_INFO, suite.keyLength);
   } catch (err) {
     throw new OdohCryptoError(`the query does not open: ${(err as Error).message}`);
   }

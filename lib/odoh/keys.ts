@@ -16,12 +16,10 @@ import { DEFAULT_SUITE, suiteFor } from './suite.js';
 
 export const SEED_LENGTH = 32;
 
-export async function deriveTargetKey(seed: Buffer): Promise<TargetKey> {
-  const suite = suiteFor(DEFAULT_SUITE)!;
-  const pair = await suite.hpke.kem.deriveKeyPair(seed);
-  const publicKey = Buffer.from(await suite.hpke.kem.serializePublicKey(pair.publicKey));
-  const config = parseContents(encodeContents(DEFAULT_SUITE, publicKey)) as OdohConfig;
-  return { config, privateKey: pair.privateKey };
+export function deriveTargetKey(seed: Buffer): TargetKey {
+  const privateKey = suiteFor(DEFAULT_SUITE)!.hpke.deriveX25519KeyPair(seed);
+  const config = parseContents(encodeContents(DEFAULT_SUITE, privateKey.publicKey)) as OdohConfig;
+  return { config, privateKey };
 }
 
 export function newSeed(): Buffer {

@@ -2,15 +2,11 @@
  * The HPKE cipher suites an ODoH config may name (RFC 9180 §7), and what each needs beside HPKE:
  * the hash of its KDF (key ids and the response keys, RFC 9230 §6.2 and §6.4, are plain HKDF)
  * and the sizes and Node cipher of its AEAD (answers are sealed with it directly, not by HPKE).
- *
- * HPKE itself is @hpke/core: RFC 9180 as written, tested against its vectors, on the runtime's
- * WebCrypto (X25519 and P-256 included in Node 24), with no native code of its own.
+ * HPKE itself is hpke.ts (synchronous, node:crypto).
  */
-import { Aes128Gcm, Aes256Gcm, CipherSuite, DhkemP256HkdfSha256, DhkemX25519HkdfSha256, HkdfSha256, HkdfSha384, HkdfSha512 } from '@hpke/core';
+import { AeadId, HpkeSuite, KdfId, KemId } from './hpke.js';
 
-export const KemId = { p256: 0x0010, x25519: 0x0020 } as const;
-export const KdfId = { sha256: 0x0001, sha384: 0x0002, sha512: 0x0003 } as const;
-export const AeadId = { aes128gcm: 0x0001, aes256gcm: 0x0002 } as const;
+export { AeadId, KdfId, KemId };
 
 /** The suite every ODoH deployment uses, and the one a Veil target offers. */
 export const DEFAULT_SUITE = { kem: KemId.x25519, kdf: KdfId.sha256, aead: AeadId.aes128gcm } as const;
@@ -22,7 +18,7 @@ export interface SuiteIds {
 }
 
 export interface Suite extends SuiteIds {
-  hpke: CipherSuite;
+  hpke: HpkeSuite;
   /** Node's name of the KDF's hash. */
   hash: 'sha256' | 'sha384' | 'sha512';
   /** The KDF's output size (key ids are this long). */
@@ -36,20 +32,6 @@ export interface Suite extends SuiteIds {
   publicKeyLength: number;
 }
 
-const KEMS: Record<number, { make: () => DhkemX25519HkdfSha256 | DhkemP256HkdfSha256; enc: number }> = {
-  [KemId.x25519]: { make: () => new DhkemX25519HkdfSha256(), enc: 32 },
-  [KemId.p256]: { make: () => new DhkemP256HkdfSha256(), enc: 65 },
-};
-const KDFS: Record<number, { make: () => HkdfSha256 | HkdfSha384 | HkdfSha512; hash: Suite['hash']; length: number }> = {
-  [KdfId.sha256]: { make: () => new HkdfSha256(), hash: 'sha256', length: 32 },
-  [KdfId.sha384]: { make: () => new HkdfSha384(), hash: 'sha384', length: 48 },
-  [KdfId.sha512]: { make: () => new HkdfSha512(), hash: 'sha512', length: 64 },
-};
-const AEADS: Record<number, { make: () => Aes128Gcm | Aes256Gcm; cipher: Suite['cipher']; key: number }> = {
-  [AeadId.aes128gcm]: { make: () => new Aes128Gcm(), cipher: 'aes-128-gcm', key: 16 },
-  [AeadId.aes256gcm]: { make: () => new Aes256Gcm(), cipher: 'aes-256-gcm', key: 32 },
-};
-
 const suites = new Map<string, Suite>();
 
 /** The suite for these ids, or null when one of them is not supported here. */
@@ -57,22 +39,20 @@ export function suiteFor(ids: SuiteIds): Suite | null {
   const key = `${ids.kem}/${ids.kdf}/${ids.aead}`;
   let suite = suites.get(key);
   if (suite) return suite;
-  const kem = KEMS[ids.kem];
-  const kdf = KDFS[ids.kdf];
-  const aead = AEADS[ids.aead];
-  if (!kem || !kdf || !aead) return null;
+  const hpke = HpkeSuite.of(ids.kem, ids.kdf, ids.aead);
+  if (!hpke) return null;
   suite = {
     kem: ids.kem,
     kdf: ids.kdf,
     aead: ids.aead,
-    hpke: new CipherSuite({ kem: kem.make(), kdf: kdf.make(), aead: aead.make() }),
-    hash: kdf.hash,
-    hashLength: kdf.length,
-    cipher: aead.cipher,
-    keyLength: aead.key,
-    nonceLength: 12,
-    encLength: kem.enc,
-    publicKeyLength: kem.enc,
+    hpke,
+    hash: hpke.kdf.hash,
+    hashLength: hpke.kdf.hashLength,
+    cipher: hpke.cipher,
+    keyLength: hpke.keyLength,
+    nonceLength: hpke.nonceLength,
+    encLength: hpke.kem.encLength,
+    publicKeyLength: hpke.kem.encLength,
   };
   suites.set(key, suite);
   return suite;

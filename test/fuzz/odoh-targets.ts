@@ -25,11 +25,9 @@ const sealedSeeds = await Promise.all(queries.slice(0, 6).map(async (q) => (awai
 
 /** Seals a plaintext as a client would, whatever it holds: damage past the AEAD check. */
 async function sealRaw(plaintext: Buffer): Promise<Buffer> {
-  const { suite } = key.config;
-  const recipientPublicKey = await suite.hpke.kem.deserializePublicKey(key.config.publicKey);
-  const sender = await suite.hpke.createSenderContext({ recipientPublicKey, info: Buffer.from('odoh query') });
-  const sealed = Buffer.from(await sender.seal(plaintext, associatedData(MessageType.query, key.config.keyId)));
-  return encodeMessage({ type: MessageType.query, keyId: key.config.keyId, encrypted: Buffer.concat([Buffer.from(sender.enc), sealed]) });
+  const sender = key.config.suite.hpke.setupSender(key.config.publicKey, Buffer.from('odoh query'));
+  const sealed = sender.context.seal(associatedData(MessageType.query, key.config.keyId), plaintext);
+  return encodeMessage({ type: MessageType.query, keyId: key.config.keyId, encrypted: Buffer.concat([sender.enc, sealed]) });
 }
 
 const TARGET_STATUSES = new Set([200, 400, 401, 403]);
