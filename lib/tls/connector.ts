@@ -53,7 +53,7 @@ const NEVER = new AbortController().signal;
 let systemAnchors: string[] | null = null;
 
 /** Node's bundled roots, NODE_EXTRA_CA_CERTS and the operating system's store; read once. */
-function defaultAnchors(): string[] {
+export function defaultAnchors(): string[] {
   if (!systemAnchors) {
     const anchors = new Set(tls.getCACertificates('default'));
     try {
