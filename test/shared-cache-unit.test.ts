@@ -13,7 +13,7 @@ import { QType } from '../core/dns/constants.js';
 import { buildQuery } from '../core/dns/message.js';
 import { MemoryLogger } from '../core/logger.js';
 import { buildConfig } from '../core/server.js';
-import { FleetKeys, openAnswer, sealAnswer, SIZE_STEP } from '../plugins/cache/shared/sealing.js';
+import { FleetKeys, OVERHEAD, SIZE_STEP } from '../plugins/cache/shared/sealing.js';
 import { reconnectDelay } from '../plugins/cache/shared/connection.js';
 import { testRegistry } from './helpers/plugins.js';
 import { makeTempDir } from './helpers/veil-process.js';
@@ -28,7 +28,7 @@ describe('shared cache sealing', () => {
   it('one key per question, key bits, block and generation; the name in any case', () => {
     const q = query('www.example.org');
     const base = keys.entry(q, q.length, 0, '.', 0);
-    assert.equal(keys.entry(query('WwW.ExAmPlE.oRg'), q.length, 0, '.', 0).key, base.key);
+    assert.equal(keys.entry(query('WwW.ExAmPlE.oRg'), q.length, 0, '.', 0), base);
     const others = [
       keys.entry(query('www.example.org', QType.AAAA), q.length, 0, '.', 0),
       keys.entry(q, q.length, 1, '.', 0),
@@ -36,8 +36,8 @@ describe('shared cache sealing', () => {
       keys.entry(q, q.length, 0, '.', 1),
       new FleetKeys(secretFrom(9)).entry(q, q.length, 0, '.', 0),
     ];
-    assert.equal(new Set([base.key, ...others.map((o) => o.key)]).size, 6);
-    assert.match(base.key, /^veil:1:[A-Za-z0-9_-]{22}$/, 'the key says nothing of the name');
+    assert.equal(new Set([base, ...others]).size, 6);
+    assert.match(base, /^veil:1:[A-Za-z0-9_-]{22}$/, 'the key says nothing of the name');
   });
 
   it('a value opens under its own key only, and any damage is refused', () => {
@@ -45,26 +45,29 @@ describe('shared cache sealing', () => {
     const answer = Buffer.concat([q, Buffer.from('c00c000100010000012c0004c0000201', 'hex')]);
     const a = keys.entry(q, q.length, 0, '.', 0);
     const b = keys.entry(query('b.example'), q.length, 0, '.', 0);
-    const sealed = sealAnswer(a.aesKey, a.key, answer, 300);
-    assert.deepEqual(openAnswer(a.aesKey, a.key, sealed), { answer, ttl: 300 });
-    assert.equal(openAnswer(b.aesKey, b.key, sealed), null, 'moved to another key');
-    assert.equal(openAnswer(a.aesKey, b.key, sealed), null, 'the right AES key under another name');
+    const sealed = keys.sealAnswer(a, answer, 300);
+    assert.deepEqual(keys.openAnswer(a, sealed), { answer, ttl: 300 });
+    assert.equal(keys.openAnswer(b, sealed), null, 'moved to another key');
+    assert.equal(new FleetKeys(secretFrom(9)).openAnswer(a, sealed), null, 'another fleet');
     for (let i = 0; i < sealed.length; i++) {
       const damaged = Buffer.from(sealed);
       damaged[i]! ^= 0x01;
-      assert.equal(openAnswer(a.aesKey, a.key, damaged), null, `byte ${i} flipped`);
+      assert.equal(keys.openAnswer(a, damaged), null, `byte ${i} flipped`);
     }
-    assert.equal(openAnswer(a.aesKey, a.key, sealed.subarray(0, sealed.length - 1)), null);
-    assert.equal(openAnswer(a.aesKey, a.key, Buffer.alloc(0)), null);
-    assert.equal((sealed.length - 29) % SIZE_STEP, 0, 'sizes are rounded');
+    assert.equal(keys.openAnswer(a, sealed.subarray(0, sealed.length - 1)), null);
+    assert.equal(keys.openAnswer(a, Buffer.alloc(0)), null);
+    assert.equal((sealed.length - OVERHEAD) % SIZE_STEP, 0, 'sizes are rounded');
     assert.equal(sealed.includes(answer.subarray(12)), false);
+    // Two seals of one answer never share a nonce.
+    const nonces = new Set(Array.from({ length: 1000 }, () => keys.sealAnswer(a, answer, 300).subarray(1, 13).toString('hex')));
+    assert.equal(nonces.size, 1000);
   });
 
   it('random bytes never open and never throw', () => {
     const a = keys.entry(query('a.example'), 21, 0, '.', 0);
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 600 }), (bytes) => {
-        assert.equal(openAnswer(a.aesKey, a.key, Buffer.from(bytes)), null);
+        assert.equal(keys.openAnswer(a, Buffer.from(bytes)), null);
         assert.equal(keys.openMessage(Buffer.from(bytes)), null);
       }),
       { numRuns: 500 },

@@ -30,11 +30,26 @@ const PROBE_MAX_MS = 10_000;
 /** Lookups in flight at once; more wait for nothing (they count as timeouts). */
 export const MAX_IN_FLIGHT = 1000;
 const CONNECT_TIMEOUT_MS = 2000;
-/** A lookup reads the value and its remaining life at once, so both belong to the same write. */
-const FETCH_SCRIPT = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}";
+/**
+ * Lookups read each value with its remaining life at once, so both belong to the same write;
+ * the lookups of one turn of the event loop go together, in one command (a cluster's keys live
+ * on several nodes: there, one command a key).
+ */
+const FETCH_SCRIPT = "local out = {} for i, key in ipairs(KEYS) do out[2 * i - 1] = redis.call('GET', key) out[2 * i] = redis.call('PTTL', key) end return out";
+/** Writes, as many as a batch holds, in one command: ARGV holds each value, then its expiry in ms. */
+const STORE_SCRIPT = "for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[2 * i - 1], 'PX', ARGV[2 * i]) end return #KEYS";
+/** Keys per command. */
+const BATCH = 128;
 
 interface Client {
-  veilFetchBuffer(key: string): Promise<[Buffer | null, number]>;
+  veilFetchBuffer(count: number, ...keys: string[]): Promise<Array<Buffer | number | null>>;
+  veilStore(count: number, ...keysThenArgs: Array<string | Buffer | number>): Promise<number>;
+}
+
+interface PendingFetch {
+  key: string;
+  waitMs: number;
+  resolve(result: FetchResult): void;
 }
 type AnyClient = (Redis | Cluster) & Client;
 
@@ -57,6 +72,9 @@ export class SharedConnection {
   private probeDelay = PROBE_FIRST_MS;
   private lastError = '';
   private closed = false;
+  /** Lookups waiting for the end of this turn of the event loop. */
+  private pending: PendingFetch[] = [];
+  private sendScheduled = false;
 
   constructor(
     private readonly options: SharedOptions,
@@ -100,9 +118,14 @@ export class SharedConnection {
     return this.lastError;
   }
 
-  /** Whether lookups and writes go to the server now. */
+  /** Whether lookups go to the server now. */
   get usable(): boolean {
     return this.state === 'up';
+  }
+
+  /** Whether writes go to the server now: up, or slow but connected. */
+  get connected(): boolean {
+    return this.state === 'up' || this.state === 'slow';
   }
 
   /**
@@ -111,52 +134,82 @@ export class SharedConnection {
    * runs the timer late does not turn an answer already there into a timeout.
    */
   fetch(key: string, waitMs: number): Promise<FetchResult> {
-    const client = this.client;
-    if (!client || this.state !== 'up') return Promise.resolve('error');
+    if (!this.client || this.state !== 'up') return Promise.resolve('error');
     if (this.inFlight >= MAX_IN_FLIGHT) return Promise.resolve('timeout');
     this.inFlight++;
     return new Promise((resolve) => {
-      let settled = false;
-      const timer = setTimeout(
-        () =>
-          setImmediate(() => {
-            if (settled) return;
-            settled = true;
-            this.onTimeout();
-            resolve('timeout');
-          }),
-        waitMs,
-      );
-      client.veilFetchBuffer(key).then(
-        (reply) => {
-          this.inFlight--;
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          this.timeoutsInARow = 0;
-          const [value, pttl] = Array.isArray(reply) ? reply : [null, -3];
-          resolve({ value: Buffer.isBuffer(value) ? value : null, pttl: typeof pttl === 'number' ? pttl : -3 });
-        },
-        (err: Error) => {
-          this.inFlight--;
-          this.lastError = describe(err);
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          resolve('error');
-        },
-      );
+      this.pending.push({ key, waitMs, resolve });
+      if (this.sendScheduled) return;
+      this.sendScheduled = true;
+      setImmediate(this.sendFetches);
     });
   }
 
-  /** Sends the writes together (one write per server, through auto-pipelining); resolves with how many failed. */
+  private readonly sendFetches = (): void => {
+    this.sendScheduled = false;
+    const pending = this.pending;
+    this.pending = [];
+    const size = this.options.cluster ? 1 : BATCH;
+    for (let i = 0; i < pending.length; i += size) this.fetchBatch(pending.slice(i, i + size));
+  };
+
+  private fetchBatch(batch: PendingFetch[]): void {
+    const client = this.client!;
+    let settled = false;
+    const timer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (settled) return;
+          settled = true;
+          this.onTimeout();
+          for (const b of batch) b.resolve('timeout');
+        }),
+      Math.min(...batch.map((b) => b.waitMs)),
+    );
+    client.veilFetchBuffer(batch.length, ...batch.map((b) => b.key)).then(
+      (reply) => {
+        this.inFlight -= batch.length;
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.timeoutsInARow = 0;
+        batch.forEach((b, i) => {
+          const value = Array.isArray(reply) ? reply[2 * i] : null;
+          const pttl = Array.isArray(reply) ? reply[2 * i + 1] : -3;
+          b.resolve({ value: Buffer.isBuffer(value) ? value : null, pttl: typeof pttl === 'number' ? pttl : -3 });
+        });
+      },
+      (err: Error) => {
+        this.inFlight -= batch.length;
+        this.lastError = describe(err);
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        for (const b of batch) b.resolve('error');
+      },
+    );
+  }
+
+  /** Sends the writes, a batch a command (a key a command in a cluster); resolves with how many failed. */
   async write(entries: ReadonlyArray<{ key: string; value: Buffer; ttlMs: number }>): Promise<number> {
     const client = this.client;
-    if (!client || this.state === 'down' || this.state === 'connecting') return entries.length;
-    const results = await Promise.allSettled(entries.map((e) => client.set(e.key, e.value, 'PX', e.ttlMs)));
-    const failed = results.filter((r) => r.status === 'rejected');
-    if (failed.length > 0) this.lastError = describe((failed[0] as PromiseRejectedResult).reason as Error);
-    return failed.length;
+    if (!client || !this.connected) return entries.length;
+    const size = this.options.cluster ? 1 : BATCH;
+    const batches: Array<Promise<number>> = [];
+    for (let i = 0; i < entries.length; i += size) {
+      const batch = entries.slice(i, i + size);
+      const args = [...batch.map((e) => e.key), ...batch.flatMap((e) => [e.value, e.ttlMs])];
+      batches.push(
+        client.veilStore(batch.length, ...args).then(
+          () => 0,
+          (err: Error) => {
+            this.lastError = describe(err);
+            return batch.length;
+          },
+        ),
+      );
+    }
+    return (await Promise.all(batches)).reduce((a, b) => a + b, 0);
   }
 
   async get(key: string): Promise<string | null> {
@@ -168,8 +221,9 @@ export class SharedConnection {
   }
 
   async unlink(keys: readonly string[]): Promise<void> {
-    // One key a command: a cluster spreads them over its nodes, auto-pipelining sends them together.
-    await Promise.all(keys.map((key) => this.client!.unlink(key)));
+    // One key a command in a cluster, whose nodes hold different keys.
+    if (this.options.cluster) await Promise.all(keys.map((key) => this.client!.unlink(key)));
+    else await this.client!.unlink(...keys);
   }
 
   async publish(payload: Buffer): Promise<void> {
@@ -268,7 +322,6 @@ export class SharedConnection {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
-      enableAutoPipelining: true,
       connectTimeout: CONNECT_TIMEOUT_MS,
       connectionName: 'veil',
       disableClientInfo: true,
@@ -305,7 +358,9 @@ export class SharedConnection {
     } else {
       client = new ioredis.Redis({ ...common, host: first.host, port: first.port, db: o.db, retryStrategy: reconnectDelay, maintNotifications: 'disabled' });
     }
-    client.defineCommand('veilFetch', { numberOfKeys: 1, lua: FETCH_SCRIPT });
+    // The number of keys comes first in each call.
+    client.defineCommand('veilFetch', { lua: FETCH_SCRIPT });
+    client.defineCommand('veilStore', { lua: STORE_SCRIPT });
     return client as AnyClient;
   }
 }

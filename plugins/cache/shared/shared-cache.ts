@@ -21,7 +21,7 @@ import { HEADER_SIZE } from '../../../core/dns/constants.js';
 import type { SharedOptions } from './config.js';
 import { SharedConnection, type SharedState } from './connection.js';
 import { flushedQuestions, KEY_BITS } from './flush.js';
-import { FleetKeys, openAnswer, sealAnswer } from './sealing.js';
+import { FleetKeys } from './sealing.js';
 
 /** Writes sent in one go. */
 const WRITE_BATCH = 256;
@@ -110,7 +110,7 @@ export class SharedCache implements Fleet {
    */
   async lookup(query: Buffer, questionEnd: number, bits: number, waitMs: number): Promise<SharedAnswer | null> {
     if (!this.connection.usable || this.generation === null) return null;
-    const { key, aesKey } = this.keys.entry(query, questionEnd, bits, this.server, this.generation);
+    const key = this.keys.entry(query, questionEnd, bits, this.server, this.generation);
     const result = await this.connection.fetch(key, waitMs);
     if (result === 'timeout' || result === 'error') {
       this.publish(result);
@@ -120,7 +120,7 @@ export class SharedCache implements Fleet {
       this.publish('miss');
       return null;
     }
-    const opened = openAnswer(aesKey, key, result.value);
+    const opened = this.keys.openAnswer(key, result.value);
     // A value that does not open, outlives its TTL or has no expiry, or answers another
     // question, is not ours to serve: a miss.
     if (!opened || result.pttl < 0 || result.pttl > opened.ttl * 1000 || !sameQuestion(opened.answer, query, questionEnd)) {
@@ -133,7 +133,8 @@ export class SharedCache implements Fleet {
 
   /** Queues an upstream's answer for the fleet; `answer` is copied. */
   write(answer: Buffer, questionEnd: number, bits: number, ttl: number, now: number): void {
-    if (!this.connection.usable || this.generation === null || this.queue.length >= this.options.writeQueue) {
+    // A slow server still takes writes (they wait for nobody); an unreachable one does not.
+    if (!this.connection.connected || this.generation === null || this.queue.length >= this.options.writeQueue) {
       this.publish('drop');
       return;
     }
@@ -165,7 +166,7 @@ export class SharedCache implements Fleet {
     if (name === null) {
       generation = await this.connection.incr(this.keys.generationKey);
     } else {
-      const keys = flushedQuestions(name).flatMap((q) => KEY_BITS.map((bits) => this.keys.entry(q, q.length, bits, this.server, generation).key));
+      const keys = flushedQuestions(name).flatMap((q) => KEY_BITS.map((bits) => this.keys.entry(q, q.length, bits, this.server, generation)));
       await this.connection.unlink(keys);
     }
     await this.connection.publish(this.sealMessage({ kind: 'flush', name }, generation));
@@ -193,8 +194,8 @@ export class SharedCache implements Fleet {
       for (const w of batch) {
         const ttlMs = Math.floor(w.ttl * 1000 - (now - w.queuedAt));
         if (ttlMs < MIN_WRITE_TTL_MS || generation === null) continue;
-        const { key, aesKey } = this.keys.entry(w.answer, w.questionEnd, w.bits, this.server, generation);
-        entries.push({ key, value: sealAnswer(aesKey, key, w.answer, w.ttl), ttlMs });
+        const key = this.keys.entry(w.answer, w.questionEnd, w.bits, this.server, generation);
+        entries.push({ key, value: this.keys.sealAnswer(key, w.answer, w.ttl), ttlMs });
       }
       const failed = entries.length > 0 ? await this.connection.write(entries) : 0;
       for (let i = 0; i < entries.length - failed; i++) this.publish('write');
