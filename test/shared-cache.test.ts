@@ -13,7 +13,7 @@ import { buildQuery } from '../core/dns/message.js';
 import { queryUdp } from '../core/testing/client.js';
 import { answerFor, startFakeDns, type FakeDns, type FakeHandler } from '../core/testing/fake-dns.js';
 import { makeTestCerts } from './helpers/peers.js';
-import { skipUnlessValkey, startValkey, writeFleetKey, type Valkey } from './helpers/valkey.js';
+import { skipUnlessValkey, startCluster, startSentinel, startValkey, writeFleetKey, type Valkey } from './helpers/valkey.js';
 import { runVeil, startVeil, type VeilProcess } from './helpers/veil-process.js';
 
 const skip = skipUnlessValkey();
@@ -362,3 +362,75 @@ function readText(file: string): string {
 function encodeLabels(name: string): Buffer {
   return Buffer.concat(name.split('.').map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label)])));
 }
+
+describe('cache shared: through Sentinel, and over a cluster', { skip }, () => {
+  it('Sentinel: the fleet shares through the primary it names, and follows a failover', async () => {
+    const primary = await startValkey();
+    const replica = await startValkey({ args: ['--replicaof', '127.0.0.1', String(primary.port)] });
+    const upstream = await startFakeDns(origin);
+    const veils: VeilProcess[] = [];
+    let sentinel: Awaited<ReturnType<typeof startSentinel>> | null = null;
+    try {
+      const replicaClient = await replica.client();
+      await until('the replica to follow', async () => (await replicaClient.info('replication')).includes('master_link_status:up'));
+      sentinel = await startSentinel(primary.port, 'veilcache');
+      const options = { url: `redis://127.0.0.1:${sentinel.port}`, shared: 'sentinel veilcache' };
+      for (let i = 0; i < 2; i++) veils.push(await startInstance(0, upstream.port, options));
+      const [a, b] = veils as [VeilProcess, VeilProcess];
+      const primaryClient = await primary.client();
+      await ask(a, 'before.sentinel.test');
+      await until('the write on the primary', async () => (await primaryClient.dbsize()) >= 1);
+      await ask(b, 'before.sentinel.test');
+      assert.equal(originQueries(upstream, 'before.sentinel.test'), 1);
+
+      const connected = (veil: VeilProcess) => veil.stderr().split('connected, sharing').length - 1;
+      await primary.stop();
+      await a.waitFor('unreachable');
+      const [aBefore, bBefore] = [connected(a), connected(b)];
+      await until('Sentinel to promote the replica', async () => (await replicaClient.info('replication')).includes('role:master'), 30_000);
+      await a.waitFor('connected, sharing', 30_000, aBefore + 1);
+      await b.waitFor('connected, sharing', 30_000, bBefore + 1);
+      const keysBefore = await replicaClient.dbsize();
+      await ask(a, 'after.sentinel.test');
+      await until('the write on the new primary', async () => (await replicaClient.dbsize()) > keysBefore);
+      await ask(b, 'after.sentinel.test');
+      assert.equal(originQueries(upstream, 'after.sentinel.test'), 1, 'shared through the new primary');
+    } finally {
+      for (const veil of veils) await veil.stop();
+      await sentinel?.stop();
+      await replica.stop();
+      await primary.stop();
+      await upstream.close();
+    }
+  });
+
+  it('Cluster: entries spread over the nodes are shared, and a flush reaches every instance', async () => {
+    const cluster = await startCluster(3);
+    const upstream = await startFakeDns(origin);
+    const veils: VeilProcess[] = [];
+    try {
+      const options = { url: `redis://127.0.0.1:${cluster.ports[0]} redis://127.0.0.1:${cluster.ports[1]}`, shared: 'cluster' };
+      for (let i = 0; i < 2; i++) veils.push(await startInstance(0, upstream.port, options));
+      const [a, b] = veils as [VeilProcess, VeilProcess];
+      const names = Array.from({ length: 12 }, (_, i) => `n${i}.cluster.test`);
+      for (const name of names) await ask(a, name);
+      const perNode = async () => Promise.all(cluster.nodes.map(async (n) => (await n.client()).dbsize()));
+      await until('every write', async () => (await perNode()).reduce((x, y) => x + y, 0) >= names.length).catch(async (err: Error) => {
+        throw new Error(`${err.message}: ${(await perNode()).join(', ')} keys on the nodes; ${a.stderr()}`);
+      });
+      assert.ok((await perNode()).filter((count) => count > 0).length >= 2, 'keys on several nodes');
+      for (const name of names) await ask(b, name);
+      for (const name of names) assert.equal(originQueries(upstream, name), 1, name);
+
+      const flush = await runVeil(['cache', 'flush', '-conf', 'Corefile'], a.dir);
+      assert.equal(flush.code, 0, flush.stderr);
+      await b.waitFor('fleet flush: dropping every local entry');
+      await ask(b, names[0]!);
+      assert.equal(originQueries(upstream, names[0]!), 2);
+    } finally {
+      for (const veil of veils) await veil.stop();
+      await cluster.stop();
+      await upstream.close();
+    }
+  });
+});

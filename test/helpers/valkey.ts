@@ -3,6 +3,7 @@
  * random loopback port with no persistence, in a temporary folder, stopped by its PID. Tests
  * talk to it through ioredis, the client Veil itself uses.
  */
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -100,4 +101,62 @@ export function writeFleetKey(dir: string, name = 'cache.key', hex = '5eed'.repe
   writeFileSync(file, `${hex}\n`);
   chmodSync(file, 0o600);
   return file;
+}
+
+/** A Sentinel watching the primary at `primaryPort` as `name`, deciding alone (quorum 1), quickly. */
+export async function startSentinel(primaryPort: number, name: string): Promise<Peer> {
+  const program = valkeyProgram()!;
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), 'veil-sentinel-'));
+  // Sentinel rewrites its configuration file: it must be its own, and writable.
+  writeFileSync(
+    path.join(dir, 'sentinel.conf'),
+    [
+      `port ${port}`,
+      'bind 127.0.0.1',
+      `dir ${dir}`,
+      `sentinel monitor ${name} 127.0.0.1 ${primaryPort} 1`,
+      `sentinel down-after-milliseconds ${name} 1000`,
+      `sentinel failover-timeout ${name} 3000`,
+      `sentinel parallel-syncs ${name} 1`,
+      '',
+    ].join('\n'),
+  );
+  const peer = startDaemon(program, [path.join(dir, 'sentinel.conf'), '--sentinel'], dir, port);
+  await waitForPort(port, () => peer.log());
+  return peer;
+}
+
+export interface ValkeyCluster {
+  ports: number[];
+  nodes: Valkey[];
+  stop(): Promise<void>;
+}
+
+/** A cluster of `count` primaries on loopback (no replicas), ready when every slot is served. */
+export async function startCluster(count = 3): Promise<ValkeyCluster> {
+  const nodes: Valkey[] = [];
+  for (let i = 0; i < count; i++) {
+    const busPort = await freePort();
+    nodes.push(await startValkey({ args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--cluster-port', String(busPort)] }));
+  }
+  const ports = nodes.map((n) => n.port);
+  const cli = which('valkey-cli') ?? which('redis-cli');
+  if (!cli) throw new Error('no valkey-cli or redis-cli');
+  const created = spawnSync(cli, ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8', timeout: 30_000 });
+  if (created.status !== 0) throw new Error(`cluster create failed: ${created.stdout}${created.stderr}`);
+  const started = Date.now();
+  for (;;) {
+    const states = await Promise.all(nodes.map(async (n) => (await (await n.client()).cluster('INFO')) as string));
+    if (states.every((info) => info.includes('cluster_state:ok'))) break;
+    if (Date.now() - started > 20_000) throw new Error(`the cluster did not become ready: ${states.join('\n')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    ports,
+    nodes,
+    async stop() {
+      for (const node of nodes) await node.stop();
+    },
+  };
 }

@@ -337,7 +337,8 @@ export class SharedConnection {
           redisOptions: common,
           lazyConnect: true,
           enableOfflineQueue: false,
-          enableAutoPipelining: true,
+          // Not auto-pipelining: ioredis 6 groups scripts of keys on different slots into one
+          // pipeline and fails them all.
           clusterRetryStrategy: reconnectDelay,
           slotsRefreshTimeout: CONNECT_TIMEOUT_MS,
           // Nodes announce addresses; a name among them is refused, never looked up.
