@@ -8,9 +8,14 @@ import { after, before, describe, it } from 'node:test';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import dnsPacket from 'dns-packet';
+import { SystemClock } from '../core/clock.js';
 import { QType } from '../core/dns/constants.js';
 import { buildQuery } from '../core/dns/message.js';
 import { queryUdp } from '../core/testing/client.js';
+import { sharedCacheEvent } from '../core/events.js';
+import { MemoryLogger } from '../core/logger.js';
+import type { SharedOptions } from '../plugins/cache/shared/config.js';
+import { SharedCache } from '../plugins/cache/shared/shared-cache.js';
 import { answerFor, startFakeDns, type FakeDns, type FakeHandler } from '../core/testing/fake-dns.js';
 import { makeTestCerts } from './helpers/peers.js';
 import { skipUnlessValkey, startCluster, startSentinel, startValkey, writeFleetKey, type Valkey } from './helpers/valkey.js';
@@ -431,6 +436,64 @@ describe('cache shared: through Sentinel, and over a cluster', { skip }, () => {
       for (const veil of veils) await veil.stop();
       await cluster.stop();
       await upstream.close();
+    }
+  });
+});
+
+describe('cache shared: the write queue', { skip }, () => {
+  it('is bounded: what does not fit is dropped and counted, and a stuck server holds one batch', async () => {
+    const valkey = await startValkey();
+    const options: SharedOptions = {
+      shown: `redis://127.0.0.1:${valkey.port}`,
+      tls: false,
+      addresses: [{ host: '127.0.0.1', port: valkey.port }],
+      db: 0,
+      username: null,
+      password: null,
+      secret: Buffer.from('5eed'.repeat(16), 'hex'),
+      timeoutMs: 50,
+      ca: [],
+      serverName: null,
+      sentinel: null,
+      cluster: false,
+      writeQueue: 4,
+    };
+    const shared = new SharedCache(options, '.', new MemoryLogger(), new SystemClock());
+    const events: string[] = [];
+    const listener = (m: { event: string }) => events.push(m.event);
+    sharedCacheEvent.subscribe(listener);
+    const answerFor = (i: number) => {
+      const query = buildQuery(`q${i}.queue.test`, QType.A);
+      const answer = Buffer.concat([query, Buffer.from('c00c000100010000012c0004c0000201', 'hex')]);
+      answer[2]! |= 0x80;
+      answer.writeUInt16BE(1, 6);
+      return { answer, questionEnd: query.length };
+    };
+    const write = (from: number, count: number) => {
+      for (let i = from; i < from + count; i++) {
+        const { answer, questionEnd } = answerFor(i);
+        shared.write(answer, questionEnd, 0, 300, performance.now());
+      }
+    };
+    try {
+      await shared.start();
+      await until('the connection', () => shared.state === 'up');
+      valkey.pause();
+      write(0, 20);
+      assert.equal(shared.queueDepth, 4, 'four wait');
+      assert.equal(events.filter((e) => e === 'drop').length, 16, 'sixteen dropped and counted');
+      await until('the batch to leave the queue', () => shared.queueDepth === 0);
+      write(20, 10);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(shared.queueDepth, 4, 'the batch sent is stuck with the server: nothing more leaves');
+      assert.equal(events.filter((e) => e === 'drop').length, 22);
+      valkey.resume();
+      await until('both batches written', () => events.filter((e) => e === 'write').length === 8);
+      assert.equal(await (await valkey.client()).dbsize(), 8);
+    } finally {
+      sharedCacheEvent.unsubscribe(listener);
+      await shared.stop();
+      await valkey.stop();
     }
   });
 });
