@@ -16,7 +16,7 @@ import { buildConfig } from '../core/server.js';
 import { FleetKeys, OVERHEAD, SIZE_STEP } from '../plugins/cache/shared/sealing.js';
 import { reconnectDelay } from '../plugins/cache/shared/connection.js';
 import { testRegistry } from './helpers/plugins.js';
-import { makeTempDir } from './helpers/veil-process.js';
+import { makeTempDir, runVeil } from './helpers/veil-process.js';
 
 /** 32 distinct bytes from `start`. */
 const secretFrom = (start: number) => Buffer.from(Array.from({ length: 32 }, (_, i) => (start + i) & 0xff));
@@ -140,5 +140,29 @@ describe('shared cache configuration', () => {
     assert.match(check('shared redis://127.0.0.1 {\n key_file cache.key\n timout 5ms\n }')!, /unknown option "timout" \(did you mean "timeout"\?\)/);
     assert.match(check('shared redis://127.0.0.1')!, /shared needs a block/);
     assert.match(check('shared redis://127.0.0.1:7000/1 {\n key_file cache.key\n cluster\n }')!, /a cluster has only database 0/);
+  });
+});
+
+describe('veil cache flush', () => {
+  it('needs a cache with a shared level, and a name that is one', async () => {
+    const dir = makeTempDir({ Corefile: '. {\n listen udp://127.0.0.1:0\n cache\n forward . 127.0.0.1:5300\n}\n' });
+    const none = await runVeil(['cache', 'flush', '-conf', 'Corefile'], dir);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /Corefile has no cache with a shared level/);
+    const bad = await runVeil(['cache', 'flush', 'a..b', '-conf', 'Corefile'], dir);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /"a\.\.b" is not a domain name/);
+    const usage = await runVeil(['cache', 'purge'], dir);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /unknown cache command "purge"/);
+  });
+
+  it('says so, and fails, when the fleet\'s Valkey cannot be reached', async () => {
+    const dir = makeTempDir({ Corefile: '. {\n listen udp://127.0.0.1:0\n cache {\n  shared redis://127.0.0.1:1 {\n   key_file cache.key\n  }\n }\n forward . 127.0.0.1:5300\n}\n' });
+    writeFileSync(path.join(dir, 'cache.key'), 'a1b2c3d4'.repeat(8));
+    chmodSync(path.join(dir, 'cache.key'), 0o600);
+    const result = await runVeil(['cache', 'flush', '-conf', 'Corefile'], dir);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /redis:\/\/127\.0\.0\.1:1 \(server block \.\): unreachable \(.*ECONNREFUSED/);
   });
 });

@@ -161,7 +161,7 @@ export class SharedCache implements Fleet {
    * Throws when Valkey cannot be reached within `waitMs`.
    */
   async flushFleet(name: string | null, waitMs: number): Promise<void> {
-    if (!(await this.connection.waitUp(waitMs))) throw new Error(`${this.options.shown}: unreachable (${this.connection.error || 'no answer'})`);
+    if (!(await this.connection.waitUp(waitMs))) throw new Error(`unreachable (${this.connection.error || 'no answer'})`);
     let generation = this.generation!;
     if (name === null) {
       generation = await this.connection.incr(this.keys.generationKey);
