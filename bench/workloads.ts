@@ -9,6 +9,7 @@ import { freePort, makeTestCerts, skipUnless, startDnsdist, startUnboundDot, typ
 import { buildQuery } from '../core/dns/message.js';
 import { QType } from '../core/dns/constants.js';
 import { startVeil, type VeilProcess } from '../test/helpers/veil-process.js';
+import { cacheShared } from './shared-cache.js';
 import { dnsperf, h2load, writeSkewedQueries, writeUniqueQueries, type LoadResult } from './tools.js';
 
 export interface WorkloadContext {
@@ -482,4 +483,4 @@ const odohLatency: Workload = {
   requires: () => skipUnless('dnsperf', 'unbound'),
 };
 
-export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, cacheMemory, dotForward, dotLatency, dnscryptLatency, dnscryptForward, dohListener, dohForward, dohLatency, odohForward, odohLatency, workersScaling];
+export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, cacheMemory, cacheShared, dotForward, dotLatency, dnscryptLatency, dnscryptForward, dohListener, dohForward, dohLatency, odohForward, odohLatency, workersScaling];

@@ -4,6 +4,7 @@
  *     veil [-conf FILE]     serve (default: ./Corefile)
  *     veil check [FILE]     validate and print each block's listeners and plugin chain
  *     veil query …          a dig-like client for every transport (cli/query.ts)
+ *     veil cache flush …    drop cached answers across a fleet (cli/cache.ts)
  *     veil stamp …          decode and encode DNS stamps (cli/stamp.ts)
  *     veil dnscrypt keygen  a DNSCrypt provider key (cli/dnscrypt.ts)
  *     veil odoh keygen      an ODoH target key (cli/odoh.ts)
@@ -25,6 +26,7 @@ import { createBuiltinRegistry } from '../plugins/index.js';
 import { loadConfigFile } from './config.js';
 import { superviseWorkers, workerIndex } from './workers.js';
 import { loadSodium } from '../lib/dnscrypt/sodium.js';
+import { CACHE_USAGE, runCache } from './cache.js';
 import { DNSCRYPT_USAGE, runDnscrypt } from './dnscrypt.js';
 import { processIo, UsageError, type CommandIo } from './io.js';
 import { ODOH_USAGE, runOdoh } from './odoh.js';
@@ -39,6 +41,7 @@ import { runStamp, STAMP_USAGE } from './stamp.js';
 const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => number | Promise<number>; usage: string; sodium?: true }> = {
   query: { run: runQuery, usage: QUERY_USAGE, sodium: true },
   sources: { run: runSources, usage: SOURCES_USAGE },
+  cache: { run: runCache, usage: CACHE_USAGE },
   stamp: { run: runStamp, usage: STAMP_USAGE, sodium: true },
   dnscrypt: { run: runDnscrypt, usage: DNSCRYPT_USAGE, sodium: true },
   odoh: { run: runOdoh, usage: ODOH_USAGE },
@@ -69,6 +72,7 @@ const USAGE = `Usage:
   veil query [@SERVER] NAME [TYPE] …  ask a server over UDP, TCP, TLS, HTTPS, DNSCrypt or ODoH
                                    (veil query --help)
   veil sources list [FILE]         what the resolver and relay lists hold (veil sources --help)
+  veil cache flush [NAME]          drop cached answers across a fleet sharing a cache (veil cache --help)
   veil stamp decode|encode …       DNS stamps (veil stamp --help)
   veil dnscrypt keygen …           a DNSCrypt provider key (veil dnscrypt --help)
   veil odoh keygen …               an ODoH target key (veil odoh --help)

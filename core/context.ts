@@ -29,6 +29,8 @@ export interface QueryMeta {
   attempts?: number;
   /** True when the answer came from the cache. */
   cacheHit?: boolean;
+  /** True when that was the fleet's shared level of the cache (cache's `shared`). */
+  cacheShared?: boolean;
   /** The list or rule that blocked the query. */
   blockedBy?: string;
   /** The relay an anonymized query went through. */

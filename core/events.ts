@@ -65,6 +65,16 @@ export const upstreamConnection = channel<{
 /** Cache activity in a server block; `entries` is the size after the event. */
 export const cacheEvent = channel<{ server: string; event: 'hit' | 'miss' | 'insert' | 'evict' | 'prefetch' | 'stale'; entries: number }>('veil:cache');
 
+/**
+ * The shared level of a block's cache (cache's `shared`): a lookup that found (`hit`), did not
+ * find (`miss`), failed (`error`), ran out of time (`timeout`) or found data that does not open
+ * (`invalid`); a write sent (`write`) or dropped (`drop`). `queue` is the write queue's depth.
+ */
+export const sharedCacheEvent = channel<{ server: string; event: 'hit' | 'miss' | 'error' | 'timeout' | 'invalid' | 'write' | 'drop'; queue: number }>('veil:cache:shared');
+
+/** The shared level's connection: `up`, `slow` (lookups time out: skipped until it answers in time), `down`. */
+export const sharedCacheState = channel<{ server: string; state: 'connecting' | 'up' | 'slow' | 'down' }>('veil:cache:shared:state');
+
 /** A query or answer blocked by a filter list (`list` is the list's name or file). */
 export const filterBlocked = channel<{ ctx: RequestContext; list: string }>('veil:filter:blocked');
 

@@ -4,10 +4,11 @@
  * health check name are the ones that Corefile listens on.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { describe, it } from 'node:test';
-import { ROOT, runVeil } from './helpers/veil-process.js';
+import { after, describe, it } from 'node:test';
+import { makeTestCerts } from './helpers/peers.js';
+import { makeTempDir, ROOT, runVeil } from './helpers/veil-process.js';
 
 const read = (file: string) => readFileSync(path.join(ROOT, 'deploy', file), 'utf8');
 const corefile = read('Corefile');
@@ -79,5 +80,87 @@ describe('deploy/', () => {
     assert.match(unit, /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m);
     assert.match(unit, /^CapabilityBoundingSet=CAP_NET_BIND_SERVICE$/m);
     assert.match(unit, /^User=veil$/m);
+  });
+});
+
+describe('deploy/: a fleet sharing its cache', () => {
+  const fleetCorefile = read('fleet/Corefile');
+  const fleet = read('kubernetes/fleet.yaml');
+  const composeCorefile = read('compose/Corefile');
+  const compose = read('docker-compose.yml');
+  const dirs: string[] = [];
+  after(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+  /** The Corefile with its absolute paths moved into a folder holding those files, checked by `veil check`. */
+  async function check(text: string, root: string, files: Record<string, string>, env: Record<string, string>) {
+    const dir = makeTempDir();
+    dirs.push(dir);
+    for (const [name, content] of Object.entries(files)) {
+      mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+      writeFileSync(path.join(dir, name), content);
+      chmodSync(path.join(dir, name), 0o600);
+    }
+    writeFileSync(path.join(dir, 'Corefile'), text.replaceAll(root, `${dir}/`));
+    Object.assign(process.env, env);
+    return runVeil(['check', 'Corefile'], dir);
+  }
+
+  function tlsFiles(): Record<string, string> {
+    const certs = makeTestCerts();
+    dirs.push(certs.dir);
+    return { 'tls/tls.crt': readFileSync(certs.chain, 'utf8'), 'tls/tls.key': readFileSync(certs.key, 'utf8') };
+  }
+  const KEY = `${'3c'.repeat(16)}${'a7'.repeat(16)}`;
+
+  it("the ConfigMap holds deploy/fleet/Corefile, which veil check accepts with the Secret's files", async () => {
+    assert.equal(blockScalar(fleet, 'Corefile'), fleetCorefile.trimEnd() + '\n');
+    const files = { ...tlsFiles(), 'secret/cache.key': KEY, 'secret/valkey.password': 'pw\n' };
+    const result = await check(fleetCorefile, '/etc/veil/', files, { VALKEY_SERVICE_HOST: '10.96.0.20', VALKEY_SERVICE_PORT: '6379' });
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /listeners: udp:\/\/0\.0\.0\.0:53, tcp:\/\/0\.0\.0\.0:53, tls:\/\/0\.0\.0\.0:853, https:\/\/0\.0\.0\.0:443\/dns-query/);
+    assert.match(fleetCorefile, /shared redis:\/\/\{\$VALKEY_SERVICE_HOST\}:\{\$VALKEY_SERVICE_PORT\}\/0/);
+  });
+
+  it("the Secret's placeholder is refused: a fleet never starts with a secret everyone knows", async () => {
+    const placeholder = /cache\.key: (\S+)/.exec(fleet)![1]!;
+    const files = { ...tlsFiles(), 'secret/cache.key': placeholder, 'secret/valkey.password': 'pw\n' };
+    const result = await check(fleetCorefile, '/etc/veil/', files, { VALKEY_SERVICE_HOST: '10.96.0.20', VALKEY_SERVICE_PORT: '6379' });
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /cache: .*does not hold a 32-byte secret/);
+  });
+
+  it('three replicas, a Service for DNS, DoT and DoH, Valkey and its Service, readiness, a disruption budget', () => {
+    const objects = fleet.split(/^---$/m);
+    const object = (kind: string, name: string) => {
+      const found = objects.find((o) => new RegExp(`^kind: ${kind}$`, 'm').test(o) && new RegExp(`^  name: ${name}$`, 'm').test(o));
+      assert.ok(found, `no ${kind} ${name}`);
+      return found;
+    };
+    const veil = object('Deployment', 'veil-fleet');
+    assert.match(veil, /^  replicas: 3$/m);
+    assert.match(veil, /readinessProbe:\n\s+httpGet: \{ path: \/ready, port: health \}/);
+    assert.match(veil, /secretName: veil-fleet\n\s+defaultMode: 0440/, 'the secret readable by the group alone');
+    assert.match(veil, /fsGroup: 1000/);
+    assert.match(veil, /mountPath: \/etc\/veil\/secret/);
+    assert.match(veil, /args: \["-conf", "\/etc\/veil\/config\/Corefile"\]/);
+    const service = object('Service', 'veil-fleet');
+    for (const port of [/port: 53, targetPort: dns, protocol: UDP/, /port: 53, targetPort: dns-tcp, protocol: TCP/, /port: 853, targetPort: dot, protocol: TCP/, /port: 443, targetPort: doh, protocol: TCP/]) {
+      assert.match(service, port);
+    }
+    assert.match(object('Deployment', 'valkey'), /--requirepass\n\s+- \$\(VALKEY_PASSWORD\)/);
+    assert.match(object('Service', 'valkey'), /port: 6379/);
+    assert.ok(objects.findIndex((o) => /^kind: Service$/m.test(o) && /^  name: valkey$/m.test(o)) < objects.findIndex((o) => /^  name: veil-fleet$/m.test(o) && /^kind: Deployment$/m.test(o)), 'the Valkey Service exists before the pods that read its address');
+    assert.match(object('Secret', 'veil-fleet'), /cache\.key: /);
+    assert.match(object('PodDisruptionBudget', 'veil-fleet'), /minAvailable: 2/);
+  });
+
+  it('docker-compose.yml: two instances and Valkey, with a Corefile veil check accepts', async () => {
+    for (const service of ['keygen', 'valkey', 'veil-1', 'veil-2']) assert.match(compose, new RegExp(`^  ${service}:$`, 'm'));
+    const address = /ipv4_address: (\S+)/.exec(compose)![1]!;
+    assert.equal(compose.split(`VALKEY_ADDRESS: ${address}`).length - 1, 2, 'both instances get the address Valkey has');
+    assert.equal(compose.split('./compose/Corefile:/etc/veil/fleet/Corefile:ro').length - 1, 2);
+    assert.match(compose, /chmod 0400 \/keys\/cache\.key/);
+    const result = await check(composeCorefile, '/run/veil/', { 'cache.key': KEY }, { VALKEY_ADDRESS: address });
+    assert.equal(result.code, 0, result.stderr);
   });
 });

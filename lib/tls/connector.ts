@@ -55,7 +55,7 @@ const NEVER = new AbortController().signal;
 let systemAnchors: string[] | null = null;
 
 /** Node's bundled roots, NODE_EXTRA_CA_CERTS and the operating system's store; read once. */
-function defaultAnchors(): string[] {
+export function defaultAnchors(): string[] {
   if (!systemAnchors) {
     const anchors = new Set(tls.getCACertificates('default'));
     try {

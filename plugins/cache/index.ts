@@ -7,10 +7,12 @@
  *         servfail DURATION
  *         prefetch AMOUNT [DURATION [PERCENTAGE%]]
  *         serve_stale [DURATION]
+ *         shared redis://…|rediss://… { key_file FILE … }
  *     }
  *
  * Entries are keyed by name (any case), type, class, the DO and CD bits and whether the query
  * had EDNS; each server block has its own cache, kept across reloads while its sizes stay.
+ * With `shared`, a fleet of instances shares a second level in Valkey (shared/).
  */
 import { blockServerName } from '../../core/block.js';
 import type { Directive, Token } from '../../core/config/ast.js';
@@ -19,9 +21,14 @@ import type { RequestContext } from '../../core/context.js';
 import { Rcode } from '../../core/dns/constants.js';
 import { checkingDisabled, rcodeOf } from '../../core/dns/wire.js';
 import { cacheEvent } from '../../core/events.js';
+import { FleetService } from '../../core/fleet.js';
 import type { Logger } from '../../core/logger.js';
 import type { BlockScope, Next, Plugin, PluginDefinition } from '../../core/plugin.js';
+import { provideService } from '../../core/services.js';
 import { analyze } from './entry.js';
+import { parseShared, type SharedOptions } from './shared/config.js';
+import { flushedQuestions, KEY_BITS } from './shared/flush.js';
+import { SharedCache, SharedCacheService, type SharedAnswer } from './shared/shared-cache.js';
 import { CacheStore, hashQuestion, type EntryKind, type StoredEntry } from './store.js';
 
 const NAME = 'cache';
@@ -48,6 +55,8 @@ export interface CacheOptions {
   prefetch: { amount: number; windowMs: number; percentage: number } | null;
   /** How long past expiry an entry may still be served when upstreams fail; null: never. */
   serveStaleMs: number | null;
+  /** The fleet's shared level in Valkey; null: this instance's memory only. */
+  shared: SharedOptions | null;
 }
 
 export const cachePlugin: PluginDefinition<CacheOptions> = {
@@ -64,6 +73,7 @@ export const cachePlugin: PluginDefinition<CacheOptions> = {
       servfailTtl: 5,
       prefetch: null,
       serveStaleMs: null,
+      shared: null,
     };
     readOptions(NAME, d.block, {
       success: (line) => (options.success = parseBounds(line, options.success)),
@@ -87,6 +97,7 @@ export const cachePlugin: PluginDefinition<CacheOptions> = {
         const [duration] = expectArgs(NAME, line, 0, 1);
         options.serveStaleMs = duration ? parseDuration(NAME, duration, { min: 1000, max: 7 * 86_400_000 }) : 3_600_000;
       },
+      shared: (line) => (options.shared = parseShared(line)),
     });
     return options;
   },
@@ -142,6 +153,8 @@ class CachePlugin implements Plugin {
   private readonly stores: Stores;
   private readonly logger: Logger;
   private readonly server: string;
+  /** The fleet's level behind this one; null without `shared`. */
+  private readonly shared: SharedCache | null = null;
 
   constructor(
     private readonly options: CacheOptions,
@@ -152,6 +165,20 @@ class CachePlugin implements Plugin {
     // Kept across reloads (a warm cache is the point), unless the sizes changed.
     this.stores = scope.keep(`stores ${options.success.capacity} ${options.denial.capacity}`, () => new Stores(options.success.capacity, options.denial.capacity));
     this.stores.onEvict = () => this.publish('evict');
+    if (options.shared) {
+      this.shared = new SharedCache(options.shared, this.server, this.logger, scope.clock);
+      this.shared.onFlush = (name) => this.flush(name);
+      provideService(scope.container, SharedCacheService, this.shared);
+      provideService(scope.container, FleetService, this.shared);
+    }
+  }
+
+  async start(): Promise<void> {
+    await this.shared?.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.shared?.stop();
   }
 
   async serve(ctx: RequestContext, next: Next): Promise<Buffer | null> {
@@ -173,9 +200,46 @@ class CachePlugin implements Plugin {
       store.delete(ctx.query, ctx.question.end, keyBits(ctx));
     }
     this.publish('miss');
+    if (this.shared) {
+      const shared = await this.fromShared(ctx);
+      if (shared) return shared;
+    }
     const answer = await next(ctx);
     if (answer) this.insert(ctx, answer);
     return answer;
+  }
+
+  /**
+   * A local miss asks the fleet's level, for at most `timeout`. A hit is kept here too, as old
+   * as it is there, so its TTLs go on counting down from where the fleet's had got to.
+   */
+  private async fromShared(ctx: RequestContext): Promise<Buffer | null> {
+    const bits = keyBits(ctx);
+    const found = await this.shared!.lookup(ctx.query, ctx.question.end, bits, Math.min(this.options.shared!.timeoutMs, ctx.remaining()));
+    if (!found) return null;
+    const store = this.insert(ctx, found.answer, found);
+    const entry = store?.get(ctx.query, ctx.question.end, bits);
+    if (!store || !entry) return null;
+    ctx.meta.cacheHit = true;
+    ctx.meta.cacheShared = true;
+    const age = Math.floor(found.ageMs / 1000);
+    const maxTtl = this.maxTtl(entry.kind);
+    return store.render(entry.slot, ctx.query, (ttl) => Math.max(0, Math.min(ttl, maxTtl) - age));
+  }
+
+  /** Drops every entry, or those of one name (`veil cache flush` across the fleet). */
+  private flush(name: string | null): void {
+    if (name === null) {
+      this.stores.success.clear();
+      this.stores.denial.clear();
+      return;
+    }
+    for (const question of flushedQuestions(name)) {
+      for (const bits of KEY_BITS) {
+        this.stores.success.delete(question, question.length, bits);
+        this.stores.denial.delete(question, question.length, bits);
+      }
+    }
   }
 
   private lookup(ctx: RequestContext): Found | null {
@@ -243,20 +307,28 @@ class CachePlugin implements Plugin {
     }
   }
 
-  private insert(ctx: RequestContext, answer: Buffer): void {
+  /**
+   * Keeps an answer: one from upstream (which the fleet's level gets too), or one `fromShared`
+   * with its age there. Returns the store it went into, or null when it is not kept.
+   */
+  private insert(ctx: RequestContext, answer: Buffer, fromShared: SharedAnswer | null = null): CacheStore | null {
     const analysis = analyze(answer);
     // The answer's question must be the query's, byte for byte but for case: it is the key.
-    if (!analysis || analysis.questionEnd !== ctx.question.end) return;
-    const ttl = this.ttlFor(analysis.kind, analysis.ttl);
-    if (ttl <= 0) return;
+    if (!analysis || analysis.questionEnd !== ctx.question.end) return null;
+    if (fromShared && analysis.kind === 'servfail') return null; // never shared: a failure of one instance's path
+    const ttl = fromShared ? Math.min(fromShared.ttl, this.maxTtl(analysis.kind)) : this.ttlFor(analysis.kind, analysis.ttl);
+    if (ttl <= 0 || (fromShared && fromShared.ageMs >= ttl * 1000)) return null;
     const bits = keyBits(ctx);
     // A SERVFAIL must not push out a good answer that serve_stale could still use.
-    if (analysis.kind === 'servfail' && this.options.serveStaleMs !== null && this.stores.success.get(ctx.query, ctx.question.end, bits)) return;
+    if (analysis.kind === 'servfail' && this.options.serveStaleMs !== null && this.stores.success.get(ctx.query, ctx.question.end, bits)) return null;
     // A key lives in one store at a time.
     const [into, other] = analysis.kind === 'success' ? [this.stores.success, this.stores.denial] : [this.stores.denial, this.stores.success];
     other.delete(ctx.query, ctx.question.end, bits);
-    into.set(answer, analysis.questionEnd, bits, analysis.kind, analysis.ttlOffsets, ctx.clock.monotonic(), ttl);
+    const now = ctx.clock.monotonic();
+    into.set(answer, analysis.questionEnd, bits, analysis.kind, analysis.ttlOffsets, now - (fromShared?.ageMs ?? 0), ttl);
     this.publish('insert');
+    if (this.shared && !fromShared && analysis.kind !== 'servfail') this.shared.write(answer, analysis.questionEnd, bits, ttl, now);
+    return into;
   }
 
   private ttlFor(kind: EntryKind, answerTtl: number): number {

@@ -22,8 +22,10 @@ import { EdnsOption, QType, Rcode, typeNumber } from '../../core/dns/constants.j
 import { buildReply, ednsOption, type WireRecord } from '../../core/dns/message.js';
 import { forEachRecord, readName, WireError } from '../../core/dns/wire.js';
 import { filterBlocked } from '../../core/events.js';
+import { FleetService, type Fleet } from '../../core/fleet.js';
 import type { Logger } from '../../core/logger.js';
 import type { BlockScope, Next, Plugin, PluginDefinition } from '../../core/plugin.js';
+import { resolveService } from '../../core/services.js';
 import { AddressRules, loadAddressList, loadNameList, NameRules } from './rules.js';
 
 const NAME = 'filter';
@@ -179,10 +181,13 @@ class FilterPlugin implements Plugin {
   private timer: NodeJS.Timeout | null = null;
   /** Checks answers only when something could block them there. */
   private readonly checkAnswers: boolean;
+  /** The fleet this instance shares a cache with (cache's `shared`), told when a list changes. */
+  private fleet: Fleet | null = null;
+  private stopListening: (() => void) | null = null;
 
   constructor(
     private readonly options: FilterOptions,
-    scope: BlockScope,
+    private readonly scope: BlockScope,
   ) {
     this.logger = scope.logger;
     this.checkAnswers = options.block.length > 0 || options.blockIps.length > 0;
@@ -192,14 +197,23 @@ class FilterPlugin implements Plugin {
     const sizes = [...this.options.block, ...this.options.allow].map((l) => `${l.shown}: ${l.rules.size}`);
     if (sizes.length) this.logger.info(`rules loaded (${sizes.join(', ')})`);
     if (this.options.refreshMs !== null) {
-      this.timer = setInterval(() => void this.refresh(), this.options.refreshMs);
+      this.timer = setInterval(() => void this.refresh(true), this.options.refreshMs);
       this.timer.unref();
+    }
+    // Looked up now: the cache offers it when it is created, after this plugin.
+    if (this.scope.container.isRegistered(FleetService, true)) {
+      this.fleet = resolveService(this.scope.container, FleetService);
+      this.stopListening = this.fleet.listen((message) => {
+        if (message.kind === 'lists') void this.refresh(false);
+      });
     }
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.stopListening?.();
+    this.stopListening = null;
   }
 
   async serve(ctx: RequestContext, next: Next): Promise<Buffer | null> {
@@ -260,8 +274,13 @@ class FilterPlugin implements Plugin {
     return buildReply(ctx.query, { rcode, questionEnd: ctx.question.end, edns: ctx.edns, ednsOptions: ede, answers });
   }
 
-  /** Reads again the files that changed; a list that cannot be read keeps its last rules. */
-  private async refresh(): Promise<void> {
+  /**
+   * Reads again the files that changed; a list that cannot be read keeps its last rules. A
+   * change found on this instance's own schedule is announced to the fleet, whose instances
+   * then check their copies at once (not when they check because of an announcement: no echo).
+   */
+  private async refresh(announce: boolean): Promise<void> {
+    let reloaded = false;
     const lists: Array<NameList | AddressList> = [...this.options.block, ...this.options.allow, ...this.options.blockIps];
     for (const list of lists) {
       if (!list.file) continue;
@@ -283,10 +302,12 @@ class FilterPlugin implements Plugin {
         // One assignment: queries see the old rules or the new ones, never a mix.
         (list as { rules: NameRules | AddressRules }).rules = rules;
         this.logger.info(`${list.shown}: reloaded, ${rules.size} rules`);
+        reloaded = true;
       } catch (err) {
         this.logger.warn(`${list.shown}: keeping the rules loaded before: ${(err as Error).message}`);
       }
     }
+    if (reloaded && announce) this.fleet?.announce({ kind: 'lists' });
   }
 }
 

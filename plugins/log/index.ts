@@ -94,7 +94,7 @@ export class LogPlugin implements Plugin {
       upstream: ctx.meta.upstream ?? null,
       flags: response ? flagNames(response).join(' ') : '',
       size: response?.length ?? 0,
-      ...(ctx.meta.cacheHit ? { cache: 'hit' } : {}),
+      ...(ctx.meta.cacheHit ? { cache: ctx.meta.cacheShared ? 'shared' : 'hit' } : {}),
       ...(ctx.meta.blockedBy ? { blocked_by: ctx.meta.blockedBy } : {}),
       ...(ctx.meta.relay ? { relay: ctx.meta.relay } : {}),
       ...(error ? { error: error instanceof Error ? error.message : String(error) } : {}),

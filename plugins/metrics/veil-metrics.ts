@@ -14,6 +14,8 @@ import { rcodeName } from '../../core/dns/constants.js';
 import { rcodeOf } from '../../core/dns/wire.js';
 import {
   cacheEvent,
+  sharedCacheEvent,
+  sharedCacheState,
   dnscryptCertificate,
   dnscryptKeyExchange,
   filterBlocked,
@@ -112,6 +114,8 @@ class ServerSeries {
   readonly sinks: StatsdSink[] = [];
   cache: Record<'hit' | 'miss' | 'evict' | 'prefetch' | 'stale', CounterSeries> | null = null;
   entries: GaugeSeries | null = null;
+  shared: Record<'hit' | 'miss' | 'error' | 'timeout' | 'invalid' | 'write' | 'drop', CounterSeries> | null = null;
+  sharedQueue: GaugeSeries | null = null;
   readonly blocked = new Map<string, CounterSeries>();
 }
 
@@ -145,6 +149,22 @@ export class VeilMetrics {
   readonly cacheEvictions = this.registry.add(new Counter('veil_cache_evictions_total', 'Entries removed to make room.', ['server']));
   readonly cachePrefetches = this.registry.add(new Counter('veil_cache_prefetch_total', 'Entries refreshed before they expired.', ['server']));
   readonly cacheStale = this.registry.add(new Counter('veil_cache_served_stale_total', 'Answers served from expired entries (serve stale).', ['server']));
+
+  readonly sharedHits = this.registry.add(new Counter('veil_cache_shared_hits_total', "Local misses answered from the fleet's shared cache.", ['server']));
+  readonly sharedMisses = this.registry.add(new Counter('veil_cache_shared_misses_total', 'Shared-cache lookups that found nothing.', ['server']));
+  readonly sharedErrors = this.registry.add(new Counter('veil_cache_shared_errors_total', 'Shared-cache lookups and writes that failed.', ['server']));
+  readonly sharedTimeouts = this.registry.add(new Counter('veil_cache_shared_timeouts_total', 'Shared-cache lookups not answered within the timeout.', ['server']));
+  readonly sharedInvalid = this.registry.add(
+    new Counter('veil_cache_shared_invalid_total', 'Shared-cache values that did not open, or did not fit their key (served as misses).', ['server']),
+  );
+  readonly sharedWrites = this.registry.add(new Counter('veil_cache_shared_writes_total', 'Answers written to the shared cache.', ['server']));
+  readonly sharedDropped = this.registry.add(
+    new Counter('veil_cache_shared_writes_dropped_total', 'Answers not written: the write queue was full, or the shared cache unreachable.', ['server']),
+  );
+  readonly sharedQueue = this.registry.add(new Gauge('veil_cache_shared_write_queue', 'Answers waiting to be written to the shared cache.', ['server']));
+  readonly sharedState = this.registry.add(
+    new Gauge('veil_cache_shared_state', "1 for the shared cache's connection state (connecting, up, slow, down), 0 for the others.", ['server', 'state']),
+  );
 
   readonly filterBlocked = this.registry.add(new Counter('veil_filter_blocked_total', 'Queries or answers blocked, by list.', ['server', 'list']));
 
@@ -197,6 +217,11 @@ export class VeilMetrics {
       this.upstreamConnectionEvents.labels(m.upstream, m.protocol, m.event).inc();
     });
     this.on(cacheEvent, (m) => this.onCache(m.server, m.event, m.entries));
+    this.on(sharedCacheEvent, (m) => this.onSharedCache(m.server, m.event, m.queue));
+    this.on(sharedCacheState, (m) => {
+      if (!this.servers.has(m.server)) return;
+      for (const state of ['connecting', 'up', 'slow', 'down']) this.sharedState.labels(m.server, state).set(state === m.state ? 1 : 0);
+    });
     this.on(filterBlocked, (m) => this.onBlocked(m.ctx.server, m.list));
     this.on(dnscryptCertificate, (m) => this.dnscryptExpiry.labels(m.upstream).set(m.expiresAt));
     this.on(dnscryptKeyExchange, (m) => this.dnscryptKeyExchanges.labels(m.listener).inc());
@@ -339,6 +364,23 @@ export class VeilMetrics {
     server.entries ??= this.cacheEntries.labels(serverName);
     server.entries.set(entries);
     if (event !== 'insert') server.cache[event].inc();
+  }
+
+  private onSharedCache(serverName: string, event: 'hit' | 'miss' | 'error' | 'timeout' | 'invalid' | 'write' | 'drop', queue: number): void {
+    const server = this.servers.get(serverName);
+    if (!server) return;
+    server.shared ??= {
+      hit: this.sharedHits.labels(serverName),
+      miss: this.sharedMisses.labels(serverName),
+      error: this.sharedErrors.labels(serverName),
+      timeout: this.sharedTimeouts.labels(serverName),
+      invalid: this.sharedInvalid.labels(serverName),
+      write: this.sharedWrites.labels(serverName),
+      drop: this.sharedDropped.labels(serverName),
+    };
+    server.sharedQueue ??= this.sharedQueue.labels(serverName);
+    server.shared[event].inc();
+    server.sharedQueue.set(queue);
   }
 
   private onBlocked(serverName: string, list: string): void {
