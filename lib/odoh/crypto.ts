@@ -13,7 +13,7 @@
  * field. So an answer opens only with the very query (padding included) it answers: a relay
  * that swaps, replays or alters an answer gets an authentication failure, never a wrong answer.
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { hkdfSync, randomBytes } from 'node:crypto';
 import type { OdohConfig } from './configs.js';
 import {
   associatedData,
@@ -26,7 +26,7 @@ import {
   QUERY_PADDING_BLOCK,
   type ObliviousMessage,
 } from './message.js';
-import { HpkeError, type RecipientKey } from './hpke.js';
+import { HpkeError, openAead, sealAead, type RecipientKey } from './hpke.js';
 import type { Suite } from './suite.js';
 
 const QUERY_INFO = Buffer.from('odoh query');
@@ -53,7 +53,7 @@ export class PendingQuery {
     const nonceLength = Math.max(this.suite.nonceLength, this.suite.keyLength);
     if (message.keyId.length !== nonceLength) throw new OdohFormatError(`a response nonce of ${message.keyId.length} bytes, not ${nonceLength}`);
     const { key, nonce } = responseKey(this.suite, this.secret, this.queryPlaintext, message.keyId);
-    const plaintext = openAead(this.suite, key, nonce, associatedData(MessageType.response, message.keyId), message.encrypted);
+    const plaintext = openAnswer(this.suite, key, nonce, associatedData(MessageType.response, message.keyId), message.encrypted);
     return parsePlaintext(plaintext).dns;
   }
 }
@@ -125,9 +125,7 @@ export function sealResponsePlaintext(query: Pick<OpenedQuery, 'plaintext' | 'se
   if (plaintext.length + TAG_LENGTH > 0xffff) throw new OdohFormatError('the answer is too large to seal');
   const responseNonce = nonce ?? randomBytes(Math.max(suite.nonceLength, suite.keyLength));
   const { key, nonce: aeadNonce } = responseKey(suite, query.secret, query.plaintext, responseNonce);
-  const cipher = createCipheriv(suite.cipher, key, aeadNonce, { authTagLength: TAG_LENGTH });
-  cipher.setAAD(associatedData(MessageType.response, responseNonce));
-  const encrypted = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+  const encrypted = sealAead(suite.cipher, key, aeadNonce, associatedData(MessageType.response, responseNonce), plaintext);
   return encodeMessage({ type: MessageType.response, keyId: responseNonce, encrypted });
 }
 
@@ -142,14 +140,11 @@ function responseKey(suite: Suite, secret: Buffer, queryPlaintext: Buffer, respo
   return { key, nonce };
 }
 
-function openAead(suite: Suite, key: Buffer, nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer {
-  if (sealed.length < TAG_LENGTH) throw new OdohCryptoError('the encrypted answer is shorter than its tag');
-  const decipher = createDecipheriv(suite.cipher, key, nonce, { authTagLength: TAG_LENGTH });
-  decipher.setAAD(aad);
-  decipher.setAuthTag(sealed.subarray(sealed.length - TAG_LENGTH));
+function openAnswer(suite: Suite, key: Buffer, nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer {
   try {
-    return Buffer.concat([decipher.update(sealed.subarray(0, sealed.length - TAG_LENGTH)), decipher.final()]);
-  } catch {
-    throw new OdohCryptoError('the answer does not open (altered, or not the answer to this query)');
+    return openAead(suite.cipher, key, nonce, aad, sealed);
+  } catch (err) {
+    if (err instanceof HpkeError) throw new OdohCryptoError('the answer does not open (altered, or not the answer to this query)');
+    throw err;
   }
 }

@@ -212,6 +212,28 @@ const AEADS: Record<number, { cipher: 'aes-128-gcm' | 'aes-256-gcm'; keyLength: 
   [AeadId.aes256gcm]: { cipher: 'aes-256-gcm', keyLength: 32 },
 };
 
+export type AeadCipher = 'aes-128-gcm' | 'aes-256-gcm';
+
+/** AES-GCM with a 16-byte tag after the ciphertext, as HPKE (and ODoH's answers) carry it. */
+export function sealAead(cipher: AeadCipher, key: Buffer, nonce: Buffer, aad: Buffer, plaintext: Buffer): Buffer {
+  const gcm = createCipheriv(cipher, key, nonce, { authTagLength: TAG_LENGTH });
+  gcm.setAAD(aad);
+  return Buffer.concat([gcm.update(plaintext), gcm.final(), gcm.getAuthTag()]);
+}
+
+/** Opens what sealAead sealed; an HpkeError for anything altered, cut or sealed otherwise. */
+export function openAead(cipher: AeadCipher, key: Buffer, nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer {
+  if (sealed.length < TAG_LENGTH) throw new HpkeError('a ciphertext shorter than its tag');
+  const gcm = createDecipheriv(cipher, key, nonce, { authTagLength: TAG_LENGTH });
+  gcm.setAAD(aad);
+  gcm.setAuthTag(sealed.subarray(sealed.length - TAG_LENGTH));
+  try {
+    return Buffer.concat([gcm.update(sealed.subarray(0, sealed.length - TAG_LENGTH)), gcm.final()]);
+  } catch {
+    throw new HpkeError('the message does not open');
+  }
+}
+
 /** An HPKE context after its key schedule (§5.1), for one message each way and exports. */
 export class HpkeContext {
   private sequence = 0;
@@ -232,21 +254,11 @@ export class HpkeContext {
   }
 
   seal(aad: Buffer, plaintext: Buffer): Buffer {
-    const cipher = createCipheriv(this.suite.cipher, this.key, this.nextNonce(), { authTagLength: TAG_LENGTH });
-    cipher.setAAD(aad);
-    return Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+    return sealAead(this.suite.cipher, this.key, this.nextNonce(), aad, plaintext);
   }
 
   open(aad: Buffer, sealed: Buffer): Buffer {
-    if (sealed.length < TAG_LENGTH) throw new HpkeError('a ciphertext shorter than its tag');
-    const decipher = createDecipheriv(this.suite.cipher, this.key, this.nextNonce(), { authTagLength: TAG_LENGTH });
-    decipher.setAAD(aad);
-    decipher.setAuthTag(sealed.subarray(sealed.length - TAG_LENGTH));
-    try {
-      return Buffer.concat([decipher.update(sealed.subarray(0, sealed.length - TAG_LENGTH)), decipher.final()]);
-    } catch {
-      throw new HpkeError('the message does not open');
-    }
+    return openAead(this.suite.cipher, this.key, this.nextNonce(), aad, sealed);
   }
 
   /** Export (§5.3): a secret both sides can derive from this context. */
@@ -260,7 +272,7 @@ export class HpkeSuite {
   readonly kdf: LabeledKdf;
   /** The KEM's own KDF (both KEMs here use HKDF-SHA256), under the KEM's suite id. */
   private readonly kemKdf: LabeledKdf;
-  readonly cipher: 'aes-128-gcm' | 'aes-256-gcm';
+  readonly cipher: AeadCipher;
   readonly keyLength: number;
   readonly nonceLength = NONCE_LENGTH;
 

@@ -7,12 +7,11 @@
  * 2026-12-04 found by hand (a reset stream left in the line of blocked answers, fragments of a
  * header block that never ends, empty body pieces kept one by one).
  */
-import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import fc from 'fast-check';
 import { H2ServerConnection, PREFACE, type H2Holdings } from '../../plugins/doh/h2/connection.js';
 import { textReply, type HttpReply } from '../../plugins/doh/service.js';
-import { block, h2Frame, T, u32 } from '../helpers/h2-frames.js';
+import { block, h2Frame, RecordingSocket, T, u32 } from '../helpers/h2-frames.js';
 import { asJson, BugError, type FuzzTarget } from './targets.js';
 
 const MAX_STREAMS = 8;
@@ -103,28 +102,6 @@ function wire(s: Step): Buffer | null {
       return h2Frame(s.type, s.flags, s.stream, s.bytes);
     case 'respond':
       return null;
-  }
-}
-
-/** A socket that keeps what the connection writes; enough of net.Socket for it. */
-class RecordingSocket extends EventEmitter {
-  writableLength = 0;
-  readonly chunks: Buffer[] = [];
-  write(bytes: Buffer): boolean {
-    this.chunks.push(bytes);
-    return true;
-  }
-  pause(): this {
-    return this;
-  }
-  resume(): this {
-    return this;
-  }
-  end(): this {
-    return this;
-  }
-  destroy(): this {
-    return this;
   }
 }
 

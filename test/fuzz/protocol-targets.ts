@@ -36,9 +36,8 @@ import { H2ServerConnection, PREFACE } from '../../plugins/doh/h2/connection.js'
 import { encodeResponseHeaders, HpackDecoder, HpackError } from '../../plugins/doh/h2/hpack.js';
 import { encodeHuffman } from '../../plugins/doh/h2/huffman.js';
 import { DohService, textReply, type DohRequestView, type HttpReply } from '../../plugins/doh/service.js';
-import { EventEmitter } from 'node:events';
 import type net from 'node:net';
-import { h2Frame } from '../helpers/h2-frames.js';
+import { h2Frame, RecordingSocket } from '../helpers/h2-frames.js';
 import { h2Stateful } from './h2-stateful.js';
 import { bytesLike, textLike } from './mutate.js';
 import { asBuffer, asJson, asText, BugError, env, expectOnly, theDoor, wireSeeds, type FuzzTarget } from './targets.js';
@@ -336,31 +335,6 @@ const h2Seeds = [
   Buffer.concat([PREFACE, h2Frame(4, 0, 0, Buffer.alloc(0)), h2Frame(1, 0, 1, requestBlock('/dns-query').subarray(0, 4)), h2Frame(9, 4, 1, requestBlock('/dns-query').subarray(4))]),
 ];
 
-/** A socket that takes what the connection writes and drops it; enough of net.Socket for it. */
-class NullSocket extends EventEmitter {
-  writableLength = 0;
-  readonly chunks: Buffer[] = [];
-  write(bytes: Buffer): boolean {
-    this.chunks.push(bytes);
-    return true;
-  }
-  pause(): this {
-    return this;
-  }
-  resume(): this {
-    return this;
-  }
-  setTimeout(): this {
-    return this;
-  }
-  end(): this {
-    return this;
-  }
-  destroy(): this {
-    return this;
-  }
-}
-
 const h2Connection: FuzzTarget<Buffer> = {
   name: 'h2-connection',
   inputs: 'mutated client byte streams (preface, SETTINGS, HEADERS/CONTINUATION, DATA, PING, WINDOW_UPDATE, RST_STREAM), in two reads → the DoH HTTP/2 connection and the service behind it',
@@ -368,7 +342,7 @@ const h2Connection: FuzzTarget<Buffer> = {
   seeds: h2Seeds,
   fromCorpus: asBuffer,
   async check(input) {
-    const socket = new NullSocket();
+    const socket = new RecordingSocket();
     // Errors inside the connection end it (GOAWAY); none may escape to the caller.
     new H2ServerConnection(socket as unknown as net.Socket, { maxStreams: 8, maxHeaderListSize: 8192, idleTimeoutMs: 5000, requestTimeoutMs: 5000 }, (view, respond) => {
       void service.serve(view, CLIENT).then(respond);

@@ -4,6 +4,7 @@
  * server cuts it off. Used by the integration test (a few seconds each) and by
  * `npm run soak:h2` (ten seconds each, with RSS and UDP latency sampled).
  */
+import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
@@ -34,6 +35,26 @@ const GET_QUERY: [string, string][] = [
   [':authority', 'dns.test'],
 ];
 const POST: [string, string][] = [[':method', 'POST'], [':scheme', 'https'], [':path', '/dns-query'], ['content-type', 'application/dns-message']];
+
+/** A Veil that the attacks aim at: UDP (the other client's probe) and DoH, answering one local name. */
+export function attackedCorefile(certs: { chain: string; key: string }, extra = ''): string {
+  return `. {
+  listen udp://127.0.0.1:0
+  listen https://127.0.0.1:0/dns-query {
+    cert ${certs.chain}
+    key ${certs.key}
+  }
+  hosts {
+    192.0.2.10 web.veil.test
+  }${extra}
+}
+`;
+}
+
+/** A process's resident memory, in MB. */
+export function rssMegabytes(pid: number): number {
+  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

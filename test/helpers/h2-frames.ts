@@ -3,6 +3,7 @@
  * frames, header blocks of literals, a raw client that collects the server's frames, and Veil's
  * HTTP/2 server connection on a listener of the test's own.
  */
+import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import { H2ServerConnection, PREFACE, type H2Options, type RequestHandler } from '../../plugins/doh/h2/connection.js';
@@ -19,6 +20,28 @@ export function h2Frame(type: number, flags: number, stream: number, payload: Bu
   header[4] = flags;
   header.writeUInt32BE(stream, 5);
   return Buffer.concat([header, payload]);
+}
+
+/** A socket that keeps what the connection writes and never blocks: enough of net.Socket for the fuzzers. */
+export class RecordingSocket extends EventEmitter {
+  writableLength = 0;
+  readonly chunks: Buffer[] = [];
+  write(bytes: Buffer): boolean {
+    this.chunks.push(bytes);
+    return true;
+  }
+  pause(): this {
+    return this;
+  }
+  resume(): this {
+    return this;
+  }
+  end(): this {
+    return this;
+  }
+  destroy(): this {
+    return this;
+  }
 }
 
 export const text = (status: number, body: string): HttpReply => ({ status, headers: { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) }, body: Buffer.from(body) });

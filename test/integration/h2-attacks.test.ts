@@ -12,16 +12,11 @@ import { after, before, describe, it } from 'node:test';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
 import { queryUdp } from '../../core/testing/client.js';
-import { ATTACKS, runAttack, type AttackName } from '../helpers/h2-attacks.js';
+import { ATTACKS, attackedCorefile, rssMegabytes, runAttack, type AttackName } from '../helpers/h2-attacks.js';
 import { makeTestCerts, type TestCerts } from '../helpers/peers.js';
 import { startVeil, type VeilProcess } from '../helpers/veil-process.js';
 
 const SECONDS = 3;
-
-export function rssMegabytes(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
-}
 
 describe('issue 24: the HTTP/2 attacks against bin/veil', () => {
   let certs: TestCerts;
@@ -31,17 +26,7 @@ describe('issue 24: the HTTP/2 attacks against bin/veil', () => {
   before(async () => {
     certs = makeTestCerts();
     ca = readFileSync(certs.ca, 'utf8');
-    veil = await startVeil(`. {
-  listen udp://127.0.0.1:0
-  listen https://127.0.0.1:0/dns-query {
-    cert ${certs.chain}
-    key ${certs.key}
-  }
-  hosts {
-    192.0.2.10 web.veil.test
-  }
-}
-`);
+    veil = await startVeil(attackedCorefile(certs));
   });
   after(async () => {
     await veil?.stop();

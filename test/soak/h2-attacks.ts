@@ -12,7 +12,7 @@ import http from 'node:http';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
 import { queryUdp } from '../../core/testing/client.js';
-import { ATTACKS, runAttack, type AttackName } from '../helpers/h2-attacks.js';
+import { ATTACKS, attackedCorefile, rssMegabytes, runAttack, type AttackName } from '../helpers/h2-attacks.js';
 import { freePort, makeTestCerts } from '../helpers/peers.js';
 import { startVeil } from '../helpers/veil-process.js';
 
@@ -20,7 +20,6 @@ const secondsArg = process.argv.indexOf('--seconds');
 const seconds = secondsArg > 0 ? Number(process.argv[secondsArg + 1]) : 10;
 if (!(seconds > 0)) throw new Error('usage: npm run soak:h2 [-- --seconds S]');
 
-const rss = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
 /** Veil's event-loop delay quantile over the last 10 s, in ms. */
@@ -38,18 +37,7 @@ async function lagMs(port: number, quantile: string): Promise<number> {
 
 const certs = makeTestCerts();
 const metricsPort = await freePort();
-const veil = await startVeil(`. {
-  metrics 127.0.0.1:${metricsPort}
-  listen udp://127.0.0.1:0
-  listen https://127.0.0.1:0/dns-query {
-    cert ${certs.chain}
-    key ${certs.key}
-  }
-  hosts {
-    192.0.2.10 web.veil.test
-  }
-}
-`);
+const veil = await startVeil(attackedCorefile(certs, `\n  metrics 127.0.0.1:${metricsPort}`));
 try {
   const pid = veil.child.pid!;
   const udp = veil.address('udp');
@@ -58,7 +46,7 @@ try {
   console.log(`bin/veil (pid ${pid}), ${seconds} s per attack; UDP probe every 100 ms`);
   console.log('attack               | MB written | connections cut off | RSS start → max (MB) | UDP p50 / p99 / max (ms) | unanswered | Veil event-loop delay p99 / max (ms)');
   for (const attack of Object.keys(ATTACKS) as AttackName[]) {
-    const start = rss(pid);
+    const start = rssMegabytes(pid);
     let most = start;
     const latencies: number[] = [];
     let unanswered = 0;
@@ -72,7 +60,7 @@ try {
       } catch {
         unanswered++;
       }
-      most = Math.max(most, rss(pid));
+      most = Math.max(most, rssMegabytes(pid));
       await new Promise((r) => setTimeout(r, 100));
     }
     const result = await attacking;
