@@ -250,11 +250,11 @@ export class Proofs {
   wildcardAnswer(name: WireName, ce: WireName): Verdict {
     if (this.nsec3s.length > 0) {
       const cover = this.nsec3Covering(suffixName(name, labelCount(ce) + 1));
-      if (!cover) return bogus(Ede.NSEC_MISSING, 'no NSEC3 proves the wildcard answer');
+      if (!cover) return bogus(Ede.BOGUS, 'no NSEC3 proves the wildcard answer');
       return cover.optOut ? insecure('the NSEC3 proving the wildcard answer has opt-out') : SECURE;
     }
     const cover = this.nsecCovering(name);
-    if (!cover) return bogus(Ede.NSEC_MISSING, 'no NSEC proves the wildcard answer');
+    if (!cover) return bogus(Ede.BOGUS, 'no NSEC proves the wildcard answer');
     // the closest encloser the NSEC implies must be the wildcard's parent
     const implied = longer(commonAncestor(name, cover.owner), commonAncestor(name, cover.next));
     if (!implied.equals(ce) && isBelow(implied, ce)) return bogus(Ede.BOGUS, 'a closer name than the wildcard exists');

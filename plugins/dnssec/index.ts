@@ -206,7 +206,7 @@ class DnssecPlugin implements Plugin {
     } catch (err) {
       if (!(err instanceof WorkExceeded)) throw err;
       this.workExceeded.inc();
-      return this.bogusReply(ctx, { security: 'bogus', ede: Ede.OTHER, why: err.message }, ctx.name);
+      return this.bogusReply(ctx, bogus(Ede.BOGUS, err.message), ctx.name);
     }
     const verdict = outcome.verdict;
     if (verdict.security === 'bogus') return this.bogusReply(ctx, verdict, ctx.name);
