@@ -7,10 +7,11 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
+import { dnssecTargets } from './dnssec-targets.js';
 import { protocolTargets } from './protocol-targets.js';
 import { allSeeds, CORPUS, targets as coreTargets, type FuzzTarget } from './targets.js';
 
-const targets = [...coreTargets, ...protocolTargets];
+const targets = [...coreTargets, ...protocolTargets, ...dnssecTargets];
 
 interface Options {
   names: string[];
