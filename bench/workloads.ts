@@ -3,7 +3,9 @@
  * against both (alternating), and reports the ratio. A workload whose plugin or tool is missing
  * is skipped with the reason.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { LAB_PROGRAMS, startDnssecLab, type DnssecLab } from '../test/helpers/dnssec-lab.js';
 import { dnscryptStamp } from '../test/helpers/dnscrypt.js';
 import { freePort, makeTestCerts, skipUnless, startDnsdist, startUnboundDot, type Peer } from '../test/helpers/peers.js';
 import { buildQuery } from '../core/dns/message.js';
@@ -435,4 +437,140 @@ const workersScaling: Workload = {
   requires: () => skipUnless('dnsperf'),
 };
 
-export const workloads: Workload[] = [udpForward, udpLatency, cacheHits, cacheMemory, dotForward, dotLatency, dnscryptLatency, dnscryptForward, dohListener, dohForward, dohLatency, workersScaling];
+// ---- DNSSEC validation (the lab of test/helpers/dnssec-lab.ts: nsd with signed zones, unbound) ----
+
+/** User + system CPU seconds the process has used so far (/proc/PID/stat, clock ticks of 10 ms). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function withLab<T>(fn: (lab: DnssecLab) => Promise<T>): Promise<T> {
+  const lab = await startDnssecLab();
+  try {
+    return await fn(lab);
+  } finally {
+    await lab.stop();
+  }
+}
+
+const labCorefile = (lab: DnssecLab, validate: boolean, extra = '') =>
+  `. {\n  listen udp://127.0.0.1:0\n${extra}${validate ? `  dnssec {\n    trust_anchor ${lab.anchorFile}\n  }\n` : ''}  forward . 127.0.0.1:${lab.resolver.port}\n}\n`;
+
+const dnssecCacheHits: Workload = {
+  name: 'dnssec-cache-hits',
+  description: 'UDP cache hits on 1,000 signed names (wildcard answers of the lab): Veil with `dnssec` vs the same Veil without, both warmed first',
+  target: '≥ 0.95 × without validation',
+  async run(ctx) {
+    const queries = writeSkewedQueries(ctx.dir, 'dnssec-cache.txt', 1000, 10000, 'wild.secure.lab');
+    return withLab((lab) =>
+      withVeil(labCorefile(lab, true, '  cache 10000\n'), (on) =>
+        withVeil(labCorefile(lab, false, '  cache 10000\n'), async (off) => {
+          const onPort = on.address('udp').port;
+          const offPort = off.address('udp').port;
+          await dnsperf({ port: onPort, queryFile: queries, seconds: 3 });
+          await dnsperf({ port: offPort, queryFile: queries, seconds: 3 });
+          const measurement = await compareQps(ctx, 'DNSSEC cache hits, validation on/off', queries, on, onPort, offPort);
+          return { ...measurement, summary: measurement.summary.replace('peer', 'without validation') };
+        }),
+      ),
+    );
+  },
+  requires: () => skipUnless('dnsperf', ...LAB_PROGRAMS),
+};
+
+const dnssecCold: Workload = {
+  name: 'dnssec-cold',
+  description: 'answers not in any cache (unique names under a signed wildcard, ECDSA P-256 and NSEC, zone keys known): Veil with `dnssec` vs without, both with no cache; CPU per answer',
+  target: 'context',
+  async run(ctx) {
+    const queries = writeUniqueQueries(ctx.dir, 'dnssec-cold.txt', 200_000, 'wild.secure.lab');
+    return withLab((lab) =>
+      withVeil(labCorefile(lab, true), (on) =>
+        withVeil(labCorefile(lab, false), async (off) => {
+          const onPort = on.address('udp').port;
+          const offPort = off.address('udp').port;
+          // the zone keys once, so that each answer costs its own validation only
+          await dnsperf({ port: onPort, queryFile: writeUniqueQueries(ctx.dir, 'dnssec-warm.txt', 10, 'warm.wild.secure.lab'), seconds: 2 });
+          const measure = async (pid: number, port: number) => {
+            const before = cpuSeconds(pid);
+            const load = await dnsperf({ port, queryFile: queries, seconds: ctx.seconds, clients: 4, outstanding: 50 });
+            const cpu = cpuSeconds(pid) - before;
+            return { load, cpuUsPerQuery: (cpu / Math.max(1, load.sent - load.lost)) * 1e6 };
+          };
+          let onBest: Awaited<ReturnType<typeof measure>> | null = null;
+          let offBest: Awaited<ReturnType<typeof measure>> | null = null;
+          for (let round = 0; round < ctx.rounds; round++) {
+            const a = await measure(on.child.pid!, onPort);
+            ctx.log(`round ${round + 1}: validating ${a.load.qps.toFixed(0)} qps, ${a.cpuUsPerQuery.toFixed(0)} µs CPU per answer`);
+            const b = await measure(off.child.pid!, offPort);
+            ctx.log(`round ${round + 1}: not validating ${b.load.qps.toFixed(0)} qps, ${b.cpuUsPerQuery.toFixed(0)} µs CPU per answer`);
+            if (!onBest || a.load.qps > onBest.load.qps) onBest = a;
+            if (!offBest || b.load.qps > offBest.load.qps) offBest = b;
+          }
+          const added = onBest!.cpuUsPerQuery - offBest!.cpuUsPerQuery;
+          return {
+            veil: onBest!.load,
+            peer: offBest!.load,
+            ratio: onBest!.load.qps / offBest!.load.qps,
+            rssMb: rssMb(on.child.pid!),
+            summary: `validating ${onBest!.load.qps.toFixed(0)} qps at ${onBest!.cpuUsPerQuery.toFixed(0)} µs CPU per answer vs ${offBest!.load.qps.toFixed(0)} qps at ${offBest!.cpuUsPerQuery.toFixed(0)} µs without: +${added.toFixed(0)} µs per cold answer (ECDSA P-256: the answer's RRSIG and the RRSIG of the NSEC proving the wildcard)`,
+            commands: [onBest!.load.command, offBest!.load.command],
+            notes: [`validation adds ${added.toFixed(0)} µs of CPU per cold answer`],
+          };
+        }),
+      ),
+    );
+  },
+  requires: () => skipUnless('dnsperf', ...LAB_PROGRAMS),
+};
+
+const dnssecKeytrap: Workload = {
+  name: 'dnssec-keytrap',
+  description: 'event-loop lag and cache-hit latency while KeyTrap queries (30 keys sharing a tag × 31 signatures, answer cached by unbound) arrive at 200 qps, vs idle',
+  target: 'lag ≪ the 4 s query deadline',
+  async run(ctx) {
+    const probe = writeSkewedQueries(ctx.dir, 'dnssec-probe.txt', 100, 10000, 'wild.secure.lab');
+    const attack = path.join(ctx.dir, 'dnssec-keytrap.txt');
+    writeFileSync(attack, 'www.keytrap.lab A\n');
+    const metricsPort = await freePort();
+    // The event-loop lag quantiles cover the last complete 10 s window: phases of 21 s hold one.
+    const seconds = Math.max(21, ctx.seconds);
+    return withLab((lab) =>
+      withVeil(labCorefile(lab, true, `  metrics 127.0.0.1:${metricsPort}\n  cache 10000 {\n    servfail 0s\n  }\n`), async (veil) => {
+        const port = veil.address('udp').port;
+        await dnsperf({ port, queryFile: probe, seconds: 2 });
+        const fixed = { port, queryFile: probe, seconds, rate: 1000, clients: 1, outstanding: 50, verbose: true };
+        const lag = async () => ({
+          p99: (await metricValue(metricsPort, 'veil_event_loop_lag_seconds{quantile="0.99"}')) * 1000,
+          max: (await metricValue(metricsPort, 'veil_event_loop_lag_seconds{quantile="1"}')) * 1000,
+        });
+        const idle = await dnsperf(fixed);
+        const idleLag = await lag();
+        const before = cpuSeconds(veil.child.pid!);
+        const attackLoad = dnsperf({ port, queryFile: attack, seconds: seconds + 1, rate: 200, clients: 1, outstanding: 200 });
+        const busy = await dnsperf(fixed);
+        const busyLag = await lag();
+        const attacked = await attackLoad;
+        const cpuPerAttack = ((cpuSeconds(veil.child.pid!) - before) / Math.max(1, attacked.sent)) * 1000;
+        return {
+          veil: busy,
+          peer: idle,
+          ratio: null,
+          rssMb: rssMb(veil.child.pid!),
+          summary:
+            `cache hits p99 ${busy.p99Ms?.toFixed(3)} ms, slowest ${busy.maxMs?.toFixed(1)} ms under KeyTrap (${attacked.qps.toFixed(0)} qps, ${cpuPerAttack.toFixed(2)} ms CPU each, all SERVFAIL) ` +
+            `vs p99 ${idle.p99Ms?.toFixed(3)} ms, slowest ${idle.maxMs?.toFixed(1)} ms idle; event-loop lag p99 ${busyLag.p99.toFixed(1)} ms, max ${busyLag.max.toFixed(1)} ms (idle ${idleLag.p99.toFixed(1)} / ${idleLag.max.toFixed(1)} ms)`,
+          commands: [busy.command, attacked.command],
+          notes: [`a KeyTrap query costs ${cpuPerAttack.toFixed(2)} ms of CPU; event-loop lag max ${busyLag.max.toFixed(1)} ms under attack vs ${idleLag.max.toFixed(1)} ms idle`],
+        };
+      }),
+    );
+  },
+  requires: () => skipUnless('dnsperf', ...LAB_PROGRAMS),
+};
+
+export const workloads: Workload[] = [
+  udpForward, udpLatency, cacheHits, cacheMemory, dotForward, dotLatency, dnscryptLatency, dnscryptForward, dohListener, dohForward, dohLatency, workersScaling,
+  dnssecCacheHits, dnssecCold, dnssecKeytrap,
+];

@@ -64,6 +64,13 @@ export interface SignedResult {
   ttl?: number;
 }
 
+/**
+ * Failed signature checks one RRset may cost before it is bogus. Legitimate data fails almost
+ * never; KeyTrap's (many signatures × many keys sharing a tag) fails on purpose. Unbound stops
+ * such an RRset the same way.
+ */
+export const MAX_FAILED_CHECKS_PER_RRSET = 8;
+
 /** Keys a zone may sign with: zone keys of protocol 3, not revoked. */
 export function usableKey(key: Dnskey, algorithms: ReadonlySet<number>): boolean {
   return (key.flags & ZONE_KEY) !== 0 && (key.flags & REVOKED) === 0 && key.protocol === 3 && algorithms.has(key.algorithm);
@@ -79,6 +86,7 @@ export function verifyRRset(set: RRset, zone: WireName, keys: readonly Dnskey[],
   let timeFailure: WindowCheck | null = null;
   let keyFound = false;
   let tried = false;
+  let failed = 0;
   for (const sig of set.sigs) {
     if (!sig.signer.equals(zone) || !isAtOrBelow(set.owner, zone)) continue;
     if (sig.labels > labelCount(set.owner)) continue;
@@ -96,6 +104,9 @@ export function verifyRRset(set: RRset, zone: WireName, keys: readonly Dnskey[],
       budget.spend();
       if (verifySignature(sig.algorithm, object, signedData(set, sig), sig.signature)) {
         return { verdict: { security: 'secure' }, sig, ttl: signedTtl(set, sig, nowSeconds) };
+      }
+      if (++failed >= MAX_FAILED_CHECKS_PER_RRSET) {
+        return { verdict: bogus(Ede.BOGUS, `${failed} signature checks of ${describe(set)} failed (a KeyTrap-style RRset?)`) };
       }
     }
   }
