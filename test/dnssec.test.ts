@@ -25,6 +25,7 @@ import { compareNames, isAtOrBelow, lowerName, nameText, suffixName, type WireNa
 import { canonicalRdata, groupRRsets, parseMessage, Type, writeMessage, type RRset, type Rr } from '../plugins/dnssec/records.js';
 import { checkWindow } from '../plugins/dnssec/rrsig.js';
 import { WorkBudget, WorkExceeded } from '../plugins/dnssec/verdict.js';
+import { ZoneCache } from '../plugins/dnssec/zone-cache.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { makeTempDir } from './helpers/veil-process.js';
 
@@ -332,5 +333,35 @@ describe('RRsets', () => {
     assert.equal(sets[0]!.sigs.length, 1);
     assert.equal(nameText(sets[0]!.sigs[0]!.signer), 'example.');
     assert.equal(sets[1]!.sigs.length, 0);
+  });
+});
+
+describe('zone cache', () => {
+  const key = (n: number) => readDnskey(Buffer.concat([Buffer.from([1, 0, 3, 13]), Buffer.alloc(n, 1)]))!;
+  it('keeps at most its capacity, least recently used out first', () => {
+    let now = 0;
+    const cache = new ZoneCache(2, () => now);
+    cache.set(wire('a.'), { kind: 'inside' }, 60);
+    cache.set(wire('b.'), { kind: 'inside' }, 60);
+    assert.ok(cache.get(wire('a.')));
+    cache.set(wire('c.'), { kind: 'inside' }, 60);
+    assert.deepEqual(cache.names().sort(), ['a.', 'c.']);
+    now = 61_000;
+    assert.equal(cache.get(wire('a.')), undefined, 'expired');
+    assert.equal(cache.size, 1);
+  });
+  it('keeps at most its bytes: large key sets push others out', () => {
+    const cache = new ZoneCache(1000, () => 0, 10_000);
+    for (let i = 0; i < 10; i++) cache.set(wire(`z${i}.`), { kind: 'secure', zone: wire(`z${i}.`), keys: [key(3000)] }, 60);
+    assert.ok(cache.byteSize <= 10_000, String(cache.byteSize));
+    assert.ok(cache.size <= 3);
+    assert.ok(cache.get(wire('z9.')));
+  });
+  it('failures are kept briefly whatever their TTL says', () => {
+    let now = 0;
+    const cache = new ZoneCache(10, () => now);
+    cache.set(wire('bad.'), { kind: 'bogus', verdict: { security: 'bogus', ede: 6 } }, 86400);
+    now = 61_000;
+    assert.equal(cache.get(wire('bad.')), undefined);
   });
 });

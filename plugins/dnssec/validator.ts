@@ -64,6 +64,8 @@ export class Validator {
 
   async validate(msg: Message, lookup: Lookup, budget: WorkBudget): Promise<Outcome> {
     const run: Run = { lookup, budget, zones: new Map(), lastZone: nameText(msg.qname) };
+    // RRSIGs are not signed themselves (RFC 4035 §3.2.1): asked for by type, they are passed on as they are.
+    if (msg.qtype === Type.RRSIG) return { verdict: insecure('RRSIG records asked for by type are not validated'), answer: msg.answer, authority: msg.authority };
     const answerSets = groupRRsets(msg.answer);
     const authoritySets = groupRRsets(msg.authority);
     const kept = new Set<RRset>();

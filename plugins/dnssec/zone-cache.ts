@@ -20,16 +20,30 @@ const MAX_KEEP_SECONDS = 86400;
 /** How long a failure is kept, so a broken zone is not asked again for every query (unbound's bogus-ttl). */
 export const BOGUS_KEEP_SECONDS = 60;
 
-export class ZoneCache {
-  private readonly entries = new Map<string, { state: ZoneState; expires: number }>();
+/** Bytes an entry is counted for: its name, its keys' RDATA, and bookkeeping. */
+function sizeOf(key: string, state: ZoneState): number {
+  let bytes = 100 + key.length;
+  if (state.kind === 'secure') for (const k of state.keys) bytes += 64 + k.rdata.length;
+  return bytes;
+}
 
+export class ZoneCache {
+  private readonly entries = new Map<string, { state: ZoneState; expires: number; bytes: number }>();
+  private bytes = 0;
+
+  /** At most `capacity` names and `maxBytes` of them (a zone can publish large key sets). */
   constructor(
     readonly capacity: number,
     private readonly nowMs: () => number,
+    readonly maxBytes = 16 * 1024 * 1024,
   ) {}
 
   get size(): number {
     return this.entries.size;
+  }
+
+  get byteSize(): number {
+    return this.bytes;
   }
 
   get(name: WireName): ZoneState | undefined {
@@ -37,7 +51,7 @@ export class ZoneCache {
     const entry = this.entries.get(key);
     if (!entry) return undefined;
     if (entry.expires <= this.nowMs()) {
-      this.entries.delete(key);
+      this.remove(key);
       return undefined;
     }
     // move to the most recently used end
@@ -50,13 +64,23 @@ export class ZoneCache {
     const seconds = Math.max(0, Math.min(MAX_KEEP_SECONDS, state.kind === 'bogus' ? Math.min(ttlSeconds, BOGUS_KEEP_SECONDS) : ttlSeconds));
     if (seconds === 0) return;
     const key = name.toString('latin1');
+    this.remove(key);
+    const bytes = sizeOf(key, state);
+    this.entries.set(key, { state, expires: this.nowMs() + seconds * 1000, bytes });
+    this.bytes += bytes;
+    while (this.entries.size > this.capacity || this.bytes > this.maxBytes) this.remove(this.entries.keys().next().value!);
+  }
+
+  private remove(key: string): void {
+    const entry = this.entries.get(key);
+    if (!entry) return;
     this.entries.delete(key);
-    this.entries.set(key, { state, expires: this.nowMs() + seconds * 1000 });
-    while (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
+    this.bytes -= entry.bytes;
   }
 
   clear(): void {
     this.entries.clear();
+    this.bytes = 0;
   }
 
   /** For debugging and tests: the names known. */

@@ -95,6 +95,18 @@ const CASES: Array<[name: string, type: string, rcode: number, expect: Expect]> 
   ['nx.iter.lab', 'A', Rcode.NXDOMAIN, 'insecure'], // NSEC3 iterations above 150
   ['www.unknownalg.lab', 'A', Rcode.NOERROR, 'insecure'],
   ['www.keytrap.lab', 'A', Rcode.SERVFAIL, { bogus: 6 }],
+  // the chain of trust's own records, asked for by clients
+  ['secure.lab', 'DS', Rcode.NOERROR, 'secure'],
+  ['insecure.lab', 'DS', Rcode.NOERROR, 'secure'], // NODATA: the proof of the unsigned delegation
+  ['x.insecure.lab', 'DS', Rcode.NXDOMAIN, 'insecure'],
+  ['.', 'DNSKEY', Rcode.NOERROR, 'secure'],
+  ['www.secure.lab', 'ANY', Rcode.NOERROR, 'secure'],
+  ['www.secure.lab', 'RRSIG', Rcode.NOERROR, 'insecure'],
+  ['a.b.wild.secure.lab', 'A', Rcode.NOERROR, 'secure'], // a wildcard two labels down
+  ['nx.dn.secure.lab', 'A', Rcode.NXDOMAIN, 'secure'], // through a DNAME into a denial
+  ['x.www.secure.lab', 'A', Rcode.NXDOMAIN, 'secure'],
+  ['nsec3.lab', 'NSEC3PARAM', Rcode.NOERROR, 'secure'],
+  ['www.iter.lab', 'TXT', Rcode.NOERROR, 'insecure'], // NODATA with too many NSEC3 iterations
 ];
 
 function checkVerdict(got: Summary, rcode: number, expect: Expect, who: string): void {
