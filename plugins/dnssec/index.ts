@@ -204,6 +204,7 @@ class DnssecPlugin implements Plugin {
     try {
       outcome = await this.validator.validate(msg, lookup, budget);
     } catch (err) {
+      if (err instanceof WireError) return this.bogusReply(ctx, bogus(Ede.BOGUS, `a malformed DNSSEC record: ${err.message}`), ctx.name);
       if (!(err instanceof WorkExceeded)) throw err;
       this.workExceeded.inc();
       return this.bogusReply(ctx, bogus(Ede.BOGUS, err.message), ctx.name);
