@@ -466,27 +466,41 @@ async function withCpu(pid: number, load: () => Promise<LoadResult>): Promise<{ 
 
 /**
  * Validation on (`on`) against off, alternating rounds; QPS and CPU per answer. The machine is
- * shared, so the best round of each side is kept and CPU per answer is the steadier number.
+ * shared with other work, so each side's median round is compared (a best round is mostly luck
+ * here), and CPU per answer is the steadier number.
  */
 async function onOff(ctx: WorkloadContext, label: string, on: VeilProcess, off: VeilProcess, load: (port: number) => Promise<LoadResult>, describe: (on: { load: LoadResult; cpuUs: number }, off: { load: LoadResult; cpuUs: number }) => string): Promise<Measurement> {
-  let onBest: { load: LoadResult; cpuUs: number } | null = null;
-  let offBest: { load: LoadResult; cpuUs: number } | null = null;
+  const onRounds: Array<{ load: LoadResult; cpuUs: number }> = [];
+  const offRounds: Array<{ load: LoadResult; cpuUs: number }> = [];
   for (let round = 0; round < ctx.rounds; round++) {
     const a = await withCpu(on.child.pid!, () => load(on.address('udp').port));
     ctx.log(`round ${round + 1}: validating ${a.load.qps.toFixed(0)} qps, ${a.cpuUs.toFixed(1)} µs CPU per answer`);
     const b = await withCpu(off.child.pid!, () => load(off.address('udp').port));
     ctx.log(`round ${round + 1}: not validating ${b.load.qps.toFixed(0)} qps, ${b.cpuUs.toFixed(1)} µs CPU per answer`);
-    if (!onBest || a.load.qps > onBest.load.qps) onBest = a;
-    if (!offBest || b.load.qps > offBest.load.qps) offBest = b;
+    onRounds.push(a);
+    offRounds.push(b);
   }
+  const median = (rounds: Array<{ load: LoadResult; cpuUs: number }>) => {
+    const middle = (values: number[]) => {
+      const sorted = [...values].sort((x, y) => x - y);
+      const m = sorted.length >> 1;
+      return sorted.length % 2 ? sorted[m]! : (sorted[m - 1]! + sorted[m]!) / 2;
+    };
+    const qps = middle(rounds.map((r) => r.load.qps));
+    // the round closest to the median QPS stands for the side (its command, latencies)
+    const typical = rounds.reduce((best, r) => (Math.abs(r.load.qps - qps) < Math.abs(best.load.qps - qps) ? r : best));
+    return { load: { ...typical.load, qps }, cpuUs: middle(rounds.map((r) => r.cpuUs)) };
+  };
+  const a = median(onRounds);
+  const b = median(offRounds);
   return {
-    veil: onBest!.load,
-    peer: offBest!.load,
-    ratio: onBest!.load.qps / offBest!.load.qps,
+    veil: a.load,
+    peer: b.load,
+    ratio: a.load.qps / b.load.qps,
     rssMb: rssMb(on.child.pid!),
-    summary: describe(onBest!, offBest!),
-    commands: [onBest!.load.command, offBest!.load.command],
-    notes: [`${label}: ${describe(onBest!, offBest!)}`],
+    summary: describe(a, b),
+    commands: [a.load.command, b.load.command],
+    notes: [`${label} (medians of ${ctx.rounds} rounds): ${describe(a, b)}`],
   };
 }
 

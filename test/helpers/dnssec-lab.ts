@@ -15,6 +15,7 @@
  *   badds       the DS digest in lab. is wrong        nosig    www's RRSIG removed
  *   nonsec      NSEC records removed (NXDOMAIN and wildcard answers lack their proofs)
  *   nonsec3     NSEC3 records removed                 iter     NSEC3 with 200 iterations
+ *   nsec3x      NSEC3 with 150 iterations, for names long enough to exhaust a validator (CVE-2023-50868)
  *   unknownalg  DNSKEY, DS and RRSIG with algorithm 200
  *   keytrap     KeyTrap (CVE-2023-50387): 30 DNSKEYs sharing the ZSK's key tag and 30 junk
  *               RRSIGs with that tag on www's A RRset
@@ -94,6 +95,8 @@ const CHILDREN: ZoneSpec[] = [
   { name: 'nonsec.lab.', algorithm: 'ECDSAP256SHA256', records: [...COMMON, '*.wild 3600 IN A 192.0.2.7'], post: withoutType('NSEC') },
   { name: 'nonsec3.lab.', algorithm: 'ECDSAP256SHA256', nsec3: { iterations: 0 }, records: COMMON, post: withoutType('NSEC3') },
   { name: 'iter.lab.', algorithm: 'ECDSAP256SHA256', nsec3: { iterations: 200 }, records: COMMON },
+  // NSEC3 hash exhaustion (CVE-2023-50868): the most iterations still validated, for long names
+  { name: 'nsec3x.lab.', algorithm: 'ECDSAP256SHA256', nsec3: { iterations: 150 }, records: COMMON },
   {
     name: 'unknownalg.lab.',
     algorithm: 'ECDSAP256SHA256',
