@@ -3,7 +3,7 @@
  * KSK-2017 (20326) and KSK-2024 (38696), as IANA publishes them. A file holds records in zone
  * file form, one per line (parentheses may join lines), as unbound's and BIND's anchor files do:
  *
- *     example.  IN DS 31589 8 2 ( 3490A6806D47F17A34C29E2CE80E8A999FFBE4BE )
+ *     example.  IN DS 31589 8 1 ( 3490A6806D47F17A34C29E2CE80E8A999FFBE4BE )
  *     example.  3600 IN DNSKEY 257 3 13 kXKk...==
  */
 import { encodeName, WireError } from '../../core/dns/wire.js';
