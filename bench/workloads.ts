@@ -472,13 +472,25 @@ async function withCpu(pid: number, load: () => Promise<LoadResult>): Promise<{ 
 async function onOff(ctx: WorkloadContext, label: string, on: VeilProcess, off: VeilProcess, load: (port: number) => Promise<LoadResult>, describe: (on: { load: LoadResult; cpuUs: number }, off: { load: LoadResult; cpuUs: number }) => string): Promise<Measurement> {
   const onRounds: Array<{ load: LoadResult; cpuUs: number }> = [];
   const offRounds: Array<{ load: LoadResult; cpuUs: number }> = [];
-  for (let round = 0; round < ctx.rounds; round++) {
+  const runOn = async (round: number) => {
     const a = await withCpu(on.child.pid!, () => load(on.address('udp').port));
     ctx.log(`round ${round + 1}: validating ${a.load.qps.toFixed(0)} qps, ${a.cpuUs.toFixed(1)} µs CPU per answer`);
+    onRounds.push(a);
+  };
+  const runOff = async (round: number) => {
     const b = await withCpu(off.child.pid!, () => load(off.address('udp').port));
     ctx.log(`round ${round + 1}: not validating ${b.load.qps.toFixed(0)} qps, ${b.cpuUs.toFixed(1)} µs CPU per answer`);
-    onRounds.push(a);
     offRounds.push(b);
+  };
+  // each side goes first every other round, so neither gets the quieter moment every time
+  for (let round = 0; round < ctx.rounds; round++) {
+    if (round % 2 === 0) {
+      await runOn(round);
+      await runOff(round);
+    } else {
+      await runOff(round);
+      await runOn(round);
+    }
   }
   const median = (rounds: Array<{ load: LoadResult; cpuUs: number }>) => {
     const middle = (values: number[]) => {

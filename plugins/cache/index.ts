@@ -197,7 +197,9 @@ class CachePlugin implements Plugin {
    */
   private async staleOrFresh(store: CacheStore, entry: StoredEntry, ctx: RequestContext, next: Next): Promise<Buffer | null> {
     // Rendered now: the refresh may replace the entry in its slot before we answer.
-    const stale = fitAd(store.render(entry.slot, ctx.query, () => STALE_TTL), ctx);
+    const stale = store.render(entry.slot, ctx.query, () => STALE_TTL);
+    // Past its TTL, an answer is past what its validation vouched for: never AD.
+    stale[3] = stale[3]! & ~AD;
     const refresh = this.refresh(ctx, next);
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<'waited'>((resolve) => (timer = setTimeout(() => resolve('waited'), Math.min(STALE_CLIENT_WAIT_MS, ctx.remaining()))));
