@@ -13,6 +13,8 @@ export interface LoadResult {
   meanMs: number;
   p50Ms: number | null;
   p99Ms: number | null;
+  /** The slowest answer (dnsperf with `verbose`). */
+  maxMs?: number | null;
   sent: number;
   lost: number;
   command: string;
@@ -74,6 +76,7 @@ export async function dnsperf(options: DnsperfOptions): Promise<LoadResult> {
     meanMs: number(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
     p50Ms: pct(50),
     p99Ms: pct(99),
+    maxMs: latencies.length ? latencies[latencies.length - 1]! : null,
     sent: number(/Queries sent:\s+(\d+)/),
     lost: number(/Queries lost:\s+(\d+)/),
     command: `dnsperf ${args.join(' ')}`,

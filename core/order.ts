@@ -3,7 +3,8 @@
  * a Corefile. Each plugin feels the effects of those after it and must not care about those
  * before it: metrics and trace see everything, the log sees the final answer, errors turns
  * failures below it into SERVFAIL, acl and ratelimit turn clients away before any work, filter
- * looks before the cache, hosts answers before an upstream is asked, loadbalance picks the
+ * looks before the cache, hosts answers before an upstream is asked (its local data is not validated), dnssec validates
+ * what upstreams say (and asks them for keys through the links after it), loadbalance picks the
  * upstream. Directives that only configure (listen, the protocol plugins that add upstreams)
  * are listed too, so that their setup runs in a known order.
  */
@@ -23,6 +24,7 @@ export const PLUGIN_ORDER: readonly string[] = [
   'filter',
   'cache',
   'hosts',
+  'dnssec',
   'loadbalance',
   // protocol plugins: they add upstreams; anonymize decorates DNSCrypt upstreams, so it comes after
   'forward',

@@ -39,6 +39,8 @@ const MAX_TTL_LIMIT = 7 * 86400;
 const STALE_TTL = 30;
 /** RFC 8767 §5: how long a client waits for a fresh answer before it gets the stale one. */
 const STALE_CLIENT_WAIT_MS = 1800;
+/** The header's Authenticated Data bit (byte 3). */
+const AD = 0x20;
 /** Background refreshes (prefetch, stale) get the same time a client query gets. */
 const REFRESH_TIMEOUT_MS = 4000;
 
@@ -192,7 +194,7 @@ class CachePlugin implements Plugin {
         if (this.options.prefetch) this.maybePrefetch(store, entry, ctx, next, ageMs);
         const age = Math.floor(ageMs / 1000);
         const maxTtl = this.maxTtl(entry.kind);
-        return store.render(entry.slot, ctx.query, (ttl) => Math.max(0, Math.min(ttl, maxTtl) - age));
+        return fitAd(store.render(entry.slot, ctx.query, (ttl) => Math.max(0, Math.min(ttl, maxTtl) - age)), ctx);
       }
       if (this.options.serveStaleMs !== null && entry.kind !== 'servfail' && ageMs < entry.ttl * 1000 + this.options.serveStaleMs) {
         return this.staleOrFresh(store, entry, ctx, next);
@@ -260,6 +262,8 @@ class CachePlugin implements Plugin {
   private async staleOrFresh(store: CacheStore, entry: StoredEntry, ctx: RequestContext, next: Next): Promise<Buffer | null> {
     // Rendered now: the refresh may replace the entry in its slot before we answer.
     const stale = store.render(entry.slot, ctx.query, () => STALE_TTL);
+    // Past its TTL, an answer is past what its validation vouched for: never AD.
+    stale[3] = stale[3]! & ~AD;
     const refresh = this.refresh(ctx, next);
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<'waited'>((resolve) => (timer = setTimeout(() => resolve('waited'), Math.min(STALE_CLIENT_WAIT_MS, ctx.remaining()))));
@@ -325,9 +329,11 @@ class CachePlugin implements Plugin {
     const [into, other] = analysis.kind === 'success' ? [this.stores.success, this.stores.denial] : [this.stores.denial, this.stores.success];
     other.delete(ctx.query, ctx.question.end, bits);
     const now = ctx.clock.monotonic();
-    into.set(answer, analysis.questionEnd, bits, analysis.kind, analysis.ttlOffsets, now - (fromShared?.ageMs ?? 0), ttl);
+    // The stored AD bit is the dnssec plugin's verdict (set or cleared), when it stands in the block.
+    const stored = withValidation(answer, ctx);
+    into.set(stored, analysis.questionEnd, bits, analysis.kind, analysis.ttlOffsets, now - (fromShared?.ageMs ?? 0), ttl);
     this.publish('insert');
-    if (this.shared && !fromShared && analysis.kind !== 'servfail') this.shared.write(answer, analysis.questionEnd, bits, ttl, now);
+    if (this.shared && !fromShared && analysis.kind !== 'servfail') this.shared.write(stored, analysis.questionEnd, bits, ttl, now);
     return into;
   }
 
@@ -351,6 +357,23 @@ class CachePlugin implements Plugin {
 function usable(answer: Buffer): boolean {
   const rcode = rcodeOf(answer);
   return rcode !== Rcode.SERVFAIL && rcode !== Rcode.REFUSED;
+}
+
+/**
+ * The answer as stored: when the dnssec plugin validated it, its AD bit says whether it was
+ * secure, whatever the client that caused it asked (so a hit costs no crypto and keeps AD).
+ */
+function withValidation(answer: Buffer, ctx: RequestContext): Buffer {
+  if (ctx.meta.dnssec === undefined) return answer;
+  const stored = Buffer.from(answer);
+  stored[3] = ctx.meta.dnssec === 'secure' ? stored[3]! | AD : stored[3]! & ~AD;
+  return stored;
+}
+
+/** RFC 6840 §5.7: AD goes only to clients that asked with DO or AD. */
+function fitAd(out: Buffer, ctx: RequestContext): Buffer {
+  if (out[3]! & AD && !ctx.dnssecOk && !(ctx.query[3]! & AD)) out[3] = out[3]! & ~AD;
+  return out;
 }
 
 /** Beside the question (name, type, class), what changes the answer: DO, CD, and EDNS at all. */

@@ -97,6 +97,7 @@ export class LogPlugin implements Plugin {
       ...(ctx.meta.cacheHit ? { cache: ctx.meta.cacheShared ? 'shared' : 'hit' } : {}),
       ...(ctx.meta.blockedBy ? { blocked_by: ctx.meta.blockedBy } : {}),
       ...(ctx.meta.relay ? { relay: ctx.meta.relay } : {}),
+      ...(ctx.meta.dnssec ? { dnssec: ctx.meta.dnssec } : {}),
       ...(error ? { error: error instanceof Error ? error.message : String(error) } : {}),
     };
     this.writer.write(JSON.stringify(line));

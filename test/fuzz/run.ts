@@ -7,11 +7,12 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
+import { dnssecTargets } from './dnssec-targets.js';
 import { odohTargets } from './odoh-targets.js';
 import { protocolTargets } from './protocol-targets.js';
 import { allSeeds, CORPUS, targets as coreTargets, type FuzzTarget } from './targets.js';
 
-const targets = [...coreTargets, ...protocolTargets, ...odohTargets];
+const targets = [...coreTargets, ...protocolTargets, ...odohTargets, ...dnssecTargets];
 
 interface Options {
   names: string[];
