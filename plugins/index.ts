@@ -16,12 +16,13 @@ import { listenPlugin } from './listen/index.js';
 import { loadbalancePlugin } from './loadbalance/index.js';
 import { logPlugin } from './log/index.js';
 import { metricsPlugin } from './metrics/index.js';
+import { pathPlugin } from './path/index.js';
 import { ratelimitPlugin } from './ratelimit/index.js';
 import { sourcesPlugin } from './sources/index.js';
 import { tracePlugin } from './trace/index.js';
 
 export const builtinPlugins: readonly PluginDefinition<any>[] = [
-  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, filterPlugin, cachePlugin, hostsPlugin,
+  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, pathPlugin, filterPlugin, cachePlugin, hostsPlugin,
   forwardPlugin, dotPlugin, dohPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
 ];
 

@@ -226,7 +226,7 @@ describe('skip_incompatible', () => {
   it('with it, that server is left out: no attempt at all', async () => {
     const { attempts, logs } = await attempted(true);
     assert.deepEqual(attempts, ['near']);
-    assert.ok(logs.some((l) => /far: .*left out until the next refresh \(skip_incompatible\)/.test(l)), logs.join('\n'));
+    assert.ok(logs.some((l) => /far: .*left out until it answers \(skip_incompatible\)/.test(l)), logs.join('\n'));
   });
 });
 
