@@ -88,6 +88,11 @@ export class PathPlugin implements Plugin {
     private readonly container: DependencyContainer,
   ) {}
 
+  /** The canary zone, canonical (`canary.veil.test.`): `veil doctor` reads it. */
+  get canaryZone(): string {
+    return this.options.canaryZone;
+  }
+
   serve(ctx: RequestContext, next: Next): Promise<Buffer | null> {
     if (ctx.qclass === QClass.CH) return this.chaos(ctx, next);
     if (ctx.qclass === QClass.IN && isSubdomain(ctx.name, this.options.canaryZone)) return Promise.resolve(this.canary(ctx));
@@ -113,7 +118,7 @@ export class PathPlugin implements Plugin {
       `transport=${ctx.transport}`,
       `client=${ctx.client.address}`,
       `block=${ctx.server}`,
-      ...(isSubdomain(ctx.name, this.options.canaryZone) ? this.canaryReport(ctx.name) : await this.resolve(ctx, next)),
+      ...(isSubdomain(ctx.name, this.options.canaryZone) ? [...this.canaryReport(ctx.name), this.upstreamSummary(ctx.name)] : await this.resolve(ctx, next)),
     ];
     const answers = lines.map((line): WireRecord => ({ type: QType.TXT, qclass: QClass.CH, ttl: 0, rdata: txt(line) }));
     return buildReply(ctx.query, { questionEnd: ctx.question.end, edns: ctx.edns, answers });

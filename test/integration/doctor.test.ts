@@ -1,0 +1,128 @@
+/**
+ * `veil doctor` against a Veil this test starts, in a network namespace of its own (loopback
+ * only) whose /etc/resolv.conf is bind-mounted by `ip netns exec` from a file the test rewrites
+ * between runs: pointing at Veil over IPv4 and over IPv6 (PASS, exit 0), elsewhere (FAIL, exit 1),
+ * and at another DNS server on loopback that answers every name, canary included: the resolv.conf
+ * check and the canary both FAIL there, because Veil never saw the name. The canary cannot pass
+ * unless the system resolver is Veil.
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createNamespace, whyNoNamespace, type Namespace, type NsProcess } from '../helpers/netns.js';
+import { makeTempDir, VEIL } from '../helpers/veil-process.js';
+
+/** A DNS server on 127.0.0.2:53 that answers every A query with 192.0.2.1, as Veil's canary would. */
+const IMPOSTOR = `
+import dgram from 'node:dgram';
+const s = dgram.createSocket('udp4');
+s.on('message', (q, from) => {
+  let pos = 12; while (q[pos] > 0 && pos < q.length) pos += q[pos] + 1;
+  const question = q.subarray(12, pos + 5);
+  const type = q.readUInt16BE(pos + 1);
+  const head = Buffer.from(q.subarray(0, 12)); head[2] = 0x81; head[3] = 0x80; head.writeUInt16BE(1, 4); head.writeUInt16BE(type === 1 ? 1 : 0, 6); head.writeUInt16BE(0, 8); head.writeUInt16BE(0, 10);
+  const answer = type === 1 ? Buffer.from([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 192, 0, 2, 1]) : Buffer.alloc(0);
+  s.send(Buffer.concat([head, question, answer]), from.port, from.address);
+});
+s.bind(53, '127.0.0.2', () => console.log('READY'));
+`;
+
+interface DoctorResult {
+  code: number | null;
+  json: { ok: boolean; checks: Array<{ id: string; status: string; summary: string; fix?: string }> };
+  output: string;
+}
+
+describe('veil doctor, with resolv.conf variants in a network namespace', { skip: whyNoNamespace() }, () => {
+  let ns: Namespace;
+  let dir = '';
+  let veil: NsProcess;
+
+  const setResolvConf = (text: string): void => writeFileSync(path.join('/etc/netns', ns.name, 'resolv.conf'), `${text}\noptions timeout:1 attempts:1\n`);
+  const doctor = async (...extra: string[]): Promise<DoctorResult> => {
+    const proc = ns.run([VEIL, 'doctor', '-conf', 'Corefile', '--json', ...extra], dir);
+    const code = await new Promise<number | null>((resolve) => proc.child.once('exit', (c) => resolve(c)));
+    const output = proc.output();
+    return { code, json: JSON.parse(output.slice(output.indexOf('{'))) as DoctorResult['json'], output };
+  };
+  const status = (r: DoctorResult, id: string): string[] => r.json.checks.filter((c) => c.id === id).map((c) => c.status);
+  const check = (r: DoctorResult, id: string) => r.json.checks.find((c) => c.id === id)!;
+
+  before(async () => {
+    ns = createNamespace('veil-doctor');
+    dir = makeTempDir({
+      Corefile: `. {\n    listen udp://127.0.0.1:53 tcp://127.0.0.1:53 udp://[::1]:53\n    path\n    hosts {\n        192.0.2.10 web.veil.test\n    }\n}\n`,
+      'impostor.mjs': IMPOSTOR,
+    });
+    veil = ns.run([VEIL, '-conf', 'Corefile'], dir);
+    await veil.waitFor(/veil \S+ serving Corefile/);
+    await ns.run([process.execPath, 'impostor.mjs'], dir).waitFor(/READY/);
+  });
+  after(() => {
+    ns?.cleanup();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('resolv.conf points to Veil (IPv4): resolv.conf and the canary PASS, exit 0', async () => {
+    setResolvConf('nameserver 127.0.0.1');
+    const r = await doctor();
+    assert.equal(r.code, 0, r.output);
+    assert.equal(r.json.ok, true);
+    assert.deepEqual(status(r, 'resolv.conf'), ['PASS']);
+    assert.deepEqual(status(r, 'veil'), ['PASS']);
+    assert.deepEqual(status(r, 'canary'), ['PASS'], r.output);
+    assert.match(check(r, 'canary').summary, /reached Veil \(over udp on udp:\/\/127\.0\.0\.1:53, from 127\.0\.0\.1\)/);
+    assert.equal(r.json.checks.filter((c) => c.status === 'FAIL').length, 0);
+  });
+
+  it('resolv.conf points to Veil over IPv6 (::1): PASS too', async () => {
+    setResolvConf('nameserver ::1');
+    const r = await doctor();
+    assert.equal(r.code, 0, r.output);
+    assert.deepEqual(status(r, 'resolv.conf'), ['PASS']);
+    assert.deepEqual(status(r, 'canary'), ['PASS'], r.output);
+    assert.match(check(r, 'canary').summary, /over udp on udp:\/\/\[::1\]:53, from ::1/);
+  });
+
+  it('resolv.conf points elsewhere: resolv.conf and the canary FAIL, exit 1, with what to do', async () => {
+    setResolvConf('nameserver 192.0.2.53\nnameserver 2001:db8::53');
+    const r = await doctor();
+    assert.equal(r.code, 1, r.output);
+    assert.equal(r.json.ok, false);
+    assert.deepEqual(status(r, 'resolv.conf'), ['FAIL']);
+    assert.match(check(r, 'resolv.conf').summary, /192\.0\.2\.53 \(IPv4\), 2001:db8::53 \(IPv6\)/);
+    assert.match(check(r, 'resolv.conf').fix!, /nameserver 127\.0\.0\.1/);
+    assert.deepEqual(status(r, 'canary'), ['FAIL']);
+    assert.deepEqual(status(r, 'veil'), ['PASS'], 'Veil itself answers: it is the system that does not use it');
+  });
+
+  it('another server on loopback answers every name, canary included: the canary still FAILs', async () => {
+    setResolvConf('nameserver 127.0.0.2');
+    const r = await doctor();
+    assert.equal(r.code, 1, r.output);
+    assert.deepEqual(status(r, 'resolv.conf'), ['FAIL']);
+    const canary = check(r, 'canary');
+    assert.equal(canary.status, 'FAIL');
+    assert.match(canary.summary, /Veil never saw .*getaddrinfo answered 192\.0\.2\.1/);
+  });
+
+  it('Veil not running where it is asked: FAIL, and no canary claim', async () => {
+    setResolvConf('nameserver 127.0.0.1');
+    const r = await doctor('--server', '127.0.0.3:53');
+    assert.equal(r.code, 1, r.output);
+    assert.deepEqual(status(r, 'veil'), ['FAIL']);
+    assert.deepEqual(status(r, 'canary'), []);
+  });
+
+  it('prints PASS / WARN / FAIL / HINT lines with what to do, without --json', async () => {
+    setResolvConf('nameserver 192.0.2.53');
+    const proc = ns.run([VEIL, 'doctor', '-conf', 'Corefile'], dir);
+    const code = await new Promise<number | null>((resolve) => proc.child.once('exit', (c) => resolve(c)));
+    assert.equal(code, 1);
+    assert.match(proc.output(), /^FAIL  resolv\.conf +\/etc\/resolv\.conf names 192\.0\.2\.53/m);
+    assert.match(proc.output(), /^ +→ write "nameserver 127\.0\.0\.1"/m);
+    assert.match(proc.output(), /^PASS  veil +Veil answers at 127\.0\.0\.1:53$/m);
+    assert.match(proc.output(), /^HINT  browser /m);
+  });
+});
