@@ -4,10 +4,11 @@
  * between runs: pointing at Veil over IPv4 and over IPv6 (PASS, exit 0), elsewhere (FAIL, exit 1),
  * and at another DNS server on loopback that answers every name, canary included: the resolv.conf
  * check and the canary both FAIL there, because Veil never saw the name. The canary cannot pass
- * unless the system resolver is Veil.
+ * unless the system resolver is Veil. Then behind systemd-resolved, whose resolvectl output and
+ * stub listener are stood in for (see STUB).
  */
 import assert from 'node:assert/strict';
-import { writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createNamespace, whyNoNamespace, type Namespace, type NsProcess } from '../helpers/netns.js';
@@ -28,6 +29,21 @@ s.on('message', (q, from) => {
 s.bind(53, '127.0.0.2', () => console.log('READY'));
 `;
 
+/**
+ * Stands in for systemd-resolved's stub listener (not installed here, and installing it would
+ * take over this machine's own resolv.conf): 127.0.0.53:53 hands each query to 127.0.0.1:53.
+ */
+const STUB = `
+import dgram from 'node:dgram';
+const s = dgram.createSocket('udp4');
+s.on('message', (q, from) => {
+  const up = dgram.createSocket('udp4');
+  up.on('message', (a) => { s.send(a, from.port, from.address); up.close(); });
+  up.send(q, 53, '127.0.0.1');
+});
+s.bind(53, '127.0.0.53', () => console.log('READY'));
+`;
+
 interface DoctorResult {
   code: number | null;
   json: { ok: boolean; checks: Array<{ id: string; status: string; summary: string; fix?: string }> };
@@ -41,7 +57,8 @@ describe('veil doctor, with resolv.conf variants in a network namespace', { skip
 
   const setResolvConf = (text: string): void => writeFileSync(path.join('/etc/netns', ns.name, 'resolv.conf'), `${text}\noptions timeout:1 attempts:1\n`);
   const doctor = async (...extra: string[]): Promise<DoctorResult> => {
-    const proc = ns.run([VEIL, 'doctor', '-conf', 'Corefile', '--json', ...extra], dir);
+    // bin/ first on PATH: its resolvectl stands in for systemd's (see the systemd-resolved tests).
+    const proc = ns.run(['env', `PATH=${path.join(dir, 'bin')}:${process.env.PATH}`, VEIL, 'doctor', '-conf', 'Corefile', '--json', ...extra], dir);
     const code = await new Promise<number | null>((resolve) => proc.child.once('exit', (c) => resolve(c)));
     const output = proc.output();
     return { code, json: JSON.parse(output.slice(output.indexOf('{'))) as DoctorResult['json'], output };
@@ -54,11 +71,25 @@ describe('veil doctor, with resolv.conf variants in a network namespace', { skip
     dir = makeTempDir({
       Corefile: `. {\n    listen udp://127.0.0.1:53 tcp://127.0.0.1:53 udp://[::1]:53\n    path\n    hosts {\n        192.0.2.10 web.veil.test\n    }\n}\n`,
       'impostor.mjs': IMPOSTOR,
+      'stub.mjs': STUB,
     });
+    mkdirSync(path.join(dir, 'bin'));
     veil = ns.run([VEIL, '-conf', 'Corefile'], dir);
     await veil.waitFor(/veil \S+ serving Corefile/);
     await ns.run([process.execPath, 'impostor.mjs'], dir).waitFor(/READY/);
+    await ns.run([process.execPath, 'stub.mjs'], dir).waitFor(/READY/);
   });
+
+  /** What `resolvectl status` prints, from here on (a script on the doctor's PATH). */
+  const setResolvectl = (status: string | null): void => {
+    const file = path.join(dir, 'bin', 'resolvectl');
+    if (status === null) rmSync(file, { force: true });
+    else {
+      writeFileSync(path.join(dir, 'bin', 'status.txt'), status);
+      writeFileSync(file, '#!/bin/sh\ncat "$(dirname "$0")/status.txt"\n', { mode: 0o755 });
+    }
+  };
+  const RESOLVED_HEAD = 'Global\n       Protocols: -LLMNR -mDNS -DNSOverTLS DNSSEC=no/unsupported\nresolv.conf mode: stub\n';
   after(() => {
     ns?.cleanup();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -113,6 +144,40 @@ describe('veil doctor, with resolv.conf variants in a network namespace', { skip
     assert.equal(r.code, 1, r.output);
     assert.deepEqual(status(r, 'veil'), ['FAIL']);
     assert.deepEqual(status(r, 'canary'), []);
+  });
+
+  describe('behind systemd-resolved (its resolvectl and stub stood in for)', () => {
+    after(() => setResolvectl(null));
+
+    it('every server resolved uses is Veil: PASS, and the canary comes through the stub', async () => {
+      setResolvConf('nameserver 127.0.0.53');
+      setResolvectl(`${RESOLVED_HEAD}Current DNS Server: 127.0.0.1\n       DNS Servers: 127.0.0.1 ::1\n        DNS Domain: ~.\n\nLink 2 (eth0)\n    Current Scopes: none\n         Protocols: -DefaultRoute -LLMNR -mDNS\n`);
+      const r = await doctor();
+      assert.equal(r.code, 0, r.output);
+      assert.deepEqual(status(r, 'resolv.conf'), ['PASS']);
+      assert.match(check(r, 'resolv.conf').summary, /hands every query to systemd-resolved/);
+      assert.deepEqual(status(r, 'systemd-resolved'), ['PASS']);
+      assert.deepEqual(status(r, 'canary'), ['PASS'], r.output);
+    });
+
+    it('a link with a server of its own (IPv4 and IPv6): FAIL, naming the interface', async () => {
+      setResolvConf('nameserver 127.0.0.53');
+      setResolvectl(`${RESOLVED_HEAD}       DNS Servers: 127.0.0.1\n\nLink 2 (eth0)\n    Current Scopes: DNS\n         Protocols: +DefaultRoute -LLMNR -mDNS\nCurrent DNS Server: 192.168.1.1\n       DNS Servers: 192.168.1.1 fe80::1%eth0\n`);
+      const r = await doctor();
+      assert.equal(r.code, 1, r.output);
+      const resolved = check(r, 'systemd-resolved');
+      assert.equal(resolved.status, 'FAIL');
+      assert.match(resolved.summary, /192\.168\.1\.1 on eth0 \(IPv4\), fe80::1%eth0 on eth0 \(IPv6\)/);
+      assert.match(resolved.fix!, /DNS=127\.0\.0\.1:53 and Domains=~\./);
+    });
+
+    it('no server configured at all: resolved uses its fallback servers, FAIL', async () => {
+      setResolvConf('nameserver 127.0.0.53');
+      setResolvectl(`${RESOLVED_HEAD}Fallback DNS Servers: 1.1.1.1#cloudflare-dns.com 9.9.9.9#dns.quad9.net\n`);
+      const r = await doctor();
+      assert.equal(r.code, 1, r.output);
+      assert.match(check(r, 'systemd-resolved').summary, /no DNS server configured, so it uses its fallback servers \(1\.1\.1\.1#cloudflare-dns\.com \(IPv4\)/);
+    });
   });
 
   it('prints PASS / WARN / FAIL / HINT lines with what to do, without --json', async () => {
