@@ -256,14 +256,14 @@ function systemResolverChecks(listening: VeilAddress[]): Check[] {
         id: 'systemd-resolved',
         status: 'FAIL',
         summary: `systemd-resolved has no DNS server configured, so it uses its fallback servers${fallback.length ? ` (${describeServers(fallback)})` : ''}, not Veil`,
-        fix: `DNS=${formatAddress(loopbackOf(listening), listening[0]?.port ?? 53)} and Domains=~. in /etc/systemd/resolved.conf.d/veil.conf, then systemctl restart systemd-resolved (docs/install.md)`,
+        fix: `DNS=${resolvedEntry(listening)} and Domains=~. in /etc/systemd/resolved.conf.d/veil.conf, then systemctl restart systemd-resolved (docs/install.md)`,
       });
     } else if (leaks.length > 0) {
       checks.push({
         id: 'systemd-resolved',
         status: 'FAIL',
         summary: `systemd-resolved also uses ${leaks.join(', ')}: queries it sends there bypass Veil`,
-        fix: `DNS=${formatAddress(loopbackOf(listening), listening[0]?.port ?? 53)} and Domains=~. in /etc/systemd/resolved.conf.d/veil.conf, and remove the per-link servers (NetworkManager: ignore-auto-dns) (docs/install.md)`,
+        fix: `DNS=${resolvedEntry(listening)} and Domains=~. in /etc/systemd/resolved.conf.d/veil.conf, and remove the per-link servers (NetworkManager: ignore-auto-dns) (docs/install.md)`,
         details,
       });
     } else {
@@ -284,6 +284,12 @@ function systemResolverChecks(listening: VeilAddress[]): Check[] {
     );
   }
   return checks;
+}
+
+/** Veil as resolved.conf's DNS= names it: the address, with the port when it is not 53. */
+function resolvedEntry(listening: VeilAddress[]): string {
+  const port = listening.find((a) => a.port === 53)?.port ?? listening[0]?.port ?? 53;
+  return port === 53 ? loopbackOf(listening) : formatAddress(loopbackOf(listening), port);
 }
 
 function loopbackOf(listening: VeilAddress[]): string {

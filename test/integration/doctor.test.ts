@@ -13,6 +13,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createNamespace, whyNoNamespace, type Namespace, type NsProcess } from '../helpers/netns.js';
 import { makeTempDir, VEIL } from '../helpers/veil-process.js';
+import { installResolvConf } from '../helpers/install-doc.js';
 
 /** A DNS server on 127.0.0.2:53 that answers every A query with 192.0.2.1, as Veil's canary would. */
 const IMPOSTOR = `
@@ -95,8 +96,8 @@ describe('veil doctor, with resolv.conf variants in a network namespace', { skip
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('resolv.conf points to Veil (IPv4): resolv.conf and the canary PASS, exit 0', async () => {
-    setResolvConf('nameserver 127.0.0.1');
+  it('resolv.conf points to Veil (IPv4, the file docs/install.md writes): resolv.conf and the canary PASS, exit 0', async () => {
+    writeFileSync(path.join('/etc/netns', ns.name, 'resolv.conf'), installResolvConf());
     const r = await doctor();
     assert.equal(r.code, 0, r.output);
     assert.equal(r.json.ok, true);
@@ -168,7 +169,7 @@ describe('veil doctor, with resolv.conf variants in a network namespace', { skip
       const resolved = check(r, 'systemd-resolved');
       assert.equal(resolved.status, 'FAIL');
       assert.match(resolved.summary, /192\.168\.1\.1 on eth0 \(IPv4\), fe80::1%eth0 on eth0 \(IPv6\)/);
-      assert.match(resolved.fix!, /DNS=127\.0\.0\.1:53 and Domains=~\./);
+      assert.match(resolved.fix!, /DNS=127\.0\.0\.1 and Domains=~\./);
     });
 
     it('no server configured at all: resolved uses its fallback servers, FAIL', async () => {
