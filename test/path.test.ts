@@ -123,9 +123,12 @@ describe('the path query', () => {
     assert.equal(asked(canary), 0, 'canary names are never forwarded');
   });
 
-  it('CH queries other than TXT are refused; nothing is forwarded', async () => {
-    const answer = await queryUdp(udp.host, udp.port, buildQuery('version.bind', QType.A, { id: id++, qclass: QClass.CH }));
-    assert.equal(rcodeName(fullRcode(answer)), 'REFUSED');
+  it('CH queries other than TXT, and version.bind / id.server, are refused; nothing is forwarded', async () => {
+    const before = origin.queries.length;
+    for (const query of [buildQuery('example.org', QType.A, { id: id++, qclass: QClass.CH }), pathQuery('version.bind'), pathQuery('id.server')]) {
+      assert.equal(rcodeName(fullRcode(await queryUdp(udp.host, udp.port, query))), 'REFUSED');
+    }
+    assert.equal(origin.queries.length, before);
   });
 
   it('a client the acl does not admit gets REFUSED, and learns nothing', async () => {

@@ -110,9 +110,15 @@ export class PathPlugin implements Plugin {
     return buildReply(ctx.query, { questionEnd: ctx.question.end, edns: ctx.edns, authoritative: true, answers });
   }
 
-  /** CHAOS class: TXT is the path query; nothing else is answered. */
+  /**
+   * CHAOS class: TXT is the path query; nothing else is answered. The server-identity names
+   * (`version.bind`, `id.server`, RFC 4892), which monitoring tools ask, are not path queries:
+   * REFUSED, rather than resolving `version.bind. A` upstream.
+   */
   private async chaos(ctx: RequestContext, next: Next): Promise<Buffer> {
-    if (ctx.type !== QType.TXT) return errorReply(ctx.query, Rcode.REFUSED, ctx.question.end, ctx.edns);
+    if (ctx.type !== QType.TXT || isSubdomain(ctx.name, 'bind.') || isSubdomain(ctx.name, 'server.')) {
+      return errorReply(ctx.query, Rcode.REFUSED, ctx.question.end, ctx.edns);
+    }
     const lines = [
       `listener=${ctx.listener || 'none'}`,
       `transport=${ctx.transport}`,
