@@ -182,11 +182,13 @@ function isVeil(server: DnsServer, listening: VeilAddress[]): boolean {
   });
 }
 
-/** Loopback, or an address of one of this machine's interfaces. */
+let ownAddresses: string | null | undefined;
+
+/** Loopback, or an address of one of this machine's interfaces (`ip -o addr show`, read once). */
 function isLocalMachine(address: string): boolean {
   if (isLoopback(address)) return true;
-  const text = runTool('ip', ['-o', 'addr', 'show']);
-  return text !== null && new RegExp(`\\s${address.replace(/[.:]/g, (c) => `\\${c}`)}/\\d+\\s`).test(text);
+  ownAddresses ??= runTool('ip', ['-o', 'addr', 'show']);
+  return ownAddresses !== null && new RegExp(`\\s${address.replace(/[.:]/g, (c) => `\\${c}`)}/\\d+\\s`).test(ownAddresses);
 }
 
 function formatAddress(host: string, port: number): string {
