@@ -5,6 +5,8 @@
  *     veil check [FILE]     validate and print each block's listeners and plugin chain
  *     veil query …          a dig-like client for every transport (cli/query.ts)
  *     veil cache flush …    drop cached answers across a fleet (cli/cache.ts)
+ *     veil init …           writes a Corefile for this machine (cli/init.ts)
+ *     veil doctor …         checks that this machine's DNS goes through Veil (cli/doctor.ts)
  *     veil stamp …          decode and encode DNS stamps (cli/stamp.ts)
  *     veil dnscrypt keygen  a DNSCrypt provider key (cli/dnscrypt.ts)
  *     veil odoh keygen      an ODoH target key (cli/odoh.ts)
@@ -30,6 +32,8 @@ import { CACHE_USAGE, runCache } from './cache.js';
 import { DNSCRYPT_USAGE, runDnscrypt } from './dnscrypt.js';
 import { processIo, UsageError, type CommandIo } from './io.js';
 import { ODOH_USAGE, runOdoh } from './odoh.js';
+import { DOCTOR_USAGE, runDoctor } from './doctor.js';
+import { INIT_USAGE, runInit } from './init.js';
 import { QUERY_USAGE, runQuery } from './query.js';
 import { runSources, SOURCES_USAGE } from './sources.js';
 import { runStamp, STAMP_USAGE } from './stamp.js';
@@ -38,8 +42,10 @@ import { runStamp, STAMP_USAGE } from './stamp.js';
  * Subcommands that run and exit, each in its own module, with its own usage text; `sodium` for
  * those that may need libsodium (DNSCrypt keys, certificates, queries), loaded before they run.
  */
-const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => number | Promise<number>; usage: string; sodium?: true }> = {
+const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => number | Promise<number>; usage: string; sodium?: true; argsOptional?: true }> = {
   query: { run: runQuery, usage: QUERY_USAGE, sodium: true },
+  init: { run: (args, io) => runInit(args, io), usage: INIT_USAGE, argsOptional: true },
+  doctor: { run: (args, io) => runDoctor(args, io), usage: DOCTOR_USAGE, argsOptional: true },
   sources: { run: runSources, usage: SOURCES_USAGE },
   cache: { run: runCache, usage: CACHE_USAGE },
   stamp: { run: runStamp, usage: STAMP_USAGE, sodium: true },
@@ -47,10 +53,10 @@ const SUBCOMMANDS: Record<string, { run: (args: string[], io: CommandIo) => numb
   odoh: { run: runOdoh, usage: ODOH_USAGE },
 };
 
-/** Runs a subcommand (`veil query …`, `veil sources …`, `veil stamp …`, `veil dnscrypt …`, `veil odoh …`); exit status 2 for a usage mistake. */
+/** Runs a subcommand (`veil query …`, `veil init …`, `veil doctor …`, `veil sources …`, `veil odoh …`, …); exit status 2 for a usage mistake. */
 export async function runSubcommand(name: string, args: string[], io: CommandIo = processIo): Promise<number> {
   const command = SUBCOMMANDS[name]!;
-  if (args.length === 0 || args.includes('--help') || args.includes('-h')) {
+  if ((args.length === 0 && !command.argsOptional) || args.includes('--help') || args.includes('-h')) {
     io.out(command.usage);
     return args.length === 0 ? 2 : 0;
   }
@@ -70,7 +76,10 @@ const USAGE = `Usage:
                           sharing the listeners (default: the Corefile's global "workers", or 1)
   veil check [FILE]       check FILE and print each server block's listeners and plugins
   veil query [@SERVER] NAME [TYPE] …  ask a server over UDP, TCP, TLS, HTTPS, DNSCrypt or ODoH
-                                   (veil query --help)
+                                   (veil query --help); --path NAME: which way NAME goes
+  veil init [--out FILE] …         write a Corefile for this machine (veil init --help)
+  veil doctor [-conf FILE] [--json]
+                                   does this machine's DNS really go through Veil? (veil doctor --help)
   veil sources list [FILE]         what the resolver and relay lists hold (veil sources --help)
   veil cache flush [NAME]          drop cached answers across a fleet sharing a cache (veil cache --help)
   veil stamp decode|encode …       DNS stamps (veil stamp --help)

@@ -11,7 +11,8 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseCorefileText } from '../core/config/corefile.js';
-import { typeName, typeNumber } from '../core/dns/constants.js';
+import { QType, rcodeName, typeName, typeNumber } from '../core/dns/constants.js';
+import { fullRcode } from '../core/dns/wire.js';
 import { buildQuery } from '../core/dns/message.js';
 import { ConfigError } from '../core/errors.js';
 import { upstreamAttempt } from '../core/events.js';
@@ -22,6 +23,7 @@ import { VeilServer } from '../core/server.js';
 import { queryTcp } from '../core/testing/client.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { UsageError, type CommandIo } from './io.js';
+import { buildPathQuery, describePath, parsePathAnswer } from './path.js';
 import { describeResponse, shortAnswer } from './present.js';
 
 export const QUERY_USAGE = `Usage:
@@ -38,6 +40,8 @@ Transports (default: plain DNS over UDP, with TCP when the answer is truncated):
                             RELAY (sdns://hQ… or https://HOST/PATH); @SERVER is RELAY's address
 
 Options:
+  --path                    ask which path NAME takes through the server (a Veil with the path
+                            plugin): CH TXT NAME, answered by Veil itself, printed readably
   -p, --port N              the server's port (default 53, 853 with --tls)
   --tls-hostname HOST       the name the TLS certificate must carry (SNI)
   --ca FILE                 extra trust anchors for --tls and --https
@@ -63,6 +67,8 @@ export interface QueryRequest {
   pin: string | null;
   dnssec: boolean;
   short: boolean;
+  /** --path: the path query (CH TXT) for `name`. */
+  path: boolean;
   timeoutMs: number;
 }
 
@@ -92,6 +98,7 @@ export function parseQueryArgs(args: string[]): QueryRequest {
         pin: { type: 'string' },
         dnssec: { type: 'boolean' },
         short: { type: 'boolean' },
+        path: { type: 'boolean' },
         timeout: { type: 'string' },
       },
     });
@@ -106,7 +113,8 @@ export function parseQueryArgs(args: string[]): QueryRequest {
   if (rest.length > 2) throw new UsageError(`unexpected "${rest[2]}"`);
   const name = rest[0]!;
   if (!/^[A-Za-z0-9_.*-]+$/.test(name) && name !== '.') throw new UsageError(`"${name}" is not a domain name`);
-  const type = typeNumber(rest[1] ?? 'A');
+  if (values.path && rest[1] !== undefined) throw new UsageError('--path asks about NAME; it takes no TYPE');
+  const type = values.path ? QType.TXT : typeNumber(rest[1] ?? 'A');
   if (type === undefined) throw new UsageError(`unknown type "${rest[1]}"`);
 
   const chosen = (['tcp', 'tls', 'https', 'dnscrypt', 'odoh'] as const).filter((t) => values[t] !== undefined && values[t] !== false);
@@ -150,6 +158,7 @@ export function parseQueryArgs(args: string[]): QueryRequest {
     pin: values.pin !== undefined ? token('--pin', values.pin) : null,
     dnssec: values.dnssec ?? false,
     short: values.short ?? false,
+    path: values.path ?? false,
     timeoutMs: timeout * 1000,
   };
 }
@@ -226,7 +235,8 @@ export async function runQuery(args: string[], io: CommandIo): Promise<number> {
   try {
     const local = [...server.bound.values()][0]!;
     const { host, port } = parseHostPort(local.replace(/^tcp:\/\//, ''), 0);
-    const query = buildQuery(request.name, request.type, { id: Math.floor(Math.random() * 0x10000), edns: { dnssecOk: request.dnssec } });
+    const id = Math.floor(Math.random() * 0x10000);
+    const query = request.path ? buildPathQuery(request.name, id) : buildQuery(request.name, request.type, { id, edns: { dnssecOk: request.dnssec } });
     let answer: Buffer;
     try {
       [answer] = (await queryTcp(host, port, [query], request.timeoutMs + 1000)) as [Buffer];
@@ -235,6 +245,7 @@ export async function runQuery(args: string[], io: CommandIo): Promise<number> {
       for (const line of logs) io.err(`  ${line}`);
       return 9;
     }
+    if (request.path) return printPath(request.name, answer, via, io);
     if (request.short) {
       for (const line of shortAnswer(answer)) io.out(line);
       return 0;
@@ -252,4 +263,17 @@ export async function runQuery(args: string[], io: CommandIo): Promise<number> {
     upstreamAttempt.unsubscribe(watch);
     await server.stop();
   }
+}
+
+/** The path answer in sentences; status 1 when the server gave none (no path plugin, or refused). */
+function printPath(name: string, answer: Buffer, via: string, io: CommandIo): number {
+  const rcode = rcodeName(fullRcode(answer));
+  const facts = parsePathAnswer(answer);
+  if (rcode !== 'NOERROR' || facts.transport === undefined) {
+    io.err(`veil query: ${via} gave no path answer (${rcode}): the server may not be Veil with the path plugin, or its acl does not admit you`);
+    return 1;
+  }
+  io.out(`; veil query --path ${name} via ${via}`);
+  for (const line of describePath(name, facts)) io.out(line);
+  return 0;
 }

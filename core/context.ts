@@ -35,6 +35,8 @@ export interface QueryMeta {
   blockedBy?: string;
   /** The relay an anonymized query went through. */
   relay?: string;
+  /** The protocol of the upstream that gave the answer (`udp`, `dot`, `doh`, `dnscrypt`, …). */
+  upstreamProtocol?: string;
   /**
    * The chain link that produced the answer: the innermost plugin that returned without its
    * answer coming from further down, or `upstream`. Set by the chain itself (core/chain.ts).
@@ -49,6 +51,8 @@ export interface RequestContextInit {
   edns: Edns | null;
   client: ClientAddress;
   transport: TransportName;
+  /** The listener the query arrived on, as bound (`udp://127.0.0.1:5353`); empty for Veil's own queries. */
+  listener?: string;
   /** True when the answer goes back in a datagram, so its size is bounded by the client's. */
   datagram: boolean;
   /** The server block's key, e.g. `.` or `corp.test:53` (for logs and metrics labels). */
@@ -65,6 +69,8 @@ export class RequestContext {
   readonly edns: Edns | null;
   readonly client: ClientAddress;
   readonly transport: TransportName;
+  /** The listener the query arrived on, as bound (`udp://127.0.0.1:5353`); empty for Veil's own queries. */
+  readonly listener: string;
   readonly datagram: boolean;
   readonly server: string;
   readonly zone: string;
@@ -87,6 +93,7 @@ export class RequestContext {
     this.edns = init.edns;
     this.client = init.client;
     this.transport = init.transport;
+    this.listener = init.listener ?? '';
     this.datagram = init.datagram;
     this.server = init.server;
     this.zone = init.zone;
@@ -151,8 +158,8 @@ export class RequestContext {
    * after the client has its answer (a cache refreshing an entry).
    */
   fork(timeoutMs: number): RequestContext {
-    const { query, question, edns, client, transport, datagram, server, zone, clock } = this;
-    return new RequestContext({ query, question, edns, client, transport, datagram, server, zone, clock, timeoutMs });
+    const { query, question, edns, client, transport, listener, datagram, server, zone, clock } = this;
+    return new RequestContext({ query, question, edns, client, transport, listener, datagram, server, zone, clock, timeoutMs });
   }
 
   /** Releases the deadline timer; the listener calls this when the query is answered. */

@@ -16,6 +16,7 @@ import { errorReply, truncateReply } from './dns/message.js';
 import { arCount, isResponse, isSubdomain, opcodeOf, qdCount, readEdns, readId, readQuestion, writeId, type Edns, type Question } from './dns/wire.js';
 import { WireError } from './errors.js';
 import { queryDone, queryRejected } from './events.js';
+import { failureReply } from './report.js';
 import type { DoorPass, QueryHandler, QueryInfo } from './listeners/listener.js';
 
 
@@ -39,7 +40,12 @@ function zoneDepth(zone: string): number {
   return zone === '.' ? 0 : zone.split('.').length;
 }
 
-export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = QUERY_TIMEOUT_MS, admission?: QueryAdmission): QueryHandler {
+/** The listener a dispatcher serves, as its queries' contexts name it; the server sets the bound address once it is known. */
+export interface ListenerLabel {
+  address: string;
+}
+
+export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = QUERY_TIMEOUT_MS, admission?: QueryAdmission, listener?: ListenerLabel): QueryHandler {
   const sorted = sortRoutes(routes);
 
   // The root zone takes every name: a listener serving only "." never needs the name's string.
@@ -86,6 +92,7 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       edns,
       client: info.client,
       transport: info.transport,
+      listener: listener?.address ?? '',
       datagram: info.datagram,
       server: block.server,
       zone: target.zone,
@@ -102,7 +109,7 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       response = await block.chain(ctx);
     } catch (error) {
       block.reporter.report(error, ctx);
-      response = errorReply(query, Rcode.SERVFAIL, question.end, edns);
+      response = failureReply(error, ctx);
     } finally {
       ctx.finish();
       admission?.leave();
@@ -112,8 +119,9 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       return null;
     }
     if (response.length < HEADER_SIZE) {
-      block.reporter.report(new WireError('a plugin produced an answer shorter than a DNS header'), ctx);
-      response = errorReply(query, Rcode.SERVFAIL, question.end, edns);
+      const error = new WireError('a plugin produced an answer shorter than a DNS header');
+      block.reporter.report(error, ctx);
+      response = failureReply(error, ctx);
     }
     writeId(response, readId(query));
     if (info.datagram) {

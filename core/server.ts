@@ -11,7 +11,7 @@ import { parseGlobalOptions, type GlobalOptions } from './config/global.js';
 import { DEFAULT_MAX_CONCURRENT, QueryAdmission } from './admission.js';
 import { DEFAULT_DNS_PORT } from './config/zones.js';
 import type { Clock } from './clock.js';
-import { createDispatcher, QUERY_TIMEOUT_MS, type ZoneRoute } from './dispatch.js';
+import { createDispatcher, QUERY_TIMEOUT_MS, type ListenerLabel, type ZoneRoute } from './dispatch.js';
 import { ConfigError, type Location } from './errors.js';
 import { loadPlugins } from './external.js';
 import type { Listener, TransportDefinition } from './listeners/listener.js';
@@ -159,7 +159,9 @@ export class VeilServer {
     try {
       for (const planned of built.listeners.values()) {
         const listener = planned.transport.create(planned.endpoint, planned.options, this.listenerEnvironment());
-        await listener.start(this.dispatcherFor(planned));
+        const label = { address: planned.endpoint.text };
+        await listener.start(this.dispatcherFor(planned, label));
+        label.address = listener.boundAddress;
         bound.push(listener);
         this.listeners.set(planned.endpoint.text, listener);
         this.state.listenerBound(planned.endpoint.text);
@@ -194,7 +196,9 @@ export class VeilServer {
       for (const [key, planned] of built.listeners) {
         if (this.listeners.has(key)) continue;
         const listener = planned.transport.create(planned.endpoint, planned.options, this.listenerEnvironment());
-        await listener.start(this.dispatcherFor(planned));
+        const label = { address: planned.endpoint.text };
+        await listener.start(this.dispatcherFor(planned, label));
+        label.address = listener.boundAddress;
         added.push([key, listener]);
       }
     } catch (err) {
@@ -209,7 +213,7 @@ export class VeilServer {
       const existing = this.listeners.get(key);
       if (existing) {
         existing.update(planned.options);
-        existing.setHandler(this.dispatcherFor(planned));
+        existing.setHandler(this.dispatcherFor(planned, { address: existing.boundAddress }));
       }
     }
     for (const [key, listener] of added) {
@@ -269,8 +273,8 @@ export class VeilServer {
     return { logger: this.env.logger, clock: this.env.clock, reusePort: this.env.reusePort ?? false };
   }
 
-  private dispatcherFor(planned: PlannedListener) {
-    return createDispatcher(planned.routes, this.env.clock, this.queryTimeoutMs, this.admission);
+  private dispatcherFor(planned: PlannedListener, label: ListenerLabel) {
+    return createDispatcher(planned.routes, this.env.clock, this.queryTimeoutMs, this.admission, label);
   }
 
   private announce(planned: PlannedListener, listener: Listener): void {

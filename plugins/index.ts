@@ -18,12 +18,13 @@ import { loadbalancePlugin } from './loadbalance/index.js';
 import { logPlugin } from './log/index.js';
 import { metricsPlugin } from './metrics/index.js';
 import { odohPlugin } from './odoh/index.js';
+import { pathPlugin } from './path/index.js';
 import { ratelimitPlugin } from './ratelimit/index.js';
 import { sourcesPlugin } from './sources/index.js';
 import { tracePlugin } from './trace/index.js';
 
 export const builtinPlugins: readonly PluginDefinition<any>[] = [
-  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, filterPlugin, cachePlugin, hostsPlugin, dnssecPlugin,
+  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, pathPlugin, filterPlugin, cachePlugin, hostsPlugin, dnssecPlugin,
   forwardPlugin, dotPlugin, dohPlugin, odohPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
 ];
 

@@ -226,7 +226,39 @@ describe('skip_incompatible', () => {
   it('with it, that server is left out: no attempt at all', async () => {
     const { attempts, logs } = await attempted(true);
     assert.deepEqual(attempts, ['near']);
-    assert.ok(logs.some((l) => /far: .*left out until the next refresh \(skip_incompatible\)/.test(l)), logs.join('\n'));
+    assert.ok(logs.some((l) => /far: .*left out until it answers \(skip_incompatible\)/.test(l)), logs.join('\n'));
+  });
+
+  it('with it, the server comes back by itself once its relay answers (back-off, not the next refresh), said once each way', async () => {
+    const relayPort = await freePort(); // nothing there yet
+    const stamp = dnscryptStamp(`127.0.0.1:${resolverPort}`, keys.publicKey, PROVIDER);
+    const veil = await startTestServer(
+      `. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server far ${stamp}\n  }\n  anonymize {\n    relay late 127.0.0.2:${relayPort}\n    route far via late\n    skip_incompatible\n  }\n}`,
+      { registry: testRegistry() },
+    );
+    let relay: TestServer | null = null;
+    try {
+      const far = veil.server.config!.blocks[0]!.upstreams.get('far')!;
+      const until = async (what: () => boolean, label: string) => {
+        const started = Date.now();
+        while (!what()) {
+          if (Date.now() - started > 15_000) throw new Error(`${label}: ${veil.logs.join('\n')}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      };
+      await until(() => far.usable === false, 'left out');
+      // A few retries fail before the relay comes (1 s, 2 s, …): each outage is said once.
+      await new Promise((r) => setTimeout(r, 3500));
+      relay = await startTestServer(`. {\n  listen relay://127.0.0.2:${relayPort} {\n    allow_ports ${resolverPort}\n    allow_private\n  }\n}`, { registry: testRegistry() });
+      await until(() => far.usable !== false, 'back');
+      assert.equal(veil.logs.filter((l) => /far: no certificate via relay late/.test(l)).length, 1, veil.logs.join('\n'));
+      assert.ok(veil.logs.some((l) => /far: certificate serial \d+.* via relay late/.test(l)), veil.logs.join('\n'));
+      const udp = veil.address('udp://127.0.0.1:0');
+      assert.equal(firstData(await queryUdp(udp.host, udp.port, buildQuery('web.veil.test', QType.A, { id: 9 }), 5000)), '192.0.2.10');
+    } finally {
+      await relay?.stop();
+      await veil.stop();
+    }
   });
 });
 

@@ -4,10 +4,11 @@
  * health check name are the ones that Corefile listens on.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { makeTestCerts } from './helpers/peers.js';
+import { makeTestCerts, skipUnless } from './helpers/peers.js';
 import { makeTempDir, ROOT, runVeil } from './helpers/veil-process.js';
 
 const read = (file: string) => readFileSync(path.join(ROOT, 'deploy', file), 'utf8');
@@ -74,12 +75,38 @@ describe('deploy/', () => {
     assert.match(dockerfile, /^CMD \["-conf", "\/etc\/veil\/Corefile"\]$/m);
   });
 
-  it('the systemd unit checks before it starts, and binds port 53 with one capability', () => {
+  it('the systemd unit checks before it starts, and binds port 53 with one capability, as a dynamic user', () => {
     assert.match(unit, /^ExecStartPre=\/opt\/veil\/bin\/veil check \/etc\/veil\/Corefile$/m);
     assert.match(unit, /^ExecStart=\/opt\/veil\/bin\/veil -conf \/etc\/veil\/Corefile$/m);
+    assert.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
     assert.match(unit, /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m);
     assert.match(unit, /^CapabilityBoundingSet=CAP_NET_BIND_SERVICE$/m);
-    assert.match(unit, /^User=veil$/m);
+    assert.match(unit, /^DynamicUser=yes$/m);
+    assert.match(unit, /^StateDirectory=veil$/m);
+    assert.doesNotMatch(unit, /^User=/m);
+  });
+});
+
+describe('deploy/veil.service under systemd-analyze', { skip: skipUnless('systemd-analyze') }, () => {
+  // verify wants the programs the unit runs to exist: the same unit, pointing at this checkout.
+  const dir = makeTempDir({ 'veil.service': unit.replaceAll('/opt/veil', ROOT) });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('systemd-analyze verify passes, without a warning', () => {
+    const result = spawnSync('systemd-analyze', ['verify', '--man=no', path.join(dir, 'veil.service')], { encoding: 'utf8' });
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(result.stderr.trim(), '');
+  });
+
+  it('systemd-analyze security rates its exposure 2.5 or lower ("OK")', (t) => {
+    const result = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', path.join(dir, 'veil.service')], { encoding: 'utf8' });
+    if (result.status !== 0 && /offline/.test(result.stderr)) {
+      t.skip('this systemd-analyze has no --offline');
+      return;
+    }
+    const m = /Overall exposure level for veil\.service: ([\d.]+)/.exec(result.stdout);
+    assert.ok(m, result.stdout + result.stderr);
+    assert.ok(Number(m[1]) <= 2.5, `exposure ${m[1]}`);
   });
 });
 

@@ -7,7 +7,11 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { SystemClock } from '../core/clock.js';
+import { parseCorefileText } from '../core/config/corefile.js';
 import { ERROR_CODES } from '../core/errors.js';
+import { MemoryLogger } from '../core/logger.js';
+import { buildConfig } from '../core/server.js';
 import { startTestServer } from '../core/testing/server.js';
 import { builtinPlugins, createBuiltinRegistry } from '../plugins/index.js';
 import { makeProviderKeys } from './helpers/dnscrypt.js';
@@ -43,10 +47,7 @@ after(() => {
 });
 
 describe('Corefile examples in the docs start', () => {
-  const examples = [
-    ...markdownFiles().flatMap((file) => corefileExamples(file).map((text, i) => ({ label: `${path.relative(ROOT, file)} example ${i + 1}`, text }))),
-    { label: 'Corefile.example', text: readFileSync(path.join(ROOT, 'Corefile.example'), 'utf8') },
-  ];
+  const examples = markdownFiles().flatMap((file) => corefileExamples(file).map((text, i) => ({ label: `${path.relative(ROOT, file)} example ${i + 1}`, text })));
   it('there are examples to check', () => assert.ok(examples.length >= 10, `only ${examples.length}`));
   for (const { label, text } of examples) {
     it(label, async () => {
@@ -60,6 +61,17 @@ describe('Corefile examples in the docs start', () => {
       await veil.stop();
     });
   }
+});
+
+describe('Corefile.example', () => {
+  // It names public resolvers and fetches public lists: here it is only checked (as `veil
+  // check` does). test/integration/example-offline.test.ts starts it, in a network namespace
+  // with no route out.
+  it('builds (veil check)', () => {
+    const file = path.join(ROOT, 'Corefile.example');
+    const built = buildConfig(parseCorefileText(readFileSync(file, 'utf8'), file), { registry: createBuiltinRegistry(), logger: new MemoryLogger(), clock: new SystemClock() });
+    assert.deepEqual([...built.listeners.keys()], ['udp://127.0.0.1:5353', 'tcp://127.0.0.1:5353']);
+  });
 });
 
 describe('plugin READMEs', () => {

@@ -84,7 +84,7 @@ interface Rig<P extends BalancingPolicy> {
 
 function rig<P extends BalancingPolicy>(
   Policy: new (env: PolicyEnvironment) => P,
-  options: { random?: () => number; settings?: Partial<HealthSettings> } = {},
+  options: { random?: () => number; settings?: Partial<HealthSettings>; fallback?: string[] } = {},
 ): Rig<P> {
   const clock = new ManualClock();
   const logs: string[] = [];
@@ -99,6 +99,7 @@ function rig<P extends BalancingPolicy>(
       probes.push(upstream.name);
       if (behave.get(upstream.name) === 'fail') throw new UpstreamTimeoutError(`${upstream.name}: no answer`);
     },
+    fallback: new Set(options.fallback ?? []),
   });
   return { policy, clock, logs, probes, behave };
 }
@@ -396,6 +397,32 @@ function checkError(corefile: string): string {
   return 'no error';
 }
 
+describe('fallback', () => {
+  const withFallback = (names: string[], random = seeded(3)) => {
+    return rig(PowerOfTwoPolicy, { random, settings: { maxFails: 1 }, fallback: names });
+  };
+
+  it('the fallback set is tried only after every other usable upstream', () => {
+    const r = withFallback(['c']);
+    for (let i = 0; i < 50; i++) {
+      const order = r.policy.order(abc, ctx).map((u) => u.name);
+      assert.equal(order.at(-1), 'c', order.join(','));
+    }
+  });
+
+  it('with the others down or failing, the fallback answers; it never goes first while one is up', () => {
+    const r = withFallback(['c']);
+    r.behave.set('a', 'fail');
+    r.behave.set('b', 'fail');
+    assert.deepEqual(send(r, abc).slice(-1), ['c']);
+    assert.deepEqual(send(r, abc), ['c'], 'a and b are marked down now');
+    r.clock.advance(1000);
+    r.behave.delete('a');
+    const tried = send(r, abc);
+    assert.equal(tried[0], 'a', 'a is tried again before the fallback once its back-off passed');
+  });
+});
+
 describe('loadbalance configuration', () => {
   const block = (lb: string) => `. {\n  listen udp://127.0.0.1:0\n  forward . 127.0.0.1:53\n  ${lb}\n}`;
   it('checks the policy and the options', () => {
@@ -404,6 +431,12 @@ describe('loadbalance configuration', () => {
     assert.match(checkError(block('loadbalance {\n    health_check 10ms\n  }')), /below the minimum of 100ms/);
     assert.match(checkError(block('loadbalance\n  loadbalance random')), /Corefile:5:3: loadbalance: loadbalance is given twice/);
     assert.equal(checkError(block('loadbalance fastest {\n    max_fails 3\n    fail_timeout 2s\n    health_check 1s\n    shuffle_answers\n  }')), 'no error');
+    assert.match(checkError(block('loadbalance {\n    fallback\n  }')), /Corefile:5:5: loadbalance: .*at least 1/);
+  });
+
+  it('a fallback that names no upstream of the block stops the start, with its place', async () => {
+    const veil = startTestServer(`. {\n  listen udp://127.0.0.1:0\n  forward {\n    server main udp://127.0.0.1:53\n  }\n  loadbalance {\n    fallback mian\n  }\n}`, { registry: testRegistry() });
+    await assert.rejects(veil, /Corefile:7:14: loadbalance: fallback: no upstream named "mian" in this block \(upstreams: main\)/);
   });
 });
 

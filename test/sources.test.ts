@@ -11,7 +11,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { spawnSync } from 'node:child_process';
 import { formatKeyId, generateMinisignKey, parsePublicKey, signedAt, signMinisign, verifyMinisign, MinisignError } from '../lib/minisign.js';
-import { SourcesService, type SourceCatalog } from '../lib/sources/catalog.js';
+import { SourceCatalog, SourcesService } from '../lib/sources/catalog.js';
+import { UpstreamSet } from '../core/upstream/upstream.js';
+import { ListSource } from '../plugins/sources/list-source.js';
 import { parseList } from '../lib/sources/list.js';
 import { encodeStamp } from '../lib/stamps.js';
 import { resolveService } from '../core/services.js';
@@ -336,5 +338,58 @@ describe('issue 24 low: an older signed list never replaces a newer one (bin/vei
     assert.equal(signedAt('timestamp:abc'), null);
     assert.equal(signedAt('mytimestamp:5'), null);
     assert.equal(signedAt(null), null);
+  });
+});
+
+describe('a list whose fetch fails', () => {
+  it('is fetched again from a minute on, doubling (not after refresh), and the failure is said once', async (t) => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'veil-sources-retry-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const logs: string[] = [];
+    const source = new ListSource(
+      {
+        name: 'relays',
+        url: new URL('https://dns.test/v3/relays.md'),
+        file: null,
+        key: parsePublicKey(key.publicKey),
+        cache: path.join(dir, 'relays.md'),
+        refreshMs: 72 * 3_600_000,
+        prefix: '',
+        // No bootstrap and no upstream: every fetch fails at once, before any packet is sent.
+        bootstrap: [],
+        ca: null,
+        token: { text: 'relays', file: 'Corefile', line: 1, column: 1, quoted: false, endLine: 1 },
+      },
+      new SourceCatalog(),
+      new MemoryLogger(logs),
+      new UpstreamSet(),
+      new SystemClock(),
+    );
+    let fetches = 0;
+    const refresh = source.refresh.bind(source);
+    source.refresh = () => {
+      fetches++;
+      return refresh();
+    };
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    const settle = async () => {
+      for (let i = 0; i < 20; i++) await Promise.resolve();
+    };
+    await source.start();
+    t.mock.timers.tick(0);
+    await settle();
+    assert.equal(fetches, 1);
+    const after = async (ms: number) => {
+      t.mock.timers.tick(ms);
+      await settle();
+      return fetches;
+    };
+    assert.equal(await after(59_000), 1);
+    assert.equal(await after(1_000), 2, 'a minute after the first failure');
+    assert.equal(await after(119_000), 2);
+    assert.equal(await after(1_000), 3, 'then two minutes');
+    assert.equal(await after(240_000), 4, 'then four');
+    source.stop();
+    assert.equal(logs.filter((l) => /list relays: refresh failed/.test(l)).length, 1, logs.join('\n'));
   });
 });

@@ -48,6 +48,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
         policy.report(upstream, { ok, rttMs });
         if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, attempt: attempts, ok, rttMs, rcode });
         ctx.meta.upstream = upstream.name;
+        ctx.meta.upstreamProtocol = upstream.protocol;
         ctx.meta.attempts = attempts;
         if (ok) return answer;
         lastAnswer = answer;

@@ -26,6 +26,11 @@ export interface Upstream {
    * means always usable.
    */
   readonly usable?: boolean;
+  /**
+   * The relay its packets go through now (Anonymized DNSCrypt), null when they go direct; absent
+   * for protocols that have no relays. For the path query and `veil doctor`.
+   */
+  readonly relay?: string | null;
   /** Opens pools, fetches certificates: called once before listeners bind. */
   start?(): Promise<void> | void;
   /** Closes connections; pending exchanges fail. */

@@ -36,6 +36,10 @@ export class ListedUpstream<P extends Stamp['protocol']> implements Upstream {
     return this.inner !== null && this.inner.usable !== false;
   }
 
+  get relay(): string | null | undefined {
+    return this.inner?.relay;
+  }
+
   exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
     if (!this.inner) return Promise.reject(new UpstreamUnavailableError(`${this.name}: ${this.why()}`));
     return this.inner.exchange(query, ctx);

@@ -233,8 +233,9 @@ export class DnscryptUpstream implements Upstream {
     } catch (err) {
       // A routed server without a relay stays unreachable: never the direct path instead.
       this.usable = false;
+      this.failures++;
       this.lastError = (err as Error).message;
-      this.env.logger.warn(`${this.name}: ${this.lastError}; tried again in ${Math.round(this.retryMs() / 1000)}s`);
+      this.warnOnce(`${this.name}: ${this.lastError}; tried again every ${Math.round(MAX_RETRY_MS / 1000)}s at most`);
       this.schedule(this.retryMs());
       return;
     }
@@ -264,6 +265,7 @@ export class DnscryptUpstream implements Upstream {
         fragmentsBlocked,
       };
       this.usable = true;
+      const recovered = this.failures > 0;
       this.failures = 0;
       if (fragmentsBlocked && !previous?.fragmentsBlocked) {
         this.env.logger.warn(
@@ -274,6 +276,8 @@ export class DnscryptUpstream implements Upstream {
         this.env.logger.info(
           `${this.name}: certificate serial ${chosen.serial}, es-version ${chosen.esVersion}, valid until ${new Date(chosen.tsEnd * 1000).toISOString()}${via}`,
         );
+      } else if (recovered) {
+        this.env.logger.info(`${this.name}: reachable again${via}`);
       }
       if (dnscryptCertificate.hasSubscribers) {
         dnscryptCertificate.publish({ upstream: this.name, serial: chosen.serial, esVersion: chosen.esVersion, expiresAt: chosen.tsEnd });
@@ -283,15 +287,17 @@ export class DnscryptUpstream implements Upstream {
       this.failures++;
       this.lastError = `${(err as Error).message}${via}`;
       const kept = this.validSession();
+      // Said once per outage (its return is said too); retries back off to a minute, each
+      // through a relay picked again, so the server comes back by itself with the network.
       if (kept) {
-        this.env.logger.warn(`${this.name}: certificate refresh failed${via} (${(err as Error).message}); keeping serial ${kept.cert.serial} while it is valid`);
+        this.warnOnce(`${this.name}: certificate refresh failed${via} (${(err as Error).message}); keeping serial ${kept.cert.serial} while it is valid`);
         this.schedule(Math.min(this.retryMs(), this.nextRefreshMs(kept.cert)));
       } else if (route.skipWhenUnreachable) {
         this.usable = false;
-        this.env.logger.warn(`${this.name}: no certificate${via} (${(err as Error).message}); left out until the next refresh (skip_incompatible)`);
-        this.schedule(this.config.certRefreshMs);
+        this.warnOnce(`${this.name}: no certificate${via} (${(err as Error).message}); left out until it answers (skip_incompatible)`);
+        this.schedule(this.retryMs());
       } else {
-        this.env.logger.warn(`${this.name}: no certificate${via} (${(err as Error).message}); queries to it fail until one is fetched`);
+        this.warnOnce(`${this.name}: no certificate${via} (${(err as Error).message}); queries to it fail until one is fetched`);
         this.schedule(this.retryMs());
       }
     }
@@ -362,6 +368,11 @@ export class DnscryptUpstream implements Upstream {
     const untilEnd = cert.tsEnd * 1000 - this.env.clock.now();
     const early = Math.min(10 * 60_000, (cert.tsEnd - cert.tsStart) * 100); // a tenth of its life, at most 10 minutes
     return Math.max(1000, Math.min(this.config.certRefreshMs, untilEnd - early));
+  }
+
+  /** Logs the first failure of an outage only: an unreachable server must not fill the log. */
+  private warnOnce(message: string): void {
+    if (this.failures === 1) this.env.logger.warn(message);
   }
 
   private retryMs(): number {

@@ -8,10 +8,8 @@ import path from 'node:path';
 import type { Directive } from '../../core/config/ast.js';
 import { configError, expectArgs, formatDuration, parseDuration, readOptions } from '../../core/config/options.js';
 import type { RequestContext } from '../../core/context.js';
-import { Rcode } from '../../core/dns/constants.js';
-import { errorReply } from '../../core/dns/message.js';
 import type { Next, Plugin, PluginDefinition } from '../../core/plugin.js';
-import { describeFailure, ErrorReporter } from '../../core/report.js';
+import { describeFailure, ErrorReporter, failureReply } from '../../core/report.js';
 import { provideService, Services } from '../../core/services.js';
 import { LineWriter } from '../../core/util/line-writer.js';
 
@@ -115,7 +113,7 @@ export class ErrorsPlugin implements Plugin {
       return await next(ctx);
     } catch (error) {
       this.reporter.report(error, ctx);
-      return errorReply(ctx.query, Rcode.SERVFAIL, ctx.question.end, ctx.edns);
+      return failureReply(error, ctx);
     }
   }
 

@@ -1,11 +1,11 @@
 /**
- * `loadbalance [POLICY] { max_fails N  fail_timeout D  health_check D  shuffle_answers }`:
+ * `loadbalance [POLICY] { max_fails N  fail_timeout D  health_check D  shuffle_answers  fallback NAME… }`:
  * chooses which of the block's upstreams (forward, dot, doh, dnscrypt) gets each query, tracks
  * their health, and optionally rotates addresses in answers. It installs its policy as the
  * block's upstream policy; core's upstream stage follows it.
  */
 import type { Token } from '../../core/config/ast.js';
-import { configError, didYouMean, expectArgs, flag, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
+import { configError, didYouMean, expectArgs, expectNoBlock, flag, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
 import type { PluginDefinition } from '../../core/plugin.js';
 import { provideService, Services } from '../../core/services.js';
 import { POLICIES, type HealthSettings, type PolicyName } from './policies.js';
@@ -18,6 +18,8 @@ export interface LoadbalanceOptions {
   policy: PolicyName;
   health: HealthSettings;
   shuffleAnswers: boolean;
+  /** Upstreams tried only when no other one is usable or answered, with the tokens naming them. */
+  fallback: Token[];
 }
 
 export const loadbalancePlugin: PluginDefinition<LoadbalanceOptions> = {
@@ -31,6 +33,7 @@ export const loadbalancePlugin: PluginDefinition<LoadbalanceOptions> = {
       policy: policyToken ? parsePolicy(policyToken) : 'round_robin',
       health: { maxFails: 2, failTimeoutMs: 5000, healthCheckMs: null },
       shuffleAnswers: false,
+      fallback: [],
     };
     const duration = (line: typeof d, min: number): number => parseDuration(NAME, expectArgs(NAME, line, 1)[0]!, { min, max: 3_600_000 });
     readOptions(NAME, d.block, {
@@ -38,7 +41,11 @@ export const loadbalancePlugin: PluginDefinition<LoadbalanceOptions> = {
       fail_timeout: (line) => (options.health.failTimeoutMs = duration(line, 100)),
       health_check: (line) => (options.health.healthCheckMs = duration(line, 100)),
       shuffle_answers: (line) => (options.shuffleAnswers = flag(NAME, line)),
-    });
+      fallback: (line) => {
+        expectNoBlock(NAME, line);
+        options.fallback.push(...expectArgs(NAME, line, 1, Infinity));
+      },
+    }, ['fallback']);
     return options;
   },
 
@@ -50,12 +57,22 @@ export const loadbalancePlugin: PluginDefinition<LoadbalanceOptions> = {
       random: Math.random,
       settings: options.health,
       probe: (upstream) => probeUpstream(upstream, scope.clock, server),
+      fallback: new Set(options.fallback.map((t) => t.text)),
     });
     provideService(scope.container, Services.upstreamPolicy, policy);
-    if (!options.shuffleAnswers) return { name: NAME };
+    // The protocol plugins stand after loadbalance: their upstreams are known once the block runs.
+    const checkFallback = (): void => {
+      for (const token of options.fallback) {
+        if (!scope.upstreams.has(token.text)) {
+          throw configError(NAME, token, `fallback: no upstream named "${token.text}" in this block (upstreams: ${scope.upstreams.all.map((u) => u.name).join(', ') || 'none'})`);
+        }
+      }
+    };
+    if (!options.shuffleAnswers) return { name: NAME, start: checkFallback };
     let turn = 0;
     return {
       name: NAME,
+      start: checkFallback,
       async serve(ctx, next) {
         const answer = await next(ctx);
         if (answer) rotateAddresses(answer, turn++);

@@ -35,6 +35,8 @@ export interface PolicyEnvironment {
   settings: HealthSettings;
   /** Sends a probe to an upstream; resolves when it answered (any answer), rejects otherwise. */
   probe: (upstream: Upstream) => Promise<void>;
+  /** Names of upstreams tried only after every other usable one (`fallback`). */
+  fallback?: ReadonlySet<string>;
 }
 
 /** Longest back-off, however often an upstream fails (unless fail_timeout is longer still). */
@@ -82,7 +84,13 @@ export abstract class BalancingPolicy extends UpstreamPolicy {
       if (this.usable(state, now)) usable.push(state);
     }
     if (usable.length === 0) return [];
-    return this.arrange(usable, candidates).map((s) => s.upstream);
+    const fallback = this.env.fallback;
+    if (!fallback || fallback.size === 0) return this.arrange(usable, candidates).map((s) => s.upstream);
+    // The fallback set goes behind the others, each group in this policy's order.
+    const first = usable.filter((s) => !fallback.has(s.upstream.name));
+    const last = usable.filter((s) => fallback.has(s.upstream.name));
+    const arranged = [...(first.length > 0 ? this.arrange(first, candidates) : []), ...(last.length > 0 ? this.arrange(last, candidates) : [])];
+    return arranged.map((s) => s.upstream);
   }
 
   private usable(state: UpstreamState, now: number): boolean {

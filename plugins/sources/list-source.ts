@@ -23,6 +23,9 @@ import type { ListOptions } from './index.js';
 
 const FETCH_TIMEOUT_MS = 15_000;
 const isoTime = (seconds: number): string => new Date(Math.min(seconds, 8.64e12) * 1000).toISOString();
+/** After a failed fetch, the next one comes sooner than `refresh`: 1 minute, doubling to an hour. */
+const FIRST_RETRY_MS = 60_000;
+const MAX_RETRY_MS = 3_600_000;
 const MAX_LIST_BYTES = 8 << 20;
 /** Protocols that may carry the look-up of a list's host: never plaintext. */
 const ENCRYPTED = new Set(['dot', 'doh', 'dnscrypt']);
@@ -30,6 +33,8 @@ const ENCRYPTED = new Set(['dot', 'doh', 'dnscrypt']);
 export class ListSource {
   private timer: NodeJS.Timeout | null = null;
   private view: SourceListView;
+  /** Fetches failed in a row (0 after a verified one). */
+  private failures = 0;
 
   constructor(
     private readonly options: ListOptions,
@@ -86,8 +91,11 @@ export class ListSource {
 
   async start(): Promise<void> {
     if (!this.options.url) return;
+    // A failed fetch is tried again sooner than `refresh` (with back-off), so a list comes by
+    // itself once the network is back; a verified one waits the whole period.
     const every = (): void => {
-      this.timer = setTimeout(() => void this.refresh().finally(every), this.options.refreshMs);
+      const retry = Math.min(FIRST_RETRY_MS * 2 ** Math.min(this.failures - 1, 10), MAX_RETRY_MS);
+      this.timer = setTimeout(() => void this.refresh().finally(every), this.failures > 0 ? Math.min(retry, this.options.refreshMs) : this.options.refreshMs);
       this.timer.unref();
     };
     if (this.view.state === 'unavailable' && this.options.bootstrap.length > 0) {
@@ -116,12 +124,14 @@ export class ListSource {
       const comment = this.verify(body, () => signature.toString('utf8'));
       this.refuseOlder(comment);
       this.writeCache(body, signature);
+      this.failures = 0;
       this.accept(body, comment, 'verified');
       return true;
     } catch (err) {
       const keeping = this.view.state === 'unavailable' ? 'no verified copy: servers named from it are unavailable' : 'keeping the last verified copy';
       this.publish({ error: (err as Error).message });
-      this.logger.warn(`list ${this.options.name}: refresh failed (${(err as Error).message}); ${keeping}`);
+      // Once per outage: the retries that follow say nothing until one succeeds.
+      if (++this.failures === 1) this.logger.warn(`list ${this.options.name}: refresh failed (${(err as Error).message}); ${keeping}; tried again from 1 minute on`);
       return false;
     }
   }

@@ -28,6 +28,8 @@ const configurations: Record<string, string> = {
   'trace, sample 0': `trace {\n sample 0\n }\n ${HOSTS}`,
   'trace, sample 0.01': `trace {\n sample 0.01\n endpoint http://127.0.0.1:9/v1/traces\n }\n ${HOSTS}`,
   'metrics + trace sample 0': `metrics 127.0.0.1:0\n trace {\n sample 0\n }\n ${HOSTS}`,
+  // Not observability, but measured the same way: what the path plugin costs queries it does not answer.
+  'path': `path\n ${HOSTS}`,
 };
 
 async function measure(inner: string): Promise<number[]> {

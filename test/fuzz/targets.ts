@@ -9,11 +9,12 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import dnsPacket from 'dns-packet';
 import fc from 'fast-check';
+import { parsePathAnswer } from '../../cli/path.js';
 import { parseBlocks } from '../../core/block.js';
 import { SystemClock } from '../../core/clock.js';
 import { parseCorefileText } from '../../core/config/corefile.js';
 import { parseJsoncText } from '../../core/config/jsonc.js';
-import { QType } from '../../core/dns/constants.js';
+import { QClass, QType } from '../../core/dns/constants.js';
 import { padMessage } from '../../core/dns/edns.js';
 import { FrameReader, frame } from '../../core/dns/framing.js';
 import { buildQuery, buildReply, truncateReply } from '../../core/dns/message.js';
@@ -93,7 +94,22 @@ function seedMessages(): Buffer[] {
     ],
     authorities: [{ type: 'SOA', name: 'example.org', ttl: 60, data: { mname: 'ns.example.org', rname: 'h.example.org', serial: 1, refresh: 2, retry: 3, expire: 4, minimum: 5 } }],
   });
-  return [query, reply, compressed, buildQuery('a.test', QType.TXT), padMessage(buildQuery('padded.example', QType.AAAA))];
+  const pathQuery = buildQuery('www.example.org', QType.TXT, { qclass: QClass.CH, edns: true });
+  const pathQ = readQuestion(pathQuery);
+  const pathAnswer = buildReply(pathQuery, {
+    questionEnd: pathQ.end,
+    answers: ['transport=udp', 'upstream=quad9'].map((t) => ({ type: QType.TXT, qclass: QClass.CH, ttl: 0, rdata: Buffer.concat([Buffer.from([t.length]), Buffer.from(t)]) })),
+  });
+  return [
+    query,
+    reply,
+    compressed,
+    buildQuery('a.test', QType.TXT),
+    padMessage(buildQuery('padded.example', QType.AAAA)),
+    pathQuery,
+    pathAnswer,
+    buildQuery('c0ffee.canary.veil.test', QType.A),
+  ];
 }
 
 // ---- targets ----------------------------------------------------------------------------------
@@ -102,7 +118,7 @@ export const wireSeeds = seedMessages();
 
 const wire: FuzzTarget<Buffer> = {
   name: 'wire',
-  inputs: 'bytes and mutated DNS messages → header, question, EDNS, record walk (the hot path)',
+  inputs: 'bytes and mutated DNS messages → header, question, EDNS, record walk (the hot path), a path answer\'s facts',
   arbitrary: bytesLike(wireSeeds),
   seeds: wireSeeds,
   fromCorpus: asBuffer,
@@ -119,6 +135,8 @@ const wire: FuzzTarget<Buffer> = {
       });
       fullRcode(msg);
       minimumTtl(msg);
+      // What veil query --path and veil doctor read from a server's answer.
+      parsePathAnswer(msg);
     } catch (err) {
       expectOnly(err, WireError);
     }
@@ -276,7 +294,8 @@ const jsonc: FuzzTarget<string> = {
 let door: QueryHandler | null = null;
 export function theDoor(): QueryHandler {
   if (!door) {
-    const built = buildConfig(parseCorefileText('. {\n  hosts {\n    192.0.2.1 www.example.org\n  }\n}\n', 'Corefile'), env);
+    // With path: CHAOS queries (and the canary zone) are answered by a plugin that builds a query of its own.
+    const built = buildConfig(parseCorefileText('. {\n  path\n  hosts {\n    192.0.2.1 www.example.org\n  }\n}\n', 'Corefile'), env);
     door = createDispatcher([{ zone: '.', block: built.blocks[0]! }], env.clock);
   }
   return door;

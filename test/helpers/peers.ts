@@ -271,11 +271,14 @@ function makeCa(dir: string, prefix: string, cn: string): void {
   openssl(['req', '-x509', '-new', '-key', `${prefix}.key`, '-sha256', '-days', '30', '-subj', `/O=Veil Test/CN=${cn}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', `${prefix}.pem`], dir);
 }
 
-/** A throw-away CA and server certificates, made with openssl in a temporary folder. */
-export function makeTestCerts(): TestCerts {
+/**
+ * A throw-away CA and server certificates, made with openssl in a temporary folder. The server
+ * certificate carries dns.test, localhost and the loopback addresses, and `extraNames` too.
+ */
+export function makeTestCerts(extraNames: readonly string[] = []): TestCerts {
   const dir = mkdtempSync(path.join(tmpdir(), 'veil-certs-'));
   makeCa(dir, 'ca', 'Veil Test CA');
-  issue(dir, 'server', 'ca', 'dns.test', 'DNS:dns.test,DNS:localhost,IP:127.0.0.1,IP:::1');
+  issue(dir, 'server', 'ca', 'dns.test', ['DNS:dns.test', 'DNS:localhost', 'IP:127.0.0.1', 'IP:::1', ...extraNames.map((n) => `DNS:${n}`)].join(','));
   makeCa(dir, 'other-ca', 'Veil Other CA');
   issue(dir, 'other', 'other-ca', 'dns.test', 'DNS:dns.test,DNS:localhost,IP:127.0.0.1,IP:::1');
   writeFileSync(path.join(dir, 'server-chain.pem'), openssl(['x509', '-in', 'server.pem'], dir) + openssl(['x509', '-in', 'ca.pem'], dir));

@@ -58,6 +58,7 @@ describe('veil query: plain DNS against a server on loopback', () => {
   before(async () => {
     server = await startVeil(`. {
     listen udp://127.0.0.1:0 tcp://127.0.0.1:0
+    path
     hosts {
         192.0.2.10 web.veil.test
         2001:db8::10 web.veil.test
@@ -97,6 +98,27 @@ describe('veil query: plain DNS against a server on loopback', () => {
     assert.equal(result.code, 0);
     assert.match(result.out, /;; status: SERVFAIL/);
     assert.match(result.err, /attempt failed: .*127\.0\.0\.1/);
+  });
+
+  it('--path: which way a name goes, in sentences, over the transport asked', async () => {
+    const udp = await query(['@127.0.0.1', '-p', String(port), '--path', 'web.veil.test']);
+    assert.equal(udp.code, 0, udp.err);
+    assert.match(udp.out, new RegExp(`^your query came in on  udp://127\\.0\\.0\\.1:${port} \\(udp\\) from 127\\.0\\.0\\.1$`, 'm'));
+    assert.match(udp.out, /^server block {11}\.$/m);
+    assert.match(udp.out, /^resolved {15}web\.veil\.test\. A$/m);
+    assert.match(udp.out, /^answered by {12}hosts \(nothing left Veil\)$/m);
+    const tcpPort = server.address('tcp').port;
+    const tcp = await query([`@127.0.0.1:${tcpPort}`, '--tcp', '--path', 'web.veil.test']);
+    assert.equal(tcp.code, 0, tcp.err);
+    assert.match(tcp.out, new RegExp(`came in on  tcp://127\\.0\\.0\\.1:${tcpPort} \\(tcp\\)`));
+    await logged(/"proto":"tcp","name":"web\.veil\.test\.","type":"TXT"/);
+  });
+
+  it('--path to a server that gives no path answer: exit 1, and why that may be', async () => {
+    const result = await query(['@127.0.0.1', '-p', String(await freePort()), '--path', 'web.veil.test', '--timeout', '2']);
+    assert.equal(result.code, 1);
+    assert.match(result.err, /gave no path answer \(SERVFAIL\): the server may not be Veil with the path plugin/);
+    assert.equal((await query(['--path', 'web.veil.test', 'AAAA'])).code, 2);
   });
 
   it('the real program: bin/veil query', async () => {
