@@ -5,7 +5,7 @@
  * advertised upstream. With the real unbound where it is installed: it keeps the case we send.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,7 +17,7 @@ import { queryUdp } from '../core/testing/client.js';
 import { answerFor, startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
 import { QUERIES_PER_SOCKET } from '../core/upstream/datagram.js';
 import { mixNameCase, UdpClient } from '../core/upstream/udp-client.js';
-import { freePort, skipUnless, startDaemon, waitForDns, type Peer } from './helpers/peers.js';
+import { freePort, skipUnless, startUnbound, type Peer } from './helpers/peers.js';
 import { startVeil, type VeilProcess } from './helpers/veil-process.js';
 
 const firstA = (wire: Buffer) => (dnsPacket.decode(wire).answers?.[0] as { data?: unknown } | undefined)?.data;
@@ -172,30 +172,15 @@ describe('issue 24 finding 6: with unbound', { skip: skipUnless('unbound') }, ()
   before(async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'veil-unbound-0x20-'));
     const port = await freePort();
-    writeFileSync(
-      path.join(dir, 'unbound.conf'),
-      `server:
-    interface: 127.0.0.1@${port}
-    do-ip6: no
-    access-control: 127.0.0.0/8 allow
-    num-threads: 1
-    username: ""
-    chroot: ""
-    directory: "${dir}"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    log-queries: yes
+    unbound = await startUnbound(
+      dir,
+      port,
+      `    log-queries: yes
     module-config: "iterator"
     local-zone: "veil.test." static
     local-data: "${LONG_NAME}. 60 IN A 192.0.2.53"
-remote-control:
-    control-enable: no
 `,
     );
-    unbound = startDaemon('unbound', ['-d', '-c', path.join(dir, 'unbound.conf')], dir, port);
-    await waitForDns(port);
   });
   after(() => unbound.stop());
 

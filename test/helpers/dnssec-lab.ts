@@ -25,7 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { freePort, startDaemon, waitForDns, waitForTcp, which, type Peer, type TestCerts } from './peers.js';
+import { freePort, startDaemon, startUnbound, waitForDns, which, type Peer, type TestCerts } from './peers.js';
 
 export const LAB_PROGRAMS = ['nsd', 'unbound', 'ldns-keygen', 'ldns-signzone', 'ldns-key2ds'];
 
@@ -251,21 +251,12 @@ ${zones.map((z) => `zone:\n    name: "${z.name}"\n    zonefile: "${z.file}"\n`).
 
   const port = await freePort();
   const tlsPort = certs ? await freePort() : undefined;
-  writeFileSync(
-    path.join(dir, 'unbound.conf'),
-    `server:
-    interface: 127.0.0.1@${port}
-${certs ? `    interface: 127.0.0.1@${tlsPort}\n    tls-port: ${tlsPort}\n    tls-service-key: "${certs.key}"\n    tls-service-pem: "${certs.chain}"\n` : ''}    do-ip6: no
-    access-control: 127.0.0.0/8 allow
-    num-threads: 1
-    username: ""
-    chroot: ""
-    directory: "${dir}"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    do-not-query-localhost: no
+  let unbound: Peer;
+  try {
+    unbound = await startUnbound(
+      dir,
+      port,
+      `${certs ? `    interface: 127.0.0.1@${tlsPort}\n    tls-port: ${tlsPort}\n    tls-service-key: "${certs.key}"\n    tls-service-pem: "${certs.chain}"\n` : ''}    do-not-query-localhost: no
     module-config: "validator iterator"
     trust-anchor-file: "${anchorFile}"
     ede: yes
@@ -275,22 +266,12 @@ ${certs ? `    interface: 127.0.0.1@${tlsPort}\n    tls-port: ${tlsPort}\n    tl
     target-fetch-policy: "0 0 0 0 0"
     edns-buffer-size: 1232
     minimal-responses: yes
-forward-zone:
-    name: "."
-    forward-addr: 127.0.0.1@${nsdPort}
-remote-control:
-    control-enable: no
 `,
-  );
-  const unbound = startDaemon('unbound', ['-d', '-c', path.join(dir, 'unbound.conf')], mkdtempSync(path.join(tmpdir(), 'veil-unbound-lab-')), port);
-  try {
-    await waitForDns(port);
-    if (tlsPort) await waitForTcp(tlsPort, 10_000);
+      { sections: `forward-zone:\n    name: "."\n    forward-addr: 127.0.0.1@${nsdPort}\n`, ...(tlsPort ? { tlsPort } : {}) },
+    );
   } catch (err) {
-    const log = unbound.log();
-    await unbound.stop();
     await nsd.stop();
-    throw new Error(`${(err as Error).message}; unbound said: ${log}`);
+    throw err;
   }
   return {
     dir,

@@ -112,19 +112,15 @@ export function startDaemon(program: string, args: string[], dir: string, port: 
 }
 
 /**
- * unbound as an origin with local data only (never recurses): any name → A 203.0.113.1 /
- * AAAA 2001:db8::1; lab.test with MX, CNAME, a TTL-5 name, and big.lab.test TXT (~3.4 KB, so
- * UDP answers are truncated at 1232 bytes); nx.test answers NXDOMAIN; refused.test REFUSED.
+ * Starts unbound in `dir` on 127.0.0.1 `port` (UDP and TCP) with what every test instance needs
+ * (no privileges, no chroot, no pid file, no syslog, one thread, loopback clients, no remote
+ * control) and `server` lines of its own (indented by four spaces), then `sections` (forward
+ * zones and such); resolves once it answers DNS, and once `tlsPort` takes connections.
  */
-export async function startUnboundOrigin(): Promise<Peer> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'veil-unbound-'));
-  const port = await freePort();
-  const big = Array.from({ length: 16 }, (_, i) => `    local-data: 'big.lab.test. 60 IN TXT "${String(i).padStart(2, '0')}${'a'.repeat(198)}"'`).join('\n');
+export async function startUnbound(dir: string, port: number, server: string, options: { sections?: string; tlsPort?: number } = {}): Promise<Peer> {
   const config = `server:
     interface: 127.0.0.1@${port}
     do-ip6: no
-    do-udp: yes
-    do-tcp: yes
     access-control: 127.0.0.0/8 allow
     num-threads: 1
     username: ""
@@ -134,7 +130,35 @@ export async function startUnboundOrigin(): Promise<Peer> {
     use-syslog: no
     logfile: ""
     verbosity: 0
-    do-not-query-localhost: yes
+${server}${options.sections ?? ''}remote-control:
+    control-enable: no
+`;
+  writeFileSync(path.join(dir, 'unbound.conf'), config);
+  const peer = startDaemon('unbound', ['-d', '-c', path.join(dir, 'unbound.conf')], dir, port);
+  try {
+    await waitForDns(port);
+    if (options.tlsPort) await waitForTcp(options.tlsPort, 10_000);
+  } catch (err) {
+    const log = peer.log();
+    await peer.stop();
+    throw new Error(`${(err as Error).message}; unbound said: ${log}`);
+  }
+  return peer;
+}
+
+/**
+ * unbound as an origin with local data only (never recurses): any name → A 203.0.113.1 /
+ * AAAA 2001:db8::1; lab.test with MX, CNAME, a TTL-5 name, and big.lab.test TXT (~3.4 KB, so
+ * UDP answers are truncated at 1232 bytes); nx.test answers NXDOMAIN; refused.test REFUSED.
+ */
+export async function startUnboundOrigin(): Promise<Peer> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'veil-unbound-'));
+  const port = await freePort();
+  const big = Array.from({ length: 16 }, (_, i) => `    local-data: 'big.lab.test. 60 IN TXT "${String(i).padStart(2, '0')}${'a'.repeat(198)}"'`).join('\n');
+  return startUnbound(
+    dir,
+    port,
+    `    do-not-query-localhost: yes
     module-config: "iterator"
     edns-buffer-size: 1232
     max-udp-size: 1232
@@ -153,19 +177,8 @@ ${big}
     local-zone: "nx.test." static
     local-data: "nx.test. 3600 IN SOA ns.nx.test. admin.nx.test. 1 7200 3600 1209600 60"
     local-zone: "refused.test." refuse
-remote-control:
-    control-enable: no
-`;
-  writeFileSync(path.join(dir, 'unbound.conf'), config);
-  const peer = startDaemon('unbound', ['-d', '-c', path.join(dir, 'unbound.conf')], dir, port);
-  try {
-    await waitForDns(port);
-  } catch (err) {
-    const log = peer.log();
-    await peer.stop();
-    throw new Error(`${(err as Error).message}; unbound said: ${log}`);
-  }
-  return peer;
+`,
+  );
 }
 
 export interface UnboundDotOptions {
@@ -183,25 +196,14 @@ export interface UnboundDotOptions {
 export async function startUnboundDot(certs: TestCerts, options: UnboundDotOptions = {}): Promise<Peer> {
   const dir = mkdtempSync(path.join(tmpdir(), 'veil-unbound-dot-'));
   const port = options.port ?? (await freePort());
-  const config = `server:
-    interface: 127.0.0.1@${port}
-    tls-port: ${port}
+  return startUnbound(
+    dir,
+    port,
+    `    tls-port: ${port}
     tls-service-key: "${certs.key}"
     tls-service-pem: "${certs.chain}"
-    do-ip6: no
-    do-udp: yes
-    do-tcp: yes
     incoming-num-tcp: 64
     tcp-idle-timeout: 30000
-    access-control: 127.0.0.0/8 allow
-    num-threads: 1
-    username: ""
-    chroot: ""
-    directory: "${dir}"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
     do-not-query-localhost: yes
     module-config: "iterator"
     local-zone: "." redirect
@@ -210,20 +212,9 @@ export async function startUnboundDot(certs: TestCerts, options: UnboundDotOptio
     local-zone: "lab.test." static
     local-data: "lab.test. 3600 IN SOA ns1.lab.test. hostmaster.lab.test. 1 7200 3600 1209600 300"
     local-data: "lab.test. 3600 IN MX 10 mail.lab.test."
-remote-control:
-    control-enable: no
-`;
-  writeFileSync(path.join(dir, 'unbound.conf'), config);
-  const peer = startDaemon('unbound', ['-d', '-c', path.join(dir, 'unbound.conf')], dir, port);
-  try {
-    await waitForDns(port);
-    await waitForTcp(port, 10_000);
-  } catch (err) {
-    const log = peer.log();
-    await peer.stop();
-    throw new Error(`${(err as Error).message}; unbound said: ${log}`);
-  }
-  return peer;
+`,
+    { tlsPort: port },
+  );
 }
 
 /** Runs a command to completion and returns its output (for dig, kdig and promtool, which reads `input`). */
