@@ -5,6 +5,7 @@ import { aclPlugin } from './acl/index.js';
 import { anonymizePlugin } from './anonymize/index.js';
 import { cachePlugin } from './cache/index.js';
 import { dnscryptPlugin } from './dnscrypt/index.js';
+import { dnstapPlugin } from './dnstap/index.js';
 import { dohPlugin } from './doh/index.js';
 import { dotPlugin } from './dot/index.js';
 import { errorsPlugin } from './errors/index.js';
@@ -22,7 +23,7 @@ import { sourcesPlugin } from './sources/index.js';
 import { tracePlugin } from './trace/index.js';
 
 export const builtinPlugins: readonly PluginDefinition<any>[] = [
-  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, filterPlugin, cachePlugin, hostsPlugin,
+  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, dnstapPlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, filterPlugin, cachePlugin, hostsPlugin,
   forwardPlugin, dotPlugin, dohPlugin, odohPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
 ];
 
