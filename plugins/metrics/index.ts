@@ -11,6 +11,7 @@
  *             interval DURATION        # else OTEL_METRIC_EXPORT_INTERVAL, else 60s
  *             service NAME
  *         }
+ *         dashboard [ADDR]             # the live page at http://ADDR/ (default 127.0.0.1:9153)
  *     }
  *
  * The plugin serves no query: it subscribes to the diagnostics channels (core/events.ts) and
@@ -29,6 +30,7 @@ import { openHttpEndpoint, parseHttpAddress, type HttpAddress, type HttpLease } 
 import { OTLP_REPEATABLE, OtlpLinesReader, parseServiceName } from '../../lib/otel/corefile.js';
 import { attachBlock, currentMetrics, renderMetrics, type Attachment } from './hub.js';
 import { holdOtlpExport, RegistryProducer, type OtlpMetricsTarget } from './otlp.js';
+import { dataAnswer, holdDashboard, pageAnswer } from './dashboard.js';
 import { EXPOSITION_CONTENT_TYPE } from './registry.js';
 import type { StatsdTarget } from './statsd.js';
 
@@ -41,6 +43,8 @@ export interface MetricsOptions {
   address: HttpAddress;
   statsd: StatsdTarget | null;
   otlp: OtlpMetricsTarget | null;
+  /** Where the live page is served (`dashboard`), or null. */
+  dashboard: HttpAddress | null;
 }
 
 /** OpenTelemetry's default export interval (OTEL_METRIC_EXPORT_INTERVAL). */
@@ -53,7 +57,7 @@ export const metricsPlugin: PluginDefinition<MetricsOptions> = {
     if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'metrics is given twice in this block');
     const d = directives[0]!;
     const [addressToken] = expectArgs(NAME, d, 0, 1);
-    const options: MetricsOptions = { address: DEFAULT_METRICS_ADDRESS, statsd: null, otlp: null };
+    const options: MetricsOptions = { address: DEFAULT_METRICS_ADDRESS, statsd: null, otlp: null, dashboard: null };
     if (addressToken) options.address = address(addressToken, DEFAULT_METRICS_ADDRESS.port, parseHttpAddress);
     readOptions(NAME, d.block, {
       statsd: (line) => {
@@ -66,6 +70,12 @@ export const metricsPlugin: PluginDefinition<MetricsOptions> = {
         options.statsd = { host, port, prefix: prefix?.text ?? DEFAULT_PREFIX };
       },
       otlp: (line) => (options.otlp = parseOtlp(line)),
+      dashboard: (line) => {
+        expectNoBlock(NAME, line);
+        const [where] = expectArgs(NAME, line, 0, 1);
+        // Loopback unless said otherwise: the page shows what the network's devices ask.
+        options.dashboard = where ? address(where, DEFAULT_METRICS_ADDRESS.port, parseHttpAddress) : DEFAULT_METRICS_ADDRESS;
+      },
     });
     return options;
   },
@@ -117,6 +127,7 @@ class MetricsPlugin implements Plugin {
   private attachment: Attachment | null = null;
   private lease: HttpLease | null = null;
   private releaseOtlp: (() => Promise<void>) | null = null;
+  private dashboard: { lease: HttpLease; release(): void } | null = null;
 
   constructor(
     private readonly options: MetricsOptions,
@@ -140,6 +151,7 @@ class MetricsPlugin implements Plugin {
     }
     if (this.lease.first) this.logger.info(`serving http://${this.lease.bound}/metrics`);
     if (this.options.otlp) this.releaseOtlp = await holdOtlpExport(this.options.otlp, new RegistryProducer(currentMetrics), this.logger);
+    if (this.options.dashboard) await this.openDashboard(this.options.dashboard);
     // Upstreams start in rotation; health-tracking policies report changes as they happen.
     const policy = resolveService(this.scope.container, Services.upstreamPolicy);
     for (const upstream of this.upstreams.all) {
@@ -147,7 +159,22 @@ class MetricsPlugin implements Plugin {
     }
   }
 
+  private async openDashboard(where: HttpAddress): Promise<void> {
+    const held = holdDashboard(currentMetrics);
+    try {
+      const lease = await openHttpEndpoint(where, { '/': () => pageAnswer(), '/dashboard.json': () => dataAnswer(held.dashboard) });
+      this.dashboard = { lease, release: held.release };
+      if (lease.first) this.logger.info(`serving the dashboard at http://${lease.bound}/`);
+    } catch (err) {
+      held.release();
+      throw new ListenError(`${NAME}: dashboard: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
   async stop(): Promise<void> {
+    await this.dashboard?.lease.release();
+    this.dashboard?.release();
+    this.dashboard = null;
     await this.releaseOtlp?.();
     this.releaseOtlp = null;
     await this.lease?.release();
