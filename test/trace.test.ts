@@ -25,6 +25,7 @@ import { SpanKindNumber, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan
 import { testRegistry } from './helpers/plugins.js';
 import { makeTempDir, runVeil, startVeil } from './helpers/veil-process.js';
 import { h1Call } from './helpers/doh-client.js';
+import { parseTraceparent, parseTracestate } from '../core/trace-context.js';
 import { startFakeDoh, type FakeDoh } from './helpers/fake-doh.js';
 import { makeTestCerts, type TestCerts } from './helpers/peers.js';
 
@@ -552,4 +553,32 @@ describe('trace: a DoH upstream may send traceparent (off by default)', () => {
       assert.equal(header, `00-${root.traceId}-${upstreamSpan.spanId}-01`);
     });
   }
+});
+
+describe('trace: W3C traceparent and tracestate, read strictly', () => {
+  const id = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const parent = '00f067aa0ba902b7';
+  it('reads version 00 and later versions, the sampled flag', () => {
+    assert.deepEqual(parseTraceparent(`00-${id}-${parent}-01`), { traceId: id, parentId: parent, flags: 1 });
+    assert.deepEqual(parseTraceparent(`00-${id}-${parent}-00`), { traceId: id, parentId: parent, flags: 0 });
+    assert.deepEqual(parseTraceparent(`01-${id}-${parent}-01-extra`), { traceId: id, parentId: parent, flags: 1 });
+  });
+  for (const bad of [
+    `ff-${id}-${parent}-01`,
+    `00-${id}-${parent}-01-extra`,
+    `00-${'0'.repeat(32)}-${parent}-01`,
+    `00-${id}-${'0'.repeat(16)}-01`,
+    `00-${id.toUpperCase()}-${parent}-01`,
+    `00-${id}-${parent}`,
+    `00-${id.slice(1)}-${parent}-01`,
+    '',
+  ]) {
+    it(`refuses ${JSON.stringify(bad)}`, () => assert.equal(parseTraceparent(bad), null));
+  }
+  it('keeps well-formed tracestate members in order, drops malformed ones and duplicates', () => {
+    assert.equal(parseTracestate('rojo=00f067aa0ba902b7,congo=t61rcWkgMzE')!.serialize(), 'rojo=00f067aa0ba902b7,congo=t61rcWkgMzE');
+    assert.equal(parseTracestate('Bad Key=1,ok=2,ok=3,=x,tenant@vendor=v')!.serialize(), 'ok=2,tenant@vendor=v');
+    assert.equal(parseTracestate(' , '), undefined);
+    assert.equal(parseTracestate(Array.from({ length: 40 }, (_, i) => `k${i}=v`).join(','))!.serialize().split(',').length, 32);
+  });
 });

@@ -197,7 +197,7 @@ async function until(check: () => boolean, timeoutMs: number, what: () => string
   }
 }
 
-export async function startOtlpReceiver(protocol: OtlpReceiverProtocol = 'http/json'): Promise<OtlpReceiver> {
+export async function startOtlpReceiver(protocol: OtlpReceiverProtocol = 'http/protobuf'): Promise<OtlpReceiver> {
   const spans: ReceivedSpan[] = [];
   const points: ReceivedPoint[] = [];
   const take = (signal: 'traces' | 'metrics', body: any) => (signal === 'traces' ? takeSpans(body, spans) : takePoints(body, points));
