@@ -45,6 +45,12 @@ export interface QueryMeta {
   [key: string]: unknown;
 }
 
+/** The W3C trace context a caller sent (`traceparent`, `tracestate`), as received: checked by whoever uses it. */
+export interface RemoteTrace {
+  traceparent: string;
+  tracestate?: string;
+}
+
 export interface RequestContextInit {
   query: Buffer;
   question: Question;
@@ -61,6 +67,7 @@ export interface RequestContextInit {
   zone: string;
   clock: Clock;
   timeoutMs: number;
+  remoteTrace?: RemoteTrace;
 }
 
 export class RequestContext {
@@ -82,6 +89,8 @@ export class RequestContext {
   readonly meta: QueryMeta = {};
   /** The active trace span, when tracing is on and this query is sampled. */
   span: unknown = undefined;
+  /** The caller's trace context, when the transport carries one (DoH); a sampled query continues it. */
+  readonly remoteTrace: RemoteTrace | undefined;
 
   private controller: AbortController | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -98,6 +107,7 @@ export class RequestContext {
     this.server = init.server;
     this.zone = init.zone;
     this.clock = init.clock;
+    this.remoteTrace = init.remoteTrace;
     this.startedAt = init.clock.monotonic();
     this.deadline = this.startedAt + init.timeoutMs;
   }

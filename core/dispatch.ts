@@ -98,6 +98,7 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       zone: target.zone,
       clock,
       timeoutMs,
+      remoteTrace: info.remoteTrace,
     });
     // Right before the try: every place taken is given back in its finally.
     if (admission && !admission.enter()) {

@@ -32,11 +32,21 @@ export const queryRejected = channel<{ reason: string; info: QueryInfo }>('veil:
 
 /**
  * One attempt at one upstream, published when it ends. `attempt` counts from 1 within the query;
- * `rcode` when it answered; `error` when it did not.
+ * `rcode` and `answer` when it answered; `error` when it did not. `query` is the message as the
+ * upstream stage handed it on (the client's EDNS options removed), before any transport's own
+ * changes (ID, padding, encryption).
  */
-export const upstreamAttempt = channel<{ ctx: RequestContext; upstream: Upstream; attempt: number; ok: boolean; rttMs: number; rcode?: number; error?: unknown }>(
-  'veil:upstream:attempt',
-);
+export const upstreamAttempt = channel<{
+  ctx: RequestContext;
+  upstream: Upstream;
+  attempt: number;
+  ok: boolean;
+  rttMs: number;
+  rcode?: number;
+  error?: unknown;
+  query?: Buffer;
+  answer?: Buffer;
+}>('veil:upstream:attempt');
 
 /**
  * An upstream sent a query again on its own, within one attempt: over TCP after a truncated UDP

@@ -18,6 +18,7 @@ export const PLUGIN_ORDER: readonly string[] = [
   'metrics',
   'health',
   'trace',
+  'dnstap',
   'log',
   'errors',
   'acl',

@@ -19,6 +19,8 @@ export interface HttpAnswer {
   /** The Content-Type header. */
   type: string;
   body: string;
+  /** More response headers (a page's Content-Security-Policy). */
+  headers?: Record<string, string>;
 }
 
 /** Produces the answer for one path; called per request. */
@@ -184,7 +186,7 @@ class SharedEndpoint {
       }
     }
     const body = Buffer.from(answer.body);
-    res.writeHead(answer.status, { 'Content-Type': answer.type, 'Content-Length': body.length, 'Cache-Control': 'no-store' });
+    res.writeHead(answer.status, { ...answer.headers, 'Content-Type': answer.type, 'Content-Length': body.length, 'Cache-Control': 'no-store' });
     res.end(req.method === 'HEAD' ? undefined : body);
   }
 }

@@ -6,6 +6,7 @@ import { anonymizePlugin } from './anonymize/index.js';
 import { cachePlugin } from './cache/index.js';
 import { dnscryptPlugin } from './dnscrypt/index.js';
 import { dnssecPlugin } from './dnssec/index.js';
+import { dnstapPlugin } from './dnstap/index.js';
 import { dohPlugin } from './doh/index.js';
 import { dotPlugin } from './dot/index.js';
 import { errorsPlugin } from './errors/index.js';
@@ -24,7 +25,7 @@ import { sourcesPlugin } from './sources/index.js';
 import { tracePlugin } from './trace/index.js';
 
 export const builtinPlugins: readonly PluginDefinition<any>[] = [
-  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, pathPlugin, filterPlugin, cachePlugin, hostsPlugin, dnssecPlugin,
+  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, dnstapPlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, pathPlugin, filterPlugin, cachePlugin, hostsPlugin, dnssecPlugin,
   forwardPlugin, dotPlugin, dohPlugin, odohPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
 ];
 

@@ -1,6 +1,8 @@
 /**
- * trace: spans exported over OTLP/HTTP to a real receiver (an HTTP server decoding the JSON the
- * exporter sends), their attributes and parent links, sampling, and the configuration.
+ * trace: spans exported through OpenTelemetry's Node SDK to real receivers (OTLP/HTTP protobuf,
+ * the default; OTLP/HTTP JSON; gRPC), each decoding what arrived; their attributes and parent
+ * links, sampling, the standard OTEL_* environment and the Corefile over it, a DoH caller's
+ * traceparent, and the configuration's mistakes.
  */
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
@@ -21,7 +23,11 @@ import { buildConfig } from '../core/server.js';
 import { MemoryLogger } from '../core/logger.js';
 import { SpanKindNumber, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './helpers/otlp.js';
 import { testRegistry } from './helpers/plugins.js';
-import { makeTempDir, runVeil } from './helpers/veil-process.js';
+import { makeTempDir, runVeil, startVeil } from './helpers/veil-process.js';
+import { h1Call } from './helpers/doh-client.js';
+import { parseTraceparent, parseTracestate } from '../core/trace-context.js';
+import { startFakeDoh, type FakeDoh } from './helpers/fake-doh.js';
+import { makeTestCerts, type TestCerts } from './helpers/peers.js';
 
 /** A UDP port nobody listens on: queries to it fail at once (ICMP port unreachable). */
 async function closedUdpPort(): Promise<number> {
@@ -72,14 +78,14 @@ function pathTo(all: ReceivedSpan[], span: ReceivedSpan): string[] {
   return path;
 }
 
-describe('trace: spans over OTLP/HTTP', () => {
+describe('trace: spans over OTLP/HTTP protobuf', () => {
   let receiver: OtlpReceiver;
   let origin: FakeDns;
   let veil: TestServer;
   let deadPort: number;
 
   before(async () => {
-    receiver = await startOtlpReceiver();
+    receiver = await startOtlpReceiver('http/protobuf');
     origin = await startFakeDns();
     deadPort = await closedUdpPort();
     veil = await startTestServer(
@@ -190,7 +196,7 @@ describe('trace: sampling and privacy', () => {
   let receiver: OtlpReceiver;
   let origin: FakeDns;
   before(async () => {
-    receiver = await startOtlpReceiver();
+    receiver = await startOtlpReceiver('http/protobuf');
     origin = await startFakeDns();
   });
   after(async () => {
@@ -233,11 +239,11 @@ describe('trace: sampling and privacy', () => {
   });
 
   it('a collector that is down costs nothing but a warning: queries are answered', async () => {
-    const down = await startOtlpReceiver();
+    const down = await startOtlpReceiver('http/protobuf');
     const url = down.url;
     await down.close();
     const veil = await startTestServer(
-      `. {\n listen udp://127.0.0.1:0\n trace {\n endpoint ${url}\n sample 1\n }\n forward . 127.0.0.1:${origin.port}\n}`,
+      `. {\n listen udp://127.0.0.1:0\n trace {\n endpoint ${url}\n sample 1\n timeout 500ms\n }\n forward . 127.0.0.1:${origin.port}\n}`,
       { registry: testRegistry() },
     );
     const udp = veil.address('udp://127.0.0.1:0');
@@ -342,7 +348,12 @@ describe('trace: configuration', () => {
 
   const bad: Array<[string, RegExp]> = [
     ['endpoint http://collector.example:4318/v1/traces', /Corefile:4:10: trace: "collector.example" is not an IP address/],
-    ['endpoint udp://127.0.0.1:4318', /trace: the endpoint speaks OTLP over HTTP/],
+    ['endpoint udp://127.0.0.1:4318', /trace: the endpoint is http:\/\/ or https:\/\/, not udp:\/\//],
+    ['protocol thrift', /Corefile:4:10: trace: protocol is one of grpc, http\/protobuf, http\/json, not "thrift"/],
+    ['header x-a', /header takes 2 arguments, got 1/],
+    ['header "bad name" v', /trace: "bad name" is not a header name/],
+    ['timeout 10ms', /trace: 10ms is below the minimum of 100ms/],
+    ['protocol grpc\nendpoint http://203.0.113.5:4317', /trace: 203\.0\.113\.5 is not on loopback or a private network .*gRPC without TLS would send them in plaintext/],
     ['sample 2', /Corefile:4:8: trace: sample takes a ratio from 0 to 1/],
     ['sample 1%', /sample takes a ratio/],
     ['service', /service takes 1 argument, got 0/],
@@ -360,7 +371,7 @@ describe('trace: configuration', () => {
       try {
         const result = await runVeil(['check', 'Corefile'], dir);
         assert.equal(result.code, 1, result.stderr);
-        assert.match(result.stderr, /Corefile:4:10: trace: \S+ is not on loopback or a private network .*spans carry the names queried, and http:\/\/ would send them in plaintext\. Use https:\/\/, or end the line with "insecure"/);
+        assert.match(result.stderr, /Corefile:4:10: trace: \S+ is not on loopback or a private network .*telemetry carries the names queried, and http:\/\/ would send them in plaintext\. Use https:\/\/, or end the endpoint line with "insecure"/);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
@@ -370,5 +381,204 @@ describe('trace: configuration', () => {
   it('refuses arguments and a second trace', () => {
     assert.throws(() => check(`. {\n listen udp://127.0.0.1:0\n trace http://127.0.0.1:4318\n}`), /trace takes 0 arguments/);
     assert.throws(() => check(`. {\n listen udp://127.0.0.1:0\n trace\n trace\n}`), /trace is given twice/);
+  });
+});
+
+describe('trace: the OTEL_* environment, other protocols, and the Corefile over them (bin/veil)', () => {
+  let origin: FakeDns;
+  before(async () => {
+    origin = await startFakeDns();
+  });
+  after(async () => {
+    await origin.close();
+  });
+
+  it('gRPC from the environment alone: endpoint, protocol, service, resource attributes, sampler, headers', async () => {
+    const grpc = await startOtlpReceiver('grpc');
+    const veil = await startVeil(`. {\n listen udp://127.0.0.1:0\n trace\n forward . 127.0.0.1:${origin.port}\n}`, {}, 'Corefile', undefined, {
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+      OTEL_EXPORTER_OTLP_ENDPOINT: grpc.url,
+      OTEL_SERVICE_NAME: 'resolver-from-env',
+      OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment=test,host.role=dns',
+      OTEL_TRACES_SAMPLER: 'always_on',
+      OTEL_EXPORTER_OTLP_HEADERS: 'x-tenant=home',
+    });
+    try {
+      assert.match(veil.stderr(), /over grpc \(OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_EXPORTER_OTLP_ENDPOINT; sampler: OTEL_TRACES_SAMPLER=always_on\)/);
+      const udp = veil.address('udp');
+      await queryUdp(udp.host, udp.port, buildQuery('env.example', QType.A));
+      await veil.stop();
+      await grpc.waitFor((spans) => spans.some((s) => s.kind === SpanKindNumber.SERVER));
+      const root = grpc.spans.find((s) => s.kind === SpanKindNumber.SERVER)!;
+      assert.equal(root.attributes['dns.question.name'], 'env.example');
+      assert.equal(root.service, 'resolver-from-env');
+      assert.equal(root.resource['deployment.environment'], 'test');
+      assert.equal(root.resource['host.role'], 'dns');
+      assert.equal(root.resource['service.version'] !== undefined, true);
+      assert.equal(grpc.lastHeaders['x-tenant'], 'home');
+      assert.equal(grpc.rejected, 0);
+    } finally {
+      await veil.stop();
+      await grpc.close();
+    }
+  });
+
+  it('the Corefile overrides the environment: protocol, endpoint, service, sample, headers', async () => {
+    const grpc = await startOtlpReceiver('grpc');
+    const json = await startOtlpReceiver('http/json');
+    const veil = await startVeil(
+      `. {\n listen udp://127.0.0.1:0\n trace {\n protocol http/json\n endpoint ${json.url}\n service from-corefile\n sample 1\n header x-tenant corefile\n }\n forward . 127.0.0.1:${origin.port}\n}`,
+      {},
+      'Corefile',
+      undefined,
+      { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_ENDPOINT: grpc.url, OTEL_SERVICE_NAME: 'from-env', OTEL_TRACES_SAMPLER: 'always_off' },
+    );
+    try {
+      const udp = veil.address('udp');
+      await queryUdp(udp.host, udp.port, buildQuery('corefile.example', QType.A));
+      await veil.stop();
+      await json.waitFor((spans) => spans.some((s) => s.kind === SpanKindNumber.SERVER));
+      const root = json.spans.find((s) => s.kind === SpanKindNumber.SERVER)!;
+      assert.equal(root.service, 'from-corefile');
+      assert.equal(json.lastHeaders['x-tenant'], 'corefile');
+      assert.equal(grpc.spans.length, 0, 'nothing went where the environment pointed');
+    } finally {
+      await veil.stop();
+      await grpc.close();
+      await json.close();
+    }
+  });
+
+  it("a DoH caller's traceparent: a sampled one is continued (same trace, its span the parent), an unsampled or malformed one is not", async () => {
+    const receiver = await startOtlpReceiver('http/protobuf');
+    // sample 0: only a caller's sampled traceparent makes a trace (the default sampler is parent-based).
+    const veil = await startVeil(`. {\n listen http://127.0.0.1:0/dns-query\n trace {\n endpoint ${receiver.url}\n sample 0\n }\n forward . 127.0.0.1:${origin.port}\n}`);
+    try {
+      const { port } = veil.address('http');
+      const ask = (name: string, headers: Record<string, string>) =>
+        h1Call(`http://127.0.0.1:${port}`, { path: `/dns-query?dns=${buildQuery(name, QType.A).toString('base64url')}`, headers });
+      const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+      const parentId = '00f067aa0ba902b7';
+      assert.equal((await ask('continued.example', { traceparent: `00-${traceId}-${parentId}-01`, tracestate: 'vendor=abc' })).status, 200);
+      assert.equal((await ask('unsampled.example', { traceparent: `00-${traceId}-${parentId}-00` })).status, 200);
+      assert.equal((await ask('malformed.example', { traceparent: `00-${'0'.repeat(32)}-${parentId}-01` })).status, 200);
+      assert.equal((await ask('nothing.example', {})).status, 200);
+      await veil.stop();
+      await receiver.waitFor((spans) => spans.some((s) => s.kind === SpanKindNumber.SERVER));
+      const roots = receiver.spans.filter((s) => s.kind === SpanKindNumber.SERVER);
+      assert.deepEqual(
+        roots.map((s) => s.attributes['dns.question.name']),
+        ['continued.example'],
+      );
+      assert.equal(roots[0]!.traceId, traceId);
+      assert.equal(roots[0]!.parentSpanId, parentId);
+      assert.equal(roots[0]!.traceState, 'vendor=abc');
+      assert.equal(roots[0]!.attributes['veil.transport'], 'http');
+    } finally {
+      await veil.stop();
+      await receiver.close();
+    }
+  });
+
+  const checkWith = async (corefileTrace: string, env: NodeJS.ProcessEnv) => {
+    const dir = makeTempDir({ Corefile: `. {\n listen udp://127.0.0.1:0\n trace${corefileTrace}\n}` });
+    try {
+      return await runVeil(['check', 'Corefile'], dir, 15000, env);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  const badEnv: Array<[NodeJS.ProcessEnv, RegExp]> = [
+    [{ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector.example:4318' }, /Corefile:3:2: trace: OTEL_EXPORTER_OTLP_ENDPOINT="http:\/\/collector\.example:4318": "collector\.example" is not an IP address/],
+    [{ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://otel.example/v1/traces' }, /trace: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="https:\/\/otel\.example\/v1\/traces": "otel\.example" is not an IP address/],
+    [{ OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4317' }, /"collector" is not an IP address/],
+    [{ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://203.0.113.9:4318' }, /trace: OTEL_EXPORTER_OTLP_ENDPOINT: 203\.0\.113\.9 is not on loopback or a private network .*set OTEL_EXPORTER_OTLP_INSECURE=true/],
+    [{ OTEL_EXPORTER_OTLP_PROTOCOL: 'thrift' }, /trace: OTEL_EXPORTER_OTLP_PROTOCOL="thrift" is not an OTLP protocol/],
+    [{ OTEL_TRACES_SAMPLER: 'jaeger_remote' }, /trace: OTEL_TRACES_SAMPLER="jaeger_remote" is not a sampler Veil knows/],
+    [{ OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '5' }, /trace: OTEL_TRACES_SAMPLER_ARG="5" is not a ratio from 0 to 1/],
+    [{ OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', https_proxy: 'http://10.0.0.1:3128' }, /trace: https_proxy is set: the gRPC exporter would send through that proxy/],
+  ];
+  for (const [env, message] of badEnv) {
+    it(`veil check refuses ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')}`, async () => {
+      const result = await checkWith('', env);
+      assert.equal(result.code, 1, result.stdout + result.stderr);
+      assert.match(result.stderr, message);
+    });
+  }
+
+  it('accepts a public plaintext collector with OTEL_EXPORTER_OTLP_INSECURE=true, and the Corefile endpoint over a bad environment one', async () => {
+    assert.equal((await checkWith('', { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://203.0.113.9:4318', OTEL_EXPORTER_OTLP_INSECURE: 'true' })).code, 0);
+    const over = await checkWith(' {\n endpoint http://127.0.0.1:4318\n }', { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector.example:4318' });
+    assert.equal(over.code, 0, over.stderr);
+    assert.equal((await checkWith('', { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', https_proxy: 'http://10.0.0.1:3128', no_grpc_proxy: '127.0.0.1' })).code, 0);
+  });
+});
+
+describe('trace: a DoH upstream may send traceparent (off by default)', () => {
+  let certs: TestCerts;
+  let fake: FakeDoh;
+  let receiver: OtlpReceiver;
+  before(async () => {
+    certs = makeTestCerts();
+    fake = await startFakeDoh({ cert: certs.chain, key: certs.key });
+    receiver = await startOtlpReceiver('http/protobuf');
+  });
+  after(async () => {
+    await fake.close();
+    await receiver.close();
+    rmSync(certs.dir, { recursive: true, force: true });
+  });
+
+  for (const send of [false, true]) {
+    it(send ? 'with traceparent: the header names the sampled trace' : 'without the option: no traceparent leaves', async () => {
+      fake.requests.length = 0;
+      receiver.spans.length = 0;
+      const veil = await startTestServer(
+        `. {\n listen udp://127.0.0.1:0\n trace {\n endpoint ${receiver.url}\n sample 1\n }\n doh {\n server back https://127.0.0.1:${fake.port}/dns-query {\n ca ${certs.ca}\n${send ? ' traceparent\n' : ''} }\n }\n}`,
+        { registry: testRegistry() },
+      );
+      const udp = veil.address('udp://127.0.0.1:0');
+      await queryUdp(udp.host, udp.port, buildQuery('traced.example', QType.A));
+      await veil.stop();
+      assert.equal(fake.requests.length, 1);
+      const header = fake.requests[0]!.headers.traceparent as string | undefined;
+      if (!send) {
+        assert.equal(header, undefined);
+        return;
+      }
+      await receiver.waitFor((spans) => spans.some((s) => s.kind === SpanKindNumber.SERVER));
+      const root = receiver.spans.find((s) => s.kind === SpanKindNumber.SERVER)!;
+      const upstreamSpan = receiver.spans.find((s) => s.name === 'upstream')!;
+      assert.equal(header, `00-${root.traceId}-${upstreamSpan.spanId}-01`);
+    });
+  }
+});
+
+describe('trace: W3C traceparent and tracestate, read strictly', () => {
+  const id = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const parent = '00f067aa0ba902b7';
+  it('reads version 00 and later versions, the sampled flag', () => {
+    assert.deepEqual(parseTraceparent(`00-${id}-${parent}-01`), { traceId: id, parentId: parent, flags: 1 });
+    assert.deepEqual(parseTraceparent(`00-${id}-${parent}-00`), { traceId: id, parentId: parent, flags: 0 });
+    assert.deepEqual(parseTraceparent(`01-${id}-${parent}-01-extra`), { traceId: id, parentId: parent, flags: 1 });
+  });
+  for (const bad of [
+    `ff-${id}-${parent}-01`,
+    `00-${id}-${parent}-01-extra`,
+    `00-${'0'.repeat(32)}-${parent}-01`,
+    `00-${id}-${'0'.repeat(16)}-01`,
+    `00-${id.toUpperCase()}-${parent}-01`,
+    `00-${id}-${parent}`,
+    `00-${id.slice(1)}-${parent}-01`,
+    '',
+  ]) {
+    it(`refuses ${JSON.stringify(bad)}`, () => assert.equal(parseTraceparent(bad), null));
+  }
+  it('keeps well-formed tracestate members in order, drops malformed ones and duplicates', () => {
+    assert.equal(parseTracestate('rojo=00f067aa0ba902b7,congo=t61rcWkgMzE')!.serialize(), 'rojo=00f067aa0ba902b7,congo=t61rcWkgMzE');
+    assert.equal(parseTracestate('Bad Key=1,ok=2,ok=3,=x,tenant@vendor=v')!.serialize(), 'ok=2,tenant@vendor=v');
+    assert.equal(parseTracestate(' , '), undefined);
+    assert.equal(parseTracestate(Array.from({ length: 40 }, (_, i) => `k${i}=v`).join(','))!.serialize().split(',').length, 32);
   });
 });

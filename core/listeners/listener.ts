@@ -5,7 +5,7 @@
  */
 import type { Directive } from '../config/ast.js';
 import type { Clock } from '../clock.js';
-import type { ClientAddress, TransportName } from '../context.js';
+import type { ClientAddress, RemoteTrace, TransportName } from '../context.js';
 import type { Location } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Endpoint } from '../net/address.js';
@@ -22,6 +22,8 @@ export interface QueryInfo {
   maxSize?: number;
   /** What `QueryHandler.admitClient` found, when the listener asked it: the query pays no second token. */
   door?: DoorPass;
+  /** W3C trace context the client sent with the query (DoH's `traceparent`/`tracestate` headers). */
+  remoteTrace?: RemoteTrace;
 }
 
 /** Per server block that admits the client: whether it had a rate-limit token for this query. */

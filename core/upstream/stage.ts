@@ -46,7 +46,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
         const ok = rcode !== Rcode.SERVFAIL && rcode !== Rcode.REFUSED;
         const rttMs = ctx.clock.monotonic() - started;
         policy.report(upstream, { ok, rttMs });
-        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, attempt: attempts, ok, rttMs, rcode });
+        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, attempt: attempts, ok, rttMs, rcode, query, answer });
         ctx.meta.upstream = upstream.name;
         ctx.meta.upstreamProtocol = upstream.protocol;
         ctx.meta.attempts = attempts;
@@ -55,7 +55,7 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
       } catch (error) {
         const rttMs = ctx.clock.monotonic() - started;
         policy.report(upstream, { ok: false, rttMs, error });
-        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, attempt: attempts, ok: false, rttMs, error });
+        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, attempt: attempts, ok: false, rttMs, error, query });
         lastError = error;
       }
     }

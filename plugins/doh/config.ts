@@ -6,7 +6,7 @@
  */
 import net from 'node:net';
 import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
+import { configError, expectArgs, expectUniqueNames, flag, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import { parseServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
@@ -44,7 +44,9 @@ export function parseDohDirectives(directives: Directive[]): DohOptions {
 
 /** The options a server taken by `servers_from` gets: the defaults, its stamp completing them. */
 export function serverFromList(name: string, token: Token, zone: string): DohServer {
-  return { name, token, zone, listed: true, bootstrap: null, method: 'post', pool: 1, timeoutMs: DEFAULT_TIMEOUT_MS, extraCa: [], pins: [], url: '', hostname: '', port: 443, path: '', addresses: [], certHashes: [] };
+  return {
+    name, token, zone, listed: true, bootstrap: null, method: 'post', pool: 1, timeoutMs: DEFAULT_TIMEOUT_MS, extraCa: [], pins: [], url: '', hostname: '', port: 443, path: '', addresses: [], certHashes: [], traceparent: false,
+  };
 }
 
 function parseDirective(d: Directive, options: DohOptions): void {
@@ -90,10 +92,12 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
   let method: 'post' | 'get' = 'post';
   let pool = 1;
   let timeoutMs = DEFAULT_TIMEOUT_MS;
+  let traceparent = false;
   readOptions(
     NAME,
     line.block,
     {
+      traceparent: (o) => (traceparent = flag(NAME, o)),
       bootstrap: (o) => {
         const ips = expectArgs(NAME, o, 1, Infinity);
         if (where && net.isIP(where.hostname) !== 0) throw configError(NAME, o.name, `bootstrap gives the addresses of a host name, and ${where.hostname} is already an address`);
@@ -127,7 +131,7 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
     ['pin_sha256'],
   );
 
-  const common = { name: name.text, method, pool, timeoutMs, extraCa, pins, bootstrap: bootstrap as string[] | null };
+  const common = { name: name.text, method, pool, timeoutMs, extraCa, pins, bootstrap: bootstrap as string[] | null, traceparent };
   if (!where) return { ...common, token: name, listed: true, url: '', hostname: '', port: 443, path: '', addresses: [], certHashes: [] };
   const addresses = bootstrap ?? where.addresses;
   if (addresses.length === 0) throw configError(NAME, target!, where.needsBootstrap);
@@ -147,6 +151,7 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
     extraCa,
     pins,
     certHashes: where.certHashes,
+    traceparent,
   };
 }
 

@@ -23,6 +23,8 @@ export interface DohRequest {
   anyType?: boolean;
   /** The largest answer taken; MAX_MESSAGE_SIZE when absent. */
   maxBytes?: number;
+  /** More request headers (a W3C `traceparent`, when the upstream is told to send one). */
+  headers?: Record<string, string>;
   /** Told the response's headers (ODoH reads the configs' Cache-Control). */
   onHeaders?: (header: (name: string) => string | undefined) => void;
 }
@@ -109,6 +111,7 @@ export class H2Session {
             ':scheme': 'https',
             accept: mediaType,
             ...(request.body ? { 'content-type': mediaType, 'content-length': request.body.length } : {}),
+            ...request.headers,
           },
           { endStream: request.body === null },
         );
@@ -265,6 +268,7 @@ export class Http1Client {
           host: this.authority,
           accept: mediaType,
           ...(request.body ? { 'content-type': mediaType, 'content-length': request.body.length } : {}),
+          ...request.headers,
         },
       });
       const timer = setTimeout(() => finish(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`)), timeoutMs);

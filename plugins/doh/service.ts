@@ -10,7 +10,7 @@
  * not arrive in time, 413 a body over 65535 bytes (no DNS message is larger), 415 another
  * content type.
  */
-import type { ClientAddress } from '../../core/context.js';
+import type { ClientAddress, RemoteTrace } from '../../core/context.js';
 import { HEADER_SIZE, MAX_MESSAGE_SIZE } from '../../core/dns/constants.js';
 import { hasPadding, padMessage, RESPONSE_PADDING_BLOCK } from '../../core/dns/edns.js';
 import { isResponse, minimumTtl, qdCount, readQuestion, WireError } from '../../core/dns/wire.js';
@@ -99,7 +99,7 @@ export class DohService {
       return textReply(405, 'method not allowed: use GET or POST', { allow: 'GET, POST' });
     }
 
-    let answer = await this.answer(wire, client, this.transport);
+    let answer = await this.answer(wire, client, this.transport, remoteTrace(request));
     if (!Buffer.isBuffer(answer)) return answer;
     // Answers to padded queries are padded too (RFC 8467 §4.1, as the DoT listener does), so
     // their size tells an observer of the encrypted stream as little as the query's did.
@@ -125,14 +125,26 @@ export class DohService {
   }
 
   /** The chain's answer to a DNS query, or the reply that refuses it. */
-  private async answer(wire: Buffer, client: ClientAddress, transport: string): Promise<Buffer | HttpReply> {
+  private async answer(wire: Buffer, client: ClientAddress, transport: string, trace?: RemoteTrace): Promise<Buffer | HttpReply> {
     const problem = malformed(wire);
     if (problem) return textReply(400, `bad request: ${problem}`);
-    const answer = await this.handler()(wire, { client, transport, datagram: false });
+    const answer = await this.handler()(wire, trace ? { client, transport, datagram: false, remoteTrace: trace } : { client, transport, datagram: false });
     // A chain that answers nothing (a rule that drops the query) cannot stay silent over
     // HTTP without holding the stream open: the client is told it was refused.
     return answer ?? textReply(403, 'forbidden: the query was refused');
   }
+}
+
+/**
+ * The caller's W3C trace context (as CoreDNS reads it since its PR #5439), for trace to
+ * continue. Only a plain DoH request's: an oblivious one comes through a relay, whose headers
+ * are not the client's. Values longer than the specification allows are ignored.
+ */
+function remoteTrace(request: DohRequestView): RemoteTrace | undefined {
+  const traceparent = request.header('traceparent');
+  if (traceparent === undefined || traceparent.length > 128) return undefined;
+  const tracestate = request.header('tracestate');
+  return tracestate !== undefined && tracestate.length <= 512 ? { traceparent, tracestate } : { traceparent };
 }
 
 function mediaType(header: string | undefined): string | undefined {

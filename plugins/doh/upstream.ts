@@ -10,6 +10,7 @@ import { HEADER_SIZE } from '../../core/dns/constants.js';
 import { fitAnswerToQuery, padMessage } from '../../core/dns/edns.js';
 import { arCount, isResponse, readEdns, readId, sameQuestion, writeId } from '../../core/dns/wire.js';
 import { DeadlineError, UpstreamResponseError } from '../../core/errors.js';
+import { traceHeadersFor } from '../../core/trace-context.js';
 import type { Logger } from '../../core/logger.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
 import { DohConnections } from './connections.js';
@@ -35,6 +36,8 @@ export interface DohServerOptions {
   pins: Buffer[];
   /** SHA-256 of TBS certificates (a stamp's hashes). */
   certHashes: Buffer[];
+  /** Send a W3C `traceparent` with sampled queries (`traceparent`; off: a trace id is an identifier). */
+  traceparent: boolean;
 }
 
 export class DohUpstream implements Upstream {
@@ -71,6 +74,7 @@ export class DohUpstream implements Upstream {
     writeId(wire, 0);
     const request: DohRequest =
       this.options.method === 'get' ? { method: 'GET', path: this.getPrefix + wire.toString('base64url'), body: null } : { method: 'POST', path: this.options.path, body: wire };
+    if (this.options.traceparent && ctx.span !== undefined) request.headers = traceHeadersFor(ctx.span);
     const answer = await this.connections.request(request, timeoutMs);
     if (answer.length < HEADER_SIZE || !isResponse(answer)) throw new UpstreamResponseError(`${this.name}: the answer is not a DNS response`);
     if (!sameQuestion(wire, answer)) throw new UpstreamResponseError(`${this.name}: the answer is for another question`);

@@ -52,6 +52,11 @@ export function attachBlock(server: string, statsd: StatsdTarget | null, logger:
   };
 }
 
+/** The registry in use, if any block has metrics. */
+export function currentMetrics(): VeilMetrics | null {
+  return metrics;
+}
+
 /** Families already reported as full, so each is reported once. */
 const reportedFull = new WeakSet<object>();
 

@@ -1,16 +1,25 @@
 /**
- * `metrics`: Prometheus metrics at http://ADDR/metrics, and optionally the same pushed to statsd.
+ * `metrics`: Prometheus metrics at http://ADDR/metrics, and optionally the same pushed to statsd
+ * or to an OpenTelemetry collector.
  *
  *     metrics [ADDR] {
  *         statsd HOST:PORT [PREFIX]
+ *         otlp [URL [insecure]] {      # else OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT
+ *             protocol grpc|http/protobuf|http/json
+ *             header NAME VALUE
+ *             timeout DURATION
+ *             interval DURATION        # else OTEL_METRIC_EXPORT_INTERVAL, else 60s
+ *             service NAME
+ *         }
+ *         dashboard [ADDR]             # the live page at http://ADDR/ (default 127.0.0.1:9153)
  *     }
  *
  * The plugin serves no query: it subscribes to the diagnostics channels (core/events.ts) and
  * counts what they report for its block. Blocks that name the same address share one endpoint.
  */
-import type { Token } from '../../core/config/ast.js';
+import type { Directive, Token } from '../../core/config/ast.js';
 import { blockServerName } from '../../core/block.js';
-import { configError, expectArgs, expectNoBlock, readOptions } from '../../core/config/options.js';
+import { configError, expectArgs, expectNoBlock, parseDuration, readOptions } from '../../core/config/options.js';
 import { ListenError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { AddressError, parseHostPort } from '../../core/net/address.js';
@@ -18,7 +27,10 @@ import type { BlockScope, Plugin, PluginDefinition } from '../../core/plugin.js'
 import { resolveService, Services } from '../../core/services.js';
 import type { UpstreamSet } from '../../core/upstream/upstream.js';
 import { openHttpEndpoint, parseHttpAddress, type HttpAddress, type HttpLease } from '../../lib/http-endpoints.js';
-import { attachBlock, renderMetrics, type Attachment } from './hub.js';
+import { OTLP_REPEATABLE, OtlpLinesReader, parseServiceName } from '../../lib/otel/corefile.js';
+import { attachBlock, currentMetrics, renderMetrics, type Attachment } from './hub.js';
+import { holdOtlpExport, RegistryProducer, type OtlpMetricsTarget } from './otlp.js';
+import { dataAnswer, holdDashboard, pageAnswer } from './dashboard.js';
 import { EXPOSITION_CONTENT_TYPE } from './registry.js';
 import type { StatsdTarget } from './statsd.js';
 
@@ -30,7 +42,13 @@ const DEFAULT_PREFIX = 'veil';
 export interface MetricsOptions {
   address: HttpAddress;
   statsd: StatsdTarget | null;
+  otlp: OtlpMetricsTarget | null;
+  /** Where the live page is served (`dashboard`), or null. */
+  dashboard: HttpAddress | null;
 }
+
+/** OpenTelemetry's default export interval (OTEL_METRIC_EXPORT_INTERVAL). */
+const DEFAULT_OTLP_INTERVAL_MS = 60_000;
 
 export const metricsPlugin: PluginDefinition<MetricsOptions> = {
   name: NAME,
@@ -39,7 +57,7 @@ export const metricsPlugin: PluginDefinition<MetricsOptions> = {
     if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'metrics is given twice in this block');
     const d = directives[0]!;
     const [addressToken] = expectArgs(NAME, d, 0, 1);
-    const options: MetricsOptions = { address: DEFAULT_METRICS_ADDRESS, statsd: null };
+    const options: MetricsOptions = { address: DEFAULT_METRICS_ADDRESS, statsd: null, otlp: null, dashboard: null };
     if (addressToken) options.address = address(addressToken, DEFAULT_METRICS_ADDRESS.port, parseHttpAddress);
     readOptions(NAME, d.block, {
       statsd: (line) => {
@@ -51,6 +69,13 @@ export const metricsPlugin: PluginDefinition<MetricsOptions> = {
         }
         options.statsd = { host, port, prefix: prefix?.text ?? DEFAULT_PREFIX };
       },
+      otlp: (line) => (options.otlp = parseOtlp(line)),
+      dashboard: (line) => {
+        expectNoBlock(NAME, line);
+        const [where] = expectArgs(NAME, line, 0, 1);
+        // Loopback unless said otherwise: the page shows what the network's devices ask.
+        options.dashboard = where ? address(where, DEFAULT_METRICS_ADDRESS.port, parseHttpAddress) : DEFAULT_METRICS_ADDRESS;
+      },
     });
     return options;
   },
@@ -59,6 +84,31 @@ export const metricsPlugin: PluginDefinition<MetricsOptions> = {
     return new MetricsPlugin(options, scope);
   },
 };
+
+function parseOtlp(line: Directive): OtlpMetricsTarget {
+  const otlp = new OtlpLinesReader(NAME);
+  const args = expectArgs(NAME, line, 0, 2);
+  if (args.length > 0) otlp.endpoint(args);
+  let intervalMs: number | undefined;
+  let service: string | undefined;
+  const { endpoint: _endpoint, ...spec } = otlp.spec;
+  readOptions(
+    NAME,
+    line.block,
+    {
+      ...spec,
+      interval: (o) => (intervalMs = parseDuration(NAME, expectArgs(NAME, o, 1)[0]!, { min: 1000, max: 3_600_000 })),
+      service: (o) => (service = parseServiceName(NAME, expectArgs(NAME, o, 1)[0]!)),
+    },
+    OTLP_REPEATABLE,
+  );
+  if (intervalMs === undefined) {
+    const given = process.env.OTEL_METRIC_EXPORT_INTERVAL?.trim();
+    if (given && !(/^\d+$/.test(given) && Number(given) >= 1000)) throw configError(NAME, line.name, `OTEL_METRIC_EXPORT_INTERVAL="${given}" is not a number of milliseconds (1000 or more)`);
+    intervalMs = given ? Number(given) : DEFAULT_OTLP_INTERVAL_MS;
+  }
+  return { export: otlp.resolve('metrics', line), intervalMs, service };
+}
 
 function address(token: Token, defaultPort: number, parse: (text: string, port: number) => HttpAddress): HttpAddress {
   try {
@@ -76,6 +126,8 @@ class MetricsPlugin implements Plugin {
   private readonly upstreams: UpstreamSet;
   private attachment: Attachment | null = null;
   private lease: HttpLease | null = null;
+  private releaseOtlp: (() => Promise<void>) | null = null;
+  private dashboard: { lease: HttpLease; release(): void } | null = null;
 
   constructor(
     private readonly options: MetricsOptions,
@@ -98,6 +150,8 @@ class MetricsPlugin implements Plugin {
       throw new ListenError(`${NAME}: ${(err as Error).message}`, { cause: err });
     }
     if (this.lease.first) this.logger.info(`serving http://${this.lease.bound}/metrics`);
+    if (this.options.otlp) this.releaseOtlp = await holdOtlpExport(this.options.otlp, new RegistryProducer(currentMetrics), this.logger);
+    if (this.options.dashboard) await this.openDashboard(this.options.dashboard);
     // Upstreams start in rotation; health-tracking policies report changes as they happen.
     const policy = resolveService(this.scope.container, Services.upstreamPolicy);
     for (const upstream of this.upstreams.all) {
@@ -105,7 +159,24 @@ class MetricsPlugin implements Plugin {
     }
   }
 
+  private async openDashboard(where: HttpAddress): Promise<void> {
+    const held = holdDashboard(currentMetrics);
+    try {
+      const lease = await openHttpEndpoint(where, { '/': () => pageAnswer(), '/dashboard.json': () => dataAnswer(held.dashboard) });
+      this.dashboard = { lease, release: held.release };
+      if (lease.first) this.logger.info(`serving the dashboard at http://${lease.bound}/`);
+    } catch (err) {
+      held.release();
+      throw new ListenError(`${NAME}: dashboard: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
   async stop(): Promise<void> {
+    await this.dashboard?.lease.release();
+    this.dashboard?.release();
+    this.dashboard = null;
+    await this.releaseOtlp?.();
+    this.releaseOtlp = null;
     await this.lease?.release();
     this.lease = null;
     this.attachment?.detach();

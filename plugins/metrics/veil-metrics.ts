@@ -121,6 +121,8 @@ class ServerSeries {
 
 export class VeilMetrics {
   readonly registry = new Registry();
+  /** When counting began (Unix ms): the start of every cumulative value. */
+  readonly startedAt = Date.now();
   private readonly servers = new Map<string, ServerSeries>();
   private readonly upstreams = new WeakMap<Upstream, UpstreamSeries>();
   private readonly subscriptions: Array<[TypedChannel<any>, (message: any) => void]> = [];

@@ -7,7 +7,7 @@
  */
 import net from 'node:net';
 import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, expectNoBlock, parseDuration, readOptions } from '../../core/config/options.js';
+import { configError, expectArgs, expectNoBlock, flag, parseDuration, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import { parseServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
@@ -43,6 +43,8 @@ export interface TargetSpec extends TlsChecks {
   timeoutMs: number;
   /** `server NAME` without a URL or stamp: the resolver lists give the stamp. */
   listed: boolean;
+  /** Send a W3C `traceparent` (to the relay that carries it) with sampled queries; off by default. */
+  traceparent: boolean;
 }
 
 export interface RelaySpec extends TlsChecks {
@@ -120,10 +122,12 @@ function parseServerLine(line: Directive, zone: string): TargetSpec {
   let bootstrap: string[] | null = null;
   let configsVia = 'relay' as ConfigsVia;
   let timeoutMs = DEFAULT_TIMEOUT_MS;
+  let traceparent = false;
   readOptions(
     NAME,
     line.block,
     {
+      traceparent: (o) => (traceparent = flag(NAME, o)),
       bootstrap: (o) => (bootstrap = parseBootstrap(o)),
       configs: (o) => {
         const [value] = expectArgs(NAME, o, 1);
@@ -135,7 +139,7 @@ function parseServerLine(line: Directive, zone: string): TargetSpec {
     },
     ['pin_sha256'],
   );
-  const base = { name: name.text, token: where ?? name, zone, configsVia, timeoutMs, ...tls };
+  const base = { name: name.text, token: where ?? name, zone, configsVia, timeoutMs, traceparent, ...tls };
   if (!where) {
     if (configsVia === 'direct' && !bootstrap) throw configError(NAME, name, 'configs direct needs the target\'s addresses: add "bootstrap IP…"');
     return { ...base, host: '', port: 443, path: '', authority: '', addresses: bootstrap ?? [], listed: true };
@@ -281,5 +285,5 @@ export function listedTarget(spec: TargetSpec, stamp: OdohTargetStamp): TargetSp
 
 /** A target from `servers_from`: the defaults, its stamp completing them. */
 export function serverFromList(name: string, token: Token, zone: string): TargetSpec {
-  return { name, token, zone, host: '', port: 443, path: '', authority: '', addresses: [], configsVia: 'relay', timeoutMs: DEFAULT_TIMEOUT_MS, listed: true, extraCa: [], pins: [], certHashes: [] };
+  return { name, token, zone, host: '', port: 443, path: '', authority: '', addresses: [], configsVia: 'relay', timeoutMs: DEFAULT_TIMEOUT_MS, listed: true, extraCa: [], pins: [], certHashes: [], traceparent: false };
 }

@@ -24,6 +24,7 @@ import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE, OdohFormatError 
 import { describeSuite } from '../../lib/odoh/suite.js';
 import { DohConnections } from '../doh/connections.js';
 import { HttpStatusError, type DohRequest } from '../doh/http-exchange.js';
+import { traceHeadersFor } from '../../core/trace-context.js';
 import { DIRECT, NAME, type TargetSpec } from './config.js';
 import type { Hop, RelayDirectory } from './relays.js';
 
@@ -69,7 +70,7 @@ export class OdohUpstream implements Upstream {
       if (performance.now() >= deadline) break;
       const hopName = hop === DIRECT ? DIRECT : hop.name;
       try {
-        const answer = await this.viaHop(hop, wire, deadline);
+        const answer = await this.viaHop(hop, wire, deadline, this.target.traceparent && ctx.span !== undefined ? traceHeadersFor(ctx.span) : undefined);
         ctx.meta.relay = hopName;
         this.metrics.queries.inc({ target: this.name, relay: hopName, result: 'answered' });
         writeId(answer, readId(query));
@@ -85,19 +86,19 @@ export class OdohUpstream implements Upstream {
   }
 
   /** One hop: with the current configs, and once more with fresh ones when the key changed. */
-  private async viaHop(hop: Hop, wire: Buffer, deadline: number): Promise<Buffer> {
+  private async viaHop(hop: Hop, wire: Buffer, deadline: number, headers: Record<string, string> | undefined): Promise<Buffer> {
     try {
-      return await this.once(hop, await this.currentConfig(hop, deadline), wire, deadline);
+      return await this.once(hop, await this.currentConfig(hop, deadline), wire, deadline, headers);
     } catch (err) {
       if (!(err instanceof StaleKey)) throw err;
       this.config = null;
-      return this.once(hop, await this.currentConfig(hop, deadline), wire, deadline);
+      return this.once(hop, await this.currentConfig(hop, deadline), wire, deadline, headers);
     }
   }
 
-  private async once(hop: Hop, config: OdohConfig, wire: Buffer, deadline: number): Promise<Buffer> {
+  private async once(hop: Hop, config: OdohConfig, wire: Buffer, deadline: number, headers: Record<string, string> | undefined): Promise<Buffer> {
     const { message, pending } = await sealQuery(config, wire);
-    const request: DohRequest = { method: 'POST', path: this.pathVia(hop, this.target.path), body: message, mediaType: OBLIVIOUS_MEDIA_TYPE, maxBytes: MAX_MESSAGE_BYTES };
+    const request: DohRequest = { method: 'POST', path: this.pathVia(hop, this.target.path), body: message, mediaType: OBLIVIOUS_MEDIA_TYPE, maxBytes: MAX_MESSAGE_BYTES, ...(headers ? { headers } : {}) };
     let sealed: Buffer;
     try {
       sealed = await this.poolOf(hop).request(request, left(deadline, this.name));

@@ -11,7 +11,7 @@
  * `ctx.span` holds the innermost active span while a sampled query runs, so any plugin can add
  * events to it; it stays undefined for every other query.
  */
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type Tracer } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type SpanContext, type Tracer } from '@opentelemetry/api';
 import type { RequestContext } from '../../core/context.js';
 import { rcodeName, typeName } from '../../core/dns/constants.js';
 import { rcodeOf } from '../../core/dns/wire.js';
@@ -19,13 +19,16 @@ import { upstreamAttempt } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import type { Next, Plugin } from '../../core/plugin.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
+import { parseTraceparent, parseTracestate } from '../../core/trace-context.js';
+import { sdkDisabled, startTraceSdk, type TraceSdk } from '../../lib/otel/sdk.js';
+import type { OtlpExport, SamplerSetting } from '../../lib/otel/settings.js';
 import { veilVersion } from '../../lib/version.js';
-import { createSpanPipeline, type SpanPipeline } from './exporter.js';
 
 export interface TraceOptions {
-  endpoint: string;
-  sample: number;
-  service: string;
+  export: OtlpExport;
+  sampler: SamplerSetting;
+  /** The Corefile's `service`; undefined leaves it to the environment (else `veil`). */
+  service: string | undefined;
   clientAddress: boolean;
 }
 
@@ -50,7 +53,7 @@ function onAttempt(message: AttemptMessage): void {
 
 export class TracePlugin implements Plugin {
   readonly name = 'trace';
-  private pipeline: SpanPipeline | null = null;
+  private pipeline: TraceSdk | null = null;
   private tracer: Tracer | null = null;
 
   constructor(
@@ -59,10 +62,18 @@ export class TracePlugin implements Plugin {
   ) {}
 
   async start(): Promise<void> {
-    this.pipeline = await createSpanPipeline({ endpoint: this.options.endpoint, service: this.options.service, version: veilVersion() }, this.logger);
+    if (sdkDisabled()) {
+      this.logger.info('OTEL_SDK_DISABLED=true: no spans are recorded');
+      return;
+    }
+    const { export: target, sampler } = this.options;
+    this.pipeline = await startTraceSdk({ export: target, service: this.options.service, version: veilVersion(), logger: this.logger });
     this.tracer = this.pipeline.tracer;
     if (attemptListeners++ === 0) upstreamAttempt.subscribe(onAttempt);
-    this.logger.info(`tracing ${Number((this.options.sample * 100).toPrecision(6))}% of queries to ${this.options.endpoint}`);
+    const share = `${Number((sampler.ratio * 100).toPrecision(6))}%`;
+    this.logger.info(
+      `tracing ${share} of queries${sampler.parentBased ? " (a DoH caller's traceparent decides for its own)" : ''} to ${target.url} over ${target.protocol} (${target.source}; sampler: ${sampler.source})`,
+    );
   }
 
   async stop(): Promise<void> {
@@ -82,13 +93,18 @@ export class TracePlugin implements Plugin {
   wrapLink(name: string, link: Next, outermost: boolean): Next {
     const traced: Next = (ctx) => (ctx.span === undefined ? link(ctx) : this.traceLink(name, link, ctx));
     if (!outermost) return traced;
-    const sample = this.options.sample;
-    // `<` so that 0 never samples and 1 always does.
-    return (ctx) => (this.tracer === null || !(Math.random() < sample) ? link(ctx) : this.serveSampled(ctx, traced, name, this.tracer));
+    const { ratio, parentBased } = this.options.sampler;
+    return (ctx) => {
+      if (this.tracer === null) return link(ctx);
+      // A caller's trace context: continued when sampled, and it decides for parent-based samplers.
+      const parent = ctx.remoteTrace === undefined ? undefined : remoteParent(ctx);
+      const sampled = parent !== undefined && parentBased ? parent.sampled : Math.random() < ratio; // `<`: 0 never, 1 always
+      return sampled ? this.serveSampled(ctx, traced, name, this.tracer, parent?.context ?? ROOT_CONTEXT) : link(ctx);
+    };
   }
 
   /** The server span of a sampled query, around the outermost link (`first`). */
-  private async serveSampled(ctx: RequestContext, next: Next, first: string, tracer: Tracer): Promise<Buffer | null> {
+  private async serveSampled(ctx: RequestContext, next: Next, first: string, tracer: Tracer, parent: Context): Promise<Buffer | null> {
     const attributes: Attributes = {
       'dns.question.name': presentationName(ctx.name),
       'dns.question.type': typeName(ctx.type),
@@ -101,7 +117,7 @@ export class TracePlugin implements Plugin {
       attributes['client.address'] = ctx.client.address;
       attributes['client.port'] = ctx.client.port;
     }
-    const span = tracer.startSpan('dns query', { kind: SpanKind.SERVER, attributes, startTime: now() }, ROOT_CONTEXT);
+    const span = tracer.startSpan('dns query', { kind: SpanKind.SERVER, attributes, startTime: now() }, parent);
     const outer = ctx.span;
     ctx.span = span;
     tracedQueries.set(ctx, tracer);
@@ -147,6 +163,15 @@ export class TracePlugin implements Plugin {
       span.end(now());
     }
   }
+}
+
+/** The caller's span as the parent of ours, and whether the caller sampled it; undefined when malformed. */
+function remoteParent(ctx: RequestContext): { context: Context; sampled: boolean } | undefined {
+  const parsed = parseTraceparent(ctx.remoteTrace!.traceparent);
+  if (!parsed) return undefined;
+  const traceState = ctx.remoteTrace!.tracestate === undefined ? undefined : parseTracestate(ctx.remoteTrace!.tracestate);
+  const spanContext = { traceId: parsed.traceId, spanId: parsed.parentId, traceFlags: parsed.flags, isRemote: true, ...(traceState ? { traceState: traceState as NonNullable<SpanContext['traceState']> } : {}) };
+  return { context: trace.setSpanContext(ROOT_CONTEXT, spanContext), sampled: (parsed.flags & 1) === 1 };
 }
 
 /** One finished attempt, as a client span that began `rttMs` before now. */

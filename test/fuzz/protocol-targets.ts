@@ -39,6 +39,7 @@ import { DohService, textReply, type DohRequestView, type HttpReply } from '../.
 import type net from 'node:net';
 import { h2Frame, RecordingSocket } from '../helpers/h2-frames.js';
 import { h2Stateful } from './h2-stateful.js';
+import { ControlFrameReader, ControlType, controlFrame, DNSTAP_CONTENT_TYPE, FrameStreamsError, MAX_CONTROL_FRAME } from '../../lib/dnstap/frame-streams.js';
 import { bytesLike, textLike } from './mutate.js';
 import { asBuffer, asJson, asText, BugError, env, expectOnly, theDoor, wireSeeds, type FuzzTarget } from './targets.js';
 import { loadSodium } from '../../lib/dnscrypt/sodium.js';
@@ -448,4 +449,42 @@ const lists: FuzzTarget<string> = {
   },
 };
 
-export const protocolTargets: FuzzTarget<any>[] = [dnscryptServer, dnscryptClient, dnscryptCerts, relay, dohRequests, hpack, h2Connection, h2Stateful, dohJson, upstreamAnswer, lists];
+const acceptSeed = controlFrame(ControlType.ACCEPT, DNSTAP_CONTENT_TYPE);
+const finishSeed = controlFrame(ControlType.FINISH);
+
+/** What a dnstap reader sends back on a bidirectional Frame Streams connection, cut anywhere. */
+const dnstapControl: FuzzTarget<Buffer> = {
+  name: 'dnstap-control',
+  inputs: 'random and mutated bytes (control frames of a Frame Streams reader), fed in pieces → the dnstap writer\'s control-frame reader',
+  arbitrary: bytesLike([Buffer.concat([acceptSeed, finishSeed])]),
+  seeds: [acceptSeed, finishSeed, Buffer.concat([acceptSeed, finishSeed]), Buffer.alloc(12), dataFrameOf(5)],
+  fromCorpus: asBuffer,
+  check(bytes) {
+    for (const pieces of [1, 3, bytes.length || 1]) {
+      const reader = new ControlFrameReader();
+      const step = Math.max(1, Math.ceil(bytes.length / pieces));
+      try {
+        for (let at = 0; at < bytes.length; at += step) {
+          for (const frame of reader.push(bytes.subarray(at, at + step))) {
+            if (frame.contentTypes.some((t) => t.length > MAX_CONTROL_FRAME)) throw new BugError('a content type longer than its frame');
+          }
+          if ((reader as unknown as { pending: Buffer }).pending.length > 8 + MAX_CONTROL_FRAME + step) throw new BugError('the reader holds more than one frame');
+        }
+      } catch (err) {
+        expectOnly(err, FrameStreamsError);
+      }
+    }
+    // What we write, the reader reads back the same.
+    const written = controlFrame(ControlType.START, bytes.toString('latin1').slice(0, 64));
+    const [again] = new ControlFrameReader().push(written);
+    if (again?.type !== ControlType.START || again.contentTypes[0] !== bytes.toString('latin1').slice(0, 64)) throw new BugError('control frame round trip');
+  },
+};
+
+function dataFrameOf(length: number): Buffer {
+  const frame = Buffer.alloc(4 + length);
+  frame.writeUInt32BE(length, 0);
+  return frame;
+}
+
+export const protocolTargets: FuzzTarget<any>[] = [dnscryptServer, dnscryptClient, dnscryptCerts, relay, dohRequests, hpack, h2Connection, h2Stateful, dohJson, upstreamAnswer, lists, dnstapControl];

@@ -36,10 +36,10 @@ export function makeTempDir(files: Record<string, string> = {}): string {
   return dir;
 }
 
-/** Runs `veil ARGS…` to completion (for check and bad configs). */
-export function runVeil(args: string[], cwd: string, timeoutMs = 15000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs `veil ARGS…` to completion (for check and bad configs); `env` adds to the test's environment. */
+export function runVeil(args: string[], cwd: string, timeoutMs = 15000, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(VEIL, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(VEIL, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

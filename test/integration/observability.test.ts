@@ -46,7 +46,7 @@ describe('observability in the real process', () => {
   let receiver: OtlpReceiver;
   before(async () => {
     origin = await startFakeDns();
-    receiver = await startOtlpReceiver();
+    receiver = await startOtlpReceiver('http/protobuf');
   });
   after(async () => {
     await origin.close();
