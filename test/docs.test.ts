@@ -1,39 +1,68 @@
 /**
- * Docs that cannot rot: every Corefile example in the plugin READMEs and docs/ is started (its
- * ports moved to 0), every plugin folder has its README in the fixed form, and the error table
- * matches the code.
+ * Docs that cannot rot: every Corefile example in the plugin READMEs, docs/ and the README is
+ * started (its ports moved to 0), an untagged fence that is a Corefile fails (tag it `corefile`
+ * so that it runs, or `txt` for a sketch), every plugin folder has its README in the fixed form,
+ * and the error table matches the code.
+ *
+ * Examples name public resolvers and lists, and starting one opens its upstreams and fetches
+ * its lists: they are started inside a network namespace with no route out (only loopback), so
+ * that nothing is ever sent towards a public address. Where no namespace can be made (not root),
+ * each is built as `veil check` does, and none is started.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { SystemClock } from '../core/clock.js';
 import { parseCorefileText } from '../core/config/corefile.js';
 import { ERROR_CODES } from '../core/errors.js';
 import { MemoryLogger } from '../core/logger.js';
 import { buildConfig } from '../core/server.js';
-import { startTestServer } from '../core/testing/server.js';
 import { builtinPlugins, createBuiltinRegistry } from '../plugins/index.js';
 import { makeProviderKeys } from './helpers/dnscrypt.js';
+import { createNamespace, whyNoNamespace } from './helpers/netns.js';
 import { makeTestCerts } from './helpers/peers.js';
+import { onFreePorts, type Example, type ExampleResult } from './helpers/start-examples.js';
 import { ROOT } from './helpers/veil-process.js';
 
 function markdownFiles(): string[] {
   const plugins = readdirSync(path.join(ROOT, 'plugins'), { withFileTypes: true })
     .filter((d) => d.isDirectory())
-    .map((d) => path.join(ROOT, 'plugins', d.name, 'README.md'));
+    .map((d) => path.join(ROOT, 'plugins', d.name, 'README.md'))
+    .filter((file) => existsSync(file));
   const docs = readdirSync(path.join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => path.join(ROOT, 'docs', f));
   return [...plugins, ...docs, path.join(ROOT, 'README.md')];
 }
 
-/** Fenced blocks marked `corefile` (``` or ~~~). */
-function corefileExamples(file: string): string[] {
+interface Fence {
+  file: string;
+  tag: string;
+  text: string;
+}
+
+/** Every fenced block (``` or ~~~) with its info string. */
+function fences(file: string): Fence[] {
   const text = readFileSync(file, 'utf8');
-  return [...text.matchAll(/^(```|~~~) ?corefile\n([\s\S]*?)^\1$/gm)].map((m) => m[2]!);
+  return [...text.matchAll(/^(```|~~~)[ \t]*([^\n]*)\n([\s\S]*?)^\1$/gm)].map((m) => ({ file, tag: m[2]!.trim(), text: m[3]! }));
+}
+
+const registry = createBuiltinRegistry();
+
+/** A Corefile: it parses, and every directive in it is a plugin. */
+function isCorefile(text: string): boolean {
+  try {
+    const config = parseCorefileText(text, 'fence');
+    const names = config.blocks.flatMap((b) => b.directives.map((d) => d.name.text));
+    return config.blocks.length > 0 && names.length > 0 && names.every((n) => registry.get(n));
+  } catch {
+    return false;
+  }
 }
 
 // Examples that serve TLS name their files as {$VEIL_CERT}, {$VEIL_KEY} and {$VEIL_CA}; give
-// them a throw-away certificate so they start here as they would for a user.
+// them a throw-away certificate so they start here as they would for a user (the namespace's
+// processes inherit this environment).
 const certs = makeTestCerts();
 process.env.VEIL_CERT ??= certs.chain;
 process.env.VEIL_KEY ??= certs.key;
@@ -46,21 +75,58 @@ after(() => {
   dnscryptKeys.cleanup();
 });
 
+const allFences = markdownFiles().flatMap(fences);
+const label = (fence: Fence, i: number) => `${path.relative(ROOT, fence.file)} example ${i + 1}`;
+
 describe('Corefile examples in the docs start', () => {
-  const examples = markdownFiles().flatMap((file) => corefileExamples(file).map((text, i) => ({ label: `${path.relative(ROOT, file)} example ${i + 1}`, text })));
+  const examples: Example[] = [];
+  for (const file of markdownFiles()) {
+    allFences
+      .filter((f) => f.file === file && f.tag === 'corefile')
+      .forEach((fence, i) => examples.push({ label: label(fence, i), text: fence.text }));
+  }
+  const noNamespace = whyNoNamespace();
+  const results = new Map<string, ExampleResult>();
+
+  before(async () => {
+    if (noNamespace) return;
+    const dir = mkdtempSync(path.join(tmpdir(), 'veil-docs-'));
+    const ns = createNamespace('veil-docs');
+    try {
+      writeFileSync(path.join(dir, 'examples.json'), JSON.stringify(examples));
+      const child = ns.run([process.execPath, path.join(ROOT, 'dist/test/helpers/start-examples.js'), path.join(dir, 'examples.json')], ROOT);
+      await new Promise<void>((resolve) => child.child.once('exit', () => resolve()));
+      for (const line of child.output().split('\n')) {
+        if (!line.startsWith('{"label"')) continue;
+        const result = JSON.parse(line) as ExampleResult;
+        results.set(result.label, result);
+      }
+    } finally {
+      ns.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('there are examples to check', () => assert.ok(examples.length >= 10, `only ${examples.length}`));
-  for (const { label, text } of examples) {
-    it(label, async () => {
-      // Same configuration on free ports, so examples never collide with each other or the host.
-      const local = text
-        .replace(/(udp|tcp|tls|https|dnscrypt|relay):\/\/(\[[^\]]+\]|[\d.]+):\d+/g, '$1://$2:0')
-        // The HTTP endpoints too: written bare, metrics and health would take ports 9153 and 8080.
-        .replace(/^([ \t]*(?:metrics|health))(?:[ \t]+(\[[^\]]+\]|[\d.]+)(?::\d+)?)?(?=[ \t]*(?:\{|$))/gm, (_m, head: string, host?: string) => `${head} ${host ?? '127.0.0.1'}:0`);
-      assert.ok(/listen /.test(local), `${label} should say where it listens`);
-      const veil = await startTestServer(local, { registry: createBuiltinRegistry(), file: path.join(ROOT, 'docs', 'Corefile') });
-      await veil.stop();
+  for (const example of examples) {
+    it(example.label, () => {
+      if (noNamespace) {
+        // Built, not started: nothing binds and nothing is sent.
+        const local = onFreePorts(example.text);
+        assert.ok(/listen /.test(local), `${example.label} should say where it listens`);
+        buildConfig(parseCorefileText(local, path.join(ROOT, 'docs', 'Corefile')), { registry, logger: new MemoryLogger(), clock: new SystemClock() });
+        return;
+      }
+      const result = results.get(example.label);
+      assert.ok(result, `${example.label} was not started`);
+      assert.equal(result.error, null);
     });
   }
+
+  it('an untagged fence that is a Corefile fails: tag it corefile (it runs) or txt (a sketch)', () => {
+    const untagged = allFences.filter((f) => f.tag === '' && isCorefile(f.text)).map((f) => `${path.relative(ROOT, f.file)}: ${f.text.split('\n').find((l) => l.trim())}`);
+    assert.deepEqual(untagged, []);
+  });
 });
 
 describe('Corefile.example', () => {
@@ -69,7 +135,7 @@ describe('Corefile.example', () => {
   // with no route out.
   it('builds (veil check)', () => {
     const file = path.join(ROOT, 'Corefile.example');
-    const built = buildConfig(parseCorefileText(readFileSync(file, 'utf8'), file), { registry: createBuiltinRegistry(), logger: new MemoryLogger(), clock: new SystemClock() });
+    const built = buildConfig(parseCorefileText(readFileSync(file, 'utf8'), file), { registry, logger: new MemoryLogger(), clock: new SystemClock() });
     assert.deepEqual([...built.listeners.keys()], ['udp://127.0.0.1:5353', 'tcp://127.0.0.1:5353']);
   });
 });

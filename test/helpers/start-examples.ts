@@ -1,0 +1,50 @@
+/**
+ * Starts Corefile examples from the docs, one after another, each on free ports, and says for
+ * each whether it started: `node start-examples.js FILE` reads `[{ label, text }]` from FILE and
+ * prints one JSON line per example. The docs test runs it inside a network namespace with no
+ * route out: examples name public resolvers and lists, and starting one opens its upstreams.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startTestServer } from '../../core/testing/server.js';
+import { createBuiltinRegistry } from '../../plugins/index.js';
+import { ROOT } from './veil-process.js';
+
+export interface Example {
+  label: string;
+  text: string;
+}
+
+export interface ExampleResult {
+  label: string;
+  error: string | null;
+}
+
+/** The same configuration on free ports, so examples never collide with each other or the host. */
+export function onFreePorts(text: string): string {
+  return (
+    text
+      .replace(/(udp|tcp|tls|https|http|dnscrypt|relay):\/\/(\[[^\]]+\]|[\d.]+):\d+/g, '$1://$2:0')
+      // The HTTP endpoints too: written bare, metrics and health would take ports 9153 and 8080.
+      .replace(/^([ \t]*(?:metrics|health))(?:[ \t]+(\[[^\]]+\]|[\d.]+)(?::\d+)?)?(?=[ \t]*(?:\{|$))/gm, (_m, head: string, host?: string) => `${head} ${host ?? '127.0.0.1'}:0`)
+  );
+}
+
+export async function startExample(example: Example): Promise<ExampleResult> {
+  try {
+    const local = onFreePorts(example.text);
+    if (!/listen /.test(local)) return { label: example.label, error: 'the example does not say where it listens' };
+    const veil = await startTestServer(local, { registry: createBuiltinRegistry(), file: path.join(ROOT, 'docs', 'Corefile') });
+    await veil.stop();
+    return { label: example.label, error: null };
+  } catch (err) {
+    return { label: example.label, error: (err as Error).message };
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const examples = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as Example[];
+  for (const example of examples) console.log(JSON.stringify(await startExample(example)));
+  process.exit(0);
+}
