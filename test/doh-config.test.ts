@@ -10,7 +10,7 @@ import { MemoryLogger } from '../core/logger.js';
 import { ConfigError } from '../core/errors.js';
 import { encodeStamp } from '../lib/stamps.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
-import type { DohUpstream } from '../plugins/doh/upstream.js';
+import type { DohUpstream } from '../plugins/doh/client/upstream.js';
 import { makeTestCerts, type TestCerts } from './helpers/peers.js';
 
 let certs: TestCerts;

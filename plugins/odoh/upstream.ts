@@ -22,8 +22,8 @@ import { parseConfigs, type OdohConfig } from '../../lib/odoh/configs.js';
 import { OdohCryptoError, sealQuery } from '../../lib/odoh/crypto.js';
 import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE, OdohFormatError } from '../../lib/odoh/message.js';
 import { describeSuite } from '../../lib/odoh/suite.js';
-import { DohConnections } from '../doh/connections.js';
-import { HttpStatusError, type DohRequest } from '../doh/http-exchange.js';
+import { HttpsConnections } from '../../lib/https-client/connections.js';
+import { HttpStatusError, type HttpsRequest } from '../../lib/https-client/exchange.js';
 import { DIRECT, NAME, type TargetSpec } from './config.js';
 import type { Hop, RelayDirectory } from './relays.js';
 
@@ -46,7 +46,7 @@ export class OdohUpstream implements Upstream {
   private config: { config: OdohConfig; expiresAt: number } | null = null;
   private fetching: Promise<OdohConfig> | null = null;
   /** The target's own pool: only for `configs direct` and routes that say `direct`. */
-  private direct: DohConnections | null = null;
+  private direct: HttpsConnections | null = null;
 
   constructor(
     private readonly target: TargetSpec,
@@ -97,7 +97,7 @@ export class OdohUpstream implements Upstream {
 
   private async once(hop: Hop, config: OdohConfig, wire: Buffer, deadline: number): Promise<Buffer> {
     const { message, pending } = await sealQuery(config, wire);
-    const request: DohRequest = { method: 'POST', path: this.pathVia(hop, this.target.path), body: message, mediaType: OBLIVIOUS_MEDIA_TYPE, maxBytes: MAX_MESSAGE_BYTES };
+    const request: HttpsRequest = { method: 'POST', path: this.pathVia(hop, this.target.path), body: message, mediaType: OBLIVIOUS_MEDIA_TYPE, maxBytes: MAX_MESSAGE_BYTES };
     let sealed: Buffer;
     try {
       sealed = await this.poolOf(hop).request(request, left(deadline, this.name));
@@ -132,7 +132,7 @@ export class OdohUpstream implements Upstream {
     const direct = this.target.configsVia === 'direct';
     const via = direct ? DIRECT : hop;
     let cacheControl: string | undefined;
-    const request: DohRequest = {
+    const request: HttpsRequest = {
       method: 'GET',
       path: this.pathVia(via, CONFIGS_PATH),
       body: null,
@@ -173,10 +173,10 @@ export class OdohUpstream implements Upstream {
     return hop === DIRECT ? targetPath : hop.pathFor(this.target.authority, targetPath);
   }
 
-  private poolOf(hop: Hop): DohConnections {
+  private poolOf(hop: Hop): HttpsConnections {
     if (hop !== DIRECT) return hop.connections;
     if (this.target.addresses.length === 0) throw new UpstreamUnavailableError(`${this.name}: "direct" needs the target's addresses ("bootstrap IP…")`);
-    this.direct ??= new DohConnections({
+    this.direct ??= new HttpsConnections({
       name: this.name,
       label: this.address,
       authority: this.target.authority,

@@ -3,11 +3,12 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, parseDuration, parseInteger } from '../../core/config/options.js';
-import type { Location } from '../../core/errors.js';
-import type { Endpoint } from '../../core/net/address.js';
-import { parseOdohRelay, parseOdohTarget, type OdohRelayOptions, type OdohTargetOptions } from '../../lib/odoh/server-options.js';
+import type { Directive, Token } from '../../../core/config/ast.js';
+import { configError, expectArgs, parseDuration, parseInteger } from '../../../core/config/options.js';
+import type { Location } from '../../../core/errors.js';
+import type { Endpoint } from '../../../core/net/address.js';
+import { HTTP2_IMPLEMENTATIONS, type Http2Implementation } from '../../../lib/http2/server.js';
+import { parseOdohRelay, parseOdohTarget, type OdohRelayOptions, type OdohTargetOptions } from '../../../lib/odoh/server-options.js';
 
 const PLUGIN = 'listen';
 export const DEFAULT_PATH = '/dns-query';
@@ -31,13 +32,15 @@ export interface DohListenerOptions {
   maxHeaderSize: number;
   /** CIDRs whose X-Forwarded-For is believed. */
   trustedProxies: string[];
+  /** Whose HTTP/2 serves the connections that speak it: Veil's own, or the runtime's node:http2. */
+  http2: Http2Implementation;
   /** `odoh_target`: the path takes ODoH too, and /.well-known/odohconfigs serves the configs. */
   odohTarget: OdohTargetOptions | null;
   /** `odoh_relay`: the path is an oblivious relay (and nothing else). */
   odohRelay: OdohRelayOptions | null;
 }
 
-const COMMON = ['idle_timeout', 'request_timeout', 'max_connections', 'max_connections_per_client', 'max_streams', 'max_header_size', 'trusted_proxies', 'odoh_target', 'odoh_relay'] as const;
+const COMMON = ['idle_timeout', 'request_timeout', 'max_connections', 'max_connections_per_client', 'max_streams', 'max_header_size', 'trusted_proxies', 'http2', 'odoh_target', 'odoh_relay'] as const;
 /** A request of a few hundred bytes has this long to arrive, unless idle_timeout is shorter. */
 const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 export const HTTPS_OPTION_NAMES = ['cert', 'key', ...COMMON] as const;
@@ -59,6 +62,7 @@ export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[]
     maxStreams: 100,
     maxHeaderSize: 8192,
     trustedProxies: [],
+    http2: 'veil',
     odohTarget: null,
     odohRelay: null,
   };
@@ -102,6 +106,12 @@ export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[]
         break;
       case 'trusted_proxies':
         result.trustedProxies = values.map(parseCidr);
+        break;
+      case 'http2':
+        if (!(HTTP2_IMPLEMENTATIONS as readonly string[]).includes(value.text)) {
+          throw configError(PLUGIN, value, `http2 is ${HTTP2_IMPLEMENTATIONS.join(' or ')} (Veil's own HTTP/2, or the runtime's node:http2), not "${value.text}"`);
+        }
+        result.http2 = value.text as Http2Implementation;
         break;
     }
   }

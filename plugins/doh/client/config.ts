@@ -5,14 +5,14 @@
  * tell the network which resolver Veil uses, the leak DoH is meant to close.
  */
 import net from 'node:net';
-import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
-import { parseZoneKey } from '../../core/config/zones.js';
-import { AddressError, parseEndpoint } from '../../core/net/address.js';
-import { parseServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
-import { parseStampToken } from '../../lib/stamp-config.js';
-import { splitAddress, type HttpsLikeStamp, type Stamp } from '../../lib/stamps.js';
-import { parsePin, readCertificates } from '../../lib/tls/files.js';
+import type { Directive, Token } from '../../../core/config/ast.js';
+import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger, readOptions } from '../../../core/config/options.js';
+import { parseZoneKey } from '../../../core/config/zones.js';
+import { AddressError, parseEndpoint } from '../../../core/net/address.js';
+import { parseServersFrom, type ServersFromOptions } from '../../../lib/sources/servers-from.js';
+import { parseStampToken } from '../../../lib/stamp-config.js';
+import { splitAddress, type HttpsLikeStamp, type Stamp } from '../../../lib/stamps.js';
+import { parsePin, readCertificates } from '../../../lib/tls/files.js';
 import type { DohServerOptions } from './upstream.js';
 
 export const NAME = 'doh';
