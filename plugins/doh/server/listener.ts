@@ -19,6 +19,7 @@ import type { ClientAddress } from '../../../core/context.js';
 import { bindStreamServer } from '../../../core/listeners/tcp.js';
 import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition } from '../../../core/listeners/listener.js';
 import { unmapIpv4, type Endpoint } from '../../../core/net/address.js';
+import { AddressRanges } from '../../../core/net/cidr.js';
 import { clientKey } from '../../../core/util/token-buckets.js';
 import { PREFACE as H2_PREFACE } from '../../../lib/http2/connection.js';
 import { headerText, textReply, type HttpReply, type HttpRequest } from '../../../lib/http2/message.js';
@@ -55,7 +56,7 @@ export class DohListener implements Listener {
   private handler: QueryHandler | null = null;
   private readonly service: DohService;
   private readonly oblivious: ObliviousRoles | null;
-  private proxies: net.BlockList;
+  private proxies: AddressRanges;
   private readonly connections = new Set<Connection>();
   /** Connections answering nothing, the one idle longest first: the first to make room. */
   private readonly idle = new Set<Connection>();
@@ -75,7 +76,7 @@ export class DohListener implements Listener {
   ) {
     this.oblivious = options.odohTarget || options.odohRelay ? new ObliviousRoles(endpoint, options, env) : null;
     this.service = new DohService(options.path, secure ? 'https' : 'http', () => this.handler!, this.oblivious);
-    this.proxies = blockListOf(options.trustedProxies);
+    this.proxies = new AddressRanges(options.trustedProxies);
     this.h2 = http2ServerFor(options);
     this.h1 = http.createServer(
       {
@@ -119,7 +120,7 @@ export class DohListener implements Listener {
     // this listener admits is turned away. A trusted proxy is let in: the client is behind it.
     if (this.secure) front.on('connection', (raw: net.Socket) => {
       const client = clientOf(raw);
-      if (isTrusted(this.proxies, client.address)) return;
+      if (this.proxies.has(client.address)) return;
       if (this.handler?.admitsConnection && !this.handler.admitsConnection({ client, transport: 'https', datagram: false })) raw.destroy();
     });
     // Handshakes in progress are not counted yet: bound them here.
@@ -137,7 +138,7 @@ export class DohListener implements Listener {
     const next = options as DohListenerOptions;
     this.options = next;
     this.oblivious?.update(next).catch((err: Error) => this.env.logger.error(`${this.endpoint.text}: ODoH reload: ${err.message}`));
-    this.proxies = blockListOf(next.trustedProxies);
+    this.proxies = new AddressRanges(next.trustedProxies);
     this.h2 = http2ServerFor(next); // HTTP/2 connections opened from now on take the new limits
     this.h1.keepAliveTimeout = next.idleTimeoutMs;
     this.h1.timeout = next.idleTimeoutMs;
@@ -157,7 +158,7 @@ export class DohListener implements Listener {
     }
     const client = clientOf(socket);
     // IPv6 clients by /56, as the rate limit counts them: one host holds a whole prefix.
-    const owner = isTrusted(this.proxies, client.address) ? null : clientKey(client.address, CLIENT_PREFIXES);
+    const owner = this.proxies.has(client.address) ? null : clientKey(client.address, CLIENT_PREFIXES);
     if (owner !== null && !this.roomForOwner(owner)) {
       socket.destroy();
       return;
@@ -361,7 +362,7 @@ export class DohListener implements Listener {
    */
   private clientFor(connection: Connection, view: HttpRequest): ClientAddress {
     if (this.options.trustedProxies.length === 0) return connection.client;
-    if (!isTrusted(this.proxies, connection.client.address)) return connection.client;
+    if (!this.proxies.has(connection.client.address)) return connection.client;
     const forwarded = view.header('x-forwarded-for');
     if (!forwarded) return connection.client;
     let client = connection.client;
@@ -370,7 +371,7 @@ export class DohListener implements Listener {
       const address = hopAddress(hops[i]!);
       if (!address) break; // a hop we cannot read: believe nothing before it
       client = { address, port: 0, family: net.isIPv6(address) ? 'IPv6' : 'IPv4' };
-      if (!isTrusted(this.proxies, address)) break;
+      if (!this.proxies.has(address)) break;
     }
     return client;
   }
@@ -413,20 +414,6 @@ function http2ServerFor(options: DohListenerOptions): Http2Server {
 
 function clientOf(socket: net.Socket): ClientAddress {
   return { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0, family: socket.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4' };
-}
-
-function blockListOf(cidrs: readonly string[]): net.BlockList {
-  const list = new net.BlockList();
-  for (const cidr of cidrs) {
-    const [address, bits] = cidr.split('/') as [string, string];
-    list.addSubnet(address, Number(bits), net.isIPv6(address) ? 'ipv6' : 'ipv4');
-  }
-  return list;
-}
-
-function isTrusted(list: net.BlockList, address: string): boolean {
-  const plain = unmapIpv4(address);
-  return list.check(plain, net.isIPv6(plain) ? 'ipv6' : 'ipv4');
 }
 
 /** One X-Forwarded-For entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:80`. */
