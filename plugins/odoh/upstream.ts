@@ -18,12 +18,12 @@ import { DeadlineError, UpstreamResponseError, UpstreamUnavailableError } from '
 import type { Logger } from '../../core/logger.js';
 import type { PluginCounter } from '../../core/plugin-metrics.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
+import { HttpsConnections } from '../../lib/https-client/connections.js';
+import { HttpStatusError, type HttpsRequest } from '../../lib/https-client/exchange.js';
 import { parseConfigs, type OdohConfig } from '../../lib/odoh/configs.js';
 import { OdohCryptoError, sealQuery } from '../../lib/odoh/crypto.js';
 import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE, OdohFormatError } from '../../lib/odoh/message.js';
 import { describeSuite } from '../../lib/odoh/suite.js';
-import { HttpsConnections } from '../../lib/https-client/connections.js';
-import { HttpStatusError, type HttpsRequest } from '../../lib/https-client/exchange.js';
 import { DIRECT, NAME, type TargetSpec } from './config.js';
 import type { Hop, RelayDirectory } from './relays.js';
 

@@ -3,8 +3,7 @@
  * TLS with ALPN (h2, http/1.1) for https, plain TCP for http (where the HTTP/2 client preface
  * tells h2c from HTTP/1.1) — counts them against `max_connections`, and hands each to the HTTP/2
  * server of lib/http2 (Veil's own, or node:http2 with `http2 node`) or to an HTTP/1.1 server
- * that never listens on its own.
- * That keeps one place for the bounds: connections (in all and per client address), requests
+ * that never listens on its own. That keeps one place for the bounds: connections (in all and per client address), requests
  * in flight per connection (HTTP/2 streams or pipelined HTTP/1.1 requests), header size, idle
  * time, the time a request may take to arrive, and bytes per body.
  *

@@ -15,9 +15,9 @@ import { HEADER_SIZE, MAX_MESSAGE_SIZE } from '../../../core/dns/constants.js';
 import { hasPadding, padMessage, RESPONSE_PADDING_BLOCK } from '../../../core/dns/edns.js';
 import { isResponse, minimumTtl, qdCount, readQuestion, WireError } from '../../../core/dns/wire.js';
 import type { QueryHandler } from '../../../core/listeners/listener.js';
-import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE } from '../../../lib/odoh/message.js';
 import { bodyTooLarge, textReply, type HttpReply, type HttpRequest } from '../../../lib/http2/message.js';
 import { DNS_MESSAGE } from '../../../lib/https-client/exchange.js';
+import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE } from '../../../lib/odoh/message.js';
 import { answerToJson, DNS_JSON, queryFromParams } from './json.js';
 import type { ObliviousRoles } from './oblivious.js';
 
