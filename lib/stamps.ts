@@ -252,15 +252,44 @@ function address(reader: Reader, protocol: StampProtocolName, required: boolean)
 
 /** `1.2.3.4`, `1.2.3.4:53`, `[::1]`, `[::1]:53` → host and port. Throws StampError. */
 export function splitAddress(text: string, defaultPort: number): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(text);
-  const host = m?.[1] ?? m?.[2];
-  if (!m || !host) throw new StampError(`address "${text}" is not IP[:PORT] or [IPv6][:PORT]`);
+  const parts = hostAndPort(text);
+  if (!parts) throw new StampError(`address "${text}" is not IP[:PORT] or [IPv6][:PORT]`);
+  const { host, bracketed } = parts;
   const family = net.isIP(host);
   if (family === 0) throw new StampError(`address "${text}" is not an IP address`);
-  if (family === 6 && !m[1]) throw new StampError(`IPv6 address "${text}" must be in brackets`);
-  const port = m[3] ? Number(m[3]) : defaultPort;
-  if (port < 1 || port > 65535) throw new StampError(`port ${port} is out of range`);
-  return { host, port };
+  if (family === 6 && !bracketed) throw new StampError(`IPv6 address "${text}" must be in brackets`);
+  return { host, port: parts.port ?? defaultPort };
+}
+
+/** Labels of a host name: letters, digits, `_` (DNS names may hold it, RFC 2181 §11), hyphens inside. */
+const HOST_NAME = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/;
+
+/**
+ * The host field of a DoH, DoT, DoQ or ODoH stamp: `name`, `name:port`, `IPv4[:port]` or
+ * `[IPv6][:port]` → the host (a name lower-cased, without its final dot) and the port if given.
+ * A name may hold `_` (whether a server may use it is for its certificate to say); brackets
+ * hold an IPv6 address and nothing else; a port is 1–65535. Throws StampError.
+ */
+export function splitStampHost(text: string): { host: string; port: number | null } {
+  const parts = hostAndPort(text);
+  if (!parts) throw new StampError(`host "${text}" is not NAME[:PORT] or [IPv6][:PORT]`);
+  if (parts.bracketed) {
+    if (!net.isIPv6(parts.host)) throw new StampError(`host "${text}": only an IPv6 address goes in brackets`);
+    return { host: parts.host.toLowerCase(), port: parts.port };
+  }
+  const host = parts.host.replace(/\.$/, '').toLowerCase();
+  if (net.isIP(host) === 0 && !HOST_NAME.test(host)) throw new StampError(`host "${text}" is not a valid host name`);
+  return { host, port: parts.port };
+}
+
+/** `host[:port]` or `[host][:port]` taken apart (the port checked), or null when it is neither. */
+function hostAndPort(text: string): { host: string; bracketed: boolean; port: number | null } | null {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  if (!m || !host) return null;
+  const port = m[3] ? Number(m[3]) : null;
+  if (port !== null && (port < 1 || port > 65535)) throw new StampError(`port ${port} is out of range`);
+  return { host, bracketed: m[1] !== undefined, port };
 }
 
 export function joinAddress(host: string, port: number): string {

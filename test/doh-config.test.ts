@@ -10,7 +10,7 @@ import { MemoryLogger } from '../core/logger.js';
 import { ConfigError } from '../core/errors.js';
 import { encodeStamp } from '../lib/stamps.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
-import type { DohUpstream } from '../plugins/doh/upstream.js';
+import type { DohUpstream } from '../plugins/doh/client/upstream.js';
 import { makeTestCerts, type TestCerts } from './helpers/peers.js';
 
 let certs: TestCerts;
@@ -110,7 +110,7 @@ describe('https and http listener configuration', () => {
   it('https needs cert and key, and they must match', () => {
     assert.match(failure(`. {\n  listen https://127.0.0.1:0/dns-query\n}`), /Corefile:2:10: listen: https:\/\/127\.0\.0\.1:0\/dns-query needs "cert FILE" and "key FILE"/);
     assert.match(failure(`. {\n  listen https://127.0.0.1:0 {\n    cert ${certs.otherCert}\n    key ${certs.key}\n  }\n}`), /do not go together/);
-    assert.match(failure(`. {\n  listen https://127.0.0.1:0 {\n    cert nope.pem\n    key ${certs.key}\n  }\n}`), /cannot read the certificate nope\.pem/);
+    assert.match(failure(`. {\n  listen https://127.0.0.1:0 {\n    cert nope.pem\n    key ${certs.key}\n  }\n}`), /cannot read cert file "nope\.pem": ENOENT/);
   });
 
   it('options: limits, trusted_proxies, did-you-mean', () => {
@@ -120,9 +120,22 @@ describe('https and http listener configuration', () => {
     assert.deepEqual(options.trustedProxies, ['10.0.0.0/8', '::1/128', '192.0.2.1/32']);
     assert.equal(options.maxStreams, 10);
     assert.equal(options.idleTimeoutMs, 5000);
-    assert.match(failure(`. {\n  listen http://127.0.0.1:0 {\n    trusted_proxies 10.0.0.0/33\n  }\n}`), /not an address or CIDR range/);
+    assert.match(failure(`. {\n  listen http://127.0.0.1:0 {\n    trusted_proxies 10.0.0.0/33\n  }\n}`), /not an address or a CIDR range/);
     assert.match(failure(`. {\n  listen http://127.0.0.1:0 {\n    max_stream 10\n  }\n}`), /unknown option "max_stream".*did you mean "max_streams"/);
     assert.match(failure(`. {\n  listen http://127.0.0.1:0 {\n    cert x.pem\n  }\n}`), /unknown option "cert" for http/);
     assert.match(failure(`. {\n  listen http://127.0.0.1:0/dns?x=1\n}`), /plain path/);
+  });
+
+  it('http2 veil|node: veil unless told; anything else is an error at its token', () => {
+    const options = (block: string) => ([...build(`. {\n  listen http://127.0.0.1:0 {\n${block}  }\n}`).listeners.values()][0]!.options as { http2: string }).http2;
+    assert.equal(options(''), 'veil');
+    assert.equal(options('    http2 node\n'), 'node');
+    assert.match(failure(`. {\n  listen http://127.0.0.1:0 {\n    http2 nghttp2\n  }\n}`), /Corefile:3:11: listen: http2 is veil or node .*not "nghttp2"/);
+  });
+
+  it('cert and key are PEM files', () => {
+    const notPem = path.join(certs.dir, 'not-a-key.pem');
+    writeFileSync(notPem, 'hello');
+    assert.match(failure(`. {\n  listen https://127.0.0.1:0 {\n    cert ${certs.chain}\n    key ${notPem}\n  }\n}`), /Corefile:4:9: listen: ".*not-a-key\.pem" holds no PEM key/);
   });
 });

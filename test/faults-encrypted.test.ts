@@ -20,7 +20,7 @@ import { queryTcp, queryUdp } from '../core/testing/client.js';
 import { answerFor as fakeAnswer, startFakeDns, type FakeDns, type FakeQuery } from '../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
 import type { StreamPool } from '../core/upstream/stream-pool.js';
-import type { DohUpstream } from '../plugins/doh/upstream.js';
+import type { DohUpstream } from '../plugins/doh/client/upstream.js';
 import { dnscryptStamp, makeProviderKeys, type ProviderKeys } from './helpers/dnscrypt.js';
 import { answerFor as dohAnswer, startFakeDoh, type FakeDoh } from './helpers/fake-doh.js';
 import { startFakeDot, type FakeDot } from './helpers/fake-dot.js';

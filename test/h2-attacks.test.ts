@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { RequestHandler } from '../plugins/doh/h2/connection.js';
+import type { RequestHandler } from '../lib/http2/message.js';
 import { block, E, echo, GET, h2Frame, RawClient, startServer, T, text, u32 } from './helpers/h2-frames.js';
 
 const POST = (length?: number): [string, string][] => [

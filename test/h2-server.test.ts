@@ -1,5 +1,5 @@
 /**
- * Veil's HTTP/2 server connection (plugins/doh/h2): HPACK and its Huffman code against Node's
+ * Veil's HTTP/2 server connection (lib/http2): HPACK and its Huffman code against Node's
  * own HTTP/2 client (nghttp2's encoder), and the protocol against a raw-frame client that
  * misbehaves on purpose: bad prefaces, oversized frames, CONTINUATION floods, bad HPACK, stream
  * numbers out of order, rapid resets, flow control, clients that never read.
@@ -7,9 +7,9 @@
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { after, before, describe, it } from 'node:test';
-import { PREFACE } from '../plugins/doh/h2/connection.js';
-import { encodeResponseHeaders, HpackDecoder, HpackError } from '../plugins/doh/h2/hpack.js';
-import { decodeHuffman, encodeHuffman, HuffmanError } from '../plugins/doh/h2/huffman.js';
+import { PREFACE } from '../lib/http2/connection.js';
+import { encodeResponseHeaders, HpackDecoder, HpackError } from '../lib/http2/hpack.js';
+import { decodeHuffman, encodeHuffman, HuffmanError } from '../lib/http2/huffman.js';
 import { block, E, echo, GET, h2Frame, integer, RawClient, startServer, T, text, type H2TestServer } from './helpers/h2-frames.js';
 
 describe('Huffman code (RFC 7541 §5.2)', () => {

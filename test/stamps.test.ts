@@ -1,7 +1,12 @@
 /** DNS stamps: real list entries, synthetic vectors that round-trip exactly, and bad stamps. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeStamp, parseStamp, StampError, type Stamp } from '../lib/stamps.js';
+import { SystemClock } from '../core/clock.js';
+import { parseCorefileText } from '../core/config/corefile.js';
+import { MemoryLogger } from '../core/logger.js';
+import { buildConfig } from '../core/server.js';
+import { encodeStamp, parseStamp, splitStampHost, StampError, type Stamp } from '../lib/stamps.js';
+import { createBuiltinRegistry } from '../plugins/index.js';
 
 const KEY = 'c3846bf24b9e93ca64274c0ec67c1ecc5e024ffcacd2d74019350e81fe546ae4';
 
@@ -87,4 +92,55 @@ describe('bad stamps are refused, naming the field', () => {
   for (const [stamp, message] of bad) {
     it(stamp, () => assert.throws(() => parseStamp(stamp), (err: unknown) => err instanceof StampError && message.test(err.message)));
   }
+});
+
+describe("a stamp's host field: one rule for dot, doh and odoh", () => {
+  // dot took `_` and any port; doh refused `_` and checked the port; now both take `_` (DNS names
+  // may hold it, and the certificate decides whether the server may use it) and check the port.
+  const good: Array<[string, { host: string; port: number | null }]> = [
+    ['dns.example', { host: 'dns.example', port: null }],
+    ['DNS.Example.', { host: 'dns.example', port: null }],
+    ['_dns.resolver.example', { host: '_dns.resolver.example', port: null }],
+    ['dns_1.example:8443', { host: 'dns_1.example', port: 8443 }],
+    ['192.0.2.1:853', { host: '192.0.2.1', port: 853 }],
+    ['[2001:DB8::1]', { host: '2001:db8::1', port: null }],
+    ['[2001:db8::1]:65535', { host: '2001:db8::1', port: 65535 }],
+  ];
+  for (const [text, parts] of good) it(`takes ${text}`, () => assert.deepEqual(splitStampHost(text), parts));
+
+  const bad: Array<[string, RegExp]> = [
+    ['dns.example:0', /port 0 is out of range/],
+    ['dns.example:70000', /port 70000 is out of range/],
+    ['2001:db8::1', /is not NAME\[:PORT\] or \[IPv6\]\[:PORT\]/],
+    ['[dns.example]:443', /only an IPv6 address goes in brackets/],
+    ['-dns.example', /is not a valid host name/],
+    ['dns..example', /is not a valid host name/],
+    ['dns example', /is not a valid host name/],
+    ['dns.example:', /is not NAME\[:PORT\]/],
+  ];
+  for (const [text, message] of bad) {
+    it(`refuses ${text}`, () => assert.throws(() => splitStampHost(text), (err: unknown) => err instanceof StampError && message.test(err.message)));
+  }
+
+  const props = { dnssec: false, noLogs: false, noFilter: false };
+  const check = (plugin: string, stamp: string): string | null => {
+    const text = `. {\n  listen udp://127.0.0.1:0\n  ${plugin} {\n    server a ${stamp}\n  }\n}`;
+    try {
+      const built = buildConfig(parseCorefileText(text, 'Corefile'), { registry: createBuiltinRegistry(), logger: new MemoryLogger([]), clock: new SystemClock() });
+      for (const upstream of built.blocks[0]!.upstreams.all) upstream.stop?.();
+      return null;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  const dot = (host: string) => encodeStamp({ protocol: 'dot', props, address: '127.0.0.1', hashes: [], host, bootstrap: [] });
+  const doh = (host: string) => encodeStamp({ protocol: 'doh', props, address: '127.0.0.1', hashes: [], host, path: '/dns-query', bootstrap: [] });
+
+  it('dot and doh take the same host names and ports from their stamps', () => {
+    for (const [plugin, stamp] of [['dot', dot], ['doh', doh]] as const) {
+      assert.equal(check(plugin, stamp('_dns.resolver.example')), null, plugin);
+      assert.match(check(plugin, stamp('dns.example:70000')) ?? '', new RegExp(`Corefile:4:14: ${plugin}: bad stamp: port 70000 is out of range`));
+      assert.match(check(plugin, stamp('[dns.example]')) ?? '', /bad stamp: host "\[dns\.example\]": only an IPv6 address goes in brackets/);
+    }
+  });
 });

@@ -15,19 +15,9 @@
  * even for that (GET of that one path only).
  */
 import { odohRelayEvent } from '../../core/events.js';
+import { textReply, type HttpReply, type HttpRequest } from '../http2/message.js';
 import { CONFIGS_PATH, MAX_MESSAGE_BYTES, MessageType, OBLIVIOUS_MEDIA_TYPE, OdohFormatError, parseMessage } from './message.js';
 import type { OdohRelayOptions, RelayTarget } from './server-options.js';
-import { plainAnswer, type HttpAnswer } from './target.js';
-
-/** What the listener hands the relay of one request, whichever HTTP version carried it. */
-export interface RelayRequest {
-  method: string;
-  /** Path with query string, as received. */
-  path: string;
-  header(name: string): string | undefined;
-  /** The body, at most `limit` bytes; or the reply to give when it did not arrive whole. */
-  readBody(limit: number): Promise<Buffer | HttpAnswer>;
-}
 
 export interface TargetRequest {
   method: 'GET' | 'POST';
@@ -76,7 +66,7 @@ export class OdohRelayService {
     this.forwarder.close();
   }
 
-  async serve(request: RelayRequest, clientAddress: string): Promise<HttpAnswer> {
+  async serve(request: HttpRequest, clientAddress: string): Promise<HttpReply> {
     if (!this.allow(clientAddress)) return this.refuse(429, 'rate limited', 'too many requests');
     if (request.method !== 'POST' && request.method !== 'GET') return this.refuse(405, 'method', 'method not allowed: oblivious queries are POSTed', { allow: 'POST, GET' });
     const queryAt = request.path.indexOf('?');
@@ -151,15 +141,15 @@ export class OdohRelayService {
     return true;
   }
 
-  private refuse(status: number, reason: string, reply: string | HttpAnswer, headers: Record<string, string> = {}, target?: RelayTarget): HttpAnswer {
+  private refuse(status: number, reason: string, reply: string | HttpReply, headers: Record<string, string> = {}, target?: RelayTarget): HttpReply {
     if (odohRelayEvent.hasSubscribers) odohRelayEvent.publish({ event: 'refused', reason, ...(target ? { target: target.host } : {}) });
-    return typeof reply === 'string' ? plainAnswer(status, reply, headers) : reply;
+    return typeof reply === 'string' ? textReply(status, reply, headers) : reply;
   }
 
   /** The target could not be asked, or refused: RFC 9209's Proxy-Status says which. */
-  private fail(status: number, proxyStatus: string, message: string, target: RelayTarget, replyStatus = status): HttpAnswer {
+  private fail(status: number, proxyStatus: string, message: string, target: RelayTarget, replyStatus = status): HttpReply {
     if (odohRelayEvent.hasSubscribers) odohRelayEvent.publish({ event: 'failed', reason: proxyStatus.replace(/^(error|received-status)=/, ''), target: target.host });
-    return plainAnswer(replyStatus, `${replyStatus === status && status < 500 ? 'the target refused' : 'bad gateway'}: ${message}`, { 'proxy-status': `veil; ${proxyStatus}` });
+    return textReply(replyStatus, `${replyStatus === status && status < 500 ? 'the target refused' : 'bad gateway'}: ${message}`, { 'proxy-status': `veil; ${proxyStatus}` });
   }
 }
 

@@ -9,28 +9,17 @@
  */
 import { odohTargetEvent } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
+import { textReply, type HttpReply } from '../http2/message.js';
 import { OdohCryptoError, openQuery, sealResponse } from './crypto.js';
 import { TargetKeyRing } from './key-ring.js';
 import { MessageType, OBLIVIOUS_MEDIA_TYPE, OdohFormatError, parseMessage, RESPONSE_PADDING_BLOCK } from './message.js';
 import type { OdohTargetOptions } from './server-options.js';
 
-/** An HTTP reply, in the shape the DoH listener writes. */
-export interface HttpAnswer {
-  status: number;
-  headers: Record<string, string | number>;
-  body: Buffer;
-}
-
 /** Runs the DNS query through the block's chain: the answer, or the HTTP reply for a query it refuses. */
-export type AnswerQuery = (dns: Buffer) => Promise<Buffer | HttpAnswer>;
+export type AnswerQuery = (dns: Buffer) => Promise<Buffer | HttpReply>;
 
 /** Queries remembered to refuse replays: enough for minutes at busy rates, bounded all the same. */
 const REPLAY_WINDOW = 65_536;
-
-export function plainAnswer(status: number, message: string, headers: Record<string, string> = {}): HttpAnswer {
-  const body = Buffer.from(`${message}\n`);
-  return { status, headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': body.length, ...headers }, body };
-}
 
 export class OdohTargetService {
   readonly keys: TargetKeyRing;
@@ -56,14 +45,14 @@ export class OdohTargetService {
   }
 
   /** GET (or HEAD) /.well-known/odohconfigs. */
-  configsReply(method: string): HttpAnswer {
-    if (method !== 'GET' && method !== 'HEAD') return plainAnswer(405, 'method not allowed: use GET', { allow: 'GET' });
+  configsReply(method: string): HttpReply {
+    if (method !== 'GET' && method !== 'HEAD') return textReply(405, 'method not allowed: use GET', { allow: 'GET' });
     const body = this.keys.configs;
     return { status: 200, headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': `max-age=${this.keys.maxAgeSeconds()}` }, body };
   }
 
   /** One oblivious query (the POST body): its sealed answer, or the reply that says why not. */
-  async answer(body: Buffer, answerQuery: AnswerQuery): Promise<HttpAnswer> {
+  async answer(body: Buffer, answerQuery: AnswerQuery): Promise<HttpReply> {
     let message;
     try {
       message = parseMessage(body);
@@ -101,8 +90,8 @@ export class OdohTargetService {
     return true;
   }
 
-  private refuse(status: number, reason: string, reply: string | HttpAnswer): HttpAnswer {
+  private refuse(status: number, reason: string, reply: string | HttpReply): HttpReply {
     if (odohTargetEvent.hasSubscribers) odohTargetEvent.publish({ event: 'refused', reason });
-    return typeof reply === 'string' ? plainAnswer(status, reply) : reply;
+    return typeof reply === 'string' ? textReply(status, reply) : reply;
   }
 }

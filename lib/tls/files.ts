@@ -18,6 +18,13 @@ export function readConfigFile(plugin: string, token: Token, what: string): stri
   }
 }
 
+/** A PEM file a server presents (`cert FILE`, `key FILE`): its text; an error at `token` when it cannot be read or holds no PEM block. */
+export function readPemFile(plugin: string, token: Token, what: string): string {
+  const text = readConfigFile(plugin, token, what);
+  if (!text.includes('-----BEGIN ')) throw configError(plugin, token, `"${token.text}" holds no PEM ${what}`);
+  return text;
+}
+
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
 /** The PEM certificates of a file; an error at `token` when there is none or one is unreadable. */

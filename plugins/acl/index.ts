@@ -10,11 +10,10 @@
  * client no rule names gets the default: loopback and private addresses are admitted, others
  * refused. A refused client gets REFUSED before any plugin runs.
  */
-import net from 'node:net';
 import type { Directive, Token } from '../../core/config/ast.js';
 import { localOnly, type AccessPolicy } from '../../core/access.js';
 import { configError, expectArgs, expectNoBlock, readOptions } from '../../core/config/options.js';
-import { unmapIpv4 } from '../../core/net/address.js';
+import { AddressRanges, parseCidrToken } from '../../core/net/cidr.js';
 import type { PluginDefinition } from '../../core/plugin.js';
 import { provideService, Services } from '../../core/services.js';
 
@@ -51,34 +50,19 @@ export const aclPlugin: PluginDefinition<AclRule[]> = {
 
 /** `IP`, `IP/BITS`, or `*` (every address of both families). */
 function parseNetwork(token: Token): string {
-  if (token.text === '*') return '*';
-  const [address = '', bits, extra] = token.text.split('/');
-  const family = net.isIP(address);
-  const max = family === 6 ? 128 : 32;
-  if (family === 0 || extra !== undefined || (bits !== undefined && (!/^\d+$/.test(bits) || Number(bits) > max))) {
-    throw configError(NAME, token, `"${token.text}" is not an address or a CIDR range (examples: 10.0.0.0/8, 2001:db8::/32, *)`);
-  }
-  return `${address}/${bits ?? max}`;
+  return token.text === '*' ? '*' : parseCidrToken(NAME, token, '10.0.0.0/8, 2001:db8::/32, *');
 }
 
 class RulePolicy implements AccessPolicy {
-  private readonly rules: Array<{ allow: boolean; list: net.BlockList | null }>;
+  private readonly rules: Array<{ allow: boolean; ranges: AddressRanges | null }>;
 
   constructor(rules: AclRule[]) {
-    this.rules = rules.map(({ allow, network }) => {
-      if (network === '*') return { allow, list: null };
-      const [address, bits] = network.split('/') as [string, string];
-      const list = new net.BlockList();
-      list.addSubnet(address, Number(bits), net.isIPv6(address) ? 'ipv6' : 'ipv4');
-      return { allow, list };
-    });
+    this.rules = rules.map(({ allow, network }) => ({ allow, ranges: network === '*' ? null : new AddressRanges([network]) }));
   }
 
   admits(address: string): boolean {
-    const plain = unmapIpv4(address);
-    const type = net.isIPv6(plain) ? 'ipv6' : 'ipv4';
     for (const rule of this.rules) {
-      if (rule.list === null || rule.list.check(plain, type)) return rule.allow;
+      if (rule.ranges === null || rule.ranges.has(address)) return rule.allow;
     }
     return localOnly.admits(address);
   }

@@ -24,9 +24,9 @@ import { resolveService } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
 import { ServersFrom, withServersFrom } from '../../lib/sources/servers-from.js';
-import { listedServer, NAME, parseDohDirectives, serverFromList, type DohOptions, type DohServer } from './config.js';
-import { httpsTransport, httpTransport } from './listener.js';
-import { DohUpstream } from './upstream.js';
+import { listedServer, NAME, parseDohDirectives, serverFromList, type DohOptions, type DohServer } from './client/config.js';
+import { httpsTransport, httpTransport } from './server/listener.js';
+import { DohUpstream } from './client/upstream.js';
 
 export const dohPlugin: PluginDefinition<DohOptions> = {
   name: NAME,

@@ -29,8 +29,8 @@ import { resolveService } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
 import { parseServersFrom, ServersFrom, withServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
-import { parseStampToken } from '../../lib/stamp-config.js';
-import { splitAddress, StampError, type Stamp, type TlsLikeStamp } from '../../lib/stamps.js';
+import { parseStampToken, stampAddress, stampHost } from '../../lib/stamp-config.js';
+import type { Stamp, TlsLikeStamp } from '../../lib/stamps.js';
 import { parsePin, readCertificates } from '../../lib/tls/files.js';
 import { tlsTransport } from './listener.js';
 import { DotUpstream, type DotServerOptions } from './upstream.js';
@@ -175,24 +175,10 @@ function fromUrl(token: Token): Target {
  */
 function fromStamp(stamp: Stamp, token: Token): Target {
   if (stamp.protocol !== 'dot') throw configError(NAME, token, `this is a ${stamp.protocol} stamp; dot takes DNS-over-TLS stamps`);
-  const { host: name } = splitHost(token, stamp);
-  let ip: { host: string; port: number };
-  try {
-    if (stamp.address) ip = splitAddress(stamp.address, DEFAULT_PORT);
-    else throw configError(NAME, token, 'the stamp has no address (its bootstrap entries are plain-DNS resolvers, which Veil never asks): write "server NAME tls://IP { server_name HOST }"');
-  } catch (err) {
-    if (err instanceof StampError) throw configError(NAME, token, `bad stamp: ${err.message}`);
-    throw err;
-  }
+  const { host: name } = stampHost(NAME, token, stamp);
+  if (!stamp.address) throw configError(NAME, token, 'the stamp has no address (its bootstrap entries are plain-DNS resolvers, which Veil never asks): write "server NAME tls://IP { server_name HOST }"');
+  const ip = stampAddress(NAME, token, stamp.address, DEFAULT_PORT);
   return { host: ip.host, port: ip.port, serverName: name, certHashes: stamp.hashes };
-}
-
-/** The stamp's `host[:port]`. */
-function splitHost(token: Token, stamp: TlsLikeStamp): { host: string; port: number | null } {
-  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d{1,5}))?$/.exec(stamp.host);
-  const host = m?.[1]?.replace(/^\[|\]$/g, '').toLowerCase();
-  if (!m || !host || (isIP(host) === 0 && !HOST_NAME.test(host))) throw configError(NAME, token, `bad stamp: host name "${stamp.host}" is not a host name`);
-  return { host: host.replace(/\.$/, ''), port: m[2] ? Number(m[2]) : null };
 }
 
 function parseServerName(token: Token): string {

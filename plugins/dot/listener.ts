@@ -15,7 +15,7 @@ import { parseStreamLimits, STREAM_OPTION_NAMES } from '../../core/listeners/opt
 import { StreamSessions, type StreamLimits } from '../../core/listeners/stream-sessions.js';
 import { bindStreamServer, closeStreamServer } from '../../core/listeners/tcp.js';
 import type { Endpoint } from '../../core/net/address.js';
-import { readConfigFile } from '../../lib/tls/files.js';
+import { readPemFile } from '../../lib/tls/files.js';
 
 const PLUGIN = 'listen';
 
@@ -40,8 +40,8 @@ function parseTlsOptions(endpoint: Endpoint, options: Directive[], at: Location)
   if (!files.cert || !files.key) {
     throw configError(PLUGIN, at, `${endpoint.text} needs "cert FILE" and "key FILE" in the listen block (the server's certificate chain and its private key, PEM)`);
   }
-  const cert = readConfigFile(PLUGIN, files.cert, 'cert');
-  const key = readConfigFile(PLUGIN, files.key, 'key');
+  const cert = readPemFile(PLUGIN, files.cert, 'cert');
+  const key = readPemFile(PLUGIN, files.key, 'key');
   try {
     tls.createSecureContext({ cert, key });
   } catch (err) {

@@ -11,7 +11,7 @@ import { configError, expectArgs, expectNoBlock, flag, parseDuration, readOption
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import { parseServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
-import { parseStampToken } from '../../lib/stamp-config.js';
+import { parseStampToken, stampHost } from '../../lib/stamp-config.js';
 import { splitAddress, type HttpsLikeStamp, type OdohTargetStamp } from '../../lib/stamps.js';
 import { parsePin, readCertificates } from '../../lib/tls/files.js';
 
@@ -206,13 +206,9 @@ export interface Place {
 }
 
 function placeOf(stamp: { host: string; path: string }, token: Token): Place {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(stamp.host);
-  const host = (m?.[1] ?? m?.[2])?.replace(/\.$/, '').toLowerCase();
-  if (!m || !host || (!m[1] && net.isIP(host) === 0 && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(host))) {
-    throw configError(NAME, token, `bad stamp: host "${stamp.host}" is not NAME[:PORT]`);
-  }
-  const port = m[3] ? Number(m[3]) : 443;
-  if (port < 1 || port > 65535) throw configError(NAME, token, `bad stamp: port ${port} is out of range`);
+  const split = stampHost(NAME, token, stamp);
+  const { host } = split;
+  const port = split.port ?? 443;
   if (!stamp.path.startsWith('/')) throw configError(NAME, token, `bad stamp: path "${stamp.path}" does not start with /`);
   return { host, port, path: stamp.path, authority: port === 443 ? hostText(host) : `${hostText(host)}:${port}` };
 }

@@ -10,18 +10,18 @@
 import { randomInt } from 'node:crypto';
 import type { Logger } from '../../core/logger.js';
 import type { SourceCatalog } from '../../lib/sources/catalog.js';
-import { DohConnections } from '../doh/connections.js';
+import { HttpsConnections } from '../../lib/https-client/connections.js';
 import { DIRECT, NAME, relayFromStamp, type RelaySpec, type RouteSpec } from './config.js';
 
 /** One relay, reached over the DoH client's HTTP/2 pool. */
 export class Relay {
-  readonly connections: DohConnections;
+  readonly connections: HttpsConnections;
 
   constructor(
     readonly spec: Omit<RelaySpec, 'token'> & { name: string },
     logger: Logger,
   ) {
-    this.connections = new DohConnections({
+    this.connections = new HttpsConnections({
       name: `${NAME} relay ${spec.name}`,
       label: `https://${spec.authority}${spec.path}`,
       authority: spec.authority,

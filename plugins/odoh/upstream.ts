@@ -18,12 +18,12 @@ import { DeadlineError, UpstreamResponseError, UpstreamUnavailableError } from '
 import type { Logger } from '../../core/logger.js';
 import type { PluginCounter } from '../../core/plugin-metrics.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
+import { HttpsConnections } from '../../lib/https-client/connections.js';
+import { HttpStatusError, type HttpsRequest } from '../../lib/https-client/exchange.js';
 import { parseConfigs, type OdohConfig } from '../../lib/odoh/configs.js';
 import { OdohCryptoError, sealQuery } from '../../lib/odoh/crypto.js';
 import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE, OdohFormatError } from '../../lib/odoh/message.js';
 import { describeSuite } from '../../lib/odoh/suite.js';
-import { DohConnections } from '../doh/connections.js';
-import { HttpStatusError, type DohRequest } from '../doh/http-exchange.js';
 import { traceHeadersFor } from '../../core/trace-context.js';
 import { DIRECT, NAME, type TargetSpec } from './config.js';
 import type { Hop, RelayDirectory } from './relays.js';
@@ -47,7 +47,7 @@ export class OdohUpstream implements Upstream {
   private config: { config: OdohConfig; expiresAt: number } | null = null;
   private fetching: Promise<OdohConfig> | null = null;
   /** The target's own pool: only for `configs direct` and routes that say `direct`. */
-  private direct: DohConnections | null = null;
+  private direct: HttpsConnections | null = null;
 
   constructor(
     private readonly target: TargetSpec,
@@ -98,7 +98,7 @@ export class OdohUpstream implements Upstream {
 
   private async once(hop: Hop, config: OdohConfig, wire: Buffer, deadline: number, headers: Record<string, string> | undefined): Promise<Buffer> {
     const { message, pending } = await sealQuery(config, wire);
-    const request: DohRequest = { method: 'POST', path: this.pathVia(hop, this.target.path), body: message, mediaType: OBLIVIOUS_MEDIA_TYPE, maxBytes: MAX_MESSAGE_BYTES, ...(headers ? { headers } : {}) };
+    const request: HttpsRequest = { method: 'POST', path: this.pathVia(hop, this.target.path), body: message, mediaType: OBLIVIOUS_MEDIA_TYPE, maxBytes: MAX_MESSAGE_BYTES, ...(headers ? { headers } : {}) };
     let sealed: Buffer;
     try {
       sealed = await this.poolOf(hop).request(request, left(deadline, this.name));
@@ -133,7 +133,7 @@ export class OdohUpstream implements Upstream {
     const direct = this.target.configsVia === 'direct';
     const via = direct ? DIRECT : hop;
     let cacheControl: string | undefined;
-    const request: DohRequest = {
+    const request: HttpsRequest = {
       method: 'GET',
       path: this.pathVia(via, CONFIGS_PATH),
       body: null,
@@ -174,10 +174,10 @@ export class OdohUpstream implements Upstream {
     return hop === DIRECT ? targetPath : hop.pathFor(this.target.authority, targetPath);
   }
 
-  private poolOf(hop: Hop): DohConnections {
+  private poolOf(hop: Hop): HttpsConnections {
     if (hop !== DIRECT) return hop.connections;
     if (this.target.addresses.length === 0) throw new UpstreamUnavailableError(`${this.name}: "direct" needs the target's addresses ("bootstrap IP…")`);
-    this.direct ??= new DohConnections({
+    this.direct ??= new HttpsConnections({
       name: this.name,
       label: this.address,
       authority: this.target.authority,

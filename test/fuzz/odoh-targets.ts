@@ -12,7 +12,8 @@ import { deriveTargetKey } from '../../lib/odoh/keys.js';
 import { associatedData, CONFIGS_PATH, encodeMessage, MessageType, OBLIVIOUS_MEDIA_TYPE, OdohFormatError, parseMessage, plaintextWithPadding } from '../../lib/odoh/message.js';
 import { OdohRelayService, type RelayForwarder } from '../../lib/odoh/relay.js';
 import type { OdohRelayOptions } from '../../lib/odoh/server-options.js';
-import { OdohTargetService, plainAnswer } from '../../lib/odoh/target.js';
+import { textReply } from '../../lib/http2/message.js';
+import { OdohTargetService } from '../../lib/odoh/target.js';
 import { bytesLike } from './mutate.js';
 import { asBuffer, asJson, BugError, expectOnly, theDoor, wireSeeds, type FuzzTarget } from './targets.js';
 
@@ -31,7 +32,7 @@ async function sealRaw(plaintext: Buffer): Promise<Buffer> {
 }
 
 const TARGET_STATUSES = new Set([200, 400, 401, 403]);
-const answerQuery = async (dns: Buffer) => (await theDoor()(dns, { client: CLIENT, transport: 'odoh', datagram: false })) ?? plainAnswer(403, 'refused');
+const answerQuery = async (dns: Buffer) => (await theDoor()(dns, { client: CLIENT, transport: 'odoh', datagram: false })) ?? textReply(403, 'refused');
 
 async function checkTarget(body: Buffer): Promise<void> {
   const reply = await target.answer(body, answerQuery);
@@ -161,7 +162,7 @@ const relayRequests: FuzzTarget<RelayInput> = {
         method: input.method,
         path: `/proxy?${input.query}`,
         header: (name) => (name === 'content-type' ? input.contentType : name === 'content-length' ? input.contentLength : null) ?? undefined,
-        readBody: async (limit) => (input.body.length > limit ? plainAnswer(413, 'too large') : input.body),
+        readBody: async (limit) => (input.body.length > limit ? textReply(413, 'too large') : input.body),
       },
       CLIENT.address,
     );

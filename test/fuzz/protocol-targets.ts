@@ -30,12 +30,13 @@ import { parseList } from '../../lib/sources/list.js';
 import { destinationKind } from '../../core/net/destinations.js';
 import { isPlainQuery } from '../../plugins/anonymize/relay-listener.js';
 import { DnscryptListener } from '../../plugins/dnscrypt/listener.js';
-import { answerToJson, DNS_JSON } from '../../plugins/doh/json.js';
-import { DNS_MESSAGE } from '../../plugins/doh/http-exchange.js';
-import { H2ServerConnection, PREFACE } from '../../plugins/doh/h2/connection.js';
-import { encodeResponseHeaders, HpackDecoder, HpackError } from '../../plugins/doh/h2/hpack.js';
-import { encodeHuffman } from '../../plugins/doh/h2/huffman.js';
-import { DohService, textReply, type DohRequestView, type HttpReply } from '../../plugins/doh/service.js';
+import { H2ServerConnection, PREFACE } from '../../lib/http2/connection.js';
+import { encodeResponseHeaders, HpackDecoder, HpackError } from '../../lib/http2/hpack.js';
+import { encodeHuffman } from '../../lib/http2/huffman.js';
+import { textReply, type HttpReply, type HttpRequest } from '../../lib/http2/message.js';
+import { DNS_MESSAGE } from '../../lib/https-client/exchange.js';
+import { answerToJson, DNS_JSON } from '../../plugins/doh/server/json.js';
+import { DohService } from '../../plugins/doh/server/service.js';
 import type net from 'node:net';
 import { h2Frame, RecordingSocket } from '../helpers/h2-frames.js';
 import { h2Stateful } from './h2-stateful.js';
@@ -247,7 +248,7 @@ const dohInput: fc.Arbitrary<DohInput> = fc.record({
   body: fc.oneof(bytesLike(queries), fc.constant(Buffer.alloc(70000))),
 });
 
-function dohRequest(input: DohInput): DohRequestView {
+function dohRequest(input: DohInput): HttpRequest {
   const query = input.params.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
   return {
     method: input.method,

@@ -6,9 +6,9 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
-import { H2ServerConnection, PREFACE, type H2Options, type RequestHandler } from '../../plugins/doh/h2/connection.js';
-import { encodeHuffman } from '../../plugins/doh/h2/huffman.js';
-import type { HttpReply } from '../../plugins/doh/service.js';
+import { H2ServerConnection, PREFACE, type H2Options } from '../../lib/http2/connection.js';
+import { encodeHuffman } from '../../lib/http2/huffman.js';
+import type { HttpReply, RequestHandler } from '../../lib/http2/message.js';
 
 export const T = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 };
 export const E = { NO_ERROR: 0, PROTOCOL_ERROR: 1, FLOW_CONTROL_ERROR: 3, STREAM_CLOSED: 5, FRAME_SIZE_ERROR: 6, REFUSED_STREAM: 7, CANCEL: 8, COMPRESSION_ERROR: 9, ENHANCE_YOUR_CALM: 0xb };

@@ -10,46 +10,18 @@
  * not arrive in time, 413 a body over 65535 bytes (no DNS message is larger), 415 another
  * content type.
  */
-import type { ClientAddress, RemoteTrace } from '../../core/context.js';
-import { HEADER_SIZE, MAX_MESSAGE_SIZE } from '../../core/dns/constants.js';
-import { hasPadding, padMessage, RESPONSE_PADDING_BLOCK } from '../../core/dns/edns.js';
-import { isResponse, minimumTtl, qdCount, readQuestion, WireError } from '../../core/dns/wire.js';
-import type { QueryHandler } from '../../core/listeners/listener.js';
-import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE } from '../../lib/odoh/message.js';
-import { DNS_MESSAGE } from './http-exchange.js';
+import type { ClientAddress, RemoteTrace } from '../../../core/context.js';
+import { HEADER_SIZE, MAX_MESSAGE_SIZE } from '../../../core/dns/constants.js';
+import { hasPadding, padMessage, RESPONSE_PADDING_BLOCK } from '../../../core/dns/edns.js';
+import { isResponse, minimumTtl, qdCount, readQuestion, WireError } from '../../../core/dns/wire.js';
+import type { QueryHandler } from '../../../core/listeners/listener.js';
+import { bodyTooLarge, textReply, type HttpReply, type HttpRequest } from '../../../lib/http2/message.js';
+import { DNS_MESSAGE } from '../../../lib/https-client/exchange.js';
+import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE } from '../../../lib/odoh/message.js';
 import { answerToJson, DNS_JSON, queryFromParams } from './json.js';
 import type { ObliviousRoles } from './oblivious.js';
 
-export interface HttpReply {
-  status: number;
-  headers: Record<string, string | number>;
-  body: Buffer;
-}
-
-/** A request's body, or the reply to give when it did not arrive whole. */
-export type BodyResult = Buffer | HttpReply;
-
-export interface DohRequestView {
-  method: string;
-  /** Path with query string, as received. */
-  path: string;
-  /** A request header by lower-case name. */
-  header(name: string): string | undefined;
-  /** Reads the body, at most `limit` bytes. */
-  readBody(limit: number): Promise<BodyResult>;
-}
-
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
-
-export function textReply(status: number, message: string, headers: Record<string, string> = {}): HttpReply {
-  const body = Buffer.from(`${message}\n`);
-  return { status, headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': body.length, ...headers }, body };
-}
-
-/** The replies for a request body that does not arrive whole, whichever HTTP version carries it. */
-export const bodyTooLarge = (limit: number): HttpReply => textReply(413, `payload too large: a DNS message is at most ${limit} bytes`);
-export const bodyCutOff = (): HttpReply => textReply(400, 'bad request: the body was cut off');
-export const bodyTimedOut = (): HttpReply => textReply(408, 'request timeout: the body did not arrive in time');
 
 export class DohService {
   constructor(
@@ -60,7 +32,7 @@ export class DohService {
     private readonly oblivious: ObliviousRoles | null = null,
   ) {}
 
-  async serve(request: DohRequestView, client: ClientAddress): Promise<HttpReply> {
+  async serve(request: HttpRequest, client: ClientAddress): Promise<HttpReply> {
     const queryAt = request.path.indexOf('?');
     const pathname = queryAt < 0 ? request.path : request.path.slice(0, queryAt);
     if (pathname !== this.path) {
@@ -116,7 +88,7 @@ export class DohService {
    * An oblivious query for this target: opened, answered by the chain as transport `odoh`
    * (the client is the peer, a relay), and the answer sealed to it.
    */
-  private async serveOblivious(request: DohRequestView, client: ClientAddress): Promise<HttpReply> {
+  private async serveOblivious(request: HttpRequest, client: ClientAddress): Promise<HttpReply> {
     const length = request.header('content-length');
     if (length !== undefined && Number(length) > MAX_MESSAGE_BYTES) return bodyTooLarge(MAX_MESSAGE_BYTES);
     const body = await request.readBody(MAX_MESSAGE_BYTES);
@@ -140,7 +112,7 @@ export class DohService {
  * continue. Only a plain DoH request's: an oblivious one comes through a relay, whose headers
  * are not the client's. Values longer than the specification allows are ignored.
  */
-function remoteTrace(request: DohRequestView): RemoteTrace | undefined {
+function remoteTrace(request: HttpRequest): RemoteTrace | undefined {
   const traceparent = request.header('traceparent');
   if (traceparent === undefined || traceparent.length > 128) return undefined;
   const tracestate = request.header('tracestate');

@@ -1,5 +1,5 @@
 /**
- * One DoH request and its answer over HTTP/2 (a stream on a shared session) or HTTP/1.1 (a
+ * One request (a DNS message, or ODoH's) and its answer over HTTP/2 (a stream on a shared session) or HTTP/1.1 (a
  * kept-alive connection of an agent). Both check the same things: a 2xx status, the
  * `application/dns-message` type, and a body no larger than a DNS message can be.
  */
@@ -9,9 +9,10 @@ import type tls from 'node:tls';
 import { MAX_MESSAGE_SIZE } from '../../core/dns/constants.js';
 import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
 
+/** RFC 8484's media type, here where the client and the DoH listener both find it. */
 export const DNS_MESSAGE = 'application/dns-message';
 
-export interface DohRequest {
+export interface HttpsRequest {
   method: 'GET' | 'POST';
   /** Path and query string. */
   path: string;
@@ -97,7 +98,7 @@ export class H2Session {
     return this.usable && this.active < MAX_STREAMS_PER_SESSION;
   }
 
-  request(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+  request(request: HttpsRequest, timeoutMs: number): Promise<Buffer> {
     const mediaType = request.mediaType ?? DNS_MESSAGE;
     const maxBytes = request.maxBytes ?? MAX_MESSAGE_SIZE;
     return new Promise((resolve, reject) => {
@@ -214,7 +215,7 @@ export class Http1Client {
    * One request at a time per connection: at most `maxSockets` are sent at once (the agent
    * cannot count connections that are still being verified), the others wait here, bounded.
    */
-  async request(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+  async request(request: HttpsRequest, timeoutMs: number): Promise<Buffer> {
     if (this.inflight >= this.maxSockets) {
       if (this.waiting.length >= this.maxSockets * 8) throw new UpstreamUnavailableError(`${this.label}: ${this.waiting.length} HTTP/1.1 requests already waiting`);
       const started = performance.now();
@@ -244,7 +245,7 @@ export class Http1Client {
     next.resolve(true);
   }
 
-  private send(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+  private send(request: HttpsRequest, timeoutMs: number): Promise<Buffer> {
     const mediaType = request.mediaType ?? DNS_MESSAGE;
     const maxBytes = request.maxBytes ?? MAX_MESSAGE_SIZE;
     return new Promise<Buffer>((resolve, reject) => {

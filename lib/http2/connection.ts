@@ -1,6 +1,7 @@
 /**
- * The server side of one HTTP/2 connection (RFC 9113), as much as a DoH server needs: requests
- * with small bodies, answers of one HEADERS and one or a few DATA frames. No server push, no
+ * The server side of one HTTP/2 connection (RFC 9113), as much as Veil's HTTP services need (DoH,
+ * the ODoH target and relay): requests with small bodies, answers of one HEADERS and one or a few
+ * DATA frames. Requests and replies are lib/http2/message.ts's. No server push, no
  * priorities (PRIORITY frames are read and ignored, as §5.3.2 allows).
  *
  * Why Veil has its own: node:http2 builds a Duplex stream, header objects and several callbacks
@@ -25,7 +26,7 @@
  * - a connection with no stream open for `idleTimeoutMs` is closed, whatever else it sends.
  */
 import type net from 'node:net';
-import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type DohRequestView, type HttpReply } from '../service.js';
+import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type HttpReply, type HttpRequest, type RequestHandler } from './message.js';
 import { encodeResponseHeaders, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -97,9 +98,6 @@ export interface H2Options {
   /** A request must arrive whole (header block, body) within this long; an answer must be taken within it. */
   requestTimeoutMs: number;
 }
-
-/** Serves one request; `respond` may be called once, at any time. */
-export type RequestHandler = (request: DohRequestView, respond: (reply: HttpReply) => void) => void;
 
 /** What a connection holds now, for tests and the fuzzer to check its bounds. */
 export interface H2Holdings {
@@ -541,7 +539,7 @@ export class H2ServerConnection {
     this.onRequest(this.viewOf(stream), (reply) => this.answer(stream, reply));
   }
 
-  private viewOf(stream: Stream): DohRequestView {
+  private viewOf(stream: Stream): HttpRequest {
     return {
       method: stream.header(':method') ?? '',
       path: stream.header(':path') ?? '',

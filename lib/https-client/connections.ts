@@ -1,5 +1,8 @@
 /**
- * The connections to one DoH server: up to `pool` HTTP/2 sessions, each carrying many streams,
+ * Veil's HTTPS client for DNS messages, shared by the DoH upstream, the ODoH upstream (to its
+ * relays and targets) and the ODoH relay (to its targets).
+ *
+ * The connections to one server: up to `pool` HTTP/2 sessions, each carrying many streams,
  * opened on demand and replaced when the server sends GOAWAY or the session fails. The first
  * connection's ALPN decides the protocol: when the server does not offer h2, requests go over
  * HTTP/1.1 on kept-alive connections instead. Every connection goes to one of the server's IP
@@ -10,13 +13,13 @@ import { UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/error
 import { upstreamConnection } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import { formatHostPort } from '../../core/upstream/connect.js';
-import { ConnectionLost, H2Session, Http1Client, type DohRequest } from './http-exchange.js';
-import { TlsConnector, type TlsTarget } from '../../lib/tls/connector.js';
+import { ConnectionLost, H2Session, Http1Client, type HttpsRequest } from './exchange.js';
+import { TlsConnector, type TlsTarget } from '../tls/connector.js';
 
 /** Who the server must prove to be (the certificate checks of lib/tls). */
 export type TlsIdentity = Pick<TlsTarget, 'serverName' | 'extraCa' | 'pins' | 'certHashes'>;
 
-export interface DohConnectionsOptions {
+export interface HttpsConnectionsOptions {
   /** The upstream's name, for logs and events. */
   name: string;
   /** For messages: `https://dns.example/dns-query`. */
@@ -40,7 +43,7 @@ type Mode = 'unknown' | 'h2' | 'http1';
 
 const PROTOCOL = 'doh';
 
-export class DohConnections {
+export class HttpsConnections {
   private mode: Mode = 'unknown';
   private readonly sessions: H2Session[] = [];
   private opening: Promise<H2Session | null> | null = null;
@@ -53,7 +56,7 @@ export class DohConnections {
   private readonly idleTimeoutMs: number;
   private readonly connectTimeoutMs: number;
 
-  constructor(private readonly options: DohConnectionsOptions) {
+  constructor(private readonly options: HttpsConnectionsOptions) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 2_000;
     this.connectors = options.addresses.map(
@@ -82,7 +85,7 @@ export class DohConnections {
    * Sends one request within `timeoutMs` in all. A request lost with its connection (never
    * answered: GOAWAY, reset, refused stream) is sent once more on a fresh one.
    */
-  async request(request: DohRequest, timeoutMs: number): Promise<Buffer> {
+  async request(request: HttpsRequest, timeoutMs: number): Promise<Buffer> {
     const deadline = performance.now() + timeoutMs;
     for (let attempt = 0; ; attempt++) {
       if (this.stopped) throw new UpstreamUnavailableError(`${this.options.label}: stopped`);

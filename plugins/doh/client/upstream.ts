@@ -5,16 +5,16 @@
  * stage has removed EDNS Client Subnet already. The answer must be for the same question; it
  * gets the client's ID back, and loses the OPT record when the client's query had none.
  */
-import type { RequestContext } from '../../core/context.js';
-import { HEADER_SIZE } from '../../core/dns/constants.js';
-import { fitAnswerToQuery, padMessage } from '../../core/dns/edns.js';
-import { arCount, isResponse, readEdns, readId, sameQuestion, writeId } from '../../core/dns/wire.js';
-import { DeadlineError, UpstreamResponseError } from '../../core/errors.js';
-import { traceHeadersFor } from '../../core/trace-context.js';
-import type { Logger } from '../../core/logger.js';
-import type { Upstream } from '../../core/upstream/upstream.js';
-import { DohConnections } from './connections.js';
-import type { DohRequest } from './http-exchange.js';
+import type { RequestContext } from '../../../core/context.js';
+import { HEADER_SIZE } from '../../../core/dns/constants.js';
+import { fitAnswerToQuery, padMessage } from '../../../core/dns/edns.js';
+import { arCount, isResponse, readEdns, readId, sameQuestion, writeId } from '../../../core/dns/wire.js';
+import { DeadlineError, UpstreamResponseError } from '../../../core/errors.js';
+import type { Logger } from '../../../core/logger.js';
+import { traceHeadersFor } from '../../../core/trace-context.js';
+import type { Upstream } from '../../../core/upstream/upstream.js';
+import { HttpsConnections } from '../../../lib/https-client/connections.js';
+import type { HttpsRequest } from '../../../lib/https-client/exchange.js';
 
 export interface DohServerOptions {
   name: string;
@@ -44,7 +44,7 @@ export class DohUpstream implements Upstream {
   readonly name: string;
   readonly protocol = 'doh';
   readonly address: string;
-  readonly connections: DohConnections;
+  readonly connections: HttpsConnections;
   private readonly getPrefix: string;
 
   constructor(
@@ -54,7 +54,7 @@ export class DohUpstream implements Upstream {
     this.name = options.name;
     this.address = options.url;
     const host = options.hostname.includes(':') ? `[${options.hostname}]` : options.hostname;
-    this.connections = new DohConnections({
+    this.connections = new HttpsConnections({
       name: options.name,
       label: options.url,
       authority: options.port === 443 ? host : `${host}:${options.port}`,
@@ -72,7 +72,7 @@ export class DohUpstream implements Upstream {
     if (timeoutMs <= 0) throw new DeadlineError(`${this.name}: the query's deadline passed`);
     const wire = padMessage(query);
     writeId(wire, 0);
-    const request: DohRequest =
+    const request: HttpsRequest =
       this.options.method === 'get' ? { method: 'GET', path: this.getPrefix + wire.toString('base64url'), body: null } : { method: 'POST', path: this.options.path, body: wire };
     if (this.options.traceparent && ctx.span !== undefined) request.headers = traceHeadersFor(ctx.span);
     const answer = await this.connections.request(request, timeoutMs);

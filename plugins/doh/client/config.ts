@@ -5,14 +5,14 @@
  * tell the network which resolver Veil uses, the leak DoH is meant to close.
  */
 import net from 'node:net';
-import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, expectUniqueNames, flag, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
-import { parseZoneKey } from '../../core/config/zones.js';
-import { AddressError, parseEndpoint } from '../../core/net/address.js';
-import { parseServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
-import { parseStampToken } from '../../lib/stamp-config.js';
-import { splitAddress, type HttpsLikeStamp, type Stamp } from '../../lib/stamps.js';
-import { parsePin, readCertificates } from '../../lib/tls/files.js';
+import type { Directive, Token } from '../../../core/config/ast.js';
+import { configError, expectArgs, expectUniqueNames, flag, parseDuration, parseInteger, readOptions } from '../../../core/config/options.js';
+import { parseZoneKey } from '../../../core/config/zones.js';
+import { AddressError, parseEndpoint } from '../../../core/net/address.js';
+import { parseServersFrom, type ServersFromOptions } from '../../../lib/sources/servers-from.js';
+import { parseStampToken, stampHost } from '../../../lib/stamp-config.js';
+import { splitAddress, type HttpsLikeStamp, type Stamp } from '../../../lib/stamps.js';
+import { parsePin, readCertificates } from '../../../lib/tls/files.js';
 import type { DohServerOptions } from './upstream.js';
 
 export const NAME = 'doh';
@@ -195,7 +195,7 @@ function fromStamp(stamp: Stamp, token: Token): Where {
     const plugin = stamp.protocol === 'dot' ? 'dot' : stamp.protocol === 'dnscrypt' ? 'dnscrypt' : stamp.protocol === 'plain' ? 'forward' : null;
     throw configError(NAME, token, `this is a ${stamp.protocol} stamp, not a DoH one${plugin ? `; use the ${plugin} plugin` : ''}`);
   }
-  const { host, port: hostPort } = splitHost(stamp, token);
+  const { host, port: hostPort } = stampHost(NAME, token, stamp);
   let port = hostPort ?? 443;
   const addresses: string[] = [];
   if (stamp.address) {
@@ -218,18 +218,3 @@ function fromStamp(stamp: Stamp, token: Token): Where {
       (stamp.bootstrap.length ? ` (the stamp's bootstrap entries ${stamp.bootstrap.join(', ')} are plain-DNS resolvers, which Veil does not ask: that lookup would leak)` : ''),
   };
 }
-
-/** A stamp's host field: `name`, `name:port`, `[v6]:port`. */
-function splitHost(stamp: HttpsLikeStamp, token: Token): { host: string; port: number | null } {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(stamp.host);
-  const host = (m?.[1] ?? m?.[2])?.replace(/\.$/, '').toLowerCase();
-  if (!m || !host) throw configError(NAME, token, `bad stamp: host "${stamp.host}" is not NAME[:PORT]`);
-  if (!m[1] && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(host) && net.isIP(host) === 0) {
-    throw configError(NAME, token, `bad stamp: "${host}" is not a valid host name`);
-  }
-  const port = m[3] ? Number(m[3]) : null;
-  if (port !== null && (port < 1 || port > 65535)) throw configError(NAME, token, `bad stamp: port ${port} is out of range`);
-  return { host, port };
-}
-
-/** Reads `ca FILE` (relative to the Corefile) and checks that it holds certificates. */

@@ -1,20 +1,20 @@
 /**
  * The ODoH roles a DoH listener may take (lib/odoh does the protocol): `odoh_target` on its
  * path and at /.well-known/odohconfigs, or `odoh_relay` on its path. This module gives the
- * relay its HTTPS client: the DoH client's connection pool, one per allowed target, reaching
+ * relay its HTTPS client: lib/https-client's connection pool, one per allowed target, reaching
  * the target at the addresses the allowlist gives and leaving from the listener's own address.
  */
 import net from 'node:net';
-import { ListenError } from '../../core/errors.js';
-import type { ListenerEnvironment, QueryHandler } from '../../core/listeners/listener.js';
-import { TargetAddressBook } from '../../lib/odoh/target-addresses.js';
-import type { Endpoint } from '../../core/net/address.js';
-import { MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE } from '../../lib/odoh/message.js';
-import { OdohRelayService, type RelayForwarder, type TargetRequest } from '../../lib/odoh/relay.js';
-import type { OdohRelayOptions, RelayTarget } from '../../lib/odoh/server-options.js';
-import { OdohTargetService } from '../../lib/odoh/target.js';
-import { DohConnections } from './connections.js';
-import type { DohListenerOptions } from './listener-options.js';
+import { ListenError } from '../../../core/errors.js';
+import type { ListenerEnvironment, QueryHandler } from '../../../core/listeners/listener.js';
+import type { Endpoint } from '../../../core/net/address.js';
+import { HttpsConnections } from '../../../lib/https-client/connections.js';
+import { MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE } from '../../../lib/odoh/message.js';
+import { OdohRelayService, type RelayForwarder, type TargetRequest } from '../../../lib/odoh/relay.js';
+import type { OdohRelayOptions, RelayTarget } from '../../../lib/odoh/server-options.js';
+import { TargetAddressBook } from '../../../lib/odoh/target-addresses.js';
+import { OdohTargetService } from '../../../lib/odoh/target.js';
+import type { DohListenerOptions } from './options.js';
 
 export class ObliviousRoles {
   target: OdohTargetService | null = null;
@@ -74,7 +74,7 @@ export class ObliviousRoles {
 }
 
 class PooledForwarder implements RelayForwarder {
-  private readonly pools = new Map<string, DohConnections>();
+  private readonly pools = new Map<string, HttpsConnections>();
 
   constructor(
     private readonly options: OdohRelayOptions,
@@ -88,7 +88,7 @@ class PooledForwarder implements RelayForwarder {
     let pool = this.pools.get(key);
     if (!pool) {
       const sameFamily = this.localAddress !== undefined && target.addresses.every((a) => net.isIPv6(a) === net.isIPv6(this.localAddress!));
-      pool = new DohConnections({
+      pool = new HttpsConnections({
         name: `odoh relay to ${target.authority}`,
         label: `https://${target.authority}`,
         authority: target.authority,

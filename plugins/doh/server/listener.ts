@@ -1,9 +1,9 @@
 /**
  * The `https://` and `http://` listeners (DoH, RFC 8484). One front server takes connections —
  * TLS with ALPN (h2, http/1.1) for https, plain TCP for http (where the HTTP/2 client preface
- * tells h2c from HTTP/1.1) — counts them against `max_connections`, and hands each to Veil's
- * HTTP/2 connection (h2/connection.ts) or to an HTTP/1.1 server that never listens on its own.
- * That keeps one place for the bounds: connections (in all and per client address), requests
+ * tells h2c from HTTP/1.1) — counts them against `max_connections`, and hands each to the HTTP/2
+ * server of lib/http2 (Veil's own, or node:http2 with `http2 node`) or to an HTTP/1.1 server
+ * that never listens on its own. That keeps one place for the bounds: connections (in all and per client address), requests
  * in flight per connection (HTTP/2 streams or pipelined HTTP/1.1 requests), header size, idle
  * time, the time a request may take to arrive, and bytes per body.
  *
@@ -14,15 +14,19 @@
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { ClientAddress } from '../../core/context.js';
-import { bindStreamServer } from '../../core/listeners/tcp.js';
-import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition } from '../../core/listeners/listener.js';
-import { unmapIpv4, type Endpoint } from '../../core/net/address.js';
-import { clientKey } from '../../core/util/token-buckets.js';
-import { HTTP_OPTION_NAMES, HTTPS_OPTION_NAMES, parseDohListenerOptions, type DohListenerOptions } from './listener-options.js';
-import { H2ServerConnection, PREFACE as H2_PREFACE } from './h2/connection.js';
+import type { ClientAddress } from '../../../core/context.js';
+import { bindStreamServer } from '../../../core/listeners/tcp.js';
+import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition } from '../../../core/listeners/listener.js';
+import { unmapIpv4, type Endpoint } from '../../../core/net/address.js';
+import { AddressRanges } from '../../../core/net/cidr.js';
+import { clientKey } from '../../../core/util/token-buckets.js';
+import { PREFACE as H2_PREFACE } from '../../../lib/http2/connection.js';
+import { headerText, textReply, type HttpReply, type HttpRequest } from '../../../lib/http2/message.js';
+import { http2Server, type Http2Connection, type Http2Server } from '../../../lib/http2/server.js';
+import { readStreamBody } from '../../../lib/http2/stream-body.js';
 import { ObliviousRoles } from './oblivious.js';
-import { bodyCutOff, bodyTimedOut, bodyTooLarge, DohService, textReply, type BodyResult, type DohRequestView, type HttpReply } from './service.js';
+import { HTTP_OPTION_NAMES, HTTPS_OPTION_NAMES, parseDohListenerOptions, type DohListenerOptions } from './options.js';
+import { DohService } from './service.js';
 
 interface Connection {
   socket: net.Socket;
@@ -33,7 +37,7 @@ interface Connection {
   inflight: number;
   /** Of those, requests not waiting for their client: their query is being answered. */
   answering: number;
-  session: H2ServerConnection | null;
+  session: Http2Connection | null;
   /** HTTP/1.1 requests read past `max_streams` in flight, waiting their turn; reading is paused meanwhile. */
   queued: (() => void)[];
   pausedForQueue: boolean;
@@ -46,10 +50,12 @@ const CLIENT_PREFIXES = { ipv4Prefix: 32, ipv6Prefix: 56 };
 export class DohListener implements Listener {
   private front: net.Server | null = null;
   private readonly h1: http.Server;
+  /** Serves HTTP/2 on the connections that speak it; made anew when a reload changes the options. */
+  private h2: Http2Server;
   private handler: QueryHandler | null = null;
   private readonly service: DohService;
   private readonly oblivious: ObliviousRoles | null;
-  private proxies: net.BlockList;
+  private proxies: AddressRanges;
   private readonly connections = new Set<Connection>();
   /** Connections answering nothing, the one idle longest first: the first to make room. */
   private readonly idle = new Set<Connection>();
@@ -69,7 +75,8 @@ export class DohListener implements Listener {
   ) {
     this.oblivious = options.odohTarget || options.odohRelay ? new ObliviousRoles(endpoint, options, env) : null;
     this.service = new DohService(options.path, secure ? 'https' : 'http', () => this.handler!, this.oblivious);
-    this.proxies = blockListOf(options.trustedProxies);
+    this.proxies = new AddressRanges(options.trustedProxies);
+    this.h2 = http2ServerFor(options);
     this.h1 = http.createServer(
       {
         maxHeaderSize: options.maxHeaderSize,
@@ -112,7 +119,7 @@ export class DohListener implements Listener {
     // this listener admits is turned away. A trusted proxy is let in: the client is behind it.
     if (this.secure) front.on('connection', (raw: net.Socket) => {
       const client = clientOf(raw);
-      if (isTrusted(this.proxies, client.address)) return;
+      if (this.proxies.has(client.address)) return;
       if (this.handler?.admitsConnection && !this.handler.admitsConnection({ client, transport: 'https', datagram: false })) raw.destroy();
     });
     // Handshakes in progress are not counted yet: bound them here.
@@ -130,7 +137,8 @@ export class DohListener implements Listener {
     const next = options as DohListenerOptions;
     this.options = next;
     this.oblivious?.update(next).catch((err: Error) => this.env.logger.error(`${this.endpoint.text}: ODoH reload: ${err.message}`));
-    this.proxies = blockListOf(next.trustedProxies); // HTTP/2 connections opened from now on take the new limits
+    this.proxies = new AddressRanges(next.trustedProxies);
+    this.h2 = http2ServerFor(next); // HTTP/2 connections opened from now on take the new limits
     this.h1.keepAliveTimeout = next.idleTimeoutMs;
     this.h1.timeout = next.idleTimeoutMs;
     this.h1.headersTimeout = next.requestTimeoutMs;
@@ -149,7 +157,7 @@ export class DohListener implements Listener {
     }
     const client = clientOf(socket);
     // IPv6 clients by /56, as the rate limit counts them: one host holds a whole prefix.
-    const owner = isTrusted(this.proxies, client.address) ? null : clientKey(client.address, CLIENT_PREFIXES);
+    const owner = this.proxies.has(client.address) ? null : clientKey(client.address, CLIENT_PREFIXES);
     if (owner !== null && !this.roomForOwner(owner)) {
       socket.destroy();
       return;
@@ -267,10 +275,7 @@ export class DohListener implements Listener {
   }
 
   private startH2(connection: Connection): void {
-    const { maxStreams, maxHeaderSize, idleTimeoutMs, requestTimeoutMs } = this.options;
-    connection.session = new H2ServerConnection(connection.socket, { maxStreams, maxHeaderListSize: maxHeaderSize, idleTimeoutMs, requestTimeoutMs }, (view, respond) =>
-      this.serve(connection, view, respond),
-    );
+    connection.session = this.h2.open(connection.socket, (view, respond) => this.serve(connection, view, respond));
     if (this.draining) connection.session.close();
   }
 
@@ -296,11 +301,11 @@ export class DohListener implements Listener {
       res.destroy();
       return;
     }
-    const view: DohRequestView = {
+    const view: HttpRequest = {
       method: req.method ?? '',
       path: req.url ?? '',
       header: (name) => headerText(req.headers[name]),
-      readBody: (limit) => readBody(req, limit, this.options.requestTimeoutMs),
+      readBody: (limit) => readStreamBody(req, limit, this.options.requestTimeoutMs),
     };
     const start = (): void => this.serve(connection, view, (reply) => respondH1(req, res, reply, this.draining));
     // Pipelined requests beyond max_streams wait, and reading stops until they are served: one
@@ -311,7 +316,7 @@ export class DohListener implements Listener {
     connection.socket.pause();
   }
 
-  private serve(connection: Connection, view: DohRequestView, respond: (reply: HttpReply) => void): void {
+  private serve(connection: Connection, view: HttpRequest, respond: (reply: HttpReply) => void): void {
     connection.inflight++;
     this.answering(connection, 1);
     const client = this.clientFor(connection, view);
@@ -354,9 +359,9 @@ export class DohListener implements Listener {
    * The client address the pipeline sees: the peer's, or, when the peer is a trusted proxy,
    * the nearest address in X-Forwarded-For that is not one of our proxies.
    */
-  private clientFor(connection: Connection, view: DohRequestView): ClientAddress {
+  private clientFor(connection: Connection, view: HttpRequest): ClientAddress {
     if (this.options.trustedProxies.length === 0) return connection.client;
-    if (!isTrusted(this.proxies, connection.client.address)) return connection.client;
+    if (!this.proxies.has(connection.client.address)) return connection.client;
     const forwarded = view.header('x-forwarded-for');
     if (!forwarded) return connection.client;
     let client = connection.client;
@@ -365,7 +370,7 @@ export class DohListener implements Listener {
       const address = hopAddress(hops[i]!);
       if (!address) break; // a hop we cannot read: believe nothing before it
       client = { address, port: 0, family: net.isIPv6(address) ? 'IPv6' : 'IPv4' };
-      if (!isTrusted(this.proxies, address)) break;
+      if (!this.proxies.has(address)) break;
     }
     return client;
   }
@@ -401,26 +406,13 @@ export class DohListener implements Listener {
   }
 }
 
+function http2ServerFor(options: DohListenerOptions): Http2Server {
+  const { maxStreams, maxHeaderSize, idleTimeoutMs, requestTimeoutMs } = options;
+  return http2Server(options.http2, { maxStreams, maxHeaderListSize: maxHeaderSize, idleTimeoutMs, requestTimeoutMs });
+}
+
 function clientOf(socket: net.Socket): ClientAddress {
   return { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0, family: socket.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4' };
-}
-
-function headerText(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value.join(',') : value;
-}
-
-function blockListOf(cidrs: readonly string[]): net.BlockList {
-  const list = new net.BlockList();
-  for (const cidr of cidrs) {
-    const [address, bits] = cidr.split('/') as [string, string];
-    list.addSubnet(address, Number(bits), net.isIPv6(address) ? 'ipv6' : 'ipv4');
-  }
-  return list;
-}
-
-function isTrusted(list: net.BlockList, address: string): boolean {
-  const plain = unmapIpv4(address);
-  return list.check(plain, net.isIPv6(plain) ? 'ipv6' : 'ipv4');
 }
 
 /** One X-Forwarded-For entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:80`. */
@@ -429,36 +421,6 @@ function hopAddress(hop: string): string | null {
   if (net.isIP(text)) return unmapIpv4(text);
   const m = /^\[([^\]]+)\](?::\d+)?$/.exec(text) ?? /^([\d.]+):\d+$/.exec(text);
   return m && net.isIP(m[1]!) ? unmapIpv4(m[1]!) : null;
-}
-
-/**
- * Reads a request body of at most `limit` bytes that must arrive within `timeoutMs`; past
- * either, the reply to give instead (413, 408) and the rest is not read.
- */
-function readBody(stream: NodeJS.ReadableStream & { on(event: 'close', fn: () => void): unknown }, limit: number, timeoutMs: number): Promise<BodyResult> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const finish = (result: BodyResult): void => {
-      clearTimeout(timer);
-      stream.removeListener('data', onData);
-      stream.removeListener('end', onEnd);
-      stream.removeListener('close', onClose);
-      if (!Buffer.isBuffer(result)) stream.pause();
-      resolve(result);
-    };
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length;
-      if (size > limit) finish(bodyTooLarge(limit));
-      else chunks.push(chunk);
-    };
-    const onEnd = (): void => finish(Buffer.concat(chunks, size));
-    const onClose = (): void => finish(bodyCutOff());
-    const timer = setTimeout(() => finish(bodyTimedOut()), timeoutMs);
-    stream.on('data', onData);
-    stream.on('end', onEnd);
-    stream.on('close', onClose);
-  });
 }
 
 function respondH1(req: http.IncomingMessage, res: http.ServerResponse, reply: HttpReply, closing: boolean): void {

@@ -1,13 +1,13 @@
 /** Options of `listen https://IP:PORT/PATH { … }` and `listen http://…`. */
-import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import path from 'node:path';
 import tls from 'node:tls';
-import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, parseDuration, parseInteger } from '../../core/config/options.js';
-import type { Location } from '../../core/errors.js';
-import type { Endpoint } from '../../core/net/address.js';
-import { parseOdohRelay, parseOdohTarget, type OdohRelayOptions, type OdohTargetOptions } from '../../lib/odoh/server-options.js';
+import type { Directive, Token } from '../../../core/config/ast.js';
+import { configError, expectArgs, parseDuration, parseInteger } from '../../../core/config/options.js';
+import type { Location } from '../../../core/errors.js';
+import type { Endpoint } from '../../../core/net/address.js';
+import { parseCidrToken } from '../../../core/net/cidr.js';
+import { HTTP2_IMPLEMENTATIONS, type Http2Implementation } from '../../../lib/http2/server.js';
+import { parseOdohRelay, parseOdohTarget, type OdohRelayOptions, type OdohTargetOptions } from '../../../lib/odoh/server-options.js';
+import { readPemFile } from '../../../lib/tls/files.js';
 
 const PLUGIN = 'listen';
 export const DEFAULT_PATH = '/dns-query';
@@ -31,13 +31,15 @@ export interface DohListenerOptions {
   maxHeaderSize: number;
   /** CIDRs whose X-Forwarded-For is believed. */
   trustedProxies: string[];
+  /** Whose HTTP/2 serves the connections that speak it: Veil's own, or the runtime's node:http2. */
+  http2: Http2Implementation;
   /** `odoh_target`: the path takes ODoH too, and /.well-known/odohconfigs serves the configs. */
   odohTarget: OdohTargetOptions | null;
   /** `odoh_relay`: the path is an oblivious relay (and nothing else). */
   odohRelay: OdohRelayOptions | null;
 }
 
-const COMMON = ['idle_timeout', 'request_timeout', 'max_connections', 'max_connections_per_client', 'max_streams', 'max_header_size', 'trusted_proxies', 'odoh_target', 'odoh_relay'] as const;
+const COMMON = ['idle_timeout', 'request_timeout', 'max_connections', 'max_connections_per_client', 'max_streams', 'max_header_size', 'trusted_proxies', 'http2', 'odoh_target', 'odoh_relay'] as const;
 /** A request of a few hundred bytes has this long to arrive, unless idle_timeout is shorter. */
 const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 export const HTTPS_OPTION_NAMES = ['cert', 'key', ...COMMON] as const;
@@ -59,6 +61,7 @@ export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[]
     maxStreams: 100,
     maxHeaderSize: 8192,
     trustedProxies: [],
+    http2: 'veil',
     odohTarget: null,
     odohRelay: null,
   };
@@ -77,10 +80,10 @@ export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[]
     switch (d.name.text) {
       case 'cert':
         certToken = value;
-        result.cert = readPem(value, 'certificate');
+        result.cert = readPemFile(PLUGIN, value, 'cert');
         break;
       case 'key':
-        result.key = readPem(value, 'key');
+        result.key = readPemFile(PLUGIN, value, 'key');
         break;
       case 'idle_timeout':
         result.idleTimeoutMs = parseDuration(PLUGIN, value, { min: 100, max: 3_600_000 });
@@ -101,7 +104,13 @@ export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[]
         result.maxHeaderSize = parseInteger(PLUGIN, value, 1024, 1_048_576);
         break;
       case 'trusted_proxies':
-        result.trustedProxies = values.map(parseCidr);
+        result.trustedProxies = values.map((token) => parseCidrToken(PLUGIN, token, '10.0.0.0/8, ::1'));
+        break;
+      case 'http2':
+        if (!(HTTP2_IMPLEMENTATIONS as readonly string[]).includes(value.text)) {
+          throw configError(PLUGIN, value, `http2 is ${HTTP2_IMPLEMENTATIONS.join(' or ')} (Veil's own HTTP/2, or the runtime's node:http2), not "${value.text}"`);
+        }
+        result.http2 = value.text as Http2Implementation;
         break;
     }
   }
@@ -117,27 +126,4 @@ export function parseDohListenerOptions(endpoint: Endpoint, options: Directive[]
     }
   }
   return result;
-}
-
-function readPem(token: Token, what: string): string {
-  const full = path.resolve(path.dirname(path.resolve(token.file)), token.text);
-  try {
-    const text = readFileSync(full, 'utf8');
-    if (!text.includes('-----BEGIN')) throw new Error('not a PEM file');
-    return text;
-  } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
-    throw configError(PLUGIN, token, `cannot read the ${what} ${token.text}: ${reason}`);
-  }
-}
-
-/** `IP/BITS` or a single IP; returned canonical as `IP/BITS`. */
-function parseCidr(token: Token): string {
-  const [address, bits, extra] = token.text.split('/');
-  const family = net.isIP(address ?? '');
-  const max = family === 6 ? 128 : 32;
-  if (family === 0 || extra !== undefined || (bits !== undefined && (!/^\d+$/.test(bits) || Number(bits) > max))) {
-    throw configError(PLUGIN, token, `"${token.text}" is not an address or CIDR range (examples: 10.0.0.0/8, ::1)`);
-  }
-  return `${address}/${bits ?? max}`;
 }

@@ -4,9 +4,9 @@
  * Question, and Answer/Authority/Additional with name, type, TTL and data in presentation form.
  * Not a hot path: answers are walked record by record.
  */
-import { QType, typeNumber } from '../../core/dns/constants.js';
-import { buildQuery } from '../../core/dns/message.js';
-import { forEachRecord, fullRcode, readName, readQuestion, WireError, type RecordPosition } from '../../core/dns/wire.js';
+import { QType, typeNumber } from '../../../core/dns/constants.js';
+import { buildQuery } from '../../../core/dns/message.js';
+import { forEachRecord, fullRcode, readName, readQuestion, WireError, type RecordPosition } from '../../../core/dns/wire.js';
 
 export const DNS_JSON = 'application/dns-json';
 
