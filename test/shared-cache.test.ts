@@ -259,8 +259,15 @@ describe('cache shared: a fleet over a real Valkey', { skip }, () => {
     const states = [...first.stderr().matchAll(/shared cache \S+: (connected|slow|unreachable)/g)].map((m) => m[1]);
     assert.ok(states.includes('unreachable'));
     for (let i = 1; i < states.length; i++) assert.notEqual(states[i], states[i - 1], `the same state logged twice in a row: ${states.join(', ')}`);
-    // Sharing works again.
-    const keysBefore = (await fleetKeys()).length;
+    // Sharing works again. (Writes of the load may still land: wait until the count holds still.)
+    let settled = -1;
+    await until('the writes of the load to land', async () => {
+      const [count, last] = [(await fleetKeys()).length, settled];
+      settled = count;
+      await new Promise((r) => setTimeout(r, 100));
+      return count === last;
+    });
+    const keysBefore = settled;
     await ask(first, 'after-restart.fleet.test');
     await until('the write after the restart', async () => (await fleetKeys()).length > keysBefore);
     await ask(second, 'after-restart.fleet.test');
