@@ -15,7 +15,7 @@ import { ListenError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { AddressError, parseHostPort } from '../../core/net/address.js';
 import type { BlockScope, Plugin, PluginDefinition } from '../../core/plugin.js';
-import { resolveService, Services } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 import type { UpstreamSet } from '../../core/upstream/upstream.js';
 import { openHttpEndpoint, parseHttpAddress, type HttpAddress, type HttpLease } from '../../lib/http-endpoints.js';
 import { attachBlock, renderMetrics, type Attachment } from './hub.js';
@@ -34,9 +34,10 @@ export interface MetricsOptions {
 
 export const metricsPlugin: PluginDefinition<MetricsOptions> = {
   name: NAME,
+  once: true,
+  roles: ['http', 'observe'],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'metrics is given twice in this block');
     const d = directives[0]!;
     const [addressToken] = expectArgs(NAME, d, 0, 1);
     const options: MetricsOptions = { address: DEFAULT_METRICS_ADDRESS, statsd: null };
@@ -99,7 +100,7 @@ class MetricsPlugin implements Plugin {
     }
     if (this.lease.first) this.logger.info(`serving http://${this.lease.bound}/metrics`);
     // Upstreams start in rotation; health-tracking policies report changes as they happen.
-    const policy = resolveService(this.scope.container, Services.upstreamPolicy);
+    const policy = this.scope.service(Services.upstreamPolicy)!;
     for (const upstream of this.upstreams.all) {
       this.attachment.metrics.upstreamHealthy.labels(upstream.name).set(policy.healthy(upstream) ? 1 : 0);
     }
