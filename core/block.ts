@@ -15,7 +15,7 @@ import type { Clock } from './clock.js';
 import { ConfigError } from './errors.js';
 import { ListenRequests, type ListenRequest, type TransportRegistry } from './listeners/listener.js';
 import type { Logger } from './logger.js';
-import { setupOrder } from './order.js';
+import { SetupCycleError, setupOrder } from './order.js';
 import type { BlockInfo, BlockScope, Next, Plugin, PluginDefinition } from './plugin.js';
 import { pluginMetrics } from './plugin-metrics.js';
 import type { PluginRegistry } from './registry.js';
@@ -88,14 +88,19 @@ function parseBlock(config: ServerBlockConfig, index: number, registry: PluginRe
     list.push(directive);
     byName.set(name, list);
   }
-  const ordered = setupOrder(
-    registry.names
-      .filter((name) => byName.has(name))
-      .map((name) => {
-        const definition = registry.get(name)!;
-        return { name, definition, provides: definition.provides, needs: [...(definition.requires ?? []).map((r) => r.service), ...(definition.uses ?? [])] };
-      }),
-  );
+  const used = registry.names
+    .filter((name) => byName.has(name))
+    .map((name) => {
+      const definition = registry.get(name)!;
+      return { name, definition, provides: definition.provides, needs: [...(definition.requires ?? []).map((r) => r.service), ...(definition.uses ?? [])] };
+    });
+  let ordered: typeof used;
+  try {
+    ordered = setupOrder(used);
+  } catch (err) {
+    if (!(err instanceof SetupCycleError)) throw err;
+    throw new ConfigError(byName.get(err.names[0]!)![0]!.name, err.message);
+  }
   const plugins = ordered.map(({ name, definition }): ParsedPlugin => {
     const directives = byName.get(name)!;
     const providers = new Map((definition.requires ?? []).map((r) => [r.service as symbol, registry.providersOf(r.service)] as const));

@@ -28,18 +28,23 @@ export interface SetupNode {
   readonly needs: readonly symbol[];
 }
 
+/** Plugins that each need what another of them provides: none can be set up first. */
+export class SetupCycleError extends Error {
+  constructor(readonly names: readonly string[]) {
+    super(`plugins ${names.join(', ')} need services of each other (provides / requires / uses): none of them can be set up first`);
+  }
+}
+
 /**
  * The nodes in set-up order: each after the providers of what it needs, otherwise as given.
- * Throws when two plugins each need what the other provides.
+ * Throws SetupCycleError when two plugins each need what the other provides.
  */
 export function setupOrder<T extends SetupNode>(nodes: readonly T[]): T[] {
   const placed: T[] = [];
   const waiting = [...nodes];
   while (waiting.length > 0) {
     const ready = waiting.findIndex((node) => !node.needs.some((token) => waiting.some((other) => other !== node && other.provides?.includes(token))));
-    if (ready < 0) {
-      throw new Error(`plugins ${waiting.map((n) => n.name).join(', ')} need services of each other (provides / requires / uses): none of them can be set up first`);
-    }
+    if (ready < 0) throw new SetupCycleError(waiting.map((n) => n.name));
     placed.push(waiting.splice(ready, 1)[0]!);
   }
   return placed;
