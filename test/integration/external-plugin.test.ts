@@ -72,6 +72,7 @@ describe('an external plugin', () => {
     ['a module without a plugin', { 'whoami/index.js': 'export const x = 1;\n' }, /^Corefile:3:12: plugin: \.\/whoami\/index\.js exports no plugin/m],
     ['a plugin without create', { 'whoami/index.js': "export default { name: 'whoami', parse() {} };\n" }, /plugin "whoami" has no create\(options, scope\) function/],
     ['a plugin not in the order without a position', { 'whoami/index.js': "export default { name: 'whoami', parse() {}, create() { return { name: 'whoami' }; } };\n" }, /not in the built-in order; declare position/],
+    ['a declaration of the wrong kind', { 'whoami/index.js': "export default { name: 'whoami', provides: 'upstreams', parse() {}, create() {} };\n" }, /^Corefile:3:12: plugin: \.\/whoami\/index\.js: plugin "whoami": provides is a list/m],
   ];
   for (const [label, files, message] of bad) {
     it(`refuses ${label} with file:line:col`, async () => {
