@@ -143,7 +143,7 @@ export function describeConfig(built: BuiltConfig): string {
     const listeners = [...built.listeners.values()].filter((l) => l.routes.some((r) => r.block === block)).map((l) => l.endpoint.text);
     lines.push(`  listeners: ${listeners.join(', ') || '(none)'}`);
     lines.push(`  plugins:   ${block.plugins.map((p) => p.name).join(', ') || '(none)'}`);
-    const chain = block.plugins.filter((p) => p.serve).map((p) => p.name);
+    const chain = block.links.filter((p) => p.serve).map((p) => p.name);
     lines.push(`  chain:     ${[...chain, 'upstreams'].join(' → ')}`);
     const upstreams = block.upstreams.all.map((u) => `${u.name} (${u.protocol} ${u.address})`);
     lines.push(`  upstreams: ${upstreams.join(', ') || '(none)'}${upstreams.length ? ` — policy ${block.policy.name}` : ''}`);

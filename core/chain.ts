@@ -4,9 +4,15 @@
  * is tagged with the name of the plugin it came from, once, on its way up; an answer notes the
  * link that produced it (`ctx.meta.answeredBy`), for metrics and the log.
  *
+ * Each link notes on the context how deep the query has gone; a plugin that calls `next` a
+ * second time with the same context gets an error instead of a second trip down the chain
+ * (and a second upstream query). A query of its own goes down in a context of its own
+ * (`ctx.withQuery`), which starts at the top of the rest of the chain.
+ *
  * Plugins with `wrapLink` (trace) wrap every link after them; without one, the chain is just
- * the plugins' serve functions and these two notes.
+ * the plugins' serve functions and these notes.
  */
+import { chainDepth } from './context.js';
 import { PluginError } from './errors.js';
 import type { Next, Plugin } from './plugin.js';
 
@@ -24,15 +30,32 @@ export function buildChain(plugins: readonly Plugin[], terminal: Next, terminalN
     }
     return link;
   };
-  let next = tagFailures(terminalName, wrapped(plugins.length, terminalName, terminal));
+  // Depths count from the terminal (1) up, so each link knows its own without knowing the caller.
+  let depth = 1;
+  let next = enterOnce(depth, tagFailures(terminalName, wrapped(plugins.length, terminalName, terminal)));
   for (let i = plugins.length - 1; i >= 0; i--) {
     const plugin = plugins[i]!;
     if (!plugin.serve) continue;
     const downstream = next;
     const serve = plugin.serve.bind(plugin);
-    next = tagFailures(plugin.name, wrapped(i, plugin.name, (ctx) => serve(ctx, downstream)));
+    next = enterOnce(++depth, tagFailures(plugin.name, wrapped(i, plugin.name, (ctx) => serve(ctx, downstream))));
   }
   return next;
+}
+
+/**
+ * A context enters each link at most once, going down: links deeper in the chain have smaller
+ * depths, so entering a link whose depth is not below the context's last one means the caller
+ * called `next` again. The error rises to the caller, whose own link tags it with its name.
+ */
+function enterOnce(depth: number, link: Next): Next {
+  return (ctx) => {
+    if (ctx[chainDepth] <= depth) {
+      return Promise.reject(new Error('next() was called a second time for the same query; a plugin sends a query of its own down with next(ctx.withQuery(query))'));
+    }
+    ctx[chainDepth] = depth;
+    return link(ctx);
+  };
 }
 
 function tagFailures(name: string, handler: Next): Next {

@@ -3,9 +3,10 @@
  * as received; the question and OPT record were read at the door (cheaply, without a full
  * decode); anything else is decoded only when a plugin asks for it.
  */
+import type { Span } from '@opentelemetry/api';
 import dnsPacket from 'dns-packet';
 import type { Clock } from './clock.js';
-import { readId, checkingDisabled, type Edns, type Question } from './dns/wire.js';
+import { readId, checkingDisabled, readEdns, readQuestion, type Edns, type Question } from './dns/wire.js';
 import { CLASSIC_UDP_SIZE, MIN_EDNS_UDP_SIZE } from './dns/constants.js';
 
 export interface ClientAddress {
@@ -19,8 +20,9 @@ export type TransportName = string;
 
 /**
  * Per-query notes plugins leave for each other (the log line, metrics and traces read them).
- * Plugins add their own keys through declaration merging:
- * `declare module 'veil/core/context.js' { interface QueryMeta { myKey?: string } }`.
+ * Every key is declared, with its type: core's here, a plugin's own next to it, by declaration
+ * merging (`declare module 'veil/plugin' { interface QueryMeta { myKey?: string } }`, or
+ * `'../../core/context.js'` inside the tree), so that a misspelt key does not compile.
  */
 export interface QueryMeta {
   /** Name of the upstream that gave the answer. */
@@ -31,6 +33,8 @@ export interface QueryMeta {
   cacheHit?: boolean;
   /** True when that was the fleet's shared level of the cache (cache's `shared`). */
   cacheShared?: boolean;
+  /** True when the cache's answer was past its TTL (serve_stale). */
+  stale?: boolean;
   /** The list or rule that blocked the query. */
   blockedBy?: string;
   /** The relay an anonymized query went through. */
@@ -42,7 +46,6 @@ export interface QueryMeta {
    * answer coming from further down, or `upstream`. Set by the chain itself (core/chain.ts).
    */
   answeredBy?: string;
-  [key: string]: unknown;
 }
 
 /** The W3C trace context a caller sent (`traceparent`, `tracestate`), as received: checked by whoever uses it. */
@@ -50,6 +53,20 @@ export interface RemoteTrace {
   traceparent: string;
   tracestate?: string;
 }
+
+/** Veil's own queries (health probes, a list's host looked up): what they say about themselves. */
+export interface OwnQueryInit {
+  query: Buffer;
+  /** What sends it, as the transport the log and metrics show (`health`, `internal`). */
+  transport: TransportName;
+  /** Who sends it, as the server block the log and metrics show (`sources/NAME`). */
+  server: string;
+  clock: Clock;
+  timeoutMs: number;
+}
+
+/** Where the chain has taken a context: see core/chain.ts. Not for plugins. */
+export const chainDepth = Symbol('veil.chainDepth');
 
 export interface RequestContextInit {
   query: Buffer;
@@ -87,14 +104,26 @@ export class RequestContext {
   /** Monotonic milliseconds by which an answer must be ready. */
   readonly deadline: number;
   readonly meta: QueryMeta = {};
-  /** The active trace span, when tracing is on and this query is sampled. */
-  span: unknown = undefined;
+  /**
+   * The innermost active OpenTelemetry span while a sampled query runs (the trace plugin sets
+   * it); undefined for every other query. Add events of your own: `ctx.span?.addEvent('…')`.
+   */
+  span: Span | undefined = undefined;
   /** The caller's trace context, when the transport carries one (DoH); a sampled query continues it. */
   readonly remoteTrace: RemoteTrace | undefined;
+  /** The depth of the last link of the chain this context entered (core/chain.ts). */
+  [chainDepth] = Infinity;
 
   private controller: AbortController | null = null;
   private timer: NodeJS.Timeout | null = null;
   private decodedPacket: dnsPacket.Packet | null = null;
+
+  /** Veil's own query, from loopback and port 0: a probe, or a look-up Veil needs for itself. */
+  static ownQuery({ query, transport, server, clock, timeoutMs }: OwnQueryInit): RequestContext {
+    const question = readQuestion(query);
+    const client: ClientAddress = { address: '127.0.0.1', port: 0, family: 'IPv4' };
+    return new RequestContext({ query, question, edns: readEdns(query, question.end), client, transport, datagram: false, server, zone: '.', clock, timeoutMs });
+  }
 
   constructor(init: RequestContextInit) {
     this.query = init.query;
@@ -170,6 +199,22 @@ export class RequestContext {
   fork(timeoutMs: number): RequestContext {
     const { query, question, edns, client, transport, listener, datagram, server, zone, clock } = this;
     return new RequestContext({ query, question, edns, client, transport, listener, datagram, server, zone, clock, timeoutMs });
+  }
+
+  /**
+   * Another query sent down the rest of the chain for this one, within this query's deadline:
+   * the query changed on its way down, or one a plugin asks for itself (dnssec's keys, the path
+   * query's name). Same client, transport, block and span; its question and EDNS are read from
+   * `query` (throws WireError when they cannot be); its notes (`meta`) start empty, for the
+   * plugin to read and to copy what the client's query should show. Call `finish()` on it when
+   * its answer is in.
+   */
+  withQuery(query: Buffer): RequestContext {
+    const question = readQuestion(query);
+    const { client, transport, listener, datagram, server, zone, clock } = this;
+    const derived = new RequestContext({ query, question, edns: readEdns(query, question.end), client, transport, listener, datagram, server, zone, clock, timeoutMs: this.remaining() });
+    derived.span = this.span;
+    return derived;
   }
 
   /** Releases the deadline timer; the listener calls this when the query is answered. */

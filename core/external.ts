@@ -98,6 +98,10 @@ function definitionProblem(value: unknown): string | null {
   if (typeof d.name !== 'string' || !/^[a-z][a-z0-9_-]*$/.test(d.name)) return 'a plugin needs a lower-case `name`';
   if (typeof d.parse !== 'function') return `plugin "${d.name}" has no parse(directives, scope) function`;
   if (typeof d.create !== 'function') return `plugin "${d.name}" has no create(options, scope) function`;
+  for (const list of ['provides', 'requires', 'uses', 'roles', 'transports'] as const) {
+    if (d[list] !== undefined && !Array.isArray(d[list])) return `plugin "${d.name}": ${list} is a list`;
+  }
+  if (d.once !== undefined && d.once !== true && typeof d.once !== 'string') return `plugin "${d.name}": once is true or a string that says what to do instead`;
   return null;
 }
 
@@ -105,5 +109,5 @@ function definitionProblem(value: unknown): string | null {
 export const externalPluginDirective: PluginDefinition<null> = {
   name: EXTERNAL_PLUGIN_DIRECTIVE,
   parse: () => null,
-  create: () => ({ name: EXTERNAL_PLUGIN_DIRECTIVE }),
+  create: () => {},
 };

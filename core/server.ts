@@ -154,7 +154,7 @@ export class VeilServer {
     const built = await this.build(config);
     this.admission.setLimit(built.global.maxConcurrent);
     this.state.activate(built.blocks, built.listeners.keys(), false);
-    await this.startBlocks(built);
+    await startBlocks(built);
     const bound: Listener[] = [];
     try {
       for (const planned of built.listeners.values()) {
@@ -186,7 +186,7 @@ export class VeilServer {
     let built: BuiltConfig;
     try {
       built = await this.build(config);
-      await this.startBlocks(built);
+      await startBlocks(built);
     } catch (err) {
       this.env.logger.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
       return false;
@@ -282,21 +282,24 @@ export class VeilServer {
     this.env.logger.info(`listening on ${listener.boundAddress} for ${zones}`);
   }
 
-  private async startBlocks(built: BuiltConfig): Promise<void> {
-    try {
-      for (const block of built.blocks) {
-        await block.upstreams.start();
-        await block.policy.start?.();
-        for (const plugin of block.plugins) await plugin.start?.();
-      }
-    } catch (err) {
-      await stopBlocks(built);
-      throw err;
+}
+
+/** Starts each block's upstreams, policy and plugins (in set-up order); on a failure stops them all and throws. */
+export async function startBlocks(built: BuiltConfig): Promise<void> {
+  try {
+    for (const block of built.blocks) {
+      await block.upstreams.start();
+      await block.policy.start?.();
+      for (const plugin of block.plugins) await plugin.start?.();
     }
+  } catch (err) {
+    await stopBlocks(built);
+    throw err;
   }
 }
 
-async function stopBlocks(built: BuiltConfig): Promise<void> {
+/** Stops what `startBlocks` started, in reverse; best effort. */
+export async function stopBlocks(built: BuiltConfig): Promise<void> {
   for (const block of [...built.blocks].reverse()) {
     for (const plugin of [...block.plugins].reverse()) {
       try {

@@ -27,9 +27,17 @@ export const Services = {
   logger: token<Logger>('veil.Logger'),
   clock: token<Clock>('veil.Clock'),
   transports: token<TransportRegistry>('veil.TransportRegistry'),
+  /**
+   * The block's upstreams. Core makes the set; the protocol plugins (forward, dot, doh, odoh,
+   * dnscrypt) fill it and so declare `provides: [Services.upstreams]`; a plugin that reads the
+   * set in `create` (anonymize) `uses` it, and is set up after them.
+   */
   upstreams: token<UpstreamSet>('veil.UpstreamSet'),
+  /** Which upstream each query tries, in what order (core/upstream/upstream.ts); `loadbalance` replaces the default (in order). */
   upstreamPolicy: token<UpstreamPolicy>('veil.UpstreamPolicy'),
+  /** Where the block takes queries; `listen` fills it (and so provides it). */
   listenRequests: token<ListenRequests>('veil.ListenRequests'),
+  /** Where query failures are reported (core/report.ts); `errors` replaces the default (the log). */
   errorReporter: token<ErrorReporter>('veil.ErrorReporter'),
   /** Who may query the block (core/access.ts); `acl` replaces the default. */
   accessPolicy: token<AccessPolicy>('veil.AccessPolicy'),

@@ -1,4 +1,7 @@
-/** The plugins built into Veil. Their order in the chain is core/order.ts, not this list. */
+/**
+ * The plugins built into Veil. Their order in the chain is core/order.ts; this list is the order
+ * they are set up in, wherever what they provide and need (their definitions) does not decide.
+ */
 import type { PluginDefinition } from '../core/plugin.js';
 import { PluginRegistry } from '../core/registry.js';
 import { aclPlugin } from './acl/index.js';
@@ -25,8 +28,8 @@ import { sourcesPlugin } from './sources/index.js';
 import { tracePlugin } from './trace/index.js';
 
 export const builtinPlugins: readonly PluginDefinition<any>[] = [
-  listenPlugin, metricsPlugin, healthPlugin, tracePlugin, dnstapPlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, pathPlugin, filterPlugin, cachePlugin, hostsPlugin, dnssecPlugin,
-  forwardPlugin, dotPlugin, dohPlugin, odohPlugin, dnscryptPlugin, anonymizePlugin, loadbalancePlugin, sourcesPlugin,
+  sourcesPlugin, listenPlugin, metricsPlugin, healthPlugin, tracePlugin, dnstapPlugin, logPlugin, errorsPlugin, aclPlugin, ratelimitPlugin, pathPlugin, filterPlugin, cachePlugin, hostsPlugin,
+  dnssecPlugin, loadbalancePlugin, forwardPlugin, dotPlugin, dohPlugin, odohPlugin, dnscryptPlugin, anonymizePlugin,
 ];
 
 /** A registry with core's listeners and every built-in plugin. */

@@ -11,7 +11,7 @@ import { ManualClock } from '../core/clock.js';
 import { MemoryLogger } from '../core/logger.js';
 import type { PluginDefinition } from '../core/plugin.js';
 import { buildConfig } from '../core/server.js';
-import { provideService, Services } from '../core/services.js';
+import { Services } from '../core/services.js';
 import { ServerState } from '../core/state.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
 import { InOrderPolicy, UpstreamSet, type Upstream } from '../core/upstream/upstream.js';
@@ -33,6 +33,7 @@ async function get(url: string): Promise<{ status: number; body: string }> {
 const markDownPlugin: PluginDefinition<string[]> = {
   name: 'markdown',
   position: { after: 'loadbalance' },
+  provides: [Services.upstreamPolicy],
   parse: (directives) => directives[0]!.args.map((t) => t.text),
   create: (names, scope) => {
     class DownPolicy extends InOrderPolicy {
@@ -40,7 +41,7 @@ const markDownPlugin: PluginDefinition<string[]> = {
         return !names.includes(upstream.name);
       }
     }
-    provideService(scope.container, Services.upstreamPolicy, new DownPolicy());
+    scope.provide(Services.upstreamPolicy, new DownPolicy());
     return { name: 'markdown' };
   },
 };

@@ -134,7 +134,8 @@ export class ServersFrom<P extends Stamp['protocol']> {
 export function withServersFrom(name: string, managers: ReadonlyArray<ServersFrom<Stamp['protocol']>>): Plugin {
   return {
     name,
-    // `sources` starts first: its lists are loaded (or their cached copies read) by now.
+    // `sources` starts first (the plugin requires its catalog, so it is set up after it): its
+    // lists are loaded (or their cached copies read) by now.
     async start() {
       for (const manager of managers) await manager.start();
     },

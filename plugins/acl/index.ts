@@ -15,7 +15,7 @@ import { localOnly, type AccessPolicy } from '../../core/access.js';
 import { configError, expectArgs, expectNoBlock, readOptions } from '../../core/config/options.js';
 import { AddressRanges, parseCidrToken } from '../../core/net/cidr.js';
 import type { PluginDefinition } from '../../core/plugin.js';
-import { provideService, Services } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 
 const NAME = 'acl';
 
@@ -27,9 +27,11 @@ export interface AclRule {
 
 export const aclPlugin: PluginDefinition<AclRule[]> = {
   name: NAME,
+  once: 'put every rule in one acl directive',
+  // The door asks it before any plugin runs.
+  provides: [Services.accessPolicy],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'acl is given twice in this block; put every rule in one acl directive');
     const d = directives[0]!;
     expectArgs(NAME, d, 0);
     const rules: AclRule[] = [];
@@ -43,8 +45,7 @@ export const aclPlugin: PluginDefinition<AclRule[]> = {
   },
 
   create(rules, scope) {
-    provideService<AccessPolicy>(scope.container, Services.accessPolicy, new RulePolicy(rules));
-    return { name: NAME };
+    scope.provide<AccessPolicy>(Services.accessPolicy, new RulePolicy(rules));
   },
 };
 

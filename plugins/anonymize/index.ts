@@ -17,7 +17,7 @@ import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectNoBlock, flag, readOptions } from '../../core/config/options.js';
 import { AddressError, parseHostPort } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
-import { provideService, resolveService } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { dnscryptRouterService, type RelayAddress } from '../../lib/dnscrypt/route.js';
 import { parseStamp, splitAddress, StampError } from '../../lib/stamps.js';
@@ -52,9 +52,13 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
   transports: [relayTransport],
   // libsodium: certificates, keys and boxes.
   prepare: loadSodium,
+  once: 'put every relay and route in one',
+  // The router dnscrypt upstreams ask for their route; its routes are checked against the block's upstreams.
+  provides: [dnscryptRouterService],
+  uses: [Services.upstreams],
+  requires: [{ service: SourcesService, neededBy: (options) => options.listedRelays, because: 'a relay without an address comes from the resolver lists' }],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'anonymize is given twice in this block; put every relay and route in one');
     const d = directives[0]!;
     expectArgs(NAME, d, 0);
     const relays = new Map<string, RelayAddress | null>();
@@ -95,9 +99,7 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
   },
 
   create(options, scope) {
-    // `sources` stands first in the order: its catalog is there when it is in the block.
-    const catalog = scope.container.isRegistered(SourcesService, true) ? resolveService(scope.container, SourcesService) : null;
-    if (!catalog && options.listedRelays.length > 0) throw configError(NAME, options.listedRelays[0]!, 'a relay without an address comes from the resolver lists, and this block has no sources directive');
+    const catalog = scope.service(SourcesService);
     const servers = scope.upstreams.all.filter((u) => u.protocol === 'dnscrypt');
     const rules = new Map<string, RouteRule>(options.routes.map((r) => [r.server.text, { relays: r.relays, wildcard: r.wildcard }]));
     const router = new RelayRouter(rules, {
@@ -136,8 +138,7 @@ export const anonymizePlugin: PluginDefinition<AnonymizeOptions> = {
         throw configError(NAME, line.server, `no ${isIPv4(host) ? 'IPv4' : 'IPv6'} relay for ${server.name} (${server.address}) among those of "via *"`);
       }
     }
-    provideService(scope.container, dnscryptRouterService, router);
-    return { name: NAME };
+    scope.provide(dnscryptRouterService, router);
   },
 };
 

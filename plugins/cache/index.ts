@@ -24,7 +24,6 @@ import { cacheEvent } from '../../core/events.js';
 import { FleetService } from '../../core/fleet.js';
 import type { Logger } from '../../core/logger.js';
 import type { BlockScope, Next, Plugin, PluginDefinition } from '../../core/plugin.js';
-import { provideService } from '../../core/services.js';
 import { analyze } from './entry.js';
 import { parseShared, type SharedOptions } from './shared/config.js';
 import { flushedQuestions, KEY_BITS } from './shared/flush.js';
@@ -63,9 +62,11 @@ export interface CacheOptions {
 
 export const cachePlugin: PluginDefinition<CacheOptions> = {
   name: NAME,
+  once: true,
+  // With `shared`: the fleet's level (veil cache flush), and the channel to the fleet (filter's list reloads).
+  provides: [SharedCacheService, FleetService],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'cache is given twice in this block');
     const d = directives[0]!;
     const [capacityToken] = expectArgs(NAME, d, 0, 1);
     const capacity = capacityToken ? parseInteger(NAME, capacityToken, 1, MAX_CAPACITY) : DEFAULT_CAPACITY;
@@ -170,8 +171,8 @@ class CachePlugin implements Plugin {
     if (options.shared) {
       this.shared = new SharedCache(options.shared, this.server, this.logger, scope.clock);
       this.shared.onFlush = (name) => this.flush(name);
-      provideService(scope.container, SharedCacheService, this.shared);
-      provideService(scope.container, FleetService, this.shared);
+      scope.provide(SharedCacheService, this.shared);
+      scope.provide(FleetService, this.shared);
     }
   }
 

@@ -13,7 +13,7 @@ import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectUniqueNames, expectNoBlock, flag, parseDuration, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import type { PluginDefinition } from '../../core/plugin.js';
-import { resolveService } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 import { directRouter, dnscryptRouterService } from '../../lib/dnscrypt/route.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
@@ -42,6 +42,14 @@ export const dnscryptPlugin: PluginDefinition<DnscryptOptions[]> = {
   transports: [dnscryptTransport],
   // libsodium: certificates, keys and boxes.
   prepare: loadSodium,
+  provides: [Services.upstreams],
+  requires: [
+    {
+      service: SourcesService,
+      neededBy: (groups) => groups.flatMap((g) => [...g.servers.filter((s) => s.listed).map((s) => s.token), ...g.serversFrom.map((f) => f.token)]),
+      because: 'servers without a stamp come from resolver lists',
+    },
+  ],
 
   parse(directives) {
     const parsed = directives.map(parseDirective);
@@ -50,16 +58,11 @@ export const dnscryptPlugin: PluginDefinition<DnscryptOptions[]> = {
   },
 
   create(groups, scope) {
-    // Looked up when certificates are fetched: anonymize, created after this plugin, may have
-    // registered its router by then.
-    const router = () => (scope.container.isRegistered(dnscryptRouterService, true) ? resolveService(scope.container, dnscryptRouterService) : directRouter);
+    // Looked up when certificates are fetched, once every plugin is created: anonymize, set up
+    // after this plugin (it checks its routes against these upstreams), provides its router.
+    const router = () => scope.service(dnscryptRouterService) ?? directRouter;
     const env = { logger: scope.logger, clock: scope.clock, router };
-    // `sources` stands first in the order: its catalog is there when it is in the block.
-    const catalog = scope.container.isRegistered(SourcesService, true) ? resolveService(scope.container, SourcesService) : null;
-    const needsLists = groups.flatMap((g) => [...g.servers.filter((s) => s.listed).map((s) => s.token), ...g.serversFrom.map((f) => f.token)]);
-    if (!catalog && needsLists.length > 0) {
-      throw configError(NAME, needsLists[0]!, 'servers without a stamp come from resolver lists, and this block has no sources directive');
-    }
+    const catalog = scope.service(SourcesService);
     const listed = (name: string, client: DnscryptClientConfig) =>
       new ListedUpstream(name, 'dnscrypt', 'dnscrypt', catalog!, (stamp: DnsCryptStamp) => new DnscryptUpstream(serverFromStamp(name, stamp), client, env), scope.logger);
     const managers: ServersFrom<'dnscrypt'>[] = [];

@@ -19,10 +19,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectNoBlock, parseInteger, readOptions } from '../../core/config/options.js';
-import { RequestContext } from '../../core/context.js';
+import type { RequestContext } from '../../core/context.js';
 import { EdnsOption, QClass, Rcode } from '../../core/dns/constants.js';
 import { buildOpt, buildQuery, buildReply, ednsOption } from '../../core/dns/message.js';
-import { canonicalName, encodeName, forEachRecord, isTruncated, rcodeOf, readEdns, readQuestion, WireError } from '../../core/dns/wire.js';
+import { canonicalName, encodeName, forEachRecord, isTruncated, rcodeOf, readEdns, WireError } from '../../core/dns/wire.js';
 import type { Logger } from '../../core/logger.js';
 import type { PluginCounter } from '../../core/plugin-metrics.js';
 import type { BlockScope, Next, Plugin, PluginDefinition } from '../../core/plugin.js';
@@ -63,9 +63,9 @@ export interface DnssecOptions {
 
 export const dnssecPlugin: PluginDefinition<DnssecOptions> = {
   name: NAME,
+  once: true,
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'dnssec is given twice in this block');
     const d = directives[0]!;
     expectArgs(NAME, d, 0);
     const supported = supportedAlgorithms();
@@ -223,19 +223,7 @@ class DnssecPlugin implements Plugin {
 
   /** Sends `query` down the chain with the client's deadline; the main query's notes go to `ctx`. */
   private async ask(ctx: RequestContext, query: Buffer, next: Next, main: boolean): Promise<Buffer | null> {
-    const sub = new RequestContext({
-      query,
-      question: readQuestion(query),
-      edns: readEdns(query),
-      client: ctx.client,
-      transport: ctx.transport,
-      datagram: false,
-      server: ctx.server,
-      zone: ctx.zone,
-      clock: ctx.clock,
-      timeoutMs: ctx.remaining(),
-    });
-    sub.span = ctx.span;
+    const sub = ctx.withQuery(query);
     try {
       const answer = await next(sub);
       if (main) {

@@ -42,9 +42,10 @@ export interface DnstapOptions {
 
 export const dnstapPlugin: PluginDefinition<DnstapOptions> = {
   name: NAME,
+  once: true,
+  roles: ['observe'],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'dnstap is given twice in this block');
     const d = directives[0]!;
     const [where, word] = expectArgs(NAME, d, 1, 2) as [Token, Token | undefined];
     if (word && word.text !== 'full') throw configError(NAME, word, `unexpected "${word.text}" (the only word allowed after the address is "full")`);

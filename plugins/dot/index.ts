@@ -25,7 +25,7 @@ import { configError, expectArgs, expectUniqueNames, parseDuration, parseInteger
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
-import { resolveService } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
 import { parseServersFrom, ServersFrom, withServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
@@ -55,6 +55,14 @@ export interface DotOptions {
 export const dotPlugin: PluginDefinition<DotOptions> = {
   name: NAME,
   transports: [tlsTransport],
+  provides: [Services.upstreams],
+  requires: [
+    {
+      service: SourcesService,
+      neededBy: ({ servers, serversFrom }) => [...servers.filter((s) => s.listed).map((s) => s.token), ...serversFrom.map((f) => f.token)],
+      because: 'a server without an address comes from the resolver lists',
+    },
+  ],
 
   parse(directives) {
     const options: DotOptions = { servers: [], serversFrom: [] };
@@ -64,10 +72,7 @@ export const dotPlugin: PluginDefinition<DotOptions> = {
   },
 
   create({ servers, serversFrom }, scope) {
-    // `sources` stands first in the order: its catalog is there when it is in the block.
-    const catalog = scope.container.isRegistered(SourcesService, true) ? resolveService(scope.container, SourcesService) : null;
-    const needsLists = [...servers.filter((s) => s.listed).map((s) => s.token), ...serversFrom.map((f) => f.token)];
-    if (!catalog && needsLists.length > 0) throw configError(NAME, needsLists[0]!, 'a server without an address comes from the resolver lists, and this block has no sources directive');
+    const catalog = scope.service(SourcesService);
     const listed = (server: DotServer) => {
       const fromList = (stamp: TlsLikeStamp) => {
         const target = fromStamp(stamp, server.token);

@@ -10,7 +10,7 @@ import { configError, expectArgs, formatDuration, parseDuration, readOptions } f
 import type { RequestContext } from '../../core/context.js';
 import type { Next, Plugin, PluginDefinition } from '../../core/plugin.js';
 import { describeFailure, ErrorReporter, failureReply } from '../../core/report.js';
-import { provideService, Services } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 import { LineWriter } from '../../core/util/line-writer.js';
 
 const NAME = 'errors';
@@ -29,9 +29,11 @@ export interface ErrorsOptions {
 
 export const errorsPlugin: PluginDefinition<ErrorsOptions> = {
   name: NAME,
+  once: true,
+  // Its reporter writes the failures the door turns into SERVFAIL, too (those above it).
+  provides: [Services.errorReporter],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'errors is given twice in this block');
     const d = directives[0]!;
     const [target] = expectArgs(NAME, d, 0, 1);
     const destination = !target || target.text === 'stderr' || target.text === 'stdout' ? (target?.text ?? 'stderr') : path.resolve(path.dirname(path.resolve(target.file)), target.text);
@@ -42,7 +44,7 @@ export const errorsPlugin: PluginDefinition<ErrorsOptions> = {
 
   create(options, scope) {
     const plugin = new ErrorsPlugin(options);
-    provideService<ErrorReporter>(scope.container, Services.errorReporter, plugin.reporter);
+    scope.provide<ErrorReporter>(Services.errorReporter, plugin.reporter);
     return plugin;
   },
 };

@@ -25,7 +25,6 @@ import { filterBlocked } from '../../core/events.js';
 import { FleetService, type Fleet } from '../../core/fleet.js';
 import type { Logger } from '../../core/logger.js';
 import type { BlockScope, Next, Plugin, PluginDefinition } from '../../core/plugin.js';
-import { resolveService } from '../../core/services.js';
 import { AddressRules, loadAddressList, loadNameList, NameRules } from './rules.js';
 
 const NAME = 'filter';
@@ -64,9 +63,9 @@ export interface FilterOptions {
 
 export const filterPlugin: PluginDefinition<FilterOptions> = {
   name: NAME,
+  once: 'put every list in one filter directive',
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'filter is given twice in this block; put every list in one filter directive');
     const d = directives[0]!;
     expectArgs(NAME, d, 0);
     const options: FilterOptions = { block: [], allow: [], blockIps: [], blockQtypes: new Set(), blockIpv6: false, response: 'nxdomain', refreshMs: null };
@@ -200,9 +199,9 @@ class FilterPlugin implements Plugin {
       this.timer = setInterval(() => void this.refresh(true), this.options.refreshMs);
       this.timer.unref();
     }
-    // Looked up now: the cache offers it when it is created, after this plugin.
-    if (this.scope.container.isRegistered(FleetService, true)) {
-      this.fleet = resolveService(this.scope.container, FleetService);
+    // Looked up now, once every plugin of the block is created: the cache offers it (with `shared`).
+    this.fleet = this.scope.service(FleetService);
+    if (this.fleet) {
       this.stopListening = this.fleet.listen((message) => {
         if (message.kind === 'lists') void this.refresh(false);
       });

@@ -18,6 +18,7 @@ import { configError, expectArgs, expectUniqueNames, expectNoBlock, flag, parseD
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, isCarrierNat, isLinkLocal, isPrivateAddress, parseEndpoint, parseHostPort } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
+import { Services } from '../../core/services.js';
 import { parseStampToken } from '../../lib/stamp-config.js';
 import { splitAddress } from '../../lib/stamps.js';
 import { PlainDnsUpstream, type PlainDnsOptions } from './upstream.js';
@@ -34,6 +35,7 @@ export interface ForwardServer extends PlainDnsOptions {
 
 export const forwardPlugin: PluginDefinition<ForwardServer[]> = {
   name: NAME,
+  provides: [Services.upstreams],
 
   parse(directives) {
     const servers: ForwardServer[] = [];
@@ -45,7 +47,6 @@ export const forwardPlugin: PluginDefinition<ForwardServer[]> = {
 
   create(servers, scope) {
     for (const server of servers) scope.upstreams.add(new PlainDnsUpstream(server, scope.logger), server.zone);
-    return { name: NAME };
   },
 };
 

@@ -12,7 +12,7 @@ import { ListenError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { AddressError } from '../../core/net/address.js';
 import type { Plugin, PluginDefinition } from '../../core/plugin.js';
-import { resolveService, Services } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 import type { ServerState } from '../../core/state.js';
 import { openHttpEndpoint, parseHttpAddress, type HttpAddress, type HttpAnswer, type HttpLease } from '../../lib/http-endpoints.js';
 
@@ -26,9 +26,11 @@ export interface HealthOptions {
 
 export const healthPlugin: PluginDefinition<HealthOptions> = {
   name: NAME,
+  once: true,
+  roles: ['http'],
+  uses: [Services.serverState],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'health is given twice in this block');
     const d = directives[0]!;
     expectNoBlock(NAME, d);
     const [token] = expectArgs(NAME, d, 0, 1);
@@ -43,8 +45,7 @@ export const healthPlugin: PluginDefinition<HealthOptions> = {
 
   create(options, scope) {
     // Absent when nothing serves (veil check builds blocks without a server).
-    const state = scope.container.isRegistered(Services.serverState, true) ? resolveService(scope.container, Services.serverState) : null;
-    return new HealthPlugin(options, state, scope.logger);
+    return new HealthPlugin(options, scope.service(Services.serverState), scope.logger);
   },
 };
 

@@ -26,9 +26,9 @@ export interface HostsOptions {
 
 export const hostsPlugin: PluginDefinition<HostsOptions> = {
   name: NAME,
+  once: 'put every entry in one hosts directive',
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'hosts is given twice in this block; put every entry in one hosts directive');
     const d = directives[0]!;
     const [fileToken] = expectArgs(NAME, d, 0, 1);
     const options: HostsOptions = { file: null, inline: [], ttl: 3600, reloadMs: 5000, reverse: true };

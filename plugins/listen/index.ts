@@ -10,11 +10,13 @@ import type { Location } from '../../core/errors.js';
 import type { ListenRequest } from '../../core/listeners/listener.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
+import { Services } from '../../core/services.js';
 
 const NAME = 'listen';
 
 export const listenPlugin: PluginDefinition<ListenRequest[]> = {
   name: NAME,
+  provides: [Services.listenRequests],
 
   parse(directives, { transports }) {
     const requests: ListenRequest[] = [];
@@ -47,7 +49,6 @@ export const listenPlugin: PluginDefinition<ListenRequest[]> = {
 
   create(requests, scope) {
     for (const request of requests) scope.listeners.add(request);
-    return { name: NAME };
   },
 };
 

@@ -7,7 +7,7 @@
 import type { Token } from '../../core/config/ast.js';
 import { configError, didYouMean, expectArgs, expectNoBlock, flag, parseDuration, parseInteger, readOptions } from '../../core/config/options.js';
 import type { PluginDefinition } from '../../core/plugin.js';
-import { provideService, Services } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 import { POLICIES, type HealthSettings, type PolicyName } from './policies.js';
 import { probeUpstream } from './probe.js';
 import { rotateAddresses } from './shuffle.js';
@@ -24,9 +24,10 @@ export interface LoadbalanceOptions {
 
 export const loadbalancePlugin: PluginDefinition<LoadbalanceOptions> = {
   name: NAME,
+  once: 'a block has one policy',
+  provides: [Services.upstreamPolicy],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'loadbalance is given twice in this block; a block has one policy');
     const d = directives[0]!;
     const [policyToken] = expectArgs(NAME, d, 0, 1);
     const options: LoadbalanceOptions = {
@@ -59,8 +60,8 @@ export const loadbalancePlugin: PluginDefinition<LoadbalanceOptions> = {
       probe: (upstream) => probeUpstream(upstream, scope.clock, server),
       fallback: new Set(options.fallback.map((t) => t.text)),
     });
-    provideService(scope.container, Services.upstreamPolicy, policy);
-    // The protocol plugins stand after loadbalance: their upstreams are known once the block runs.
+    scope.provide(Services.upstreamPolicy, policy);
+    // Upstreams from lists (servers_from) come at start: the names are checked once they are in.
     const checkFallback = (): void => {
       for (const token of options.fallback) {
         if (!scope.upstreams.has(token.text)) {

@@ -7,7 +7,6 @@ import type { Clock } from '../../core/clock.js';
 import { RequestContext } from '../../core/context.js';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
-import { readEdns, readQuestion } from '../../core/dns/wire.js';
 import { randomId } from '../../core/upstream/query-id.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
 
@@ -16,19 +15,7 @@ const PROBE_TIMEOUT_MS = 2000;
 
 export function probeUpstream(upstream: Upstream, clock: Clock, server: string): Promise<void> {
   const query = buildQuery('.', QType.NS, { id: randomId(), edns: true });
-  const question = readQuestion(query);
-  const ctx = new RequestContext({
-    query,
-    question,
-    edns: readEdns(query, question.end),
-    client: { address: '127.0.0.1', port: 0, family: 'IPv4' },
-    transport: 'health',
-    datagram: false,
-    server,
-    zone: '.',
-    clock,
-    timeoutMs: PROBE_TIMEOUT_MS,
-  });
+  const ctx = RequestContext.ownQuery({ query, transport: 'health', server, clock, timeoutMs: PROBE_TIMEOUT_MS });
   return upstream.exchange(query, ctx).then(
     () => ctx.finish(),
     (err: unknown) => {

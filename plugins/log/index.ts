@@ -41,9 +41,9 @@ export interface LogOptions {
 
 export const logPlugin: PluginDefinition<LogOptions> = {
   name: NAME,
+  once: true,
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'log is given twice in this block');
     const d = directives[0]!;
     const [target] = expectArgs(NAME, d, 0, 1);
     const options: LogOptions = {

@@ -24,7 +24,7 @@ import { ListenError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { AddressError, parseHostPort } from '../../core/net/address.js';
 import type { BlockScope, Plugin, PluginDefinition } from '../../core/plugin.js';
-import { resolveService, Services } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 import type { UpstreamSet } from '../../core/upstream/upstream.js';
 import { openHttpEndpoint, parseHttpAddress, type HttpAddress, type HttpLease } from '../../lib/http-endpoints.js';
 import { OTLP_REPEATABLE, OtlpLinesReader, parseServiceName } from '../../lib/otel/corefile.js';
@@ -52,9 +52,10 @@ const DEFAULT_OTLP_INTERVAL_MS = 60_000;
 
 export const metricsPlugin: PluginDefinition<MetricsOptions> = {
   name: NAME,
+  once: true,
+  roles: ['http', 'observe'],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'metrics is given twice in this block');
     const d = directives[0]!;
     const [addressToken] = expectArgs(NAME, d, 0, 1);
     const options: MetricsOptions = { address: DEFAULT_METRICS_ADDRESS, statsd: null, otlp: null, dashboard: null };
@@ -153,7 +154,7 @@ class MetricsPlugin implements Plugin {
     if (this.options.otlp) this.releaseOtlp = await holdOtlpExport(this.options.otlp, new RegistryProducer(currentMetrics), this.logger);
     if (this.options.dashboard) await this.openDashboard(this.options.dashboard);
     // Upstreams start in rotation; health-tracking policies report changes as they happen.
-    const policy = resolveService(this.scope.container, Services.upstreamPolicy);
+    const policy = this.scope.service(Services.upstreamPolicy)!;
     for (const upstream of this.upstreams.all) {
       this.attachment.metrics.upstreamHealthy.labels(upstream.name).set(policy.healthy(upstream) ? 1 : 0);
     }

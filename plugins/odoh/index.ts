@@ -19,7 +19,7 @@
  */
 import type { PluginDefinition } from '../../core/plugin.js';
 import { configError } from '../../core/config/options.js';
-import { resolveService } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
 import { ServersFrom, withServersFrom } from '../../lib/sources/servers-from.js';
@@ -29,16 +29,21 @@ import { OdohUpstream, type OdohMetrics } from './upstream.js';
 
 export const odohPlugin: PluginDefinition<OdohOptions> = {
   name: NAME,
+  provides: [Services.upstreams],
+  requires: [
+    {
+      service: SourcesService,
+      neededBy: (o) => [...o.servers.filter((s) => s.listed).map((s) => s.token), ...o.relays.filter((r) => r.listed).map((r) => r.token), ...o.serversFrom.map((f) => f.token)],
+      because: 'a target or relay without a URL or stamp comes from the resolver lists',
+    },
+  ],
 
   parse(directives) {
     return parseOdohDirectives(directives);
   },
 
   create(options, scope) {
-    // `sources` stands first in the order: its catalog is there when it is in the block.
-    const catalog = scope.container.isRegistered(SourcesService, true) ? resolveService(scope.container, SourcesService) : null;
-    const needsLists = [...options.servers.filter((s) => s.listed).map((s) => s.token), ...options.relays.filter((r) => r.listed).map((r) => r.token), ...options.serversFrom.map((f) => f.token)];
-    if (!catalog && needsLists.length > 0) throw configError(NAME, needsLists[0]!, 'a target or relay without a URL or stamp comes from the resolver lists, and this block has no sources directive');
+    const catalog = scope.service(SourcesService);
     if (!catalog && options.relays.length === 0 && !options.routes.some((r) => r.via.includes('direct'))) {
       throw configError(NAME, options.token, 'no relay: add "relay NAME sdns://…|https://HOST/PATH" lines (an ODoH query goes through a relay; a route may add "direct" after them)');
     }

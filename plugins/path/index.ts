@@ -17,15 +17,14 @@
 import { randomInt } from 'node:crypto';
 import type { Directive } from '../../core/config/ast.js';
 import { configError, expectArgs, expectNoBlock, readOptions } from '../../core/config/options.js';
-import { RequestContext } from '../../core/context.js';
+import type { RequestContext } from '../../core/context.js';
 import { QClass, QType, Rcode, rcodeName, typeName } from '../../core/dns/constants.js';
 import { buildQuery, buildReply, errorReply, type WireRecord } from '../../core/dns/message.js';
-import { canonicalName, encodeName, isSubdomain, rcodeOf, readEdns, readQuestion } from '../../core/dns/wire.js';
+import { canonicalName, encodeName, isSubdomain, rcodeOf } from '../../core/dns/wire.js';
 import { PluginError, WireError } from '../../core/errors.js';
-import type { Next, Plugin, PluginDefinition } from '../../core/plugin.js';
-import { resolveService, Services } from '../../core/services.js';
+import type { BlockScope, Next, Plugin, PluginDefinition } from '../../core/plugin.js';
+import { Services } from '../../core/services.js';
 import type { UpstreamSet } from '../../core/upstream/upstream.js';
-import type { DependencyContainer } from 'tsyringe';
 
 const NAME = 'path';
 export const DEFAULT_CANARY_ZONE = 'canary.veil.test.';
@@ -49,9 +48,9 @@ interface Sighting {
 
 export const pathPlugin: PluginDefinition<PathOptions> = {
   name: NAME,
+  once: true,
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'path is given twice in this block');
     const d = directives[0]!;
     expectArgs(NAME, d, 0);
     const options: PathOptions = { canaryZone: DEFAULT_CANARY_ZONE };
@@ -74,7 +73,7 @@ export const pathPlugin: PluginDefinition<PathOptions> = {
 
   create(options, scope) {
     const sightings = scope.keep('canary', () => new Map<string, Sighting>());
-    return new PathPlugin(options, sightings, scope.upstreams, scope.container);
+    return new PathPlugin(options, sightings, scope.upstreams, scope);
   },
 };
 
@@ -85,7 +84,7 @@ export class PathPlugin implements Plugin {
     private readonly options: PathOptions,
     private readonly sightings: Map<string, Sighting>,
     private readonly upstreams: UpstreamSet,
-    private readonly container: DependencyContainer,
+    private readonly scope: BlockScope,
   ) {}
 
   /** The canary zone, canonical (`canary.veil.test.`): `veil doctor` reads it. */
@@ -145,20 +144,7 @@ export class PathPlugin implements Plugin {
       checkingDisabled: ctx.checkingDisabled,
       ...(ctx.edns ? { edns: { dnssecOk: ctx.dnssecOk } } : {}),
     });
-    const question = readQuestion(query);
-    const inner = new RequestContext({
-      query,
-      question,
-      edns: readEdns(query, question.end),
-      client: ctx.client,
-      transport: ctx.transport,
-      listener: ctx.listener,
-      datagram: false,
-      server: ctx.server,
-      zone: ctx.zone,
-      clock: ctx.clock,
-      timeoutMs: ctx.remaining(),
-    });
+    const inner = ctx.withQuery(query);
     const lines = [`query=${ctx.name} ${typeName(type)}`];
     let answer: Buffer | null = null;
     try {
@@ -200,7 +186,7 @@ export class PathPlugin implements Plugin {
 
   /** How many of the upstreams that serve the name can take a query now, and how many through relays. */
   private upstreamSummary(name: string): string {
-    const policy = resolveService(this.container, Services.upstreamPolicy);
+    const policy = this.scope.service(Services.upstreamPolicy)!;
     const candidates = this.upstreams.candidates(name);
     const usable = candidates.filter((u) => u.usable !== false && policy.healthy(u));
     const relayed = usable.filter((u) => typeof u.relay === 'string');

@@ -15,9 +15,9 @@
  */
 import type { Token } from '../../core/config/ast.js';
 import type { RateLimit } from '../../core/access.js';
-import { configError, expectArgs, expectNoBlock, parseInteger, readOptions } from '../../core/config/options.js';
+import { expectArgs, expectNoBlock, parseInteger, readOptions } from '../../core/config/options.js';
 import type { BlockScope, PluginDefinition } from '../../core/plugin.js';
-import { provideService, Services } from '../../core/services.js';
+import { Services } from '../../core/services.js';
 import { clientKey, TokenBuckets } from '../../core/util/token-buckets.js';
 
 export { clientKey };
@@ -34,9 +34,11 @@ export interface RatelimitOptions {
 
 export const ratelimitPlugin: PluginDefinition<RatelimitOptions> = {
   name: NAME,
+  once: true,
+  // The door asks it after the access policy, before any plugin runs.
+  provides: [Services.rateLimit],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'ratelimit is given twice in this block');
     const d = directives[0]!;
     const [rate, burst] = expectArgs(NAME, d, 1, 2) as [Token, Token?];
     const perSecond = parseInteger(NAME, rate, 1, 1_000_000);
@@ -59,8 +61,7 @@ export const ratelimitPlugin: PluginDefinition<RatelimitOptions> = {
   },
 
   create(options, scope) {
-    provideService<RateLimit>(scope.container, Services.rateLimit, new ClientRateLimit(options, scope));
-    return { name: NAME };
+    scope.provide<RateLimit>(Services.rateLimit, new ClientRateLimit(options, scope));
   },
 };
 

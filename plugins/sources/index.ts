@@ -19,7 +19,6 @@ import path from 'node:path';
 import type { Directive, Token } from '../../core/config/ast.js';
 import { configError, expectArgs, expectNoBlock, parseDuration, readOptions } from '../../core/config/options.js';
 import type { Plugin, PluginDefinition } from '../../core/plugin.js';
-import { provideService } from '../../core/services.js';
 import { MinisignError, parsePublicKey, type MinisignPublicKey } from '../../lib/minisign.js';
 import { SourceCatalog, SourcesService } from '../../lib/sources/catalog.js';
 import { ListSource } from './list-source.js';
@@ -45,6 +44,8 @@ export interface ListOptions {
 
 export const sourcesPlugin: PluginDefinition<ListOptions[]> = {
   name: NAME,
+  // The catalog of listed servers and relays, for the plugins that name servers from the lists.
+  provides: [SourcesService],
 
   parse(directives) {
     const lists: ListOptions[] = [];
@@ -63,7 +64,7 @@ export const sourcesPlugin: PluginDefinition<ListOptions[]> = {
 
   create(lists, scope) {
     const catalog = new SourceCatalog();
-    provideService(scope.container, SourcesService, catalog);
+    scope.provide(SourcesService, catalog);
     return new SourcesPlugin(lists.map((options) => new ListSource(options, catalog, scope.logger, scope.upstreams, scope.clock)));
   },
 };

@@ -12,7 +12,6 @@ import type { Clock } from '../../core/clock.js';
 import { RequestContext } from '../../core/context.js';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
-import { readQuestion } from '../../core/dns/wire.js';
 import type { Logger } from '../../core/logger.js';
 import type { UpstreamSet } from '../../core/upstream/upstream.js';
 import { MinisignError, signedAt, verifyMinisign } from '../../lib/minisign.js';
@@ -164,18 +163,7 @@ export class ListSource {
     for (const type of [QType.A, QType.AAAA]) {
       const query = buildQuery(host, type, { id: 0, edns: true });
       for (const upstream of upstreams) {
-        const ctx = new RequestContext({
-          query,
-          question: readQuestion(query),
-          edns: null,
-          client: { address: '127.0.0.1', port: 0, family: 'IPv4' },
-          transport: 'internal',
-          datagram: false,
-          server: `sources/${this.options.name}`,
-          zone: '.',
-          clock: this.clock,
-          timeoutMs: 5000,
-        });
+        const ctx = RequestContext.ownQuery({ query, transport: 'internal', server: `sources/${this.options.name}`, clock: this.clock, timeoutMs: 5000 });
         try {
           const answer = dnsPacket.decode(await upstream.exchange(query, ctx));
           for (const record of answer.answers ?? []) {

@@ -27,9 +27,11 @@ const NAME = 'trace';
 
 export const tracePlugin: PluginDefinition<TraceOptions> = {
   name: NAME,
+  once: true,
+  // Wraps the links after it (its place is in core/order.ts), and hears upstream attempts.
+  roles: ['observe'],
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1]!.name, 'trace is given twice in this block');
     const d = directives[0]!;
     expectArgs(NAME, d, 0);
     const otlp = new OtlpLinesReader(NAME);

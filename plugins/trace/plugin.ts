@@ -145,7 +145,7 @@ export class TracePlugin implements Plugin {
   }
 
   private async traceLink(name: string, link: Next, ctx: RequestContext): Promise<Buffer | null> {
-    const parent = ctx.span as Span;
+    const parent = ctx.span!;
     const tracer = tracedQueries.get(ctx);
     if (!tracer) return link(ctx);
     const span = tracer.startSpan(name, { attributes: { 'veil.plugin': name }, startTime: now() }, trace.setSpan(ROOT_CONTEXT, parent));
@@ -186,7 +186,7 @@ function recordAttempt(tracer: Tracer, { ctx, upstream, attempt, ok, rttMs, rcod
   };
   if (ctx.meta.relay !== undefined) attributes['veil.relay'] = ctx.meta.relay;
   if (rcode !== undefined) attributes['dns.response.code'] = rcodeName(rcode);
-  const parent = trace.setSpan(ROOT_CONTEXT, ctx.span as Span);
+  const parent = trace.setSpan(ROOT_CONTEXT, ctx.span!);
   const span = tracer.startSpan(`exchange ${upstream.name}`, { kind: SpanKind.CLIENT, attributes, startTime: end - rttMs }, parent);
   if (error !== undefined) failed(span, error);
   else if (!ok) span.setStatus({ code: SpanStatusCode.ERROR, message: `answered ${rcodeName(rcode ?? 0)}` });

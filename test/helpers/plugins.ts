@@ -5,6 +5,8 @@ import { PluginRegistry } from '../../core/registry.js';
 import { buildReply, errorReply } from '../../core/dns/message.js';
 import { QType, Rcode } from '../../core/dns/constants.js';
 import { cacheEvent, filterBlocked } from '../../core/events.js';
+import type { ConfigError } from '../../core/errors.js';
+import { expectConfigError as expectConfigErrorWith } from '../../core/testing/config.js';
 
 /** Records, in `trail`, the order in which plugins saw the query. */
 export function tracer(name: string, trail: string[], position: { before: string } | { after: string }): PluginDefinition<null> {
@@ -115,4 +117,9 @@ export function testRegistry(extra: PluginDefinition<any>[] = []): PluginRegistr
   const registry = createBuiltinRegistry();
   for (const plugin of [boomPlugin, bigPlugin, slowPlugin, fakeCachePlugin, fakeFilterPlugin, ...extra]) registry.register(plugin);
   return registry;
+}
+
+/** The test kit's expectConfigError (core/testing/config.ts), with the registry of these tests. */
+export function expectConfigError(text: string, line: number, column: number, pattern: RegExp, registry: PluginRegistry = testRegistry()): Promise<ConfigError> {
+  return expectConfigErrorWith(text, line, column, pattern, { registry });
 }

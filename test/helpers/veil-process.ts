@@ -48,7 +48,8 @@ export function runVeil(args: string[], cwd: string, timeoutMs = 15000, env: Nod
       child.kill('SIGKILL');
       reject(new Error(`veil ${args.join(' ')} did not finish in ${timeoutMs}ms; stderr: ${stderr}`));
     }, timeoutMs);
-    child.on('exit', (code) => {
+    // 'close', not 'exit': the process may exit before the last of its output has been read.
+    child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });

@@ -1,9 +1,11 @@
 /**
  * A plugin that lives outside the repo: the whoami example from docs/writing-plugins.md, copied
  * to a folder of its own with Veil linked as its `veil` package, loaded by `plugin ./…` in a
- * Corefile, served by the real bin/veil, and keeping its state across a reload.
+ * Corefile, served by the real bin/veil, and keeping its state across a reload; its own tests
+ * run there on Veil's test kit. It imports Veil only through the public entry, `veil/plugin`.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -14,6 +16,7 @@ import { queryUdp } from '../../core/testing/client.js';
 import { makeTempDir, ROOT, runVeil, startVeil } from '../helpers/veil-process.js';
 
 const example = readFileSync(path.join(ROOT, 'examples/plugins/whoami/index.js'), 'utf8');
+const exampleTest = readFileSync(path.join(ROOT, 'examples/plugins/whoami/whoami.test.js'), 'utf8');
 
 /** Links Veil as node_modules/veil, as `npm install veil` would provide it. */
 function linkVeil(dir: string): void {
@@ -69,6 +72,7 @@ describe('an external plugin', () => {
     ['a module without a plugin', { 'whoami/index.js': 'export const x = 1;\n' }, /^Corefile:3:12: plugin: \.\/whoami\/index\.js exports no plugin/m],
     ['a plugin without create', { 'whoami/index.js': "export default { name: 'whoami', parse() {} };\n" }, /plugin "whoami" has no create\(options, scope\) function/],
     ['a plugin not in the order without a position', { 'whoami/index.js': "export default { name: 'whoami', parse() {}, create() { return { name: 'whoami' }; } };\n" }, /not in the built-in order; declare position/],
+    ['a declaration of the wrong kind', { 'whoami/index.js': "export default { name: 'whoami', provides: 'upstreams', parse() {}, create() {} };\n" }, /^Corefile:3:12: plugin: \.\/whoami\/index\.js: plugin "whoami": provides is a list/m],
   ];
   for (const [label, files, message] of bad) {
     it(`refuses ${label} with file:line:col`, async () => {
@@ -78,6 +82,27 @@ describe('an external plugin', () => {
       assert.match(result.stderr, message);
     });
   }
+
+  it('imports nothing of Veil but veil/plugin and veil/plugin/testing, and no other module of Veil can be imported', () => {
+    const specifiers = (text: string) => [...text.matchAll(/^import [^;]*?from '([^']+)';/gms)].map((m) => m[1]!);
+    assert.deepEqual(specifiers(example).filter((s) => s.startsWith('veil')), ['veil/plugin']);
+    assert.deepEqual(specifiers(exampleTest).filter((s) => s.startsWith('veil')), ['veil/plugin', 'veil/plugin/testing']);
+    const dir = makeTempDir({ 'inside.mjs': "import 'veil/core/plugin.js';\n" });
+    linkVeil(dir);
+    const result = spawnSync(process.execPath, ['inside.mjs'], { cwd: dir, encoding: 'utf8', timeout: 30_000 });
+    assert.notEqual(result.status, 0);
+    assert.match(result.stderr, /ERR_PACKAGE_PATH_NOT_EXPORTED/);
+  });
+
+  it('its own tests pass on the test kit, in its own folder', () => {
+    const dir = makeTempDir({ 'whoami/index.js': example, 'whoami/whoami.test.js': exampleTest });
+    linkVeil(dir);
+    // Without the variable that makes a child of `node --test` report to its parent instead of to stdout.
+    const env = { ...process.env, NODE_TEST_CONTEXT: undefined };
+    const result = spawnSync(process.execPath, ['--test', '--test-reporter=tap', 'whoami.test.js'], { cwd: path.join(dir, 'whoami'), encoding: 'utf8', timeout: 60_000, env });
+    assert.equal(result.status, 0, `${result.stdout}\n${result.stderr}`);
+    assert.match(result.stdout, /^# pass 3$/m);
+  });
 
   it('the example in the repo loads by its path too', async () => {
     const dir = makeTempDir({ Corefile: corefile.replace('./whoami/index.js', path.join(ROOT, 'examples/plugins/whoami/index.js')) });

@@ -6,22 +6,20 @@
 // and use it with:                         whoami [NAME] { ttl SECONDS }
 //
 // Veil is imported by its package name (`npm install veil` next to your Corefile, or a link to a
-// checkout); only these public modules are used.
-import { configError, expectArgs, parseInteger, readOptions } from 'veil/core/config/options.js';
-import { QType } from 'veil/core/dns/constants.js';
-import { buildReply } from 'veil/core/dns/message.js';
-import { canonicalName } from 'veil/core/dns/wire.js';
+// checkout), through its one public entry for plugins; its tests use `veil/plugin/testing`.
+import { buildReply, canonicalName, expectArgs, parseInteger, QType, readOptions } from 'veil/plugin';
 
 const NAME = 'whoami';
 
-/** @type {import('veil/core/plugin.js').PluginDefinition<{ name: string, ttl: number }>} */
+/** @type {import('veil/plugin').PluginDefinition<{ name: string, ttl: number }>} */
 const whoami = {
   name: NAME,
   // Not one of Veil's own plugins, so it says where it stands in the chain.
   position: { after: 'hosts' },
+  // One whoami line per server block: Veil refuses a second at its line.
+  once: true,
 
   parse(directives) {
-    if (directives.length > 1) throw configError(NAME, directives[1].name, 'whoami is given twice in this block');
     const d = directives[0];
     const [name] = expectArgs(NAME, d, 0, 1);
     const options = { name: canonicalName(name?.text ?? 'whoami'), ttl: 0 };
