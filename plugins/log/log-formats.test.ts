@@ -8,17 +8,17 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ManualClock } from '../core/clock.js';
-import { parseCorefileText } from '../core/config/corefile.js';
-import { QType } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { MemoryLogger } from '../core/logger.js';
-import { buildConfig } from '../core/server.js';
-import { queryTcp, queryUdp } from '../core/testing/client.js';
-import { answerFor, defaultHandler, startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
-import { startTestServer } from '../core/testing/server.js';
-import { goQuote } from '../plugins/log/formats.js';
-import { testRegistry } from './helpers/plugins.js';
+import { ManualClock } from '../../core/clock.js';
+import { parseCorefileText } from '../../core/config/corefile.js';
+import { QType } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { MemoryLogger } from '../../core/logger.js';
+import { buildConfig } from '../../core/server.js';
+import { queryTcp, queryUdp } from '../../core/testing/client.js';
+import { answerFor, defaultHandler, startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
+import { startTestServer } from '../../core/testing/server.js';
+import { goQuote } from './formats.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
 
 let dir: string;
 let origin: FakeDns;

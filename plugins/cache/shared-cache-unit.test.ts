@@ -7,16 +7,16 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { ManualClock } from '../core/clock.js';
-import { parseCorefileText } from '../core/config/corefile.js';
-import { QType } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { MemoryLogger } from '../core/logger.js';
-import { buildConfig } from '../core/server.js';
-import { FleetKeys, OVERHEAD, SIZE_STEP } from '../plugins/cache/shared/sealing.js';
-import { reconnectDelay } from '../plugins/cache/shared/connection.js';
-import { testRegistry } from './helpers/plugins.js';
-import { makeTempDir, runVeil } from './helpers/veil-process.js';
+import { ManualClock } from '../../core/clock.js';
+import { parseCorefileText } from '../../core/config/corefile.js';
+import { QType } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { MemoryLogger } from '../../core/logger.js';
+import { buildConfig } from '../../core/server.js';
+import { FleetKeys, OVERHEAD, SIZE_STEP } from './shared/sealing.js';
+import { reconnectDelay } from './shared/connection.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
+import { makeTempDir, runVeil } from '../../test/helpers/veil-process.js';
 
 /** 32 distinct bytes from `start`. */
 const secretFrom = (start: number) => Buffer.from(Array.from({ length: 32 }, (_, i) => (start + i) & 0xff));

@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { ManualClock } from '../core/clock.js';
-import { QType } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { queryUdp } from '../core/testing/client.js';
-import { answerFor, startFakeDns, type FakeDns, type FakeHandler } from '../core/testing/fake-dns.js';
-import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { analyze } from '../plugins/cache/entry.js';
-import { CellArena } from '../plugins/cache/arena.js';
-import { CacheStore } from '../plugins/cache/store.js';
-import { readQuestion } from '../core/dns/wire.js';
-import { testRegistry } from './helpers/plugins.js';
+import { ManualClock } from '../../core/clock.js';
+import { QType } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { queryUdp } from '../../core/testing/client.js';
+import { answerFor, startFakeDns, type FakeDns, type FakeHandler } from '../../core/testing/fake-dns.js';
+import { startTestServer, type TestServer } from '../../core/testing/server.js';
+import { analyze } from './entry.js';
+import { CellArena } from './arena.js';
+import { CacheStore } from './store.js';
+import { readQuestion } from '../../core/dns/wire.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
 
 const SOA = { type: 'SOA' as const, name: 'veil.test', ttl: 60, data: { mname: 'ns.veil.test', rname: 'h.veil.test', serial: 1, refresh: 7200, retry: 3600, expire: 1209600, minimum: 30 } };
 

@@ -6,17 +6,17 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { describe, it } from 'node:test';
-import { parseCorefileText } from '../core/config/corefile.js';
-import { ManualClock } from '../core/clock.js';
-import { MemoryLogger } from '../core/logger.js';
-import type { PluginDefinition } from '../core/plugin.js';
-import { buildConfig } from '../core/server.js';
-import { Services } from '../core/services.js';
-import { ServerState } from '../core/state.js';
-import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { InOrderPolicy, UpstreamSet, type Upstream } from '../core/upstream/upstream.js';
-import { testRegistry } from './helpers/plugins.js';
-import { startVeil } from './helpers/veil-process.js';
+import { parseCorefileText } from '../../core/config/corefile.js';
+import { ManualClock } from '../../core/clock.js';
+import { MemoryLogger } from '../../core/logger.js';
+import type { PluginDefinition } from '../../core/plugin.js';
+import { buildConfig } from '../../core/server.js';
+import { Services } from '../../core/services.js';
+import { ServerState } from '../../core/state.js';
+import { startTestServer, type TestServer } from '../../core/testing/server.js';
+import { InOrderPolicy, UpstreamSet, type Upstream } from '../../core/upstream/upstream.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
+import { startVeil } from '../../test/helpers/veil-process.js';
 
 function healthUrl(veil: TestServer): string {
   const line = veil.logs.find((l) => l.includes('plugin/health: serving http://'));

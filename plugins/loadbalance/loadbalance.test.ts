@@ -5,20 +5,20 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { parseCorefileText } from '../core/config/corefile.js';
-import { ManualClock, SystemClock } from '../core/clock.js';
-import { RequestContext } from '../core/context.js';
-import { QType, rcodeName } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { fullRcode, readQuestion } from '../core/dns/wire.js';
-import { UpstreamTimeoutError } from '../core/errors.js';
-import { upstreamHealth } from '../core/events.js';
-import { MemoryLogger } from '../core/logger.js';
-import { buildConfig } from '../core/server.js';
-import { queryUdp } from '../core/testing/client.js';
-import { answerFor, startFakeDns } from '../core/testing/fake-dns.js';
-import { startTestServer } from '../core/testing/server.js';
-import type { AttemptOutcome, Upstream } from '../core/upstream/upstream.js';
+import { parseCorefileText } from '../../core/config/corefile.js';
+import { ManualClock, SystemClock } from '../../core/clock.js';
+import { RequestContext } from '../../core/context.js';
+import { QType, rcodeName } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { fullRcode, readQuestion } from '../../core/dns/wire.js';
+import { UpstreamTimeoutError } from '../../core/errors.js';
+import { upstreamHealth } from '../../core/events.js';
+import { MemoryLogger } from '../../core/logger.js';
+import { buildConfig } from '../../core/server.js';
+import { queryUdp } from '../../core/testing/client.js';
+import { answerFor, startFakeDns } from '../../core/testing/fake-dns.js';
+import { startTestServer } from '../../core/testing/server.js';
+import type { AttemptOutcome, Upstream } from '../../core/upstream/upstream.js';
 import {
   AvailabilityPolicy,
   FailoverPolicy,
@@ -30,9 +30,9 @@ import {
   type BalancingPolicy,
   type HealthSettings,
   type PolicyEnvironment,
-} from '../plugins/loadbalance/policies.js';
-import { rotateAddresses } from '../plugins/loadbalance/shuffle.js';
-import { testRegistry } from './helpers/plugins.js';
+} from './policies.js';
+import { rotateAddresses } from './shuffle.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
 
 // ---- fakes -------------------------------------------------------------------------------------
 

@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { ManualClock, SystemClock } from '../core/clock.js';
-import { parseCorefileText } from '../core/config/corefile.js';
-import { QType } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { createDispatcher } from '../core/dispatch.js';
-import { MemoryLogger } from '../core/logger.js';
-import { buildConfig } from '../core/server.js';
-import { queryTcp, sendUdpRaw } from '../core/testing/client.js';
-import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { clientKey } from '../plugins/ratelimit/index.js';
-import { testRegistry } from './helpers/plugins.js';
+import { ManualClock, SystemClock } from '../../core/clock.js';
+import { parseCorefileText } from '../../core/config/corefile.js';
+import { QType } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { createDispatcher } from '../../core/dispatch.js';
+import { MemoryLogger } from '../../core/logger.js';
+import { buildConfig } from '../../core/server.js';
+import { queryTcp, sendUdpRaw } from '../../core/testing/client.js';
+import { startTestServer, type TestServer } from '../../core/testing/server.js';
+import { clientKey } from '../ratelimit/index.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
 
 const HOSTS = 'hosts {\n  192.0.2.10 web.veil.test\n }';
 const rcode = (wire: Buffer | null) => (wire ? (dnsPacket.decode(wire) as { rcode?: string }).rcode : 'no answer');

@@ -10,15 +10,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { HEADER_SIZE, QType } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { questionSectionEnd, readEdns } from '../core/dns/wire.js';
-import { queryUdp } from '../core/testing/client.js';
-import { answerFor, startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
-import { QUERIES_PER_SOCKET } from '../core/upstream/datagram.js';
-import { mixNameCase, UdpClient } from '../core/upstream/udp-client.js';
-import { freePort, skipUnless, startUnbound, type Peer } from './helpers/peers.js';
-import { startVeil, type VeilProcess } from './helpers/veil-process.js';
+import { HEADER_SIZE, QType } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { questionSectionEnd, readEdns } from '../../core/dns/wire.js';
+import { queryUdp } from '../../core/testing/client.js';
+import { answerFor, startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
+import { QUERIES_PER_SOCKET } from '../../core/upstream/datagram.js';
+import { mixNameCase, UdpClient } from '../../core/upstream/udp-client.js';
+import { freePort, skipUnless, startUnbound, type Peer } from '../../test/helpers/peers.js';
+import { startVeil, type VeilProcess } from '../../test/helpers/veil-process.js';
 
 const firstA = (wire: Buffer) => (dnsPacket.decode(wire).answers?.[0] as { data?: unknown } | undefined)?.data;
 /** The question's name as it is on the wire, case and all. */

@@ -6,15 +6,15 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { QType, Rcode } from '../core/dns/constants.js';
-import { hasPadding, padMessage } from '../core/dns/edns.js';
-import { buildQuery } from '../core/dns/message.js';
-import { queryUdp } from '../core/testing/client.js';
-import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { HTTP2_IMPLEMENTATIONS } from '../lib/http2/server.js';
-import { h1Call } from './helpers/doh-client.js';
-import { block, RawClient, T } from './helpers/h2-frames.js';
-import { testRegistry } from './helpers/plugins.js';
+import { QType, Rcode } from '../../core/dns/constants.js';
+import { hasPadding, padMessage } from '../../core/dns/edns.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { queryUdp } from '../../core/testing/client.js';
+import { startTestServer, type TestServer } from '../../core/testing/server.js';
+import { HTTP2_IMPLEMENTATIONS } from '../../lib/http2/server.js';
+import { h1Call } from '../../test/helpers/doh-client.js';
+import { block, RawClient, T } from '../../test/helpers/h2-frames.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
 
 const getPath = (wire: Buffer) => `/dns-query?dns=${wire.toString('base64url')}`;
 const rcode = (wire: Buffer) => wire[3]! & 0x0f;

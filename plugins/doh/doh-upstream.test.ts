@@ -12,17 +12,17 @@ import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { EdnsOption, QType, Rcode } from '../core/dns/constants.js';
-import { buildQuery, ednsOption } from '../core/dns/message.js';
-import { forEachEdnsOption, readEdns, readId, rcodeOf } from '../core/dns/wire.js';
-import type { PluginDefinition } from '../core/plugin.js';
-import { queryUdp } from '../core/testing/client.js';
-import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { encodeStamp } from '../lib/stamps.js';
-import { tbsSha256 } from '../lib/tls/certificates.js';
-import { answerFor, startFakeDoh, type FakeDoh, type FakeReply } from './helpers/fake-doh.js';
-import { makeTestCerts, type TestCerts } from './helpers/peers.js';
-import { testRegistry } from './helpers/plugins.js';
+import { EdnsOption, QType, Rcode } from '../../core/dns/constants.js';
+import { buildQuery, ednsOption } from '../../core/dns/message.js';
+import { forEachEdnsOption, readEdns, readId, rcodeOf } from '../../core/dns/wire.js';
+import type { PluginDefinition } from '../../core/plugin.js';
+import { queryUdp } from '../../core/testing/client.js';
+import { startTestServer, type TestServer } from '../../core/testing/server.js';
+import { encodeStamp } from '../../lib/stamps.js';
+import { tbsSha256 } from '../../lib/tls/certificates.js';
+import { answerFor, startFakeDoh, type FakeDoh, type FakeReply } from '../../test/helpers/fake-doh.js';
+import { makeTestCerts, type TestCerts } from '../../test/helpers/peers.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
 
 /** `record`: keeps every query that reaches this point of the chain (the DoH server's view). */
 const seenByBack: Buffer[] = [];

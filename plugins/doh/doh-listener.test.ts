@@ -11,15 +11,15 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { QType } from '../core/dns/constants.js';
-import { buildQuery, buildReply } from '../core/dns/message.js';
-import type { PluginDefinition } from '../core/plugin.js';
-import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { HTTP2_IMPLEMENTATIONS } from '../lib/http2/server.js';
-import { answerToJson } from '../plugins/doh/server/json.js';
-import { h1Call, h2Call, h2Request, type HttpResult } from './helpers/doh-client.js';
-import { makeTestCerts, type TestCerts } from './helpers/peers.js';
-import { testRegistry } from './helpers/plugins.js';
+import { QType } from '../../core/dns/constants.js';
+import { buildQuery, buildReply } from '../../core/dns/message.js';
+import type { PluginDefinition } from '../../core/plugin.js';
+import { startTestServer, type TestServer } from '../../core/testing/server.js';
+import { HTTP2_IMPLEMENTATIONS } from '../../lib/http2/server.js';
+import { answerToJson } from './server/json.js';
+import { h1Call, h2Call, h2Request, type HttpResult } from '../../test/helpers/doh-client.js';
+import { makeTestCerts, type TestCerts } from '../../test/helpers/peers.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
 
 /** `whoami`: TXT whoami.test → the client address the chain was given. */
 const whoamiPlugin: PluginDefinition<null> = {

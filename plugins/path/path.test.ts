@@ -7,16 +7,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { QClass, QType, rcodeName } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { fullRcode } from '../core/dns/wire.js';
-import { queryTcp, queryUdp, sendUdpRaw } from '../core/testing/client.js';
-import { answerFor, startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
-import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { parsePathAnswer } from '../cli/path.js';
-import { dnscryptStamp, makeProviderKeys, relayStamp, type ProviderKeys } from './helpers/dnscrypt.js';
-import { freePort } from './helpers/peers.js';
-import { testRegistry } from './helpers/plugins.js';
+import { QClass, QType, rcodeName } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { fullRcode } from '../../core/dns/wire.js';
+import { queryTcp, queryUdp, sendUdpRaw } from '../../core/testing/client.js';
+import { answerFor, startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
+import { startTestServer, type TestServer } from '../../core/testing/server.js';
+import { parsePathAnswer } from '../../cli/path.js';
+import { dnscryptStamp, makeProviderKeys, relayStamp, type ProviderKeys } from '../../test/helpers/dnscrypt.js';
+import { freePort } from '../../test/helpers/peers.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
 
 let id = 1;
 const pathQuery = (name: string) => buildQuery(name, QType.TXT, { id: id++, qclass: QClass.CH, edns: true });

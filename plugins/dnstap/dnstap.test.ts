@@ -11,17 +11,17 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { QType } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { parseCorefileText } from '../core/config/corefile.js';
-import { ManualClock } from '../core/clock.js';
-import { MemoryLogger } from '../core/logger.js';
-import { buildConfig } from '../core/server.js';
-import { queryTcp, queryUdp } from '../core/testing/client.js';
-import { startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
-import { startTestServer } from '../core/testing/server.js';
-import { freePort, skipUnless } from './helpers/peers.js';
-import { testRegistry } from './helpers/plugins.js';
+import { QType } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { parseCorefileText } from '../../core/config/corefile.js';
+import { ManualClock } from '../../core/clock.js';
+import { MemoryLogger } from '../../core/logger.js';
+import { buildConfig } from '../../core/server.js';
+import { queryTcp, queryUdp } from '../../core/testing/client.js';
+import { startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
+import { startTestServer } from '../../core/testing/server.js';
+import { freePort, skipUnless } from '../../test/helpers/peers.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
 
 const skip = skipUnless('fstrm_capture', 'dnstap-read');
 

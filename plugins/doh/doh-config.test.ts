@@ -3,15 +3,15 @@ import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { buildConfig } from '../core/server.js';
-import { parseCorefileText } from '../core/config/corefile.js';
-import { SystemClock } from '../core/clock.js';
-import { MemoryLogger } from '../core/logger.js';
-import { ConfigError } from '../core/errors.js';
-import { encodeStamp } from '../lib/stamps.js';
-import { createBuiltinRegistry } from '../plugins/index.js';
-import type { DohUpstream } from '../plugins/doh/client/upstream.js';
-import { makeTestCerts, type TestCerts } from './helpers/peers.js';
+import { buildConfig } from '../../core/server.js';
+import { parseCorefileText } from '../../core/config/corefile.js';
+import { SystemClock } from '../../core/clock.js';
+import { MemoryLogger } from '../../core/logger.js';
+import { ConfigError } from '../../core/errors.js';
+import { encodeStamp } from '../../lib/stamps.js';
+import { createBuiltinRegistry } from '../index.js';
+import type { DohUpstream } from './client/upstream.js';
+import { makeTestCerts, type TestCerts } from '../../test/helpers/peers.js';
 
 let certs: TestCerts;
 before(() => {

@@ -5,17 +5,17 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { QType } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { queryUdp } from '../core/testing/client.js';
-import { startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
-import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { startOtlpReceiver, type OtlpReceiver, type ReceivedPoint } from './helpers/otlp.js';
-import { testRegistry } from './helpers/plugins.js';
-import { ManualClock } from '../core/clock.js';
-import { parseCorefileText } from '../core/config/corefile.js';
-import { MemoryLogger } from '../core/logger.js';
-import { buildConfig } from '../core/server.js';
+import { QType } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { queryUdp } from '../../core/testing/client.js';
+import { startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
+import { startTestServer, type TestServer } from '../../core/testing/server.js';
+import { startOtlpReceiver, type OtlpReceiver, type ReceivedPoint } from '../../test/helpers/otlp.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
+import { ManualClock } from '../../core/clock.js';
+import { parseCorefileText } from '../../core/config/corefile.js';
+import { MemoryLogger } from '../../core/logger.js';
+import { buildConfig } from '../../core/server.js';
 
 function metricsUrl(veil: TestServer): string {
   const line = veil.logs.find((l) => l.includes('plugin/metrics: serving http://'))!;

@@ -8,22 +8,22 @@
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { encodeStamp } from '../lib/stamps.js';
+import { encodeStamp } from '../../lib/stamps.js';
 import http2 from 'node:http2';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { QType, Rcode } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { rcodeOf } from '../core/dns/wire.js';
-import { queryUdp } from '../core/testing/client.js';
-import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { parseConfigs } from '../lib/odoh/configs.js';
-import { TargetKeyRing } from '../lib/odoh/key-ring.js';
-import { sealQuery } from '../lib/odoh/crypto.js';
-import { OBLIVIOUS_MEDIA_TYPE, parseMessage } from '../lib/odoh/message.js';
-import { createBuiltinRegistry } from '../plugins/index.js';
-import { h2Call, type HttpResult } from './helpers/doh-client.js';
-import { makeTestCerts, type TestCerts } from './helpers/peers.js';
+import { QType, Rcode } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { rcodeOf } from '../../core/dns/wire.js';
+import { queryUdp } from '../../core/testing/client.js';
+import { startTestServer, type TestServer } from '../../core/testing/server.js';
+import { parseConfigs } from '../../lib/odoh/configs.js';
+import { TargetKeyRing } from '../../lib/odoh/key-ring.js';
+import { sealQuery } from '../../lib/odoh/crypto.js';
+import { OBLIVIOUS_MEDIA_TYPE, parseMessage } from '../../lib/odoh/message.js';
+import { createBuiltinRegistry } from '../index.js';
+import { h2Call, type HttpResult } from '../../test/helpers/doh-client.js';
+import { makeTestCerts, type TestCerts } from '../../test/helpers/peers.js';
 
 interface Scripted {
   port: number;

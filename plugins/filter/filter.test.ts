@@ -4,15 +4,15 @@ import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import fc from 'fast-check';
-import { EdnsOption, QType } from '../core/dns/constants.js';
-import { buildQuery } from '../core/dns/message.js';
-import { forEachEdnsOption, readEdns } from '../core/dns/wire.js';
-import { queryUdp } from '../core/testing/client.js';
-import { answerFor, startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
-import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { Glob, loadNameList, NameRules, AddressRules } from '../plugins/filter/rules.js';
-import { testRegistry } from './helpers/plugins.js';
-import { makeTempDir, startVeil } from './helpers/veil-process.js';
+import { EdnsOption, QType } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { forEachEdnsOption, readEdns } from '../../core/dns/wire.js';
+import { queryUdp } from '../../core/testing/client.js';
+import { answerFor, startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
+import { startTestServer, type TestServer } from '../../core/testing/server.js';
+import { Glob, loadNameList, NameRules, AddressRules } from './rules.js';
+import { testRegistry } from '../../test/helpers/plugins.js';
+import { makeTempDir, startVeil } from '../../test/helpers/veil-process.js';
 
 /** Fixtures in the formats lists are published in. */
 const HOSTS_LIST = `# a hosts-format blocklist
