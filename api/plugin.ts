@@ -27,7 +27,7 @@ export * from '../core/dns/constants.js';
 export * from '../core/dns/message.js';
 export * from '../core/dns/wire.js';
 export * from '../core/dns/edns.js';
-export { Services, serviceToken, type ServiceToken } from '../core/services.js';
+export { serverService, Services, serviceToken, type ServerServiceToken, type ServiceContainer, type ServiceToken } from '../core/services.js';
 export * from '../core/events.js';
 export type { Upstream, UpstreamPolicy, UpstreamSet } from '../core/upstream/upstream.js';
 export type { AccessPolicy, RateLimit } from '../core/access.js';

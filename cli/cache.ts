@@ -11,7 +11,7 @@ import { ConfigError } from '../core/errors.js';
 import { loadPlugins } from '../core/external.js';
 import { MemoryLogger } from '../core/logger.js';
 import { buildConfig } from '../core/server.js';
-import { resolveService } from '../core/services.js';
+import { TlsContexts } from '../lib/tls/contexts.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { FLUSHED_TYPES, flushedQuestions } from '../plugins/cache/shared/flush.js';
 import { SharedCache, SharedCacheService } from '../plugins/cache/shared/shared-cache.js';
@@ -63,14 +63,16 @@ export async function runCache(args: string[], io: CommandIo): Promise<number> {
     }
     throw err;
   }
-  const fleets = built.blocks.filter((b) => b.container.isRegistered(SharedCacheService, true)).map((b) => resolveService(b.container, SharedCacheService));
+  const fleets = built.blocks.flatMap((b) => b.container.get(SharedCacheService) ?? []);
   if (fleets.length === 0) {
     io.err(`veil: ${file} has no cache with a shared level: flush works across a fleet (an instance alone keeps its cache until it restarts)`);
     return 1;
   }
+  // This command is the process's only user of TLS: its contexts are its own.
+  const tls = new TlsContexts();
   let failed = 0;
   for (const fleet of fleets) {
-    const command = new SharedCache(fleet.options, fleet.server, new MemoryLogger(logs), clock, { subscribe: false });
+    const command = new SharedCache(fleet.options, fleet.server, new MemoryLogger(logs), clock, tls, { subscribe: false });
     await command.start();
     try {
       await command.flushFleet(name, CONNECT_WAIT_MS);

@@ -26,7 +26,7 @@ import { trimAfterCollections } from '../core/memory.js';
 import { buildConfig, VeilServer, type BuiltConfig, type ServerEnvironment } from '../core/server.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { loadConfigFile } from './config.js';
-import { superviseWorkers, workerIndex } from './workers.js';
+import { provideWorkerServices, superviseWorkers, workerIndex } from './workers.js';
 import { loadSodium } from '../lib/dnscrypt/sodium.js';
 import { CACHE_USAGE, runCache } from './cache.js';
 import { DNSCRYPT_USAGE, runDnscrypt } from './dnscrypt.js';
@@ -197,6 +197,7 @@ async function main(argv: string[]): Promise<number> {
 
   const server = new VeilServer(env);
   try {
+    if (worker !== null) provideWorkerServices(server.services);
     await server.start(loadConfigFile(command.file));
   } catch (err) {
     return reportFatal(err);

@@ -10,7 +10,6 @@ import { ConfigError } from '../core/errors.js';
 import { loadPlugins } from '../core/external.js';
 import { MemoryLogger } from '../core/logger.js';
 import { buildConfig } from '../core/server.js';
-import { resolveService } from '../core/services.js';
 import { SourcesService, type SourceCatalog } from '../lib/sources/catalog.js';
 import { ListedUpstream } from '../lib/sources/listed-upstream.js';
 import type { Stamp } from '../lib/stamps.js';
@@ -59,12 +58,12 @@ export async function runSources(args: string[], io: CommandIo): Promise<number>
   }
   let found = false;
   for (const block of built.blocks) {
-    if (!block.container.isRegistered(SourcesService, true)) continue;
+    const catalog = block.container.get(SourcesService);
+    if (!catalog) continue;
     found = true;
     const sources = block.plugins.find((p) => p.name === 'sources')!;
     await sources.start?.();
     try {
-      const catalog = resolveService(block.container, SourcesService);
       io.out(`server block ${block.server}`);
       printLists(catalog, filter, io);
       printNamed(block.upstreams.all, catalog, io);

@@ -4,12 +4,17 @@
  * workers, passes SIGHUP (reload) and SIGTERM/SIGINT (stop) on to every one, and restarts a
  * worker that dies — unless workers keep dying, then it stops them all and exits 1. It also
  * binds the operator endpoints (metrics, health) the workers ask for, and answers them from
- * all workers at once (lib/worker-endpoints.ts).
+ * all workers at once (lib/worker-endpoints.ts); a worker's server opens its endpoints through
+ * the supervisor (`provideWorkerServices`).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Logger } from '../core/logger.js';
-import { EndpointBroker, WORKER_ENV } from '../lib/worker-endpoints.js';
+import type { ServiceContainer } from '../core/services.js';
+import { HttpEndpointsService } from '../lib/http-endpoints.js';
+import { EndpointBroker, WorkerHttpEndpoints } from '../lib/worker-endpoints.js';
 
+/** Set in a worker's environment to its 1-based index. */
+const WORKER_ENV = 'VEIL_WORKER';
 
 /** Restarts allowed within RESTART_WINDOW_MS before the supervisor gives up. */
 const MAX_RESTARTS = 5;
@@ -20,6 +25,16 @@ const STOP_TIMEOUT_MS = 15_000;
 export function workerIndex(): number | null {
   const value = process.env[WORKER_ENV];
   return value ? Number(value) : null;
+}
+
+/**
+ * In a worker: the server's services that go through the supervisor, provided in its root
+ * container before it starts (its HTTP endpoints: the supervisor binds them for every worker).
+ */
+export function provideWorkerServices(services: ServiceContainer): void {
+  const send = process.send?.bind(process);
+  if (!send) throw new Error(`${WORKER_ENV} is set but this process has no channel to a supervisor`);
+  services.provide(HttpEndpointsService, new WorkerHttpEndpoints({ send, on: (event, listener) => process.on(event, listener), channel: process.channel }));
 }
 
 export function superviseWorkers(count: number, script: string, args: string[], logger: Logger): Promise<number> {

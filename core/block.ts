@@ -5,7 +5,6 @@
  * Both hold each plugin to what its definition declares (core/plugin.ts): `once`, what it
  * provides, requires and uses, its place in the chain.
  */
-import type { DependencyContainer } from 'tsyringe';
 import { localOnly, unlimited, type AccessPolicy, type RateLimit } from './access.js';
 import type { ConfigFile, Directive, ServerBlockConfig } from './config/ast.js';
 import { didYouMean } from './config/options.js';
@@ -20,7 +19,7 @@ import type { BlockInfo, BlockScope, Next, Plugin, PluginDefinition } from './pl
 import { pluginMetrics } from './plugin-metrics.js';
 import type { PluginRegistry } from './registry.js';
 import { ErrorReporter, LogErrorReporter } from './report.js';
-import { provideService, resolveService, Services, type ServiceToken } from './services.js';
+import { ServerServiceToken, Services, type ServiceContainer, type ServiceToken } from './services.js';
 import { createUpstreamStage } from './upstream/stage.js';
 import { InOrderPolicy, UpstreamSet, type UpstreamPolicy } from './upstream/upstream.js';
 
@@ -31,7 +30,7 @@ export interface ParsedPlugin {
   /** Its place in the chain (lower runs first), or -1 when it has none. */
   chainRank: number;
   /** Who provides each service it requires, for the message when none in the block does. */
-  providers: ReadonlyMap<symbol, readonly string[]>;
+  providers: ReadonlyMap<ServiceToken<unknown>, readonly string[]>;
 }
 
 export interface ParsedBlock {
@@ -56,7 +55,8 @@ export interface BuiltBlock {
   access: AccessPolicy;
   rateLimit: RateLimit;
   listens: ListenRequest[];
-  container: DependencyContainer;
+  /** The block's services; lookups that find nothing here ask the server's root container. */
+  container: ServiceContainer;
 }
 
 export function parseBlocks(config: ConfigFile, registry: PluginRegistry): ParsedBlock[] {
@@ -103,7 +103,7 @@ function parseBlock(config: ServerBlockConfig, index: number, registry: PluginRe
   }
   const plugins = ordered.map(({ name, definition }): ParsedPlugin => {
     const directives = byName.get(name)!;
-    const providers = new Map((definition.requires ?? []).map((r) => [r.service as symbol, registry.providersOf(r.service)] as const));
+    const providers = new Map((definition.requires ?? []).map((r) => [r.service, registry.providersOf(r.service)] as const));
     const options = definition.parse(directives, { block: info, transports: registry.transports });
     return { definition, directives, options, chainRank: registry.chainRank(name), providers };
   });
@@ -111,7 +111,8 @@ function parseBlock(config: ServerBlockConfig, index: number, registry: PluginRe
 }
 
 export interface BlockEnvironment {
-  root: DependencyContainer;
+  /** The server's services: the block's container is made below it. */
+  root: ServiceContainer;
   logger: Logger;
   clock: Clock;
   transports: TransportRegistry;
@@ -125,15 +126,13 @@ export function blockServerName(info: BlockInfo): string {
 }
 
 export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBlock {
-  const container = env.root.createChildContainer();
+  const container = env.root.child();
   const upstreams = new UpstreamSet();
   const listens = new ListenRequests();
-  provideService(container, Services.upstreams, upstreams);
-  provideService(container, Services.listenRequests, listens);
-  provideService<UpstreamPolicy>(container, Services.upstreamPolicy, new InOrderPolicy());
-  provideService<ErrorReporter>(container, Services.errorReporter, new LogErrorReporter(env.logger));
-  provideService<AccessPolicy>(container, Services.accessPolicy, localOnly);
-  provideService<RateLimit>(container, Services.rateLimit, unlimited);
+  container.provide<UpstreamPolicy>(Services.upstreamPolicy, new InOrderPolicy());
+  container.provide<ErrorReporter>(Services.errorReporter, new LogErrorReporter(env.logger));
+  container.provide<AccessPolicy>(Services.accessPolicy, localOnly);
+  container.provide<RateLimit>(Services.rateLimit, unlimited);
 
   const plugins: Plugin[] = [];
   for (const entry of parsed.plugins) {
@@ -154,10 +153,10 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
     plugins.push(plugin);
   }
   // Read after creation: a plugin (loadbalance, errors, acl, ratelimit) may have replaced the defaults.
-  const policy = resolveService(container, Services.upstreamPolicy);
-  const reporter = resolveService(container, Services.errorReporter);
-  const access = resolveService(container, Services.accessPolicy);
-  const rateLimit = resolveService(container, Services.rateLimit);
+  const policy = container.get(Services.upstreamPolicy)!;
+  const reporter = container.get(Services.errorReporter)!;
+  const access = container.get(Services.accessPolicy)!;
+  const rateLimit = container.get(Services.rateLimit)!;
   const links = parsed.plugins
     .map((entry, i) => ({ rank: entry.chainRank, plugin: plugins[i]! }))
     .filter((link) => link.rank >= 0)
@@ -181,21 +180,24 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
 }
 
 /** A missing required service is the user's to fix: a configuration error at the option that needs it. */
-function checkRequirements({ definition, options, directives, providers }: ParsedPlugin, container: DependencyContainer): void {
+function checkRequirements({ definition, options, directives, providers }: ParsedPlugin, container: ServiceContainer): void {
   for (const requirement of (definition.requires ?? []) as NonNullable<PluginDefinition['requires']>) {
     const neededBy = requirement.neededBy ? requirement.neededBy(options) : [directives[0]!.name];
-    if (neededBy.length === 0 || container.isRegistered(requirement.service, true)) continue;
+    if (neededBy.length === 0 || container.has(requirement.service)) continue;
     const names = providers.get(requirement.service) ?? [];
     const missing = names.length > 0 ? `this block has no ${names.join(' or ')} directive` : `nothing in this block provides ${requirement.service.description ?? 'it'}`;
     throw new ConfigError(neededBy[0]!, `${requirement.because}, and ${missing}`, definition.name);
   }
 }
 
-/** The scope a plugin is created with; services it may ask for while `create` runs are those it declared. */
-function blockScope(entry: ParsedPlugin, info: BlockInfo, container: DependencyContainer, upstreams: UpstreamSet, listens: ListenRequests, env: BlockEnvironment) {
+/**
+ * The scope a plugin is created with; block services it may ask for while `create` runs are
+ * those it declared (server-wide ones are always there, so any may be asked for).
+ */
+function blockScope(entry: ParsedPlugin, info: BlockInfo, container: ServiceContainer, upstreams: UpstreamSet, listens: ListenRequests, env: BlockEnvironment) {
   const { definition } = entry;
   const name = definition.name;
-  const declared = new Set<symbol>([...(definition.requires ?? []).map((r) => r.service), ...(definition.uses ?? [])]);
+  const declared = new Set<ServiceToken<unknown>>([...(definition.requires ?? []).map((r) => r.service), ...(definition.uses ?? [])]);
   let creating = true;
   const scope: BlockScope = {
     block: info,
@@ -206,15 +208,15 @@ function blockScope(entry: ParsedPlugin, info: BlockInfo, container: DependencyC
     transports: env.transports,
     metrics: pluginMetrics(name, blockServerName(info)),
     service<T>(token: ServiceToken<T>): T | null {
-      if (creating && !declared.has(token)) {
+      if (creating && !declared.has(token) && !(token instanceof ServerServiceToken)) {
         throw new Error(`plugin "${name}" asked for ${token.description} while it was created, but its definition neither requires nor uses it (so nothing makes sure its provider is set up first)`);
       }
-      return container.isRegistered(token, true) ? resolveService(container, token) : null;
+      return container.get(token);
     },
     provide<T>(token: ServiceToken<T>, value: T): void {
       if (!creating) throw new Error(`plugin "${name}" provides ${token.description} after it was created: plugins set up after it have not seen it`);
       if (!definition.provides?.includes(token)) throw new Error(`plugin "${name}" provides ${token.description}, which its definition does not declare in provides`);
-      provideService(container, token, value);
+      container.provide(token, value);
     },
     keep<T>(key: string, create: () => T): T {
       const id = `${name}\u0000${blockServerName(info)}\u0000${key}`;

@@ -24,8 +24,9 @@ export const CHAIN_ORDER: readonly string[] = ['trace', 'log', 'errors', 'path',
 /** What `setupOrder` needs to know of a plugin. */
 export interface SetupNode {
   readonly name: string;
-  readonly provides?: readonly symbol[];
-  readonly needs: readonly symbol[];
+  /** Service tokens (core/services.ts), compared by identity. */
+  readonly provides?: readonly object[];
+  readonly needs: readonly object[];
 }
 
 /** Plugins that each need what another of them provides: none can be set up first. */

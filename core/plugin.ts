@@ -13,7 +13,7 @@ import type { RequestContext } from './context.js';
 import type { ListenRequests, TransportDefinition, TransportRegistry } from './listeners/listener.js';
 import type { Logger } from './logger.js';
 import type { PluginMetrics } from './plugin-metrics.js';
-import type { ServiceToken } from './services.js';
+import type { ServerServiceToken, ServiceToken } from './services.js';
 import type { UpstreamSet } from './upstream/upstream.js';
 
 /**
@@ -76,7 +76,13 @@ export interface BlockScope {
   /** Counters and gauges of this plugin's own, exposed by the metrics plugin (core/plugin-metrics.ts). */
   readonly metrics: PluginMetrics;
   /**
-   * A service of the block (or the process), or null when nothing provides it. While `create`
+   * A server-wide service (core/services.ts): one per server, across blocks and reloads, made
+   * the first time it is asked for; never null, and asked for at any time without a
+   * declaration (nothing in a block provides it).
+   */
+  service<T>(token: ServerServiceToken<T>): T;
+  /**
+   * A service of the block (or the server), or null when nothing provides it. While `create`
    * runs, only the services the definition `requires` or `uses` may be asked for: those are set
    * up before this plugin. Later (in `start`, or per query) any service may be.
    */

@@ -2,6 +2,7 @@
 import { externalPluginDirective } from './external.js';
 import { CHAIN_ORDER } from './order.js';
 import type { PluginDefinition } from './plugin.js';
+import type { ServiceToken } from './services.js';
 import { TransportRegistry } from './listeners/listener.js';
 import { tcpTransport } from './listeners/tcp.js';
 import { udpTransport } from './listeners/udp.js';
@@ -52,7 +53,7 @@ export class PluginRegistry {
   }
 
   /** The registered plugins that provide `token`, for messages: `this block has no sources directive`. */
-  providersOf(token: symbol): string[] {
+  providersOf(token: ServiceToken<unknown>): string[] {
     return [...this.definitions.values()].filter((d) => d.provides?.includes(token)).map((d) => d.name);
   }
 }

@@ -4,7 +4,6 @@
  * swaps listeners' handlers only once everything new is up, and keeps the old one serving when
  * anything in the new one fails.
  */
-import { container as globalContainer, type DependencyContainer } from './di.js';
 import { createBlock, parseBlocks, type BuiltBlock } from './block.js';
 import type { ConfigFile } from './config/ast.js';
 import { parseGlobalOptions, type GlobalOptions } from './config/global.js';
@@ -14,11 +13,11 @@ import type { Clock } from './clock.js';
 import { createDispatcher, QUERY_TIMEOUT_MS, type ListenerLabel, type ZoneRoute } from './dispatch.js';
 import { ConfigError, type Location } from './errors.js';
 import { loadPlugins } from './external.js';
-import type { Listener, TransportDefinition } from './listeners/listener.js';
+import type { Listener, ListenerEnvironment, TransportDefinition } from './listeners/listener.js';
 import type { Logger } from './logger.js';
 import { parseEndpoint, type Endpoint } from './net/address.js';
 import type { PluginRegistry } from './registry.js';
-import { provideService, Services } from './services.js';
+import { ServiceContainer, Services, type ServerServiceToken } from './services.js';
 import { ServerState } from './state.js';
 
 export interface ServerEnvironment {
@@ -46,22 +45,18 @@ export interface BuiltConfig {
   listeners: Map<string, PlannedListener>;
 }
 
-/** Parses and builds a configuration without binding or connecting anything. */
-export function buildConfig(config: ConfigFile, env: ServerEnvironment, kept = new Map<string, unknown>(), root: DependencyContainer = createRootContainer(env)): BuiltConfig {
+/**
+ * Parses and builds a configuration without binding or connecting anything. `root` holds the
+ * server's services (a running server passes its own, kept across reloads; `veil check` and
+ * the test kit get a new one).
+ */
+export function buildConfig(config: ConfigFile, env: ServerEnvironment, kept = new Map<string, unknown>(), root = new ServiceContainer()): BuiltConfig {
   const global = parseGlobalOptions(config);
   const parsed = parseBlocks(config, env.registry);
   const blocks = parsed.map((block) =>
     createBlock(block, { root, logger: env.logger, clock: env.clock, transports: env.registry.transports, kept }),
   );
   return { global, blocks, listeners: planListeners(blocks, env) };
-}
-
-export function createRootContainer(env: ServerEnvironment): DependencyContainer {
-  const root = globalContainer.createChildContainer();
-  provideService(root, Services.logger, env.logger);
-  provideService(root, Services.clock, env.clock);
-  provideService(root, Services.transports, env.registry.transports);
-  return root;
 }
 
 /**
@@ -130,6 +125,13 @@ export class VeilServer {
   private readonly kept = new Map<string, unknown>();
   /** For readiness checks; plugins find it in the root container. */
   readonly state = new ServerState();
+  /**
+   * The server's root container: its state, and the server-wide services (HTTP endpoints, TLS
+   * contexts, the metrics hub, …), kept across reloads so that a reload's configuration finds
+   * the same ones. Provide a service here before `start` to replace it (a worker process's
+   * HTTP endpoints, a test's fake).
+   */
+  readonly services = new ServiceContainer();
   /** `max_concurrent`, shared by every listener's dispatcher and kept across reloads. */
   readonly admission: QueryAdmission;
 
@@ -137,6 +139,7 @@ export class VeilServer {
     this.graceMs = env.graceMs ?? 5000;
     this.queryTimeoutMs = env.queryTimeoutMs ?? QUERY_TIMEOUT_MS;
     this.admission = new QueryAdmission(DEFAULT_MAX_CONCURRENT, env.logger);
+    this.services.provide(Services.serverState, this.state);
   }
 
   /** Bound addresses by configured address (`udp://127.0.0.1:0` → `udp://127.0.0.1:40123`). */
@@ -258,19 +261,19 @@ export class VeilServer {
     this.active = null;
   }
 
-  /**
-   * Loads the plugins the configuration names, then builds it in a root container that also
-   * offers this server's state.
-   */
+  /** Loads the plugins the configuration names, then builds it below this server's root container. */
   private async build(config: ConfigFile): Promise<BuiltConfig> {
     await loadPlugins(config, this.env.registry);
-    const root = createRootContainer(this.env);
-    provideService(root, Services.serverState, this.state);
-    return buildConfig(config, this.env, this.kept, root);
+    return buildConfig(config, this.env, this.kept, this.services);
   }
 
-  private listenerEnvironment() {
-    return { logger: this.env.logger, clock: this.env.clock, reusePort: this.env.reusePort ?? false };
+  private listenerEnvironment(): ListenerEnvironment {
+    return {
+      logger: this.env.logger,
+      clock: this.env.clock,
+      reusePort: this.env.reusePort ?? false,
+      service: <T>(token: ServerServiceToken<T>) => this.services.get(token),
+    };
   }
 
   private dispatcherFor(planned: PlannedListener, label: ListenerLabel) {

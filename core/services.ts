@@ -1,42 +1,76 @@
 /**
- * Service tokens for the dependency container (tsyringe). The root container holds the
- * process-wide services (logger, clock, listener schemes, the server's state); each server
- * block gets a child container with its own upstream set, upstream policy, listen requests and
- * error reporter.
- * Tests register fakes under the same tokens instead of changing the code under test.
+ * Services: what plugins, listeners and core find by a token rather than by importing each other.
+ *
+ * Two levels. The server's root container holds what one server (a `VeilServer`, or one
+ * `buildConfig` of `veil check` and the test kit) has once, across every block and reload: its
+ * state, its operator HTTP endpoints, its TLS contexts, the metrics plugin's hub. Each server
+ * block gets a child container with its own upstream policy, error reporter, access policy,
+ * rate limit and the services its plugins provide. A lookup in a block's container that finds
+ * nothing there asks the root.
+ *
+ * What every plugin has is not looked up: its logger, the clock, the block's upstream set and
+ * listen requests, the listener schemes are fields of its scope (core/plugin.ts). Tokens name
+ * only what a plugin may or may not find, or what someone else may replace. Tests replace a
+ * service by providing their own under the same token, in the root container before the server
+ * starts (`VeilServer.services`).
  */
-import type { DependencyContainer } from 'tsyringe';
 import type { AccessPolicy, RateLimit } from './access.js';
-import type { Clock } from './clock.js';
-import type { ListenRequests, TransportRegistry } from './listeners/listener.js';
-import type { Logger } from './logger.js';
 import type { ErrorReporter } from './report.js';
 import type { ServerState } from './state.js';
 import type { UpstreamPolicy, UpstreamSet } from './upstream/upstream.js';
+import type { ListenRequests } from './listeners/listener.js';
 
-/** A symbol that remembers the type of the service it names. */
-export type ServiceToken<T> = symbol & { readonly __service?: T };
+/** Names a service and remembers its type. Compared by identity: two tokens with one description are two services. */
+export class ServiceToken<T> {
+  /** Never set: carries `T` for the type checker. */
+  declare readonly __service?: T;
+
+  constructor(readonly description: string) {}
+
+  toString(): string {
+    return this.description;
+  }
+}
+
+/**
+ * A service every server has exactly one of: the root container makes it with `create` the
+ * first time anyone asks (a server without metrics never makes the metrics hub), and keeps it
+ * for the server's life, across reloads. Nothing in a block provides it, so it needs no
+ * declaration in `requires` or `uses`; tests provide their own in the root container first.
+ */
+export class ServerServiceToken<T> extends ServiceToken<T> {
+  constructor(
+    description: string,
+    readonly create: () => T,
+  ) {
+    super(description);
+  }
+}
 
 /** A new service token; plugins define their own for services they offer to other plugins. */
 export function serviceToken<T>(description: string): ServiceToken<T> {
-  return Symbol(description) as ServiceToken<T>;
+  return new ServiceToken<T>(description);
 }
+
+/** A new server-wide service, made on first use by `create` (see ServerServiceToken). */
+export function serverService<T>(description: string, create: () => T): ServerServiceToken<T> {
+  return new ServerServiceToken<T>(description, create);
+}
+
 const token = serviceToken;
 
 export const Services = {
-  logger: token<Logger>('veil.Logger'),
-  clock: token<Clock>('veil.Clock'),
-  transports: token<TransportRegistry>('veil.TransportRegistry'),
   /**
-   * The block's upstreams. Core makes the set; the protocol plugins (forward, dot, doh, odoh,
-   * dnscrypt) fill it and so declare `provides: [Services.upstreams]`; a plugin that reads the
-   * set in `create` (anonymize) `uses` it, and is set up after them.
+   * Declares that a plugin adds upstreams to the block's set (`scope.upstreams`): the protocol
+   * plugins (forward, dot, doh, odoh, dnscrypt) `provides` it; a plugin that reads the set in
+   * `create` (anonymize) `uses` it, and is set up after them. Not looked up: the set is a field
+   * of the scope.
    */
   upstreams: token<UpstreamSet>('veil.UpstreamSet'),
+  /** Declares that a plugin asks for listeners (`scope.listeners`); `listen` provides it. Not looked up either. */
+  listenRequests: token<ListenRequests>('veil.ListenRequests'),
   /** Which upstream each query tries, in what order (core/upstream/upstream.ts); `loadbalance` replaces the default (in order). */
   upstreamPolicy: token<UpstreamPolicy>('veil.UpstreamPolicy'),
-  /** Where the block takes queries; `listen` fills it (and so provides it). */
-  listenRequests: token<ListenRequests>('veil.ListenRequests'),
   /** Where query failures are reported (core/report.ts); `errors` replaces the default (the log). */
   errorReporter: token<ErrorReporter>('veil.ErrorReporter'),
   /** Who may query the block (core/access.ts); `acl` replaces the default. */
@@ -47,10 +81,53 @@ export const Services = {
   serverState: token<ServerState>('veil.ServerState'),
 } as const;
 
-export function resolveService<T>(container: DependencyContainer, service: ServiceToken<T>): T {
-  return container.resolve<T>(service);
-}
+/**
+ * The services of one level (the server's root, or one block), typed by their tokens. A lookup
+ * that finds nothing here asks the parent; a server-wide service nobody provided is made in the
+ * root on first use.
+ */
+export class ServiceContainer {
+  private readonly values = new Map<ServiceToken<unknown>, unknown>();
 
-export function provideService<T>(container: DependencyContainer, service: ServiceToken<T>, value: T): void {
-  container.register<T>(service, { useValue: value });
+  constructor(private readonly parent: ServiceContainer | null = null) {}
+
+  /** A container for one block, whose lookups fall back to this one. */
+  child(): ServiceContainer {
+    return new ServiceContainer(this);
+  }
+
+  /** Installs (or replaces) the service at this level. */
+  provide<T>(token: ServiceToken<T>, value: T): void {
+    this.values.set(token, value);
+  }
+
+  /** Whether a lookup finds the service (a server-wide one always is found). */
+  has(token: ServiceToken<unknown>): boolean {
+    return token instanceof ServerServiceToken || this.find(token) !== undefined;
+  }
+
+  /** The service, or null when nothing provides it; a server-wide one is made on first use. */
+  get<T>(token: ServerServiceToken<T>): T;
+  get<T>(token: ServiceToken<T>): T | null;
+  get<T>(token: ServiceToken<T>): T | null {
+    const found = this.find(token);
+    if (found !== undefined) return found.value as T;
+    if (!(token instanceof ServerServiceToken)) return null;
+    const value = (token as ServerServiceToken<T>).create();
+    this.root().provide(token, value);
+    return value;
+  }
+
+  private find(token: ServiceToken<unknown>): { value: unknown } | undefined {
+    for (let level: ServiceContainer | null = this; level; level = level.parent) {
+      if (level.values.has(token)) return { value: level.values.get(token) };
+    }
+    return undefined;
+  }
+
+  private root(): ServiceContainer {
+    let level: ServiceContainer = this;
+    while (level.parent) level = level.parent;
+    return level;
+  }
 }

@@ -3,8 +3,12 @@
  * several server blocks saying `metrics 127.0.0.1:9153` get one socket, and a reload's new
  * configuration takes over the paths of the old one without rebinding. Each address is one
  * `http.Server` with bounded headers, time and connections; it answers GET and HEAD on the
- * paths registered on it and nothing else, and closes when its last path is released. Under
- * `--workers N` the supervisor binds it instead and merges the workers' answers.
+ * paths registered on it and nothing else, and closes when its last path is released.
+ *
+ * The registry is a server-wide service (`HttpEndpointsService`): plugins open endpoints through
+ * `scope.service(HttpEndpointsService)`, so two servers in one process hold their own. Under
+ * `--workers N` a worker's server has the worker's endpoints there instead
+ * (lib/worker-endpoints.ts): the supervisor binds the address and merges the workers' answers.
  *
  * These endpoints are what monitors ask whether Veil is alive, so clients that hold connections
  * open without finishing a request must not be able to keep a monitor out (see `admit`).
@@ -12,7 +16,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { AddressError, parseHostPort } from '../core/net/address.js';
-import { inWorker, openWorkerEndpoint } from './worker-endpoints.js';
+import { serverService } from '../core/services.js';
 
 export interface HttpAnswer {
   status: number;
@@ -29,6 +33,16 @@ export type HttpRoute = () => HttpAnswer | Promise<HttpAnswer>;
 export interface HttpAddress {
   host: string;
   port: number;
+}
+
+/** Where plugins open operator endpoints: one per server (see the top of this file). */
+export interface HttpEndpoints {
+  /**
+   * Registers `routes` on the endpoint at `address`, binding it when nobody holds it yet. A path
+   * registered again (a reload's new plugin) answers from the newest holder until it releases.
+   * Rejects with the bind error (address in use, not local) when the socket cannot be bound.
+   */
+  open(address: HttpAddress, routes: Record<string, HttpRoute>): Promise<HttpLease>;
 }
 
 /** What a holder of paths on an endpoint gets back: where it is bound, and how to let go. */
@@ -191,57 +205,57 @@ class SharedEndpoint {
   }
 }
 
-const endpoints = new Map<string, Promise<SharedEndpoint>>();
+/** Endpoints this process binds itself, by address. */
+export class HttpEndpointRegistry implements HttpEndpoints {
+  private readonly endpoints = new Map<string, Promise<SharedEndpoint>>();
 
-/**
- * Registers `routes` on the endpoint at `address`, binding it when nobody holds it yet. A path
- * registered again (a reload's new plugin) answers from the newest holder until it releases.
- * Rejects with the bind error (address in use, not local) when the socket cannot be bound.
- */
-export async function openHttpEndpoint(address: HttpAddress, routes: Record<string, HttpRoute>): Promise<HttpLease> {
-  // Under --workers the supervisor binds the address and asks every worker (worker-endpoints.ts).
-  if (inWorker()) return openWorkerEndpoint(address, routes);
-  const key = formatHttpAddress(address);
-  let endpoint: SharedEndpoint;
-  for (;;) {
-    let pending = endpoints.get(key);
-    if (!pending) {
-      pending = bind(address);
-      endpoints.set(key, pending);
-      pending.catch(() => endpoints.delete(key));
-    }
-    endpoint = await pending;
-    // The last holder may have released it while we waited: then bind anew.
-    if (endpoints.get(key) === pending) break;
-  }
-  const mine: Array<[string, Holder]> = Object.entries(routes).map(([path, route]) => [path, { route }]);
-  const first = mine.every(([path]) => !endpoint.routes.has(path));
-  for (const [path, holder] of mine) {
-    const holders = endpoint.routes.get(path) ?? [];
-    holders.push(holder);
-    endpoint.routes.set(path, holders);
-  }
-  let released = false;
-  return {
-    bound: endpoint.bound,
-    first,
-    async release() {
-      if (released) return;
-      released = true;
-      for (const [path, holder] of mine) {
-        const holders = endpoint.routes.get(path)!.filter((h) => h !== holder);
-        if (holders.length > 0) endpoint.routes.set(path, holders);
-        else endpoint.routes.delete(path);
+  async open(address: HttpAddress, routes: Record<string, HttpRoute>): Promise<HttpLease> {
+    const key = formatHttpAddress(address);
+    const endpoints = this.endpoints;
+    let endpoint: SharedEndpoint;
+    for (;;) {
+      let pending = endpoints.get(key);
+      if (!pending) {
+        pending = bind(address);
+        endpoints.set(key, pending);
+        pending.catch(() => endpoints.delete(key));
       }
-      if (endpoint.routes.size > 0) return;
-      endpoints.delete(key);
-      await new Promise<void>((resolve) => {
-        endpoint.server.close(() => resolve());
-        endpoint.server.closeAllConnections();
-      });
-    },
-  };
+      endpoint = await pending;
+      // The last holder may have released it while we waited: then bind anew.
+      if (endpoints.get(key) === pending) break;
+    }
+    const mine: Array<[string, Holder]> = Object.entries(routes).map(([path, route]) => [path, { route }]);
+    const first = mine.every(([path]) => !endpoint.routes.has(path));
+    for (const [path, holder] of mine) {
+      const holders = endpoint.routes.get(path) ?? [];
+      holders.push(holder);
+      endpoint.routes.set(path, holders);
+    }
+    let released = false;
+    return {
+      bound: endpoint.bound,
+      first,
+      async release() {
+        if (released) return;
+        released = true;
+        for (const [path, holder] of mine) {
+          const holders = endpoint.routes.get(path)!.filter((h) => h !== holder);
+          if (holders.length > 0) endpoint.routes.set(path, holders);
+          else endpoint.routes.delete(path);
+        }
+        if (endpoint.routes.size > 0) return;
+        endpoints.delete(key);
+        await new Promise<void>((resolve) => {
+          endpoint.server.close(() => resolve());
+          endpoint.server.closeAllConnections();
+        });
+      },
+    };
+  }
 }
+
+/** The server's operator endpoints; by default bound by this process (a worker's server provides its own). */
+export const HttpEndpointsService = serverService<HttpEndpoints>('veil.HttpEndpoints', () => new HttpEndpointRegistry());
 
 function bind(address: HttpAddress): Promise<SharedEndpoint> {
   const endpoint = new SharedEndpoint();

@@ -10,12 +10,15 @@
  *
  * Metrics are merged (mergeExpositions: every worker's counts added up); health and readiness
  * are good only when every worker says so.
+ *
+ * A worker's server has `WorkerHttpEndpoints` as its HttpEndpointsService (cli/workers.ts
+ * provides it in the server's root container); the supervisor binds through an
+ * HttpEndpointRegistry of its own.
  */
 import type { ChildProcess } from 'node:child_process';
 import { mergeExpositions } from './exposition-merge.js';
-import { formatHttpAddress, openHttpEndpoint, type HttpAddress, type HttpAnswer, type HttpLease, type HttpRoute } from './http-endpoints.js';
+import { formatHttpAddress, HttpEndpointRegistry, type HttpAddress, type HttpAnswer, type HttpEndpoints, type HttpLease, type HttpRoute } from './http-endpoints.js';
 
-export const WORKER_ENV = 'VEIL_WORKER';
 const EXPOSITION = /^text\/plain; version=0\.0\.4/;
 const ASK_TIMEOUT_MS = 3000;
 
@@ -27,77 +30,87 @@ type Message =
 
 const isMessage = (value: unknown): value is Message => typeof value === 'object' && value !== null && typeof (value as { veil?: unknown }).veil === 'string';
 
-/** True in a worker process started by the supervisor (it has an IPC channel). */
-export function inWorker(): boolean {
-  return process.env[WORKER_ENV] !== undefined && typeof process.send === 'function';
-}
-
 // ---- the worker's side ----------------------------------------------------------------------
 
-/** Routes this worker holds, by `ADDRESS PATH`; the newest holder answers, as in http-endpoints. */
-const held = new Map<string, HttpRoute[]>();
-const opening = new Map<number, (reply: { bound?: string; error?: string }) => void>();
-let nextId = 1;
-let listening = false;
-
-function listen(): void {
-  if (listening) return;
-  listening = true;
-  process.on('message', (message: unknown) => {
-    if (!isMessage(message)) return;
-    if (message.veil === 'http-opened') {
-      opening.get(message.id)?.(message);
-      opening.delete(message.id);
-    } else if (message.veil === 'http-request') {
-      void answerRequest(message.id, message.key, message.path);
-    }
-  });
-  // The channel must not keep a stopping worker alive.
-  process.channel?.unref();
+/** The channel to the supervisor `fork` opened: the worker's `process`. */
+export interface SupervisorChannel {
+  send(message: unknown): boolean;
+  on(event: 'message', listener: (message: unknown) => void): unknown;
+  readonly channel?: { unref(): void } | undefined;
 }
 
-async function answerRequest(id: number, key: string, path: string): Promise<void> {
-  const route = held.get(`${key} ${path}`)?.at(-1);
-  let answer: HttpAnswer;
-  try {
-    answer = route ? await route() : { status: 404, type: 'text/plain; charset=utf-8', body: 'no such path in this worker\n' };
-  } catch (error) {
-    answer = { status: 500, type: 'text/plain; charset=utf-8', body: `${error instanceof Error ? error.message : String(error)}\n` };
-  }
-  process.send?.({ veil: 'http-answer', id, answer } satisfies Message);
-}
+/**
+ * HttpEndpoints in a worker: the supervisor binds; this worker answers its questions. One per
+ * worker process (it answers every request the supervisor sends on the channel).
+ */
+export class WorkerHttpEndpoints implements HttpEndpoints {
+  /** Routes this worker holds, by `ADDRESS PATH`; the newest holder answers, as in http-endpoints. */
+  private readonly held = new Map<string, HttpRoute[]>();
+  private readonly opening = new Map<number, (reply: { bound?: string; error?: string }) => void>();
+  private nextId = 1;
+  private listening = false;
 
-/** openHttpEndpoint, in a worker: the supervisor binds; this worker answers its questions. */
-export async function openWorkerEndpoint(address: HttpAddress, routes: Record<string, HttpRoute>): Promise<HttpLease> {
-  listen();
-  const key = formatHttpAddress(address);
-  const mine = Object.entries(routes);
-  const first = mine.every(([path]) => !held.has(`${key} ${path}`));
-  for (const [path, route] of mine) held.set(`${key} ${path}`, [...(held.get(`${key} ${path}`) ?? []), route]);
-  const id = nextId++;
-  const reply = await new Promise<{ bound?: string; error?: string }>((resolve) => {
-    const timer = setTimeout(() => {
-      opening.delete(id);
-      resolve({ error: 'the supervisor did not answer' });
-    }, ASK_TIMEOUT_MS);
-    opening.set(id, (r) => {
-      clearTimeout(timer);
-      resolve(r);
+  constructor(private readonly supervisor: SupervisorChannel) {}
+
+  async open(address: HttpAddress, routes: Record<string, HttpRoute>): Promise<HttpLease> {
+    this.listen();
+    const held = this.held;
+    const key = formatHttpAddress(address);
+    const mine = Object.entries(routes);
+    const first = mine.every(([path]) => !held.has(`${key} ${path}`));
+    for (const [path, route] of mine) held.set(`${key} ${path}`, [...(held.get(`${key} ${path}`) ?? []), route]);
+    const id = this.nextId++;
+    const reply = await new Promise<{ bound?: string; error?: string }>((resolve) => {
+      const timer = setTimeout(() => {
+        this.opening.delete(id);
+        resolve({ error: 'the supervisor did not answer' });
+      }, ASK_TIMEOUT_MS);
+      this.opening.set(id, (r) => {
+        clearTimeout(timer);
+        resolve(r);
+      });
+      this.supervisor.send({ veil: 'http-open', id, address, paths: mine.map(([path]) => path) } satisfies Message);
     });
-    process.send!({ veil: 'http-open', id, address, paths: mine.map(([path]) => path) } satisfies Message);
-  });
-  const release = async (): Promise<void> => {
-    for (const [path, route] of mine) {
-      const rest = (held.get(`${key} ${path}`) ?? []).filter((r) => r !== route);
-      if (rest.length) held.set(`${key} ${path}`, rest);
-      else held.delete(`${key} ${path}`);
+    const release = async (): Promise<void> => {
+      for (const [path, route] of mine) {
+        const rest = (held.get(`${key} ${path}`) ?? []).filter((r) => r !== route);
+        if (rest.length) held.set(`${key} ${path}`, rest);
+        else held.delete(`${key} ${path}`);
+      }
+    };
+    if (reply.error) {
+      await release();
+      throw new Error(reply.error);
     }
-  };
-  if (reply.error) {
-    await release();
-    throw new Error(reply.error);
+    return { bound: reply.bound!, first, release };
   }
-  return { bound: reply.bound!, first, release };
+
+  private listen(): void {
+    if (this.listening) return;
+    this.listening = true;
+    this.supervisor.on('message', (message: unknown) => {
+      if (!isMessage(message)) return;
+      if (message.veil === 'http-opened') {
+        this.opening.get(message.id)?.(message);
+        this.opening.delete(message.id);
+      } else if (message.veil === 'http-request') {
+        void this.answerRequest(message.id, message.key, message.path);
+      }
+    });
+    // The channel must not keep a stopping worker alive.
+    this.supervisor.channel?.unref();
+  }
+
+  private async answerRequest(id: number, key: string, path: string): Promise<void> {
+    const route = this.held.get(`${key} ${path}`)?.at(-1);
+    let answer: HttpAnswer;
+    try {
+      answer = route ? await route() : { status: 404, type: 'text/plain; charset=utf-8', body: 'no such path in this worker\n' };
+    } catch (error) {
+      answer = { status: 500, type: 'text/plain; charset=utf-8', body: `${error instanceof Error ? error.message : String(error)}\n` };
+    }
+    this.supervisor.send({ veil: 'http-answer', id, answer } satisfies Message);
+  }
 }
 
 // ---- the supervisor's side ------------------------------------------------------------------
@@ -105,6 +118,8 @@ export async function openWorkerEndpoint(address: HttpAddress, routes: Record<st
 /** Binds what workers ask for, and answers each request from all of them. */
 export class EndpointBroker {
   private readonly leases = new Map<string, HttpLease>();
+  /** The supervisor binds for its workers: endpoints of its own, as a server's are. */
+  private readonly endpoints = new HttpEndpointRegistry();
   private readonly pending = new Map<number, (answer: HttpAnswer) => void>();
   private nextId = 1;
 
@@ -135,7 +150,7 @@ export class EndpointBroker {
         bound = existing.bound;
         continue;
       }
-      const lease = await openHttpEndpoint(address, { [path]: () => this.ask(key, path) });
+      const lease = await this.endpoints.open(address, { [path]: () => this.ask(key, path) });
       this.leases.set(`${key} ${path}`, lease);
       bound = lease.bound;
     }

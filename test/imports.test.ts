@@ -17,10 +17,7 @@ const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
  * Cycles known when this test was written, each to be broken by the change named: the test
  * fails on any other cycle, and on one of these once it is gone (then delete its line).
  */
-const KNOWN_CYCLES: string[][] = [
-  // issue 22 part 4: the HTTP endpoint registry moves into the root container.
-  ['lib/http-endpoints.js', 'lib/worker-endpoints.js'],
-];
+const KNOWN_CYCLES: string[][] = [];
 
 describe('imports', () => {
   const graph = importGraph(DIST);

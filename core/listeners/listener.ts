@@ -9,6 +9,7 @@ import type { ClientAddress, RemoteTrace, TransportName } from '../context.js';
 import type { Location } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Endpoint } from '../net/address.js';
+import type { ServerServiceToken } from '../services.js';
 
 export interface QueryInfo {
   client: ClientAddress;
@@ -69,6 +70,8 @@ export interface ListenerEnvironment {
   clock: Clock;
   /** Bind with SO_REUSEPORT, so several worker processes share the address. */
   reusePort: boolean;
+  /** The server's server-wide services (core/services.ts): the TLS contexts an ODoH relay connects with. */
+  service<T>(token: ServerServiceToken<T>): T;
 }
 
 export interface TransportDefinition<Options = unknown> {

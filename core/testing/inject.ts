@@ -14,6 +14,7 @@ import type { QueryHandler } from '../listeners/listener.js';
 import { MemoryLogger } from '../logger.js';
 import type { PluginRegistry } from '../registry.js';
 import { buildConfig, startBlocks, stopBlocks, type BuiltConfig } from '../server.js';
+import { ServiceContainer } from '../services.js';
 
 export interface InjectOptions {
   registry: PluginRegistry;
@@ -21,6 +22,8 @@ export interface InjectOptions {
   /** The Corefile's name: where relative paths in it are resolved from (default `Corefile`). */
   file?: string;
   queryTimeoutMs?: number;
+  /** Called with the root container before the configuration is built: provide replacements of server-wide services there. */
+  services?: (root: ServiceContainer) => void;
 }
 
 /** Where an injected query comes from; by default a client on loopback, over UDP. */
@@ -47,7 +50,9 @@ export async function inject(corefile: string, options: InjectOptions): Promise<
   const clock = options.clock ?? new SystemClock();
   const config = parseCorefileText(corefile, options.file ?? 'Corefile');
   await loadPlugins(config, options.registry);
-  const built = buildConfig(config, { registry: options.registry, logger: new MemoryLogger(logs), clock });
+  const root = new ServiceContainer();
+  options.services?.(root);
+  const built = buildConfig(config, { registry: options.registry, logger: new MemoryLogger(logs), clock }, new Map(), root);
   await startBlocks(built);
   const routes: ZoneRoute[] = built.blocks.flatMap((block) => block.info.zones.map((zone) => ({ zone: zone.zone, block })));
   const door: QueryHandler = createDispatcher(routes, clock, options.queryTimeoutMs ?? QUERY_TIMEOUT_MS);

@@ -8,6 +8,7 @@ import { MemoryLogger } from '../logger.js';
 import type { PluginRegistry } from '../registry.js';
 import { VeilServer } from '../server.js';
 import { parseEndpoint } from '../net/address.js';
+import type { ServiceContainer } from '../services.js';
 
 export interface TestServer {
   server: VeilServer;
@@ -24,6 +25,8 @@ export interface TestServerOptions {
   /** Where relative paths in the Corefile are resolved from (default: the working directory). */
   file?: string;
   queryTimeoutMs?: number;
+  /** Called with the server's root container before it starts: provide replacements of server-wide services there. */
+  services?: (root: ServiceContainer) => void;
 }
 
 export async function startTestServer(corefile: string, options: TestServerOptions): Promise<TestServer> {
@@ -36,6 +39,7 @@ export async function startTestServer(corefile: string, options: TestServerOptio
     graceMs: 200,
     ...(options.queryTimeoutMs ? { queryTimeoutMs: options.queryTimeoutMs } : {}),
   });
+  options.services?.(server.services);
   await server.start(parseCorefileText(corefile, file));
   return {
     server,

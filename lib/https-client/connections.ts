@@ -15,6 +15,7 @@ import type { Logger } from '../../core/logger.js';
 import { formatHostPort } from '../../core/upstream/connect.js';
 import { ConnectionLost, H2Session, Http1Client, type HttpsRequest } from './exchange.js';
 import { TlsConnector, type TlsTarget } from '../tls/connector.js';
+import type { TlsContexts } from '../tls/contexts.js';
 
 /** Who the server must prove to be (the certificate checks of lib/tls). */
 export type TlsIdentity = Pick<TlsTarget, 'serverName' | 'extraCa' | 'pins' | 'certHashes'>;
@@ -37,6 +38,8 @@ export interface HttpsConnectionsOptions {
   /** Leave from this local address (an ODoH relay's own); the system chooses when absent. */
   localAddress?: string;
   logger: Logger;
+  /** The server's TLS contexts (TlsContextsService). */
+  tls: TlsContexts;
 }
 
 type Mode = 'unknown' | 'h2' | 'http1';
@@ -69,7 +72,7 @@ export class HttpsConnections {
           connectTimeoutMs: this.connectTimeoutMs,
           handshakeTimeoutMs: this.connectTimeoutMs,
           ...(options.localAddress ? { localAddress: options.localAddress } : {}),
-        }),
+        }, options.tls),
     );
   }
 

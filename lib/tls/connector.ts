@@ -11,6 +11,7 @@ import net, { isIP } from 'node:net';
 import tls from 'node:tls';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
 import { certificateProblem } from './certificates.js';
+import type { TlsContexts } from './contexts.js';
 
 export interface TlsTarget {
   /** For messages: `dot cloudflare (1.1.1.1:853)`. */
@@ -33,40 +34,11 @@ export interface TlsTarget {
   localAddress?: string;
 }
 
-/** One secure context per set of extra anchors: building one parses every root, too slow per connection. */
-const contexts = new Map<string, tls.SecureContext>();
-
-function secureContextFor(extraCa: readonly string[]): tls.SecureContext {
-  const key = extraCa.join('\n');
-  let context = contexts.get(key);
-  if (!context) {
-    context = tls.createSecureContext({ ca: [...defaultAnchors(), ...extraCa], minVersion: 'TLSv1.2' });
-    contexts.set(key, context);
-  }
-  return context;
-}
-
 /** Certificate errors from OpenSSL and Node: the server is not who it should be. */
 const CERTIFICATE_ERRORS = /CERT|SELF_SIGNED|UNABLE_TO_|HOSTNAME|ALTNAME/;
 
 /** For callers with nothing to cancel. */
 const NEVER = new AbortController().signal;
-
-let systemAnchors: string[] | null = null;
-
-/** Node's bundled roots, NODE_EXTRA_CA_CERTS and the operating system's store; read once. */
-export function defaultAnchors(): string[] {
-  if (!systemAnchors) {
-    const anchors = new Set(tls.getCACertificates('default'));
-    try {
-      for (const pem of tls.getCACertificates('system')) anchors.add(pem);
-    } catch {
-      // no readable system store: the bundled roots remain
-    }
-    systemAnchors = [...anchors];
-  }
-  return systemAnchors;
-}
 
 /** Never called for IP literals; there so that no code path can resolve a name. */
 const refuseLookup = (hostname: string, _options: unknown, callback: (err: Error) => void): void => {
@@ -77,7 +49,11 @@ export class TlsConnector {
   /** The session of the last connection that passed every check. */
   private session: Buffer | undefined;
 
-  constructor(private readonly target: TlsTarget) {
+  constructor(
+    private readonly target: TlsTarget,
+    /** The server's contexts (TlsContextsService): the anchors the chain is checked against. */
+    private readonly contexts: TlsContexts,
+  ) {
     if (isIP(target.host) === 0) throw new Error(`${target.label}: "${target.host}" is not an IP address`);
   }
 
@@ -100,7 +76,7 @@ export class TlsConnector {
       const socket = tls.connect({
         socket: tcp,
         ...(serverName && isIP(serverName) === 0 ? { servername: serverName } : {}),
-        secureContext: secureContextFor(this.target.extraCa),
+        secureContext: this.contexts.secureContextFor(this.target.extraCa),
         minVersion: 'TLSv1.2',
         ...(alpn ? { ALPNProtocols: [...alpn] } : {}),
         ...(this.session ? { session: this.session } : {}),

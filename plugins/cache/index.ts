@@ -24,6 +24,7 @@ import { cacheEvent } from '../../core/events.js';
 import { FleetService } from '../../core/fleet.js';
 import type { Logger } from '../../core/logger.js';
 import type { BlockScope, Next, Plugin, PluginDefinition } from '../../core/plugin.js';
+import { TlsContextsService } from '../../lib/tls/contexts.js';
 import { analyze } from './entry.js';
 import { parseShared, type SharedOptions } from './shared/config.js';
 import { flushedQuestions, KEY_BITS } from './shared/flush.js';
@@ -169,7 +170,7 @@ class CachePlugin implements Plugin {
     this.stores = scope.keep(`stores ${options.success.capacity} ${options.denial.capacity}`, () => new Stores(options.success.capacity, options.denial.capacity));
     this.stores.onEvict = () => this.publish('evict');
     if (options.shared) {
-      this.shared = new SharedCache(options.shared, this.server, this.logger, scope.clock);
+      this.shared = new SharedCache(options.shared, this.server, this.logger, scope.clock, scope.service(TlsContextsService));
       this.shared.onFlush = (name) => this.flush(name);
       scope.provide(SharedCacheService, this.shared);
       scope.provide(FleetService, this.shared);

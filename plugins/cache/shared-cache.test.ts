@@ -16,6 +16,7 @@ import { sharedCacheEvent } from '../../core/events.js';
 import { MemoryLogger } from '../../core/logger.js';
 import type { SharedOptions } from './shared/config.js';
 import { SharedCache } from './shared/shared-cache.js';
+import { TlsContexts } from '../../lib/tls/contexts.js';
 import { answerFor, startFakeDns, type FakeDns, type FakeHandler } from '../../core/testing/fake-dns.js';
 import { makeTestCerts } from '../../test/helpers/peers.js';
 import { skipUnlessValkey, startCluster, startSentinel, startValkey, writeFleetKey, type Valkey } from '../../test/helpers/valkey.js';
@@ -466,7 +467,7 @@ describe('cache shared: the write queue', { skip }, () => {
       cluster: false,
       writeQueue: 4,
     };
-    const shared = new SharedCache(options, '.', new MemoryLogger(), new SystemClock());
+    const shared = new SharedCache(options, '.', new MemoryLogger(), new SystemClock(), new TlsContexts());
     const events: string[] = [];
     const listener = (m: { event: string }) => events.push(m.event);
     sharedCacheEvent.subscribe(listener);

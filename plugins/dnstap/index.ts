@@ -22,6 +22,7 @@ import { queryDone, upstreamAttempt } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import type { Plugin, PluginDefinition } from '../../core/plugin.js';
+import { serverService } from '../../core/services.js';
 import type { PluginCounter } from '../../core/plugin-metrics.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
 import type { DnstapEvent } from '../../lib/dnstap/message.js';
@@ -56,7 +57,7 @@ export const dnstapPlugin: PluginDefinition<DnstapOptions> = {
 
   create(options, scope) {
     const sent = scope.metrics.counter('messages_total', 'dnstap messages handed to the writer (queued) or dropped because its queue was full.', ['result']);
-    return new DnstapPlugin(options, blockServerName(scope.block), scope.logger, sent);
+    return new DnstapPlugin(options, blockServerName(scope.block), scope.logger, sent, scope.service(DnstapWritersService));
   },
 };
 
@@ -83,8 +84,33 @@ function parseTarget(token: Token): DnstapTarget {
   return { kind: 'tcp', host: endpoint.host, port: endpoint.port };
 }
 
-/** Writers by target, shared by the blocks (and the reloads) that name the same reader. */
-const writers = new Map<string, { writer: DnstapWriter; holders: number }>();
+/** A server's writers by reader, shared by the blocks (and the reloads) that name the same reader. */
+export class DnstapWriters {
+  private readonly writers = new Map<string, { writer: DnstapWriter; holders: number }>();
+
+  /** The writer for `key`, made (and started) by `make` when nobody holds it; `made` says which. */
+  hold(key: string, make: () => DnstapWriter): { writer: DnstapWriter; made: boolean } {
+    let shared = this.writers.get(key);
+    const made = !shared;
+    if (!shared) {
+      shared = { writer: make(), holders: 0 };
+      this.writers.set(key, shared);
+      shared.writer.start();
+    }
+    shared.holders++;
+    return { writer: shared.writer, made };
+  }
+
+  /** Lets go of the writer for `key`; the last holder stops it (sending what is queued). */
+  async release(key: string): Promise<void> {
+    const shared = this.writers.get(key);
+    if (!shared || --shared.holders > 0) return;
+    this.writers.delete(key);
+    await shared.writer.stop();
+  }
+}
+
+export const DnstapWritersService = serverService('veil.dnstap.Writers', () => new DnstapWriters());
 
 const SOCKET_PROTOCOL: Record<string, number> = { udp: 1, tcp: 2, tls: 3, dot: 3, https: 4, http: 4, doh: 4, odoh: 4 };
 
@@ -105,6 +131,7 @@ class DnstapPlugin implements Plugin {
     private readonly server: string,
     private readonly logger: Logger,
     private readonly counter: PluginCounter,
+    private readonly writers: DnstapWriters,
   ) {}
 
   async start(): Promise<void> {
@@ -117,15 +144,9 @@ class DnstapPlugin implements Plugin {
     this.encode = (event) => encodeDnstap(event, who);
     this.frame = dataFrame;
     const key = describeTarget(this.options.target);
-    let shared = writers.get(key);
-    if (!shared) {
-      shared = { writer: new DnstapWriter(this.options.target, this.logger, this.options.queue), holders: 0 };
-      writers.set(key, shared);
-      shared.writer.start();
-      this.logger.info(`sending dnstap${this.options.full ? ' (full messages)' : ''} to ${key}`);
-    }
-    shared.holders++;
-    this.writer = shared.writer;
+    const { writer, made } = this.writers.hold(key, () => new DnstapWriter(this.options.target, this.logger, this.options.queue));
+    if (made) this.logger.info(`sending dnstap${this.options.full ? ' (full messages)' : ''} to ${key}`);
+    this.writer = writer;
     queryDone.subscribe(this.onQuery as never);
     upstreamAttempt.subscribe(this.onAttempt as never);
   }
@@ -136,11 +157,7 @@ class DnstapPlugin implements Plugin {
     upstreamAttempt.unsubscribe(this.onAttempt as never);
     const key = this.writer.label;
     this.writer = null;
-    const shared = writers.get(key);
-    if (shared && --shared.holders === 0) {
-      writers.delete(key);
-      await shared.writer.stop();
-    }
+    await this.writers.release(key);
   }
 
   private send(event: DnstapEvent): void {

@@ -22,6 +22,7 @@ import type { PluginDefinition } from '../../core/plugin.js';
 import { Services } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
+import { TlsContextsService } from '../../lib/tls/contexts.js';
 import { ServersFrom, withServersFrom } from '../../lib/sources/servers-from.js';
 import { listedServer, NAME, parseDohDirectives, serverFromList, type DohOptions, type DohServer } from './client/config.js';
 import { httpsTransport, httpTransport } from './server/listener.js';
@@ -45,8 +46,9 @@ export const dohPlugin: PluginDefinition<DohOptions> = {
 
   create({ servers, serversFrom }, scope) {
     const catalog = scope.service(SourcesService);
-    const listed = (server: DohServer) => new ListedUpstream(server.name, 'doh', 'doh', catalog!, (stamp) => new DohUpstream(listedServer(server, stamp), scope.logger), scope.logger);
-    for (const server of servers) scope.upstreams.add(server.listed ? listed(server) : new DohUpstream(server, scope.logger), server.zone);
+    const tls = scope.service(TlsContextsService);
+    const listed = (server: DohServer) => new ListedUpstream(server.name, 'doh', 'doh', catalog!, (stamp) => new DohUpstream(listedServer(server, stamp), scope.logger, tls), scope.logger);
+    for (const server of servers) scope.upstreams.add(server.listed ? listed(server) : new DohUpstream(server, scope.logger, tls), server.zone);
     const managers = serversFrom.map(
       (from) => new ServersFrom(from, 'doh', catalog!, scope.upstreams, from.zone, (name) => listed(serverFromList(name, from.token, from.zone)), scope.logger),
     );

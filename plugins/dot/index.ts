@@ -31,6 +31,7 @@ import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
 import { parseServersFrom, ServersFrom, withServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
 import { parseStampToken, stampAddress, stampHost } from '../../lib/stamp-config.js';
 import type { Stamp, TlsLikeStamp } from '../../lib/stamps.js';
+import { TlsContextsService } from '../../lib/tls/contexts.js';
 import { parsePin, readCertificates } from '../../lib/tls/files.js';
 import { tlsTransport } from './listener.js';
 import { DotUpstream, type DotServerOptions } from './upstream.js';
@@ -73,15 +74,16 @@ export const dotPlugin: PluginDefinition<DotOptions> = {
 
   create({ servers, serversFrom }, scope) {
     const catalog = scope.service(SourcesService);
+    const tls = scope.service(TlsContextsService);
     const listed = (server: DotServer) => {
       const fromList = (stamp: TlsLikeStamp) => {
         const target = fromStamp(stamp, server.token);
         // A server_name written on the line wins over the stamp's host name.
-        return new DotUpstream({ ...server, ...target, serverName: server.serverName ?? target.serverName }, scope.logger);
+        return new DotUpstream({ ...server, ...target, serverName: server.serverName ?? target.serverName }, scope.logger, tls);
       };
       return new ListedUpstream(server.name, 'dot', 'dot', catalog!, fromList, scope.logger);
     };
-    for (const server of servers) scope.upstreams.add(server.listed ? listed(server) : new DotUpstream(server, scope.logger), server.zone);
+    for (const server of servers) scope.upstreams.add(server.listed ? listed(server) : new DotUpstream(server, scope.logger, tls), server.zone);
     const managers = serversFrom.map(
       (from) =>
         new ServersFrom(from, 'dot', catalog!, scope.upstreams, from.zone, (name) => listed({ name, token: from.token, zone: from.zone, listed: true, host: '', port: DEFAULT_PORT, serverName: null, ...defaults() }), scope.logger),

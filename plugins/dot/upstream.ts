@@ -11,6 +11,7 @@ import { formatHostPort } from '../../core/upstream/connect.js';
 import { StreamPool } from '../../core/upstream/stream-pool.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
 import { TlsConnector } from '../../lib/tls/connector.js';
+import type { TlsContexts } from '../../lib/tls/contexts.js';
 
 export interface DotServerOptions {
   name: string;
@@ -41,6 +42,7 @@ export class DotUpstream implements Upstream {
   constructor(
     options: DotServerOptions,
     private readonly logger: Logger,
+    tls: TlsContexts,
   ) {
     this.name = options.name;
     this.address = formatHostPort(options.host, options.port);
@@ -55,7 +57,7 @@ export class DotUpstream implements Upstream {
       certHashes: options.certHashes,
       connectTimeoutMs: options.connectTimeoutMs,
       handshakeTimeoutMs: options.handshakeTimeoutMs,
-    });
+    }, tls);
     this.pool = new StreamPool({
       label,
       connect: (timeoutMs, signal) => this.connect(timeoutMs, signal),

@@ -14,7 +14,7 @@ import { AddressError } from '../../core/net/address.js';
 import type { Plugin, PluginDefinition } from '../../core/plugin.js';
 import { Services } from '../../core/services.js';
 import type { ServerState } from '../../core/state.js';
-import { openHttpEndpoint, parseHttpAddress, type HttpAddress, type HttpAnswer, type HttpLease } from '../../lib/http-endpoints.js';
+import { HttpEndpointsService, parseHttpAddress, type HttpAddress, type HttpAnswer, type HttpEndpoints, type HttpLease } from '../../lib/http-endpoints.js';
 
 const NAME = 'health';
 export const DEFAULT_HEALTH_ADDRESS: HttpAddress = { host: '127.0.0.1', port: 8080 };
@@ -45,7 +45,7 @@ export const healthPlugin: PluginDefinition<HealthOptions> = {
 
   create(options, scope) {
     // Absent when nothing serves (veil check builds blocks without a server).
-    return new HealthPlugin(options, scope.service(Services.serverState), scope.logger);
+    return new HealthPlugin(options, scope.service(Services.serverState), scope.service(HttpEndpointsService), scope.logger);
   },
 };
 
@@ -56,12 +56,13 @@ class HealthPlugin implements Plugin {
   constructor(
     private readonly options: HealthOptions,
     private readonly state: ServerState | null,
+    private readonly endpoints: HttpEndpoints,
     private readonly logger: Logger,
   ) {}
 
   async start(): Promise<void> {
     try {
-      this.lease = await openHttpEndpoint(this.options.address, {
+      this.lease = await this.endpoints.open(this.options.address, {
         '/health': () => ({ status: 200, type: TEXT, body: 'OK\n' }),
         '/ready': () => this.ready(),
       });

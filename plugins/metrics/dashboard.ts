@@ -212,25 +212,30 @@ export class Dashboard {
   }
 }
 
-let shared: { dashboard: Dashboard; holders: number } | null = null;
+/** One dashboard for a server's blocks (the metrics hub holds it): made by the first that asks, closed after the last. */
+export class SharedDashboard {
+  private shared: { dashboard: Dashboard; holders: number } | null = null;
 
-/** The process's dashboard (made by the first block that asks); `release` when done. */
-export function holdDashboard(metrics: () => VeilMetrics | null): { dashboard: Dashboard; release(): void } {
-  shared ??= { dashboard: new Dashboard(metrics), holders: 0 };
-  shared.holders++;
-  const held = shared;
-  let released = false;
-  return {
-    dashboard: held.dashboard,
-    release() {
-      if (released) return;
-      released = true;
-      if (--held.holders === 0 && shared === held) {
-        held.dashboard.close();
-        shared = null;
-      }
-    },
-  };
+  constructor(private readonly metrics: () => VeilMetrics | null) {}
+
+  /** The dashboard, made if nobody holds it; `release` when done. */
+  hold(): { dashboard: Dashboard; release(): void } {
+    this.shared ??= { dashboard: new Dashboard(this.metrics), holders: 0 };
+    this.shared.holders++;
+    const held = this.shared;
+    let released = false;
+    return {
+      dashboard: held.dashboard,
+      release: () => {
+        if (released) return;
+        released = true;
+        if (--held.holders === 0 && this.shared === held) {
+          held.dashboard.close();
+          this.shared = null;
+        }
+      },
+    };
+  }
 }
 
 const PAGE_FILE = fileURLToPath(new URL('../../../plugins/metrics/dashboard/page.html', import.meta.url));

@@ -15,7 +15,8 @@
  *     }
  *
  * The plugin serves no query: it subscribes to the diagnostics channels (core/events.ts) and
- * counts what they report for its block. Blocks that name the same address share one endpoint.
+ * counts what they report for its block. Blocks that name the same address share one endpoint;
+ * the registry, statsd sinks, dashboard and OTLP exports are the server's (hub.ts).
  */
 import type { Directive, Token } from '../../core/config/ast.js';
 import { blockServerName } from '../../core/block.js';
@@ -26,11 +27,11 @@ import { AddressError, parseHostPort } from '../../core/net/address.js';
 import type { BlockScope, Plugin, PluginDefinition } from '../../core/plugin.js';
 import { Services } from '../../core/services.js';
 import type { UpstreamSet } from '../../core/upstream/upstream.js';
-import { openHttpEndpoint, parseHttpAddress, type HttpAddress, type HttpLease } from '../../lib/http-endpoints.js';
+import { HttpEndpointsService, parseHttpAddress, type HttpAddress, type HttpEndpoints, type HttpLease } from '../../lib/http-endpoints.js';
 import { OTLP_REPEATABLE, OtlpLinesReader, parseServiceName } from '../../lib/otel/corefile.js';
-import { attachBlock, currentMetrics, renderMetrics, type Attachment } from './hub.js';
-import { holdOtlpExport, RegistryProducer, type OtlpMetricsTarget } from './otlp.js';
-import { dataAnswer, holdDashboard, pageAnswer } from './dashboard.js';
+import { MetricsHubService, type Attachment, type MetricsHub } from './hub.js';
+import { RegistryProducer, type OtlpMetricsTarget } from './otlp.js';
+import { dataAnswer, pageAnswer } from './dashboard.js';
 import { EXPOSITION_CONTENT_TYPE } from './registry.js';
 import type { StatsdTarget } from './statsd.js';
 
@@ -125,6 +126,8 @@ class MetricsPlugin implements Plugin {
   private readonly server: string;
   private readonly logger: Logger;
   private readonly upstreams: UpstreamSet;
+  private readonly hub: MetricsHub;
+  private readonly endpoints: HttpEndpoints;
   private attachment: Attachment | null = null;
   private lease: HttpLease | null = null;
   private releaseOtlp: (() => Promise<void>) | null = null;
@@ -137,13 +140,16 @@ class MetricsPlugin implements Plugin {
     this.server = blockServerName(scope.block);
     this.logger = scope.logger;
     this.upstreams = scope.upstreams;
+    this.hub = scope.service(MetricsHubService);
+    this.endpoints = scope.service(HttpEndpointsService);
   }
 
   async start(): Promise<void> {
-    this.attachment = attachBlock(this.server, this.options.statsd, this.logger);
+    const hub = this.hub;
+    this.attachment = hub.attachBlock(this.server, this.options.statsd, this.logger);
     try {
-      this.lease = await openHttpEndpoint(this.options.address, {
-        '/metrics': () => ({ status: 200, type: EXPOSITION_CONTENT_TYPE, body: renderMetrics(this.logger) }),
+      this.lease = await this.endpoints.open(this.options.address, {
+        '/metrics': () => ({ status: 200, type: EXPOSITION_CONTENT_TYPE, body: hub.render(this.logger) }),
       });
     } catch (err) {
       this.attachment.detach();
@@ -151,7 +157,7 @@ class MetricsPlugin implements Plugin {
       throw new ListenError(`${NAME}: ${(err as Error).message}`, { cause: err });
     }
     if (this.lease.first) this.logger.info(`serving http://${this.lease.bound}/metrics`);
-    if (this.options.otlp) this.releaseOtlp = await holdOtlpExport(this.options.otlp, new RegistryProducer(currentMetrics), this.logger);
+    if (this.options.otlp) this.releaseOtlp = await hub.otlp.hold(this.options.otlp, new RegistryProducer(() => hub.current()), this.logger);
     if (this.options.dashboard) await this.openDashboard(this.options.dashboard);
     // Upstreams start in rotation; health-tracking policies report changes as they happen.
     const policy = this.scope.service(Services.upstreamPolicy)!;
@@ -161,9 +167,9 @@ class MetricsPlugin implements Plugin {
   }
 
   private async openDashboard(where: HttpAddress): Promise<void> {
-    const held = holdDashboard(currentMetrics);
+    const held = this.hub.dashboard.hold();
     try {
-      const lease = await openHttpEndpoint(where, { '/': () => pageAnswer(), '/dashboard.json': () => dataAnswer(held.dashboard) });
+      const lease = await this.endpoints.open(where, { '/': () => pageAnswer(), '/dashboard.json': () => dataAnswer(held.dashboard) });
       this.dashboard = { lease, release: held.release };
       if (lease.first) this.logger.info(`serving the dashboard at http://${lease.bound}/`);
     } catch (err) {

@@ -7,7 +7,7 @@
  * How the families read in OTLP: counters are cumulative monotonic sums named without
  * `_total` (an OTLP-to-Prometheus pipeline adds it back), gauges are gauges, histograms keep
  * their bucket bounds, the event-loop summary is a gauge per `quantile`. Units come from the
- * name (`_seconds` → `s`, `_bytes` → `By`). One export per collector for the whole process,
+ * name (`_seconds` → `s`, `_bytes` → `By`). One export per collector for the whole server,
  * shared by every block that names it, kept across reloads.
  */
 import type { Attributes, HrTime } from '@opentelemetry/api';
@@ -93,36 +93,40 @@ interface SharedExport {
   sdk: Promise<MetricsSdk>;
 }
 
-const exports = new Map<string, SharedExport>();
-
 function keyOf(target: OtlpMetricsTarget): string {
   return JSON.stringify(target);
 }
 
-/**
- * Starts exporting to `target` (or joins the export already going there); resolves with a
- * function that lets go (the export stops, sending once more, when the last holder does).
- */
-export async function holdOtlpExport(target: OtlpMetricsTarget, producer: MetricProducer, logger: Logger): Promise<() => Promise<void>> {
-  const key = keyOf(target);
-  let shared = exports.get(key);
-  if (!shared) {
-    const sdk = startMetricsSdk({ export: target.export, service: target.service, version: veilVersion(), logger, intervalMs: target.intervalMs, producer });
-    shared = { holders: 0, sdk };
-    exports.set(key, shared);
-    sdk.then(
-      () => logger.info(`exporting metrics every ${target.intervalMs / 1000}s to ${target.export.url} over ${target.export.protocol} (${target.export.source})`),
-      () => exports.delete(key),
-    );
+/** A server's exports (the metrics hub holds them): one per collector, shared by the blocks that name it. */
+export class OtlpExports {
+  private readonly exports = new Map<string, SharedExport>();
+
+  /**
+   * Starts exporting to `target` (or joins the export already going there); resolves with a
+   * function that lets go (the export stops, sending once more, when the last holder does).
+   */
+  async hold(target: OtlpMetricsTarget, producer: MetricProducer, logger: Logger): Promise<() => Promise<void>> {
+    const exports = this.exports;
+    const key = keyOf(target);
+    let shared = exports.get(key);
+    if (!shared) {
+      const sdk = startMetricsSdk({ export: target.export, service: target.service, version: veilVersion(), logger, intervalMs: target.intervalMs, producer });
+      shared = { holders: 0, sdk };
+      exports.set(key, shared);
+      sdk.then(
+        () => logger.info(`exporting metrics every ${target.intervalMs / 1000}s to ${target.export.url} over ${target.export.protocol} (${target.export.source})`),
+        () => exports.delete(key),
+      );
+    }
+    shared.holders++;
+    await shared.sdk;
+    let held = true;
+    return async () => {
+      if (!held) return;
+      held = false;
+      if (--shared.holders > 0) return;
+      exports.delete(key);
+      await (await shared.sdk).shutdown();
+    };
   }
-  shared.holders++;
-  await shared.sdk;
-  let held = true;
-  return async () => {
-    if (!held) return;
-    held = false;
-    if (--shared.holders > 0) return;
-    exports.delete(key);
-    await (await shared.sdk).shutdown();
-  };
 }

@@ -23,6 +23,7 @@ import { Services } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
 import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
 import { ServersFrom, withServersFrom } from '../../lib/sources/servers-from.js';
+import { TlsContextsService } from '../../lib/tls/contexts.js';
 import { listedTarget, NAME, parseOdohDirectives, serverFromList, type OdohOptions, type TargetSpec } from './config.js';
 import { RelayDirectory } from './relays.js';
 import { OdohUpstream, type OdohMetrics } from './upstream.js';
@@ -47,12 +48,13 @@ export const odohPlugin: PluginDefinition<OdohOptions> = {
     if (!catalog && options.relays.length === 0 && !options.routes.some((r) => r.via.includes('direct'))) {
       throw configError(NAME, options.token, 'no relay: add "relay NAME sdns://…|https://HOST/PATH" lines (an ODoH query goes through a relay; a route may add "direct" after them)');
     }
-    const relays = new RelayDirectory(options.relays, options.routes, catalog, scope.logger);
+    const tls = scope.service(TlsContextsService);
+    const relays = new RelayDirectory(options.relays, options.routes, catalog, scope.logger, tls);
     const metrics: OdohMetrics = {
       queries: scope.metrics.counter('queries_total', 'ODoH queries by target, the relay they went through, and how they ended.', ['target', 'relay', 'result']),
       configFetches: scope.metrics.counter('config_fetches_total', 'Fetches of targets\' ODoH configs, by target, the relay (or direct) and result.', ['target', 'via', 'result']),
     };
-    const upstreamOf = (target: TargetSpec) => new OdohUpstream(target, relays, scope.logger, metrics);
+    const upstreamOf = (target: TargetSpec) => new OdohUpstream(target, relays, scope.logger, metrics, tls);
     const listed = (target: TargetSpec) => new ListedUpstream(target.name, 'odoh', 'odohTarget', catalog!, (stamp) => upstreamOf(listedTarget(target, stamp)), scope.logger);
     for (const server of options.servers) scope.upstreams.add(server.listed ? listed(server) : upstreamOf(server), server.zone);
     const managers = options.serversFrom.map(

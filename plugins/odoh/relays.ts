@@ -11,6 +11,7 @@ import { randomInt } from 'node:crypto';
 import type { Logger } from '../../core/logger.js';
 import type { SourceCatalog } from '../../lib/sources/catalog.js';
 import { HttpsConnections } from '../../lib/https-client/connections.js';
+import type { TlsContexts } from '../../lib/tls/contexts.js';
 import { DIRECT, NAME, relayFromStamp, type RelaySpec, type RouteSpec } from './config.js';
 
 /** One relay, reached over the DoH client's HTTP/2 pool. */
@@ -20,6 +21,7 @@ export class Relay {
   constructor(
     readonly spec: Omit<RelaySpec, 'token'> & { name: string },
     logger: Logger,
+    tls: TlsContexts,
   ) {
     this.connections = new HttpsConnections({
       name: `${NAME} relay ${spec.name}`,
@@ -30,6 +32,7 @@ export class Relay {
       port: spec.port,
       pool: 1,
       logger,
+      tls,
     });
   }
 
@@ -64,6 +67,7 @@ export class RelayDirectory {
     private readonly routes: readonly RouteSpec[],
     private readonly catalog: SourceCatalog | null,
     private readonly logger: Logger,
+    private readonly tls: TlsContexts,
   ) {
     this.specs = new Map(relays.map((r) => [r.name, r]));
   }
@@ -137,7 +141,7 @@ export class RelayDirectory {
     const existing = this.built.get(name);
     if (existing?.from === from) return existing.relay;
     existing?.relay.close();
-    const relay = new Relay(resolved, this.logger);
+    const relay = new Relay(resolved, this.logger, this.tls);
     this.built.set(name, { from, relay });
     return relay;
   }

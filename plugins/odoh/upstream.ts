@@ -19,6 +19,7 @@ import type { Logger } from '../../core/logger.js';
 import type { PluginCounter } from '../../core/plugin-metrics.js';
 import type { Upstream } from '../../core/upstream/upstream.js';
 import { HttpsConnections } from '../../lib/https-client/connections.js';
+import type { TlsContexts } from '../../lib/tls/contexts.js';
 import { HttpStatusError, type HttpsRequest } from '../../lib/https-client/exchange.js';
 import { parseConfigs, type OdohConfig } from '../../lib/odoh/configs.js';
 import { OdohCryptoError, sealQuery } from '../../lib/odoh/crypto.js';
@@ -54,6 +55,7 @@ export class OdohUpstream implements Upstream {
     private readonly relays: RelayDirectory,
     private readonly logger: Logger,
     private readonly metrics: OdohMetrics,
+    private readonly tls: TlsContexts,
   ) {
     this.name = target.name;
     this.address = `https://${target.authority}${target.path}`;
@@ -186,6 +188,7 @@ export class OdohUpstream implements Upstream {
       port: this.target.port,
       pool: 1,
       logger: this.logger,
+      tls: this.tls,
     });
     return this.direct;
   }

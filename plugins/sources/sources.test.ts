@@ -16,7 +16,7 @@ import { UpstreamSet } from '../../core/upstream/upstream.js';
 import { ListSource } from './list-source.js';
 import { parseList } from '../../lib/sources/list.js';
 import { encodeStamp } from '../../lib/stamps.js';
-import { resolveService } from '../../core/services.js';
+import type { ServiceContainer } from '../../core/services.js';
 import { startTestServer } from '../../core/testing/server.js';
 import { ConfigError } from '../../core/errors.js';
 import { buildConfig } from '../../core/server.js';
@@ -134,8 +134,8 @@ describe('minisign', () => {
 });
 
 function catalogOf(server: { server: { config: unknown } }): SourceCatalog {
-  const config = (server.server.config as { blocks: Array<{ container: Parameters<typeof resolveService>[0] }> });
-  return resolveService(config.blocks[0]!.container, SourcesService);
+  const config = (server.server.config as { blocks: Array<{ container: ServiceContainer }> });
+  return config.blocks[0]!.container.get(SourcesService)!;
 }
 
 describe('sources from a local file', () => {

@@ -44,6 +44,7 @@ import { ControlFrameReader, ControlType, controlFrame, DNSTAP_CONTENT_TYPE, Fra
 import { bytesLike, textLike } from './mutate.js';
 import { asBuffer, asJson, asText, BugError, env, expectOnly, theDoor, wireSeeds, type FuzzTarget } from './targets.js';
 import { loadSodium } from '../../lib/dnscrypt/sodium.js';
+import { ServiceContainer } from '../../core/services.js';
 
 // The DNSCrypt targets need libsodium, which Veil loads only when a configuration uses it.
 await loadSodium();
@@ -53,11 +54,12 @@ const CLIENT = { address: '127.0.0.1', port: 1, family: 'IPv4' as const };
 // ---- DNSCrypt: one server (a real listener, never bound) and one client's keys ------------------
 
 const PROVIDER = '2.dnscrypt-cert.fuzz.test';
+const services = new ServiceContainer();
 const providerSeed = Buffer.alloc(32, 7);
 const listener = new DnscryptListener(
   { scheme: 'dnscrypt', host: '127.0.0.1', port: 0, path: '', text: 'dnscrypt://127.0.0.1:0' },
   { providerName: PROVIDER, keyFile: 'provider.key', providerSeed: providerSeed.toString('hex'), stream: parseStreamLimits([]), datagram: parseDatagramLimits([]), keyExchanges: { perClient: 1_000_000, total: 10_000_000 } },
-  { ...env, reusePort: false },
+  { ...env, reusePort: false, service: (token) => services.get(token) },
 );
 listener.certificates.rotate();
 listener.setHandler((query, info) => theDoor()(query, info));

@@ -12,7 +12,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
-import { defaultAnchors } from '../../../lib/tls/connector.js';
+import type { TlsContexts } from '../../../lib/tls/contexts.js';
 import type { SharedOptions } from './config.js';
 
 export type SharedState = 'connecting' | 'up' | 'slow' | 'down';
@@ -82,6 +82,8 @@ export class SharedConnection {
     /** The fleet's channel: heard when `subscribe`, and where `publish` sends. */
     private readonly channel: string,
     private readonly subscribe: boolean,
+    /** The server's TLS contexts: their default anchors, with the `tls_ca` files added. */
+    private readonly tls: TlsContexts,
   ) {}
 
   /** Starts connecting (ioredis is loaded here: servers without `shared` never load it). */
@@ -306,7 +308,7 @@ export class SharedConnection {
     const first = o.addresses[0]!;
     const tlsOptions: tls.ConnectionOptions | undefined = o.tls
       ? {
-          ...(o.ca.length > 0 ? { ca: [...defaultAnchors(), ...o.ca] } : {}),
+          ...(o.ca.length > 0 ? { ca: [...this.tls.defaultAnchors(), ...o.ca] } : {}),
           ...(o.serverName && net.isIP(o.serverName) === 0 ? { servername: o.serverName } : {}),
           minVersion: 'TLSv1.2',
           rejectUnauthorized: true,

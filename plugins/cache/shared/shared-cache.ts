@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { sharedCacheEvent, sharedCacheState } from '../../../core/events.js';
 import type { Fleet, FleetMessage } from '../../../core/fleet.js';
 import { serviceToken } from '../../../core/services.js';
+import type { TlsContexts } from '../../../lib/tls/contexts.js';
 import type { Clock } from '../../../core/clock.js';
 import type { Logger } from '../../../core/logger.js';
 import { HEADER_SIZE } from '../../../core/dns/constants.js';
@@ -68,6 +69,8 @@ export class SharedCache implements Fleet {
     readonly server: string,
     private readonly logger: Logger,
     private readonly clock: Clock,
+    /** The server's TLS contexts (TlsContextsService), for a `tls` connection. */
+    tls: TlsContexts,
     { subscribe = true }: { subscribe?: boolean } = {},
   ) {
     this.keys = new FleetKeys(options.secret);
@@ -80,6 +83,7 @@ export class SharedCache implements Fleet {
       },
       this.keys.channel,
       subscribe,
+      tls,
     );
   }
 

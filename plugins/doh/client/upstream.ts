@@ -14,6 +14,7 @@ import type { Logger } from '../../../core/logger.js';
 import { traceHeadersFor } from '../../../core/trace-context.js';
 import type { Upstream } from '../../../core/upstream/upstream.js';
 import { HttpsConnections } from '../../../lib/https-client/connections.js';
+import type { TlsContexts } from '../../../lib/tls/contexts.js';
 import type { HttpsRequest } from '../../../lib/https-client/exchange.js';
 
 export interface DohServerOptions {
@@ -50,6 +51,7 @@ export class DohUpstream implements Upstream {
   constructor(
     private readonly options: DohServerOptions,
     logger: Logger,
+    tls: TlsContexts,
   ) {
     this.name = options.name;
     this.address = options.url;
@@ -63,6 +65,7 @@ export class DohUpstream implements Upstream {
       port: options.port,
       pool: options.pool,
       logger,
+      tls,
     });
     this.getPrefix = `${options.path}${options.path.includes('?') ? '&' : '?'}dns=`;
   }

@@ -9,6 +9,7 @@ import { ListenError } from '../../../core/errors.js';
 import type { ListenerEnvironment, QueryHandler } from '../../../core/listeners/listener.js';
 import type { Endpoint } from '../../../core/net/address.js';
 import { HttpsConnections } from '../../../lib/https-client/connections.js';
+import { TlsContextsService } from '../../../lib/tls/contexts.js';
 import { MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE } from '../../../lib/odoh/message.js';
 import { OdohRelayService, type RelayForwarder, type TargetRequest } from '../../../lib/odoh/relay.js';
 import type { OdohRelayOptions, RelayTarget } from '../../../lib/odoh/server-options.js';
@@ -97,6 +98,7 @@ class PooledForwarder implements RelayForwarder {
         port: target.port,
         pool: 1,
         logger: this.env.logger,
+        tls: this.env.service(TlsContextsService),
         ...(sameFamily ? { localAddress: this.localAddress } : {}),
       });
       // Bounded: a target whose addresses changed leaves its old pool, closed, behind.
