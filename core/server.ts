@@ -50,7 +50,7 @@ export interface BuiltConfig {
  * server's services (a running server passes its own, kept across reloads; `veil check` and
  * the test kit get a new one).
  */
-export function buildConfig(config: ConfigFile, env: ServerEnvironment, kept = new Map<string, unknown>(), root = new ServiceContainer()): BuiltConfig {
+export function buildConfig(config: ConfigFile, env: ServerEnvironment, kept = new Map<string, unknown>(), root = ServiceContainer.root()): BuiltConfig {
   const global = parseGlobalOptions(config);
   const parsed = parseBlocks(config, env.registry);
   const blocks = parsed.map((block) =>
@@ -131,7 +131,7 @@ export class VeilServer {
    * the same ones. Provide a service here before `start` to replace it (a worker process's
    * HTTP endpoints, a test's fake).
    */
-  readonly services = new ServiceContainer();
+  readonly services = ServiceContainer.root();
   /** `max_concurrent`, shared by every listener's dispatcher and kept across reloads. */
   readonly admission: QueryAdmission;
 

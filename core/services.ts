@@ -13,7 +13,13 @@
  * only what a plugin may or may not find, or what someone else may replace. Tests replace a
  * service by providing their own under the same token, in the root container before the server
  * starts (`VeilServer.services`).
+ *
+ * The containers are tsyringe's (the design card's choice), behind this typed face: every
+ * service is an instance registered under its token's symbol, found in the block's container or
+ * its parent's. Nothing is constructed by the container; plugins build what they provide.
  */
+import 'reflect-metadata';
+import { container as globalContainer, type DependencyContainer } from 'tsyringe';
 import type { AccessPolicy, RateLimit } from './access.js';
 import type { ErrorReporter } from './report.js';
 import type { ServerState } from './state.js';
@@ -24,8 +30,12 @@ import type { ListenRequests } from './listeners/listener.js';
 export class ServiceToken<T> {
   /** Never set: carries `T` for the type checker. */
   declare readonly __service?: T;
+  /** The key in tsyringe's container. */
+  readonly key: symbol;
 
-  constructor(readonly description: string) {}
+  constructor(readonly description: string) {
+    this.key = Symbol(description);
+  }
 
   toString(): string {
     return this.description;
@@ -87,42 +97,40 @@ export const Services = {
  * root on first use.
  */
 export class ServiceContainer {
-  private readonly values = new Map<ServiceToken<unknown>, unknown>();
+  private constructor(
+    private readonly di: DependencyContainer,
+    private readonly parent: ServiceContainer | null,
+  ) {}
 
-  constructor(private readonly parent: ServiceContainer | null = null) {}
+  /** A server's root container (each server has its own: nothing is shared through tsyringe's global one). */
+  static root(): ServiceContainer {
+    return new ServiceContainer(globalContainer.createChildContainer(), null);
+  }
 
   /** A container for one block, whose lookups fall back to this one. */
   child(): ServiceContainer {
-    return new ServiceContainer(this);
+    return new ServiceContainer(this.di.createChildContainer(), this);
   }
 
   /** Installs (or replaces) the service at this level. */
   provide<T>(token: ServiceToken<T>, value: T): void {
-    this.values.set(token, value);
+    this.di.registerInstance(token.key, value);
   }
 
   /** Whether a lookup finds the service (a server-wide one always is found). */
   has(token: ServiceToken<unknown>): boolean {
-    return token instanceof ServerServiceToken || this.find(token) !== undefined;
+    return token instanceof ServerServiceToken || this.di.isRegistered(token.key, true);
   }
 
   /** The service, or null when nothing provides it; a server-wide one is made on first use. */
   get<T>(token: ServerServiceToken<T>): T;
   get<T>(token: ServiceToken<T>): T | null;
   get<T>(token: ServiceToken<T>): T | null {
-    const found = this.find(token);
-    if (found !== undefined) return found.value as T;
+    if (this.di.isRegistered(token.key, true)) return this.di.resolve<T>(token.key);
     if (!(token instanceof ServerServiceToken)) return null;
     const value = (token as ServerServiceToken<T>).create();
     this.root().provide(token, value);
     return value;
-  }
-
-  private find(token: ServiceToken<unknown>): { value: unknown } | undefined {
-    for (let level: ServiceContainer | null = this; level; level = level.parent) {
-      if (level.values.has(token)) return { value: level.values.get(token) };
-    }
-    return undefined;
   }
 
   private root(): ServiceContainer {

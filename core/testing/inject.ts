@@ -50,7 +50,7 @@ export async function inject(corefile: string, options: InjectOptions): Promise<
   const clock = options.clock ?? new SystemClock();
   const config = parseCorefileText(corefile, options.file ?? 'Corefile');
   await loadPlugins(config, options.registry);
-  const root = new ServiceContainer();
+  const root = ServiceContainer.root();
   options.services?.(root);
   const built = buildConfig(config, { registry: options.registry, logger: new MemoryLogger(logs), clock }, new Map(), root);
   await startBlocks(built);

@@ -5,7 +5,7 @@
  * the next fetch; `anonymize` registers a router that picks relays. Without one, every server is
  * reached directly.
  */
-import type { ServiceToken } from '../../core/services.js';
+import { serviceToken } from '../../core/services.js';
 
 export interface DnscryptServerInfo {
   /** The upstream's name in the Corefile. */
@@ -47,4 +47,4 @@ export const DIRECT_ROUTE: DnscryptRoute = { relay: null, skipWhenUnreachable: f
 export const directRouter: DnscryptRouter = { route: () => DIRECT_ROUTE };
 
 /** The block container's token for the router; `anonymize` registers its own there. */
-export const dnscryptRouterService = Symbol('veil.DnscryptRouter') as ServiceToken<DnscryptRouter>;
+export const dnscryptRouterService = serviceToken<DnscryptRouter>('veil.DnscryptRouter');

@@ -54,7 +54,7 @@ const CLIENT = { address: '127.0.0.1', port: 1, family: 'IPv4' as const };
 // ---- DNSCrypt: one server (a real listener, never bound) and one client's keys ------------------
 
 const PROVIDER = '2.dnscrypt-cert.fuzz.test';
-const services = new ServiceContainer();
+const services = ServiceContainer.root();
 const providerSeed = Buffer.alloc(32, 7);
 const listener = new DnscryptListener(
   { scheme: 'dnscrypt', host: '127.0.0.1', port: 0, path: '', text: 'dnscrypt://127.0.0.1:0' },
