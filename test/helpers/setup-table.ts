@@ -6,7 +6,7 @@
  * matches a pattern.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -41,10 +41,16 @@ export function refused(body: string, line: number, column: number, pattern: Reg
   return { body, line, column, pattern };
 }
 
+/** A file's content, or its content and mode (secrets must be 0600). */
+export type FileSpec = string | Buffer | { content: string | Buffer; mode: number };
+
 export interface SetupTableOptions {
-  /** Files to write in a temporary folder for the Corefile (names relative to it). */
-  files?: Record<string, string | Buffer>;
-  /** Or the folder the Corefile stands in, made by the test (certificates). */
+  /**
+   * Files to write in a temporary folder for the Corefile (names relative to it); a function
+   * when they are known only once the test's own `before` ran (certificates it made).
+   */
+  files?: Record<string, FileSpec> | (() => Record<string, FileSpec>);
+  /** Or the folder the Corefile stands in, made by the test. */
   dir?: () => string;
 }
 
@@ -59,9 +65,14 @@ export function setupTable(plugin: string, rows: readonly SetupRow[], options: S
       const files = options.files;
       before(() => {
         dir = mkdtempSync(path.join(tmpdir(), `veil-${plugin}-setup-`));
-        for (const [name, content] of Object.entries(files)) {
-          mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
-          writeFileSync(path.join(dir, name), content);
+        for (const [name, spec] of Object.entries(typeof files === 'function' ? files() : files)) {
+          const file = path.join(dir, name);
+          mkdirSync(path.dirname(file), { recursive: true });
+          if (typeof spec === 'string' || Buffer.isBuffer(spec)) writeFileSync(file, spec);
+          else {
+            writeFileSync(file, spec.content);
+            chmodSync(file, spec.mode); // not through writeFileSync, where the umask would narrow it
+          }
         }
       });
       after(() => rmSync(dir, { recursive: true, force: true }));
