@@ -9,6 +9,7 @@ setupTable(
   'dnstap',
   [
     builds('dnstap unix:///run/dnstap.sock', { target: { kind: 'unix', path: '/run/dnstap.sock' }, full: false, queue: 10_000 }),
+    builds('dnstap /run/dnstap.sock full', { target: { kind: 'unix', path: '/run/dnstap.sock' }, full: true }),
     builds('dnstap unix://dnstap.sock', (o, { dir }) => assert.deepEqual(o.target, { kind: 'unix', path: path.join(dir, 'dnstap.sock') })),
     builds('dnstap tcp://[::1]:6000 full {\nqueue 16\n}', { target: { kind: 'tcp', host: '::1', port: 6000 }, full: true, queue: 16 }),
     refused('dnstap', 1, 1, /dnstap takes 1 to 2 arguments, got 0$/),

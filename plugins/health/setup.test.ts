@@ -10,6 +10,6 @@ setupTable('health', [
   refused('health localhost:8080', 1, 8, /"localhost" is not an IP address/),
   refused('health 127.0.0.1:70000', 1, 8, /port 70000 is out of range/),
   refused('health 127.0.0.1:8080 extra', 1, 23, /health takes 0 to 1 arguments, got 2$/),
-  refused('health {\n}', 1, 8, /health takes no block$/),
+  refused('health {\nlameduck 5s\n}', 1, 8, /health takes no block$/),
   refused('health\nhealth 127.0.0.1:8081', 2, 1, /health is given twice in this block$/),
 ]);
