@@ -13,5 +13,6 @@ setupTable('acl', [
   refused('acl {\nallow 10.0.0.0/8 lan.example\n}', 2, 18, /"lan\.example" is not an address or a CIDR range/),
   refused('acl {\nallow 10.0.0.0/8 {\n}\n}', 2, 18, /allow takes no block$/),
   refused('acl {\nalow 10.0.0.0/8\n}', 2, 1, /unknown option "alow" \(did you mean "allow"\?\)$/),
+  refused('acl {\npermit 10.0.0.0/8\n}', 2, 1, /unknown option "permit"$/),
   refused('acl {\nallow *\n}\nacl {\ndeny *\n}', 4, 1, /acl is given twice in this block; put every rule in one acl directive$/),
 ]);

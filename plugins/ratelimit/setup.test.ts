@@ -9,7 +9,7 @@ setupTable('ratelimit', [
   refused('ratelimit fast', 1, 11, /"fast" is not a whole number$/),
   refused('ratelimit 0', 1, 11, /0 is out of range \(1-1000000\)$/),
   refused('ratelimit 10 0', 1, 14, /0 is out of range \(1-10000000\)$/),
-  refused('ratelimit 10 {\nipv4_prefix 33\n}', 2, 13, /33 is out of range \(8-32\)$/),
+  refused('ratelimit 10 {\nipv4_prefix 40\n}', 2, 13, /40 is out of range \(8-32\)$/),
   refused('ratelimit 10 {\nipv4_prefix\n}', 2, 1, /ipv4_prefix takes 1 argument, got 0$/),
   refused('ratelimit 10 {\nipv6_prefix 8\n}', 2, 13, /8 is out of range \(16-128\)$/),
   refused('ratelimit 10 {\nipv6_prefix 48 {\n}\n}', 2, 16, /ipv6_prefix takes no block$/),
