@@ -38,7 +38,7 @@ setupTable(
     refused(signed('refresh 30s'), 5, 9, /30s is below the minimum of 1m$/),
     refused(signed('refresh'), 5, 1, /refresh takes 1 argument, got 0$/),
     refused(signed('prefix a- b-'), 5, 11, /prefix takes 1 argument, got 2$/),
-    refused(signed('bootstrap 192.0.2.1 lists.test'), 5, 21, /bootstrap takes IP addresses; "lists\.test" is not one$/),
+    refused(signed('bootstrap 192.0.2.1 dns.google'), 5, 21, /bootstrap takes IP addresses; "dns\.google" is not one$/),
     refused(signed('bootstrap'), 5, 1, /bootstrap takes at least 1 argument, got 0$/),
     refused(signed('ca missing.pem'), 5, 4, /cannot read missing\.pem: ENOENT/),
     refused(`sources {\nlist a ${URL_TEXT} {\nminisign_key ${KEY}\ncache\n}\n}`, 4, 1, /cache takes 1 argument, got 0$/),
