@@ -1,18 +1,11 @@
 /** cache: its capacity and every option, `shared` and its block among them, good and bad, with the place of each mistake. */
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
-import { after, before } from 'node:test';
-import { makeTestCerts, type TestCerts } from '../../test/helpers/peers.js';
 import { builds, refused, setupTable } from '../../test/helpers/setup-table.js';
 
 const HEX = 'a1b2c3d4'.repeat(8);
 const secret = (content: string | Buffer, mode = 0o600) => ({ content, mode });
 /** `cache` with a `shared URLS` line (line 2) whose block holds `lines` from line 3 on. */
 const shared = (urls: string, ...lines: string[]) => `cache {\nshared ${urls} {\n${lines.join('\n')}\n}\n}`;
-
-let certs: TestCerts;
-before(() => void (certs = makeTestCerts()));
-after(() => rmSync(certs.dir, { recursive: true, force: true }));
 
 setupTable(
   'cache',
@@ -89,7 +82,8 @@ setupTable(
     refused(shared('redis://127.0.0.1', 'key_file cache.key', 'timout 5ms'), 4, 1, /unknown option "timout" \(did you mean "timeout"\?\)$/),
   ],
   {
-    files: () => ({
+    certificates: true,
+    files: {
       'cache.key': secret(HEX),
       'b64.key': secret(Buffer.from(HEX, 'hex').toString('base64')),
       'raw.key': secret(Buffer.from(HEX, 'hex')),
@@ -101,7 +95,6 @@ setupTable(
       pw: secret('x\n'),
       'pw-open': secret('secret', 0o604),
       'pw-lines': secret('a\nb\n'),
-      'ca.pem': readFileSync(certs.ca),
-    }),
+    },
   },
 );
