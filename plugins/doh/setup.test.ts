@@ -29,6 +29,9 @@ setupTable(
       const [q] = o.servers;
       assert.deepEqual([q.addresses, q.bootstrap, q.method, q.pool, q.timeoutMs, q.extraCa.length, q.pins.length, q.traceparent, q.zone], [['192.0.2.1', '2001:db8::1'], ['192.0.2.1', '2001:db8::1'], 'get', 2, 1000, 1, 3, true, 'corp.test.']);
     }),
+    builds('doh {\nserver a https://192.0.2.1\n}\ndoh corp.test {\nserver b https://192.0.2.2\n}', ({ servers }) => {
+      assert.deepEqual(servers.map((s: { name: string; zone: string }) => [s.name, s.zone]), [['a', '.'], ['b', 'corp.test.']]);
+    }),
     builds(`doh {\nserver s ${stamp({ address: '192.0.2.7:8443', host: 'dns.example', path: '/q' })}\nserver t ${stamp({ host: '192.0.2.8' })}\n}`, urls('https://dns.example:8443/q', 'https://192.0.2.8/dns-query')),
     builds(`doh {\nserver s ${stamp({ bootstrap: ['9.9.9.9'] })} {\nbootstrap 192.0.2.9\n}\n}`, (o) => assert.deepEqual(o.servers[0].addresses, ['192.0.2.9'])),
     builds('sources {\nlist public public.md\n}\ndoh {\nserver quad9 {\nmethod get\n}\n}', ({ servers: [q] }) => assert.deepEqual([q.name, q.listed, q.method], ['quad9', true, 'get'])),

@@ -27,6 +27,9 @@ setupTable(
       assert.deepEqual([a.host, a.port, a.serverName, a.zone, a.extraCa.length, a.pins.map((p: Buffer) => p.toString('base64'))], ['fd00::1', 8853, 'dns.test', 'corp.test.', 2, [PIN, PIN2]]);
       assert.deepEqual([a.poolSize, a.connectTimeoutMs, a.handshakeTimeoutMs, a.readTimeoutMs, a.writeTimeoutMs, a.staleTimeoutMs, a.maxRetries], [4, 1000, 1500, 3000, 4000, 30_000, 0]);
     }),
+    builds('dot {\nserver a tls://10.0.0.1 {\nserver_name dns.test\n}\n}\ndot corp.test {\nserver b tls://10.0.0.2 {\nserver_name dns.test\n}\n}', ({ servers }) => {
+      assert.deepEqual(servers.map((s: { name: string; zone: string }) => [s.name, s.zone]), [['a', '.'], ['b', 'corp.test.']]);
+    }),
     builds(`dot {\nserver a tls://10.0.0.1 {\npin_sha256 ${PIN}\n}\n}`, ({ servers: [a] }) => assert.deepEqual([a.serverName, a.pins.length], [null, 1])),
     builds(`dot {\nserver s ${STAMP}\nserver t ${STAMP} {\nserver_name other.lab.test\n}\n}`, ({ servers: [s, t] }) => {
       assert.deepEqual([s.host, s.port, s.serverName, s.certHashes], ['10.0.0.9', 8853, 'dot.lab.test', [HASH]]);

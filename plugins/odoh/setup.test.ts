@@ -35,6 +35,9 @@ setupTable(
       assert.deepEqual(pick(t, 'host', 'port', 'path', 'authority'), ['odoh.example', 8443, '/q', 'odoh.example:8443']);
       assert.deepEqual(pick(r, 'host', 'port', 'path', 'authority', 'addresses', 'certHashes'), ['relay.example', 4443, '/proxy', 'relay.example:4443', ['192.0.2.9'], [Buffer.alloc(32, 3)]]);
     }),
+    builds(`${odoh()}\nodoh corp.test {\nserver c https://192.0.2.3\n}`, ({ servers, relays }) => {
+      assert.deepEqual([servers.map((s: { name: string; zone: string }) => [s.name, s.zone]), relays.length], [[['t', '.'], ['c', 'corp.test.']], 1]);
+    }),
     builds(`odoh {\nserver t https://192.0.2.1\nroute t via direct\n}`, ({ servers: [t], relays }) => assert.deepEqual([t.addresses, relays], [['192.0.2.1'], []])),
     builds('sources {\nlist public public.md\n}\nodoh {\nserver quad9 {\nbootstrap 192.0.2.10\nconfigs direct\n}\nrelay anon\n}', ({ servers: [t], relays: [r] }) => {
       assert.deepEqual([t.listed, t.addresses, r.listed], [true, ['192.0.2.10'], true]);
