@@ -47,13 +47,8 @@ export function refused(body: string, line: number, column: number, pattern: Reg
 export type FileSpec = string | Buffer | { content: string | Buffer; mode: number };
 
 export interface SetupTableOptions {
-  /**
-   * Files to write in a temporary folder for the Corefile (names relative to it); a function
-   * when they are known only once the test's own `before` ran (certificates it made).
-   */
-  files?: Record<string, FileSpec> | (() => Record<string, FileSpec>);
-  /** Or the folder the Corefile stands in, made by the test. */
-  dir?: () => string;
+  /** Files to write in a temporary folder for the Corefile (names relative to it). */
+  files?: Record<string, FileSpec>;
   /**
    * With `files`: test certificates (makeTestCerts) in the folder too: `ca.pem`, the server's
    * `chain.pem` and `key.pem` (dns.test), and `other-key.pem`, a key that is not the chain's.
@@ -82,7 +77,7 @@ export function setupTable(plugin: string, rows: readonly SetupRow[], options: S
       const files = options.files;
       before(() => {
         dir = mkdtempSync(path.join(tmpdir(), `veil-${plugin}-setup-`));
-        const all = { ...(options.certificates ? certificateFiles() : {}), ...(typeof files === 'function' ? files() : files) };
+        const all = { ...(options.certificates ? certificateFiles() : {}), ...files };
         for (const [name, spec] of Object.entries(all)) {
           const file = path.join(dir, name);
           mkdirSync(path.dirname(file), { recursive: true });
@@ -94,9 +89,6 @@ export function setupTable(plugin: string, rows: readonly SetupRow[], options: S
         }
       });
       after(() => rmSync(dir, { recursive: true, force: true }));
-    } else if (options.dir) {
-      const made = options.dir;
-      before(() => void (dir = made()));
     }
     const file = () => (dir === '.' ? 'Corefile' : path.join(dir, 'Corefile'));
 
