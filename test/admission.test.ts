@@ -12,7 +12,7 @@ import { MemoryLogger } from '../core/logger.js';
 import { queryUdp } from '../core/testing/client.js';
 import { answerFor, startFakeDns } from '../core/testing/fake-dns.js';
 import { startTestServer } from '../core/testing/server.js';
-import { testRegistry } from './helpers/plugins.js';
+import { expectConfigError, testRegistry } from './helpers/plugins.js';
 
 describe('max_concurrent', () => {
   it('admits up to the limit, logs reaching it once and leaving it once', () => {
@@ -27,12 +27,12 @@ describe('max_concurrent', () => {
     assert.equal(admission.enter(), true);
   });
 
-  it('is a global option: 1 to 10,000,000, one number', () => {
+  it('is a global option: 1 to 10,000,000, one number', async () => {
     const parse = (text: string) => parseGlobalOptions(parseCorefileText(`${text}\n. {\n  hosts\n}\n`, 'Corefile'));
     assert.equal(parse('{\n  max_concurrent 200\n}').maxConcurrent, 200);
     assert.equal(parse('').maxConcurrent, 10_000);
-    assert.throws(() => parse('{\n  max_concurrent 0\n}'), /Corefile:2:18: global: .*0/);
-    assert.throws(() => parse('{\n  max_concurent 5\n}'), /did you mean "max_concurrent"/);
+    await expectConfigError('{\n  max_concurrent 0\n}\n. {\n  log\n}\n', 2, 18, /global: .*0/);
+    await expectConfigError('{\n  max_concurent 5\n}\n. {\n  log\n}\n', 2, 3, /did you mean "max_concurrent"/);
   });
 
   it('a query over the bound is answered REFUSED at once; the others are answered', async () => {

@@ -8,6 +8,7 @@ import { parseCorefile, parseCorefileText } from '../core/config/corefile.js';
 import { parseJsoncText } from '../core/config/jsonc.js';
 import { parseZoneKey } from '../core/config/zones.js';
 import { ConfigError } from '../core/errors.js';
+import { expectConfigError } from './helpers/plugins.js';
 
 /** A compact view of a parsed config: blocks as [keys, directives as nested arrays]. */
 function shape(config: ConfigFile): unknown {
@@ -17,20 +18,6 @@ function shape(config: ConfigFile): unknown {
 
 function parse(text: string, env: Record<string, string> = {}): unknown {
   return shape(parseCorefileText(text, 'Corefile', { env }));
-}
-
-/** Asserts a ConfigError at `Corefile:line:column` whose message matches. */
-function fails(text: string, line: number, column: number, message: RegExp, env: Record<string, string> = {}): void {
-  assert.throws(
-    () => parseCorefileText(text, 'Corefile', { env }),
-    (err: unknown) => {
-      assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
-      assert.equal(`${err.location?.line}:${err.location?.column}`, `${line}:${column}`, err.message);
-      assert.match(err.message, message);
-      assert.ok(err.message.startsWith(`Corefile:${line}:${column}: `), err.message);
-      return true;
-    },
-  );
 }
 
 describe('Corefile syntax', () => {
@@ -67,8 +54,8 @@ describe('environment variables', () => {
   it('takes {$NAME:default} when unset', () => {
     assert.deepEqual(parse('. {\n  cache {$SIZE:100}\n}'), [[['.'], [['cache', '100']]]]);
   });
-  it('fails on an unset variable, pointing at the token', () => {
-    fails('. {\n  tls {$VEIL_CERT}\n}', 2, 7, /VEIL_CERT is not set/);
+  it('fails on an unset variable, pointing at the token', async () => {
+    await expectConfigError('. {\n  tls {$VEIL_TEST_UNSET_CERT}\n}', 2, 7, /VEIL_TEST_UNSET_CERT is not set/);
   });
 });
 
@@ -106,13 +93,13 @@ describe('snippets and imports', () => {
     assert.throws(() => parseCorefile(main), /import cycle/);
   });
 
-  it('detects a snippet importing itself', () => {
-    fails('(a) {\n  import a\n}\n. {\n  import a\n}', 2, 10, /import cycle/);
+  it('detects a snippet importing itself', async () => {
+    await expectConfigError('(a) {\n  import a\n}\n. {\n  import a\n}', 2, 10, /import cycle/);
   });
 
-  it('fails on a missing file, and a snippet argument that was not passed', () => {
-    fails('. {\n  import nothing-here.conf\n}', 2, 10, /no snippet named "nothing-here.conf" and no file/);
-    fails('(s) {\n  log {args[1]}\n}\n. {\n  import s one\n}', 5, 10, /passes 1 argument/);
+  it('fails on a missing file, and a snippet argument that was not passed', async () => {
+    await expectConfigError('. {\n  import nothing-here.conf\n}', 2, 10, /no snippet named "nothing-here.conf" and no file/);
+    await expectConfigError('(s) {\n  log {args[1]}\n}\n. {\n  import s one\n}', 5, 10, /passes 1 argument/);
   });
 
   it('a glob matching nothing imports nothing', () => {
@@ -121,12 +108,24 @@ describe('snippets and imports', () => {
 });
 
 describe('syntax errors name file:line:column', () => {
-  it('missing } points at the brace left open', () => fails('. {\n  forward {\n    server a udp://1.1.1.1\n}', 1, 3, /missing "}"/));
-  it('unexpected }', () => fails('. {\n  log\n}\n}', 4, 1, /unexpected "}"/));
-  it('{ on its own line', () => fails('.\n{\n  log\n}', 2, 1, /same line/));
-  it('a block without braces', () => fails('.\n  log\n', 1, 1, /expected a server block/));
-  it('unterminated quote', () => fails('. {\n  x "abc\n}', 2, 5, /unterminated/));
-  it('a snippet defined twice', () => fails('(a) {\n}\n(a) {\n}', 3, 1, /defined twice/));
+  it('missing } points at the brace left open', async () => {
+    await expectConfigError('. {\n  forward {\n    server a udp://1.1.1.1\n}', 1, 3, /missing "}"/);
+  });
+  it('unexpected }', async () => {
+    await expectConfigError('. {\n  log\n}\n}', 4, 1, /unexpected "}"/);
+  });
+  it('{ on its own line', async () => {
+    await expectConfigError('.\n{\n  log\n}', 2, 1, /same line/);
+  });
+  it('a block without braces', async () => {
+    await expectConfigError('.\n  log\n', 1, 1, /expected a server block/);
+  });
+  it('unterminated quote', async () => {
+    await expectConfigError('. {\n  x "abc\n}', 2, 5, /unterminated/);
+  });
+  it('a snippet defined twice', async () => {
+    await expectConfigError('(a) {\n}\n(a) {\n}', 3, 1, /defined twice/);
+  });
 });
 
 describe('server block keys', () => {

@@ -11,12 +11,8 @@ import { buildQuery } from '../core/dns/message.js';
 import { queryTcp, queryUdp, sendUdpRaw } from '../core/testing/client.js';
 import { startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../core/testing/server.js';
-import { ConfigError } from '../core/errors.js';
-import { buildConfig } from '../core/server.js';
-import { parseCorefileText } from '../core/config/corefile.js';
-import { SystemClock } from '../core/clock.js';
-import { MemoryLogger } from '../core/logger.js';
-import { testRegistry, tracer } from './helpers/plugins.js';
+import { checkCorefile } from '../core/testing/config.js';
+import { expectConfigError, testRegistry, tracer } from './helpers/plugins.js';
 
 const decode = (b: Buffer) => dnsPacket.decode(b);
 const rcode = (b: Buffer) => rcodeName(fullRcode(b));
@@ -239,33 +235,32 @@ describe('the chain', () => {
 });
 
 describe('configuration checks before anything binds', () => {
-  const build = (text: string) => buildConfig(parseCorefileText(text, 'Corefile'), { registry: testRegistry(), logger: new MemoryLogger(), clock: new SystemClock() });
-  const cases: Array<[string, string, RegExp]> = [
-    ['an unknown directive, with a suggestion', '. {\n  forwrd . 127.0.0.1\n}', /^Corefile:2:3: unknown directive "forwrd" \(did you mean "forward"\?\)/],
-    ['a bad listen address', '. {\n  listen udp://127.0.0.1:99999\n}', /^Corefile:2:10: listen: port 99999 is out of range/],
-    ['a hostname as listen address', '. {\n  listen udp://localhost:53\n}', /^Corefile:2:10: listen: "localhost" is not an IP address/],
-    ['an unknown listen scheme', '. {\n  listen quic://127.0.0.1:53\n}', /^Corefile:2:10: listen: unknown listener scheme "quic"/],
-    ['an option no listed scheme knows', '. {\n  listen udp://127.0.0.1:53 {\n    idle_timout 5s\n  }\n}', /^Corefile:3:5: listen: unknown option "idle_timout"/],
-    ['a zone served twice on one listener', '. {\n  listen udp://127.0.0.1:5353\n}\n. {\n  listen udp://127.0.0.1:5353\n}', /^Corefile:4:1: zone \. is served twice/],
-    ['a plaintext upstream on the internet', '. {\n  forward . 9.9.9.9\n}', /^Corefile:2:13: forward: 9\.9\.9\.9 \(9\.9\.9\.9\) is on the public internet: plaintext DNS to it is a DNS leak/],
-    ['a forward upstream given by name', '. {\n  forward {\n    server a udp://dns.example:53\n  }\n}', /^Corefile:3:14: forward: "dns.example" is not an IP address/],
-    ['a tls upstream in forward', '. {\n  forward {\n    server a tls://192.0.2.1:853\n  }\n}', /use the dot plugin/],
-    ['an unknown option', '. {\n  forward . 127.0.0.1 {\n    timout 2s\n  }\n}', /^Corefile:3:5: forward: unknown option "timout" \(did you mean "timeout"\?\)/],
-    ['a bad duration', '. {\n  forward . 127.0.0.1 {\n    timeout 2parsecs\n  }\n}', /^Corefile:3:13: forward: "2parsecs" is not a duration/],
-    ['an address where the zone goes', '. {\n  forward 127.0.0.1:53\n}', /first argument is the zone/],
-    ['hosts without entries', '. {\n  hosts\n}', /^Corefile:2:3: hosts: no entries/],
-    ['a bad hosts entry', '. {\n  hosts {\n    192.0.2.300 a.test\n  }\n}', /^Corefile:3:5: hosts: "192.0.2.300" is not an IP address/],
-    ['no server blocks', '# nothing\n', /no server blocks/],
+  const cases: Array<[string, string, number, number, RegExp]> = [
+    ['an unknown directive, with a suggestion', '. {\n  forwrd . 127.0.0.1\n}', 2, 3, /unknown directive "forwrd" \(did you mean "forward"\?\)/],
+    ['a bad listen address', '. {\n  listen udp://127.0.0.1:99999\n}', 2, 10, /listen: port 99999 is out of range/],
+    ['a hostname as listen address', '. {\n  listen udp://localhost:53\n}', 2, 10, /listen: "localhost" is not an IP address/],
+    ['an unknown listen scheme', '. {\n  listen quic://127.0.0.1:53\n}', 2, 10, /listen: unknown listener scheme "quic"/],
+    ['an option no listed scheme knows', '. {\n  listen udp://127.0.0.1:53 {\n    idle_timout 5s\n  }\n}', 3, 5, /listen: unknown option "idle_timout"/],
+    ['a zone served twice on one listener', '. {\n  listen udp://127.0.0.1:5353\n}\n. {\n  listen udp://127.0.0.1:5353\n}', 4, 1, /zone \. is served twice/],
+    ['a plaintext upstream on the internet', '. {\n  forward . 9.9.9.9\n}', 2, 13, /forward: 9\.9\.9\.9 \(9\.9\.9\.9\) is on the public internet: plaintext DNS to it is a DNS leak/],
+    ['a forward upstream given by name', '. {\n  forward {\n    server a udp://dns.example:53\n  }\n}', 3, 14, /forward: "dns.example" is not an IP address/],
+    ['a tls upstream in forward', '. {\n  forward {\n    server a tls://192.0.2.1:853\n  }\n}', 3, 14, /use the dot plugin/],
+    ['an unknown option', '. {\n  forward . 127.0.0.1 {\n    timout 2s\n  }\n}', 3, 5, /forward: unknown option "timout" \(did you mean "timeout"\?\)/],
+    ['a bad duration', '. {\n  forward . 127.0.0.1 {\n    timeout 2parsecs\n  }\n}', 3, 13, /forward: "2parsecs" is not a duration/],
+    ['an address where the zone goes', '. {\n  forward 127.0.0.1:53\n}', 2, 11, /first argument is the zone/],
+    ['hosts without entries', '. {\n  hosts\n}', 2, 3, /hosts: no entries/],
+    ['a bad hosts entry', '. {\n  hosts {\n    192.0.2.300 a.test\n  }\n}', 3, 5, /hosts: "192.0.2.300" is not an IP address/],
+    ['no server blocks', '# nothing\n', 1, 1, /no server blocks/],
   ];
-  for (const [label, text, message] of cases) {
-    it(`refuses ${label}`, () => {
-      assert.throws(() => build(text), (err: unknown) => err instanceof ConfigError && message.test(err.message) ? true : assert.fail(String(err)));
+  for (const [label, text, line, column, message] of cases) {
+    it(`refuses ${label}`, async () => {
+      await expectConfigError(text, line, column, message);
     });
   }
 
-  it('accepts insecure on a public plaintext upstream', () => {
-    assert.doesNotThrow(() => build('. {\n  forward {\n    server quad9 udp://9.9.9.9:53 insecure\n  }\n}'));
-    assert.doesNotThrow(() => build('. {\n  forward . 9.9.9.9 1.1.1.1 insecure\n}'));
+  it('accepts insecure on a public plaintext upstream', async () => {
+    await checkCorefile('. {\n  forward {\n    server quad9 udp://9.9.9.9:53 insecure\n  }\n}', { registry: testRegistry() });
+    await checkCorefile('. {\n  forward . 9.9.9.9 1.1.1.1 insecure\n}', { registry: testRegistry() });
   });
 });
 

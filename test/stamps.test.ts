@@ -1,12 +1,10 @@
 /** DNS stamps: real list entries, synthetic vectors that round-trip exactly, and bad stamps. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { SystemClock } from '../core/clock.js';
-import { parseCorefileText } from '../core/config/corefile.js';
-import { MemoryLogger } from '../core/logger.js';
-import { buildConfig } from '../core/server.js';
+import { checkCorefile } from '../core/testing/config.js';
 import { encodeStamp, parseStamp, splitStampHost, StampError, type Stamp } from '../lib/stamps.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
+import { expectConfigError } from './helpers/plugins.js';
 
 const KEY = 'c3846bf24b9e93ca64274c0ec67c1ecc5e024ffcacd2d74019350e81fe546ae4';
 
@@ -123,24 +121,16 @@ describe("a stamp's host field: one rule for dot, doh and odoh", () => {
   }
 
   const props = { dnssec: false, noLogs: false, noFilter: false };
-  const check = (plugin: string, stamp: string): string | null => {
-    const text = `. {\n  listen udp://127.0.0.1:0\n  ${plugin} {\n    server a ${stamp}\n  }\n}`;
-    try {
-      const built = buildConfig(parseCorefileText(text, 'Corefile'), { registry: createBuiltinRegistry(), logger: new MemoryLogger([]), clock: new SystemClock() });
-      for (const upstream of built.blocks[0]!.upstreams.all) upstream.stop?.();
-      return null;
-    } catch (err) {
-      return (err as Error).message;
-    }
-  };
+  const corefile = (plugin: string, stamp: string) => `. {\n  listen udp://127.0.0.1:0\n  ${plugin} {\n    server a ${stamp}\n  }\n}`;
   const dot = (host: string) => encodeStamp({ protocol: 'dot', props, address: '127.0.0.1', hashes: [], host, bootstrap: [] });
   const doh = (host: string) => encodeStamp({ protocol: 'doh', props, address: '127.0.0.1', hashes: [], host, path: '/dns-query', bootstrap: [] });
 
-  it('dot and doh take the same host names and ports from their stamps', () => {
+  it('dot and doh take the same host names and ports from their stamps', async () => {
     for (const [plugin, stamp] of [['dot', dot], ['doh', doh]] as const) {
-      assert.equal(check(plugin, stamp('_dns.resolver.example')), null, plugin);
-      assert.match(check(plugin, stamp('dns.example:70000')) ?? '', new RegExp(`Corefile:4:14: ${plugin}: bad stamp: port 70000 is out of range`));
-      assert.match(check(plugin, stamp('[dns.example]')) ?? '', /bad stamp: host "\[dns\.example\]": only an IPv6 address goes in brackets/);
+      const built = await checkCorefile(corefile(plugin, stamp('_dns.resolver.example')), { registry: createBuiltinRegistry() });
+      for (const upstream of built.blocks[0]!.upstreams.all) upstream.stop?.();
+      await expectConfigError(corefile(plugin, stamp('dns.example:70000')), 4, 14, new RegExp(`${plugin}: bad stamp: port 70000 is out of range`));
+      await expectConfigError(corefile(plugin, stamp('[dns.example]')), 4, 14, /bad stamp: host "\[dns\.example\]": only an IPv6 address goes in brackets/);
     }
   });
 });

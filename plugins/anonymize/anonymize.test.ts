@@ -1,21 +1,17 @@
 /**
  * Anonymized DNSCrypt with Veil on every side, in one process over loopback: a client routed
  * through Veil's relay (on its own address, 127.0.0.2) to Veil's DNSCrypt listener, the relay's
- * rules against hostile packets, skip_incompatible, the router's choices, and config errors.
+ * rules against hostile packets, skip_incompatible and the router's choices (the configuration:
+ * setup.test.ts here and in plugins/dnscrypt).
  */
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { SystemClock } from '../../core/clock.js';
-import { parseCorefileText } from '../../core/config/corefile.js';
 import type { RequestContext } from '../../core/context.js';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
-import { ConfigError } from '../../core/errors.js';
 import { queryDone, relayEvent, upstreamAttempt } from '../../core/events.js';
-import { MemoryLogger } from '../../core/logger.js';
-import { buildConfig } from '../../core/server.js';
 import { queryTcp, queryUdp, sendUdpRaw } from '../../core/testing/client.js';
 import { startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../../core/testing/server.js';
@@ -24,7 +20,6 @@ import { buildCertQuery } from '../../lib/dnscrypt/cert-query.js';
 import { ANON_MAGIC, RESOLVER_MAGIC } from '../../lib/dnscrypt/constants.js';
 import { relayHeader } from '../../lib/dnscrypt/relay-header.js';
 import { farthestRelays, RelayRouter } from './router.js';
-import { createBuiltinRegistry } from '../index.js';
 import { dnscryptStamp, makeProviderKeys, relayStamp, type ProviderKeys } from '../../test/helpers/dnscrypt.js';
 import { freePort } from '../../test/helpers/peers.js';
 import { testRegistry } from '../../test/helpers/plugins.js';
@@ -427,44 +422,4 @@ describe('the router', () => {
     router.route(info('s2'));
     assert.deepEqual(lines, ['s1 via a, b', 's2 via a, b']);
   });
-});
-
-describe('configuration errors', () => {
-  const keys = makeProviderKeys();
-  after(() => keys.cleanup());
-  const stamp = dnscryptStamp('192.0.2.53:443', Buffer.alloc(32, 1), PROVIDER);
-  const check = (text: string) => buildConfig(parseCorefileText(text, 'Corefile'), { registry: createBuiltinRegistry(), logger: new MemoryLogger(), clock: new SystemClock() });
-  const bad: Array<[string, string, RegExp]> = [
-    ['route to an unknown server', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route t via r\n}`, /Corefile:8:8: anonymize: no DNSCrypt server named "t"/],
-    ['route to a plain upstream', `forward . 127.0.0.1\ndnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route 127.0.0.1 via r\n}`, /only DNSCrypt servers can be anonymized/],
-    ['unknown relay', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route s via q\n}`, /no relay named "q" \(relays: r\)/],
-    ['via * without relays', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n route s via *\n}`, /"via \*" picks among the relay lines/],
-    ['via * with no relay of the family', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r [2001:db8::9]:443\n route * via *\n}`, /no IPv4 relay for s/],
-    ['fragments_blocked without a server', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route s via r\n fragments_blocked\n}`, /fragments_blocked.*at least 1 argument/],
-    ['fragments_blocked naming an unknown server', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route s via r\n fragments_blocked t\n}`, /Corefile:9:20: anonymize: fragments_blocked: no DNSCrypt server named "t"/],
-    ['no route', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n}`, /no route/],
-    ['route * without DNSCrypt servers', `forward . 127.0.0.1\nanonymize {\n relay r 192.0.2.9:443\n route * via r\n}`, /this block has none/],
-    ['a server stamp as a relay', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r ${stamp}\n route s via r\n}`, /not a DNSCrypt relay stamp/],
-    ['a bad relay stamp', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r sdns://gQA\n route s via r\n}`, /bad relay stamp: address is empty/],
-    ['missing via', `dnscrypt {\n server s ${stamp}\n}\nanonymize {\n relay r 192.0.2.9:443\n route s r\n}`, /takes at least 3 arguments|expected "via"/],
-    ['a relay stamp as a server', `dnscrypt {\n server s ${relayStamp('192.0.2.9:443')}\n}`, /relays go in the anonymize plugin/],
-    ['a bad server stamp', `dnscrypt {\n server s sdns://AQcAAAAAAAAACTEyNy4wLjAuMSA\n}`, /Corefile:4:11: dnscrypt: bad stamp: stamp ends inside its provider public key/],
-    ['unknown dnscrypt option', `dnscrypt {\n server s ${stamp}\n cert_refrsh 1h\n}`, /unknown option "cert_refrsh" \(did you mean "cert_refresh"\?\)/],
-    ['listener without a key', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n}`, /needs "key FILE"/],
-    ['listener with a missing key file', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n key /nonexistent/provider.key\n}`, /cannot read provider key .*no such file/],
-    ['listener provider without the prefix', `listen dnscrypt://127.0.0.1:5443 {\n provider example.org\n key ${keys.keyFile}\n}`, /must be 2\.dnscrypt-cert\.NAME/],
-    ['relay with a bad port', `listen relay://127.0.0.1:443 {\n allow_ports 70000\n}`, /70000 is out of range/],
-    ['relay with no place per client', `listen relay://127.0.0.1:443 {\n max_inflight_per_client 0\n}`, /Corefile:3:26: listen: 0 is out of range/],
-    ['relay with a bad share per server', `listen relay://127.0.0.1:443 {\n max_inflight_per_server many\n}`, /many/],
-    ['listener key_exchanges of 0', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n key ${keys.keyFile}\n key_exchanges 0\n}`, /Corefile:5:16: listen: 0 is out of range/],
-    ['listener key_exchanges with a total below one client', `listen dnscrypt://127.0.0.1:5443 {\n provider ${PROVIDER}\n key ${keys.keyFile}\n key_exchanges 100 10\n}`, /Corefile:5:20: listen: key_exchanges: the listener's budget \(10\) is below one client's \(100\)/],
-  ];
-  for (const [label, body, message] of bad) {
-    it(label, () => {
-      assert.throws(
-        () => check(`. {\n${body.includes('listen') ? '' : '  listen udp://127.0.0.1:0\n'}${body}\n}\n`),
-        (err: unknown) => err instanceof ConfigError && message.test(err.message),
-      );
-    });
-  }
 });

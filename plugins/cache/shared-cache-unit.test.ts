@@ -1,21 +1,17 @@
 /**
  * The shared cache without a server: what its keys and values reveal and accept (sealing), and
- * how `shared { }` refuses a configuration that would be unsafe or cannot work.
+ * `veil cache flush`. How `shared { }` refuses a configuration that would be unsafe or cannot
+ * work is in the cache's setup table (setup.test.ts).
  */
 import assert from 'node:assert/strict';
 import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { ManualClock } from '../../core/clock.js';
-import { parseCorefileText } from '../../core/config/corefile.js';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
-import { MemoryLogger } from '../../core/logger.js';
-import { buildConfig } from '../../core/server.js';
 import { FleetKeys, OVERHEAD, SIZE_STEP } from './shared/sealing.js';
 import { reconnectDelay } from './shared/connection.js';
-import { testRegistry } from '../../test/helpers/plugins.js';
 import { makeTempDir, runVeil } from '../../test/helpers/veil-process.js';
 
 /** 32 distinct bytes from `start`. */
@@ -85,61 +81,6 @@ describe('shared cache sealing', () => {
   it('reconnects back off from 50 ms to about 5 s', () => {
     assert.ok(reconnectDelay(0) <= 63 && reconnectDelay(0) >= 37);
     for (let i = 7; i < 40; i++) assert.ok(reconnectDelay(i) <= 6250 && reconnectDelay(i) >= 3750);
-  });
-});
-
-describe('shared cache configuration', () => {
-  const HEX = 'a1b2c3d4'.repeat(8);
-  /** Builds a one-block configuration around `shared`; returns the error message, or null. */
-  function check(shared: string, files: Record<string, string | Buffer> = { 'cache.key': HEX }, mode = 0o600): string | null {
-    const dir = makeTempDir();
-    for (const [name, content] of Object.entries(files)) {
-      writeFileSync(path.join(dir, name), content);
-      chmodSync(path.join(dir, name), mode);
-    }
-    const text = `. {\n listen udp://127.0.0.1:0\n cache {\n  ${shared}\n }\n forward . 127.0.0.1:5300\n}\n`;
-    try {
-      buildConfig(parseCorefileText(text, path.join(dir, 'Corefile')), { registry: testRegistry(), logger: new MemoryLogger(), clock: new ManualClock() });
-      return null;
-    } catch (err) {
-      return (err as Error).message;
-    }
-  }
-
-  it('accepts the key as hex, base64 or raw bytes, and every option', () => {
-    assert.equal(check('shared redis://127.0.0.1:6379/0 {\n key_file cache.key\n }'), null);
-    assert.equal(check('shared redis://127.0.0.1 {\n key_file cache.key\n }', { 'cache.key': Buffer.from(HEX, 'hex').toString('base64') }), null);
-    assert.equal(check('shared redis://127.0.0.1 {\n key_file cache.key\n }', { 'cache.key': Buffer.from(HEX, 'hex') }), null);
-    assert.equal(check('shared redis://[::1]:7000/3 {\n key_file cache.key\n timeout 20ms\n write_queue 500\n password_file pw\n }', { 'cache.key': HEX, pw: 'x\n' }), null);
-    assert.equal(check('shared redis://127.0.0.1:26379 redis://127.0.0.2:26379 {\n key_file cache.key\n sentinel mymaster\n }'), null);
-    assert.equal(check('shared redis://127.0.0.1:7000 redis://127.0.0.1:7001 {\n key_file cache.key\n cluster\n }'), null);
-    assert.equal(check('shared redis://127.0.0.1 {\n key_file cache.key\n }', { 'cache.key': HEX }, 0o640), null, 'group-readable: a Kubernetes secret with fsGroup');
-  });
-
-  it('refuses a missing, short, repeated or too open key file, with its location', () => {
-    const line = 'shared redis://127.0.0.1 {\n key_file cache.key\n }';
-    assert.match(check('shared redis://127.0.0.1 {\n timeout 5ms\n }')!, /Corefile:4:3: cache: shared needs "key_file FILE"/);
-    assert.match(check(line, {})!, /Corefile:5:11: cache: cannot read key_file "cache.key": ENOENT/);
-    assert.match(check(line, { 'cache.key': 'abcd\n' })!, /does not hold a 32-byte secret .*openssl rand -hex 32/);
-    assert.match(check(line, { 'cache.key': '00'.repeat(32) })!, /one byte repeated/);
-    assert.match(check(line, { 'cache.key': HEX }, 0o644)!, /key_file "cache.key" is too open \(mode 644\)/);
-    assert.match(check(line, { 'cache.key': HEX }, 0o660)!, /too open \(mode 660\)/);
-    assert.match(check('shared redis://127.0.0.1 {\n key_file cache.key\n password_file pw\n }', { 'cache.key': HEX, pw: 'secret' }, 0o604)!, /too open/);
-  });
-
-  it('refuses names, passwords in URLs and options that do not fit', () => {
-    const key = '{\n key_file cache.key\n }';
-    assert.match(check(`shared redis://valkey:6379 ${key}`)!, /"valkey" is not an IP address: Veil never asks the system resolver/);
-    assert.match(check(`shared redis://:hunter2@127.0.0.1 ${key}`)!, /no password in the URL.*password_file/);
-    assert.match(check(`shared http://127.0.0.1 ${key}`)!, /redis:\/\/ or rediss:\/\//);
-    assert.match(check(`shared redis://127.0.0.1/x ${key}`)!, /not a database number/);
-    assert.match(check(`shared redis://127.0.0.1 redis://127.0.0.2 ${key}`)!, /several addresses are for "sentinel MASTER" or "cluster"/);
-    assert.match(check('shared redis://127.0.0.1 {\n key_file cache.key\n ca cache.key\n }')!, /ca is for rediss:\/\/|holds no PEM certificate/);
-    assert.match(check('shared redis://127.0.0.1 {\n key_file cache.key\n server_name x\n }')!, /server_name is for rediss:\/\//);
-    assert.match(check('shared redis://127.0.0.1 {\n key_file cache.key\n timeout 2s\n }')!, /above the maximum of 1s/);
-    assert.match(check('shared redis://127.0.0.1 {\n key_file cache.key\n timout 5ms\n }')!, /unknown option "timout" \(did you mean "timeout"\?\)/);
-    assert.match(check('shared redis://127.0.0.1')!, /shared needs a block/);
-    assert.match(check('shared redis://127.0.0.1:7000/1 {\n key_file cache.key\n cluster\n }')!, /a cluster has only database 0/);
   });
 });
 

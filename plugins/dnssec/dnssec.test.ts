@@ -2,19 +2,14 @@
  * The dnssec plugin's pieces, in-process: canonical names and ordering (RFC 4034 §6), RDATA
  * canonical form, reading and writing messages, DNSKEYs as node:crypto keys for every
  * algorithm, NSEC3 hashing (RFC 5155 Appendix A), denial proofs, signature windows, the work
- * budget, trust anchor files and configuration errors. Real signed zones are in
+ * budget and trust anchor files (the configuration: setup.test.ts). Real signed zones are in
  * test/interop/dnssec.test.ts.
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import fc from 'fast-check';
-import { parseBlocks } from '../../core/block.js';
-import { parseCorefileText } from '../../core/config/corefile.js';
-import { ConfigError } from '../../core/errors.js';
 import { buildQuery } from '../../core/dns/message.js';
 import { encodeName, readEdns } from '../../core/dns/wire.js';
 import { parseAnchors, AnchorError, ROOT_ANCHOR_TEXT } from './anchors.js';
@@ -26,8 +21,6 @@ import { canonicalRdata, groupRRsets, parseMessage, Type, writeMessage, type RRs
 import { checkWindow } from './rrsig.js';
 import { WorkBudget, WorkExceeded } from './verdict.js';
 import { ZoneCache } from './zone-cache.js';
-import { createBuiltinRegistry } from '../index.js';
-import { makeTempDir } from '../../test/helpers/veil-process.js';
 
 const wire = (text: string): WireName => lowerName(encodeName(text));
 
@@ -282,7 +275,7 @@ describe('signature windows and work', () => {
   });
 });
 
-describe('trust anchors and configuration', () => {
+describe('trust anchors', () => {
   it('the built-in root anchors are KSK-2017 and KSK-2024', () => {
     const root = parseAnchors(ROOT_ANCHOR_TEXT).get('.')!;
     assert.deepEqual(root.ds.map((d) => d.keyTag), [20326, 38696]);
@@ -294,31 +287,6 @@ describe('trust anchors and configuration', () => {
     assert.equal(lab.keys.length, 1);
     assert.throws(() => parseAnchors('lab. IN A 192.0.2.1\n'), (err: AnchorError) => err.line === 1 && /DS or DNSKEY/.test(err.message));
     assert.throws(() => parseAnchors('\nlab. DS 1 2 3 XYZ\n'), (err: AnchorError) => err.line === 2);
-  });
-
-  const parse = (inner: string, dir?: string) =>
-    parseBlocks(parseCorefileText(`. {\n    listen udp://127.0.0.1:0\n    dnssec {\n${inner}\n    }\n    forward . 127.0.0.1:5300\n}\n`, dir ? path.join(dir, 'Corefile') : 'Corefile'), createBuiltinRegistry());
-  const expectError = (inner: string, pattern: RegExp, dir?: string) =>
-    assert.throws(() => parse(inner, dir), (err: Error) => err instanceof ConfigError && pattern.test(err.message));
-
-  it('mistakes are config errors with file:line:col', () => {
-    expectError('        max_wrok 5', /Corefile:4:9: dnssec: unknown option "max_wrok" \(did you mean "max_work"\?\)/);
-    expectError('        algorithms RSAMD5', /Corefile:4:20: dnssec: "RSAMD5" is not an algorithm Veil validates/);
-    expectError('        max_work 0', /Corefile:4:18: dnssec: 0 is out of range/);
-    expectError('        trust_anchor missing.key', /Corefile:4:22: dnssec: cannot read missing.key: no such file/);
-    expectError('        insecure a..b', /Corefile:4:18: dnssec: "a..b" is not a domain name/);
-    const dir = makeTempDir({ 'bad.key': '; header\nlab. IN DS 1 2 3\n' });
-    expectError('        trust_anchor bad.key', /Corefile:4:22: dnssec: bad.key:2: a DS record is/, dir);
-  });
-
-  it('anchor files are read relative to the Corefile', () => {
-    const dir = makeTempDir();
-    writeFileSync(path.join(dir, 'lab.key'), 'lab. IN DS 1234 13 2 AABBCCDD\n');
-    const [block] = parse('        trust_anchor lab.key\n        insecure broken.lab\n        algorithms ECDSAP256SHA256 15', dir);
-    const options = block!.plugins.find((p) => p.definition.name === 'dnssec')!.options as { anchors: Map<string, unknown>; algorithms: number[]; negative: Buffer[] };
-    assert.deepEqual([...options.anchors.keys()], ['lab.']);
-    assert.deepEqual(options.algorithms, [13, 15]);
-    assert.equal(nameText(options.negative[0]!), 'broken.lab.');
   });
 });
 

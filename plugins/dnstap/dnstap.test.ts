@@ -13,10 +13,6 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
-import { parseCorefileText } from '../../core/config/corefile.js';
-import { ManualClock } from '../../core/clock.js';
-import { MemoryLogger } from '../../core/logger.js';
-import { buildConfig } from '../../core/server.js';
 import { queryTcp, queryUdp } from '../../core/testing/client.js';
 import { startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
 import { startTestServer } from '../../core/testing/server.js';
@@ -171,25 +167,4 @@ describe('dnstap to fstrm_capture, read by dnstap-read', { skip }, () => {
       await capture?.stop();
     }
   });
-});
-
-describe('dnstap: configuration', () => {
-  const check = (line: string) => buildConfig(parseCorefileText(`. {\n listen udp://127.0.0.1:0\n ${line}\n}`, '/etc/veil/Corefile'), { registry: testRegistry(), logger: new MemoryLogger(), clock: new ManualClock() });
-  it('accepts the documented forms', () => {
-    check('dnstap unix:///run/dnstap.sock');
-    check('dnstap /run/dnstap.sock full');
-    check('dnstap tcp://127.0.0.1:6000 full');
-    check('dnstap tcp://[::1]:6000');
-    check('dnstap unix:///run/dnstap.sock {\n queue 100\n }');
-  });
-  const bad: Array<[string, RegExp]> = [
-    ['dnstap', /Corefile:3:2: dnstap: dnstap takes 1 to 2 arguments, got 0/],
-    ['dnstap tcp://collector.example:6000', /Corefile:3:9: dnstap: "collector\.example" is not an IP address/],
-    ['dnstap tcp://127.0.0.1', /needs a port/],
-    ['dnstap udp://127.0.0.1:6000', /dnstap takes unix:\/\/\/PATH or tcp:\/\/IP:PORT, not udp:\/\//],
-    ['dnstap unix:///run/dnstap.sock partial', /Corefile:3:33: dnstap: unexpected "partial"/],
-    ['dnstap unix:///run/dnstap.sock {\n queue 1\n }', /1 is out of range \(16-1000000\)/],
-    [`dnstap unix:///${'x'.repeat(120)}`, /longer than a Unix socket address allows/],
-  ];
-  for (const [line, message] of bad) it(`refuses ${line.split('\n')[0]}`, () => assert.throws(() => check(line), message));
 });

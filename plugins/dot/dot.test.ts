@@ -8,15 +8,11 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { parseCorefileText } from '../../core/config/corefile.js';
 import { QType, rcodeName } from '../../core/dns/constants.js';
 import { ednsOption, buildQuery } from '../../core/dns/message.js';
 import { FrameReader, frame } from '../../core/dns/framing.js';
 import { fullRcode, readEdns, forEachEdnsOption } from '../../core/dns/wire.js';
 import { upstreamConnection } from '../../core/events.js';
-import { MemoryLogger } from '../../core/logger.js';
-import { SystemClock } from '../../core/clock.js';
-import { buildConfig } from '../../core/server.js';
 import { queryTcp, queryUdp } from '../../core/testing/client.js';
 import { answerFor, startFakeDns } from '../../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../../core/testing/server.js';
@@ -57,59 +53,6 @@ async function veilWith(directives: string, queryTimeoutMs = 3000): Promise<Test
 
 const dotBlock = (servers: string) => `  dot {\n${servers}\n  }`;
 const serverLine = (name: string, port: number, options: string) => `    server ${name} tls://127.0.0.1:${port} {\n${options}\n    }`;
-
-function checkError(corefile: string): string {
-  try {
-    buildConfig(parseCorefileText(corefile, 'Corefile'), { registry: testRegistry(), logger: new MemoryLogger(), clock: new SystemClock() });
-  } catch (err) {
-    return (err as Error).message;
-  }
-  return 'no error';
-}
-
-describe('dot configuration errors', () => {
-  const wrap = (inner: string) => `. {\n  listen udp://127.0.0.1:0\n  dot {\n${inner}\n  }\n}`;
-
-  it('needs server_name or a pin', () => {
-    assert.match(checkError(wrap('    server a tls://127.0.0.1:853')), /Corefile:4:\d+: dot: a needs server_name .* or pin_sha256/);
-  });
-
-  it('suggests the option meant', () => {
-    assert.match(checkError(wrap('    server a tls://127.0.0.1 {\n      server_name dns.test\n      pool_size 3\n    }')), /Corefile:6:7: dot: unknown option "pool_size" \(did you mean "pool"\?\)/);
-  });
-
-  it('refuses host names, other schemes and bad values', () => {
-    assert.match(checkError(wrap('    server a tls://dns.example:853 {\n      server_name dns.example\n    }')), /dot: "dns\.example" is not an IP address/);
-    assert.match(checkError(wrap('    server a https://127.0.0.1 {\n      server_name dns.test\n    }')), /dot upstreams are tls:\/\/IP\[:PORT\]/);
-    assert.match(checkError(wrap('    server a tls://127.0.0.1 {\n      pin_sha256 abc\n    }')), /Corefile:5:18: dot: "abc" is not a base64 SHA-256 digest/);
-    assert.match(checkError(wrap('    server a tls://127.0.0.1 {\n      server_name dns.test\n      pool 0\n    }')), /Corefile:6:12: dot: 0 is out of range/);
-    assert.match(checkError(wrap('    server a tls://127.0.0.1 {\n      server_name bad_name!\n    }')), /is not a host name/);
-    assert.match(checkError(wrap('    server a tls://127.0.0.1 {\n      server_name dns.test\n      read_timeout soon\n    }')), /"soon" is not a duration/);
-  });
-
-  it('reads ca files at parse time', () => {
-    assert.match(checkError(wrap('    server a tls://127.0.0.1 {\n      server_name dns.test\n      ca /nonexistent/ca.pem\n    }')), /Corefile:6:10: dot: cannot read ca file "\/nonexistent\/ca.pem": ENOENT/);
-    assert.match(checkError(wrap(`    server a tls://127.0.0.1 {\n      server_name dns.test\n      ca ${certs.key}\n    }`)), /holds no PEM certificate/);
-  });
-
-  it('names the field of a bad stamp, and refuses stamps of other protocols', () => {
-    const truncated = 'sdns://' + Buffer.from([0x03, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0x31]).toString('base64url');
-    assert.match(checkError(wrap(`    server a ${truncated}`)), /dot: bad stamp: stamp ends inside its address/);
-    const doh = encodeStamp({ protocol: 'doh', props: { dnssec: false, noLogs: false, noFilter: false }, address: '127.0.0.1', hashes: [], host: 'dns.test', path: '/dns-query', bootstrap: [] });
-    assert.match(checkError(wrap(`    server a ${doh}`)), /this is a doh stamp; dot takes DNS-over-TLS stamps/);
-    const nowhere = encodeStamp({ protocol: 'dot', props: { dnssec: false, noLogs: false, noFilter: false }, address: '', hashes: [], host: 'dns.test', bootstrap: [] });
-    assert.match(checkError(wrap(`    server a ${nowhere}`)), /the stamp has no address/);
-  });
-
-  it('tls listeners need a readable certificate and a matching key', () => {
-    const listen = (options: string) => checkError(`. {\n  listen tls://127.0.0.1:0 {\n${options}\n  }\n  forward . 127.0.0.1:53\n}`);
-    assert.match(listen(`    cert ${certs.chain}`), /Corefile:2:10: listen: tls:\/\/127\.0\.0\.1:0 needs "cert FILE" and "key FILE"/);
-    assert.match(listen(`    cert /nonexistent.pem\n    key ${certs.key}`), /Corefile:3:10: listen: cannot read cert file "\/nonexistent\.pem": ENOENT/);
-    assert.match(listen(`    cert ${certs.chain}\n    key ${certs.otherKey}`), /Corefile:4:9: listen: the certificate and key cannot be used together/);
-    assert.match(listen(`    cert ${certs.chain}\n    key ${certs.key}\n    handshake_timeout 1x`), /"1x" is not a duration/);
-    assert.equal(listen(`    cert ${certs.chain}\n    key ${certs.key}\n    handshake_timeout 2s\n    pipeline 10`), 'no error');
-  });
-});
 
 describe('dot upstream', () => {
   let origin: FakeDot;

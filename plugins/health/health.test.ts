@@ -6,11 +6,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { describe, it } from 'node:test';
-import { parseCorefileText } from '../../core/config/corefile.js';
-import { ManualClock } from '../../core/clock.js';
-import { MemoryLogger } from '../../core/logger.js';
 import type { PluginDefinition } from '../../core/plugin.js';
-import { buildConfig } from '../../core/server.js';
 import { Services } from '../../core/services.js';
 import { ServerState } from '../../core/state.js';
 import { startTestServer, type TestServer } from '../../core/testing/server.js';
@@ -122,17 +118,6 @@ lan.test {
       await veil.stop();
     }
     await assert.rejects(fetch(`${healthUrl(veil)}/health`), 'the endpoint closes with the server');
-  });
-
-  it('refuses host names, surplus arguments and a block', () => {
-    const check = (line: string) =>
-      buildConfig(parseCorefileText(`. {\n listen udp://127.0.0.1:0\n ${line}\n}`, 'Corefile'), { registry: testRegistry(), logger: new MemoryLogger(), clock: new ManualClock() });
-    check('health');
-    check('health 127.0.0.1');
-    assert.throws(() => check('health localhost:8080'), /Corefile:3:9: health: "localhost" is not an IP address/);
-    assert.throws(() => check('health 127.0.0.1:1 127.0.0.1:2'), /health takes 0 to 1 arguments/);
-    assert.throws(() => check('health {\n lameduck 5s\n }'), /health takes no block/);
-    assert.throws(() => check('health\n health'), /health is given twice/);
   });
 });
 

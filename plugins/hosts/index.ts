@@ -39,7 +39,7 @@ export const hostsPlugin: PluginDefinition<HostsOptions> = {
       if (/^[0-9a-f:.]+(%\S+)?$/i.test(word) && (word.includes('.') || word.includes(':'))) {
         const names = line.args.map((t) => t.text);
         const problem = checkEntry(word, names);
-        if (problem) throw configError(NAME, line.name, problem);
+        if (problem) throw configError(NAME, problem.word === 0 ? line.name : line.args[problem.word - 1]!, problem.reason);
         options.inline.push({ address: word, names, line: line.name.line });
         continue;
       }

@@ -23,23 +23,26 @@ export function parseHostsText(text: string): HostsParseResult {
     const line = raw.replace(/#.*/, '').trim();
     if (line === '') return;
     const [address, ...names] = line.split(/\s+/);
-    const reason = checkEntry(address!, names);
-    if (reason) rejected.push({ line: index + 1, reason });
+    const problem = checkEntry(address!, names);
+    if (problem) rejected.push({ line: index + 1, reason: problem.reason });
     else entries.push({ address: address!, names, line: index + 1 });
   });
   return { entries, rejected };
 }
 
-/** Why `IP NAME…` is not a usable entry, or null when it is. */
-export function checkEntry(address: string, names: string[]): string | null {
+/**
+ * Why `IP NAME…` is not a usable entry, and the word at fault (0: the address, i + 1: names[i]),
+ * or null when it is usable.
+ */
+export function checkEntry(address: string, names: string[]): { reason: string; word: number } | null {
   const plain = address.replace(/%.*$/, ''); // a zone index (fe80::1%eth0) says nothing to DNS
-  if (!isIPv4(plain) && !isIPv6(plain)) return `"${address}" is not an IP address`;
-  if (names.length === 0) return `no name after ${address}`;
-  for (const name of names) {
+  if (!isIPv4(plain) && !isIPv6(plain)) return { reason: `"${address}" is not an IP address`, word: 0 };
+  if (names.length === 0) return { reason: `no name after ${address}`, word: 0 };
+  for (const [i, name] of names.entries()) {
     try {
       encodeName(name);
     } catch (err) {
-      return `"${name}" is not a valid name: ${(err as Error).message}`;
+      return { reason: `"${name}" is not a valid name: ${(err as Error).message}`, word: i + 1 };
     }
   }
   return null;

@@ -8,12 +8,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ManualClock } from '../../core/clock.js';
-import { parseCorefileText } from '../../core/config/corefile.js';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
-import { MemoryLogger } from '../../core/logger.js';
-import { buildConfig } from '../../core/server.js';
 import { queryTcp, queryUdp } from '../../core/testing/client.js';
 import { answerFor, defaultHandler, startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
 import { startTestServer } from '../../core/testing/server.js';
@@ -133,25 +129,6 @@ describe('log rotation', () => {
     assert.equal(firstNewest, lastOlder + 1, 'no line lost or repeated across the rotation');
     for (const file of files) rmSync(path.join(dir, file));
   });
-});
-
-describe('log configuration', () => {
-  const check = (inner: string) =>
-    buildConfig(parseCorefileText(`. {\n listen udp://127.0.0.1:0\n log ${inner}\n}`, '/etc/veil/Corefile'), { registry: testRegistry(), logger: new MemoryLogger(), clock: new ManualClock() });
-  it('accepts the documented options', () => {
-    check('queries.log {\n format ltsv\n client_address hash\n max_size 10M\n max_files 3\n nx nx.log\n blocked blocked.log\n }');
-    check('{\n format text\n }');
-  });
-  const bad: Array<[string, RegExp]> = [
-    ['{\n format csv\n }', /Corefile:4:9: log: format is one of json, text, tsv, ltsv, not "csv"/],
-    ['{\n client_address partial\n }', /client_address is one of full, hash, none/],
-    ['{\n max_size 10\n }', /10 is outside 4K to 64G/],
-    ['{\n max_size ten\n }', /"ten" is not a size/],
-    ['{\n max_size 1M\n }', /max_size rotates a file: give the log a FILE, not stdout/],
-    ['q.log {\n max_files 3\n }', /max_files says how many rotated files to keep: add max_size/],
-    ['{\n nx\n }', /nx takes 1 argument, got 0/],
-  ];
-  for (const [inner, message] of bad) it(`refuses ${inner.replace(/\n/g, ' ')}`, () => assert.throws(() => check(inner), message));
 });
 
 describe("log: dnscrypt-proxy's escaping", () => {

@@ -11,15 +11,12 @@ import path from 'node:path';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { parseCorefileText } from '../../core/config/corefile.js';
 import { ManualClock } from '../../core/clock.js';
 import { RequestContext } from '../../core/context.js';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
 import { readQuestion } from '../../core/dns/wire.js';
 import { cacheEvent, dnscryptCertificate, filterBlocked, relayEvent, upstreamConnection, upstreamHealth, upstreamRetry } from '../../core/events.js';
-import { MemoryLogger } from '../../core/logger.js';
-import { buildConfig } from '../../core/server.js';
 import { queryTcp, queryUdp, sendUdpRaw } from '../../core/testing/client.js';
 import { answerFor, startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../../core/testing/server.js';
@@ -523,34 +520,6 @@ describe('metrics: the HTTP endpoint', () => {
       holder.close();
     }
   });
-});
-
-describe('metrics: configuration', () => {
-  const check = (text: string) => buildConfig(parseCorefileText(text, 'Corefile'), { registry: testRegistry(), logger: new MemoryLogger(), clock: new ManualClock() });
-  const block = (line: string) => `. {\n listen udp://127.0.0.1:0\n ${line}\n}`;
-
-  it('accepts the documented forms', () => {
-    check(block('metrics'));
-    check(block('metrics 127.0.0.1:9153'));
-    check(block('metrics [::1]:9153'));
-    check(block('metrics 127.0.0.1 {\n statsd 127.0.0.1:8125 veil.dns\n }'));
-    check(block('metrics {\n statsd 127.0.0.1\n }'));
-  });
-
-  const bad: Array<[string, RegExp]> = [
-    ['metrics metrics.example:9153', /Corefile:3:10: metrics: "metrics.example" is not an IP address/],
-    ['metrics :9153', /has no IP address: write 127\.0\.0\.1:9153/],
-    ['metrics 127.0.0.1:70000', /port 70000 is out of range/],
-    ['metrics 127.0.0.1:1 127.0.0.1:2', /metrics takes 0 to 1 arguments, got 2/],
-    ['metrics {\n statsd\n }', /statsd takes 1 to 2 arguments, got 0/],
-    ['metrics {\n stats 127.0.0.1:8125\n }', /unknown option "stats" \(did you mean "statsd"\?\)/],
-    ['metrics {\n statsd 127.0.0.1:8125 bad/prefix\n }', /"bad\/prefix" is not a statsd prefix/],
-    ['metrics {\n statsd statsd.example:8125\n }', /"statsd.example" is not an IP address/],
-    ['metrics\n metrics', /metrics is given twice/],
-  ];
-  for (const [line, message] of bad) {
-    it(`refuses ${JSON.stringify(line)}`, () => assert.throws(() => check(block(line)), message));
-  }
 });
 
 describe('metrics: the docs and the dashboard', () => {

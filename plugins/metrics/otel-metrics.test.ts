@@ -12,10 +12,6 @@ import { startFakeDns, type FakeDns } from '../../core/testing/fake-dns.js';
 import { startTestServer, type TestServer } from '../../core/testing/server.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedPoint } from '../../test/helpers/otlp.js';
 import { testRegistry } from '../../test/helpers/plugins.js';
-import { ManualClock } from '../../core/clock.js';
-import { parseCorefileText } from '../../core/config/corefile.js';
-import { MemoryLogger } from '../../core/logger.js';
-import { buildConfig } from '../../core/server.js';
 
 function metricsUrl(veil: TestServer): string {
   const line = veil.logs.find((l) => l.includes('plugin/metrics: serving http://'))!;
@@ -89,27 +85,3 @@ for (const protocol of ['grpc', 'http/protobuf'] as const) {
     });
   });
 }
-
-describe('metrics otlp and dashboard: configuration', () => {
-  const check = (inner: string) =>
-    buildConfig(parseCorefileText(`. {\n listen udp://127.0.0.1:0\n metrics {\n ${inner}\n }\n}`, 'Corefile'), { registry: testRegistry(), logger: new MemoryLogger(), clock: new ManualClock() });
-  it('accepts the documented forms', () => {
-    check('otlp');
-    check('otlp http://127.0.0.1:4318 {\n protocol http/json\n header x-key secret\n timeout 2s\n interval 15s\n service home\n }');
-    check('otlp https://203.0.113.5:4317 {\n protocol grpc\n }');
-    check('dashboard');
-    check('dashboard [::1]:8080');
-  });
-  const bad: Array<[string, RegExp]> = [
-    ['otlp http://collector.example:4318', /Corefile:4:7: metrics: "collector\.example" is not an IP address/],
-    ['otlp http://203.0.113.5:4318', /metrics: 203\.0\.113\.5 is not on loopback or a private network .*end the endpoint line with "insecure"/],
-    ['otlp {\n interval 10ms\n }', /10ms is below the minimum of 1s/],
-    ['otlp {\n protocol zipkin\n }', /protocol is one of grpc, http\/protobuf, http\/json/],
-    ['otlp {\n endpoint http://127.0.0.1:4318\n }', /unknown option "endpoint"/],
-    ['dashboard localhost:8080', /metrics: "localhost" is not an IP address/],
-  ];
-  for (const [inner, message] of bad) it(`refuses ${inner.replace(/\n/g, ' ')}`, () => assert.throws(() => check(inner), message));
-  it('accepts a public plaintext collector with insecure', () => {
-    check('otlp http://203.0.113.5:4318 insecure');
-  });
-});

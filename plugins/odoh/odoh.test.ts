@@ -307,17 +307,6 @@ ${relays}
     });
   });
 
-  it('a relay listener with a private target and no allow_private is a configuration error', async () => {
-    await assert.rejects(
-      startTestServer(`. {\n    listen https://127.0.0.2:0/proxy {\n        cert ${certs.chain}\n        key ${certs.key}\n        odoh_relay {\n            target dns.test 127.0.0.1\n        }\n    }\n}`, { registry }),
-      /127\.0\.0\.1 is a loopback or private address: add "allow_private"/,
-    );
-    await assert.rejects(
-      startTestServer(`. {\n    listen https://127.0.0.2:0/proxy {\n        cert ${certs.chain}\n        key ${certs.key}\n        odoh_relay {\n            target dns.test 192.0.2.1\n        }\n    }\n}`, { registry }),
-      /not an address a relay may send to/,
-    );
-  });
-
   it('targets_from: listed targets are served, their addresses found through the relay\'s own block, private ones only with allow_private', async () => {
     const list = path.join(certs.dir, 'odoh-servers.md');
     writeFileSync(list, `# ODoH targets\n\n## test-target\nA target for the test.\n${encodeStamp({ protocol: 'odohTarget', props: { dnssec: false, noLogs: true, noFilter: true }, host: `dns.test:${targetPort}`, path: '/dns-query' })}\n`);
@@ -397,42 +386,6 @@ ${relays}
       assert.ok(statuses.slice(2).includes(429), statuses.join(' '));
     } finally {
       await limited.stop();
-    }
-  });
-});
-
-describe('ODoH configuration mistakes are located errors', () => {
-  const registry = createBuiltinRegistry();
-  const block = (lines: string) => `. {\n    listen udp://127.0.0.1:0\n    odoh {\n${lines}\n    }\n}`;
-  const cases: Array<[string, RegExp]> = [
-    ['        server t https://odoh.example/dns-query', /no relay: add "relay NAME/],
-    ['        server t https://odoh.example/dns-query\n        relay r https://relay.example/proxy', /relay\.example is a host name: add a block with "bootstrap IP…"/],
-    ['        server t sdns://hQcAAAAAAAAADDg5LjM4LjEzMS4zOAAYb2RvaC1ubC5hbGVrYmVyZy5uZXQ6NDQzBi9wcm94eQ\n        relay r https://192.0.2.9/proxy', /not an ODoH target one \(sdns:\/\/BQ…\); relays go on "relay" lines/],
-    ['        server t https://odoh.example/dns-query\n        relay r sdns://BQcAAAAAAAAAF29kb2guY2xvdWRmbGFyZS1kbnMuY29tCi9kbnMtcXVlcnk', /not an ODoH relay one/],
-    ['        server t https://odoh.example/dns-query {\n            configs direct\n        }\n        relay r https://192.0.2.9/proxy', /"configs direct" needs "bootstrap IP…"/],
-    ['        server t https://odoh.example/dns-query\n        relay r https://192.0.2.9/proxy\n        route t via q', /no relay named "q" \(relays: r\)/],
-    ['        server t http://odoh.example/dns-query\n        relay r https://192.0.2.9/proxy', /an https:\/\/ URL or an sdns:\/\/ stamp, not http:\/\//],
-    ['        server direct https://odoh.example/dns-query\n        relay r https://192.0.2.9/proxy', /"direct" cannot be a name/],
-    ['        server t https://odoh.example/dns-query\n        relay r https://192.0.2.9/proxy\n        route t via r\n        route t via r', /t has two routes/],
-  ];
-  for (const [lines, message] of cases) {
-    it(message.source.slice(0, 60), async () => {
-      await assert.rejects(startTestServer(block(lines), { registry }), (err: Error) => message.test(err.message) && /^Corefile:\d+:\d+: odoh: /.test(err.message));
-    });
-  }
-  it('a listener cannot be both relay and target', async () => {
-    const certs = makeTestCerts();
-    try {
-      await assert.rejects(
-        startTestServer(`. {\n    listen https://127.0.0.1:0/dns-query {\n        cert ${certs.chain}\n        key ${certs.key}\n        odoh_target\n        odoh_relay {\n            target dns.test 1.2.3.4\n        }\n    }\n}`, { registry }),
-        /one ODoH role per listener/,
-      );
-      await assert.rejects(
-        startTestServer(`. {\n    listen https://127.0.0.1:0/dns-query {\n        cert ${certs.chain}\n        key ${certs.key}\n        odoh_target {\n            rotate 1h\n            overlap 2h\n        }\n    }\n}`, { registry }),
-        /overlap must not be longer than rotate/,
-      );
-    } finally {
-      rmSync(certs.dir, { recursive: true, force: true });
     }
   });
 });

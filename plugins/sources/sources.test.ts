@@ -18,9 +18,6 @@ import { parseList } from '../../lib/sources/list.js';
 import { encodeStamp } from '../../lib/stamps.js';
 import type { ServiceContainer } from '../../core/services.js';
 import { startTestServer } from '../../core/testing/server.js';
-import { ConfigError } from '../../core/errors.js';
-import { buildConfig } from '../../core/server.js';
-import { parseCorefileText } from '../../core/config/corefile.js';
 import { MemoryLogger } from '../../core/logger.js';
 import { SystemClock } from '../../core/clock.js';
 import { createBuiltinRegistry } from '../index.js';
@@ -243,22 +240,6 @@ describe('sources over HTTPS', () => {
       server.listen(0, '127.0.0.1');
     }
   });
-});
-
-describe('sources configuration', () => {
-  const build = (text: string) => buildConfig(parseCorefileText(text, 'Corefile'), { registry: createBuiltinRegistry(), logger: new MemoryLogger(), clock: new SystemClock() });
-  const cases: Array<[string, string, RegExp]> = [
-    ['a URL without a key', 'list a https://example.org/l.md {\n      cache c.md\n    }', /needs minisign_key/],
-    ['a URL without a cache', `list a https://example.org/l.md {\n      minisign_key ${key.publicKey}\n    }`, /needs a cache file/],
-    ['plain http', `list a http://example.org/l.md {\n      minisign_key ${key.publicKey}\n      cache c.md\n    }`, /https:\/\/ only/],
-    ['a bad key', 'list a https://example.org/l.md {\n      minisign_key RWQnope\n      cache c.md\n    }', /Corefile:4:20: sources: not a minisign Ed25519 public key/],
-    ['a host name as bootstrap', `list a https://example.org/l.md {\n      minisign_key ${key.publicKey}\n      cache c.md\n      bootstrap dns.google\n    }`, /bootstrap takes IP addresses/],
-  ];
-  for (const [label, list, message] of cases) {
-    it(`refuses ${label}`, () => {
-      assert.throws(() => build(`. {\n  sources {\n    ${list}\n  }\n}`), (err: unknown) => err instanceof ConfigError && message.test(err.message) ? true : assert.fail(String(err)));
-    });
-  }
 });
 
 describe('issue 24 low: an older signed list never replaces a newer one (bin/veil)', () => {
