@@ -152,9 +152,12 @@ export class H2Session {
         if (size > maxBytes) finish(new UpstreamResponseError(`${this.label}: answer larger than ${maxBytes} bytes`));
         else chunks.push(chunk);
       });
+      // 'close' follows every stream, answered or not: an error (its message, its stack) is made
+      // only for a stream that ends unanswered.
       stream.on('end', () => finish(answered ? null : new UpstreamResponseError(`${this.label}: stream ended without a response`)));
-      stream.on('error', (err) => finish(lostOrBroken(this.label, answered, err.message)));
+      stream.on('error', (err) => settled || finish(lostOrBroken(this.label, answered, err.message)));
       stream.on('close', () => {
+        if (settled) return;
         const refused = stream.rstCode === NGHTTP2_REFUSED_STREAM;
         finish(lostOrBroken(this.label, answered && !refused, `stream closed (code ${stream.rstCode})`));
       });

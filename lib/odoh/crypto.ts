@@ -13,7 +13,7 @@
  * field. So an answer opens only with the very query (padding included) it answers: a relay
  * that swaps, replays or alters an answer gets an authentication failure, never a wrong answer.
  */
-import { hkdfSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { OdohConfig } from './configs.js';
 import {
   associatedData,
@@ -26,7 +26,7 @@ import {
   QUERY_PADDING_BLOCK,
   type ObliviousMessage,
 } from './message.js';
-import { HpkeError, openAead, sealAead, type RecipientKey } from './hpke.js';
+import { hmac, HpkeError, openAead, sealAead, type RecipientKey } from './hpke.js';
 import type { Suite } from './suite.js';
 
 const QUERY_INFO = Buffer.from('odoh query');
@@ -134,11 +134,20 @@ function responseKey(suite: Suite, secret: Buffer, queryPlaintext: Buffer, respo
   queryPlaintext.copy(salt, 0);
   salt.writeUInt16BE(responseNonce.length, queryPlaintext.length);
   responseNonce.copy(salt, queryPlaintext.length + 2);
-  // hkdfSync is Extract(salt, secret) then Expand: the same PRK for both outputs.
-  const key = Buffer.from(hkdfSync(suite.hash, secret, salt, 'odoh key', suite.keyLength));
-  const nonce = Buffer.from(hkdfSync(suite.hash, secret, salt, 'odoh nonce', suite.nonceLength));
-  return { key, nonce };
+  // One Extract, two Expands from its PRK (RFC 5869); hkdfSync would redo the Extract for each.
+  const prk = hmac(suite.hash, salt, secret);
+  return { key: expandOnce(suite.hash, prk, KEY_INFO, suite.keyLength), nonce: expandOnce(suite.hash, prk, NONCE_INFO, suite.nonceLength) };
 }
+
+const KEY_INFO = Buffer.from('odoh key');
+const NONCE_INFO = Buffer.from('odoh nonce');
+
+/** HKDF-Expand for at most one hash's length: T(1) = HMAC(PRK, info || 0x01). */
+function expandOnce(hash: Suite['hash'], prk: Buffer, info: Buffer, length: number): Buffer {
+  return hmac(hash, prk, Buffer.concat([info, ONE])).subarray(0, length);
+}
+
+const ONE = Buffer.from([1]);
 
 function openAnswer(suite: Suite, key: Buffer, nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer {
   try {
