@@ -127,7 +127,7 @@ describe("a stamp's host field: one rule for dot, doh and odoh", () => {
     const text = `. {\n  listen udp://127.0.0.1:0\n  ${plugin} {\n    server a ${stamp}\n  }\n}`;
     try {
       const built = buildConfig(parseCorefileText(text, 'Corefile'), { registry: createBuiltinRegistry(), logger: new MemoryLogger([]), clock: new SystemClock() });
-      for (const upstream of built.blocks[0]!.upstreams.all) upstream.stop?.();
+      for (const upstream of built.blocks[0]!.upstreams.all) upstream.destroy?.();
       return null;
     } catch (err) {
       return (err as Error).message;

@@ -27,7 +27,7 @@ function build(text: string) {
 function upstreams(doh: string): DohUpstream[] {
   const built = build(`. {\n  listen udp://127.0.0.1:0\n  ${doh}\n}`);
   const list = built.blocks[0]!.upstreams.all as DohUpstream[];
-  for (const u of list) u.stop();
+  for (const u of list) u.destroy();
   return list;
 }
 
