@@ -233,11 +233,12 @@ export class VeilServer {
     this.active = built;
     this.state.activate(built.blocks, built.listeners.keys(), true);
     // Queries already inside the old chains may still need their upstreams: retire the old
-    // blocks once the longest of those queries must have finished.
+    // blocks once the longest of those queries must have finished, their upstreams drained
+    // (an exchange still under way then is let finish, not failed).
     void Promise.allSettled(closing).then(() => {
       const timer = setTimeout(() => {
         this.retiring.delete(old);
-        void stopBlocks(old);
+        void stopBlocks(old, 'drain');
       }, this.queryTimeoutMs);
       timer.unref();
       this.retiring.set(old, timer);
@@ -301,8 +302,12 @@ export async function startBlocks(built: BuiltConfig): Promise<void> {
   }
 }
 
-/** Stops what `startBlocks` started, in reverse; best effort. */
-export async function stopBlocks(built: BuiltConfig): Promise<void> {
+/**
+ * Stops what `startBlocks` started, in reverse; best effort. The upstreams are closed (`drain`:
+ * exchanges under way finish, as a reload's old configuration wants) or destroyed (what is
+ * pending fails at once: a server that stops, a configuration that did not start).
+ */
+export async function stopBlocks(built: BuiltConfig, upstreams: 'drain' | 'destroy' = 'destroy'): Promise<void> {
   for (const block of [...built.blocks].reverse()) {
     for (const plugin of [...block.plugins].reverse()) {
       try {
@@ -312,6 +317,7 @@ export async function stopBlocks(built: BuiltConfig): Promise<void> {
       }
     }
     await block.policy.stop?.();
-    await block.upstreams.stop();
+    if (upstreams === 'drain') await block.upstreams.close();
+    else block.upstreams.destroy();
   }
 }

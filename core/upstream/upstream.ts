@@ -1,8 +1,8 @@
 /**
- * Upstreams are values: a protocol plugin (forward, dot, doh, dnscrypt) turns its directive
- * into named `Upstream`s and adds them to the block's `UpstreamSet`. The block's
- * `UpstreamPolicy` (in-order failover unless `loadbalance` installs another) decides which
- * one gets each query.
+ * Upstreams are values: a protocol plugin (forward, dot, doh, odoh, dnscrypt) turns its
+ * directive into named `Upstream`s (most extend `BaseUpstream`, core/upstream/base.ts) and adds
+ * them to the block's `UpstreamSet`. The block's `UpstreamPolicy` (in-order failover unless
+ * `loadbalance` installs another) decides which one gets each query.
  */
 import type { RequestContext } from '../context.js';
 import { isSubdomain } from '../dns/wire.js';
@@ -33,13 +33,19 @@ export interface Upstream {
   readonly relay?: string | null;
   /** Opens pools, fetches certificates: called once before listeners bind. */
   start?(): Promise<void> | void;
-  /** Closes connections; pending exchanges fail. */
-  stop?(): Promise<void> | void;
+  /**
+   * Drains: takes no new exchange, lets those under way finish, then closes its connections;
+   * resolves when it has (never rejects). For a reload's old configuration, and an upstream a
+   * list no longer names or names with another stamp.
+   */
+  close?(): Promise<void> | void;
+  /** Closes its connections now: exchanges under way fail at once. For a server that stops. */
+  destroy?(): void;
 }
 
 interface Entry {
-  upstream: Upstream;
-  zone: string;
+  readonly upstream: Upstream;
+  readonly zone: string;
 }
 
 /** The upstreams of one server block, each optionally limited to names under a zone. */
@@ -105,23 +111,24 @@ export class UpstreamSet {
     return [];
   }
 
-  /**
-   * Replaces an upstream by a wrapped version of itself (how `anonymize` routes a DNSCrypt
-   * upstream through relays without the protocol plugin knowing).
-   */
-  decorate(name: string, wrap: (upstream: Upstream) => Upstream): void {
-    const entry = this.entries.find((e) => e.upstream.name === name);
-    if (!entry) throw new Error(`no upstream named "${name}"`);
-    entry.upstream = wrap(entry.upstream);
-    this.groups.clear();
-  }
-
   async start(): Promise<void> {
     await Promise.all(this.entries.map((e) => e.upstream.start?.()));
   }
 
-  async stop(): Promise<void> {
-    await Promise.allSettled(this.entries.map((e) => e.upstream.stop?.()));
+  /** Drains every upstream (see `Upstream.close`). */
+  async close(): Promise<void> {
+    await Promise.allSettled(this.entries.map((e) => e.upstream.close?.()));
+  }
+
+  /** Closes every upstream now; exchanges under way fail. */
+  destroy(): void {
+    for (const { upstream } of this.entries) {
+      try {
+        upstream.destroy?.();
+      } catch {
+        // best effort: one upstream's failure must not keep the others open
+      }
+    }
   }
 }
 

@@ -50,11 +50,22 @@ export class ListedUpstream<P extends Stamp['protocol']> implements Upstream {
     await this.update();
   }
 
-  async stop(): Promise<void> {
+  async close(): Promise<void> {
+    const inner = this.detach();
+    await inner?.close?.();
+  }
+
+  destroy(): void {
+    this.detach()?.destroy?.();
+  }
+
+  /** Follows the lists no more; returns the upstream built so far. */
+  private detach(): Upstream | null {
     this.unsubscribe?.();
     this.unsubscribe = null;
-    await this.inner?.stop?.();
+    const inner = this.inner;
     this.inner = null;
+    return inner;
   }
 
   /** Builds the upstream from the entry's stamp when it appears or changes. */
@@ -79,7 +90,8 @@ export class ListedUpstream<P extends Stamp['protocol']> implements Upstream {
     const previous = this.inner;
     this.inner = next;
     await next.start?.();
-    await previous?.stop?.();
+    // Queries already sent through the previous one finish there; it closes after them.
+    void previous?.close?.();
     this.say(`from list ${found!.list.name}: ${next.address}`);
   }
 

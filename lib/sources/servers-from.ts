@@ -93,9 +93,10 @@ export class ServersFrom<P extends Stamp['protocol']> {
     await this.update();
   }
 
-  async stop(): Promise<void> {
+  /** Follows the list no more. The upstreams it added stay in the block, which closes them with the rest. */
+  stop(): void {
     this.unsubscribe?.();
-    for (const name of [...this.added.keys()]) await this.drop(name);
+    this.unsubscribe = null;
   }
 
   private async update(): Promise<void> {
@@ -105,7 +106,7 @@ export class ServersFrom<P extends Stamp['protocol']> {
       return;
     }
     const selected = selectServers(list.entries, this.protocol, this.options.filter).map((s) => s.name);
-    for (const name of [...this.added.keys()]) if (!selected.includes(name)) await this.drop(name);
+    for (const name of [...this.added.keys()]) if (!selected.includes(name)) this.drop(name);
     for (const name of selected) {
       if (this.added.has(name) || this.upstreams.has(name)) continue;
       const upstream = this.upstreamFor(name);
@@ -116,11 +117,12 @@ export class ServersFrom<P extends Stamp['protocol']> {
     this.say(`${selected.length} server(s) from list ${list.name}: ${selected.join(', ') || 'none passes the filter'}`);
   }
 
-  private async drop(name: string): Promise<void> {
+  /** Takes a server the list no longer gives out of the block; queries already sent to it finish. */
+  private drop(name: string): void {
     const upstream = this.added.get(name);
     this.added.delete(name);
     this.upstreams.remove(name);
-    await upstream?.stop?.();
+    void upstream?.close?.();
   }
 
   private say(message: string): void {
@@ -139,8 +141,8 @@ export function withServersFrom(name: string, managers: ReadonlyArray<ServersFro
     async start() {
       for (const manager of managers) await manager.start();
     },
-    async stop() {
-      for (const manager of managers) await manager.stop();
+    stop() {
+      for (const manager of managers) manager.stop();
     },
   };
 }

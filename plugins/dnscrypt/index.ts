@@ -16,8 +16,8 @@ import type { PluginDefinition } from '../../core/plugin.js';
 import { Services } from '../../core/services.js';
 import { directRouter, dnscryptRouterService } from '../../lib/dnscrypt/route.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
-import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
-import { parseServersFrom, ServersFrom, withServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
+import { addServerLines, listedTokens } from '../../lib/sources/server-lines.js';
+import { parseServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
 import { parseStampToken } from '../../lib/stamp-config.js';
 import { splitAddress, type DnsCryptStamp } from '../../lib/stamps.js';
 import { dnscryptTransport } from './listener.js';
@@ -46,7 +46,7 @@ export const dnscryptPlugin: PluginDefinition<DnscryptOptions[]> = {
   requires: [
     {
       service: SourcesService,
-      neededBy: (groups) => groups.flatMap((g) => [...g.servers.filter((s) => s.listed).map((s) => s.token), ...g.serversFrom.map((f) => f.token)]),
+      neededBy: (groups) => groups.flatMap((g) => listedTokens(g.servers, g.serversFrom)),
       because: 'servers without a stamp come from resolver lists',
     },
   ],
@@ -62,19 +62,18 @@ export const dnscryptPlugin: PluginDefinition<DnscryptOptions[]> = {
     // after this plugin (it checks its routes against these upstreams), provides its router.
     const router = () => scope.service(dnscryptRouterService) ?? directRouter;
     const env = { logger: scope.logger, clock: scope.clock, router };
-    const catalog = scope.service(SourcesService);
-    const listed = (name: string, client: DnscryptClientConfig) =>
-      new ListedUpstream(name, 'dnscrypt', 'dnscrypt', catalog!, (stamp: DnsCryptStamp) => new DnscryptUpstream(serverFromStamp(name, stamp), client, env), scope.logger);
-    const managers: ServersFrom<'dnscrypt'>[] = [];
-    for (const group of groups) {
-      for (const server of group.servers) {
-        scope.upstreams.add(server.listed ? listed(server.name, group.client) : new DnscryptUpstream(server, group.client, env), group.zone);
-      }
-      for (const from of group.serversFrom) {
-        managers.push(new ServersFrom(from, 'dnscrypt', catalog!, scope.upstreams, group.zone, (name) => listed(name, group.client), scope.logger));
-      }
-    }
-    return withServersFrom(NAME, managers);
+    // Each line with its directive's zone and client settings.
+    const withGroup = <T>(group: DnscryptOptions, line: T) => ({ ...line, zone: group.zone, client: group.client });
+    return addServerLines(scope, {
+      plugin: NAME,
+      protocol: 'dnscrypt',
+      stampProtocol: 'dnscrypt',
+      servers: groups.flatMap((group) => group.servers.map((server) => withGroup(group, server))),
+      serversFrom: groups.flatMap((group) => group.serversFrom.map((from) => withGroup(group, from))),
+      upstream: (server) => new DnscryptUpstream(server, server.client, env),
+      fromStamp: (server, stamp) => new DnscryptUpstream(serverFromStamp(server.name, stamp), server.client, env),
+      serverNamed: (name, from) => ({ name, token: from.token, listed: true as const, zone: from.zone, client: from.client }),
+    });
   },
 };
 

@@ -5,18 +5,19 @@
  * certificate in hand while it is valid. Each refresh asks the block's router for the route
  * (direct, or a relay picked by `anonymize`) and keeps it until the next one.
  *
- * Queries go over UDP, padded, and again over TCP when the answer comes back truncated, all
- * within the query's deadline. Without a valid certificate a query fails: never plaintext.
+ * Queries go over UDP, padded, and again over TCP when the answer comes back truncated (the
+ * base, core/upstream/base.ts, does the retry and gives each attempt its time), all within the
+ * query's deadline. Without a valid certificate a query fails: never plaintext.
  */
 import type { Clock } from '../../core/clock.js';
 import type { RequestContext } from '../../core/context.js';
 import { isResponse, isTruncated, readId, sameQuestion } from '../../core/dns/wire.js';
-import { DeadlineError, UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
+import { UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
 import { dnscryptCertificate } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
+import { BaseUpstream } from '../../core/upstream/base.js';
 import { formatHostPort } from '../../core/upstream/connect.js';
 import { randomId } from '../../core/upstream/query-id.js';
-import type { Upstream } from '../../core/upstream/upstream.js';
 import { buildCertQuery, certificatesFromAnswer, CERT_QUERY_SIZE } from '../../lib/dnscrypt/cert-query.js';
 import { selectCertificate, type Certificate } from '../../lib/dnscrypt/certificate.js';
 import { DnscryptChannel, idKey, nonceKey } from '../../lib/dnscrypt/channel.js';
@@ -76,10 +77,7 @@ const CERT_ATTEMPT_MS = 2000;
 /** Retries after a failed certificate fetch back off from 1 s to this. */
 const MAX_RETRY_MS = 60_000;
 
-export class DnscryptUpstream implements Upstream {
-  readonly protocol = 'dnscrypt';
-  readonly name: string;
-  readonly address: string;
+export class DnscryptUpstream extends BaseUpstream {
   usable = true;
   private clientKeys: KeyPair | null = null;
   private session: Session | null = null;
@@ -96,8 +94,7 @@ export class DnscryptUpstream implements Upstream {
     private readonly config: DnscryptClientConfig,
     private readonly env: UpstreamEnvironment,
   ) {
-    this.name = server.name;
-    this.address = formatHostPort(server.host, server.port);
+    super({ name: server.name, protocol: 'dnscrypt', address: formatHostPort(server.host, server.port) }, { datagramTimeoutMs: UDP_ATTEMPT_MS });
   }
 
   start(): void {
@@ -105,7 +102,7 @@ export class DnscryptUpstream implements Upstream {
     void this.refresh();
   }
 
-  stop(): void {
+  protected release(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
@@ -123,30 +120,31 @@ export class DnscryptUpstream implements Upstream {
     return this.session?.route.relay?.name ?? null;
   }
 
-  async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
+  /** Waits for a certificate first (at start, or after one expired), within the query's time. */
+  override async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
     const session = await this.sessionFor(ctx);
     if (session.route.relay) ctx.meta.relay = session.route.relay.name;
-    if (!this.config.tcpOnly && query.length < MAX_UDP_LENGTH) {
-      const answer = await this.overUdp(session, query, this.attemptTime(ctx, UDP_ATTEMPT_MS));
-      if (!isTruncated(answer)) return answer;
-      // Spec §4: a truncated answer means the padded query was too small for it.
-      this.udpLength = Math.min(this.udpLength + 64, MAX_UDP_LENGTH);
-    }
-    return this.overTcp(session, query, this.attemptTime(ctx));
+    return super.exchange(query, ctx);
   }
 
-  private attemptTime(ctx: RequestContext, cap = Infinity): number {
-    const left = Math.min(cap, ctx.remaining());
-    if (left <= 0) throw new DeadlineError(`${this.name}: the query's deadline passed`);
-    return left;
+  protected override sendDatagram(query: Buffer, timeoutMs: number): Promise<Buffer> | null {
+    if (this.config.tcpOnly || query.length >= MAX_UDP_LENGTH) return null;
+    return this.overUdp(this.currentSession(), query, timeoutMs);
   }
 
-  private overUdp(session: Session, query: Buffer, timeoutMs: number): Promise<Buffer> {
+  protected send(query: Buffer, timeoutMs: number): Promise<Buffer> {
+    return this.overTcp(this.currentSession(), query, timeoutMs);
+  }
+
+  private async overUdp(session: Session, query: Buffer, timeoutMs: number): Promise<Buffer> {
     const keys = this.keysFor(session);
     const nonce = Buffer.allocUnsafe(HALF_NONCE_SIZE);
     randomInto(nonce, 0, HALF_NONCE_SIZE);
     const packet = encryptQuery(keys, nonce, query, udpQueryLength(query.length, this.udpLength));
-    return session.channel.udp(packet, nonceKey(nonce), (answer) => acceptAnswer(keys, nonce, query, answer), timeoutMs);
+    const answer = await session.channel.udp(packet, nonceKey(nonce), (answer) => acceptAnswer(keys, nonce, query, answer), timeoutMs);
+    // Spec §4: a truncated answer means the padded query was too small for it.
+    if (isTruncated(answer)) this.udpLength = Math.min(this.udpLength + 64, MAX_UDP_LENGTH);
+    return answer;
   }
 
   private overTcp(session: Session, query: Buffer, timeoutMs: number): Promise<Buffer> {
@@ -181,14 +179,18 @@ export class DnscryptUpstream implements Upstream {
   }
 
   private async sessionFor(ctx: RequestContext): Promise<Session> {
-    let session = this.validSession();
-    if (!session && this.refreshing) {
+    if (!this.validSession() && this.refreshing) {
       // Start-up, or a refresh after expiry: wait for it, within the query's time.
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([this.refreshing, new Promise((resolve) => (timer = setTimeout(resolve, ctx.remaining())))]);
       clearTimeout(timer);
-      session = this.validSession();
     }
+    return this.currentSession();
+  }
+
+  /** The session to send with now; without a valid certificate the query fails (never plaintext). */
+  private currentSession(): Session {
+    const session = this.validSession();
     if (!session) throw new UpstreamUnavailableError(`${this.name}: no valid DNSCrypt certificate (${this.lastError})`);
     return session;
   }

@@ -21,10 +21,9 @@
 import type { PluginDefinition } from '../../core/plugin.js';
 import { Services } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
-import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
+import { addServerLines, listedTokens } from '../../lib/sources/server-lines.js';
 import { TlsContextsService } from '../../lib/tls/contexts.js';
-import { ServersFrom, withServersFrom } from '../../lib/sources/servers-from.js';
-import { listedServer, NAME, parseDohDirectives, serverFromList, type DohOptions, type DohServer } from './client/config.js';
+import { listedServer, NAME, parseDohDirectives, serverFromList, type DohOptions } from './client/config.js';
 import { httpsTransport, httpTransport } from './server/listener.js';
 import { DohUpstream } from './client/upstream.js';
 
@@ -35,7 +34,7 @@ export const dohPlugin: PluginDefinition<DohOptions> = {
   requires: [
     {
       service: SourcesService,
-      neededBy: ({ servers, serversFrom }) => [...servers.filter((s) => s.listed).map((s) => s.token), ...serversFrom.map((f) => f.token)],
+      neededBy: ({ servers, serversFrom }) => listedTokens(servers, serversFrom),
       because: 'a server without a URL or stamp comes from the resolver lists',
     },
   ],
@@ -45,13 +44,16 @@ export const dohPlugin: PluginDefinition<DohOptions> = {
   },
 
   create({ servers, serversFrom }, scope) {
-    const catalog = scope.service(SourcesService);
     const tls = scope.service(TlsContextsService);
-    const listed = (server: DohServer) => new ListedUpstream(server.name, 'doh', 'doh', catalog!, (stamp) => new DohUpstream(listedServer(server, stamp), scope.logger, tls), scope.logger);
-    for (const server of servers) scope.upstreams.add(server.listed ? listed(server) : new DohUpstream(server, scope.logger, tls), server.zone);
-    const managers = serversFrom.map(
-      (from) => new ServersFrom(from, 'doh', catalog!, scope.upstreams, from.zone, (name) => listed(serverFromList(name, from.token, from.zone)), scope.logger),
-    );
-    return withServersFrom(NAME, managers);
+    return addServerLines(scope, {
+      plugin: NAME,
+      protocol: 'doh',
+      stampProtocol: 'doh',
+      servers,
+      serversFrom,
+      upstream: (server) => new DohUpstream(server, scope.logger, tls),
+      fromStamp: (server, stamp) => new DohUpstream(listedServer(server, stamp), scope.logger, tls),
+      serverNamed: (name, from) => serverFromList(name, from.token, from.zone),
+    });
   },
 };

@@ -27,10 +27,10 @@ import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import type { PluginDefinition } from '../../core/plugin.js';
 import { Services } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
-import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
-import { parseServersFrom, ServersFrom, withServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
+import { addServerLines, listedTokens, type ServersFromLine } from '../../lib/sources/server-lines.js';
+import { parseServersFrom } from '../../lib/sources/servers-from.js';
 import { parseStampToken, stampAddress, stampHost } from '../../lib/stamp-config.js';
-import type { Stamp, TlsLikeStamp } from '../../lib/stamps.js';
+import type { Stamp } from '../../lib/stamps.js';
 import { TlsContextsService } from '../../lib/tls/contexts.js';
 import { parsePin, readCertificates } from '../../lib/tls/files.js';
 import { tlsTransport } from './listener.js';
@@ -50,7 +50,7 @@ export interface DotServer extends DotServerOptions {
 export interface DotOptions {
   servers: DotServer[];
   /** `servers_from LIST { … }` lines, with the zone of their directive. */
-  serversFrom: Array<ServersFromOptions & { zone: string }>;
+  serversFrom: ServersFromLine[];
 }
 
 export const dotPlugin: PluginDefinition<DotOptions> = {
@@ -60,7 +60,7 @@ export const dotPlugin: PluginDefinition<DotOptions> = {
   requires: [
     {
       service: SourcesService,
-      neededBy: ({ servers, serversFrom }) => [...servers.filter((s) => s.listed).map((s) => s.token), ...serversFrom.map((f) => f.token)],
+      neededBy: ({ servers, serversFrom }) => listedTokens(servers, serversFrom),
       because: 'a server without an address comes from the resolver lists',
     },
   ],
@@ -73,22 +73,21 @@ export const dotPlugin: PluginDefinition<DotOptions> = {
   },
 
   create({ servers, serversFrom }, scope) {
-    const catalog = scope.service(SourcesService);
     const tls = scope.service(TlsContextsService);
-    const listed = (server: DotServer) => {
-      const fromList = (stamp: TlsLikeStamp) => {
+    return addServerLines(scope, {
+      plugin: NAME,
+      protocol: 'dot',
+      stampProtocol: 'dot',
+      servers,
+      serversFrom,
+      upstream: (server) => new DotUpstream(server, scope.logger, tls),
+      fromStamp: (server, stamp) => {
         const target = fromStamp(stamp, server.token);
         // A server_name written on the line wins over the stamp's host name.
         return new DotUpstream({ ...server, ...target, serverName: server.serverName ?? target.serverName }, scope.logger, tls);
-      };
-      return new ListedUpstream(server.name, 'dot', 'dot', catalog!, fromList, scope.logger);
-    };
-    for (const server of servers) scope.upstreams.add(server.listed ? listed(server) : new DotUpstream(server, scope.logger, tls), server.zone);
-    const managers = serversFrom.map(
-      (from) =>
-        new ServersFrom(from, 'dot', catalog!, scope.upstreams, from.zone, (name) => listed({ name, token: from.token, zone: from.zone, listed: true, host: '', port: DEFAULT_PORT, serverName: null, ...defaults() }), scope.logger),
-    );
-    return withServersFrom(NAME, managers);
+      },
+      serverNamed: (name, from) => ({ name, token: from.token, zone: from.zone, listed: true, host: '', port: DEFAULT_PORT, serverName: null, ...defaults() }),
+    });
   },
 };
 

@@ -1,15 +1,13 @@
 /**
  * A DNS-over-TLS upstream (RFC 7858): a pool of verified TLS connections, pipelined (RFC 7766),
- * opened at start, kept warm while traffic flows, every query padded (RFC 7830/8467).
+ * opened at start, kept warm while traffic flows, every query padded (RFC 7830/8467; the base,
+ * core/upstream/base.ts, pads and fits the answer back). An attempt has the query's time; the
+ * pool's read timeout finds a dead connection sooner.
  */
-import type { RequestContext } from '../../core/context.js';
-import { fitAnswerToQuery, padMessage } from '../../core/dns/edns.js';
-import { readEdns } from '../../core/dns/wire.js';
-import { DeadlineError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
+import { BaseUpstream } from '../../core/upstream/base.js';
 import { formatHostPort } from '../../core/upstream/connect.js';
 import { StreamPool } from '../../core/upstream/stream-pool.js';
-import type { Upstream } from '../../core/upstream/upstream.js';
 import { TlsConnector } from '../../lib/tls/connector.js';
 import type { TlsContexts } from '../../lib/tls/contexts.js';
 
@@ -30,10 +28,7 @@ export interface DotServerOptions {
   maxRetries: number;
 }
 
-export class DotUpstream implements Upstream {
-  readonly protocol = 'dot';
-  readonly name: string;
-  readonly address: string;
+export class DotUpstream extends BaseUpstream {
   private readonly pool: StreamPool;
   private readonly connector: TlsConnector;
   /** Whether the last attempt to connect succeeded: changes are logged, repeats are not. */
@@ -44,8 +39,7 @@ export class DotUpstream implements Upstream {
     private readonly logger: Logger,
     tls: TlsContexts,
   ) {
-    this.name = options.name;
-    this.address = formatHostPort(options.host, options.port);
+    super({ name: options.name, protocol: 'dot', address: formatHostPort(options.host, options.port) }, { pad: true, fitAnswer: true });
     const label = `dot ${options.name} (${this.address}${options.serverName ? ` ${options.serverName}` : ''})`;
     this.connector = new TlsConnector({
       label,
@@ -72,12 +66,8 @@ export class DotUpstream implements Upstream {
     });
   }
 
-  async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
-    const left = ctx.remaining();
-    if (left <= 0) throw new DeadlineError(`${this.name}: the query's deadline passed`);
-    const hadEdns = query === ctx.query ? ctx.edns !== null : readEdns(query) !== null;
-    const answer = await this.pool.exchange(padMessage(query), left);
-    return fitAnswerToQuery(answer, hadEdns);
+  protected send(wire: Buffer, timeoutMs: number): Promise<Buffer> {
+    return this.pool.exchange(wire, timeoutMs);
   }
 
   /** Opens the pool ahead of traffic. Never fails: an unreachable server is logged and skipped. */
@@ -85,7 +75,7 @@ export class DotUpstream implements Upstream {
     this.pool.warm().catch(() => {});
   }
 
-  stop(): void {
+  protected release(): void {
     this.pool.close();
   }
 

@@ -21,8 +21,7 @@ import type { PluginDefinition } from '../../core/plugin.js';
 import { configError } from '../../core/config/options.js';
 import { Services } from '../../core/services.js';
 import { SourcesService } from '../../lib/sources/catalog.js';
-import { ListedUpstream } from '../../lib/sources/listed-upstream.js';
-import { ServersFrom, withServersFrom } from '../../lib/sources/servers-from.js';
+import { addServerLines, listedTokens } from '../../lib/sources/server-lines.js';
 import { TlsContextsService } from '../../lib/tls/contexts.js';
 import { listedTarget, NAME, parseOdohDirectives, serverFromList, type OdohOptions, type TargetSpec } from './config.js';
 import { RelayDirectory } from './relays.js';
@@ -34,7 +33,7 @@ export const odohPlugin: PluginDefinition<OdohOptions> = {
   requires: [
     {
       service: SourcesService,
-      neededBy: (o) => [...o.servers.filter((s) => s.listed).map((s) => s.token), ...o.relays.filter((r) => r.listed).map((r) => r.token), ...o.serversFrom.map((f) => f.token)],
+      neededBy: (o) => [...listedTokens(o.servers, o.serversFrom), ...o.relays.filter((r) => r.listed).map((r) => r.token)],
       because: 'a target or relay without a URL or stamp comes from the resolver lists',
     },
   ],
@@ -55,12 +54,16 @@ export const odohPlugin: PluginDefinition<OdohOptions> = {
       configFetches: scope.metrics.counter('config_fetches_total', 'Fetches of targets\' ODoH configs, by target, the relay (or direct) and result.', ['target', 'via', 'result']),
     };
     const upstreamOf = (target: TargetSpec) => new OdohUpstream(target, relays, scope.logger, metrics, tls);
-    const listed = (target: TargetSpec) => new ListedUpstream(target.name, 'odoh', 'odohTarget', catalog!, (stamp) => upstreamOf(listedTarget(target, stamp)), scope.logger);
-    for (const server of options.servers) scope.upstreams.add(server.listed ? listed(server) : upstreamOf(server), server.zone);
-    const managers = options.serversFrom.map(
-      (from) => new ServersFrom(from, 'odohTarget', catalog!, scope.upstreams, from.zone, (name) => listed(serverFromList(name, from.token, from.zone)), scope.logger),
-    );
-    const plugin = withServersFrom(NAME, managers);
+    const plugin = addServerLines(scope, {
+      plugin: NAME,
+      protocol: 'odoh',
+      stampProtocol: 'odohTarget',
+      servers: options.servers,
+      serversFrom: options.serversFrom,
+      upstream: upstreamOf,
+      fromStamp: (target, stamp) => upstreamOf(listedTarget(target, stamp)),
+      serverNamed: (name, from) => serverFromList(name, from.token, from.zone),
+    });
     return {
       ...plugin,
       async stop() {

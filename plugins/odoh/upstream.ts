@@ -1,23 +1,22 @@
 /**
  * An ODoH target as an upstream (RFC 9230). Each query leaves with ID 0, sealed with HPKE to the
- * target's current config, and goes as a POST to a relay (`?targethost=…&targetpath=…`) over
- * the DoH client's HTTP/2 pool; the relay sees who asks and which target, the target sees the
- * question and only the relay. The answer must open with the key of this very query and be for
- * the same question; anything else is a failed attempt (the next relay of the route is tried),
- * never passed on.
+ * target's current config (the sealed message has padding of its own), and goes as a POST to a
+ * relay (`?targethost=…&targetpath=…`) over the DoH client's HTTP/2 pool; the relay sees who
+ * asks and which target, the target sees the question and only the relay. The answer must open
+ * with the key of this very query and be for the same question; anything else is a failed
+ * attempt (the next relay of the route is tried), never passed on. The base
+ * (core/upstream/base.ts) gives the attempt its time, sends ID 0, restores the client's ID and
+ * fits the answer to the client's query.
  *
  * Configs are fetched from /.well-known/odohconfigs through a relay (or directly with `configs
  * direct`), kept for their Cache-Control lifetime (1 h when none, within 1 min–24 h), and
  * fetched again, once per query, when the target answers 401 (its key changed).
  */
 import type { RequestContext } from '../../core/context.js';
-import { HEADER_SIZE } from '../../core/dns/constants.js';
-import { fitAnswerToQuery } from '../../core/dns/edns.js';
-import { arCount, isResponse, readEdns, readId, sameQuestion, writeId } from '../../core/dns/wire.js';
 import { DeadlineError, UpstreamResponseError, UpstreamUnavailableError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { PluginCounter } from '../../core/plugin-metrics.js';
-import type { Upstream } from '../../core/upstream/upstream.js';
+import { BaseUpstream, checkAnswer } from '../../core/upstream/base.js';
 import { HttpsConnections } from '../../lib/https-client/connections.js';
 import type { TlsContexts } from '../../lib/tls/contexts.js';
 import { HttpStatusError, type HttpsRequest } from '../../lib/https-client/exchange.js';
@@ -41,10 +40,7 @@ export interface OdohMetrics {
 /** The target's key changed: its configs must be fetched again. */
 class StaleKey extends UpstreamResponseError {}
 
-export class OdohUpstream implements Upstream {
-  readonly name: string;
-  readonly protocol = 'odoh';
-  readonly address: string;
+export class OdohUpstream extends BaseUpstream {
   private config: { config: OdohConfig; expiresAt: number } | null = null;
   private fetching: Promise<OdohConfig> | null = null;
   /** The target's own pool: only for `configs direct` and routes that say `direct`. */
@@ -57,16 +53,14 @@ export class OdohUpstream implements Upstream {
     private readonly metrics: OdohMetrics,
     private readonly tls: TlsContexts,
   ) {
-    this.name = target.name;
-    this.address = `https://${target.authority}${target.path}`;
+    super({ name: target.name, protocol: 'odoh', address: `https://${target.authority}${target.path}` }, { timeoutMs: target.timeoutMs, zeroId: true, fitAnswer: true });
   }
 
-  async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
-    const deadline = performance.now() + Math.min(this.target.timeoutMs, ctx.remaining());
+  /** Through the relays of the target's route in turn, all within `timeoutMs`. */
+  protected async send(wire: Buffer, timeoutMs: number, ctx: RequestContext): Promise<Buffer> {
+    const deadline = performance.now() + timeoutMs;
     const hops = this.relays.hops(this.name);
     if (hops.length === 0) throw new UpstreamUnavailableError(`${this.name}: no ODoH relay available for this target (and its route does not say "direct")`);
-    const wire = Buffer.from(query);
-    writeId(wire, 0);
     let lastError: unknown = null;
     for (const hop of hops) {
       if (performance.now() >= deadline) break;
@@ -75,8 +69,7 @@ export class OdohUpstream implements Upstream {
         const answer = await this.viaHop(hop, wire, deadline, this.target.traceparent && ctx.span !== undefined ? traceHeadersFor(ctx.span) : undefined);
         ctx.meta.relay = hopName;
         this.metrics.queries.inc({ target: this.name, relay: hopName, result: 'answered' });
-        writeId(answer, readId(query));
-        return fitAnswerToQuery(answer, arCount(query) !== 0 && readEdns(query) !== null);
+        return answer;
       } catch (err) {
         lastError = err;
         this.metrics.queries.inc({ target: this.name, relay: hopName, result: resultOf(err) });
@@ -116,8 +109,8 @@ export class OdohUpstream implements Upstream {
       if (err instanceof OdohCryptoError || err instanceof OdohFormatError) throw new UpstreamResponseError(`${this.name}: the answer does not open: ${err.message}`);
       throw err;
     }
-    if (answer.length < HEADER_SIZE || !isResponse(answer)) throw new UpstreamResponseError(`${this.name}: the answer is not a DNS response`);
-    if (!sameQuestion(wire, answer)) throw new UpstreamResponseError(`${this.name}: the answer is for another question`);
+    // Checked here too (the base checks again): a wrong answer through one relay means the next.
+    checkAnswer(this.name, wire, answer);
     return answer;
   }
 
@@ -178,6 +171,7 @@ export class OdohUpstream implements Upstream {
 
   private poolOf(hop: Hop): HttpsConnections {
     if (hop !== DIRECT) return hop.connections;
+    if (this.released) throw new UpstreamUnavailableError(`${this.name}: closed`);
     if (this.target.addresses.length === 0) throw new UpstreamUnavailableError(`${this.name}: "direct" needs the target's addresses ("bootstrap IP…")`);
     this.direct ??= new HttpsConnections({
       name: this.name,
@@ -193,7 +187,8 @@ export class OdohUpstream implements Upstream {
     return this.direct;
   }
 
-  stop(): void {
+  /** The target's own pool; the relays' pools are the plugin's, closed when it stops. */
+  protected release(): void {
     this.direct?.close();
     this.direct = null;
   }

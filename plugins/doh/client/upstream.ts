@@ -2,17 +2,14 @@
  * A DNS-over-HTTPS upstream (RFC 8484). Each query leaves with ID 0 (RFC 8484 §4.1: the stream
  * already pairs question and answer, and a constant ID keeps GET URLs cacheable), padded to a
  * multiple of 128 bytes (RFC 8467), as a POST body or a base64url `dns` parameter; the upstream
- * stage has removed EDNS Client Subnet already. The answer must be for the same question; it
- * gets the client's ID back, and loses the OPT record when the client's query had none.
+ * stage has removed the client's EDNS options already. The base (core/upstream/base.ts) pads,
+ * sends ID 0, checks that the answer is for the same question, gives it the client's ID back
+ * and takes the OPT record out when the client's query had none.
  */
 import type { RequestContext } from '../../../core/context.js';
-import { HEADER_SIZE } from '../../../core/dns/constants.js';
-import { fitAnswerToQuery, padMessage } from '../../../core/dns/edns.js';
-import { arCount, isResponse, readEdns, readId, sameQuestion, writeId } from '../../../core/dns/wire.js';
-import { DeadlineError, UpstreamResponseError } from '../../../core/errors.js';
 import type { Logger } from '../../../core/logger.js';
 import { traceHeadersFor } from '../../../core/trace-context.js';
-import type { Upstream } from '../../../core/upstream/upstream.js';
+import { BaseUpstream } from '../../../core/upstream/base.js';
 import { HttpsConnections } from '../../../lib/https-client/connections.js';
 import type { TlsContexts } from '../../../lib/tls/contexts.js';
 import type { HttpsRequest } from '../../../lib/https-client/exchange.js';
@@ -41,10 +38,7 @@ export interface DohServerOptions {
   traceparent: boolean;
 }
 
-export class DohUpstream implements Upstream {
-  readonly name: string;
-  readonly protocol = 'doh';
-  readonly address: string;
+export class DohUpstream extends BaseUpstream {
   readonly connections: HttpsConnections;
   private readonly getPrefix: string;
 
@@ -53,8 +47,7 @@ export class DohUpstream implements Upstream {
     logger: Logger,
     tls: TlsContexts,
   ) {
-    this.name = options.name;
-    this.address = options.url;
+    super({ name: options.name, protocol: 'doh', address: options.url }, { timeoutMs: options.timeoutMs, pad: true, zeroId: true, fitAnswer: true });
     const host = options.hostname.includes(':') ? `[${options.hostname}]` : options.hostname;
     this.connections = new HttpsConnections({
       name: options.name,
@@ -70,19 +63,11 @@ export class DohUpstream implements Upstream {
     this.getPrefix = `${options.path}${options.path.includes('?') ? '&' : '?'}dns=`;
   }
 
-  async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
-    const timeoutMs = Math.min(this.options.timeoutMs, ctx.remaining());
-    if (timeoutMs <= 0) throw new DeadlineError(`${this.name}: the query's deadline passed`);
-    const wire = padMessage(query);
-    writeId(wire, 0);
+  protected send(wire: Buffer, timeoutMs: number, ctx: RequestContext): Promise<Buffer> {
     const request: HttpsRequest =
       this.options.method === 'get' ? { method: 'GET', path: this.getPrefix + wire.toString('base64url'), body: null } : { method: 'POST', path: this.options.path, body: wire };
     if (this.options.traceparent && ctx.span !== undefined) request.headers = traceHeadersFor(ctx.span);
-    const answer = await this.connections.request(request, timeoutMs);
-    if (answer.length < HEADER_SIZE || !isResponse(answer)) throw new UpstreamResponseError(`${this.name}: the answer is not a DNS response`);
-    if (!sameQuestion(wire, answer)) throw new UpstreamResponseError(`${this.name}: the answer is for another question`);
-    writeId(answer, readId(query));
-    return fitAnswerToQuery(answer, arCount(query) !== 0 && readEdns(query) !== null);
+    return this.connections.request(request, timeoutMs);
   }
 
   /** Connects in the background: an unreachable server must not keep Veil from starting. */
@@ -90,7 +75,7 @@ export class DohUpstream implements Upstream {
     void this.connections.warm();
   }
 
-  stop(): void {
+  protected release(): void {
     this.connections.close();
   }
 }
