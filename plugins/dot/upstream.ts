@@ -67,6 +67,7 @@ export class DotUpstream implements Upstream {
       retries: options.maxRetries,
       replaceIdle: true,
       events: { upstream: options.name, protocol: 'dot' },
+      onSerial: (detail) => logger.info(`${this.name}: ${detail}`),
     });
   }
 

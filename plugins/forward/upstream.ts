@@ -49,6 +49,7 @@ export class PlainDnsUpstream implements Upstream {
       label: `tcp ${this.address}`,
       connect: (timeoutMs) => connectTcp(options.host, options.port, timeoutMs),
       size: 2,
+      onSerial: (detail) => logger?.info(`${this.name} (${this.address}) over TCP: ${detail}`),
     });
   }
 
