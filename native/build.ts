@@ -1,6 +1,6 @@
 /**
  * Builds the addons in native/ into dist/native/NAME.node, run by `npm run build` after tsc:
- * udp-batch.c (batched UDP for the udp:// listener) and memory.c (returning freed malloc
+ * udp-batch.c (batched UDP for the udp:// listener and UDP upstreams) and memory.c (returning freed malloc
  * memory to the kernel).
  *
  * They are optional: without a C compiler, without Node's headers, or off Linux (recvmmsg and
