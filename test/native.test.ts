@@ -2,7 +2,8 @@
  * The native addons. Batched UDP (native/udp-batch.c through core/net/udp-batch.ts): datagrams
  * in bursts, answers that come later, answers too big to queue at once, IPv6 clients, binding
  * errors; connected upstream sockets (queued sends, a closed port, strangers' datagrams); the
- * node:dgram path that serves when the addon is not built, through the real bin/veil. And native/memory.c, which gives freed memory back after full collections.
+ * node:dgram path that serves when the addon is not built, through the real bin/veil; quick ACKs
+ * on upstream stream connections. And native/memory.c, which gives freed memory back after full collections.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -16,6 +17,7 @@ import { QType } from '../core/dns/constants.js';
 import { buildQuery } from '../core/dns/message.js';
 import { queryUdp } from '../core/testing/client.js';
 import { loadMemoryAddon, trimAfterCollections } from '../core/memory.js';
+import { quickAcker } from '../core/net/tcp-ack.js';
 import { BatchedUdpSocket, ConnectedUdpSocket, formatIPv6, udpBatchAddon, type BatchPeer } from '../core/net/udp-batch.js';
 import { startVeil, type VeilProcess } from './helpers/veil-process.js';
 
@@ -255,6 +257,38 @@ describe('bin/veil with VEIL_UDP_BATCH=off (node:dgram)', () => {
     const { host, port } = veil.address('udp', 0);
     const replies = await burst(host, port, Array.from({ length: 100 }, (_, i) => buildQuery('plain.test', QType.A, { id: i + 1 })));
     assert.deepEqual(replies.map((r) => r.readUInt16BE(0)).sort((x, y) => x - y), Array.from({ length: 100 }, (_, i) => i + 1));
+  });
+});
+
+describe('quick ACKs on upstream stream connections (core/net/tcp-ack.ts, native/tcp-ack.c)', () => {
+  it('are built on Linux where a C compiler is, and reach a connected socket\'s descriptor', { skip: process.platform !== 'linux' || !hasCompiler() ? 'skipped: not Linux or no C compiler' : false }, async () => {
+    const server = net.createServer((socket) => socket.on('data', (d) => socket.write(d)));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      await new Promise((resolve) => client.once('connect', resolve));
+      const ack = quickAcker(client);
+      assert.ok(ack, 'the tcp-ack addon did not load');
+      client.write('ping');
+      await new Promise((resolve) => client.once('data', resolve));
+      ack(); // sets TCP_QUICKACK on the live descriptor
+      client.destroy();
+      ack(); // a closed socket has no descriptor: nothing happens
+    } finally {
+      client.destroy();
+      server.close();
+    }
+  });
+
+  it('VEIL_QUICKACK=off turns them off', () => {
+    const before = process.env.VEIL_QUICKACK;
+    process.env.VEIL_QUICKACK = 'off';
+    try {
+      assert.equal(quickAcker(new net.Socket()), null);
+    } finally {
+      if (before === undefined) delete process.env.VEIL_QUICKACK;
+      else process.env.VEIL_QUICKACK = before;
+    }
   });
 });
 

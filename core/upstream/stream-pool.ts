@@ -12,9 +12,10 @@
  * arrive on its socket, so of queries that arrived together it answers the first and sits on
  * the rest (they are in its TLS library's buffer, not the socket's); a server without
  * TCP_NODELAY (unbound) holds a second answer until the first is acknowledged, up to the
- * client's 40 ms delayed ACK; a server that answers each connection in order makes a quick
- * query wait behind a slow one. So the pool prefers a connection with nothing in flight, and
- * it learns, per server:
+ * client's 40 ms delayed ACK (so a connection acknowledges at once after a read that leaves
+ * answers to come: core/net/tcp-ack.ts); a server that answers each connection in order makes a
+ * quick query wait behind a slow one. So the pool prefers a connection with nothing in flight,
+ * and it learns, per server:
  *
  * - a query sent behind others on its connection (pipelined) that waited `hedgeAfterMs` while
  *   nothing at all came back on that connection is sent again on another connection (twice at
@@ -35,6 +36,7 @@ import { HEADER_SIZE } from '../dns/constants.js';
 import { isResponse, readId, sameQuestion } from '../dns/wire.js';
 import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { upstreamConnection, upstreamRetry } from '../events.js';
+import { quickAcker } from '../net/tcp-ack.js';
 import { freeId } from './query-id.js';
 
 export interface StreamPoolOptions {
@@ -99,6 +101,9 @@ export const SERIAL_FACTOR = 4;
 const HEDGE_MIN_MS = 3;
 /** Before any round trip was measured. */
 const HEDGE_INITIAL_MS = 100;
+/** Round trips the wait is computed from, and how often it is computed again. */
+const RTT_SAMPLES = 32;
+const HEDGE_RECOMPUTE_MS = 100;
 /** Copies of one query at most (each after its latest attempt waited on a silent connection). */
 const MAX_HEDGES = 2;
 /** IDs of forgotten queries still owed an answer, per connection; past this the connection is retired. */
@@ -169,6 +174,8 @@ export class StreamConnection {
   private writeTimer: NodeJS.Timeout | null = null;
   /** Monotonic ms of the last bytes received. */
   lastReadAt = performance.now();
+  /** Acknowledges what was received at once (core/net/tcp-ack.ts), where that can be done. */
+  private readonly ackNow: (() => void) | null;
   closed = false;
   /** True once a query went out on it. */
   used = false;
@@ -180,6 +187,7 @@ export class StreamConnection {
   ) {
     const { label } = settings;
     socket.setNoDelay(true);
+    this.ackNow = quickAcker(socket);
     socket.setTimeout(settings.idleTimeoutMs);
     socket.on('timeout', () => {
       if (this.pending.size === 0) this.destroy(new ConnectionLost(`${label}: idle connection closed`), 'stale');
@@ -316,6 +324,8 @@ export class StreamConnection {
       if (this.closed) return;
     }
     if (this.closing && this.pending.size === 0) this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
+    // Answers still to come: the server may be holding the next one until this read is acknowledged.
+    else if (this.pending.size > 0 && this.ackNow) this.ackNow();
   }
 
   /** No new queries; closes once those in flight are answered. */
@@ -351,8 +361,12 @@ export class StreamPool implements ConnectionOwner {
   private readonly connectTimeoutMs: number;
   private readonly retries: number;
   private ordering: Ordering = 'unknown';
-  /** Smoothed round trip (ms) of queries sent alone on their connection; 0 before the first. */
-  private srtt = 0;
+  /** The last round trips (ms) of queries sent alone on their connection, a ring. */
+  private readonly rtts = new Float64Array(RTT_SAMPLES);
+  private rttCount = 0;
+  /** hedgeAfterMs as last computed (at most every HEDGE_RECOMPUTE_MS). */
+  private hedgeAfter = HEDGE_INITIAL_MS;
+  private hedgeAfterAt = -Infinity;
   private hedgeTimer: NodeJS.Timeout | null = null;
   readonly stats: StreamPoolStats = { open: 0, created: 0, reused: 0, idleClosed: 0, replaced: 0, failed: 0, hedged: 0, heldBack: 0 };
 
@@ -491,18 +505,23 @@ export class StreamPool implements ConnectionOwner {
 
   // ---- learning how the server answers -----------------------------------------------------
 
-  /**
-   * A smoothed round trip of queries sent alone on their connection. A sample is counted as at
-   * most four times the current estimate: a pause of this machine or the server's (a garbage
-   * collection, the scheduler) must not make the pool wait ten times longer before it acts.
-   */
   private sampleRtt(rtt: number): void {
-    this.srtt = this.srtt === 0 ? rtt : this.srtt + (Math.min(rtt, 4 * this.srtt) - this.srtt) / 8;
+    this.rtts[this.rttCount++ % RTT_SAMPLES] = rtt;
   }
 
-  /** How long a pipelined query may wait on a silent connection before it is sent again. */
+  /**
+   * How long a pipelined query may wait on a silent connection before it is sent again: four
+   * times the median round trip of the last queries sent alone, 3 ms at least. A median, not a
+   * mean: a pause of this machine or the server's (a collection, the scheduler) delays many
+   * answers at once, and must not make the pool wait ten times longer before it acts.
+   */
   private hedgeAfterMs(): number {
-    return this.srtt === 0 ? HEDGE_INITIAL_MS : Math.max(HEDGE_MIN_MS, 4 * this.srtt);
+    const now = performance.now();
+    if (this.rttCount === 0 || now - this.hedgeAfterAt < HEDGE_RECOMPUTE_MS) return this.hedgeAfter;
+    const samples = this.rtts.slice(0, Math.min(this.rttCount, RTT_SAMPLES)).sort();
+    this.hedgeAfter = Math.max(HEDGE_MIN_MS, 4 * samples[samples.length >> 1]!);
+    this.hedgeAfterAt = now;
+    return this.hedgeAfter;
   }
 
   private becomeConcurrent(): void {
