@@ -220,7 +220,7 @@ export class StreamConnection {
   }
 
   /** Sends the exchange's query; its answer, timeout or failure goes to the owner. */
-  send(exchange: Exchange, timeoutMs: number): void {
+  send(exchange: Exchange, timeoutMs: number): Attempt {
     const id = freeId(this);
     const query = exchange.query;
     const framed = Buffer.allocUnsafe(2 + query.length);
@@ -234,6 +234,7 @@ export class StreamConnection {
     this.pending.set(id, attempt);
     exchange.attempts.push(attempt);
     this.write(framed);
+    return attempt;
   }
 
   /** For freeId: an ID is taken while its query waits, and while a forgotten one is owed an answer. */
@@ -423,8 +424,8 @@ export class StreamPool implements ConnectionOwner {
     const left = exchange.deadline - performance.now();
     if (left <= 0) return exchange.reject(new UpstreamTimeoutError(`${this.options.label}: no answer in time`));
     if (!connection.hasRoom) return this.dispatch(exchange); // closed or filled while it opened
-    connection.send(exchange, left);
-    if (connection.inflight > 1 && this.ordering !== 'concurrent') this.scheduleHedgeCheck(this.hedgeAfterMs());
+    const attempt = connection.send(exchange, left);
+    if (attempt.pipelined && this.ordering !== 'concurrent') this.scheduleHedgeCheck(this.hedgeAfterMs());
   }
 
   /** Connections the pool may hold now: its size, or more for a server found serial. */
@@ -594,7 +595,7 @@ export class StreamPool implements ConnectionOwner {
     exchange.hedges++;
     this.stats.hedged++;
     if (this.options.events && upstreamRetry.hasSubscribers) upstreamRetry.publish({ ...this.options.events, reason: 'held-back' });
-    target.send(exchange, left);
+    if (target.send(exchange, left).pipelined) this.scheduleHedgeCheck(this.hedgeAfterMs());
     return true;
   }
 
