@@ -3,7 +3,8 @@
  *
  * On this one machine: starts a loopback origin (unbound with local data), the peers (dnsdist)
  * and Veil with equivalent configurations, runs the same load against each, alternating Veil and
- * peer runs, and prints QPS, mean/p50/p99 latency, the Veil/peer ratio and Veil's RSS. Writes
+ * peer runs, and prints QPS, the Veil/peer ratio, the CPU time each spent per query, latency
+ * percentiles at a fixed rate (p50, p99, p99.9, max) through Veil and direct, and RSS. Writes
  * docs/benchmarks.md from the run (unless --no-write). Numbers drift between machines and runs;
  * the ratio, measured in one run, is what to compare.
  */
@@ -53,7 +54,7 @@ async function main(): Promise<void> {
   const chosen = options.names.length ? workloads.filter((w) => options.names.includes(w.name)) : workloads;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'veil-bench-'));
   let origin: Peer | null = null;
-  const results: Array<{ workload: Workload; measurement: Measurement | null; skipped?: string }> = [];
+  const results: Result[] = [];
   try {
     origin = await startUnboundOrigin();
     const ctx: WorkloadContext = { dir, origin, seconds: options.seconds, rounds: options.rounds, log: (line) => console.log(`  ${line}`) };
@@ -74,32 +75,62 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
 
-  const header = row(['workload', 'Veil QPS', 'peer QPS', 'Veil/peer', 'Veil mean ms', 'Veil p50 ms', 'Veil p99 ms', 'peer mean ms', 'Veil RSS MB', 'target']);
-  const separator = row(Array(10).fill('---'));
-  const lines = results.map(({ workload, measurement, skipped }) =>
-    measurement
-      ? row([
-          workload.name,
-          fmt(measurement.veil.qps, 0),
-          fmt(measurement.peer?.qps, 0),
-          measurement.ratio === null ? '–' : `${fmt(measurement.ratio)}×`,
-          fmt(measurement.veil.meanMs, 3),
-          fmt(measurement.veil.p50Ms, 3),
-          fmt(measurement.veil.p99Ms, 3),
-          fmt(measurement.peer?.meanMs, 3),
-          fmt(measurement.rssMb, 0),
-          workload.target,
-        ])
-      : row([workload.name, `skipped: ${skipped}`, '', '', '', '', '', '', '', workload.target]),
-  );
-  const table = [header, separator, ...lines].join('\n');
+  const table = tables(results);
   console.log(`\n${table}\n`);
   for (const { workload, measurement } of results) if (measurement?.notes.length) console.log(`${workload.name}: ${measurement.notes.join('; ')}`);
 
   if (options.write && options.names.length === 0) writeReport(table, results, options);
 }
 
-function writeReport(table: string, results: Array<{ workload: Workload; measurement: Measurement | null }>, options: Options): void {
+type Result = { workload: Workload; measurement: Measurement | null; skipped?: string };
+
+/**
+ * Two tables: throughput (QPS against the peer, and the CPU time each process spent per
+ * query) and latency at a fixed rate (percentiles through Veil and direct); the rest (memory,
+ * scaling, DNSSEC, the shared cache) in a third with their summaries.
+ */
+function tables(results: Result[]): string {
+  const ms = (n: number | null | undefined) => fmt(n, 3);
+  const skippedRow = (r: Result, columns: number) => row([r.workload.name, `skipped: ${r.skipped}`, ...Array<string>(columns - 3).fill(''), r.workload.target]);
+  const throughput = results.filter((r) => r.measurement?.kind === 'throughput' || (!r.measurement && !/latency/.test(r.workload.name)));
+  const latency = results.filter((r) => r.measurement?.kind === 'latency' || (!r.measurement && /latency/.test(r.workload.name)));
+  const other = results.filter((r) => r.measurement?.kind === 'other');
+  const out: string[] = [];
+  if (throughput.length) {
+    out.push(
+      row(['workload', 'Veil QPS', 'peer QPS', 'Veil/peer', 'Veil CPU µs/query', 'peer CPU µs/query', 'Veil mean ms', 'peer mean ms', 'Veil RSS MB', 'target']),
+      row(Array(10).fill('---')),
+      ...throughput.map((r) => {
+        const m = r.measurement;
+        if (!m) return skippedRow(r, 10);
+        return row([r.workload.name, fmt(m.veil.qps, 0), fmt(m.peer?.qps, 0), m.ratio === null ? '–' : `${fmt(m.ratio)}×`, fmt(m.veil.cpuUs, 1), fmt(m.peer?.cpuUs, 1), ms(m.veil.meanMs), ms(m.peer?.meanMs), fmt(m.rssMb, 0), r.workload.target]);
+      }),
+      '',
+    );
+  }
+  if (latency.length) {
+    out.push(
+      'Latency at 2,000 queries a second (ms; every round of each side pooled):',
+      '',
+      row(['workload', 'Veil p50', 'Veil p99', 'Veil p99.9', 'Veil max', 'direct p50', 'direct p99', 'direct p99.9', 'direct max', 'added p50', 'p99 ÷ direct', 'target']),
+      row(Array(12).fill('---')),
+      ...latency.map((r) => {
+        const m = r.measurement;
+        if (!m) return skippedRow(r, 12);
+        const v = m.veil;
+        const d = m.peer!;
+        return row([r.workload.name, ms(v.p50Ms), ms(v.p99Ms), ms(v.p999Ms), ms(v.maxMs), ms(d.p50Ms), ms(d.p99Ms), ms(d.p999Ms), ms(d.maxMs), ms((v.p50Ms ?? NaN) - (d.p50Ms ?? NaN)), `${fmt((v.p99Ms ?? NaN) / (d.p99Ms ?? NaN), 1)}×`, r.workload.target]);
+      }),
+      '',
+    );
+  }
+  if (other.length) {
+    out.push(row(['workload', 'result', 'target']), row(Array(3).fill('---')), ...other.map((r) => row([r.workload.name, r.measurement!.summary, r.workload.target])), '');
+  }
+  return out.join('\n').trimEnd();
+}
+
+function writeReport(table: string, results: Result[], options: Options): void {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const versions = readFileSync(path.join(ROOT, 'package.json'), 'utf8');
   const version = (JSON.parse(versions) as { version: string }).version;
@@ -110,7 +141,7 @@ function writeReport(table: string, results: Array<{ workload: Workload; measure
   const text = `# Benchmarks
 
 Measured by \`npm run bench\` (${options.seconds} s per run, ${options.rounds} alternating rounds of Veil and
-peer, best round kept) on ${new Date().toISOString().slice(0, 10)}: Veil ${version} on Node ${process.version},
+peer; throughput keeps each side's best round, latency pools every round's answers) on ${new Date().toISOString().slice(0, 10)}: Veil ${version} on Node ${process.version},
 ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}. The load generator,
 the origin (unbound with local data), the peers (dnsdist ${peerVersion()}) and Veil share these cores.
 Absolute numbers move from run to run and machine to machine; compare the ratios.

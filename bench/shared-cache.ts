@@ -169,6 +169,7 @@ export const cacheShared: Workload = {
       );
       ctx.log(notes.at(-1)!);
       return {
+        kind: 'other',
         veil: sharedHits.load,
         peer: localHits.load,
         ratio: sharedHits.load.qps / localHits.load.qps,

@@ -13,8 +13,13 @@ export interface LoadResult {
   meanMs: number;
   p50Ms: number | null;
   p99Ms: number | null;
+  p999Ms?: number | null;
   /** The slowest answer (dnsperf with `verbose`). */
   maxMs?: number | null;
+  /** Every answer's latency in ms, sorted (dnsperf with `verbose`). */
+  latencies?: number[];
+  /** CPU time (user + system) of the process under test per answered query, in µs, when measured. */
+  cpuUs?: number | null;
   sent: number;
   lost: number;
   command: string;
@@ -70,17 +75,23 @@ export async function dnsperf(options: DnsperfOptions): Promise<LoadResult> {
   const out = await run('dnsperf', args, (options.seconds + 30) * 1000);
   const number = (re: RegExp): number => Number(re.exec(out)?.[1] ?? NaN);
   const latencies = options.verbose ? [...out.matchAll(/^> \S+ \S+ \S+ ([\d.]+)$/gm)].map((m) => Number(m[1]) * 1000).sort((a, b) => a - b) : [];
-  const pct = (p: number): number | null => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]! : null);
   return {
     qps: number(/Queries per second:\s+([\d.]+)/),
     meanMs: number(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
-    p50Ms: pct(50),
-    p99Ms: pct(99),
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+    p999Ms: percentile(latencies, 99.9),
     maxMs: latencies.length ? latencies[latencies.length - 1]! : null,
+    ...(options.verbose ? { latencies } : {}),
     sent: number(/Queries sent:\s+(\d+)/),
     lost: number(/Queries lost:\s+(\d+)/),
     command: `dnsperf ${args.join(' ')}`,
   };
+}
+
+/** The `p`th percentile of sorted values (nearest rank), or null when there are none. */
+export function percentile(sorted: readonly number[], p: number): number | null {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : null;
 }
 
 export interface H2loadOptions {

@@ -50,7 +50,8 @@ export const upstreamAttempt = channel<{
 
 /**
  * An upstream sent a query again on its own, within one attempt: over TCP after a truncated UDP
- * answer (`truncated`), on a fresh connection after the one it used died (`connection-lost`).
+ * answer (`truncated`), on a fresh connection after the one it used died (`connection-lost`), on
+ * another connection when its own sat on it (`held-back`, core/upstream/stream-pool.ts).
  */
 export const upstreamRetry = channel<{ upstream: string; protocol: string; reason: string }>('veil:upstream:retry');
 

@@ -1,7 +1,7 @@
 /**
  * Builds the addons in native/ into dist/native/NAME.node, run by `npm run build` after tsc:
- * udp-batch.c (batched UDP for the udp:// listener) and memory.c (returning freed malloc
- * memory to the kernel).
+ * udp-batch.c (batched UDP for the udp:// listener and UDP upstreams), memory.c (returning freed
+ * malloc memory to the kernel) and tcp-ack.c (quick ACKs on upstream stream connections).
  *
  * They are optional: without a C compiler, without Node's headers, or off Linux (recvmmsg and
  * sendmmsg), this says why, the udp:// listener uses node:dgram and memory is not trimmed.
@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const ADDONS = ['udp-batch', 'memory'];
+const ADDONS = ['udp-batch', 'memory', 'tcp-ack'];
 
 /** Node's headers (node_api.h, uv.h): beside the running binary, as the `node` package and distributions install them. */
 function findHeaders(): string | null {

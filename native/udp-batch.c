@@ -4,6 +4,13 @@
  * sendmmsg(2). node:dgram costs a system call, a libuv callback, an address string and a
  * JavaScript call per datagram, which on cache hits is most of the time a query takes.
  *
+ * The same for the upstream side (connect): a socket connected to one server, on a port the
+ * kernel picks at random; its answers are read in batches, and the queries JavaScript sends on
+ * it are queued here and leave together, with the queries of every other such socket, right
+ * after the batch of datagrams that caused them (or at the end of the event loop's turn). On a
+ * loopback server each send(2) woke the server and handed it the CPU: one wake-up per batch
+ * instead of one per query is most of what batching buys on two cores.
+ *
  * Memory is JavaScript's: the caller hands in the receive and send buffers, and the addon keeps
  * references to them for the socket's life. The layout of the shared arrays (all int32):
  *
@@ -36,9 +43,20 @@
 #define META_INTS 8
 /* Batches read per readiness event before the event loop gets a turn (fairness). */
 #define BATCHES_PER_WAKE 8
+/* Bytes of datagrams a connected socket queues before it sends them at once. */
+#define OUT_BYTES 16384
 
+typedef struct batch_socket batch_socket;
+
+/* Per Node environment: the connected sockets with datagrams queued, and the listening sockets. */
 typedef struct {
+  batch_socket *queued;
+  batch_socket *listeners;
+} env_state;
+
+struct batch_socket {
   napi_env env;
+  env_state *state;
   uv_poll_t poll;
   int fd;
   int closing;
@@ -62,7 +80,15 @@ typedef struct {
   struct mmsghdr send_msgs[BATCH];
   struct iovec send_iov[BATCH];
   struct sockaddr_in6 send_addrs[BATCH];
-} batch_socket;
+  /* Connected (upstream) sockets only: the datagrams queued by send(). */
+  int connected;
+  int send_errno; /* an error a send met (the server's port closed): told on the next poll */
+  batch_socket *next_queued;   /* in state->queued while out_count > 0 */
+  batch_socket *next_listener; /* listening sockets: in state->listeners while open */
+  int out_count;
+  size_t out_used;
+  uint8_t out_data[OUT_BYTES];
+};
 
 #define CHECK(env, call)                                              \
   do {                                                                \
@@ -82,6 +108,7 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
 
 /* Sends what JavaScript queued in send meta; an answer the kernel refuses is dropped (UDP). */
 static void flush(batch_socket *s) {
+  if (!s->send_meta) return; /* a connected socket: see flush_out */
   int32_t count = s->send_meta[0];
   if (count <= 0 || s->closing) {
     s->send_meta[0] = 0;
@@ -130,6 +157,71 @@ static void flush(batch_socket *s) {
   s->send_meta[0] = 0;
 }
 
+static void on_readable(uv_poll_t *poll, int status, int events);
+
+/* Sends what send() queued on a connected socket; a datagram the kernel refuses is dropped. */
+static void flush_out(batch_socket *s) {
+  int count = s->out_count;
+  size_t offset = 0;
+  for (int i = 0; i < count; i++) {
+    struct msghdr *h = &s->send_msgs[i].msg_hdr;
+    memset(h, 0, sizeof *h);
+    h->msg_iov = &s->send_iov[i];
+    h->msg_iovlen = 1;
+    s->send_iov[i].iov_base = s->out_data + offset;
+    offset += s->send_iov[i].iov_len;
+  }
+  int sent = 0;
+  while (sent < count && !s->closing) {
+    int n = sendmmsg(s->fd, s->send_msgs + sent, (unsigned)(count - sent), MSG_DONTWAIT);
+    if (n > 0) {
+      sent += n;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      /* This datagram is dropped. A full buffer is UDP's lot (its query times out); an error
+       * of the socket's (ICMP port unreachable from an earlier one) is told to JavaScript on
+       * the next turn, through the poll, as a read would have told it. */
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS && !s->send_errno) {
+        s->send_errno = errno;
+        uv_poll_start(&s->poll, UV_READABLE | UV_WRITABLE, on_readable);
+      }
+      sent++;
+    }
+  }
+  s->out_count = 0;
+  s->out_used = 0;
+}
+
+static void unqueue(batch_socket *s) {
+  for (batch_socket **at = &s->state->queued; *at; at = &(*at)->next_queued) {
+    if (*at == s) {
+      *at = s->next_queued;
+      break;
+    }
+  }
+  s->next_queued = NULL;
+}
+
+/* Sends the queues of every connected socket of this environment. */
+static void flush_queued(env_state *state) {
+  while (state->queued) {
+    batch_socket *s = state->queued;
+    state->queued = s->next_queued;
+    s->next_queued = NULL;
+    flush_out(s);
+  }
+}
+
+/*
+ * After any batch: the queries it caused go upstream, and the answers it completed go to their
+ * clients (a listener's answers to forwarded queries come in an upstream socket's batch).
+ */
+static void flush_everything(env_state *state) {
+  flush_queued(state);
+  for (batch_socket *l = state->listeners; l; l = l->next_listener) flush(l);
+}
+
 static void call_js(batch_socket *s, int count) {
   napi_env env = s->env;
   napi_handle_scope scope;
@@ -152,7 +244,23 @@ static void call_js(batch_socket *s, int count) {
 
 static void on_readable(uv_poll_t *poll, int status, int events) {
   batch_socket *s = poll->data;
-  if (status < 0 || !(events & UV_READABLE)) return;
+  if (s->send_errno) {
+    int err = s->send_errno;
+    s->send_errno = 0;
+    uv_poll_start(&s->poll, UV_READABLE, on_readable);
+    call_js(s, -err);
+    return;
+  }
+  if (status < 0 || !(events & UV_READABLE)) {
+    if (status < 0 && s->connected) {
+      /* libuv says UV_EBADF for any POLLERR and stops polling: the socket's own error says why. */
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0) err = -status;
+      call_js(s, -err);
+    }
+    return;
+  }
   for (int round = 0; round < BATCHES_PER_WAKE && !s->closing; round++) {
     for (int i = 0; i < BATCH; i++) {
       s->recv_iov[i].iov_base = s->recv_data + (size_t)i * s->slot_bytes;
@@ -165,7 +273,12 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
       h->msg_iovlen = 1;
     }
     int n = recvmmsg(s->fd, s->recv_msgs, BATCH, MSG_DONTWAIT, NULL);
-    if (n <= 0) return; /* EAGAIN: drained; other errors (ICMP reports) are not ours to act on */
+    if (n < 0 && s->connected && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      /* A connected socket's error is the server's (ICMP port unreachable): JavaScript is told. */
+      call_js(s, -errno);
+      return;
+    }
+    if (n <= 0) return; /* EAGAIN: drained; a listener's errors (ICMP reports) are not ours to act on */
     int kept = 0;
     for (int i = 0; i < n; i++) {
       /* A datagram larger than a slot was cut short: drop it rather than read half a query. */
@@ -191,7 +304,8 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
       kept++;
     }
     if (kept > 0) call_js(s, kept);
-    flush(s);
+    /* What this batch caused leaves now, before the next batch is read. */
+    flush_everything(s->state);
     if (n < BATCH) return;
   }
 }
@@ -199,7 +313,8 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
 static void on_closed(uv_handle_t *handle) {
   batch_socket *s = handle->data;
   napi_env env = s->env;
-  for (int i = 0; i < 4; i++) napi_delete_reference(env, s->buffers[i]);
+  for (int i = 0; i < 4; i++)
+    if (s->buffers[i]) napi_delete_reference(env, s->buffers[i]);
   napi_delete_reference(env, s->on_batch);
   napi_delete_reference(env, s->self);
   napi_async_destroy(env, s->async_context);
@@ -283,6 +398,11 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   if (!s) return throw_errno(env, "udp-batch", ENOMEM);
   s->env = env;
   s->fd = -1;
+  if (napi_get_instance_data(env, (void **)&s->state) != napi_ok || !s->state) {
+    free(s);
+    napi_throw_error(env, NULL, "udp-batch: no instance data");
+    return NULL;
+  }
   size_t len;
   void *data;
   if (!get_buffer(env, argv[5], &s->buffers[0], &data, &len)) goto fail;
@@ -321,6 +441,8 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   if (uv_poll_init_socket(loop, &s->poll, s->fd) != 0) goto fail;
   s->poll.data = s;
   uv_poll_start(&s->poll, UV_READABLE, on_readable);
+  s->next_listener = s->state->listeners;
+  s->state->listeners = s;
 
   napi_value handle, port_value, result;
   CHECK(env, napi_create_external(env, s, on_finalize, NULL, &handle));
@@ -372,6 +494,14 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   batch_socket *s = unwrap(env, info);
   if (!s || s->closing) return NULL;
   s->closing = 1;
+  if (s->next_queued || s->state->queued == s) unqueue(s);
+  s->out_count = 0;
+  for (batch_socket **at = &s->state->listeners; *at; at = &(*at)->next_listener) {
+    if (*at == s) {
+      *at = s->next_listener;
+      break;
+    }
+  }
   /* Stopping takes the descriptor out of epoll, so it can close now: the port is free at once. */
   uv_poll_stop(&s->poll);
   close(s->fd);
@@ -380,14 +510,175 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * connect(self, host, port, receiveBufferBytes, recvData, recvMeta, onBatch)
+ *   -> [external handle, local port]
+ * A UDP socket connected to host:port (an IP literal), bound by the kernel to a random free
+ * port. Its datagrams arrive as for open(); onBatch gets a negative count (-errno) when the
+ * socket reports an error (the server's port is closed). recvData and recvMeta may be shared by
+ * every connected socket: a batch is handed to JavaScript before the next is read.
+ */
+static napi_value js_connect(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7) {
+    napi_throw_type_error(env, NULL, "udp-batch: connect takes 7 arguments");
+    return NULL;
+  }
+  char host[64];
+  size_t host_len;
+  int32_t port, receive_buffer;
+  CHECK(env, napi_get_value_string_utf8(env, argv[1], host, sizeof host, &host_len));
+  CHECK(env, napi_get_value_int32(env, argv[2], &port));
+  CHECK(env, napi_get_value_int32(env, argv[3], &receive_buffer));
+  struct sockaddr_storage addr;
+  socklen_t addr_len;
+  memset(&addr, 0, sizeof addr);
+  struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
+  int family;
+  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+    family = a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    addr_len = sizeof *a4;
+  } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+    family = a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons((uint16_t)port);
+    addr_len = sizeof *a6;
+  } else {
+    napi_throw_type_error(env, NULL, "udp-batch: host must be an IP literal");
+    return NULL;
+  }
+
+  batch_socket *s = calloc(1, sizeof *s);
+  if (!s) return throw_errno(env, "udp-batch", ENOMEM);
+  s->env = env;
+  s->fd = -1;
+  s->connected = 1;
+  if (napi_get_instance_data(env, (void **)&s->state) != napi_ok || !s->state) goto fail;
+  size_t len;
+  void *data;
+  if (!get_buffer(env, argv[4], &s->buffers[0], &data, &len)) goto fail;
+  s->recv_data = data;
+  s->slot_bytes = len / BATCH;
+  if (!get_buffer(env, argv[5], &s->buffers[1], &data, &len)) goto fail;
+  s->recv_meta = data;
+  if (len < BATCH * META_INTS || s->slot_bytes < 512) {
+    napi_throw_range_error(env, NULL, "udp-batch: a buffer is too small for a batch");
+    goto fail;
+  }
+  if (napi_create_reference(env, argv[6], 1, &s->on_batch) != napi_ok) goto fail;
+  if (napi_create_reference(env, argv[0], 1, &s->self) != napi_ok) goto fail;
+  napi_value resource_name;
+  napi_create_string_utf8(env, "veil:udp-batch", NAPI_AUTO_LENGTH, &resource_name);
+  if (napi_async_init(env, argv[0], resource_name, &s->async_context) != napi_ok) goto fail;
+
+  s->fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (s->fd < 0) goto fail_errno;
+  if (receive_buffer > 0) setsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  if (connect(s->fd, (struct sockaddr *)&addr, addr_len) < 0) goto fail_errno;
+  struct sockaddr_storage local;
+  socklen_t local_len = sizeof local;
+  if (getsockname(s->fd, (struct sockaddr *)&local, &local_len) < 0) goto fail_errno;
+  int local_port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&local)->sin_port : ((struct sockaddr_in6 *)&local)->sin6_port);
+
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) goto fail;
+  if (uv_poll_init_socket(loop, &s->poll, s->fd) != 0) goto fail;
+  s->poll.data = s;
+  uv_poll_start(&s->poll, UV_READABLE, on_readable);
+
+  napi_value handle, port_value, result;
+  CHECK(env, napi_create_external(env, s, on_finalize, NULL, &handle));
+  CHECK(env, napi_create_int32(env, local_port, &port_value));
+  CHECK(env, napi_create_array_with_length(env, 2, &result));
+  CHECK(env, napi_set_element(env, result, 0, handle));
+  CHECK(env, napi_set_element(env, result, 1, port_value));
+  return result;
+
+fail_errno: {
+  int err = errno;
+  if (s->fd >= 0) close(s->fd);
+  s->fd = -1;
+  throw_errno(env, "connect", err);
+}
+fail:
+  if (s->fd >= 0) close(s->fd);
+  for (int i = 0; i < 4; i++)
+    if (s->buffers[i]) napi_delete_reference(env, s->buffers[i]);
+  if (s->on_batch) napi_delete_reference(env, s->on_batch);
+  if (s->self) napi_delete_reference(env, s->self);
+  if (s->async_context) napi_async_destroy(env, s->async_context);
+  free(s);
+  return NULL;
+}
+
+/*
+ * send(handle, datagram): queues a datagram on a connected socket. It leaves with the others
+ * queued on connected sockets after the batch being handled, or at flushQueued(); a full queue
+ * leaves at once. A datagram larger than the queue is refused (RangeError).
+ */
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  void *handle = NULL;
+  void *data;
+  size_t length;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || napi_get_value_external(env, argv[0], &handle) != napi_ok) {
+    napi_throw_type_error(env, NULL, "udp-batch: send(handle, datagram)");
+    return NULL;
+  }
+  batch_socket *s = handle;
+  CHECK(env, napi_get_buffer_info(env, argv[1], &data, &length));
+  if (!s->connected || s->closing) return NULL;
+  if (length > OUT_BYTES) {
+    napi_throw_range_error(env, NULL, "udp-batch: datagram too large");
+    return NULL;
+  }
+  if (s->out_count == BATCH || s->out_used + length > OUT_BYTES) flush_out(s);
+  memcpy(s->out_data + s->out_used, data, length);
+  s->send_iov[s->out_count].iov_len = length;
+  s->out_used += length;
+  if (s->out_count++ == 0) {
+    s->next_queued = s->state->queued;
+    s->state->queued = s;
+  }
+  return NULL;
+}
+
+/* flushQueued(): sends what every connected socket has queued. */
+static napi_value js_flush_queued(napi_env env, napi_callback_info info) {
+  (void)info;
+  env_state *state = NULL;
+  if (napi_get_instance_data(env, (void **)&state) == napi_ok && state) flush_queued(state);
+  return NULL;
+}
+
+static void free_state(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
       {"flush", NULL, js_flush, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+      {"connect", NULL, js_connect, NULL, NULL, NULL, napi_default, NULL},
+      {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
+      {"flushQueued", NULL, js_flush_queued, NULL, NULL, NULL, napi_default, NULL},
   };
+  env_state *state = calloc(1, sizeof *state);
+  if (!state || napi_set_instance_data(env, state, free_state, NULL) != napi_ok) {
+    free(state);
+    napi_throw_error(env, NULL, "udp-batch: no memory for instance data");
+    return NULL;
+  }
   napi_value batch, meta;
-  napi_define_properties(env, exports, 3, props);
+  napi_define_properties(env, exports, 6, props);
   napi_create_int32(env, BATCH, &batch);
   napi_create_int32(env, META_INTS, &meta);
   napi_set_named_property(env, exports, "BATCH", batch);

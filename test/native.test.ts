@@ -1,8 +1,9 @@
 /**
  * The native addons. Batched UDP (native/udp-batch.c through core/net/udp-batch.ts): datagrams
  * in bursts, answers that come later, answers too big to queue at once, IPv6 clients, binding
- * errors; the node:dgram path that serves when the addon is not built, through the real
- * bin/veil. And native/memory.c, which gives freed memory back after full collections.
+ * errors; connected upstream sockets (queued sends, a closed port, strangers' datagrams); the
+ * node:dgram path that serves when the addon is not built, through the real bin/veil; quick ACKs
+ * on upstream stream connections. And native/memory.c, which gives freed memory back after full collections.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -16,7 +17,8 @@ import { QType } from '../core/dns/constants.js';
 import { buildQuery } from '../core/dns/message.js';
 import { queryUdp } from '../core/testing/client.js';
 import { loadMemoryAddon, trimAfterCollections } from '../core/memory.js';
-import { BatchedUdpSocket, formatIPv6, udpBatchAddon, type BatchPeer } from '../core/net/udp-batch.js';
+import { quickAcker } from '../core/net/tcp-ack.js';
+import { BatchedUdpSocket, ConnectedUdpSocket, formatIPv6, udpBatchAddon, type BatchPeer } from '../core/net/udp-batch.js';
 import { startVeil, type VeilProcess } from './helpers/veil-process.js';
 
 const addon = udpBatchAddon();
@@ -161,6 +163,84 @@ describe('a batched UDP socket', { skip: notBuilt }, () => {
   });
 });
 
+/** A node:dgram server on 127.0.0.1 that answers each datagram with `reply(datagram)`; and what it saw. */
+async function dgramServer(reply: (message: Buffer) => Buffer | null = (m) => m): Promise<{ port: number; sources: Set<number>; received: Buffer[]; close(): void }> {
+  const server = dgram.createSocket('udp4');
+  const sources = new Set<number>();
+  const received: Buffer[] = [];
+  server.on('message', (message, rinfo) => {
+    sources.add(rinfo.port);
+    received.push(message);
+    const answer = reply(message);
+    if (answer) server.send(answer, rinfo.port, rinfo.address);
+  });
+  await new Promise<void>((resolve) => server.bind(0, '127.0.0.1', resolve));
+  return { port: server.address().port, sources, received, close: () => server.close() };
+}
+
+describe('a connected (upstream) batched UDP socket', { skip: notBuilt }, () => {
+  it('sends what one turn queued together, from one random port, and reads the answers', async () => {
+    const server = await dgramServer((m) => Buffer.concat([Buffer.from('re:'), m]));
+    const answers: string[] = [];
+    const socket = new ConnectedUdpSocket(addon!, '127.0.0.1', server.port, (m) => answers.push(String(m)), (err) => assert.fail(err));
+    try {
+      assert.ok(socket.localPort > 0);
+      const sent = Array.from({ length: 100 }, (_, i) => `q${i}`);
+      for (const text of sent) socket.send(Buffer.from(text)); // more than a batch: a full queue leaves at once
+      await waitUntil(() => answers.length === sent.length);
+      assert.deepEqual(answers.sort(), sent.map((t) => `re:${t}`).sort());
+      assert.deepEqual([...server.sources], [socket.localPort], 'every datagram from the socket\'s port');
+    } finally {
+      socket.close();
+      server.close();
+    }
+  });
+
+  it('takes datagrams from its server only', async () => {
+    const server = await dgramServer(() => null);
+    const answers: Buffer[] = [];
+    const socket = new ConnectedUdpSocket(addon!, '127.0.0.1', server.port, (m) => answers.push(m), () => {});
+    const stranger = dgram.createSocket('udp4');
+    try {
+      await new Promise<void>((resolve) => stranger.send(Buffer.from('forged'), socket.localPort, '127.0.0.1', () => resolve()));
+      socket.send(Buffer.from('ping'));
+      await waitUntil(() => server.received.length === 1);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(answers.length, 0, 'the kernel drops what does not come from the connected address');
+    } finally {
+      stranger.close();
+      socket.close();
+      server.close();
+    }
+  });
+
+  it('reports a closed port (ICMP port unreachable) as an error', async () => {
+    const server = await dgramServer();
+    const port = server.port;
+    server.close();
+    const errors: Array<Error & { code?: string }> = [];
+    const socket = new ConnectedUdpSocket(addon!, '127.0.0.1', port, () => {}, (err) => errors.push(err));
+    try {
+      socket.send(Buffer.from('anyone?'));
+      await waitUntil(() => errors.length > 0);
+      assert.equal(errors[0]!.code, 'ECONNREFUSED');
+      socket.send(Buffer.from('after the error')); // harmless
+    } finally {
+      socket.close();
+      socket.close(); // twice is harmless
+      socket.send(Buffer.from('after close'));
+    }
+  });
+});
+
+async function waitUntil(check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const started = Date.now();
+  while (!check()) {
+    if (Date.now() - started > timeoutMs) throw new Error('timed out waiting');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 describe('bin/veil with VEIL_UDP_BATCH=off (node:dgram)', () => {
   let veil: VeilProcess;
   before(async () => {
@@ -177,6 +257,38 @@ describe('bin/veil with VEIL_UDP_BATCH=off (node:dgram)', () => {
     const { host, port } = veil.address('udp', 0);
     const replies = await burst(host, port, Array.from({ length: 100 }, (_, i) => buildQuery('plain.test', QType.A, { id: i + 1 })));
     assert.deepEqual(replies.map((r) => r.readUInt16BE(0)).sort((x, y) => x - y), Array.from({ length: 100 }, (_, i) => i + 1));
+  });
+});
+
+describe('quick ACKs on upstream stream connections (core/net/tcp-ack.ts, native/tcp-ack.c)', () => {
+  it('are built on Linux where a C compiler is, and reach a connected socket\'s descriptor', { skip: process.platform !== 'linux' || !hasCompiler() ? 'skipped: not Linux or no C compiler' : false }, async () => {
+    const server = net.createServer((socket) => socket.on('data', (d) => socket.write(d)));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      await new Promise((resolve) => client.once('connect', resolve));
+      const ack = quickAcker(client);
+      assert.ok(ack, 'the tcp-ack addon did not load');
+      client.write('ping');
+      await new Promise((resolve) => client.once('data', resolve));
+      ack(); // sets TCP_QUICKACK on the live descriptor
+      client.destroy();
+      ack(); // a closed socket has no descriptor: nothing happens
+    } finally {
+      client.destroy();
+      server.close();
+    }
+  });
+
+  it('VEIL_QUICKACK=off turns them off', () => {
+    const before = process.env.VEIL_QUICKACK;
+    process.env.VEIL_QUICKACK = 'off';
+    try {
+      assert.equal(quickAcker(new net.Socket()), null);
+    } finally {
+      if (before === undefined) delete process.env.VEIL_QUICKACK;
+      else process.env.VEIL_QUICKACK = before;
+    }
   });
 });
 

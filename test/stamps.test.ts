@@ -128,7 +128,7 @@ describe("a stamp's host field: one rule for dot, doh and odoh", () => {
   it('dot and doh take the same host names and ports from their stamps', async () => {
     for (const [plugin, stamp] of [['dot', dot], ['doh', doh]] as const) {
       const built = await checkCorefile(corefile(plugin, stamp('_dns.resolver.example')), { registry: createBuiltinRegistry() });
-      for (const upstream of built.blocks[0]!.upstreams.all) upstream.stop?.();
+      for (const upstream of built.blocks[0]!.upstreams.all) upstream.destroy?.();
       await expectConfigError(corefile(plugin, stamp('dns.example:70000')), 4, 14, new RegExp(`${plugin}: bad stamp: port 70000 is out of range`));
       await expectConfigError(corefile(plugin, stamp('[dns.example]')), 4, 14, /bad stamp: host "\[dns\.example\]": only an IPv6 address goes in brackets/);
     }

@@ -14,7 +14,8 @@ import { upstreamConnection } from '../core/events.js';
 import { connectTcp } from '../core/upstream/connect.js';
 import { StreamPool, type StreamPoolOptions } from '../core/upstream/stream-pool.js';
 
-type Behaviour = (query: Buffer, socket: net.Socket, connection: number) => void;
+/** `indexInChunk`: where the query was among those one read of the socket brought. */
+type Behaviour = (query: Buffer, socket: net.Socket, connection: number, indexInChunk: number) => void;
 
 interface Scripted {
   port: number;
@@ -28,7 +29,7 @@ const answer = (query: Buffer): Buffer => {
   return dnsPacket.encode({ id: packet.id, type: 'response', flags: dnsPacket.RECURSION_DESIRED, questions: packet.questions, answers: [] });
 };
 
-const answering: Behaviour = (query, socket) => socket.write(frame(answer(query)));
+const answering = (query: Buffer, socket: net.Socket): void => void socket.write(frame(answer(query)));
 
 async function scripted(behave: Behaviour): Promise<Scripted> {
   const sockets = new Set<net.Socket>();
@@ -40,10 +41,10 @@ async function scripted(behave: Behaviour): Promise<Scripted> {
     socket.on('error', () => {});
     const reader = new FrameReader();
     socket.on('data', (chunk: Buffer) => {
-      for (const query of reader.push(chunk)) {
+      reader.push(chunk).forEach((query, index) => {
         state.queries++;
-        behave(query, socket, connection);
-      }
+        behave(query, socket, connection, index);
+      });
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -104,7 +105,7 @@ describe('stream pool', () => {
   });
 
   it('a connection dying under a query: the query is sent again on a fresh one', async () => {
-    const server = await scripted((q, socket, connection) => (connection === 1 ? socket.destroy() : answering(q, socket, connection)));
+    const server = await scripted((q, socket, connection) => (connection === 1 ? socket.destroy() : answering(q, socket)));
     const p = pool(server.port, { retries: 1 });
     try {
       const reply = await p.exchange(query('a.test', 7), 1000);
@@ -131,8 +132,8 @@ describe('stream pool', () => {
 
   it('read timeout: the query times out, and a silent connection is presumed dead and replaced', async () => {
     let silent = true;
-    const server = await scripted((q, socket, connection) => {
-      if (!silent) answering(q, socket, connection);
+    const server = await scripted((q, socket) => {
+      if (!silent) answering(q, socket);
     });
     const p = pool(server.port, { readTimeoutMs: 100 });
     try {
@@ -162,7 +163,8 @@ describe('stream pool', () => {
   it('pipelines on a busy connection while a second one opens, up to the pool size', async () => {
     const held: Array<() => void> = [];
     const server = await scripted((q, socket) => held.push(() => socket.write(frame(answer(q)))));
-    const p = pool(server.port, { size: 2 });
+    // retries 0: no copy of a held query goes out however long the test takes
+    const p = pool(server.port, { size: 2, retries: 0 });
     try {
       const first = p.exchange(query('a.test', 1), 2000);
       await waitFor(() => held.length === 1);
@@ -201,6 +203,67 @@ describe('stream pool', () => {
     }
   });
 
+  it('a server that sits on pipelined queries (dnsdist\'s DoT front-end): the held one is sent again elsewhere, and the pool spreads', async () => {
+    const server = await scripted(lazyInOrder());
+    const serial: string[] = [];
+    const p = pool(server.port, { size: 1, onSerial: (detail) => serial.push(detail) });
+    try {
+      await p.exchange(query('warm.test', 1), 5000); // a round trip measured: copies go out after a few ms
+      const names = ['a.test', 'b.test', 'c.test'];
+      const replies = await Promise.all(names.map((name, i) => p.exchange(query(name, 10 + i), 5000)));
+      assert.deepEqual(replies.map((r) => r.readUInt16BE(0)), [10, 11, 12]);
+      assert.deepEqual(replies.map((r) => dnsPacket.decode(r).questions![0]!.name), names);
+      assert.ok(p.stats.hedged >= 1, 'a held query went out again');
+      assert.ok(p.stats.heldBack >= 1, 'and its copy was answered first');
+      assert.equal(p.serverOrdering, 'serial');
+      assert.equal(serial.length, 1, 'said once');
+      assert.ok(p.openConnections > 1, 'the pool grew past its size for a serial server');
+      // The first connection still owes the answers to what it sat on: they come with the next
+      // bytes it gets, are ignored, and the connection goes on serving.
+      const opened = server.connections;
+      const more = await Promise.all(['d.test', 'e.test', 'f.test', 'g.test'].map((name, i) => p.exchange(query(name, 20 + i), 5000)));
+      assert.deepEqual(more.map((r) => r.readUInt16BE(0)), [20, 21, 22, 23]);
+      assert.equal(p.stats.failed, 0);
+      assert.ok(server.connections <= Math.max(opened, 1) + 4);
+    } finally {
+      p.close();
+      await server.close();
+    }
+  });
+
+  it('a server that answers out of order is concurrent: nothing is sent twice', async () => {
+    // Holds each connection's first query until the second comes, then answers the second first.
+    const server = await scripted(swapPairs());
+    const p = pool(server.port, { size: 1 });
+    try {
+      const replies = await Promise.all([p.exchange(query('a.test', 1), 5000), p.exchange(query('b.test', 2), 5000)]);
+      assert.deepEqual(replies.map((r) => r.readUInt16BE(0)), [1, 2]);
+      assert.equal(p.serverOrdering, 'concurrent');
+      assert.equal(p.stats.hedged, 0);
+    } finally {
+      p.close();
+      await server.close();
+    }
+  });
+
+  it('with max retries 0, a held query is never sent twice', async () => {
+    const server = await scripted(lazyInOrder());
+    const p = pool(server.port, { size: 1, retries: 0 });
+    try {
+      await p.exchange(query('warm.test', 1), 5000);
+      const results = await Promise.allSettled(['a.test', 'b.test'].map((name, i) => p.exchange(query(name, 10 + i), 300)));
+      assert.equal(results[0]!.status, 'fulfilled');
+      assert.equal(results[1]!.status, 'rejected');
+      assert.ok((results[1] as PromiseRejectedResult).reason instanceof UpstreamTimeoutError);
+      assert.equal(server.queries, 3, 'no copy went out');
+      assert.equal(p.stats.hedged, 0);
+      assert.equal(p.serverOrdering, 'unknown');
+    } finally {
+      p.close();
+      await server.close();
+    }
+  });
+
   it('close() fails the queries in flight and refuses new ones', async () => {
     const server = await scripted(() => {});
     const p = pool(server.port);
@@ -212,6 +275,36 @@ describe('stream pool', () => {
     await server.close();
   });
 });
+
+/**
+ * Like dnsdist's DoT front-end without maxInFlight: of the queries that arrive in one chunk it
+ * answers the first, and the others only when the next chunk arrives on that connection.
+ */
+function lazyInOrder(): Behaviour {
+  const backlog = new Map<net.Socket, Buffer[]>();
+  return (q, socket, _connection, indexInChunk) => {
+    const waiting = backlog.get(socket) ?? [];
+    backlog.set(socket, waiting);
+    if (indexInChunk > 0) return void waiting.push(q);
+    for (const held of waiting.splice(0)) socket.write(frame(answer(held)));
+    socket.write(frame(answer(q)));
+  };
+}
+
+/** Holds each connection's odd queries until the next one comes, then answers that one first. */
+function swapPairs(): Behaviour {
+  const held = new Map<net.Socket, Buffer>();
+  return (q, socket) => {
+    const first = held.get(socket);
+    if (!first) {
+      held.set(socket, q);
+      return;
+    }
+    held.delete(socket);
+    socket.write(frame(answer(q)));
+    socket.write(frame(answer(first)));
+  };
+}
 
 async function waitFor(check: () => boolean, timeoutMs = 2000): Promise<void> {
   const started = Date.now();

@@ -3,8 +3,12 @@
  * JavaScript call, answers sent in batches. Optional: `udpBatchAddon()` is null when the addon
  * was not built (no C compiler, not Linux) or VEIL_UDP_BATCH=off, and the udp:// listener then
  * uses node:dgram. Both give the listener the same thing: a datagram, a client, a way to reply.
+ * `ConnectedUdpSocket` is the upstream side (core/upstream/datagram.ts): a socket connected to
+ * one server, its answers read in batches, its queries sent with those of every other
+ * connected socket after the batch that caused them.
  */
 import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 import type { ClientAddress } from '../context.js';
 
 interface UdpBatchAddon {
@@ -22,6 +26,17 @@ interface UdpBatchAddon {
   ): [handle: unknown, boundPort: number];
   flush(handle: unknown): void;
   close(handle: unknown): void;
+  connect(
+    self: object,
+    host: string,
+    port: number,
+    receiveBufferBytes: number,
+    recvData: Buffer,
+    recvMeta: Int32Array,
+    onBatch: (count: number) => void,
+  ): [handle: unknown, localPort: number];
+  send(handle: unknown, datagram: Buffer): void;
+  flushQueued(): void;
   readonly BATCH: number;
   readonly META_INTS: number;
 }
@@ -199,4 +214,80 @@ export function formatIPv6(bytes: Uint8Array): string {
     text += groups[i]!.toString(16);
   }
   return text;
+}
+
+/** A connected socket's receive buffer: answers wait there while the event loop is busy. */
+const CONNECTED_RECEIVE_BUFFER_BYTES = 1 << 20;
+
+/**
+ * Receive buffers every connected socket shares: the addon hands a batch to JavaScript, which
+ * copies each datagram out, before it reads the next batch of any socket.
+ */
+let connectedBuffers: { data: Buffer; meta: Int32Array } | null = null;
+let flushQueuedScheduled = false;
+
+function flushQueued(): void {
+  flushQueuedScheduled = false;
+  udpBatchAddon()?.flushQueued();
+}
+
+function errnoName(code: number): string {
+  for (const [name, value] of Object.entries(constants.errno)) if (value === code) return name;
+  return `error ${code}`;
+}
+
+/**
+ * A UDP socket connected to one server, on a port the kernel picks at random. Datagrams from
+ * any other source are dropped by the kernel; an ICMP error (the server's port is closed) comes
+ * to `onError`. Sends are queued and leave together: after the batch of datagrams being handled
+ * (the listener's or this socket's), else at the end of this turn of the event loop.
+ */
+export class ConnectedUdpSocket {
+  readonly localPort: number;
+  private readonly handle: unknown;
+  private closed = false;
+
+  constructor(
+    private readonly addon: UdpBatchAddon,
+    host: string,
+    port: number,
+    private readonly onMessage: (message: Buffer) => void,
+    private readonly onError: (error: Error) => void,
+  ) {
+    connectedBuffers ??= { data: Buffer.allocUnsafeSlow(addon.BATCH * SLOT_BYTES), meta: new Int32Array(addon.BATCH * addon.META_INTS) };
+    const { data, meta } = connectedBuffers;
+    [this.handle, this.localPort] = addon.connect(this, host, port, CONNECTED_RECEIVE_BUFFER_BYTES, data, meta, (count) => this.onBatch(count));
+  }
+
+  send(datagram: Buffer): void {
+    if (this.closed) return;
+    this.addon.send(this.handle, datagram);
+    if (!flushQueuedScheduled) {
+      flushQueuedScheduled = true;
+      setImmediate(flushQueued);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.addon.close(this.handle);
+  }
+
+  private onBatch(count: number): void {
+    if (count < 0) {
+      const code = errnoName(-count);
+      this.onError(Object.assign(new Error(`${code}: the server's port answered with an ICMP error`), { code }));
+      return;
+    }
+    const { data, meta } = connectedBuffers!;
+    const stride = this.addon.META_INTS;
+    for (let i = 0; i < count; i++) {
+      const length = meta[i * stride]!;
+      // A copy: the buffers take the next batch, of any socket.
+      const message = Buffer.allocUnsafe(length);
+      data.copy(message, 0, i * SLOT_BYTES, i * SLOT_BYTES + length);
+      this.onMessage(message);
+    }
+  }
 }

@@ -11,10 +11,15 @@
  * and is then replaced by a fresh one on a port the kernel picks at random. The replaced socket
  * only waits for the answers it is owed and closes with its last one. Opening a socket per query
  * would cost a few system calls each; one per QUERIES_PER_SOCKET keeps that off the hot path.
+ *
+ * Where the native addon is built, the sockets are its connected sockets (core/net/udp-batch.ts):
+ * answers read in batches, and the queries of a batch of client datagrams sent together, one
+ * system call (and one wake-up of a server on this machine) for many; else node:dgram's.
  */
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
+import { ConnectedUdpSocket, udpBatchAddon } from '../net/udp-batch.js';
 
 /** Turns a datagram into the exchange's result, or null to keep waiting for another. */
 export type Accept<T> = (packet: Buffer) => T | null;
@@ -39,11 +44,17 @@ const SOCKET_LIFETIME_MS = 30_000;
  */
 const MAX_DRAINING = 64;
 
+/** What a DatagramSocket sends on: the addon's connected socket, or node:dgram's. */
+interface Transport {
+  /** Sends; a failure reported for this very datagram goes to `onError`. */
+  send(packet: Buffer, onError: (err: Error) => void): void;
+  close(): void;
+}
+
 export class DatagramSocket<K> {
   readonly pending = new Map<K, Pending>();
-  private readonly socket: dgram.Socket;
-  private readonly ready: Promise<void>;
-  private connected = false;
+  private readonly transport: Transport;
+  private ready: Promise<void> | null = null;
   closed = false;
   /** Exchanges given to this socket so far (DatagramSockets.pick counts them). */
   given = 0;
@@ -59,18 +70,35 @@ export class DatagramSocket<K> {
     /** Called once when the socket closes, for whatever reason. */
     private readonly onClosed: (socket: DatagramSocket<K>) => void,
   ) {
-    this.socket = dgram.createSocket(isIPv6(host) ? 'udp6' : 'udp4');
-    this.socket.on('message', (msg) => this.onMessage(msg));
-    this.socket.on('error', (err) => this.close(new UpstreamUnavailableError(`${label}: ${err.message}`, { cause: err })));
-    this.ready = new Promise((resolve, reject) => {
-      this.socket.once('connect', () => {
-        this.connected = true;
+    const onError = (err: Error) => this.close(new UpstreamUnavailableError(`${label}: ${err.message}`, { cause: err }));
+    const addon = udpBatchAddon();
+    if (addon && !host.includes('%')) {
+      let socket: ConnectedUdpSocket;
+      try {
+        socket = new ConnectedUdpSocket(addon, host, port, (msg) => this.onMessage(msg), onError);
+      } catch (err) {
+        throw new UpstreamUnavailableError(`${label}: ${(err as Error).message}`, { cause: err });
+      }
+      this.transport = { send: (packet) => socket.send(packet), close: () => socket.close() };
+      return;
+    }
+    const socket = dgram.createSocket(isIPv6(host) ? 'udp6' : 'udp4');
+    socket.on('message', (msg) => this.onMessage(msg));
+    socket.on('error', onError);
+    const ready = new Promise<void>((resolve, reject) => {
+      socket.once('connect', () => {
+        this.ready = null;
         resolve();
       });
-      this.socket.once('error', reject);
+      socket.once('error', reject);
     });
-    this.ready.catch(() => {});
-    this.socket.connect(port, host);
+    ready.catch(() => {});
+    this.ready = ready;
+    socket.connect(port, host);
+    this.transport = {
+      send: (packet, failed) => socket.send(packet, (err) => err && failed(err)),
+      close: () => socket.close(),
+    };
   }
 
   /** Sends `packet`; resolves with what `accept` makes of the first datagram it takes under `key`. */
@@ -87,15 +115,14 @@ export class DatagramSocket<K> {
       this.pending.set(key, { accept, resolve: resolve as (value: unknown) => void, reject, timer });
       // Once connected, no await: one less turn of the event loop per query. (A failed connect
       // closes the socket, which rejects what is pending.)
-      if (this.connected) this.transmit(packet, key);
+      if (!this.ready) this.transmit(packet, key);
       else this.ready.then(() => this.transmit(packet, key), () => {});
     });
   }
 
   private transmit(packet: Buffer, key: K): void {
     if (!this.pending.has(key)) return; // timed out while the socket connected
-    this.socket.send(packet, (err) => {
-      if (!err) return;
+    this.transport.send(packet, (err) => {
       const entry = this.pending.get(key);
       if (!entry) return;
       clearTimeout(entry.timer);
@@ -132,15 +159,19 @@ export class DatagramSocket<K> {
     if (this.retired && this.pending.size === 0) this.close();
   }
 
-  close(error: Error = new UpstreamUnavailableError(`${this.label}: closed`)): void {
+  /** Closes the socket; what is still pending fails with `error` (made only when needed). */
+  close(error?: Error): void {
     if (this.closed) return;
     this.closed = true;
-    for (const entry of this.pending.values()) {
-      clearTimeout(entry.timer);
-      entry.reject(error);
+    if (this.pending.size > 0) {
+      const reason = error ?? new UpstreamUnavailableError(`${this.label}: closed`);
+      for (const entry of this.pending.values()) {
+        clearTimeout(entry.timer);
+        entry.reject(reason);
+      }
+      this.pending.clear();
     }
-    this.pending.clear();
-    this.socket.close();
+    this.transport.close();
     this.onClosed(this);
   }
 }

@@ -6,6 +6,29 @@
  * under it (servers close idle connections whenever they like). A connection that cannot be
  * opened is not retried here: the caller fails over to another upstream instead. `forward` uses
  * the pool over TCP; `dot` over TLS.
+ *
+ * Pipelining is only as good as the server's side of it, and some servers are bad at it:
+ * dnsdist's DoT front-end by default reads the next query of a connection only when new bytes
+ * arrive on its socket, so of queries that arrived together it answers the first and sits on
+ * the rest (they are in its TLS library's buffer, not the socket's); a server without
+ * TCP_NODELAY (unbound) holds a second answer until the first is acknowledged, up to the
+ * client's 40 ms delayed ACK (so a connection acknowledges at once after a read that leaves
+ * answers to come: core/net/tcp-ack.ts); a server that answers each connection in order makes a
+ * quick query wait behind a slow one. So the pool prefers a connection with nothing in flight,
+ * and it learns, per server:
+ *
+ * - a query sent behind others on its connection (pipelined) that waited `hedgeAfterMs` while
+ *   nothing at all came back on that connection is sent again on another connection (twice at
+ *   most); the first answer wins and the other attempts are forgotten (their IDs stay reserved
+ *   until their answers come, so a late answer never meets a new query under the same ID);
+ * - when such a copy is answered while the first is still waiting, the connection held the
+ *   query back: the server is `serial`, and the pool may then open up to SERIAL_FACTOR × size
+ *   connections so that queries rarely have to share one;
+ * - when a connection answers a query before one sent earlier on it, the server answers out of
+ *   order (it reads pipelined queries as they come): it is `concurrent`, and nothing is sent
+ *   twice any more (a slow answer from such a server is its own work, not the connection's).
+ *
+ * With `retries` 0 no query is ever sent twice, held back or not.
  */
 import type { Socket } from 'node:net';
 import { FrameReader } from '../dns/framing.js';
@@ -13,6 +36,7 @@ import { HEADER_SIZE } from '../dns/constants.js';
 import { isResponse, readId, sameQuestion } from '../dns/wire.js';
 import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { upstreamConnection, upstreamRetry } from '../events.js';
+import { quickAcker } from '../net/tcp-ack.js';
 import { freeId } from './query-id.js';
 
 export interface StreamPoolOptions {
@@ -23,7 +47,7 @@ export interface StreamPoolOptions {
    * within `timeoutMs`; gives up when `signal` aborts (the pool was closed).
    */
   connect: (timeoutMs: number, signal: AbortSignal) => Promise<Socket>;
-  /** Connections kept at most (default 2). */
+  /** Connections kept at most (default 2); a server found serial may get SERIAL_FACTOR times as many. */
   size?: number;
   /** Queries in flight per connection (default 100). */
   maxInflight?: number;
@@ -38,7 +62,10 @@ export interface StreamPoolOptions {
   readTimeoutMs?: number;
   /** A connection whose queued bytes do not drain for this long is closed (default 5 s). */
   writeTimeoutMs?: number;
-  /** Extra attempts on a fresh connection when one fails under a query (default 1). */
+  /**
+   * Extra attempts on a fresh connection when one fails under a query (default 1). With 0, no
+   * query is ever sent twice: held-back pipelined queries are not sent again either.
+   */
   retries?: number;
   /**
    * Replace a connection that carried queries when it closes while idle (stale, or closed by
@@ -48,6 +75,8 @@ export interface StreamPoolOptions {
   replaceIdle?: boolean;
   /** Publish connection events (`veil:upstream:connection`) under this upstream's name. */
   events?: { upstream: string; protocol: string };
+  /** Told once, when the server turns out to hold pipelined queries back (the pool spreads from then on). */
+  onSerial?: (detail: string) => void;
 }
 
 export interface StreamPoolStats {
@@ -57,15 +86,28 @@ export interface StreamPoolStats {
   idleClosed: number;
   replaced: number;
   failed: number;
+  /** Pipelined queries sent again on another connection after waiting `hedgeAfterMs` unanswered. */
+  hedged: number;
+  /** Of those, the ones whose copy was answered while the first still waited. */
+  heldBack: number;
 }
 
-interface Pending {
-  query: Buffer;
-  originalId: number;
-  resolve: (answer: Buffer) => void;
-  reject: (error: Error) => void;
-  timer: NodeJS.Timeout;
-}
+/** What the pool knows about how the server answers pipelined queries. */
+export type Ordering = 'unknown' | 'concurrent' | 'serial';
+
+/** A serial server may get this many times the pool size in connections. */
+export const SERIAL_FACTOR = 4;
+/** The shortest wait before a held-back query is sent again (loopback round trips are ~0.1 ms). */
+const HEDGE_MIN_MS = 3;
+/** Before any round trip was measured. */
+const HEDGE_INITIAL_MS = 100;
+/** Round trips the wait is computed from, and how often it is computed again. */
+const RTT_SAMPLES = 32;
+const HEDGE_RECOMPUTE_MS = 100;
+/** Copies of one query at most (each after its latest attempt waited on a silent connection). */
+const MAX_HEDGES = 2;
+/** IDs of forgotten queries still owed an answer, per connection; past this the connection is retired. */
+const MAX_OWED = 256;
 
 /** Marks failures that happened to the connection rather than to the query: worth a retry. */
 class ConnectionLost extends UpstreamUnavailableError {}
@@ -81,14 +123,59 @@ interface ConnectionSettings {
   writeTimeoutMs: number;
 }
 
+/** One caller's query: settled once, by the first answer of any of its attempts (at most two live). */
+class Exchange {
+  readonly attempts: Attempt[] = [];
+  settled = false;
+  /** Copies sent because the latest attempt waited on a silent connection. */
+  hedges = 0;
+
+  constructor(
+    /** As the caller gave it (its ID is restored on the answer). */
+    readonly query: Buffer,
+    readonly deadline: number,
+    public retriesLeft: number,
+    readonly resolve: (answer: Buffer) => void,
+    readonly reject: (error: Error) => void,
+  ) {}
+}
+
+/** One sending of an exchange on one connection. */
+interface Attempt {
+  exchange: Exchange;
+  connection: StreamConnection;
+  id: number;
+  /** The message as sent (our ID), to check the answer's question. */
+  sent: Buffer;
+  sentAt: number;
+  /**
+   * Sent while others were in flight on the connection, or owed an answer: the server may read
+   * or answer it only after those.
+   */
+  pipelined: boolean;
+  timer: NodeJS.Timeout;
+}
+
+/** What a connection tells its pool. */
+interface ConnectionOwner {
+  answered(attempt: Attempt, answer: Buffer, inOrder: boolean): void;
+  failed(attempt: Attempt, error: Error): void;
+  gone(connection: StreamConnection, reason: GoneReason, hadPending: boolean): void;
+}
+
 export class StreamConnection {
-  private readonly pending = new Map<number, Pending>();
+  /** In the order sent (a Map keeps insertion order): the first is the oldest. */
+  private readonly pending = new Map<number, Attempt>();
+  /** IDs of attempts forgotten before their answer came (timed out, or answered on another connection). */
+  private readonly owed = new Set<number>();
   private readonly reader = new FrameReader();
   private closing = false;
   private corked = false;
   private writeTimer: NodeJS.Timeout | null = null;
   /** Monotonic ms of the last bytes received. */
-  private lastReadAt = performance.now();
+  lastReadAt = performance.now();
+  /** Acknowledges what was received at once (core/net/tcp-ack.ts), where that can be done. */
+  private readonly ackNow: (() => void) | null;
   closed = false;
   /** True once a query went out on it. */
   used = false;
@@ -96,10 +183,11 @@ export class StreamConnection {
   constructor(
     private readonly socket: Socket,
     private readonly settings: ConnectionSettings,
-    private readonly onGone: (connection: StreamConnection, reason: GoneReason, hadPending: boolean) => void,
+    private readonly owner: ConnectionOwner,
   ) {
     const { label } = settings;
     socket.setNoDelay(true);
+    this.ackNow = quickAcker(socket);
     socket.setTimeout(settings.idleTimeoutMs);
     socket.on('timeout', () => {
       if (this.pending.size === 0) this.destroy(new ConnectionLost(`${label}: idle connection closed`), 'stale');
@@ -114,13 +202,27 @@ export class StreamConnection {
     return this.pending.size;
   }
 
+  /**
+   * Queries in flight, and answers still owed to queries we gave up on: the server may still be
+   * busy with those, or hold them back (and a new query would wait behind them).
+   */
+  get load(): number {
+    return this.pending.size + this.owed.size;
+  }
+
   get hasRoom(): boolean {
     return !this.closed && !this.closing && this.pending.size < this.settings.maxInflight;
   }
 
-  exchange(query: Buffer, timeoutMs: number): Promise<Buffer> {
-    if (!this.hasRoom) return Promise.reject(new ConnectionLost(`${this.settings.label}: connection not usable`));
-    const id = freeId(this.pending);
+  /** The attempts in flight, oldest first. */
+  attempts(): IterableIterator<Attempt> {
+    return this.pending.values();
+  }
+
+  /** Sends the exchange's query; its answer, timeout or failure goes to the owner. */
+  send(exchange: Exchange, timeoutMs: number): Attempt {
+    const id = freeId(this);
+    const query = exchange.query;
     const framed = Buffer.allocUnsafe(2 + query.length);
     framed.writeUInt16BE(query.length, 0);
     query.copy(framed, 2);
@@ -128,21 +230,41 @@ export class StreamConnection {
     this.used = true;
     const sentAt = performance.now();
     const wait = Math.min(timeoutMs, this.settings.readTimeoutMs);
-    return new Promise<Buffer>((resolve, reject) => {
-      const timer = setTimeout(() => this.timedOut(id, sentAt, wait), wait);
-      this.pending.set(id, { query: framed.subarray(2), originalId: readId(query), resolve, reject, timer });
-      this.write(framed);
-    });
+    const attempt: Attempt = { exchange, connection: this, id, sent: framed.subarray(2), sentAt, pipelined: this.load > 0, timer: setTimeout(() => this.timedOut(attempt, wait), wait) };
+    this.pending.set(id, attempt);
+    exchange.attempts.push(attempt);
+    this.write(framed);
+    return attempt;
   }
 
-  private timedOut(id: number, sentAt: number, waited: number): void {
-    const entry = this.pending.get(id);
-    if (!entry) return;
-    this.pending.delete(id);
-    entry.reject(new UpstreamTimeoutError(`${this.settings.label}: no answer within ${Math.round(waited)}ms`));
+  /** For freeId: an ID is taken while its query waits, and while a forgotten one is owed an answer. */
+  has(id: number): boolean {
+    return this.pending.has(id) || this.owed.has(id);
+  }
+
+  /** Forgets an attempt whose exchange was settled elsewhere; its answer, if it comes, is ignored. */
+  forget(attempt: Attempt): void {
+    if (this.pending.get(attempt.id) !== attempt) return;
+    clearTimeout(attempt.timer);
+    this.pending.delete(attempt.id);
+    this.owe(attempt.id);
+    if (this.closing && this.pending.size === 0) this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
+  }
+
+  private owe(id: number): void {
+    this.owed.add(id);
+    // A server that never answers what we gave up on: stop sending it more.
+    if (this.owed.size > MAX_OWED) this.close();
+  }
+
+  private timedOut(attempt: Attempt, waited: number): void {
+    if (this.pending.get(attempt.id) !== attempt) return;
+    this.pending.delete(attempt.id);
+    this.owe(attempt.id);
+    this.owner.failed(attempt, new UpstreamTimeoutError(`${this.settings.label}: no answer within ${Math.round(waited)}ms`));
     // Not a byte for a whole read timeout while a query waited: the path is gone (a server that
     // vanished without closing). Queries still waiting on it are retried on a fresh connection.
-    if (waited >= this.settings.readTimeoutMs && this.lastReadAt < sentAt) {
+    if (waited >= this.settings.readTimeoutMs && this.lastReadAt < attempt.sentAt) {
       this.destroy(new ConnectionLost(`${this.settings.label}: nothing received for ${Math.round(waited)}ms, connection presumed dead`));
     } else if (this.closing && this.pending.size === 0) {
       this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
@@ -150,8 +272,9 @@ export class StreamConnection {
   }
 
   /**
-   * Queries written in the same turn of the event loop leave together: one TLS record and one
-   * system call for a burst instead of one per query.
+   * Queries written in the same turn of the event loop leave together, at the end of the turn
+   * (setImmediate runs after this turn's I/O callbacks, before the loop waits again): one TLS
+   * record and one system call for a burst instead of one per query, and no turn of delay.
    */
   private write(framed: Buffer): void {
     if (!this.corked) {
@@ -184,19 +307,26 @@ export class StreamConnection {
         return;
       }
       const id = readId(msg);
-      const entry = this.pending.get(id);
-      if (!entry) continue; // the answer to a query that already timed out
-      if (!sameQuestion(entry.query, msg)) {
+      const attempt = this.pending.get(id);
+      if (!attempt) {
+        this.owed.delete(id); // the late answer to a query we gave up on
+        continue;
+      }
+      if (!sameQuestion(attempt.sent, msg)) {
         // On a stream nobody can inject; a wrong question means a broken server.
         this.destroy(new UpstreamResponseError(`${this.settings.label}: answer does not match the question`));
         return;
       }
+      // In order when nothing sent before it is still waiting: it is the oldest pending.
+      const inOrder = this.pending.values().next().value === attempt;
       this.pending.delete(id);
-      clearTimeout(entry.timer);
-      msg.writeUInt16BE(entry.originalId, 0);
-      entry.resolve(msg);
+      clearTimeout(attempt.timer);
+      this.owner.answered(attempt, msg, inOrder);
+      if (this.closed) return;
     }
     if (this.closing && this.pending.size === 0) this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
+    // Answers still to come: the server may be holding the next one until this read is acknowledged.
+    else if (this.pending.size > 0 && this.ackNow) this.ackNow();
   }
 
   /** No new queries; closes once those in flight are answered. */
@@ -210,17 +340,19 @@ export class StreamConnection {
     this.closed = true;
     if (this.writeTimer) clearTimeout(this.writeTimer);
     const hadPending = this.pending.size > 0;
-    for (const entry of this.pending.values()) {
-      clearTimeout(entry.timer);
-      entry.reject(error);
-    }
+    const attempts = [...this.pending.values()];
     this.pending.clear();
+    this.owed.clear();
     this.socket.destroy();
-    this.onGone(this, reason, hadPending);
+    for (const attempt of attempts) {
+      clearTimeout(attempt.timer);
+      this.owner.failed(attempt, error);
+    }
+    this.owner.gone(this, reason, hadPending);
   }
 }
 
-export class StreamPool {
+export class StreamPool implements ConnectionOwner {
   private readonly connections: StreamConnection[] = [];
   private opening: Promise<StreamConnection> | null = null;
   private stopped = false;
@@ -229,7 +361,15 @@ export class StreamPool {
   private readonly settings: ConnectionSettings;
   private readonly connectTimeoutMs: number;
   private readonly retries: number;
-  readonly stats: StreamPoolStats = { open: 0, created: 0, reused: 0, idleClosed: 0, replaced: 0, failed: 0 };
+  private ordering: Ordering = 'unknown';
+  /** The last round trips (ms) of queries sent alone on their connection, a ring. */
+  private readonly rtts = new Float64Array(RTT_SAMPLES);
+  private rttCount = 0;
+  /** hedgeAfterMs as last computed (at most every HEDGE_RECOMPUTE_MS). */
+  private hedgeAfter = HEDGE_INITIAL_MS;
+  private hedgeAfterAt = -Infinity;
+  private hedgeTimer: NodeJS.Timeout | null = null;
+  readonly stats: StreamPoolStats = { open: 0, created: 0, reused: 0, idleClosed: 0, replaced: 0, failed: 0, hedged: 0, heldBack: 0 };
 
   constructor(private readonly options: StreamPoolOptions) {
     this.size = options.size ?? 2;
@@ -244,25 +384,21 @@ export class StreamPool {
     };
   }
 
+  /** How the server has been seen to answer pipelined queries. */
+  get serverOrdering(): Ordering {
+    return this.ordering;
+  }
+
   /**
    * Sends a query and waits at most `timeoutMs` in all (connecting included). Retries on a
    * fresh connection when the connection fails under the query, never after a timeout and
    * never when no connection can be opened.
    */
-  async exchange(query: Buffer, timeoutMs: number): Promise<Buffer> {
-    const deadline = performance.now() + timeoutMs;
-    for (let attempt = 0; ; attempt++) {
-      if (this.stopped) throw new UpstreamUnavailableError(`${this.options.label}: stopped`);
-      const left = deadline - performance.now();
-      if (left <= 0) throw new UpstreamTimeoutError(`${this.options.label}: no answer within ${Math.round(timeoutMs)}ms`);
-      const connection = await this.acquire(left);
-      try {
-        return await connection.exchange(query, deadline - performance.now());
-      } catch (err) {
-        if (!(err instanceof ConnectionLost) || attempt >= this.retries) throw err;
-        if (this.options.events && upstreamRetry.hasSubscribers) upstreamRetry.publish({ ...this.options.events, reason: 'connection-lost' });
-      }
-    }
+  exchange(query: Buffer, timeoutMs: number): Promise<Buffer> {
+    if (this.stopped) return Promise.reject(new UpstreamUnavailableError(`${this.options.label}: stopped`));
+    return new Promise<Buffer>((resolve, reject) => {
+      this.dispatch(new Exchange(query, performance.now() + timeoutMs, this.retries, resolve, reject));
+    });
   }
 
   /** Opens connections up to `count` ahead of traffic (the pool is warm when queries come). */
@@ -272,22 +408,198 @@ export class StreamPool {
     }
   }
 
-  private async acquire(timeLeft: number): Promise<StreamConnection> {
+  private dispatch(exchange: Exchange): void {
+    if (this.stopped) return exchange.reject(new UpstreamUnavailableError(`${this.options.label}: stopped`));
+    const left = exchange.deadline - performance.now();
+    if (left <= 0) return exchange.reject(new UpstreamTimeoutError(`${this.options.label}: no answer in time`));
+    const ready = this.pick(null);
+    if (ready) return this.sendOn(ready, exchange);
+    this.acquire(left).then(
+      (connection) => this.sendOn(connection, exchange),
+      (err: Error) => exchange.reject(err),
+    );
+  }
+
+  private sendOn(connection: StreamConnection, exchange: Exchange): void {
+    const left = exchange.deadline - performance.now();
+    if (left <= 0) return exchange.reject(new UpstreamTimeoutError(`${this.options.label}: no answer in time`));
+    if (!connection.hasRoom) return this.dispatch(exchange); // closed or filled while it opened
+    const attempt = connection.send(exchange, left);
+    if (attempt.pipelined && this.ordering !== 'concurrent') this.scheduleHedgeCheck(this.hedgeAfterMs());
+  }
+
+  /** Connections the pool may hold now: its size, or more for a server found serial. */
+  private get limit(): number {
+    return this.ordering === 'serial' ? this.size * SERIAL_FACTOR : this.size;
+  }
+
+  /**
+   * The connection with the fewest queries in flight (other than `not`), or null. When even
+   * that one is busy and the pool may grow, another opens for the queries to come, but this
+   * query is pipelined rather than made to wait for a handshake.
+   */
+  private pick(not: StreamConnection | null): StreamConnection | null {
     let best: StreamConnection | null = null;
     for (const connection of this.connections) {
-      if (connection.hasRoom && (!best || connection.inflight < best.inflight)) best = connection;
+      if (connection !== not && connection.hasRoom && (!best || connection.inflight < best.inflight)) best = connection;
     }
+    if (best && best.inflight > 0 && this.connections.length < this.limit && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
     if (best) {
-      // All busy and room for more: open another for the queries to come, but pipeline this
-      // one on the least busy connection rather than make it wait for a handshake.
-      if (best.inflight > 0 && this.connections.length < this.size && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
       this.stats.reused++;
       this.publish('reused');
-      return best;
     }
-    if (this.connections.length < this.size) return this.open(Math.min(timeLeft, this.connectTimeoutMs));
-    throw new UpstreamUnavailableError(`${this.options.label}: ${this.size * this.settings.maxInflight} queries already in flight`);
+    return best;
   }
+
+  private async acquire(timeLeft: number): Promise<StreamConnection> {
+    if (this.connections.length < this.limit) return this.open(Math.min(timeLeft, this.connectTimeoutMs));
+    throw new UpstreamUnavailableError(`${this.options.label}: ${this.connections.length * this.settings.maxInflight} queries already in flight`);
+  }
+
+  // ---- what the connections report --------------------------------------------------------
+
+  answered(attempt: Attempt, answer: Buffer, inOrder: boolean): void {
+    const exchange = attempt.exchange;
+    removeFrom(exchange.attempts, attempt);
+    if (!inOrder && this.ordering !== 'concurrent') this.becomeConcurrent();
+    if (!attempt.pipelined) this.sampleRtt(performance.now() - attempt.sentAt);
+    if (exchange.settled) return;
+    exchange.settled = true;
+    // The other attempt, still waiting, was held back on its connection if it went out first.
+    for (const other of exchange.attempts) {
+      if (other.sentAt < attempt.sentAt) this.heldBack();
+      other.connection.forget(other);
+    }
+    exchange.attempts.length = 0;
+    answer.writeUInt16BE(readId(exchange.query), 0);
+    exchange.resolve(answer);
+  }
+
+  failed(attempt: Attempt, error: Error): void {
+    const exchange = attempt.exchange;
+    removeFrom(exchange.attempts, attempt);
+    if (exchange.settled || exchange.attempts.length > 0) return; // the other attempt may still answer
+    if (error instanceof ConnectionLost && exchange.retriesLeft > 0 && !this.stopped) {
+      exchange.retriesLeft--;
+      if (this.options.events && upstreamRetry.hasSubscribers) upstreamRetry.publish({ ...this.options.events, reason: 'connection-lost' });
+      // Not from inside the dying connection's teardown: it leaves the pool first.
+      queueMicrotask(() => this.dispatch(exchange));
+      return;
+    }
+    exchange.settled = true;
+    exchange.reject(error);
+  }
+
+  gone(connection: StreamConnection, reason: GoneReason, hadPending: boolean): void {
+    const index = this.connections.indexOf(connection);
+    if (index >= 0) this.connections.splice(index, 1);
+    if (reason === 'stale') this.stats.idleClosed++;
+    this.stats.open = this.connections.length;
+    this.publish(reason === 'stale' ? 'stale-closed' : 'closed');
+    const replace = this.options.replaceIdle && !this.stopped && reason !== 'closed' && connection.used && !hadPending;
+    if (replace && this.connections.length < this.size) {
+      this.stats.replaced++;
+      // A failure here is reported by the connect function and met again by the next query.
+      this.open(this.connectTimeoutMs).catch(() => {});
+    }
+  }
+
+  // ---- learning how the server answers -----------------------------------------------------
+
+  private sampleRtt(rtt: number): void {
+    this.rtts[this.rttCount++ % RTT_SAMPLES] = rtt;
+  }
+
+  /**
+   * How long a pipelined query may wait on a silent connection before it is sent again: four
+   * times the median round trip of the last queries sent alone, 3 ms at least. A median, not a
+   * mean: a pause of this machine or the server's (a collection, the scheduler) delays many
+   * answers at once, and must not make the pool wait ten times longer before it acts.
+   */
+  private hedgeAfterMs(): number {
+    const now = performance.now();
+    if (this.rttCount === 0 || now - this.hedgeAfterAt < HEDGE_RECOMPUTE_MS) return this.hedgeAfter;
+    const samples = this.rtts.slice(0, Math.min(this.rttCount, RTT_SAMPLES)).sort();
+    this.hedgeAfter = Math.max(HEDGE_MIN_MS, 4 * samples[samples.length >> 1]!);
+    this.hedgeAfterAt = now;
+    return this.hedgeAfter;
+  }
+
+  private becomeConcurrent(): void {
+    this.ordering = 'concurrent';
+    if (this.hedgeTimer) clearTimeout(this.hedgeTimer);
+    this.hedgeTimer = null;
+  }
+
+  private heldBack(): void {
+    this.stats.heldBack++;
+    if (this.ordering !== 'unknown') return;
+    this.ordering = 'serial';
+    this.options.onSerial?.(
+      `a pipelined query waited on a silent connection while its copy was answered on another: spreading queries over up to ${this.size * SERIAL_FACTOR} connections from now on`,
+    );
+  }
+
+  private scheduleHedgeCheck(inMs: number): void {
+    if (this.hedgeTimer || this.retries === 0) return;
+    this.hedgeTimer = setTimeout(this.hedgeCheck, Math.max(1, inMs));
+    this.hedgeTimer.unref();
+  }
+
+  /**
+   * Sends again, on another connection, each pipelined query that has waited `hedgeAfterMs` on a
+   * connection that has been silent as long; checks again when the next one could qualify.
+   */
+  private readonly hedgeCheck = (): void => {
+    this.hedgeTimer = null;
+    if (this.ordering === 'concurrent' || this.stopped) return;
+    const now = performance.now();
+    const after = this.hedgeAfterMs();
+    let next = Infinity;
+    for (const connection of this.connections) {
+      for (const attempt of connection.attempts()) {
+        if (!this.mayHedge(attempt)) continue;
+        // Attempts are in the order sent: none after this one is due sooner.
+        const due = Math.max(connection.lastReadAt, attempt.sentAt) + after;
+        if (due > now) {
+          next = Math.min(next, due);
+          break;
+        }
+        if (!this.hedge(attempt)) {
+          next = Math.min(next, now + after); // nowhere to send it yet
+          break;
+        }
+      }
+    }
+    if (next !== Infinity) this.scheduleHedgeCheck(next - now);
+  };
+
+  /** A pipelined attempt, its exchange's latest, and the exchange not yet copied MAX_HEDGES times. */
+  private mayHedge(attempt: Attempt): boolean {
+    const attempts = attempt.exchange.attempts;
+    return attempt.pipelined && attempt.exchange.hedges < MAX_HEDGES && attempts[attempts.length - 1] === attempt;
+  }
+
+  /** Sends the attempt's query on another connection; false when there is none with room yet. */
+  private hedge(attempt: Attempt): boolean {
+    const exchange = attempt.exchange;
+    const left = exchange.deadline - performance.now();
+    if (left <= 0) return true; // its own timer ends it
+    const target = this.pick(attempt.connection);
+    if (!target) {
+      // A pool of one connection, or all others full: a copy may open one past the pool's size
+      // (up to a serial server's), since whether the server holds queries back is the question.
+      if (this.connections.length < this.size * SERIAL_FACTOR && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
+      return false;
+    }
+    exchange.hedges++;
+    this.stats.hedged++;
+    if (this.options.events && upstreamRetry.hasSubscribers) upstreamRetry.publish({ ...this.options.events, reason: 'held-back' });
+    if (target.send(exchange, left).pipelined) this.scheduleHedgeCheck(this.hedgeAfterMs());
+    return true;
+  }
+
+  // ---- connections ----------------------------------------------------------------------------
 
   /** One connection opening at a time: concurrent callers share it. */
   private open(timeoutMs: number): Promise<StreamConnection> {
@@ -311,26 +623,12 @@ export class StreamPool {
       socket.destroy();
       throw new UpstreamUnavailableError(`${this.options.label}: stopped`);
     }
-    const connection = new StreamConnection(socket, this.settings, (gone, reason, hadPending) => this.gone(gone, reason, hadPending));
+    const connection = new StreamConnection(socket, this.settings, this);
     this.connections.push(connection);
     this.stats.created++;
     this.stats.open = this.connections.length;
     this.publish('created');
     return connection;
-  }
-
-  private gone(connection: StreamConnection, reason: GoneReason, hadPending: boolean): void {
-    const index = this.connections.indexOf(connection);
-    if (index >= 0) this.connections.splice(index, 1);
-    if (reason === 'stale') this.stats.idleClosed++;
-    this.stats.open = this.connections.length;
-    this.publish(reason === 'stale' ? 'stale-closed' : 'closed');
-    const replace = this.options.replaceIdle && !this.stopped && reason !== 'closed' && connection.used && !hadPending;
-    if (replace && this.connections.length < this.size) {
-      this.stats.replaced++;
-      // A failure here is reported by the connect function and met again by the next query.
-      this.open(this.connectTimeoutMs).catch(() => {});
-    }
   }
 
   private publish(event: 'created' | 'reused' | 'closed' | 'stale-closed' | 'failed'): void {
@@ -353,6 +651,13 @@ export class StreamPool {
   close(): void {
     this.stopped = true;
     this.abort.abort();
+    if (this.hedgeTimer) clearTimeout(this.hedgeTimer);
+    this.hedgeTimer = null;
     for (const connection of [...this.connections]) connection.destroy(new UpstreamUnavailableError(`${this.options.label}: stopped`), 'closed');
   }
+}
+
+function removeFrom(attempts: Attempt[], attempt: Attempt): void {
+  const index = attempts.indexOf(attempt);
+  if (index >= 0) attempts.splice(index, 1);
 }

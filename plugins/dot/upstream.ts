@@ -63,6 +63,7 @@ export class DotUpstream extends BaseUpstream {
       retries: options.maxRetries,
       replaceIdle: true,
       events: { upstream: options.name, protocol: 'dot' },
+      onSerial: (detail) => logger.info(`${this.name}: ${detail}`),
     });
   }
 

@@ -39,6 +39,7 @@ export class PlainDnsUpstream extends BaseUpstream {
       label: `tcp ${address}`,
       connect: (timeoutMs) => connectTcp(options.host, options.port, timeoutMs),
       size: 2,
+      onSerial: (detail) => logger?.info(`${this.name} (${this.address}) over TCP: ${detail}`),
     });
   }
 

@@ -121,6 +121,11 @@ export async function startUnbound(dir: string, port: number, server: string, op
   const config = `server:
     interface: 127.0.0.1@${port}
     do-ip6: no
+    do-udp: yes
+    do-tcp: yes
+    # dnsdist forwards what its DoT front-end gets over TCP, a connection per query in flight;
+    # unbound's default of 10 TCP connections made those queries wait for a free one
+    incoming-num-tcp: 256
     access-control: 127.0.0.0/8 allow
     num-threads: 1
     username: ""
