@@ -23,7 +23,7 @@ import { builtinPlugins, createBuiltinRegistry } from '../plugins/index.js';
 import { makeProviderKeys } from './helpers/dnscrypt.js';
 import { createNamespace, whyNoNamespace } from './helpers/netns.js';
 import { makeTestCerts } from './helpers/peers.js';
-import { onFreePorts, type Example, type ExampleResult } from './helpers/start-examples.js';
+import { EXAMPLE_BUDGET_MS, onFreePorts, type Example, type ExampleResult } from './helpers/start-examples.js';
 import { ROOT } from './helpers/veil-process.js';
 
 function markdownFiles(): string[] {
@@ -88,6 +88,9 @@ describe('Corefile examples in the docs start', () => {
   const noNamespace = whyNoNamespace();
   const results = new Map<string, ExampleResult>();
 
+  // Each example has its own budget inside the run; the run as a whole is bounded too, so that a
+  // hang is reported (the examples after it say they were not started) and never holds the suite.
+  const runBudgetMs = Math.min(100_000, examples.length * EXAMPLE_BUDGET_MS);
   before(async () => {
     if (noNamespace) return;
     const dir = mkdtempSync(path.join(tmpdir(), 'veil-docs-'));
@@ -95,7 +98,8 @@ describe('Corefile examples in the docs start', () => {
     try {
       writeFileSync(path.join(dir, 'examples.json'), JSON.stringify(examples));
       const child = ns.run([process.execPath, path.join(ROOT, 'dist/test/helpers/start-examples.js'), path.join(dir, 'examples.json')], ROOT);
-      await new Promise<void>((resolve) => child.child.once('exit', () => resolve()));
+      const inTime = await child.ended(runBudgetMs);
+      if (!inTime) process.stderr.write(`the examples' run was stopped after ${runBudgetMs / 1000} s; its output:\n${child.output()}\n`);
       for (const line of child.output().split('\n')) {
         if (!line.startsWith('{"label"')) continue;
         const result = JSON.parse(line) as ExampleResult;
@@ -105,7 +109,7 @@ describe('Corefile examples in the docs start', () => {
       ns.cleanup();
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }, { timeout: runBudgetMs + 15_000 });
 
   it('there are examples to check', () => assert.ok(examples.length >= 10, `only ${examples.length}`));
   for (const example of examples) {
@@ -118,7 +122,7 @@ describe('Corefile examples in the docs start', () => {
         return;
       }
       const result = results.get(example.label);
-      assert.ok(result, `${example.label} was not started`);
+      assert.ok(result, `${example.label} was not started (the run ended before it)`);
       assert.equal(result.error, null);
     });
   }

@@ -14,7 +14,28 @@ import { which } from './peers.js';
 export function whyNoNamespace(...tools: string[]): string | false {
   if (process.getuid?.() !== 0) return 'skipped: network namespaces need root';
   for (const tool of ['ip', ...tools]) if (!which(tool)) return `skipped: ${tool} not installed`;
-  return false;
+  return namespacesWork();
+}
+
+let probed: string | false | undefined;
+
+/**
+ * Root and iproute2 are not always enough (a container may refuse the mounts `ip netns exec`
+ * makes): make one namespace and run a program in it, each step bounded, once per process.
+ */
+function namespacesWork(): string | false {
+  if (probed !== undefined) return probed;
+  const name = `veil-probe-${randomBytes(4).toString('hex')}`;
+  const step = (args: string[]): string | false => {
+    const r = spawnSync('ip', args, { encoding: 'utf8', timeout: 10_000 });
+    return r.status === 0 ? false : `skipped: \`ip ${args.join(' ')}\` failed here (${(r.error?.message ?? r.stderr ?? '').trim() || `status ${r.status}`})`;
+  };
+  probed = step(['netns', 'add', name]);
+  if (!probed) {
+    probed = step(['netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up']);
+    spawnSync('ip', ['netns', 'del', name], { timeout: 10_000 });
+  }
+  return probed;
 }
 
 export interface NsProcess {
@@ -23,6 +44,8 @@ export interface NsProcess {
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
   /** Sends a signal and waits for the exit (SIGKILL after 5 s). */
   stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Waits for the process to end by itself; after `timeoutMs` it is killed and this says false. */
+  ended(timeoutMs: number): Promise<boolean>;
 }
 
 export interface Namespace {
@@ -39,15 +62,15 @@ export function createNamespace(prefix: string, resolvConf = 'nameserver 127.0.0
   const cleanup = (): void => {
     for (const child of running) if (child.exitCode === null && child.signalCode === null && child.pid) child.kill('SIGKILL');
     running.length = 0;
-    spawnSync('ip', ['netns', 'del', name]);
+    spawnSync('ip', ['netns', 'del', name], { timeout: 10_000 });
     rmSync(config, { recursive: true, force: true });
   };
   process.once('exit', cleanup);
-  const add = spawnSync('ip', ['netns', 'add', name], { encoding: 'utf8' });
+  const add = spawnSync('ip', ['netns', 'add', name], { encoding: 'utf8', timeout: 10_000 });
   if (add.status !== 0) throw new Error(`ip netns add ${name}: ${add.stderr}`);
   mkdirSync(config, { recursive: true });
   writeFileSync(path.join(config, 'resolv.conf'), resolvConf);
-  const up = spawnSync('ip', ['netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up'], { encoding: 'utf8' });
+  const up = spawnSync('ip', ['netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up'], { encoding: 'utf8', timeout: 10_000 });
   if (up.status !== 0) {
     cleanup();
     throw new Error(`bringing lo up in ${name}: ${up.stderr}`);
@@ -61,7 +84,14 @@ export function createNamespace(prefix: string, resolvConf = 'nameserver 127.0.0
       let out = '';
       child.stdout!.on('data', (d) => (out += d));
       child.stderr!.on('data', (d) => (out += d));
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      // 'exit' may never come for a process that could not be started: 'error' ends the wait too.
+      const exited = new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.once('error', (err) => {
+          out += `\n${err.message}\n`;
+          resolve();
+        });
+      });
       return {
         child,
         output: () => out,
@@ -74,6 +104,18 @@ export function createNamespace(prefix: string, resolvConf = 'nameserver 127.0.0
             if (child.exitCode !== null) throw new Error(`exited (${child.exitCode}) before ${pattern}; output:\n${out}`);
             await new Promise((r) => setTimeout(r, 20));
           }
+        },
+        async ended(timeoutMs) {
+          if (child.exitCode !== null || child.signalCode !== null) return true;
+          let timer: NodeJS.Timeout | undefined;
+          const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+          const inTime = await Promise.race([exited.then(() => true as const), late]);
+          clearTimeout(timer);
+          if (!inTime) {
+            child.kill('SIGKILL');
+            await exited;
+          }
+          return inTime;
         },
         async stop(signal = 'SIGTERM') {
           if (child.exitCode !== null || child.signalCode !== null) return;

@@ -43,8 +43,20 @@ export async function startExample(example: Example): Promise<ExampleResult> {
   }
 }
 
+/** How long one example may take to start and stop: one that takes longer is reported, and the next goes on. */
+export const EXAMPLE_BUDGET_MS = 20_000;
+
+function withinBudget(example: Example): Promise<ExampleResult> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<ExampleResult>((resolve) => {
+    timer = setTimeout(() => resolve({ label: example.label, error: `did not start and stop within ${EXAMPLE_BUDGET_MS / 1000} s` }), EXAMPLE_BUDGET_MS);
+  });
+  return Promise.race([startExample(example), late]).finally(() => clearTimeout(timer));
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const examples = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as Example[];
-  for (const example of examples) console.log(JSON.stringify(await startExample(example)));
+  for (const example of examples) console.log(JSON.stringify(await withinBudget(example)));
+  // An example that overran its budget may still hold sockets or timers: end here regardless.
   process.exit(0);
 }

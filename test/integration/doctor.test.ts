@@ -60,7 +60,8 @@ describe('veil doctor, with resolv.conf variants in a network namespace', { skip
   const doctor = async (...extra: string[]): Promise<DoctorResult> => {
     // bin/ first on PATH: its resolvectl stands in for systemd's (see the systemd-resolved tests).
     const proc = ns.run(['env', `PATH=${path.join(dir, 'bin')}:${process.env.PATH}`, VEIL, 'doctor', '-conf', 'Corefile', '--json', ...extra], dir);
-    const code = await new Promise<number | null>((resolve) => proc.child.once('exit', (c) => resolve(c)));
+    assert.ok(await proc.ended(60_000), `veil doctor did not end within 60 s:\n${proc.output()}`);
+    const code = proc.child.exitCode;
     const output = proc.output();
     return { code, json: JSON.parse(output.slice(output.indexOf('{'))) as DoctorResult['json'], output };
   };
@@ -184,8 +185,8 @@ describe('veil doctor, with resolv.conf variants in a network namespace', { skip
   it('prints PASS / WARN / FAIL / HINT lines with what to do, without --json', async () => {
     setResolvConf('nameserver 192.0.2.53');
     const proc = ns.run([VEIL, 'doctor', '-conf', 'Corefile'], dir);
-    const code = await new Promise<number | null>((resolve) => proc.child.once('exit', (c) => resolve(c)));
-    assert.equal(code, 1);
+    assert.ok(await proc.ended(60_000), `veil doctor did not end within 60 s:\n${proc.output()}`);
+    assert.equal(proc.child.exitCode, 1);
     assert.match(proc.output(), /^FAIL  resolv\.conf +\/etc\/resolv\.conf names 192\.0\.2\.53/m);
     assert.match(proc.output(), /^ +→ write "nameserver 127\.0\.0\.1"/m);
     assert.match(proc.output(), /^PASS  veil +Veil answers at 127\.0\.0\.1:53$/m);
