@@ -30,6 +30,7 @@ export * from '../core/dns/edns.js';
 export { serverService, Services, serviceToken, type ServerServiceToken, type ServiceContainer, type ServiceToken } from '../core/services.js';
 export * from '../core/events.js';
 export type { Upstream, UpstreamPolicy, UpstreamSet } from '../core/upstream/upstream.js';
+export { BaseUpstream, checkAnswer, type ExchangeRules, type UpstreamIdentity } from '../core/upstream/base.js';
 export type { AccessPolicy, RateLimit } from '../core/access.js';
 export type { Clock } from '../core/clock.js';
 export type { Logger } from '../core/logger.js';

@@ -353,6 +353,114 @@ static napi_value get_buffer(napi_env env, napi_value value, napi_ref *ref, void
   return value;
 }
 
+/* host (an IP literal) and port as a socket address; 0 (a TypeError thrown) when host is not one. */
+static int socket_address(napi_env env, napi_value host_value, int32_t port, struct sockaddr_storage *addr, socklen_t *addr_len) {
+  char host[64];
+  size_t host_len;
+  if (napi_get_value_string_utf8(env, host_value, host, sizeof host, &host_len) != napi_ok) host[0] = '\0';
+  memset(addr, 0, sizeof *addr);
+  struct sockaddr_in *a4 = (struct sockaddr_in *)addr;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)addr;
+  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    *addr_len = sizeof *a4;
+    return AF_INET;
+  }
+  if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons((uint16_t)port);
+    *addr_len = sizeof *a6;
+    return AF_INET6;
+  }
+  napi_throw_type_error(env, NULL, "udp-batch: host must be an IP literal");
+  return 0;
+}
+
+/* Frees a socket that never started polling (its descriptor closed, its references dropped). */
+static void discard(napi_env env, batch_socket *s) {
+  if (s->fd >= 0) close(s->fd);
+  for (int i = 0; i < 4; i++)
+    if (s->buffers[i]) napi_delete_reference(env, s->buffers[i]);
+  if (s->on_batch) napi_delete_reference(env, s->on_batch);
+  if (s->self) napi_delete_reference(env, s->self);
+  if (s->async_context) napi_async_destroy(env, s->async_context);
+  free(s);
+}
+
+/*
+ * What every socket has, listening or connected: the JavaScript object, the receive buffers
+ * (recvData holds BATCH slots of equal size) and the batch callback. NULL, with an exception
+ * pending, when one is missing or too small.
+ */
+static batch_socket *new_socket(napi_env env, napi_value self, napi_value recv_data, napi_value recv_meta, napi_value on_batch) {
+  batch_socket *s = calloc(1, sizeof *s);
+  if (!s) {
+    throw_errno(env, "udp-batch", ENOMEM);
+    return NULL;
+  }
+  s->env = env;
+  s->fd = -1;
+  size_t len;
+  void *data;
+  if (napi_get_instance_data(env, (void **)&s->state) != napi_ok || !s->state) {
+    napi_throw_error(env, NULL, "udp-batch: no instance data");
+    goto fail;
+  }
+  if (!get_buffer(env, recv_data, &s->buffers[0], &data, &len)) goto fail;
+  s->recv_data = data;
+  s->slot_bytes = len / BATCH;
+  if (!get_buffer(env, recv_meta, &s->buffers[1], &data, &len)) goto fail;
+  s->recv_meta = data;
+  if (len < BATCH * META_INTS || s->slot_bytes < 512) {
+    napi_throw_range_error(env, NULL, "udp-batch: a buffer is too small for a batch");
+    goto fail;
+  }
+  if (napi_create_reference(env, on_batch, 1, &s->on_batch) != napi_ok) goto fail;
+  if (napi_create_reference(env, self, 1, &s->self) != napi_ok) goto fail;
+  napi_value resource_name;
+  napi_create_string_utf8(env, "veil:udp-batch", NAPI_AUTO_LENGTH, &resource_name);
+  if (napi_async_init(env, self, resource_name, &s->async_context) != napi_ok) goto fail;
+  return s;
+fail:
+  discard(env, s);
+  return NULL;
+}
+
+/* Closes and frees a socket whose set-up failed at a system call, and throws what errno says. */
+static napi_value fail_with_errno(napi_env env, batch_socket *s, const char *what) {
+  int err = errno;
+  discard(env, s);
+  return throw_errno(env, what, err);
+}
+
+/* Starts reading a bound or connected socket; answers [external handle, local port]. */
+static napi_value start_polling(napi_env env, batch_socket *s, int family, const char *what) {
+  struct sockaddr_storage local;
+  socklen_t local_len = sizeof local;
+  if (getsockname(s->fd, (struct sockaddr *)&local, &local_len) < 0) return fail_with_errno(env, s, what);
+  int local_port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&local)->sin_port : ((struct sockaddr_in6 *)&local)->sin6_port);
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init_socket(loop, &s->poll, s->fd) != 0) {
+    discard(env, s);
+    napi_throw_error(env, NULL, "udp-batch: cannot poll the socket");
+    return NULL;
+  }
+  s->poll.data = s;
+  uv_poll_start(&s->poll, UV_READABLE, on_readable);
+  if (!s->connected) {
+    s->next_listener = s->state->listeners;
+    s->state->listeners = s;
+  }
+  napi_value handle, port_value, result;
+  CHECK(env, napi_create_external(env, s, on_finalize, NULL, &handle));
+  CHECK(env, napi_create_int32(env, local_port, &port_value));
+  CHECK(env, napi_create_array_with_length(env, 2, &result));
+  CHECK(env, napi_set_element(env, result, 0, handle));
+  CHECK(env, napi_set_element(env, result, 1, port_value));
+  return result;
+}
+
 /*
  * open(self, host, port, reusePort, receiveBufferBytes, recvData, recvMeta, sendData, sendMeta,
  *      onBatch) -> [external handle, bound port]
@@ -366,109 +474,41 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "udp-batch: open takes 10 arguments");
     return NULL;
   }
-  char host[64];
-  size_t host_len;
   int32_t port, receive_buffer;
   bool reuse_port;
-  CHECK(env, napi_get_value_string_utf8(env, argv[1], host, sizeof host, &host_len));
   CHECK(env, napi_get_value_int32(env, argv[2], &port));
   CHECK(env, napi_get_value_bool(env, argv[3], &reuse_port));
   CHECK(env, napi_get_value_int32(env, argv[4], &receive_buffer));
-
   struct sockaddr_storage addr;
   socklen_t addr_len;
-  memset(&addr, 0, sizeof addr);
-  struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
-  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
-  int family;
-  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-    family = a4->sin_family = AF_INET;
-    a4->sin_port = htons((uint16_t)port);
-    addr_len = sizeof *a4;
-  } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-    family = a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons((uint16_t)port);
-    addr_len = sizeof *a6;
-  } else {
-    napi_throw_type_error(env, NULL, "udp-batch: host must be an IP literal");
-    return NULL;
-  }
+  int family = socket_address(env, argv[1], port, &addr, &addr_len);
+  if (!family) return NULL;
 
-  batch_socket *s = calloc(1, sizeof *s);
-  if (!s) return throw_errno(env, "udp-batch", ENOMEM);
-  s->env = env;
-  s->fd = -1;
-  if (napi_get_instance_data(env, (void **)&s->state) != napi_ok || !s->state) {
-    free(s);
-    napi_throw_error(env, NULL, "udp-batch: no instance data");
-    return NULL;
-  }
+  batch_socket *s = new_socket(env, argv[0], argv[5], argv[6], argv[9]);
+  if (!s) return NULL;
   size_t len;
   void *data;
-  if (!get_buffer(env, argv[5], &s->buffers[0], &data, &len)) goto fail;
-  s->recv_data = data;
-  s->slot_bytes = len / BATCH;
-  if (!get_buffer(env, argv[6], &s->buffers[1], &data, &len)) goto fail;
-  s->recv_meta = data;
-  if (len < BATCH * META_INTS) goto too_small;
   if (!get_buffer(env, argv[7], &s->buffers[2], &data, &len)) goto fail;
   s->send_data = data;
   s->send_bytes = len;
   if (!get_buffer(env, argv[8], &s->buffers[3], &data, &len)) goto fail;
   s->send_meta = data;
-  if (len < 1 + BATCH * META_INTS) goto too_small;
-  if (s->slot_bytes < 512) goto too_small;
-  if (napi_create_reference(env, argv[9], 1, &s->on_batch) != napi_ok) goto fail;
-  if (napi_create_reference(env, argv[0], 1, &s->self) != napi_ok) goto fail;
-  napi_value resource_name;
-  napi_create_string_utf8(env, "veil:udp-batch", NAPI_AUTO_LENGTH, &resource_name);
-  if (napi_async_init(env, argv[0], resource_name, &s->async_context) != napi_ok) goto fail;
+  if (len < 1 + BATCH * META_INTS) {
+    napi_throw_range_error(env, NULL, "udp-batch: a buffer is too small for a batch");
+    goto fail;
+  }
 
   s->fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (s->fd < 0) goto fail_errno;
+  if (s->fd < 0) return fail_with_errno(env, s, "bind");
   int one = 1;
-  if (reuse_port && setsockopt(s->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) goto fail_errno;
+  if (reuse_port && setsockopt(s->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) return fail_with_errno(env, s, "bind");
   /* The kernel caps this at net.core.rmem_max; a smaller buffer is not an error. */
   setsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
-  if (bind(s->fd, (struct sockaddr *)&addr, addr_len) < 0) goto fail_errno;
-  struct sockaddr_storage bound;
-  socklen_t bound_len = sizeof bound;
-  if (getsockname(s->fd, (struct sockaddr *)&bound, &bound_len) < 0) goto fail_errno;
-  int bound_port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port : ((struct sockaddr_in6 *)&bound)->sin6_port);
+  if (bind(s->fd, (struct sockaddr *)&addr, addr_len) < 0) return fail_with_errno(env, s, "bind");
+  return start_polling(env, s, family, "bind");
 
-  uv_loop_t *loop;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) goto fail;
-  if (uv_poll_init_socket(loop, &s->poll, s->fd) != 0) goto fail;
-  s->poll.data = s;
-  uv_poll_start(&s->poll, UV_READABLE, on_readable);
-  s->next_listener = s->state->listeners;
-  s->state->listeners = s;
-
-  napi_value handle, port_value, result;
-  CHECK(env, napi_create_external(env, s, on_finalize, NULL, &handle));
-  CHECK(env, napi_create_int32(env, bound_port, &port_value));
-  CHECK(env, napi_create_array_with_length(env, 2, &result));
-  CHECK(env, napi_set_element(env, result, 0, handle));
-  CHECK(env, napi_set_element(env, result, 1, port_value));
-  return result;
-
-too_small:
-  napi_throw_range_error(env, NULL, "udp-batch: a buffer is too small for a batch");
-  goto fail;
-fail_errno: {
-  int err = errno;
-  if (s->fd >= 0) close(s->fd);
-  s->fd = -1;
-  throw_errno(env, "bind", err);
-}
 fail:
-  if (s->fd >= 0) close(s->fd);
-  for (int i = 0; i < 4; i++)
-    if (s->buffers[i]) napi_delete_reference(env, s->buffers[i]);
-  if (s->on_batch) napi_delete_reference(env, s->on_batch);
-  if (s->self) napi_delete_reference(env, s->self);
-  if (s->async_context) napi_async_destroy(env, s->async_context);
-  free(s);
+  discard(env, s);
   return NULL;
 }
 
@@ -526,92 +566,22 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "udp-batch: connect takes 7 arguments");
     return NULL;
   }
-  char host[64];
-  size_t host_len;
   int32_t port, receive_buffer;
-  CHECK(env, napi_get_value_string_utf8(env, argv[1], host, sizeof host, &host_len));
   CHECK(env, napi_get_value_int32(env, argv[2], &port));
   CHECK(env, napi_get_value_int32(env, argv[3], &receive_buffer));
   struct sockaddr_storage addr;
   socklen_t addr_len;
-  memset(&addr, 0, sizeof addr);
-  struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
-  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
-  int family;
-  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-    family = a4->sin_family = AF_INET;
-    a4->sin_port = htons((uint16_t)port);
-    addr_len = sizeof *a4;
-  } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-    family = a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons((uint16_t)port);
-    addr_len = sizeof *a6;
-  } else {
-    napi_throw_type_error(env, NULL, "udp-batch: host must be an IP literal");
-    return NULL;
-  }
+  int family = socket_address(env, argv[1], port, &addr, &addr_len);
+  if (!family) return NULL;
 
-  batch_socket *s = calloc(1, sizeof *s);
-  if (!s) return throw_errno(env, "udp-batch", ENOMEM);
-  s->env = env;
-  s->fd = -1;
+  batch_socket *s = new_socket(env, argv[0], argv[4], argv[5], argv[6]);
+  if (!s) return NULL;
   s->connected = 1;
-  if (napi_get_instance_data(env, (void **)&s->state) != napi_ok || !s->state) goto fail;
-  size_t len;
-  void *data;
-  if (!get_buffer(env, argv[4], &s->buffers[0], &data, &len)) goto fail;
-  s->recv_data = data;
-  s->slot_bytes = len / BATCH;
-  if (!get_buffer(env, argv[5], &s->buffers[1], &data, &len)) goto fail;
-  s->recv_meta = data;
-  if (len < BATCH * META_INTS || s->slot_bytes < 512) {
-    napi_throw_range_error(env, NULL, "udp-batch: a buffer is too small for a batch");
-    goto fail;
-  }
-  if (napi_create_reference(env, argv[6], 1, &s->on_batch) != napi_ok) goto fail;
-  if (napi_create_reference(env, argv[0], 1, &s->self) != napi_ok) goto fail;
-  napi_value resource_name;
-  napi_create_string_utf8(env, "veil:udp-batch", NAPI_AUTO_LENGTH, &resource_name);
-  if (napi_async_init(env, argv[0], resource_name, &s->async_context) != napi_ok) goto fail;
-
   s->fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (s->fd < 0) goto fail_errno;
+  if (s->fd < 0) return fail_with_errno(env, s, "connect");
   if (receive_buffer > 0) setsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
-  if (connect(s->fd, (struct sockaddr *)&addr, addr_len) < 0) goto fail_errno;
-  struct sockaddr_storage local;
-  socklen_t local_len = sizeof local;
-  if (getsockname(s->fd, (struct sockaddr *)&local, &local_len) < 0) goto fail_errno;
-  int local_port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&local)->sin_port : ((struct sockaddr_in6 *)&local)->sin6_port);
-
-  uv_loop_t *loop;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) goto fail;
-  if (uv_poll_init_socket(loop, &s->poll, s->fd) != 0) goto fail;
-  s->poll.data = s;
-  uv_poll_start(&s->poll, UV_READABLE, on_readable);
-
-  napi_value handle, port_value, result;
-  CHECK(env, napi_create_external(env, s, on_finalize, NULL, &handle));
-  CHECK(env, napi_create_int32(env, local_port, &port_value));
-  CHECK(env, napi_create_array_with_length(env, 2, &result));
-  CHECK(env, napi_set_element(env, result, 0, handle));
-  CHECK(env, napi_set_element(env, result, 1, port_value));
-  return result;
-
-fail_errno: {
-  int err = errno;
-  if (s->fd >= 0) close(s->fd);
-  s->fd = -1;
-  throw_errno(env, "connect", err);
-}
-fail:
-  if (s->fd >= 0) close(s->fd);
-  for (int i = 0; i < 4; i++)
-    if (s->buffers[i]) napi_delete_reference(env, s->buffers[i]);
-  if (s->on_batch) napi_delete_reference(env, s->on_batch);
-  if (s->self) napi_delete_reference(env, s->self);
-  if (s->async_context) napi_async_destroy(env, s->async_context);
-  free(s);
-  return NULL;
+  if (connect(s->fd, (struct sockaddr *)&addr, addr_len) < 0) return fail_with_errno(env, s, "connect");
+  return start_polling(env, s, family, "connect");
 }
 
 /*

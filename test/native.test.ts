@@ -148,6 +148,22 @@ describe('a batched UDP socket', { skip: notBuilt }, () => {
     }
   });
 
+  it('refuses a host that is not an IP literal and buffers too small for a batch, for listening and connected sockets alike', () => {
+    const a = addon!;
+    const slots = Buffer.alloc(a.BATCH * 512);
+    const meta = new Int32Array(a.BATCH * a.META_INTS);
+    const sendMeta = new Int32Array(1 + a.BATCH * a.META_INTS);
+    const none = () => {};
+    assert.throws(() => a.open({}, 'localhost', 0, false, 0, slots, meta, Buffer.alloc(4096), sendMeta, none), (err: Error) => err instanceof TypeError && /IP literal/.test(err.message));
+    assert.throws(() => a.connect({}, 'dns.example', 53, 0, slots, meta, none), (err: Error) => err instanceof TypeError && /IP literal/.test(err.message));
+    assert.throws(() => a.open({}, '127.0.0.1', 0, false, 0, Buffer.alloc(a.BATCH * 100), meta, Buffer.alloc(4096), sendMeta, none), RangeError);
+    assert.throws(() => a.open({}, '127.0.0.1', 0, false, 0, slots, meta, Buffer.alloc(4096), new Int32Array(8), none), RangeError);
+    assert.throws(() => a.connect({}, '127.0.0.1', 53, 0, slots, new Int32Array(8), none), RangeError);
+    // What was refused holds no port: the same listening address opens at once afterwards.
+    const socket = open('127.0.0.1', (m) => m);
+    socket.close();
+  });
+
   it('says when the address is taken, shares it with SO_REUSEPORT, and frees it on close', async () => {
     const first = open('127.0.0.1', (m) => m);
     assert.throws(() => open('127.0.0.1', (m) => m, first.port), (err: Error & { code?: string }) => err.code === 'EADDRINUSE');

@@ -13,7 +13,8 @@ import { forEachEdnsOption, isTruncated, readEdns, readId } from '../core/dns/wi
 import { DeadlineError, UpstreamResponseError, UpstreamUnavailableError } from '../core/errors.js';
 import { upstreamRetry } from '../core/events.js';
 import { answerFor, startFakeDns } from '../core/testing/fake-dns.js';
-import { BaseUpstream, type ExchangeRules } from '../core/upstream/base.js';
+// Through the public entry, as a plugin outside the tree would write its own protocol.
+import { BaseUpstream, type ExchangeRules } from '../api/plugin.js';
 import { padMessage } from '../core/dns/edns.js';
 import { PlainDnsUpstream } from '../plugins/forward/upstream.js';
 
