@@ -78,7 +78,8 @@ export interface OptionSpec {
 
 /**
  * Dispatches each line of an options block to its handler. Unknown names get a did-you-mean,
- * and an option given twice is an error unless it is listed in `repeatable`.
+ * an option given twice is an error unless it is listed in `repeatable`, and a block after an
+ * option whose handler never looked at it is an error rather than silently dropped.
  */
 export function readOptions(plugin: string, block: Directive[] | null, spec: OptionSpec, repeatable: readonly string[] = []): void {
   const seen = new Set<string>();
@@ -88,7 +89,16 @@ export function readOptions(plugin: string, block: Directive[] | null, spec: Opt
     if (!handler) throw configError(plugin, d.name, `unknown option "${name}"${didYouMean(name, Object.keys(spec))}`);
     if (seen.has(name) && !repeatable.includes(name)) throw configError(plugin, d.name, `option "${name}" is given twice`);
     seen.add(name);
-    handler(d);
+    let blockRead = false;
+    const watched: Directive = {
+      ...d,
+      get block() {
+        blockRead = true;
+        return d.block;
+      },
+    };
+    handler(watched);
+    if (d.block && !blockRead) expectNoBlock(plugin, d);
   }
 }
 

@@ -25,6 +25,8 @@ setupTable(
     refused('dnstap tcp://127.0.0.1:6000 {\nqueue 15\n}', 2, 7, /15 is out of range \(16-1000000\)$/),
     refused('dnstap tcp://127.0.0.1:6000 {\nqueue\n}', 2, 1, /queue takes 1 argument, got 0$/),
     refused('dnstap tcp://127.0.0.1:6000 {\nqueues 100\n}', 2, 1, /unknown option "queues" \(did you mean "queue"\?\)$/),
+    // a block after an option that takes none is refused (readOptions), no longer dropped
+    refused('dnstap tcp://127.0.0.1:6000 {\nqueue 100 {\nx\n}\n}', 2, 11, /queue takes no block$/),
     refused('dnstap tcp://127.0.0.1:6000 {\nqueue 100\nqueue 200\n}', 3, 1, /option "queue" is given twice$/),
     refused('dnstap tcp://127.0.0.1:6000\ndnstap tcp://127.0.0.1:6001', 2, 1, /dnstap is given twice in this block$/),
   ],

@@ -17,6 +17,7 @@ setupTable(
     builds('log queries.log {\nmax_size 4096\nformat text\n}', { rotation: { maxBytes: 4096, keep: 5 }, format: 'text' }),
     refused('log stdout stderr', 1, 12, /log takes 0 to 1 arguments, got 2$/),
     refused('log {\nformat csv\n}', 2, 8, /format is one of json, text, tsv, ltsv, not "csv"$/),
+    refused('log {\nformat json {\nx\n}\n}', 2, 13, /format takes no block$/),
     refused('log {\nformat\n}', 2, 1, /format takes 1 argument, got 0$/),
     refused('log {\nclass success failure\n}', 2, 15, /unknown class "failure" \(one of all, success, denial, error\)$/),
     refused('log {\nclass all success denial error all\n}', 2, 32, /class takes 1 to 4 arguments, got 5$/),
