@@ -181,25 +181,16 @@ export function parseStamp(text: string): Stamp {
     case StampProtocol.doh:
     case StampProtocol.odohRelay: {
       const protocol = id === StampProtocol.doh ? 'doh' : 'odohRelay';
-      const props = reader.props();
-      const addr = address(reader, protocol, false);
-      const hashes = hashList(reader);
-      const host = text8(reader.lp('host name'), 'host name');
-      if (!host) throw new StampError('host name is empty');
+      const fields = tlsServerFields(reader, protocol);
       const path = text8(reader.lp('path'), 'path');
       if (!path.startsWith('/')) throw new StampError(`path "${path}" does not start with /`);
-      stamp = { protocol, props, address: addr, hashes, host, path, bootstrap: reader.done ? [] : bootstrap(reader) };
+      stamp = { protocol, ...fields, path, bootstrap: reader.done ? [] : bootstrap(reader) };
       break;
     }
     case StampProtocol.dot:
     case StampProtocol.doq: {
       const protocol = id === StampProtocol.dot ? 'dot' : 'doq';
-      const props = reader.props();
-      const addr = address(reader, protocol, false);
-      const hashes = hashList(reader);
-      const host = text8(reader.lp('host name'), 'host name');
-      if (!host) throw new StampError('host name is empty');
-      stamp = { protocol, props, address: addr, hashes, host, bootstrap: reader.done ? [] : bootstrap(reader) };
+      stamp = { protocol, ...tlsServerFields(reader, protocol), bootstrap: reader.done ? [] : bootstrap(reader) };
       break;
     }
     case StampProtocol.odohTarget: {
@@ -218,6 +209,16 @@ export function parseStamp(text: string): Stamp {
   }
   if (!reader.done) throw new StampError('garbage after the end of the stamp');
   return stamp;
+}
+
+/** What DoH, ODoH relay, DoT and DoQ stamps begin with: properties, address, certificate hashes, host. */
+function tlsServerFields(reader: Reader, protocol: StampProtocolName): { props: StampProps; address: string; hashes: Buffer[]; host: string } {
+  const props = reader.props();
+  const addr = address(reader, protocol, false);
+  const hashes = hashList(reader);
+  const host = text8(reader.lp('host name'), 'host name');
+  if (!host) throw new StampError('host name is empty');
+  return { props, address: addr, hashes, host };
 }
 
 function text8(bytes: Buffer, field: string): string {

@@ -353,6 +353,16 @@ static napi_value get_buffer(napi_env env, napi_value value, napi_ref *ref, void
   return value;
 }
 
+/* The call's first `count` arguments into argv; false, with a TypeError thrown, when fewer came. */
+static bool get_args(napi_env env, napi_callback_info info, napi_value *argv, size_t count, const char *message) {
+  size_t argc = count;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < count) {
+    napi_throw_type_error(env, NULL, message);
+    return false;
+  }
+  return true;
+}
+
 /* host (an IP literal) and port as a socket address; 0 (a TypeError thrown) when host is not one. */
 static int socket_address(napi_env env, napi_value host_value, int32_t port, struct sockaddr_storage *addr, socklen_t *addr_len) {
   char host[64];
@@ -467,13 +477,8 @@ static napi_value start_polling(napi_env env, batch_socket *s, int family, const
  * `host` is an IP literal; recvData holds BATCH slots of equal size.
  */
 static napi_value js_open(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
   napi_value argv[10];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 10) {
-    napi_throw_type_error(env, NULL, "udp-batch: open takes 10 arguments");
-    return NULL;
-  }
+  if (!get_args(env, info, argv, 10, "udp-batch: open takes 10 arguments")) return NULL;
   int32_t port, receive_buffer;
   bool reuse_port;
   CHECK(env, napi_get_value_int32(env, argv[2], &port));
@@ -559,13 +564,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
  * every connected socket: a batch is handed to JavaScript before the next is read.
  */
 static napi_value js_connect(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
   napi_value argv[7];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 7) {
-    napi_throw_type_error(env, NULL, "udp-batch: connect takes 7 arguments");
-    return NULL;
-  }
+  if (!get_args(env, info, argv, 7, "udp-batch: connect takes 7 arguments")) return NULL;
   int32_t port, receive_buffer;
   CHECK(env, napi_get_value_int32(env, argv[2], &port));
   CHECK(env, napi_get_value_int32(env, argv[3], &receive_buffer));

@@ -2,6 +2,7 @@
  * Helpers every plugin's parse step uses, so that all directives check arguments and report
  * mistakes the same way: `Corefile:12:5: dot: unknown option "pool_size" (did you mean "pool"?)`.
  */
+import net from 'node:net';
 import { ConfigError, type Location } from '../errors.js';
 import type { Directive, Token } from './ast.js';
 
@@ -129,6 +130,15 @@ function editDistance(a: string, b: string): number {
     }
   }
   return row[b.length]!;
+}
+
+/** `bootstrap IP…`: the addresses of an upstream's host name (IPv6 with or without brackets; no names, no ports). */
+export function parseBootstrap(plugin: string, d: Directive): string[] {
+  return expectArgs(plugin, d, 1, Infinity).map((ip) => {
+    const bare = ip.text.replace(/^\[(.*)\]$/, '$1');
+    if (net.isIP(bare) === 0) throw configError(plugin, ip, `bootstrap takes IP addresses (no names, no ports): "${ip.text}" is not one`);
+    return bare;
+  });
 }
 
 /** A flag option: its name alone on a line. */

@@ -6,7 +6,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Token } from '../../core/config/ast.js';
-import { configError } from '../../core/config/options.js';
+import { configError, expectArgs, type OptionSpec } from '../../core/config/options.js';
 
 /** Reads a file named by `token`, relative to the Corefile that names it. */
 export function readConfigFile(plugin: string, token: Token, what: string): string {
@@ -52,4 +52,23 @@ export function parsePin(plugin: string, token: Token): Buffer {
     );
   }
   return bytes;
+}
+
+/** Where an upstream's extra trust goes: CA certificates beside the system's, and SPKI pins. */
+export interface TrustSettings {
+  extraCa: string[];
+  pins: Buffer[];
+}
+
+/**
+ * The `ca FILE` and `pin_sha256 PIN…` options of an upstream that speaks TLS (dot, doh, odoh), read
+ * into `into`; both may be given more than once (list `pin_sha256` and `ca` as repeatable).
+ */
+export function trustOptions(plugin: string, into: TrustSettings): OptionSpec {
+  return {
+    ca: (d) => into.extraCa.push(...readCertificates(plugin, expectArgs(plugin, d, 1)[0]!, 'ca')),
+    pin_sha256: (d) => {
+      for (const pin of expectArgs(plugin, d, 1, Infinity)) into.pins.push(parsePin(plugin, pin));
+    },
+  };
 }

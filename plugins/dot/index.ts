@@ -32,7 +32,7 @@ import { parseServersFrom } from '../../lib/sources/servers-from.js';
 import { parseStampToken, stampAddress, stampHost } from '../../lib/stamp-config.js';
 import type { Stamp } from '../../lib/stamps.js';
 import { TlsContextsService } from '../../lib/tls/contexts.js';
-import { parsePin, readCertificates } from '../../lib/tls/files.js';
+import { trustOptions } from '../../lib/tls/files.js';
 import { tlsTransport } from './listener.js';
 import { DotUpstream, type DotServerOptions } from './upstream.js';
 
@@ -135,8 +135,7 @@ function parseServerLine(line: Directive): Omit<DotServer, 'zone'> {
     line.block,
     {
       server_name: (d) => (server.serverName = parseServerName(expectArgs(NAME, d, 1)[0]!)),
-      ca: (d) => server.extraCa.push(...readCertificates(NAME, expectArgs(NAME, d, 1)[0]!, 'ca')),
-      pin_sha256: (d) => server.pins.push(parsePin(NAME, expectArgs(NAME, d, 1)[0]!)),
+      ...trustOptions(NAME, server),
       pool: (d) => (server.poolSize = parseInteger(NAME, expectArgs(NAME, d, 1)[0]!, 1, 64)),
       connect_timeout: (d) => (server.connectTimeoutMs = duration(d, 10, 60_000)),
       handshake_timeout: (d) => (server.handshakeTimeoutMs = duration(d, 10, 60_000)),

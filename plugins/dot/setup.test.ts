@@ -31,6 +31,8 @@ setupTable(
       assert.deepEqual(servers.map((s: { name: string; zone: string }) => [s.name, s.zone]), [['a', '.'], ['b', 'corp.test.']]);
     }),
     builds(`dot {\nserver a tls://10.0.0.1 {\npin_sha256 ${PIN}\n}\n}`, ({ servers: [a] }) => assert.deepEqual([a.serverName, a.pins.length], [null, 1])),
+    // several pins on one line, as doh and odoh take them (one reading of ca and pin_sha256 for all three)
+    builds(`dot {\nserver a tls://10.0.0.1 {\npin_sha256 ${PIN} ${PIN2}\n}\n}`, ({ servers: [a] }) => assert.equal(a.pins.length, 2)),
     builds(`dot {\nserver s ${STAMP}\nserver t ${STAMP} {\nserver_name other.lab.test\n}\n}`, ({ servers: [s, t] }) => {
       assert.deepEqual([s.host, s.port, s.serverName, s.certHashes], ['10.0.0.9', 8853, 'dot.lab.test', [HASH]]);
       assert.equal(t.serverName, 'other.lab.test');

@@ -7,13 +7,13 @@
  */
 import net from 'node:net';
 import type { Directive, Token } from '../../core/config/ast.js';
-import { configError, expectArgs, expectNoBlock, flag, parseDuration, readOptions } from '../../core/config/options.js';
+import { configError, expectArgs, expectNoBlock, flag, parseBootstrap, parseDuration, readOptions } from '../../core/config/options.js';
 import { parseZoneKey } from '../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../core/net/address.js';
 import { parseServersFrom, type ServersFromOptions } from '../../lib/sources/servers-from.js';
 import { parseStampToken, stampHost } from '../../lib/stamp-config.js';
 import { splitAddress, type HttpsLikeStamp, type OdohTargetStamp } from '../../lib/stamps.js';
-import { parsePin, readCertificates } from '../../lib/tls/files.js';
+import { trustOptions } from '../../lib/tls/files.js';
 
 export const NAME = 'odoh';
 const DEFAULT_TIMEOUT_MS = 2500;
@@ -128,14 +128,14 @@ function parseServerLine(line: Directive, zone: string): TargetSpec {
     line.block,
     {
       traceparent: (o) => (traceparent = flag(NAME, o)),
-      bootstrap: (o) => (bootstrap = parseBootstrap(o)),
+      bootstrap: (o) => (bootstrap = parseBootstrap(NAME, o)),
       configs: (o) => {
         const [value] = expectArgs(NAME, o, 1);
         if (value!.text !== 'relay' && value!.text !== 'direct') throw configError(NAME, value!, `configs is "relay" or "direct", not "${value!.text}"`);
         configsVia = value!.text;
       },
       timeout: (o) => (timeoutMs = parseDuration(NAME, expectArgs(NAME, o, 1)[0]!, { min: 10, max: 60_000 })),
-      ...tlsOptions(tls),
+      ...trustOptions(NAME, tls),
     },
     ['pin_sha256'],
   );
@@ -164,7 +164,7 @@ function parseRelayLine(line: Directive): RelaySpec {
   checkName(name);
   const tls: TlsChecks = { extraCa: [], pins: [], certHashes: [] };
   let bootstrap: string[] | null = null;
-  readOptions(NAME, line.block, { bootstrap: (o) => (bootstrap = parseBootstrap(o)), ...tlsOptions(tls) }, ['pin_sha256']);
+  readOptions(NAME, line.block, { bootstrap: (o) => (bootstrap = parseBootstrap(NAME, o)), ...trustOptions(NAME, tls) }, ['pin_sha256']);
   if (!where) return { name: name.text, token: name, host: '', port: 443, path: '', authority: '', addresses: [], listed: true, bootstrap, ...tls };
   const relay = where.text.startsWith('sdns:') ? relayFromStamp(parseStampToken(NAME, where) as HttpsLikeStamp, where, bootstrap, tls) : relayFromUrl(where, bootstrap, tls);
   return { ...relay, name: name.text, token: where };
@@ -252,23 +252,6 @@ function parseRoute(line: Directive, options: OdohOptions): RouteSpec {
 function checkName(name: Token): void {
   if (name.text.includes('://') || name.text.startsWith('sdns:')) throw configError(NAME, name, 'a line is "server NAME URL" or "relay NAME URL": the name comes first');
   if (name.text === '*' || name.text === DIRECT) throw configError(NAME, name, `"${name.text}" cannot be a name: routes use it`);
-}
-
-function parseBootstrap(o: Directive): string[] {
-  return expectArgs(NAME, o, 1, Infinity).map((ip) => {
-    const bare = ip.text.replace(/^\[(.*)\]$/, '$1');
-    if (net.isIP(bare) === 0) throw configError(NAME, ip, `bootstrap takes IP addresses (no names, no ports): "${ip.text}" is not one`);
-    return bare;
-  });
-}
-
-function tlsOptions(tls: TlsChecks): Record<string, (d: Directive) => void> {
-  return {
-    ca: (o) => tls.extraCa.push(...readCertificates(NAME, expectArgs(NAME, o, 1)[0]!, 'ca')),
-    pin_sha256: (o) => {
-      for (const pin of expectArgs(NAME, o, 1, Infinity)) tls.pins.push(parsePin(NAME, pin));
-    },
-  };
 }
 
 /** The options a target taken by `servers_from` (or named alone) gets from its stamp. */

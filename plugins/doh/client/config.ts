@@ -6,13 +6,13 @@
  */
 import net from 'node:net';
 import type { Directive, Token } from '../../../core/config/ast.js';
-import { configError, expectArgs, expectUniqueNames, flag, parseDuration, parseInteger, readOptions } from '../../../core/config/options.js';
+import { configError, expectArgs, expectUniqueNames, flag, parseBootstrap, parseDuration, parseInteger, readOptions } from '../../../core/config/options.js';
 import { parseZoneKey } from '../../../core/config/zones.js';
 import { AddressError, parseEndpoint } from '../../../core/net/address.js';
 import { parseServersFrom, type ServersFromOptions } from '../../../lib/sources/servers-from.js';
 import { parseStampToken, stampHost } from '../../../lib/stamp-config.js';
 import { splitAddress, type HttpsLikeStamp, type Stamp } from '../../../lib/stamps.js';
-import { parsePin, readCertificates } from '../../../lib/tls/files.js';
+import { trustOptions } from '../../../lib/tls/files.js';
 import type { DohServerOptions } from './upstream.js';
 
 export const NAME = 'doh';
@@ -99,21 +99,10 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
     {
       traceparent: (o) => (traceparent = flag(NAME, o)),
       bootstrap: (o) => {
-        const ips = expectArgs(NAME, o, 1, Infinity);
         if (where && net.isIP(where.hostname) !== 0) throw configError(NAME, o.name, `bootstrap gives the addresses of a host name, and ${where.hostname} is already an address`);
-        bootstrap = ips.map((ip) => {
-          const bare = ip.text.replace(/^\[(.*)\]$/, '$1');
-          if (net.isIP(bare) === 0) throw configError(NAME, ip, `bootstrap takes IP addresses (no names, no ports): "${ip.text}" is not one`);
-          return bare;
-        });
+        bootstrap = parseBootstrap(NAME, o);
       },
-      ca: (o) => {
-        const [file] = expectArgs(NAME, o, 1);
-        extraCa.push(...readCertificates(NAME, file!, 'ca'));
-      },
-      pin_sha256: (o) => {
-        for (const pin of expectArgs(NAME, o, 1, Infinity)) pins.push(parsePin(NAME, pin));
-      },
+      ...trustOptions(NAME, { extraCa, pins }),
       method: (o) => {
         const [value] = expectArgs(NAME, o, 1);
         if (value!.text !== 'post' && value!.text !== 'get') throw configError(NAME, value!, `method is "post" or "get", not "${value!.text}"`);
