@@ -10,11 +10,14 @@ export function configError(plugin: string, at: Location | null, message: string
   return new ConfigError(at, message, plugin);
 }
 
-/** Upstream names identify upstreams in logs, metrics and routes: one per name in a block. */
-export function expectUniqueNames(plugin: string, servers: ReadonlyArray<{ name: string; token: Location }>): void {
+/**
+ * Upstream names identify upstreams in logs, metrics and routes: one per name in a block. The
+ * error stands at the second one's name (`nameToken`), or where the server was written.
+ */
+export function expectUniqueNames(plugin: string, servers: ReadonlyArray<{ name: string; token: Location; nameToken?: Location }>): void {
   const names = new Set<string>();
   for (const server of servers) {
-    if (names.has(server.name)) throw configError(plugin, server.token, `two upstreams are named "${server.name}"; names must be unique in a server block`);
+    if (names.has(server.name)) throw configError(plugin, server.nameToken ?? server.token, `two upstreams are named "${server.name}"; names must be unique in a server block`);
     names.add(server.name);
   }
 }

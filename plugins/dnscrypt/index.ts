@@ -28,7 +28,7 @@ const NAME = 'dnscrypt';
 const DEFAULT_CERT_REFRESH_MS = 4 * 3_600_000;
 
 /** A server line: with its stamp, or only a name whose stamp the lists give. */
-type ServerLine = (DnscryptServerConfig & { token: Token; listed: false }) | { name: string; token: Token; listed: true };
+type ServerLine = (DnscryptServerConfig & { token: Token; nameToken: Token; listed: false }) | { name: string; token: Token; listed: true };
 
 export interface DnscryptOptions {
   zone: string;
@@ -112,7 +112,7 @@ function parseServer(line: Directive): ServerLine {
     const other = stamp.protocol === 'dnscryptRelay' ? 'a relay stamp: relays go in the anonymize plugin' : `a ${stamp.protocol} stamp, not DNSCrypt`;
     throw configError(NAME, stampToken, `${name.text}: ${other}`);
   }
-  return { ...serverFromStamp(name.text, stamp), token: stampToken, listed: false };
+  return { ...serverFromStamp(name.text, stamp), token: stampToken, nameToken: name, listed: false };
 }
 
 function serverFromStamp(name: string, stamp: DnsCryptStamp): DnscryptServerConfig {

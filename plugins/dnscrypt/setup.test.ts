@@ -47,7 +47,7 @@ setupTable(
     refused(`dnscrypt {\nserver s ${SHORT_KEY}\n}`, 2, 10, /bad stamp: provider public key is 31 bytes, not 32$/),
     refused(`dnscrypt {\nserver s ${STAMP} {\n}\n}`, 2, 11 + STAMP.length, /server takes no block$/),
     refused('dnscrypt {\nserver quad9\n}', 2, 8, /servers without a stamp come from resolver lists, and this block has no sources directive$/),
-    refused(`dnscrypt {\nserver s ${STAMP}\n}\ndnscrypt corp.test {\nserver s ${STAMP_V6}\n}`, 5, 10, /two upstreams are named "s"/),
+    refused(`dnscrypt {\nserver s ${STAMP}\n}\ndnscrypt corp.test {\nserver s ${STAMP_V6}\n}`, 5, 8, /two upstreams are named "s"/),
     refused(option('cert_refresh 5s'), 3, 14, /5s is below the minimum of 10s$/),
     refused(option('cert_refresh 8d'), 3, 14, /8d is above the maximum of 168h$/),
     refused(option('cert_refresh'), 3, 1, /cert_refresh takes 1 argument, got 0$/),

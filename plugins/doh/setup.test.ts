@@ -48,7 +48,7 @@ setupTable(
     refused(`doh {\nserver s ${TRUNCATED}\n}`, 2, 10, /bad stamp: stamp ends before its address$/),
     refused(`doh {\nserver s ${DOT}\n}`, 2, 10, /this is a dot stamp, not a DoH one; use the dot plugin$/),
     refused('doh {\nserver quad9\n}', 2, 8, /a server without a URL or stamp comes from the resolver lists, and this block has no sources directive$/),
-    refused('doh {\nserver q https://192.0.2.1\nserver q https://192.0.2.2\n}', 3, 10, /two upstreams are named "q"/),
+    refused('doh {\nserver q https://192.0.2.1\nserver q https://192.0.2.2\n}', 3, 8, /two upstreams are named "q"/),
     refused(option('bootstrap 192.0.2.2'), 3, 1, /bootstrap gives the addresses of a host name, and 192\.0\.2\.1 is already an address$/),
     refused('doh {\nserver q https://dns.example {\nbootstrap 192.0.2.1 dns.google\n}\n}', 3, 21, /bootstrap takes IP addresses \(no names, no ports\): "dns\.google" is not one$/),
     refused('doh {\nserver q https://dns.example {\nbootstrap 192.0.2.1:53\n}\n}', 3, 11, /"192\.0\.2\.1:53" is not one$/),

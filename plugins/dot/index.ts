@@ -43,6 +43,8 @@ const HOST_NAME = /^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z
 export interface DotServer extends DotServerOptions {
   zone: string;
   token: Token;
+  /** Where the server line wrote its name. */
+  nameToken?: Token;
   /** `server NAME` without an address: the resolver lists give the stamp. */
   listed: boolean;
 }
@@ -128,7 +130,7 @@ function parseServerLine(line: Directive): Omit<DotServer, 'zone'> {
   if (name.text.includes('://')) throw configError(NAME, name, 'a server line is "server NAME ADDRESS": the name comes first');
   // Without an address, the lists give NAME's stamp when the server starts.
   const target: Target = !address ? { host: '', port: DEFAULT_PORT, serverName: null, certHashes: [] } : address.text.startsWith('sdns:') ? fromStamp(parseStampToken(NAME, address), address) : fromUrl(address);
-  const server: Omit<DotServer, 'zone'> = { name: name.text, token: address ?? name, listed: !address, ...defaults(), ...target };
+  const server: Omit<DotServer, 'zone'> = { name: name.text, token: address ?? name, nameToken: name, listed: !address, ...defaults(), ...target };
   const duration = (d: Directive, min: number, max: number): number => parseDuration(NAME, expectArgs(NAME, d, 1)[0]!, { min, max });
   readOptions(
     NAME,

@@ -54,7 +54,7 @@ setupTable(
     refused(`dot {\nserver a ${DOH}\n}`, 2, 10, /this is a doh stamp; dot takes DNS-over-TLS stamps$/),
     refused(`dot {\nserver a ${NOWHERE}\n}`, 2, 10, /the stamp has no address \(its bootstrap entries are plain-DNS resolvers, which Veil never asks\)/),
     refused('dot {\nserver quad9\n}', 2, 8, /dot: a server without an address comes from the resolver lists, and this block has no sources directive$/),
-    refused(`dot {\nserver a ${STAMP}\nserver a tls://10.0.0.2 {\nserver_name dns.test\n}\n}`, 3, 10, /two upstreams are named "a"/),
+    refused(`dot {\nserver a ${STAMP}\nserver a tls://10.0.0.2 {\nserver_name dns.test\n}\n}`, 3, 8, /two upstreams are named "a"/),
     refused('dot {\nserver a tls://10.0.0.1 {\npin_sha256 abc\n}\n}', 3, 12, /"abc" is not a base64 SHA-256 digest \(44 characters/),
     refused(option('server_name other.test'), 4, 1, /option "server_name" is given twice$/),
     refused('dot {\nserver a tls://10.0.0.1 {\nserver_name bad_name!\n}\n}', 3, 13, /"bad_name!" is not a host name$/),

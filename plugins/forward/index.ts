@@ -31,6 +31,8 @@ export interface ForwardServer extends PlainDnsOptions {
   zone: string;
   /** The token that named it, for messages. */
   token: Token;
+  /** Where `server NAME …` wrote its name. */
+  nameToken?: Token;
 }
 
 export const forwardPlugin: PluginDefinition<ForwardServer[]> = {
@@ -53,6 +55,7 @@ export const forwardPlugin: PluginDefinition<ForwardServer[]> = {
 interface Pending {
   name: string;
   token: Token;
+  nameToken?: Token;
   host: string;
   port: number;
   tcpOnly: boolean;
@@ -98,7 +101,7 @@ function parseDirective(d: Directive): ForwardServer[] {
         `${p.name} (${p.host}) is ${placeOf(p.host)}: plaintext DNS to it is a DNS leak. Use dot, doh or dnscrypt, or end the line with "insecure" if plaintext is what you want`,
       );
     }
-    return { name: p.name, host: p.host, port: p.port, tcpOnly: p.tcpOnly, timeoutMs, randomizeCase, zone, token: p.token };
+    return { name: p.name, host: p.host, port: p.port, tcpOnly: p.tcpOnly, timeoutMs, randomizeCase, zone, token: p.token, nameToken: p.nameToken };
   });
 }
 
@@ -141,7 +144,7 @@ function parseServerLine(line: Directive): Pending {
     if (err instanceof AddressError) throw configError(NAME, address, err.message);
     throw err;
   }
-  return { name: name.text, token: address, ...parsed, insecure: flag !== undefined };
+  return { name: name.text, token: address, nameToken: name, ...parsed, insecure: flag !== undefined };
 }
 
 /** A plain DNS stamp (`sdns://AA…`): UDP with the TCP retry, like udp://. */

@@ -49,7 +49,7 @@ setupTable('forward', [
   refused('forward {\nserver a sdns://AA\n}', 2, 10, /bad stamp: stamp ends inside its props$/),
   refused('forward {\nserver a sdns://AAcAAAAAAAAAB2V4YW1wbGU\n}', 2, 10, /bad stamp: address "example" is not an IP address$/),
   refused('forward {\nserver a udp://10.0.0.1 {\n}\n}', 2, 25, /server takes no block$/),
-  refused('forward {\nserver a udp://10.0.0.1\nserver a udp://10.0.0.2\n}', 3, 10, /two upstreams are named "a"/),
+  refused('forward {\nserver a udp://10.0.0.1\nserver a udp://10.0.0.2\n}', 3, 8, /two upstreams are named "a"/),
   refused('forward . 10.0.0.1 {\ntimeout 5ms\n}', 2, 9, /5ms is below the minimum of 10ms$/),
   refused('forward . 10.0.0.1 {\ntimeout 2m\n}', 2, 9, /2m is above the maximum of 1m$/),
   refused('forward . 10.0.0.1 {\ntimeout 2parsecs\n}', 2, 9, /"2parsecs" is not a duration/),

@@ -23,6 +23,8 @@ export interface DohServer extends DohServerOptions {
   zone: string;
   /** The token that named it, for messages. */
   token: Token;
+  /** Where the server line wrote its name. */
+  nameToken?: Token;
   /** `server NAME` without a URL or stamp: the resolver lists give the stamp. */
   listed: boolean;
   /** The `bootstrap` addresses given on the line, if any. */
@@ -120,7 +122,7 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
     ['pin_sha256'],
   );
 
-  const common = { name: name.text, method, pool, timeoutMs, extraCa, pins, bootstrap: bootstrap as string[] | null, traceparent };
+  const common = { name: name.text, nameToken: name, method, pool, timeoutMs, extraCa, pins, bootstrap: bootstrap as string[] | null, traceparent };
   if (!where) return { ...common, token: name, listed: true, url: '', hostname: '', port: 443, path: '', addresses: [], certHashes: [] };
   const addresses = bootstrap ?? where.addresses;
   if (addresses.length === 0) throw configError(NAME, target!, where.needsBootstrap);
@@ -128,6 +130,7 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
     listed: false,
     bootstrap,
     name: name.text,
+    nameToken: name,
     token: target!,
     url: where.url,
     hostname: where.hostname,
