@@ -6,7 +6,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Token } from '../../core/config/ast.js';
-import { configError, expectArgs, flag, parseDuration, parseInteger } from '../../core/config/options.js';
+import { configError, didYouMean, expectArgs, expectNoBlock, flag, parseDuration, parseInteger } from '../../core/config/options.js';
 import type { RequestContext } from '../../core/context.js';
 import { QClass, QType } from '../../core/dns/constants.js';
 import { buildReply, type WireRecord } from '../../core/dns/message.js';
@@ -47,16 +47,18 @@ export const hostsPlugin: PluginDefinition<HostsOptions> = {
       seen.add(word);
       switch (word) {
         case 'ttl':
+          expectNoBlock(NAME, line);
           options.ttl = parseInteger(NAME, expectArgs(NAME, line, 1)[0]!, 0, 2_147_483_647);
           break;
         case 'reload':
+          expectNoBlock(NAME, line);
           options.reloadMs = parseDuration(NAME, expectArgs(NAME, line, 1)[0]!);
           break;
         case 'no_reverse':
           options.reverse = !flag(NAME, line);
           break;
         default:
-          throw configError(NAME, line.name, `"${word}" is neither an IP address starting an entry nor an option (ttl, reload, no_reverse)`);
+          throw configError(NAME, line.name, `"${word}" is neither an IP address starting an entry nor an option (ttl, reload, no_reverse)${didYouMean(word, ['ttl', 'reload', 'no_reverse'])}`);
       }
     }
     if (!options.file && options.inline.length === 0) throw configError(NAME, d.name, 'no entries: give a hosts file or lines "IP NAME…" in a block');
