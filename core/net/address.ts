@@ -25,7 +25,14 @@ export class AddressError extends Error {}
  */
 export function parseEndpoint(text: string, defaultPort: number | null, options: { allowHostname?: boolean } = {}): Endpoint {
   const m = ENDPOINT.exec(text);
-  if (!m) throw new AddressError(`"${text}" is not an address of the form scheme://IP:PORT`);
+  if (!m) {
+    // An IPv6 address without brackets does not match at all (its colons look like a port): say so.
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text);
+    const hostPart = scheme ? text.slice(scheme[0].length).replace(/\/.*$/, '') : '';
+    const bare = net.isIP(hostPart) === 6 ? hostPart : (/^(.*):\d+$/.exec(hostPart)?.[1] ?? '');
+    if (scheme && net.isIP(bare) === 6) throw new AddressError(`IPv6 addresses go in brackets: ${scheme[1]!.toLowerCase()}://[${bare}]:PORT`);
+    throw new AddressError(`"${text}" is not an address of the form scheme://IP:PORT`);
+  }
   const scheme = m[1]!.toLowerCase();
   let host = m[2]!;
   const bracketed = host.startsWith('[');

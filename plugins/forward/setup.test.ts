@@ -36,6 +36,10 @@ setupTable('forward', [
   refused('forward . 10.0.0.1:99999', 1, 11, /port 99999 is out of range \(0-65535\)$/),
   refused('forward . tls://10.0.0.1:853', 1, 11, /forward speaks plain DNS \(udp:\/\/, tcp:\/\/\); for tls:\/\/ use the dot plugin$/),
   refused('forward . udp://10.0.0.1/dns', 1, 11, /unexpected path "\/dns"$/),
+  // an IPv6 address without brackets: the hint, not only "not an address of the form …"
+  refused('forward . udp://fd00::53', 1, 11, /IPv6 addresses go in brackets: udp:\/\/\[fd00::53\]:PORT$/),
+  refused('forward {\nserver a udp://fd00::53/x\n}', 2, 10, /IPv6 addresses go in brackets: udp:\/\/\[fd00::53\]:PORT$/),
+  refused('forward . udp://not-an-address:53:1', 1, 11, /"udp:\/\/not-an-address:53:1" is not an address of the form scheme:\/\/IP:PORT$/),
   refused('forward . 10.0.0.1 10.0.0.1', 1, 20, /two upstreams are named "10\.0\.0\.1"; names must be unique in a server block$/),
   refused('forward {\nserver a\n}', 2, 1, /server takes 2 to 3 arguments, got 1$/),
   refused('forward {\nserver a udp://10.0.0.1 insecure more\n}', 2, 34, /server takes 2 to 3 arguments, got 4$/),
