@@ -133,8 +133,11 @@ function x25519Recipient(raw: Buffer): KeyObject {
   return key;
 }
 
+/** The 32 raw bytes of an X25519 public key. Through JWK: a DER export costs ~20 times more (26 vs 1.2 µs here). */
 function rawX25519Public(key: KeyObject): Buffer {
-  return key.export({ format: 'der', type: 'spki' }).subarray(X25519_SPKI.length);
+  const raw = Buffer.from(key.export({ format: 'jwk' }).x ?? '', 'base64url');
+  if (raw.length !== 32) throw new HpkeError('an X25519 public key that does not export as 32 bytes');
+  return raw;
 }
 
 /** X25519's output for a small-order point is all zeros: §7.1.4 says abort (OpenSSL refuses it too). */
