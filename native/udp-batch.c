@@ -363,11 +363,16 @@ static bool get_args(napi_env env, napi_callback_info info, napi_value *argv, si
   return true;
 }
 
-/* host (an IP literal) and port as a socket address; 0 (a TypeError thrown) when host is not one. */
-static int socket_address(napi_env env, napi_value host_value, int32_t port, struct sockaddr_storage *addr, socklen_t *addr_len) {
+/* The host (an IP literal) and port arguments as a socket address; 0 (a TypeError thrown) when they are not. */
+static int socket_address(napi_env env, napi_value host_value, napi_value port_value, struct sockaddr_storage *addr, socklen_t *addr_len) {
   char host[64];
   size_t host_len;
+  int32_t port = 0;
   if (napi_get_value_string_utf8(env, host_value, host, sizeof host, &host_len) != napi_ok) host[0] = '\0';
+  if (napi_get_value_int32(env, port_value, &port) != napi_ok || port < 0 || port > 65535) {
+    napi_throw_type_error(env, NULL, "udp-batch: port must be a number from 0 to 65535");
+    return 0;
+  }
   memset(addr, 0, sizeof *addr);
   struct sockaddr_in *a4 = (struct sockaddr_in *)addr;
   struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)addr;
@@ -479,15 +484,14 @@ static napi_value start_polling(napi_env env, batch_socket *s, int family, const
 static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_value argv[10];
   if (!get_args(env, info, argv, 10, "udp-batch: open takes 10 arguments")) return NULL;
-  int32_t port, receive_buffer;
-  bool reuse_port;
-  CHECK(env, napi_get_value_int32(env, argv[2], &port));
-  CHECK(env, napi_get_value_bool(env, argv[3], &reuse_port));
-  CHECK(env, napi_get_value_int32(env, argv[4], &receive_buffer));
   struct sockaddr_storage addr;
   socklen_t addr_len;
-  int family = socket_address(env, argv[1], port, &addr, &addr_len);
+  int family = socket_address(env, argv[1], argv[2], &addr, &addr_len);
   if (!family) return NULL;
+  bool reuse_port;
+  int32_t receive_buffer;
+  CHECK(env, napi_get_value_bool(env, argv[3], &reuse_port));
+  CHECK(env, napi_get_value_int32(env, argv[4], &receive_buffer));
 
   batch_socket *s = new_socket(env, argv[0], argv[5], argv[6], argv[9]);
   if (!s) return NULL;
@@ -566,13 +570,12 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 static napi_value js_connect(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   if (!get_args(env, info, argv, 7, "udp-batch: connect takes 7 arguments")) return NULL;
-  int32_t port, receive_buffer;
-  CHECK(env, napi_get_value_int32(env, argv[2], &port));
-  CHECK(env, napi_get_value_int32(env, argv[3], &receive_buffer));
   struct sockaddr_storage addr;
   socklen_t addr_len;
-  int family = socket_address(env, argv[1], port, &addr, &addr_len);
+  int family = socket_address(env, argv[1], argv[2], &addr, &addr_len);
   if (!family) return NULL;
+  int32_t receive_buffer;
+  CHECK(env, napi_get_value_int32(env, argv[3], &receive_buffer));
 
   batch_socket *s = new_socket(env, argv[0], argv[4], argv[5], argv[6]);
   if (!s) return NULL;

@@ -156,6 +156,8 @@ describe('a batched UDP socket', { skip: notBuilt }, () => {
     const none = () => {};
     assert.throws(() => a.open({}, 'localhost', 0, false, 0, slots, meta, Buffer.alloc(4096), sendMeta, none), (err: Error) => err instanceof TypeError && /IP literal/.test(err.message));
     assert.throws(() => a.connect({}, 'dns.example', 53, 0, slots, meta, none), (err: Error) => err instanceof TypeError && /IP literal/.test(err.message));
+    assert.throws(() => a.connect({}, '127.0.0.1', 70_000, 0, slots, meta, none), (err: Error) => err instanceof TypeError && /port must be a number from 0 to 65535/.test(err.message));
+    assert.throws(() => a.open({}, '127.0.0.1', -1, false, 0, slots, meta, Buffer.alloc(4096), sendMeta, none), (err: Error) => err instanceof TypeError && /port/.test(err.message));
     assert.throws(() => a.open({}, '127.0.0.1', 0, false, 0, Buffer.alloc(a.BATCH * 100), meta, Buffer.alloc(4096), sendMeta, none), RangeError);
     assert.throws(() => a.open({}, '127.0.0.1', 0, false, 0, slots, meta, Buffer.alloc(4096), new Int32Array(8), none), RangeError);
     assert.throws(() => a.connect({}, '127.0.0.1', 53, 0, slots, new Int32Array(8), none), RangeError);

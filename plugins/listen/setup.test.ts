@@ -22,7 +22,7 @@ setupTable('listen', [
   refused('listen 127.0.0.1:53', 1, 8, /"127\.0\.0\.1:53" is not a listener URL \(examples: udp:\/\/127\.0\.0\.1:53, tcp:\/\/\[::1\]:53\)$/),
   refused('listen ud://127.0.0.1', 1, 8, /unknown listener scheme "ud" \(did you mean "udp"\?\); known: .*\budp\b/),
   refused('listen udp://localhost:53', 1, 8, /"localhost" is not an IP address/),
-  refused('listen udp://::1', 1, 8, /"udp:\/\/::1" is not an address of the form scheme:\/\/IP:PORT$/),
+  refused('listen udp://::1', 1, 8, /IPv6 addresses go in brackets: udp:\/\/\[::1\]:PORT$/),
   refused('listen tcp://127.0.0.1:70000', 1, 8, /port 70000 is out of range \(0-65535\)$/),
   refused('listen udp://127.0.0.1 udp://127.0.0.1:53', 1, 24, /udp:\/\/127\.0\.0\.1:53 is listed twice$/),
   refused('listen udp://127.0.0.1:53\nlisten udp://127.0.0.1:53', 2, 8, /udp:\/\/127\.0\.0\.1:53 is listed twice$/),
