@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -167,6 +168,19 @@ describe('sources from a local file', () => {
   });
 });
 
+/** Serves what `served()` holds now at /v3/relays.md and its signature at /v3/relays.md.minisig; 404 for anything else. */
+function listHandler(served: () => { list: string; signature: string }, onRequest?: (req: http.IncomingMessage) => void): http.RequestListener {
+  return (req, res) => {
+    onRequest?.(req);
+    if (req.url === '/v3/relays.md') res.end(served().list);
+    else if (req.url === '/v3/relays.md.minisig') res.end(served().signature);
+    else {
+      res.statusCode = 404;
+      res.end();
+    }
+  };
+}
+
 describe('sources over HTTPS', () => {
   let certs: TestCerts;
   let dir: string;
@@ -179,15 +193,13 @@ describe('sources over HTTPS', () => {
     certs = makeTestCerts();
     dir = mkdtempSync(path.join(tmpdir(), 'veil-sources-https-'));
     served.signature = signMinisign(Buffer.from(LIST), key, 'timestamp:1700000000\tfile:relays.md');
-    server = https.createServer({ cert: readFileSync(certs.chain), key: readFileSync(certs.key) }, (req, res) => {
-      requests.push({ host: req.headers.host, servername: (req.socket as unknown as { servername?: string }).servername, path: req.url });
-      if (req.url === '/v3/relays.md') res.end(served.list);
-      else if (req.url === '/v3/relays.md.minisig') res.end(served.signature);
-      else {
-        res.statusCode = 404;
-        res.end();
-      }
-    });
+    server = https.createServer(
+      { cert: readFileSync(certs.chain), key: readFileSync(certs.key) },
+      listHandler(
+        () => served,
+        (req) => requests.push({ host: req.headers.host, servername: (req.socket as unknown as { servername?: string }).servername, path: req.url }),
+      ),
+    );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as { port: number }).port;
   });
@@ -257,14 +269,7 @@ describe('issue 24 low: an older signed list never replaces a newer one (bin/vei
   before(async () => {
     certs = makeTestCerts();
     dir = mkdtempSync(path.join(tmpdir(), 'veil-sources-rollback-'));
-    server = https.createServer({ cert: readFileSync(certs.chain), key: readFileSync(certs.key) }, (req, res) => {
-      if (req.url === '/v3/relays.md') res.end(served.list);
-      else if (req.url === '/v3/relays.md.minisig') res.end(served.signature);
-      else {
-        res.statusCode = 404;
-        res.end();
-      }
-    });
+    server = https.createServer({ cert: readFileSync(certs.chain), key: readFileSync(certs.key) }, listHandler(() => served));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as { port: number }).port;
   });
