@@ -60,8 +60,22 @@ export function createNamespace(prefix: string, resolvConf = 'nameserver 127.0.0
   const config = path.join('/etc/netns', name);
   const running: ChildProcess[] = [];
   const cleanup = (): void => {
-    for (const child of running) if (child.exitCode === null && child.signalCode === null && child.pid) child.kill('SIGKILL');
+    for (const child of running) {
+      if (child.exitCode === null && child.signalCode === null && child.pid) child.kill('SIGKILL');
+      // A process it started may still hold the pipes: they must not keep this test process alive.
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    }
     running.length = 0;
+    // Whatever our processes started in the namespace and left behind ends with it (by PID).
+    const left = spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8', timeout: 10_000 });
+    for (const pid of (left.stdout ?? '').split('\n').map(Number).filter((n) => n > 0)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
     spawnSync('ip', ['netns', 'del', name], { timeout: 10_000 });
     rmSync(config, { recursive: true, force: true });
   };
