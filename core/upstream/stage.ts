@@ -19,7 +19,10 @@ import type { Upstream, UpstreamPolicy, UpstreamSet } from './upstream.js';
 
 export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPolicy) {
   return async function exchangeWithUpstreams(ctx: RequestContext): Promise<Buffer | null> {
-    const candidates = upstreams.candidates(ctx.name);
+    // With the root zone alone (the usual block) every name is covered, and the query's name
+    // need not be read into a string at all (a few per cent of a forwarded miss's CPU).
+    const zones = upstreams.zones;
+    const candidates = upstreams.candidates(zones.length === 1 && zones[0] === '.' ? '.' : ctx.name);
     if (candidates.length === 0) {
       // Nothing in this block answers the name: like a server that does not serve the zone.
       return errorReply(ctx.query, Rcode.REFUSED, ctx.question.end, ctx.edns);
