@@ -18,7 +18,7 @@ import {
   RESPONSE_OVERHEAD,
   type EsVersionNumber,
 } from './constants.js';
-import { open, pad, seal, unpad } from './crypto.js';
+import { openUnpadded, sealPaddedInto } from './crypto.js';
 
 /** What a client needs to encrypt queries for one certificate. */
 export interface ClientKeys {
@@ -30,15 +30,25 @@ export interface ClientKeys {
 
 /** Encrypts `query`, padded to `paddedLength` bytes, with the 12-byte client half-nonce. */
 export function encryptQuery(keys: ClientKeys, clientNonce: Buffer, query: Buffer, paddedLength: number): Buffer {
-  const nonce = Buffer.alloc(NONCE_SIZE);
-  clientNonce.copy(nonce, 0, 0, HALF_NONCE_SIZE);
-  const box = seal(keys.esVersion, keys.sharedKey, nonce, pad(query, paddedLength));
-  const packet = Buffer.allocUnsafe(QUERY_HEADER_SIZE + box.length);
+  const nonce = queryNonce(clientNonce);
+  const packet = Buffer.allocUnsafe(QUERY_OVERHEAD + paddedLength);
   keys.clientMagic.copy(packet, 0);
   keys.clientPublicKey.copy(packet, CLIENT_MAGIC_SIZE);
   clientNonce.copy(packet, CLIENT_MAGIC_SIZE + PUBLIC_KEY_SIZE, 0, HALF_NONCE_SIZE);
-  box.copy(packet, QUERY_HEADER_SIZE);
+  sealPaddedInto(keys.esVersion, keys.sharedKey, nonce, query, paddedLength, packet, QUERY_HEADER_SIZE);
   return packet;
+}
+
+/**
+ * One 24-byte nonce buffer for every query: its second half stays zero, and it is read at once
+ * (boxes are synchronous), so no query needs a buffer of its own.
+ */
+const sharedQueryNonce = Buffer.alloc(NONCE_SIZE);
+
+/** The client half-nonce followed by 12 zeros (the shared buffer: use it before the next call). */
+function queryNonce(clientHalf: Buffer): Buffer {
+  clientHalf.copy(sharedQueryNonce, 0, 0, HALF_NONCE_SIZE);
+  return sharedQueryNonce;
 }
 
 /**
@@ -50,8 +60,7 @@ export function decryptResponse(esVersion: EsVersionNumber, sharedKey: Buffer, c
   if (packet.length < RESPONSE_OVERHEAD + 12 + 1) return null;
   if (packet.compare(RESOLVER_MAGIC, 0, 8, 0, 8) !== 0) return null;
   if (packet.compare(clientNonce, 0, HALF_NONCE_SIZE, 8, 8 + HALF_NONCE_SIZE) !== 0) return null;
-  const plain = open(esVersion, sharedKey, packet.subarray(8, RESPONSE_HEADER_SIZE), packet.subarray(RESPONSE_HEADER_SIZE));
-  const answer = plain && unpad(plain);
+  const answer = openUnpadded(esVersion, sharedKey, packet.subarray(8, RESPONSE_HEADER_SIZE), packet.subarray(RESPONSE_HEADER_SIZE));
   return answer && answer.length >= 12 ? answer : null;
 }
 
@@ -74,10 +83,8 @@ export function readQueryEnvelope(packet: Buffer): QueryEnvelope | null {
 
 /** The DNS query inside, or null when it does not authenticate or unpad to a DNS header. */
 export function decryptQuery(esVersion: EsVersionNumber, sharedKey: Buffer, packet: Buffer): Buffer | null {
-  const nonce = Buffer.alloc(NONCE_SIZE);
-  packet.copy(nonce, 0, CLIENT_MAGIC_SIZE + PUBLIC_KEY_SIZE, QUERY_HEADER_SIZE);
-  const plain = open(esVersion, sharedKey, nonce, packet.subarray(QUERY_HEADER_SIZE));
-  const query = plain && unpad(plain);
+  const nonce = queryNonce(packet.subarray(CLIENT_MAGIC_SIZE + PUBLIC_KEY_SIZE, QUERY_HEADER_SIZE));
+  const query = openUnpadded(esVersion, sharedKey, nonce, packet.subarray(QUERY_HEADER_SIZE));
   return query && query.length >= 12 ? query : null;
 }
 
@@ -87,7 +94,6 @@ export function encryptResponse(esVersion: EsVersionNumber, sharedKey: Buffer, c
   RESOLVER_MAGIC.copy(packet, 0);
   clientNonce.copy(packet, 8, 0, HALF_NONCE_SIZE);
   resolverNonce.copy(packet, 8 + HALF_NONCE_SIZE, 0, HALF_NONCE_SIZE);
-  const box = seal(esVersion, sharedKey, packet.subarray(8, RESPONSE_HEADER_SIZE), pad(answer, paddedLength));
-  box.copy(packet, RESPONSE_HEADER_SIZE);
+  sealPaddedInto(esVersion, sharedKey, packet.subarray(8, RESPONSE_HEADER_SIZE), answer, paddedLength, packet, RESPONSE_HEADER_SIZE);
   return packet;
 }
