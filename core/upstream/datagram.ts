@@ -69,10 +69,13 @@ export class DatagramSocket<K> {
     private readonly keyOf: (packet: Buffer) => K | null,
     /** Called once when the socket closes, for whatever reason. */
     private readonly onClosed: (socket: DatagramSocket<K>) => void,
+    /** The local address to send from (a relay bound to one); else the kernel picks. */
+    localAddress?: string,
   ) {
     const onError = (err: Error) => this.close(new UpstreamUnavailableError(`${label}: ${err.message}`, { cause: err }));
     const addon = udpBatchAddon();
-    if (addon && !host.includes('%')) {
+    // The addon's sockets take no local address: one given means node:dgram's.
+    if (addon && !host.includes('%') && !localAddress) {
       let socket: ConnectedUdpSocket;
       try {
         socket = new ConnectedUdpSocket(addon, host, port, (msg) => this.onMessage(msg), onError);
@@ -94,6 +97,8 @@ export class DatagramSocket<K> {
     });
     ready.catch(() => {});
     this.ready = ready;
+    // dgram holds the connect until the bind is done.
+    if (localAddress) socket.bind(0, localAddress);
     socket.connect(port, host);
     this.transport = {
       send: (packet, failed) => socket.send(packet, (err) => err && failed(err)),
@@ -190,6 +195,8 @@ export class DatagramSockets<K> {
     private readonly label: string,
     private readonly keyOf: (packet: Buffer) => K | null,
     private readonly count = 4,
+    /** The local address every socket sends from; else the kernel picks. */
+    private readonly localAddress?: string,
   ) {}
 
   /** Exchanges waiting for an answer. */
@@ -235,11 +242,18 @@ export class DatagramSockets<K> {
 
   /** A new socket; the kernel binds it to a random free port when it connects. */
   private openSocket(): DatagramSocket<K> {
-    return new DatagramSocket<K>(this.host, this.port, this.label, this.keyOf, (closed) => {
-      if (this.draining.delete(closed)) return;
-      const index = this.sockets.indexOf(closed);
-      if (index >= 0) this.sockets.splice(index, 1);
-    });
+    return new DatagramSocket<K>(
+      this.host,
+      this.port,
+      this.label,
+      this.keyOf,
+      (closed) => {
+        if (this.draining.delete(closed)) return;
+        const index = this.sockets.indexOf(closed);
+        if (index >= 0) this.sockets.splice(index, 1);
+      },
+      this.localAddress,
+    );
   }
 
   close(): void {

@@ -343,6 +343,16 @@ describe('the relay refuses what it must not pass on (dropped, counted, never an
     assert.equal(target.queries.at(-1)!.from.address, '127.0.0.2');
   });
 
+  it('the same packet three times at once: all passed on and answered (a key in flight on one socket goes on another, or on a socket of its own)', async () => {
+    const before = target.queries.length;
+    const packet = Buffer.concat([relayHeader('127.0.0.1', target.port), buildCertQuery(PROVIDER, 0x77)]);
+    const answers = await Promise.all([1, 2, 3].map(() => sendUdpRaw('127.0.0.2', relayPort, packet, 3000)));
+    for (const answer of answers) assert.equal(decode(answer!).id, 0x77);
+    const seen = target.queries.slice(before);
+    assert.equal(seen.length, 3);
+    for (const query of seen) assert.equal(query.from.address, '127.0.0.2', 'from the relay’s address, pooled or not');
+  });
+
   it('answers larger than the query, or with another nonce, are never sent back', async () => {
     drops.length = 0;
     const packet = Buffer.concat([relayHeader('127.0.0.1', echoPort), dnscryptLike(300)]);
