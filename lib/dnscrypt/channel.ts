@@ -42,10 +42,23 @@ export class DnscryptChannel {
     this.sockets = new DatagramSockets(host, port, label, answerKey);
   }
 
-  /** Sends one packet over UDP and resolves with what `accept` makes of its answer. */
-  udp<T>(packet: Buffer, key: string, accept: Accept<T>, timeoutMs: number): Promise<T> {
+  /** Bytes of the relay header put in front of every packet (0 when direct). */
+  get headerLength(): number {
+    return this.header?.length ?? 0;
+  }
+
+  /**
+   * Sends one packet over UDP and resolves with what `accept` makes of its answer. With
+   * `headroom`, the packet's first `headerLength` bytes are free for the relay header, written
+   * there rather than copied in front.
+   */
+  udp<T>(packet: Buffer, key: string, accept: Accept<T>, timeoutMs: number, headroom = false): Promise<T> {
     if (this.stopped) return Promise.reject(new UpstreamUnavailableError(`${this.label}: stopped`));
-    const wire = this.header ? Buffer.concat([this.header, packet]) : packet;
+    let wire = packet;
+    if (this.header) {
+      if (headroom) this.header.copy(wire, 0);
+      else wire = Buffer.concat([this.header, packet]);
+    }
     return this.sockets.pick().send(wire, key, accept, timeoutMs);
   }
 

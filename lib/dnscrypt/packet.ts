@@ -28,14 +28,17 @@ export interface ClientKeys {
   sharedKey: Buffer;
 }
 
-/** Encrypts `query`, padded to `paddedLength` bytes, with the 12-byte client half-nonce. */
-export function encryptQuery(keys: ClientKeys, clientNonce: Buffer, query: Buffer, paddedLength: number): Buffer {
+/**
+ * Encrypts `query`, padded to `paddedLength` bytes, with the 12-byte client half-nonce. The
+ * packet starts after `headroom` bytes left unwritten (for a relay header).
+ */
+export function encryptQuery(keys: ClientKeys, clientNonce: Buffer, query: Buffer, paddedLength: number, headroom = 0): Buffer {
   const nonce = queryNonce(clientNonce);
-  const packet = Buffer.allocUnsafe(QUERY_OVERHEAD + paddedLength);
-  keys.clientMagic.copy(packet, 0);
-  keys.clientPublicKey.copy(packet, CLIENT_MAGIC_SIZE);
-  clientNonce.copy(packet, CLIENT_MAGIC_SIZE + PUBLIC_KEY_SIZE, 0, HALF_NONCE_SIZE);
-  sealPaddedInto(keys.esVersion, keys.sharedKey, nonce, query, paddedLength, packet, QUERY_HEADER_SIZE);
+  const packet = Buffer.allocUnsafe(headroom + QUERY_OVERHEAD + paddedLength);
+  keys.clientMagic.copy(packet, headroom);
+  keys.clientPublicKey.copy(packet, headroom + CLIENT_MAGIC_SIZE);
+  clientNonce.copy(packet, headroom + CLIENT_MAGIC_SIZE + PUBLIC_KEY_SIZE, 0, HALF_NONCE_SIZE);
+  sealPaddedInto(keys.esVersion, keys.sharedKey, nonce, query, paddedLength, packet, headroom + QUERY_HEADER_SIZE);
   return packet;
 }
 

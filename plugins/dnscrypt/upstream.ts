@@ -121,8 +121,15 @@ export class DnscryptUpstream extends BaseUpstream {
   }
 
   /** Waits for a certificate first (at start, or after one expired), within the query's time. */
-  override async exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
-    const session = await this.sessionFor(ctx);
+  override exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
+    // With a valid certificate in hand (nearly always), no await: a turn of microtasks and two
+    // promises less per query.
+    const session = this.validSession();
+    if (session) return this.exchangeWith(session, query, ctx);
+    return this.sessionFor(ctx).then((later) => this.exchangeWith(later, query, ctx));
+  }
+
+  private exchangeWith(session: Session, query: Buffer, ctx: RequestContext): Promise<Buffer> {
     if (session.route.relay) ctx.meta.relay = session.route.relay.name;
     return super.exchange(query, ctx);
   }
@@ -136,15 +143,20 @@ export class DnscryptUpstream extends BaseUpstream {
     return this.overTcp(this.currentSession(), query, timeoutMs);
   }
 
-  private async overUdp(session: Session, query: Buffer, timeoutMs: number): Promise<Buffer> {
+  private overUdp(session: Session, query: Buffer, timeoutMs: number): Promise<Buffer> {
     const keys = this.keysFor(session);
     const nonce = Buffer.allocUnsafe(HALF_NONCE_SIZE);
     randomInto(nonce, 0, HALF_NONCE_SIZE);
-    const packet = encryptQuery(keys, nonce, query, udpQueryLength(query.length, this.udpLength));
-    const answer = await session.channel.udp(packet, nonceKey(nonce), (answer) => acceptAnswer(keys, nonce, query, answer), timeoutMs);
-    // Spec §4: a truncated answer means the padded query was too small for it.
-    if (isTruncated(answer)) this.udpLength = Math.min(this.udpLength + 64, MAX_UDP_LENGTH);
-    return answer;
+    // Room for the relay header in front, so the channel need not copy the packet to add it.
+    const headroom = session.channel.headerLength;
+    const packet = encryptQuery(keys, nonce, query, udpQueryLength(query.length, this.udpLength), headroom);
+    const accept = (answer: Buffer): Buffer | null => {
+      const inside = acceptAnswer(keys, nonce, query, answer);
+      // Spec §4: a truncated answer means the padded query was too small for it.
+      if (inside && isTruncated(inside)) this.udpLength = Math.min(this.udpLength + 64, MAX_UDP_LENGTH);
+      return inside;
+    };
+    return session.channel.udp(packet, nonceKey(nonce), accept, timeoutMs, headroom > 0);
   }
 
   private overTcp(session: Session, query: Buffer, timeoutMs: number): Promise<Buffer> {
