@@ -1,82 +1,197 @@
 /**
- * `npm run build && node dist/bench/tail.js [--rounds N] [--seconds N] [--semi MB]`
+ * `npm run build && node dist/bench/tail.js [--path udp|dot|dnscrypt|anonymized|doh|all] [--rounds N] [--seconds N] [--semi MB]`
  *
- * What a slow query waited for, on the udp-latency path (UDP in, UDP forward to the origin, 2,000
- * queries a second): how many answers through Veil and straight from the origin took over 1, 2
- * and 5 ms, and, inside Veil, the event loop's delay and each garbage collection's pause over
- * the same run (bench/tail-preload.ts). The pauses bound how many slow answers the collector can
- * explain: those that arrived during one (its pause times the rate). `--semi` sets V8's
- * semi-space size instead of bin/veil's 8 MB, to see whether the young generation matters.
+ * What a slow query waited for, path by path, at 2,000 queries a second (the latency
+ * workloads' rate and shape): UDP in, then UDP, DoT (unbound), DNSCrypt (dnsdist), Anonymized
+ * DNSCrypt (through a Veil relay on 127.0.0.2) or DoH (dnsdist) out. For each round it prints how
+ * many answers through Veil and straight from the server took over 1, 2 and 5 ms, and, from
+ * inside Veil (bench/tail-preload.ts), the same queries split into the time between the door and
+ * the answer, the upstream exchange as Veil timed it (with the pool's and the TLS write's waits),
+ * and Veil's own share; the event loop's delay; every garbage collection's pause. What dnsperf
+ * saw beyond the door-to-answer time was spent outside Veil's JavaScript: in the kernel, or
+ * waiting to be scheduled. `--semi` sets V8's semi-space size instead of bin/veil's 8 MB.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, startUnboundOrigin } from '../test/helpers/peers.js';
+import { dnscryptStamp, relayStamp } from '../test/helpers/dnscrypt.js';
+import { freePort, makeTestCerts, startDnsdist, startUnboundDot, startUnboundOrigin, type Dnsdist, type Peer } from '../test/helpers/peers.js';
 import { dnsperf } from './tools.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const NODE = path.join(ROOT, 'node_modules/node/bin/node');
 const RATE = 2000;
+const PATHS = ['udp', 'dot', 'dnscrypt', 'anonymized', 'doh'] as const;
+type PathName = (typeof PATHS)[number];
 
 function options(argv: string[]) {
-  const o = { rounds: 2, seconds: 8, semi: 8 };
-  for (let i = 0; i < argv.length; i++) {
-    const value = Number(argv[i + 1]);
-    if (argv[i] === '--rounds') o.rounds = value;
-    else if (argv[i] === '--seconds') o.seconds = value;
-    else if (argv[i] === '--semi') o.semi = value;
-    else throw new Error(`unknown argument ${argv[i]}`);
-    i++;
-    if (!(value > 0)) throw new Error(`${argv[i - 1]} takes a positive number`);
+  const o = { rounds: 2, seconds: 8, semi: 8, paths: [...PATHS] as PathName[] };
+  for (let i = 0; i < argv.length; i += 2) {
+    const [flag, text] = [argv[i], argv[i + 1]];
+    if (flag === '--path') {
+      if (text === 'all') o.paths = [...PATHS];
+      else if ((PATHS as readonly string[]).includes(text ?? '')) o.paths = [text as PathName];
+      else throw new Error(`--path takes one of ${PATHS.join(', ')} or all`);
+      continue;
+    }
+    const value = Number(text);
+    if (!(value > 0)) throw new Error(`${flag} takes a positive number`);
+    if (flag === '--rounds') o.rounds = value;
+    else if (flag === '--seconds') o.seconds = value;
+    else if (flag === '--semi') o.semi = value;
+    else throw new Error(`unknown argument ${flag}`);
   }
   return o;
+}
+
+/** One path: the Corefile Veil runs (its UDP port is `port`), where "direct" queries go, and how. */
+interface PathSetup {
+  corefile(port: number): string;
+  directPort: number;
+  directMode: 'udp' | 'dot';
+  /** Printed under the path's name: what "direct" is. */
+  direct: string;
+  stop(): Promise<void>;
+}
+
+interface Summary {
+  count: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  over1ms: number;
+}
+
+interface InsideReport {
+  loopDelayMs: Record<string, number>;
+  gc: Array<{ kind: number; ms: number }>;
+  doorToAnswerMs: Summary;
+  upstreamMs: Summary;
+  ownMs: Summary;
+}
+
+const o = options(process.argv.slice(2));
+const dir = mkdtempSync(path.join(tmpdir(), 'veil-tail-'));
+const origin = await startUnboundOrigin();
+
+/** Starts a Veil (bin/veil's Node, `semi` MB semi-spaces, the preload when `watched`) and waits until it serves. */
+async function startVeil(corefile: string, name: string, watched: boolean): Promise<{ child: ChildProcess; stderr: () => string }> {
+  const file = path.join(dir, name);
+  writeFileSync(file, corefile);
+  const preload = watched ? ['--import', path.join(ROOT, 'dist/bench/tail-preload.js')] : [];
+  const child = spawn(NODE, [`--max-semi-space-size=${o.semi}`, ...preload, path.join(ROOT, 'dist/cli/main.js'), '-conf', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  for (let i = 0; i < 200 && !/serving/.test(stderr); i++) await new Promise((r) => setTimeout(r, 50));
+  if (!/serving/.test(stderr)) throw new Error(`${name} did not start:\n${stderr}`);
+  return { child, stderr: () => stderr };
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+async function setUp(name: PathName): Promise<PathSetup> {
+  const udpIn = (port: number, body: string) => `. {\n  listen udp://127.0.0.1:${port}\n${body}}\n`;
+  if (name === 'udp') {
+    return { corefile: (port) => udpIn(port, `  forward . 127.0.0.1:${origin.port}\n`), directPort: origin.port, directMode: 'udp', direct: 'UDP to the origin', stop: async () => {} };
+  }
+  if (name === 'dot') {
+    const certs = makeTestCerts();
+    const unbound: Peer = await startUnboundDot(certs);
+    const dot = `  dot {\n    server o tls://127.0.0.1:${unbound.port} {\n      server_name dns.test\n      ca ${certs.ca}\n    }\n  }\n`;
+    return { corefile: (port) => udpIn(port, dot), directPort: unbound.port, directMode: 'dot', direct: "dnsperf's DoT client to the same unbound", stop: () => unbound.stop() };
+  }
+  if (name === 'doh') {
+    const certs = makeTestCerts();
+    const dnsdist = await startDnsdist({ backendPort: origin.port, plain: true, doh: certs });
+    const doh = `  doh {\n    server d https://127.0.0.1:${dnsdist.ports.doh}/dns-query {\n      ca ${certs.ca}\n      pool 2\n    }\n  }\n`;
+    return { corefile: (port) => udpIn(port, doh), directPort: dnsdist.ports.plain!, directMode: 'udp', direct: "UDP to the same dnsdist's plain front-end", stop: () => dnsdist.stop() };
+  }
+  // DNSCrypt, straight or through a Veil relay on 127.0.0.2.
+  const provider = '2.dnscrypt-cert.tail.test';
+  const dnsdist: Dnsdist = await startDnsdist({ backendPort: origin.port, plain: true, dnscrypt: { providerName: provider } });
+  const stamp = dnscryptStamp(`127.0.0.1:${dnsdist.ports.dnscrypt}`, dnsdist.providerKey!, provider);
+  let relay: ChildProcess | null = null;
+  let anonymize = '';
+  if (name === 'anonymized') {
+    const relayPort = await freePort();
+    relay = (await startVeil(`. {\n  listen relay://127.0.0.2:${relayPort} {\n    allow_ports ${dnsdist.ports.dnscrypt}\n    allow_private\n  }\n}\n`, 'Corefile.relay', false)).child;
+    anonymize = `  anonymize {\n    relay r ${relayStamp(`127.0.0.2:${relayPort}`)}\n    route * via r\n  }\n`;
+  }
+  return {
+    corefile: (port) => udpIn(port, `  dnscrypt {\n    server d ${stamp}\n  }\n${anonymize}`),
+    directPort: dnsdist.ports.plain!,
+    directMode: 'udp',
+    direct: "UDP to the same dnsdist's plain front-end",
+    stop: async () => {
+      if (relay) await stopProcess(relay);
+      await dnsdist.stop();
+    },
+  };
 }
 
 function over(latencies: number[], ms: number): number {
   return latencies.filter((v) => v > ms).length;
 }
 
-const o = options(process.argv.slice(2));
-const dir = mkdtempSync(path.join(tmpdir(), 'veil-tail-'));
-const origin = await startUnboundOrigin();
 try {
   const queries = path.join(dir, 'q.txt');
   writeFileSync(queries, `${Array.from({ length: 5000 }, (_, i) => `n${i}.tail.test A`).join('\n')}\n`);
-  for (let round = 1; round <= o.rounds; round++) {
-    const port = await freePort();
-    writeFileSync(path.join(dir, 'Corefile'), `. {\n  listen udp://127.0.0.1:${port}\n  forward . 127.0.0.1:${origin.port}\n}\n`);
-    const node = path.join(ROOT, 'node_modules/node/bin/node');
-    const veil = spawn(node, [`--max-semi-space-size=${o.semi}`, '--import', path.join(ROOT, 'dist/bench/tail-preload.js'), path.join(ROOT, 'dist/cli/main.js'), '-conf', path.join(dir, 'Corefile')], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    veil.stderr!.on('data', (d) => (stderr += d));
+  for (const name of o.paths) {
+    const setup = await setUp(name);
     try {
-      for (let i = 0; i < 100 && !/serving/.test(stderr); i++) await new Promise((r) => setTimeout(r, 50));
-      const run = (target: number) => dnsperf({ port: target, queryFile: queries, clients: 1, outstanding: 50, seconds: o.seconds, rate: RATE, verbose: true });
-      const through = await run(port);
-      veil.kill('SIGUSR2');
-      for (let i = 0; i < 40 && !/^TAIL /m.test(stderr); i++) await new Promise((r) => setTimeout(r, 50));
-      const direct = await run(origin.port);
-      const line = stderr.split('\n').find((l) => l.startsWith('TAIL '));
-      const inside = line ? (JSON.parse(line.slice(5)) as { loopDelayMs: Record<string, number>; gc: Array<{ kind: number; ms: number }> }) : null;
-      const say = (name: string, l: number[]) => `${name}: ${l.length} answers, over 1 ms ${over(l, 1)}, over 2 ms ${over(l, 2)}, over 5 ms ${over(l, 5)}`;
-      console.log(`round ${round} (semi-space ${o.semi} MB)`);
-      console.log(`  ${say('through Veil', through.latencies ?? [])}`);
-      console.log(`  ${say('direct', direct.latencies ?? [])}`);
-      if (inside) {
-        const young = inside.gc.filter((g) => g.kind === 1);
-        const total = inside.gc.reduce((sum, g) => sum + g.ms, 0);
-        const biggest = Math.max(0, ...inside.gc.map((g) => g.ms));
-        console.log(`  Veil's event loop: a 1 ms timer fired after p50 ${inside.loopDelayMs.p50} / p99 ${inside.loopDelayMs.p99} / p99.9 ${inside.loopDelayMs.p999} / max ${inside.loopDelayMs.max} ms`);
-        console.log(
-          `  Veil's collector since start: ${inside.gc.length} pauses (${young.length} scavenges), ${total.toFixed(1)} ms in all, longest ${biggest.toFixed(1)} ms: at ${RATE} queries a second, at most ~${Math.round((total / 1000) * RATE)} answers arrived during one`,
-        );
+      for (let round = 1; round <= o.rounds; round++) {
+        const port = await freePort();
+        const veil = await startVeil(setup.corefile(port), 'Corefile', true);
+        try {
+          // DNSCrypt answers only once the server's certificate is in hand.
+          for (let i = 0; i < 100 && name.match(/dnscrypt|anonymized/) && !/certificate serial/.test(veil.stderr()); i++) await new Promise((r) => setTimeout(r, 50));
+          const run = (target: number, mode: 'udp' | 'dot', seconds = o.seconds) =>
+            dnsperf({ port: target, queryFile: queries, clients: 1, outstanding: 50, seconds, rate: RATE, verbose: true, mode });
+          // Warm both paths (JIT, pools, the server's cache): the steady state is what counts.
+          await run(port, 'udp', 2);
+          await run(setup.directPort, setup.directMode, 2);
+          const reports = () => veil.stderr().split('\n').filter((l) => l.startsWith('TAIL '));
+          const report = async (count: number) => {
+            veil.child.kill('SIGUSR2');
+            for (let i = 0; i < 40 && reports().length < count; i++) await new Promise((r) => setTimeout(r, 50));
+          };
+          await report(1); // ends the warm-up's record
+          const through = await run(port, 'udp');
+          await report(2);
+          const direct = await run(setup.directPort, setup.directMode);
+          const line = reports()[1];
+          const inside = line ? (JSON.parse(line.slice(5)) as InsideReport) : null;
+          const say = (label: string, l: number[]) => `${label}: ${l.length} answers, over 1 ms ${over(l, 1)}, over 2 ms ${over(l, 2)}, over 5 ms ${over(l, 5)}`;
+          console.log(`${name}, round ${round} (semi-space ${o.semi} MB; direct is ${setup.direct})`);
+          console.log(`  ${say('through Veil', through.latencies ?? [])}`);
+          console.log(`  ${say('direct', direct.latencies ?? [])}`);
+          if (inside) {
+            const part = (label: string, s: Summary) => `  ${label}: p50 ${s.p50} / p99 ${s.p99} / p99.9 ${s.p999} / max ${s.max} ms, over 1 ms ${s.over1ms} of ${s.count}`;
+            console.log(part('inside Veil, door to answer', inside.doorToAnswerMs));
+            console.log(part('  of which the upstream exchange', inside.upstreamMs));
+            console.log(part('  and Veil’s own', inside.ownMs));
+            const young = inside.gc.filter((g) => g.kind === 1);
+            const total = inside.gc.reduce((sum, g) => sum + g.ms, 0);
+            const biggest = Math.max(0, ...inside.gc.map((g) => g.ms));
+            console.log(`  Veil's event loop: a 1 ms timer fired after p50 ${inside.loopDelayMs.p50} / p99 ${inside.loopDelayMs.p99} / p99.9 ${inside.loopDelayMs.p999} / max ${inside.loopDelayMs.max} ms`);
+            console.log(
+              `  Veil's collector since start: ${inside.gc.length} pauses (${young.length} scavenges), ${total.toFixed(1)} ms in all, longest ${biggest.toFixed(1)} ms: at ${RATE} queries a second, at most ~${Math.round((total / 1000) * RATE)} answers arrived during one`,
+            );
+          }
+        } finally {
+          await stopProcess(veil.child);
+        }
       }
     } finally {
-      veil.kill('SIGTERM');
-      await new Promise((r) => veil.once('exit', r));
+      await setup.stop();
     }
   }
 } finally {

@@ -1,4 +1,5 @@
 /** The clock service: swapped for a manual one in tests of TTLs, back-off and deadlines. */
+import { performance } from 'node:perf_hooks';
 
 export abstract class Clock {
   /** Wall-clock milliseconds since the epoch. */

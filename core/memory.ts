@@ -6,7 +6,7 @@
  * (docs/benchmarks.md). Does nothing where the addon is not built or the C library is not glibc.
  */
 import { createRequire } from 'node:module';
-import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { constants, performance, PerformanceObserver } from 'node:perf_hooks';
 
 /** How often to look whether a full collection happened since the last trim. */
 const CHECK_MS = 1000;

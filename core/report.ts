@@ -3,6 +3,7 @@
  * server log, at most a few lines a second (an outage must not flood the log); the `errors`
  * plugin installs its own for a block.
  */
+import { Buffer } from 'node:buffer';
 import type { RequestContext } from './context.js';
 import { EdnsOption, Rcode, typeName } from './dns/constants.js';
 import { buildReply, ednsOption } from './dns/message.js';

@@ -3,6 +3,7 @@
  * block-length policy) for every query that leaves encrypted, and removing the client's options
  * from queries on their way upstream (Client Subnet tells the resolver where the client is).
  */
+import { Buffer } from 'node:buffer';
 import { DEFAULT_EDNS_UDP_SIZE, EdnsOption } from './constants.js';
 import { buildOpt } from './message.js';
 import { forEachEdnsOption, forEachRecord, readEdns, WireError, type Edns } from './wire.js';

@@ -3,6 +3,7 @@
  * (RFC 1035 §4.2.2). `FrameReader` collects chunks and yields whole messages; memory per
  * connection is bounded by one maximal message (64 KiB) plus the chunk being read.
  */
+import { Buffer } from 'node:buffer';
 
 export class FrameReader {
   private chunks: Buffer[] = [];

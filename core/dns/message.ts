@@ -2,6 +2,7 @@
  * Building DNS messages on the wire: replies to a query, error replies, truncated replies and
  * plain queries. Everything works on Buffers; no general-purpose encoder is involved.
  */
+import { Buffer } from 'node:buffer';
 import { DEFAULT_EDNS_UDP_SIZE, HEADER_SIZE, QClass, QType } from './constants.js';
 import { encodeName, questionSectionEnd, readEdns, WireError, type Edns } from './wire.js';
 

@@ -5,6 +5,7 @@
  * bounds-checked and treats the bytes as hostile: a malformed message throws `WireError`, which
  * the listener turns into FORMERR (or silence when not even a header can be read).
  */
+import { Buffer } from 'node:buffer';
 import { WireError } from '../errors.js';
 import { HEADER_SIZE, QType } from './constants.js';
 

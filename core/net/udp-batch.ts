@@ -7,6 +7,7 @@
  * one server, its answers read in batches, its queries sent with those of every other
  * connected socket after the batch that caused them.
  */
+import { Buffer } from 'node:buffer';
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
 import type { ClientAddress } from '../context.js';

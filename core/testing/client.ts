@@ -2,6 +2,7 @@
  * A small DNS client for tests (and plugin authors' tests): one query over UDP, or many
  * pipelined on one TCP connection. Timeouts are bounds, never assertions.
  */
+import { Buffer } from 'node:buffer';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { FrameReader, frame } from '../dns/framing.js';

@@ -6,6 +6,7 @@
  * `BaseUpstream` and implements only the sending: `send` over its stream or HTTP transport,
  * and `sendDatagram` when it tries UDP first.
  */
+import { Buffer } from 'node:buffer';
 import type { RequestContext } from '../context.js';
 import { HEADER_SIZE } from '../dns/constants.js';
 import { fitAnswerToQuery, padMessage } from '../dns/edns.js';

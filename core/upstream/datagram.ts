@@ -16,6 +16,7 @@
  * answers read in batches, and the queries of a batch of client datagrams sent together, one
  * system call (and one wake-up of a server on this machine) for many; else node:dgram's.
  */
+import { performance } from 'node:perf_hooks';
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';

@@ -2,6 +2,7 @@
  * Random 16-bit query IDs from a block of CSPRNG bytes refilled when used up: cheaper than a
  * `randomInt` call per query, and just as unpredictable (an off-path attacker must guess it).
  */
+import { Buffer } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
 
 const pool = Buffer.allocUnsafe(4096);

@@ -36,12 +36,12 @@ export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPoli
       if (upstream.usable === false) continue;
       if (previous && upstreamFailover.hasSubscribers) upstreamFailover.publish({ ctx, from: previous });
       previous = upstream;
-      if (ctx.remaining() <= 0) {
+      const started = ctx.clock.monotonic();
+      if (ctx.deadline - started <= 0) {
         lastError ??= new DeadlineError(`deadline passed after ${attempts} upstream attempt(s)`);
         break;
       }
       attempts++;
-      const started = ctx.clock.monotonic();
       policy.begin(upstream);
       try {
         const answer = await upstream.exchange(query, ctx);

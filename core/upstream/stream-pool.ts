@@ -30,6 +30,8 @@
  *
  * With `retries` 0 no query is ever sent twice, held back or not.
  */
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { FrameReader } from '../dns/framing.js';
 import { HEADER_SIZE } from '../dns/constants.js';

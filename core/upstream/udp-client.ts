@@ -11,6 +11,8 @@
  * few such answers in a row the server is taken as one that folds case and is asked in the
  * client's case from then on (as unbound's caps fallback does).
  */
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import { HEADER_SIZE } from '../dns/constants.js';
 import { isResponse, readId, sameQuestion, writeId } from '../dns/wire.js';
 import { UpstreamTimeoutError } from '../errors.js';

@@ -5,6 +5,7 @@
  * FILE becomes FILE.1 (FILE.1 becomes FILE.2, …, the oldest beyond `keep` is removed) and a
  * new FILE is opened, as dnscrypt-proxy's logs (and logrotate's `size`) do.
  */
+import { Buffer } from 'node:buffer';
 import { createWriteStream, renameSync, rmSync, statSync, type WriteStream } from 'node:fs';
 
 const MAX_QUEUED_LINES = 50_000;

@@ -15,6 +15,7 @@
  * answers serves small ones: no size classes to fill up unevenly. The arena does not shrink: its
  * size is the most its owner ever held at once, which the owner's capacity bounds.
  */
+import { Buffer } from 'node:buffer';
 
 const CELL = 32;
 const SLAB_SHIFT = 14;

@@ -14,6 +14,7 @@
  * A hit sets a flag and moves nothing. When the store is full, a hand walks the slots, clearing
  * flags, and evicts the first entry not used since the hand last passed.
  */
+import { Buffer } from 'node:buffer';
 import { HEADER_SIZE } from '../../core/dns/constants.js';
 import { CellArena } from './arena.js';
 

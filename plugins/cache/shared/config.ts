@@ -16,6 +16,7 @@
  * `{$VALKEY_SERVICE_HOST}` gives the Service's address). Secrets live in files whose
  * permissions keep them secret, never in the Corefile.
  */
+import { Buffer } from 'node:buffer';
 import { readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';

@@ -9,6 +9,7 @@
  * "Slow" is a server that answers nothing within the timeout several times in a row: lookups
  * skip it until a probe comes back in time.
  */
+import { Buffer } from 'node:buffer';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';

@@ -20,6 +20,7 @@
  *
  * Sizes are rounded up to SIZE_STEP bytes, so a value tells its answer's size only roughly.
  */
+import { Buffer } from 'node:buffer';
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 import { HEADER_SIZE } from '../../../core/dns/constants.js';
 

@@ -11,6 +11,7 @@
  * - **The generation** is a counter in Valkey mixed into every key: a full flush increments it,
  *   and every entry written before becomes unreachable at once (Valkey expires them later).
  */
+import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { sharedCacheEvent, sharedCacheState } from '../../../core/events.js';
 import type { Fleet, FleetMessage } from '../../../core/fleet.js';
