@@ -133,7 +133,7 @@ export function seal(esVersion: EsVersionNumber, key: Buffer, nonce: Buffer, pla
   const heap = loadKeyAndNonce(s, key, nonce);
   heap.set(plaintext, s.input);
   boxScratchInput(s, esVersion, plaintext.length);
-  return Buffer.from(heap.subarray(s.output, s.output + plaintext.length + 16));
+  return Buffer.from(s.raw.HEAPU8.subarray(s.output, s.output + plaintext.length + 16));
 }
 
 /**
@@ -153,7 +153,7 @@ export function sealPaddedInto(esVersion: EsVersionNumber, key: Buffer, nonce: B
   heap[s.input + msg.length] = 0x80;
   heap.fill(0, s.input + msg.length + 1, s.input + paddedLength);
   boxScratchInput(s, esVersion, paddedLength);
-  out.set(heap.subarray(s.output, s.output + paddedLength + 16), outOffset);
+  out.set(s.raw.HEAPU8.subarray(s.output, s.output + paddedLength + 16), outOffset);
 }
 
 /** The plaintext of `tag || ciphertext`, or null when it does not authenticate. */
@@ -164,7 +164,7 @@ export function open(esVersion: EsVersionNumber, key: Buffer, nonce: Buffer, box
   const heap = loadKeyAndNonce(s, key, nonce);
   heap.set(box, s.input);
   if (!openScratchInput(s, esVersion, box.length)) return null;
-  return Buffer.from(heap.subarray(s.output, s.output + box.length - 16));
+  return Buffer.from(s.raw.HEAPU8.subarray(s.output, s.output + box.length - 16));
 }
 
 /**
@@ -179,10 +179,11 @@ export function openUnpadded(esVersion: EsVersionNumber, key: Buffer, nonce: Buf
     return plain && unpad(plain);
   }
   const s = boxScratch();
-  const heap = loadKeyAndNonce(s, key, nonce);
+  let heap = loadKeyAndNonce(s, key, nonce);
   heap.set(box, s.input);
   if (!openScratchInput(s, esVersion, box.length)) return null;
-  // Bounded by the plaintext's length, as in `unpad`.
+  // Bounded by the plaintext's length, as in `unpad`. (The heap is read anew after each call.)
+  heap = s.raw.HEAPU8;
   let i = s.output + box.length - 16 - 1;
   while (i >= s.output && heap[i] === 0) i--;
   if (i < s.output || heap[i] !== 0x80) return null;
