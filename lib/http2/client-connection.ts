@@ -19,6 +19,7 @@
  * - frames that cost work and carry nothing (PING, SETTINGS, empty DATA/CONTINUATION, unknown
  *   types, PRIORITY): a burst, then a rate; past it the connection ends with ENHANCE_YOUR_CALM;
  * - reading stops while more than 1 MiB waits to be written to a server that does not read;
+ * - the connection window is 1 MiB, credited back in steps of 256 KiB as DATA is read;
  * - every stream has a deadline; a stream that times out on a connection that answered nothing
  *   since it began retires the connection (a dead or stalling server is not used again);
  * - no server push (SETTINGS_ENABLE_PUSH 0; a PUSH_PROMISE is a connection error).
@@ -69,6 +70,8 @@ const MAX_STREAM_ID = 2 ** 31 - 1;
 const STREAM_WINDOW = 128 * 1024;
 /** The connection window we open at once, credited back as DATA is read. */
 const CONNECTION_WINDOW = 1 << 20;
+/** Read bytes are credited back to the connection window once this many are owed. */
+const CREDIT_STEP = CONNECTION_WINDOW / 4;
 /** Streams before the server's SETTINGS say how many it takes (as node:http2 assumes). */
 const STREAMS_BEFORE_SETTINGS = 100;
 /** Body bytes held on one connection, all streams together. */
@@ -253,9 +256,10 @@ export class H2ClientConnection {
   }
 
   /**
-   * Sends one request; `handler.done` is called once. `fields` are the request's own regular
-   * headers (lower case); `prefixKey` names the constant part (method, path, accept, type) so
-   * that its encoding is kept.
+   * Sends one request; `handler.done` is called once, within `timeoutMs` (to the precision of
+   * SWEEP_MS). `mediaType` is sent as accept (and content-type with a body); `extra` are more
+   * regular header fields. The caller checks `hasRoom` first; without room the request fails as
+   * Lost at once.
    */
   request(method: string, path: string, mediaType: string, body: Buffer | null, extra: Record<string, string> | undefined, maxBytes: number, timeoutMs: number, handler: ClientStreamHandler): void {
     if (!this.hasRoom) {
@@ -478,7 +482,9 @@ export class H2ClientConnection {
       at += FRAME_HEADER + length;
       this.frame(type, flags, streamId, payload);
     }
-    if (this.receiveCredit > 0 && !this.closed) {
+    // Credited in large steps, not after every read: a WINDOW_UPDATE a read would be a frame (and
+    // often a TLS write) for every few answers, while the window is far from spent.
+    if (this.receiveCredit >= CREDIT_STEP && !this.closed) {
       this.writeFrame(WINDOW_UPDATE, 0, 0, uint32(this.receiveCredit));
       this.receiveWindow += this.receiveCredit;
       this.receiveCredit = 0;
@@ -722,7 +728,6 @@ export class H2ClientConnection {
     if (!this.streams.delete(stream.id)) return;
     this.buffered -= stream.held;
     stream.held = 0;
-    stream.chunks = [];
     stream.pending = null;
     this.waitingForWindow.delete(stream);
     if (this.streams.size === 0) {
