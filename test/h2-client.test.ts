@@ -223,7 +223,7 @@ const http2: Http2Client = 'veil';
       rmSync(certs.dir, { recursive: true, force: true });
     });
 
-    async function setup(script: Script, options: { alpn?: string[] | null; cert?: string; key?: string; client?: Http2Client } = {}): Promise<{ server: Hostile; pool: HttpsConnections }> {
+    async function setup(script: Script, options: { alpn?: string[] | null; cert?: string; key?: string; client?: Http2Client; idleTimeoutMs?: number } = {}): Promise<{ server: Hostile; pool: HttpsConnections }> {
       const server = await startHostile({ cert: options.cert ?? certs.chain, key: options.key ?? certs.key }, script, options.alpn === undefined ? ['h2'] : options.alpn);
       servers.push(server);
       const pool = new HttpsConnections({
@@ -237,6 +237,7 @@ const http2: Http2Client = 'veil';
         logger: new MemoryLogger(),
         tls: new TlsContexts(),
         http2: options.client ?? http2,
+        ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
       });
       pools.push(pool);
       return { server, pool };
@@ -471,6 +472,17 @@ const http2: Http2Client = 'veil';
       assert.match(side.raw.toString('latin1'), /^POST \/dns-query HTTP\/1\.1\r\n/);
       side.socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/dns-message\r\ncontent-length: ${ANSWER.length}\r\n\r\n${ANSWER.toString()}`);
       assert.deepEqual(await answer, ANSWER);
+    });
+
+    it('an idle session ends with GOAWAY NO_ERROR; the next query opens another', async () => {
+      const { server, pool } = await setup({}, { idleTimeoutMs: 100 });
+      assert.deepEqual(await post(pool), ANSWER);
+      const side = server.sides[0]!;
+      await side.until(() => side.goaway() !== undefined);
+      assert.equal(side.goaway()!.payload.readUInt32BE(4), E.NO_ERROR);
+      assert.equal(pool.openSessions, 0);
+      assert.deepEqual(await post(pool), ANSWER);
+      assert.equal(server.sides.length, 2);
     });
 
     it('a certificate from another CA: nothing is sent', async () => {
