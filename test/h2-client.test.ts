@@ -13,12 +13,13 @@ import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { UpstreamResponseError, UpstreamTimeoutError } from '../core/errors.js';
 import { MemoryLogger } from '../core/logger.js';
+import { Failure, H2ClientConnection } from '../lib/http2/client-connection.js';
 import { PREFACE } from '../lib/http2/connection.js';
 import { HpackDecoder, type HeaderList } from '../lib/http2/hpack.js';
 import { HttpsConnections, type Http2Client } from '../lib/https-client/connections.js';
 import { ConnectionLost } from '../lib/https-client/exchange.js';
 import { TlsContexts } from '../lib/tls/contexts.js';
-import { block, E, h2Frame, integer, T, u32 } from './helpers/h2-frames.js';
+import { block, E, h2Frame, integer, RecordingSocket, T, u32 } from './helpers/h2-frames.js';
 import { makeTestCerts, type TestCerts } from './helpers/peers.js';
 
 const END_STREAM = 0x1;
@@ -492,3 +493,69 @@ const http2: Http2Client = 'veil';
     });
   });
 }
+
+describe("Veil's HTTP/2 client: random frames from the server", () => {
+  /** A small deterministic PRNG (mulberry32), so that a failure can be replayed by its seed. */
+  function random(seed: number): () => number {
+    return () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  it('never throws, every request is settled exactly once, and nothing is held after close', async () => {
+    const outcomes = new Map<Failure | null, number>();
+    for (let seed = 1; seed <= 400; seed++) {
+      const rand = random(seed);
+      const pick = <X>(list: readonly X[]): X => list[Math.floor(rand() * list.length)]!;
+      const socket = new RecordingSocket();
+      let gone = 0;
+      const connection = new H2ClientConnection(socket as unknown as tls.TLSSocket, { authority: 'dns.test', idleTimeoutMs: 60_000, onGone: () => gone++ });
+      const settled: Array<Failure | null | 'pending'> = [];
+      const doubles: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const index = settled.push('pending') - 1;
+        connection.request('POST', '/dns-query', 'application/dns-message', QUERY, undefined, 65_535, 60_000, {
+          head: (status) => (rand() < 0.2 ? `status ${status}` : null),
+          done: (failure) => {
+            if (settled[index] !== 'pending') doubles.push(index);
+            settled[index] = failure;
+          },
+        });
+      }
+      // Mostly well-formed frames with random types, flags, streams and payloads, some of them
+      // answers that make sense, cut into random chunks.
+      const frames: Buffer[] = [settings()];
+      for (let i = 0; i < 30; i++) {
+        const stream = pick([0, 1, 3, 5, 7, 9, 2, 11, 99]);
+        const type = pick([T.DATA, T.HEADERS, T.HEADERS, T.CONTINUATION, T.RST_STREAM, T.SETTINGS, T.PING, T.GOAWAY, T.WINDOW_UPDATE, T.PRIORITY, T.PUSH_PROMISE, 0x42]);
+        const flags = Math.floor(rand() * 256);
+        const payload =
+          type === T.HEADERS && rand() < 0.7
+            ? okHead()
+            : type === T.RST_STREAM || type === T.WINDOW_UPDATE
+              ? u32(Math.floor(rand() * 2 ** 32))
+              : type === T.GOAWAY
+                ? Buffer.concat([u32(pick([0, 1, 3, 9])), u32(Math.floor(rand() * 16))])
+                : Buffer.from(Array.from({ length: Math.floor(rand() * 40) }, () => Math.floor(rand() * 256)));
+        frames.push(h2Frame(type, flags, stream, payload));
+      }
+      const bytes = Buffer.concat(frames);
+      for (let at = 0; at < bytes.length; ) {
+        const size = 1 + Math.floor(rand() * 64);
+        socket.emit('data', bytes.subarray(at, at + size));
+        at += size;
+      }
+      connection.destroy();
+      assert.deepEqual(doubles, [], `seed ${seed}: a request settled twice`);
+      assert.ok(!settled.includes('pending'), `seed ${seed}: a request never settled`);
+      assert.equal(connection.active, 0, `seed ${seed}`);
+      assert.equal(gone, 1, `seed ${seed}: onGone told ${gone} times`);
+      for (const outcome of settled) outcomes.set(outcome as Failure | null, (outcomes.get(outcome as Failure | null) ?? 0) + 1);
+    }
+    // The frames reached every way a request can end, answered included: the test is not just connection errors.
+    assert.ok((outcomes.get(null) ?? 0) > 0 && (outcomes.get(Failure.Lost) ?? 0) > 0 && (outcomes.get(Failure.Broken) ?? 0) > 0, JSON.stringify([...outcomes]));
+  });
+});
