@@ -14,6 +14,7 @@ import { upstreamConnection } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import { formatHostPort } from '../../core/upstream/connect.js';
 import { ConnectionLost, H2Session, Http1Client, type HttpsRequest } from './exchange.js';
+import { VeilH2Session } from './veil-session.js';
 import { TlsConnector, type TlsTarget } from '../tls/connector.js';
 import type { TlsContexts } from '../tls/contexts.js';
 
@@ -40,6 +41,21 @@ export interface HttpsConnectionsOptions {
   logger: Logger;
   /** The server's TLS contexts (TlsContextsService). */
   tls: TlsContexts;
+  /**
+   * Whose HTTP/2 client: Veil's own (lib/http2/client-connection.ts, the default: a fraction of
+   * the CPU a request) or the runtime's node:http2.
+   */
+  http2?: Http2Client;
+}
+
+export type Http2Client = 'veil' | 'node';
+
+/** What the pool needs of an HTTP/2 session, whichever client carries it. */
+interface Session {
+  readonly active: number;
+  readonly hasRoom: boolean;
+  request(request: HttpsRequest, timeoutMs: number): Promise<Buffer>;
+  destroy(): void;
 }
 
 type Mode = 'unknown' | 'h2' | 'http1';
@@ -48,8 +64,8 @@ const PROTOCOL = 'doh';
 
 export class HttpsConnections {
   private mode: Mode = 'unknown';
-  private readonly sessions: H2Session[] = [];
-  private opening: Promise<H2Session | null> | null = null;
+  private readonly sessions: Session[] = [];
+  private opening: Promise<Session | null> | null = null;
   private http1: Http1Client | null = null;
   /** One per address, each resuming its own TLS sessions. */
   private readonly connectors: TlsConnector[];
@@ -117,9 +133,9 @@ export class HttpsConnections {
   }
 
   /** An HTTP/2 session with room (at once, or once one opens), or null when the server speaks HTTP/1.1 only. */
-  private acquire(timeLeft: number): H2Session | null | Promise<H2Session | null> {
+  private acquire(timeLeft: number): Session | null | Promise<Session | null> {
     if (this.mode === 'http1') return null;
-    let best: H2Session | null = null;
+    let best: Session | null = null;
     for (const session of this.sessions) {
       if (session.hasRoom && (!best || session.active < best.active)) best = session;
     }
@@ -137,14 +153,14 @@ export class HttpsConnections {
   }
 
   /** One connection opening at a time: concurrent callers share it. */
-  private open(timeoutMs: number): Promise<H2Session | null> {
+  private open(timeoutMs: number): Promise<Session | null> {
     this.opening ??= this.openSession(timeoutMs).finally(() => {
       this.opening = null;
     });
     return this.opening;
   }
 
-  private async openSession(timeoutMs: number): Promise<H2Session | null> {
+  private async openSession(timeoutMs: number): Promise<Session | null> {
     const socket = await this.connect(['h2', 'http/1.1'], timeoutMs);
     if (this.stopped) {
       socket.destroy();
@@ -155,12 +171,17 @@ export class HttpsConnections {
       return null;
     }
     this.mode = 'h2';
-    const session = new H2Session(socket, this.options.authority, this.options.label, this.idleTimeoutMs, (gone) => {
+    const onGone = (gone: Session): void => {
       const index = this.sessions.indexOf(gone);
       if (index < 0) return;
       this.sessions.splice(index, 1);
       this.publish('closed');
-    });
+    };
+    const { authority, label } = this.options;
+    const session: Session =
+      this.options.http2 === 'node'
+        ? new H2Session(socket, authority, label, this.idleTimeoutMs, onGone)
+        : new VeilH2Session(socket, authority, label, this.idleTimeoutMs, onGone);
     this.sessions.push(session);
     this.publish('created');
     return session;

@@ -39,7 +39,8 @@ const recordPlugin: PluginDefinition<null> = {
   }),
 };
 
-describe('doh upstream', () => {
+// Every test runs with both HTTP/2 clients: Veil's own (the default) and node:http2 (`http2 node`).
+for (const http2 of ['veil', 'node'] as const) describe(`doh upstream (http2 ${http2})`, () => {
   let certs: TestCerts;
   let back: TestServer;
   let backPort: number;
@@ -71,6 +72,9 @@ describe('doh upstream', () => {
 
   /** A Veil with the given doh block, answering on UDP. */
   async function front(doh: string, extra = ''): Promise<{ veil: TestServer; ask: (name: string, id?: number, q?: Buffer) => Promise<Buffer> }> {
+    // Each server line's block gets the client under test.
+    doh = doh.replace(/(\n server [^\n]+ \{\n)/g, `$1 http2 ${http2}\n`);
+    assert.ok(doh.split(`http2 ${http2}`).length - 1 === doh.split('\n server ').length - 1, `a server line without a block: ${doh}`);
     const veil = await startTestServer(`. {\n  listen udp://127.0.0.1:0\n  ${doh}\n${extra}}`, { registry: testRegistry(), queryTimeoutMs: 3000 });
     const udp = veil.address('udp://127.0.0.1:0');
     return { veil, ask: (name, id = 1, q) => queryUdp(udp.host, udp.port, q ?? buildQuery(name, QType.A, { id }), 5000) };

@@ -22,12 +22,12 @@ setupTable(
     builds('doh {\nserver one https://192.0.2.1\n}', (o, built) => {
       urls('https://192.0.2.1/dns-query')(o, built);
       const [one] = o.servers;
-      assert.deepEqual([one.hostname, one.port, one.path, one.addresses, one.bootstrap, one.method, one.pool, one.timeoutMs, one.traceparent, one.zone, one.listed], ['192.0.2.1', 443, '/dns-query', ['192.0.2.1'], null, 'post', 1, 2000, false, '.', false]);
+      assert.deepEqual([one.hostname, one.port, one.path, one.addresses, one.bootstrap, one.method, one.pool, one.timeoutMs, one.traceparent, one.zone, one.listed, one.http2], ['192.0.2.1', 443, '/dns-query', ['192.0.2.1'], null, 'post', 1, 2000, false, '.', false, 'veil']);
     }),
-    builds(`doh corp.test {\nserver q https://dns.example:8443/q {\nbootstrap 192.0.2.1 [2001:db8::1]\nmethod get\npool 2\ntimeout 1s\nca ca.pem\npin_sha256 ${PIN} ${PIN2}\npin_sha256 ${PIN}\ntraceparent\n}\n}`, (o, built) => {
+    builds(`doh corp.test {\nserver q https://dns.example:8443/q {\nbootstrap 192.0.2.1 [2001:db8::1]\nmethod get\npool 2\ntimeout 1s\nca ca.pem\npin_sha256 ${PIN} ${PIN2}\npin_sha256 ${PIN}\ntraceparent\nhttp2 node\n}\n}`, (o, built) => {
       urls('https://dns.example:8443/q')(o, built);
       const [q] = o.servers;
-      assert.deepEqual([q.addresses, q.bootstrap, q.method, q.pool, q.timeoutMs, q.extraCa.length, q.pins.length, q.traceparent, q.zone], [['192.0.2.1', '2001:db8::1'], ['192.0.2.1', '2001:db8::1'], 'get', 2, 1000, 1, 3, true, 'corp.test.']);
+      assert.deepEqual([q.addresses, q.bootstrap, q.method, q.pool, q.timeoutMs, q.extraCa.length, q.pins.length, q.traceparent, q.zone, q.http2], [['192.0.2.1', '2001:db8::1'], ['192.0.2.1', '2001:db8::1'], 'get', 2, 1000, 1, 3, true, 'corp.test.', 'node']);
     }),
     builds('doh {\nserver a https://192.0.2.1\n}\ndoh corp.test {\nserver b https://192.0.2.2\n}', ({ servers }) => {
       assert.deepEqual(servers.map((s: { name: string; zone: string }) => [s.name, s.zone]), [['a', '.'], ['b', 'corp.test.']]);
@@ -57,6 +57,7 @@ setupTable(
     refused(option('ca public.md'), 3, 4, /"public\.md" holds no PEM certificate$/),
     refused(option('method put'), 3, 8, /method is "post" or "get", not "put"$/),
     refused(option('pool 0'), 3, 6, /0 is out of range \(1-64\)$/),
+    refused(option('http2 nghttp2'), 3, 7, /http2 is "veil" \(Veil's own HTTP\/2 client\) or "node" \(node:http2\), not "nghttp2"$/),
     refused(option('timeout 5ms'), 3, 9, /5ms is below the minimum of 10ms$/),
     refused(option('timeout 2m'), 3, 9, /2m is above the maximum of 1m$/),
     refused(option('traceparent yes'), 3, 13, /traceparent takes 0 arguments, got 1$/),

@@ -14,6 +14,7 @@ import { parseServersFrom, type ServersFromOptions } from '../../lib/sources/ser
 import { parseStampToken, stampHost } from '../../lib/stamp-config.js';
 import { splitAddress, type HttpsLikeStamp, type OdohTargetStamp } from '../../lib/stamps.js';
 import { trustOptions } from '../../lib/tls/files.js';
+import type { Http2Client } from '../../lib/https-client/connections.js';
 
 export const NAME = 'odoh';
 const DEFAULT_TIMEOUT_MS = 2500;
@@ -45,6 +46,8 @@ export interface TargetSpec extends TlsChecks {
   listed: boolean;
   /** Send a W3C `traceparent` (to the relay that carries it) with sampled queries; off by default. */
   traceparent: boolean;
+  /** Whose HTTP/2 client fetches from the target directly (`http2 veil|node`); Veil's own when absent. */
+  http2?: Http2Client;
 }
 
 export interface RelaySpec extends TlsChecks {
@@ -58,6 +61,8 @@ export interface RelaySpec extends TlsChecks {
   addresses: string[];
   /** `relay NAME` without a URL or stamp: from the lists. */
   listed: boolean;
+  /** Whose HTTP/2 client reaches the relay (`http2 veil|node`); Veil's own when absent. */
+  http2?: Http2Client;
   /** The `bootstrap` addresses given on the line, if any (for a listed relay). */
   bootstrap: string[] | null;
 }
@@ -123,11 +128,13 @@ function parseServerLine(line: Directive, zone: string): TargetSpec {
   let configsVia = 'relay' as ConfigsVia;
   let timeoutMs = DEFAULT_TIMEOUT_MS;
   let traceparent = false;
+  let http2: Http2Client = 'veil';
   readOptions(
     NAME,
     line.block,
     {
       traceparent: (o) => (traceparent = flag(NAME, o)),
+      http2: (o) => (http2 = parseHttp2(o)),
       bootstrap: (o) => (bootstrap = parseBootstrap(NAME, o)),
       configs: (o) => {
         const [value] = expectArgs(NAME, o, 1);
@@ -139,7 +146,7 @@ function parseServerLine(line: Directive, zone: string): TargetSpec {
     },
     ['pin_sha256'],
   );
-  const base = { name: name.text, token: where ?? name, zone, configsVia, timeoutMs, traceparent, ...tls };
+  const base = { name: name.text, token: where ?? name, zone, configsVia, timeoutMs, traceparent, http2, ...tls };
   if (!where) {
     if (configsVia === 'direct' && !bootstrap) throw configError(NAME, name, 'configs direct needs the target\'s addresses: add "bootstrap IP…"');
     return { ...base, host: '', port: 443, path: '', authority: '', addresses: bootstrap ?? [], listed: true };
@@ -164,10 +171,18 @@ function parseRelayLine(line: Directive): RelaySpec {
   checkName(name);
   const tls: TlsChecks = { extraCa: [], pins: [], certHashes: [] };
   let bootstrap: string[] | null = null;
-  readOptions(NAME, line.block, { bootstrap: (o) => (bootstrap = parseBootstrap(NAME, o)), ...trustOptions(NAME, tls) }, ['pin_sha256']);
-  if (!where) return { name: name.text, token: name, host: '', port: 443, path: '', authority: '', addresses: [], listed: true, bootstrap, ...tls };
+  let http2: Http2Client = 'veil';
+  readOptions(NAME, line.block, { bootstrap: (o) => (bootstrap = parseBootstrap(NAME, o)), http2: (o) => (http2 = parseHttp2(o)), ...trustOptions(NAME, tls) }, ['pin_sha256']);
+  if (!where) return { name: name.text, token: name, host: '', port: 443, path: '', authority: '', addresses: [], listed: true, bootstrap, http2, ...tls };
   const relay = where.text.startsWith('sdns:') ? relayFromStamp(parseStampToken(NAME, where) as HttpsLikeStamp, where, bootstrap, tls) : relayFromUrl(where, bootstrap, tls);
-  return { ...relay, name: name.text, token: where };
+  return { ...relay, name: name.text, token: where, http2 };
+}
+
+/** `http2 veil|node`: whose HTTP/2 client. */
+function parseHttp2(o: Directive): Http2Client {
+  const [value] = expectArgs(NAME, o, 1);
+  if (value!.text !== 'veil' && value!.text !== 'node') throw configError(NAME, value!, `http2 is "veil" (Veil's own HTTP/2 client) or "node" (node:http2), not "${value!.text}"`);
+  return value!.text;
 }
 
 /** A relay from an ODoH relay stamp (0x85): its address (or `bootstrap`), host, path and certificate hashes. */

@@ -31,6 +31,7 @@ export class Relay {
       addresses: spec.addresses,
       port: spec.port,
       pool: 1,
+      ...(spec.http2 ? { http2: spec.http2 } : {}),
       logger,
       tls,
     });
@@ -132,7 +133,7 @@ export class RelayDirectory {
       if (existing?.from === from) return existing.relay;
       try {
         const token = spec?.token ?? { text: from, file: 'lists', line: 0, column: 0, quoted: false, endLine: 0 };
-        resolved = { ...relayFromStamp(entry.stamps[index]!, token, spec?.bootstrap ?? null, spec ?? { extraCa: [], pins: [], certHashes: [] }), name };
+        resolved = { ...relayFromStamp(entry.stamps[index]!, token, spec?.bootstrap ?? null, spec ?? { extraCa: [], pins: [], certHashes: [] }), name, ...(spec?.http2 ? { http2: spec.http2 } : {}) };
       } catch (err) {
         this.sayOnce(`relay:${name}`, `relay ${name} from the lists cannot be used: ${(err as Error).message}`);
         return null;

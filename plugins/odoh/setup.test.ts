@@ -25,10 +25,11 @@ setupTable(
     builds(odoh(), ({ servers: [t], relays: [r], routes }) => {
       assert.deepEqual(pick(t, 'name', 'host', 'port', 'path', 'authority', 'addresses', 'configsVia', 'timeoutMs', 'traceparent', 'listed', 'zone'), ['t', 'odoh.example', 443, '/dns-query', 'odoh.example', [], 'relay', 2500, false, false, '.']);
       assert.deepEqual([pick(r, 'name', 'host', 'port', 'path', 'addresses', 'listed'), routes], [['r', '192.0.2.9', 443, '/proxy', ['192.0.2.9'], false], []]);
+      assert.deepEqual([t.http2, r.http2], ['veil', 'veil']);
     }),
-    builds(`odoh corp.test {\nserver t https://odoh.example:8443 {\nbootstrap 192.0.2.10\nconfigs direct\nca ca.pem\npin_sha256 ${PIN} ${PIN}\ntimeout 1s\ntraceparent\n}\nrelay r https://relay.example/p {\nbootstrap 192.0.2.9 [2001:db8::9]\nca ca.pem\npin_sha256 ${PIN}\n}\nroute t via r direct\nroute * via *\n}`, ({ servers: [t], relays: [r], routes }) => {
+    builds(`odoh corp.test {\nserver t https://odoh.example:8443 {\nbootstrap 192.0.2.10\nconfigs direct\nca ca.pem\npin_sha256 ${PIN} ${PIN}\ntimeout 1s\ntraceparent\nhttp2 node\n}\nrelay r https://relay.example/p {\nbootstrap 192.0.2.9 [2001:db8::9]\nca ca.pem\npin_sha256 ${PIN}\nhttp2 node\n}\nroute t via r direct\nroute * via *\n}`, ({ servers: [t], relays: [r], routes }) => {
       assert.deepEqual(pick(t, 'port', 'authority', 'path', 'addresses', 'configsVia', 'timeoutMs', 'traceparent', 'zone'), [8443, 'odoh.example:8443', '/dns-query', ['192.0.2.10'], 'direct', 1000, true, 'corp.test.']);
-      assert.deepEqual([t.extraCa.length, t.pins.length, r.path, r.addresses, r.bootstrap, r.extraCa.length, r.pins.length], [1, 2, '/p', ['192.0.2.9', '2001:db8::9'], ['192.0.2.9', '2001:db8::9'], 1, 1]);
+      assert.deepEqual([t.extraCa.length, t.pins.length, t.http2, r.path, r.addresses, r.bootstrap, r.extraCa.length, r.pins.length, r.http2], [1, 2, 'node', '/p', ['192.0.2.9', '2001:db8::9'], ['192.0.2.9', '2001:db8::9'], 1, 1, 'node']);
       assert.deepEqual(routes.map((x: { server: { text: string }; via: string[]; wildcard: boolean }) => [x.server.text, x.via, x.wildcard]), [['t', ['r', 'direct'], false], ['*', [], true]]);
     }),
     builds(`odoh {\nserver t ${TARGET}\nrelay r ${RELAY}\n}`, ({ servers: [t], relays: [r] }) => {
@@ -69,6 +70,8 @@ setupTable(
     refused('odoh {\nserver t https://odoh.example {\npin_sha256 nope\n}\n}', 3, 12, /"nope" is not a base64 SHA-256 digest/),
     refused('odoh {\nserver t https://odoh.example {\nca missing.pem\n}\n}', 3, 4, /cannot read ca file "missing\.pem": ENOENT$/),
     refused('odoh {\nserver t https://odoh.example {\ntraceparent on\n}\n}', 3, 13, /traceparent takes 0 arguments, got 1$/),
+    refused('odoh {\nserver t https://odoh.example {\nhttp2 h2\n}\n}', 3, 7, /http2 is "veil" \(Veil's own HTTP\/2 client\) or "node" \(node:http2\), not "h2"$/),
+    refused('odoh {\nserver t https://odoh.example\nrelay r https://192.0.2.9 {\nhttp2\n}\n}', 4, 1, /http2 takes 1 argument, got 0$/),
     refused('odoh {\nserver t https://odoh.example {\nboostrap 192.0.2.1\n}\n}', 3, 1, /unknown option "boostrap" \(did you mean "bootstrap"\?\)$/),
     refused(odoh('relay q https://relay.example {', 'timeout 1s', '}'), 5, 1, /unknown option "timeout"/),
     refused(odoh('route t via q'), 4, 13, /no relay named "q" \(relays: r\)$/),

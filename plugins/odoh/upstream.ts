@@ -181,6 +181,7 @@ export class OdohUpstream extends BaseUpstream {
       addresses: this.target.addresses,
       port: this.target.port,
       pool: 1,
+      ...(this.target.http2 ? { http2: this.target.http2 } : {}),
       logger: this.logger,
       tls: this.tls,
     });

@@ -1,6 +1,6 @@
 /**
  * DoH with software nobody here wrote: Veil's doh upstream against dnsdist's DoH front-end
- * (POST and GET, dnsdist forwarding to unbound), and Veil's https listener answering kdig
+ * (POST and GET, dnsdist forwarding to unbound; Veil's own HTTP/2 client and `http2 node`), and Veil's https listener answering kdig
  * +https and curl over HTTP/2 and HTTP/1.1 (GET, POST and JSON). A second Veil chained to the
  * first's listener covers Veil talking to itself across real processes.
  */
@@ -56,6 +56,16 @@ lab.test {
         }
     }
 }
+node.example {
+    doh {
+        server dnsdist-node https://dns.test:${dnsdist.ports.doh}/dns-query {
+            bootstrap 127.0.0.1
+            ca ${certs.ca}
+            http2 node
+        }
+    }
+    log
+}
 `);
     udpPort = veil.address('udp').port;
     httpsPort = veil.address('https').port;
@@ -101,6 +111,14 @@ lab.test {
       assert.ok((tc[2]! & 0x02) !== 0, 'TC expected over UDP without EDNS');
       const whole = await queryUdp('127.0.0.1', udpPort, buildQuery('big.lab.test', QType.TXT, { id: 1, edns: { udpSize: 4096 } }), 5000);
       assert.equal(dnsPacket.decode(whole).answers!.length, 16);
+    });
+
+    it('http2 node (node:http2 instead of Veil\'s own client): the same answers', async () => {
+      const answer = await ask(udpPort, 'a.node.example.');
+      assert.deepEqual(data(answer), ['203.0.113.1']);
+      const started = Date.now();
+      while (!/"upstream":"dnsdist-node"/.test(veil.stdout()) && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 20));
+      assert.match(veil.stdout(), /"upstream":"dnsdist-node"/);
     });
 
     it('the log names the doh upstream', async () => {

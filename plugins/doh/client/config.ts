@@ -13,6 +13,7 @@ import { parseServersFrom, type ServersFromOptions } from '../../../lib/sources/
 import { parseStampToken, stampHost } from '../../../lib/stamp-config.js';
 import { splitAddress, type HttpsLikeStamp, type Stamp } from '../../../lib/stamps.js';
 import { trustOptions } from '../../../lib/tls/files.js';
+import type { Http2Client } from '../../../lib/https-client/connections.js';
 import type { DohServerOptions } from './upstream.js';
 
 export const NAME = 'doh';
@@ -47,7 +48,7 @@ export function parseDohDirectives(directives: Directive[]): DohOptions {
 /** The options a server taken by `servers_from` gets: the defaults, its stamp completing them. */
 export function serverFromList(name: string, token: Token, zone: string): DohServer {
   return {
-    name, token, zone, listed: true, bootstrap: null, method: 'post', pool: 1, timeoutMs: DEFAULT_TIMEOUT_MS, extraCa: [], pins: [], url: '', hostname: '', port: 443, path: '', addresses: [], certHashes: [], traceparent: false,
+    name, token, zone, listed: true, bootstrap: null, method: 'post', pool: 1, timeoutMs: DEFAULT_TIMEOUT_MS, extraCa: [], pins: [], url: '', hostname: '', port: 443, path: '', addresses: [], certHashes: [], traceparent: false, http2: 'veil',
   };
 }
 
@@ -95,6 +96,7 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
   let pool = 1;
   let timeoutMs = DEFAULT_TIMEOUT_MS;
   let traceparent = false;
+  let http2: Http2Client = 'veil';
   readOptions(
     NAME,
     line.block,
@@ -114,6 +116,11 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
         const [value] = expectArgs(NAME, o, 1);
         pool = parseInteger(NAME, value!, 1, 64);
       },
+      http2: (o) => {
+        const [value] = expectArgs(NAME, o, 1);
+        if (value!.text !== 'veil' && value!.text !== 'node') throw configError(NAME, value!, `http2 is "veil" (Veil's own HTTP/2 client) or "node" (node:http2), not "${value!.text}"`);
+        http2 = value!.text;
+      },
       timeout: (o) => {
         const [value] = expectArgs(NAME, o, 1);
         timeoutMs = parseDuration(NAME, value!, { min: 10, max: 60_000 });
@@ -122,7 +129,7 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
     ['pin_sha256'],
   );
 
-  const common = { name: name.text, nameToken: name, method, pool, timeoutMs, extraCa, pins, bootstrap: bootstrap as string[] | null, traceparent };
+  const common = { name: name.text, nameToken: name, method, pool, timeoutMs, extraCa, pins, bootstrap: bootstrap as string[] | null, traceparent, http2 };
   if (!where) return { ...common, token: name, listed: true, url: '', hostname: '', port: 443, path: '', addresses: [], certHashes: [] };
   const addresses = bootstrap ?? where.addresses;
   if (addresses.length === 0) throw configError(NAME, target!, where.needsBootstrap);
@@ -144,6 +151,7 @@ function parseServerLine(line: Directive): Omit<DohServer, 'zone'> {
     pins,
     certHashes: where.certHashes,
     traceparent,
+    http2,
   };
 }
 

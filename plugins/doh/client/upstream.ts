@@ -10,7 +10,7 @@ import type { RequestContext } from '../../../core/context.js';
 import type { Logger } from '../../../core/logger.js';
 import { traceHeadersFor } from '../../../core/trace-context.js';
 import { BaseUpstream } from '../../../core/upstream/base.js';
-import { HttpsConnections } from '../../../lib/https-client/connections.js';
+import { HttpsConnections, type Http2Client } from '../../../lib/https-client/connections.js';
 import type { TlsContexts } from '../../../lib/tls/contexts.js';
 import type { HttpsRequest } from '../../../lib/https-client/exchange.js';
 
@@ -36,6 +36,8 @@ export interface DohServerOptions {
   certHashes: Buffer[];
   /** Send a W3C `traceparent` with sampled queries (`traceparent`; off: a trace id is an identifier). */
   traceparent: boolean;
+  /** Whose HTTP/2 client (`http2 veil|node`): Veil's own by default. */
+  http2: Http2Client;
 }
 
 export class DohUpstream extends BaseUpstream {
@@ -57,6 +59,7 @@ export class DohUpstream extends BaseUpstream {
       addresses: options.addresses,
       port: options.port,
       pool: options.pool,
+      http2: options.http2,
       logger,
       tls,
     });
