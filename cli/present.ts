@@ -2,6 +2,7 @@
  * DNS messages in the presentation form people know from dig: one line per record,
  * `name TTL CLASS TYPE data`. A cold path (one answer per command), so dns-packet decodes.
  */
+import { Buffer } from 'node:buffer';
 import dnsPacket from 'dns-packet';
 import { rcodeName } from '../core/dns/constants.js';
 

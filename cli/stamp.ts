@@ -2,6 +2,7 @@
  * `veil stamp decode STAMP` prints a DNS stamp's fields; `veil stamp encode --protocol P …`
  * makes one. Every kind of stamp is known (lib/stamps.ts).
  */
+import { Buffer } from 'node:buffer';
 import { parseArgs } from 'node:util';
 import { encodeStamp, parseStamp, StampError, type Stamp, type StampProps } from '../lib/stamps.js';
 import { UsageError, type CommandIo } from './io.js';

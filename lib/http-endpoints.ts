@@ -13,6 +13,7 @@
  * These endpoints are what monitors ask whether Veil is alive, so clients that hold connections
  * open without finishing a request must not be able to keep a monitor out (see `admit`).
  */
+import { Buffer } from 'node:buffer';
 import http from 'node:http';
 import net from 'node:net';
 import { AddressError, parseHostPort } from '../core/net/address.js';

@@ -10,6 +10,7 @@
  * Algorithm "Ed" signs the file itself (legacy); "ED" signs its BLAKE2b-512 hash. The global
  * signature covers signature || TEXT, so the trusted comment cannot be changed either.
  */
+import { Buffer } from 'node:buffer';
 import { createHash, createPrivateKey, createPublicKey, sign as edSign, verify as edVerify, type KeyObject } from 'node:crypto';
 
 export class MinisignError extends Error {

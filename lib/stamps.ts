@@ -15,6 +15,7 @@
  * byte then the bytes; VLP is a list of LPs whose length bytes have 0x80 set on all but the last.
  * Shared by the dot, doh, dnscrypt, anonymize and sources plugins; `StampError` names the field.
  */
+import { Buffer } from 'node:buffer';
 import net from 'node:net';
 
 export const StampProtocol = {

@@ -2,6 +2,7 @@
  * Certificate queries and answers: a plain DNS TXT query for the provider name
  * (`2.dnscrypt-cert.example.org`), answered with one TXT record per certificate.
  */
+import { Buffer } from 'node:buffer';
 import { HEADER_SIZE, QClass, QType } from '../../core/dns/constants.js';
 import { padMessage } from '../../core/dns/edns.js';
 import { buildQuery, buildReply, type WireRecord } from '../../core/dns/message.js';

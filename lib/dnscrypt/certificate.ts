@@ -9,6 +9,7 @@
  *
  * The signature covers bytes 72 to the end, extensions included.
  */
+import { Buffer } from 'node:buffer';
 import { CERT_MAGIC, CERT_SIGNED_START, CERT_SIZE, EsVersion, type EsVersionNumber } from './constants.js';
 import { sodium } from './sodium.js';
 

@@ -5,6 +5,8 @@
  * answer, the ID of a certificate answer) and taken only when the caller's `accept` says it is
  * the answer. TCP is one exchange per connection, as DNSCrypt servers expect.
  */
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import { FrameReader } from '../../core/dns/framing.js';
 import { readId } from '../../core/dns/wire.js';
 import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';

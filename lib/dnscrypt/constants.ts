@@ -1,4 +1,5 @@
 /** DNSCrypt v2 and Anonymized DNSCrypt on the wire: magics, sizes, versions. */
+import { Buffer } from 'node:buffer';
 
 /** Encryption systems a certificate can name (es-version). */
 export const EsVersion = {

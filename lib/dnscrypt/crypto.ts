@@ -3,6 +3,7 @@
  * key), turned into a box key by HSalsa20 (es-version 1) or HChaCha20 (es-version 2), then
  * NaCl-style boxes (tag first) with 24-byte nonces. Padding is ISO/IEC 7816-4: 0x80 then zeros.
  */
+import { Buffer } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
 import { EsVersion, MAX_PADDING, NONCE_SIZE, PADDING_BLOCK, type EsVersionNumber } from './constants.js';
 import { sodium } from './sodium.js';

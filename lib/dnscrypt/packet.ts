@@ -6,6 +6,7 @@
  *
  * A query's 24-byte nonce is the client half then 12 zeros; a response's is both halves.
  */
+import { Buffer } from 'node:buffer';
 import {
   CLIENT_MAGIC_SIZE,
   HALF_NONCE_SIZE,

@@ -3,6 +3,7 @@
  * `provider.key` holds the 32-byte seed as hex (mode 0600) and `provider.pub` the public key as
  * hex; a raw 32-byte seed or 64-byte secret key (dnsdist's format) is read too.
  */
+import { Buffer } from 'node:buffer';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { sodium } from './sodium.js';

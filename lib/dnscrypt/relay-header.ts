@@ -3,6 +3,7 @@
  * 0x00 0x00), the server's address as 16 bytes (IPv4 as IPv4-mapped IPv6), its port; then the
  * DNSCrypt query (or a certificate query) unchanged.
  */
+import { Buffer } from 'node:buffer';
 import net from 'node:net';
 import { ANON_MAGIC, RELAY_HEADER_SIZE } from './constants.js';
 

@@ -8,6 +8,7 @@
  * The writer side is ours to write and the reader's control frames are the only bytes we read:
  * `ControlFrameReader` takes them with every length bounded (fuzzed in test/fuzz).
  */
+import { Buffer } from 'node:buffer';
 
 export const ControlType = { ACCEPT: 0x01, START: 0x02, STOP: 0x03, READY: 0x04, FINISH: 0x05 } as const;
 export type ControlTypeValue = (typeof ControlType)[keyof typeof ControlType];

@@ -6,6 +6,8 @@
  * without end, and queries never wait for it. A lost connection is made again with back-off
  * (0.5 s doubling to 30 s); on stop the writer sends STOP and waits briefly for FINISH.
  */
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import net from 'node:net';
 import type { Logger } from '../../core/logger.js';
 import { ControlFrameReader, ControlType, controlFrame, DNSTAP_CONTENT_TYPE, FrameStreamsError } from './frame-streams.js';

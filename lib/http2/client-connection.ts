@@ -24,6 +24,8 @@
  *   since it began retires the connection (a dead or stalling server is not used again);
  * - no server push (SETTINGS_ENABLE_PUSH 0; a PUSH_PROMISE is a connection error).
  */
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import type tls from 'node:tls';
 import { HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 import { PREFACE } from './connection.js';

@@ -8,6 +8,7 @@
  * HTTP/1.1 on kept-alive connections instead. Every connection goes to one of the server's IP
  * addresses (never a looked-up name) and is verified before use.
  */
+import { performance } from 'node:perf_hooks';
 import type tls from 'node:tls';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
 import { upstreamConnection } from '../../core/events.js';

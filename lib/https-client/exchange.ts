@@ -3,6 +3,8 @@
  * kept-alive connection of an agent). Both check the same things: a 2xx status, the
  * `application/dns-message` type, and a body no larger than a DNS message can be.
  */
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import http2 from 'node:http2';
 import https from 'node:https';
 import type tls from 'node:tls';

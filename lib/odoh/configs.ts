@@ -9,6 +9,7 @@
  * a config of version 1 whose suite is not supported is skipped too. The key id of a config
  * is Expand(Extract("", contents), "odoh key id", Nh) (§6.2).
  */
+import { Buffer } from 'node:buffer';
 import { hkdfSync } from 'node:crypto';
 import { OdohFormatError } from './message.js';
 import { suiteFor, type Suite, type SuiteIds } from './suite.js';

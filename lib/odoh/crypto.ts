@@ -13,6 +13,7 @@
  * field. So an answer opens only with the very query (padding included) it answers: a relay
  * that swaps, replays or alters an answer gets an authentication failure, never a wrong answer.
  */
+import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { OdohConfig } from './configs.js';
 import {

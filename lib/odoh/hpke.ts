@@ -9,6 +9,7 @@
  * steps here are a few synchronous calls (measured in docs/benchmarks.md). @hpke/core stays as
  * the oracle the tests compare against, beside RFC 9180's own vectors.
  */
+import { Buffer } from 'node:buffer';
 import {
   createCipheriv,
   createDecipheriv,

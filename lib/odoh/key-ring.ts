@@ -7,6 +7,8 @@
  * reload brings a different file (the previous one then gets its overlap): a file shared by
  * several processes must not rotate on its own in each of them.
  */
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import { encodeConfigs } from './configs.js';
 import type { TargetKey } from './crypto.js';
 import { deriveTargetKey, newSeed } from './keys.js';

@@ -8,6 +8,7 @@
  *     # Veil ODoH target key (x25519/sha256/aes128gcm). Secret: keep it on this server only.
  *     seed 0123…(64 hex digits)
  */
+import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { encodeContents, parseContents, type OdohConfig } from './configs.js';

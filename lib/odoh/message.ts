@@ -14,6 +14,7 @@
  *        opaque padding<0..2^16-1>;       // zeros
  *     } ObliviousDoHMessagePlaintext;
  */
+import { Buffer } from 'node:buffer';
 
 export const OBLIVIOUS_MEDIA_TYPE = 'application/oblivious-dns-message';
 /** Where a target serves its ObliviousDoHConfigs (RFC 9230 §6.3). */

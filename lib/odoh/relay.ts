@@ -14,6 +14,8 @@
  * target's configs through the relay, so a client need not show its own address to the target
  * even for that (GET of that one path only).
  */
+import { performance } from 'node:perf_hooks';
+import { Buffer } from 'node:buffer';
 import { odohRelayEvent } from '../../core/events.js';
 import { textReply, type HttpReply, type HttpRequest } from '../http2/message.js';
 import { CONFIGS_PATH, MAX_MESSAGE_BYTES, MessageType, OBLIVIOUS_MEDIA_TYPE, OdohFormatError, parseMessage } from './message.js';

@@ -6,6 +6,7 @@
  * relay may send to: a name that resolves to loopback or a private range is refused unless
  * `allow_private` (so a list, or whoever answers for the name, cannot point the relay inward).
  */
+import { performance } from 'node:perf_hooks';
 import { randomInt } from 'node:crypto';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';

@@ -7,6 +7,7 @@
  * or repeats a query seen lately), answered by the block's chain like any query, and the answer
  * sealed to it. What the listener logs and counts is the peer: the relay, never the client.
  */
+import { Buffer } from 'node:buffer';
 import { odohTargetEvent } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import { textReply, type HttpReply } from '../http2/message.js';

@@ -11,6 +11,7 @@
  * global for anything (each plugin keeps the tracer its own SDK gave it), so a reload can start
  * a new SDK while the old one finishes exporting.
  */
+import { performance } from 'node:perf_hooks';
 import type { Tracer } from '@opentelemetry/api';
 import type { MetricProducer, PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';

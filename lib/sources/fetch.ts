@@ -3,6 +3,7 @@
  * an IP address we were given (bootstrap addresses, or ones Veil resolved through its own
  * encrypted upstreams), and the host name is only the TLS server name and the Host header.
  */
+import { Buffer } from 'node:buffer';
 import https from 'node:https';
 import net from 'node:net';
 

@@ -7,6 +7,7 @@
  * TLS sessions are resumed (the ticket of the last verified connection is offered on the next),
  * so replacing a pooled connection costs one round trip and no certificate exchange.
  */
+import { performance } from 'node:perf_hooks';
 import net, { isIP } from 'node:net';
 import tls from 'node:tls';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';

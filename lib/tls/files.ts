@@ -2,6 +2,7 @@
  * Reading the certificate and key files a Corefile names, and pins, at parse time, with located
  * errors: for every plugin that speaks TLS.
  */
+import { Buffer } from 'node:buffer';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';

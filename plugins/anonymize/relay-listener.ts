@@ -20,6 +20,7 @@
  *
  * The relay learns who asks and which server, never the question: it cannot decrypt.
  */
+import { performance } from 'node:perf_hooks';
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import os from 'node:os';

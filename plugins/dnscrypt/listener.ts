@@ -13,6 +13,7 @@
  * ratelimit, which the decrypted query then does not pay again), and a key exchange is done
  * only within a budget per client network and one for the listener.
  */
+import { Buffer } from 'node:buffer';
 import path from 'node:path';
 import type { Directive } from '../../core/config/ast.js';
 import { configError, expectArgs, parseInteger } from '../../core/config/options.js';

@@ -9,6 +9,7 @@
  * base, core/upstream/base.ts, does the retry and gives each attempt its time), all within the
  * query's deadline. Without a valid certificate a query fails: never plaintext.
  */
+import { Buffer } from 'node:buffer';
 import type { Clock } from '../../core/clock.js';
 import type { RequestContext } from '../../core/context.js';
 import { isResponse, isTruncated, readId, sameQuestion } from '../../core/dns/wire.js';

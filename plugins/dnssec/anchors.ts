@@ -6,6 +6,7 @@
  *     example.  IN DS 31589 8 1 ( 3490A6806D47F17A34C29E2CE80E8A999FFBE4BE )
  *     example.  3600 IN DNSKEY 257 3 13 kXKk...==
  */
+import { Buffer } from 'node:buffer';
 import { encodeName, WireError } from '../../core/dns/wire.js';
 import { readDnskey, type Dnskey, type Ds } from './crypto.js';
 import { lowerName, nameText, type WireName } from './names.js';

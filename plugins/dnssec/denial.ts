@@ -3,6 +3,7 @@
  * (RFC 5155 §8, RFC 9276) records prove about a name. The records given here have already had
  * their signatures checked against the zone's keys; these functions only reason about names.
  */
+import { Buffer } from 'node:buffer';
 import { nsec3Hash } from './crypto.js';
 import { commonAncestor, compareNames, isAtOrBelow, isBelow, labelCount, lowerName, readWireName, suffixName, wildcardOf, type WireName } from './names.js';
 import { bitmapHas, Type, type RRset } from './records.js';

@@ -14,6 +14,7 @@
  * answers get AD (for clients that asked with DO or AD), insecure ones pass as they are, bogus
  * ones become SERVFAIL with an Extended DNS Error. A client's CD=1 gets the answer unvalidated.
  */
+import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';

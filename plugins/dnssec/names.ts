@@ -3,6 +3,7 @@
  * compared in canonical order (RFC 4034 §6.1) label by label from the right. A name here is a
  * Buffer holding length-prefixed labels ending with the root's zero byte.
  */
+import { Buffer } from 'node:buffer';
 import { WireError } from '../../core/dns/wire.js';
 
 export type WireName = Buffer;

@@ -3,6 +3,7 @@
  * RDATA can be put in canonical form, RFC 4034 §6.2), records grouped into RRsets with the
  * RRSIGs that cover them, and the message written back out after records were removed.
  */
+import { Buffer } from 'node:buffer';
 import { HEADER_SIZE, QType } from '../../core/dns/constants.js';
 import { anCount, arCount, nsCount, qdCount, rcodeOf, WireError } from '../../core/dns/wire.js';
 import { lowerName, readWireName, type WireName } from './names.js';

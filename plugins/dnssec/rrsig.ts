@@ -3,6 +3,7 @@
  * the RRset and the zone, be inside its validity window, come from a zone key with the same
  * algorithm and key tag, and verify over the RRset in canonical form (RFC 4034 §3.1.8.1, §6).
  */
+import { Buffer } from 'node:buffer';
 import { typeName } from '../../core/dns/constants.js';
 import { publicKeyOf, REVOKED, verifySignature, ZONE_KEY, type Dnskey } from './crypto.js';
 import { isAtOrBelow, labelCount, nameText, suffixName, wildcardOf, type WireName } from './names.js';

@@ -8,6 +8,7 @@
  * against it), an unsigned delegation (insecure from there down), or a name inside the zone
  * above (walk on). What is learned is kept in the ZoneCache, so a warm validator asks nothing.
  */
+import { Buffer } from 'node:buffer';
 import { Rcode } from '../../core/dns/constants.js';
 import { DIGESTS, dsDigest, readDnskey, readDs, ZONE_KEY, type Dnskey, type Ds } from './crypto.js';
 import { Proofs } from './denial.js';

@@ -4,6 +4,7 @@
  * be zone cuts, and (briefly) zones whose keys could not be validated. Least recently used
  * entries go first when it is full.
  */
+import { Buffer } from 'node:buffer';
 import type { Dnskey } from './crypto.js';
 import { nameText, type WireName } from './names.js';
 import type { Verdict } from './verdict.js';

@@ -12,6 +12,7 @@
  * block without it pays nothing and a block with it pays an encoding per message, queued for
  * a writer that never makes a query wait (lib/dnstap/writer.ts).
  */
+import { Buffer } from 'node:buffer';
 import net from 'node:net';
 import path from 'node:path';
 import { blockServerName } from '../../core/block.js';

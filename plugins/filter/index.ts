@@ -11,6 +11,7 @@
  *         refresh DURATION
  *     }
  */
+import { Buffer } from 'node:buffer';
 import { readFileSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import net from 'node:net';

@@ -1,4 +1,5 @@
 /** Hosts-format data (`IP NAME [ALIAS…]` per line, `#` comments) as lookup tables of wire rdata. */
+import { Buffer } from 'node:buffer';
 import { isIPv4, isIPv6 } from 'node:net';
 import { expandIpv6 } from '../../core/config/zones.js';
 import { canonicalName, encodeName } from '../../core/dns/wire.js';

@@ -4,6 +4,7 @@
  * address spread over all of them. Only the record data moves (4 or 16 bytes, in place): owner
  * names, TTLs and every byte offset stay where they were, so compression pointers stay valid.
  */
+import { Buffer } from 'node:buffer';
 import { QType } from '../../core/dns/constants.js';
 import { forEachRecord, readName, WireError, type RecordPosition } from '../../core/dns/wire.js';
 

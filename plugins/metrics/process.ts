@@ -3,7 +3,7 @@
  * event-loop delay (perf_hooks' monitor), and what build is running.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { monitorEventLoopDelay, type ELDHistogram } from 'node:perf_hooks';
+import { type ELDHistogram, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { veilVersion } from '../../lib/version.js';
 import { Counter, Gauge, Summary, type Registry } from './registry.js';
 

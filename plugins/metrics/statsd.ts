@@ -11,6 +11,7 @@
  * label values in label order with anything but letters, digits, `-` and `_` turned into `_`
  * (the root zone is `root`).
  */
+import { performance } from 'node:perf_hooks';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Logger } from '../../core/logger.js';

@@ -12,6 +12,7 @@
  * direct`), kept for their Cache-Control lifetime (1 h when none, within 1 min–24 h), and
  * fetched again, once per query, when the target answers 401 (its key changed).
  */
+import { performance } from 'node:perf_hooks';
 import type { RequestContext } from '../../core/context.js';
 import { DeadlineError, UpstreamResponseError, UpstreamUnavailableError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';

@@ -14,6 +14,7 @@
  *
  * Both are answered only to clients the block admits: the door applies the block's acl first.
  */
+import { Buffer } from 'node:buffer';
 import { randomInt } from 'node:crypto';
 import type { Directive } from '../../core/config/ast.js';
 import { configError, expectArgs, expectNoBlock, readOptions } from '../../core/config/options.js';

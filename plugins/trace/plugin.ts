@@ -11,6 +11,7 @@
  * `ctx.span` holds the innermost active span while a sampled query runs, so any plugin can add
  * events to it; it stays undefined for every other query.
  */
+import { performance } from 'node:perf_hooks';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type SpanContext, type Tracer } from '@opentelemetry/api';
 import type { RequestContext } from '../../core/context.js';
 import { rcodeName, typeName } from '../../core/dns/constants.js';
