@@ -92,6 +92,11 @@ export class HpackDecoder {
   private readonly entries: [string, string][] = [];
   private tableSize = 0;
   private maxTableSize = HEADER_TABLE_SIZE;
+  /**
+   * Where the integer or string just read ended. A field of the decoder, not a returned tuple:
+   * a request's header block is read without allocating anything but its fields.
+   */
+  private at = 0;
 
   /**
    * Decodes one complete header block. Fields are collected only while the list stays within
@@ -100,21 +105,20 @@ export class HpackDecoder {
   decode(block: Buffer, maxListSize: number): DecodedBlock {
     const headers: HeaderList = [];
     let size = 0;
-    let at = 0;
+    this.at = 0;
     let fieldSeen = false;
-    while (at < block.length) {
-      const first = block[at]!;
+    while (this.at < block.length) {
+      const first = block[this.at]!;
       let name: string;
       let value: string;
       if (first & 0x80) {
         // Indexed field (§6.1).
-        const [index, next] = readInteger(block, at, 7);
-        at = next;
-        [name, value] = this.entry(index);
+        const entry = this.entry(this.readInteger(block, 7));
+        name = entry[0];
+        value = entry[1];
       } else if ((first & 0xe0) === 0x20) {
         // Dynamic table size update (§6.3): only before the first field of a block.
-        const [limit, next] = readInteger(block, at, 5);
-        at = next;
+        const limit = this.readInteger(block, 5);
         if (fieldSeen) throw new HpackError('a table size update after a header field');
         if (limit > HEADER_TABLE_SIZE) throw new HpackError(`a table size of ${limit}, over the ${HEADER_TABLE_SIZE} allowed`);
         this.maxTableSize = limit;
@@ -123,14 +127,9 @@ export class HpackDecoder {
       } else {
         // Literal field: with incremental indexing (01), without (0000) or never indexed (0001).
         const indexed = (first & 0xc0) === 0x40;
-        const [index, afterIndex] = readInteger(block, at, indexed ? 6 : 4);
-        at = afterIndex;
-        if (index === 0) {
-          [name, at] = readString(block, at);
-        } else {
-          name = this.entry(index)[0];
-        }
-        [value, at] = readString(block, at);
+        const index = this.readInteger(block, indexed ? 6 : 4);
+        name = index === 0 ? this.readString(block) : this.entry(index)[0];
+        value = this.readString(block);
         if (indexed) this.insert(name, value);
       }
       fieldSeen = true;
@@ -167,36 +166,45 @@ export class HpackDecoder {
     }
     if (drop > 0) this.entries.splice(0, drop);
   }
-}
 
-/** An integer with an N-bit prefix (§5.1); values past 2^28 are refused as hostile. */
-function readInteger(block: Buffer, at: number, prefixBits: number): [number, number] {
-  const mask = (1 << prefixBits) - 1;
-  let value = block[at]! & mask;
-  at++;
-  if (value < mask) return [value, at];
-  for (let shift = 0; ; shift += 7) {
-    if (at >= block.length) throw new HpackError('an integer cut off');
-    if (shift > 21) throw new HpackError('an integer too large');
-    const byte = block[at++]!;
-    value += (byte & 0x7f) * 2 ** shift;
-    if ((byte & 0x80) === 0) return [value, at];
+  /** An integer with an N-bit prefix at `this.at` (§5.1); values past 2^28 are refused as hostile. */
+  private readInteger(block: Buffer, prefixBits: number): number {
+    const mask = (1 << prefixBits) - 1;
+    let at = this.at;
+    let value = block[at]! & mask;
+    at++;
+    if (value < mask) {
+      this.at = at;
+      return value;
+    }
+    for (let shift = 0; ; shift += 7) {
+      if (at >= block.length) throw new HpackError('an integer cut off');
+      if (shift > 21) throw new HpackError('an integer too large');
+      const byte = block[at++]!;
+      value += (byte & 0x7f) * 2 ** shift;
+      if ((byte & 0x80) === 0) {
+        this.at = at;
+        return value;
+      }
+    }
   }
-}
 
-/** A string literal (§5.2), Huffman-coded or raw, read as latin1 (header fields are octets). */
-function readString(block: Buffer, at: number): [string, number] {
-  if (at >= block.length) throw new HpackError('a string cut off');
-  const huffman = (block[at]! & 0x80) !== 0;
-  const [length, start] = readInteger(block, at, 7);
-  const end = start + length;
-  if (end > block.length) throw new HpackError('a string longer than its block');
-  if (!huffman) return [block.toString('latin1', start, end), end];
-  try {
-    return [decodeHuffman(block, start, length), end];
-  } catch (err) {
-    if (err instanceof HuffmanError) throw new HpackError(err.message);
-    throw err;
+  /** A string literal at `this.at` (§5.2), Huffman-coded or raw, read as latin1 (header fields are octets). */
+  private readString(block: Buffer): string {
+    if (this.at >= block.length) throw new HpackError('a string cut off');
+    const huffman = (block[this.at]! & 0x80) !== 0;
+    const length = this.readInteger(block, 7);
+    const start = this.at;
+    const end = start + length;
+    if (end > block.length) throw new HpackError('a string longer than its block');
+    this.at = end;
+    if (!huffman) return block.toString('latin1', start, end);
+    try {
+      return decodeHuffman(block, start, length);
+    } catch (err) {
+      if (err instanceof HuffmanError) throw new HpackError(err.message);
+      throw err;
+    }
   }
 }
 
@@ -212,41 +220,66 @@ STATIC_TABLE.forEach(([name], i) => {
  * as a literal without indexing, its name indexed when the static table has the name.
  */
 export function encodeResponseHeaders(status: number, headers: Record<string, string | number>): Buffer {
-  const parts: number[] = [];
-  const statusIndex = STATUS_INDEX[status];
-  if (statusIndex) parts.push(0x80 | statusIndex);
-  else literal(parts, ':status', String(status));
-  for (const name in headers) literal(parts, name, String(headers[name]));
-  return Buffer.from(parts);
+  return Buffer.from(encodeResponseHeadersTransient(status, headers));
 }
 
-function literal(parts: number[], name: string, value: string): void {
+/**
+ * Where response header blocks are encoded: one buffer for the process, grown when a block
+ * needs more. Encoding an answer's headers then allocates nothing (a DoH request used to build
+ * an array of numbers and a Buffer from it).
+ */
+let scratch = Buffer.allocUnsafeSlow(1024);
+
+/**
+ * The same block as encodeResponseHeaders, as a view of a shared buffer that the next call
+ * overwrites: for a caller that copies it at once (the HTTP/2 connection, into its output).
+ */
+export function encodeResponseHeadersTransient(status: number, headers: Record<string, string | number>): Buffer {
+  let at = 0;
+  const statusIndex = STATUS_INDEX[status];
+  if (statusIndex) scratch[at++] = 0x80 | statusIndex;
+  else at = literal(at, ':status', String(status));
+  for (const name in headers) at = literal(at, name, String(headers[name]));
+  return scratch.subarray(0, at);
+}
+
+/** Writes one literal field at `at`, growing the scratch buffer first if it might not fit; returns where it ended. */
+function literal(at: number, name: string, value: string): number {
+  // Each string costs its length and at most 5 bytes of length prefix; the name index as much.
+  const most = at + 1 + 5 + name.length + 5 + value.length + 5;
+  if (most > scratch.length) {
+    const grown = Buffer.allocUnsafeSlow(Math.max(2 * scratch.length, most));
+    scratch.copy(grown, 0, 0, at);
+    scratch = grown;
+  }
   const index = NAME_INDEX.get(name);
   if (index !== undefined) {
-    writeInteger(parts, 0x00, 4, index);
+    at = writeInteger(at, 0x00, 4, index);
   } else {
-    parts.push(0x00);
-    writeString(parts, name);
+    scratch[at++] = 0x00;
+    at = writeString(at, name);
   }
-  writeString(parts, value);
+  return writeString(at, value);
 }
 
-function writeString(parts: number[], text: string): void {
-  writeInteger(parts, 0x00, 7, text.length);
-  for (let i = 0; i < text.length; i++) parts.push(text.charCodeAt(i) & 0xff);
+function writeString(at: number, text: string): number {
+  at = writeInteger(at, 0x00, 7, text.length);
+  for (let i = 0; i < text.length; i++) scratch[at++] = text.charCodeAt(i) & 0xff;
+  return at;
 }
 
-function writeInteger(parts: number[], flags: number, prefixBits: number, value: number): void {
+function writeInteger(at: number, flags: number, prefixBits: number, value: number): number {
   const mask = (1 << prefixBits) - 1;
   if (value < mask) {
-    parts.push(flags | value);
-    return;
+    scratch[at++] = flags | value;
+    return at;
   }
-  parts.push(flags | mask);
+  scratch[at++] = flags | mask;
   value -= mask;
   while (value >= 0x80) {
-    parts.push((value & 0x7f) | 0x80);
+    scratch[at++] = (value & 0x7f) | 0x80;
     value = Math.floor(value / 128);
   }
-  parts.push(value);
+  scratch[at++] = value;
+  return at;
 }

@@ -21,8 +21,6 @@ import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE } from '../../../
 import { answerToJson, DNS_JSON, queryFromParams } from './json.js';
 import type { ObliviousRoles } from './oblivious.js';
 
-const BASE64URL = /^[A-Za-z0-9_-]*$/;
-
 export class DohService {
   constructor(
     private readonly path: string,
@@ -44,14 +42,15 @@ export class DohService {
     let wire: Buffer;
     let json = false;
     if (request.method === 'GET') {
-      const params = new URLSearchParams(queryAt < 0 ? '' : request.path.slice(queryAt + 1));
-      const dns = params.get('dns');
+      const plain = queryAt < 0 ? null : plainDnsParam(request.path, queryAt + 1);
+      const params = plain === null ? new URLSearchParams(queryAt < 0 ? '' : request.path.slice(queryAt + 1)) : null;
+      const dns = plain ?? params!.get('dns');
       if (dns !== null) {
         const decoded = decodeBase64Url(dns);
         if (!decoded) return textReply(400, 'bad request: the dns parameter is not base64url');
         wire = decoded;
-      } else if (params.has('name') || (request.header('accept') ?? '').includes(DNS_JSON)) {
-        const built = queryFromParams(params);
+      } else if (params!.has('name') || (request.header('accept') ?? '').includes(DNS_JSON)) {
+        const built = queryFromParams(params!);
         if (typeof built === 'string') return textReply(400, `bad request: ${built}`);
         wire = built;
         json = true;
@@ -76,12 +75,11 @@ export class DohService {
     // Answers to padded queries are padded too (RFC 8467 §4.1, as the DoT listener does), so
     // their size tells an observer of the encrypted stream as little as the query's did.
     if (!json && hasPadding(wire)) answer = padMessage(answer, RESPONSE_PADDING_BLOCK);
-    const headers: Record<string, string | number> = { 'cache-control': cacheControl(answer) };
     if (json) {
       const body = Buffer.from(answerToJson(answer));
-      return { status: 200, headers: { ...headers, 'content-type': DNS_JSON, 'content-length': body.length }, body };
+      return { status: 200, headers: { 'cache-control': cacheControl(answer), 'content-type': DNS_JSON, 'content-length': body.length }, body };
     }
-    return { status: 200, headers: { ...headers, 'content-type': DNS_MESSAGE, 'content-length': answer.length }, body: answer };
+    return { status: 200, headers: { 'cache-control': cacheControl(answer), 'content-type': DNS_MESSAGE, 'content-length': answer.length }, body: answer };
   }
 
   /**
@@ -123,11 +121,36 @@ function mediaType(header: string | undefined): string | undefined {
   return header?.split(';')[0]!.trim().toLowerCase();
 }
 
-/** Strict base64url (RFC 4648 §5, padding tolerated): Node's decoder would skip bad characters. */
+/**
+ * The `dns` parameter when the query string is that parameter alone and needs no decoding
+ * (no `%`, no `+`): what DoH clients send. Then it is read as it stands, without parsing the
+ * query string into URLSearchParams; null sends every other query string that way.
+ */
+function plainDnsParam(path: string, start: number): string | null {
+  if (!path.startsWith('dns=', start)) return null;
+  for (let i = start + 4; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c === 0x26 /* & */ || c === 0x25 /* % */ || c === 0x2b /* + */) return null;
+  }
+  return path.slice(start + 4);
+}
+
+/**
+ * Strict base64url (RFC 4648 §5, padding tolerated): Node's decoder would skip bad characters.
+ * Checked by character codes, not regular expressions: this runs on every GET.
+ */
 function decodeBase64Url(text: string): Buffer | null {
-  const bare = text.replace(/={1,2}$/, '');
-  if (!BASE64URL.test(bare) || bare.length % 4 === 1) return null;
-  return Buffer.from(bare, 'base64url');
+  let length = text.length;
+  // At most two '=' of padding at the end.
+  if (length > 0 && text.charCodeAt(length - 1) === 0x3d) length--;
+  if (length > 0 && text.charCodeAt(length - 1) === 0x3d) length--;
+  if (length % 4 === 1) return null;
+  for (let i = 0; i < length; i++) {
+    const c = text.charCodeAt(i);
+    const ok = (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f;
+    if (!ok) return null;
+  }
+  return Buffer.from(length === text.length ? text : text.slice(0, length), 'base64url');
 }
 
 /** Why `wire` is not a DNS query we can answer, or null. */
