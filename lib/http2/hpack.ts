@@ -70,6 +70,9 @@ const STATIC_TABLE: readonly (readonly [string, string])[] = [
   ['www-authenticate', ''],
 ];
 
+// Decoded header lists hold these very entries: frozen, so no reader can change the table.
+for (const entry of STATIC_TABLE) Object.freeze(entry);
+
 /** The size of the dynamic table Veil allows (the default of SETTINGS_HEADER_TABLE_SIZE). */
 export const HEADER_TABLE_SIZE = 4096;
 /** An entry's size counts its name and value and 32 bytes of overhead (§4.1). */
@@ -78,13 +81,22 @@ const ENTRY_OVERHEAD = 32;
 /** A header block that cannot be decoded: a connection error (COMPRESSION_ERROR, RFC 9113 §4.3). */
 export class HpackError extends Error {}
 
-/** A request's fields in the order they came. */
+/**
+ * A request's fields in the order they came. A field read from an HPACK table is that table's
+ * entry itself (no copy per request): read it, never change it.
+ */
 export type HeaderList = [name: string, value: string][];
 
 export interface DecodedBlock {
   headers: HeaderList;
   /** The header list's size as RFC 9113 counts it (name + value + 32 per field). */
   size: number;
+  /**
+   * A field of the block is not valid HTTP/2 (RFC 9113 §8.2.1): a name with upper-case letters,
+   * or a value with NUL, CR or LF. Checked as strings are decoded, so a field taken from the
+   * table is not checked again in every request that refers to it.
+   */
+  invalid?: boolean;
 }
 
 export class HpackDecoder {
@@ -92,6 +104,8 @@ export class HpackDecoder {
   private readonly entries: [string, string][] = [];
   private tableSize = 0;
   private maxTableSize = HEADER_TABLE_SIZE;
+  /** Entries of the dynamic table that are not valid fields (rare: a hostile or broken client). */
+  private readonly invalidEntries = new Set<readonly [string, string]>();
   /**
    * Where the integer or string just read ended. A field of the decoder, not a returned tuple:
    * a request's header block is read without allocating anything but its fields.
@@ -107,15 +121,15 @@ export class HpackDecoder {
     let size = 0;
     this.at = 0;
     let fieldSeen = false;
+    let invalid = false;
     while (this.at < block.length) {
       const first = block[this.at]!;
-      let name: string;
-      let value: string;
+      let field: [string, string];
+      let fieldInvalid: boolean;
       if (first & 0x80) {
-        // Indexed field (§6.1).
-        const entry = this.entry(this.readInteger(block, 7));
-        name = entry[0];
-        value = entry[1];
+        // Indexed field (§6.1): the table's entry, checked when it was decoded (or a constant).
+        field = this.entry(this.readInteger(block, 7)) as [string, string];
+        fieldInvalid = this.invalidEntries.size > 0 && this.invalidEntries.has(field);
       } else if ((first & 0xe0) === 0x20) {
         // Dynamic table size update (§6.3): only before the first field of a block.
         const limit = this.readInteger(block, 5);
@@ -128,15 +142,29 @@ export class HpackDecoder {
         // Literal field: with incremental indexing (01), without (0000) or never indexed (0001).
         const indexed = (first & 0xc0) === 0x40;
         const index = this.readInteger(block, indexed ? 6 : 4);
-        name = index === 0 ? this.readString(block) : this.entry(index)[0];
-        value = this.readString(block);
-        if (indexed) this.insert(name, value);
+        let nameInvalid = false;
+        let name: string;
+        if (index === 0) {
+          name = this.readString(block);
+          nameInvalid = hasUpperCase(name);
+        } else {
+          const entry = this.entry(index);
+          name = entry[0];
+          nameInvalid = this.invalidEntries.size > 0 && this.invalidEntries.has(entry) && hasUpperCase(name);
+        }
+        const value = this.readString(block);
+        field = [name, value];
+        fieldInvalid = nameInvalid || hasNulOrLineBreak(value);
+        if (indexed) this.insert(field, fieldInvalid);
       }
       fieldSeen = true;
-      size += name.length + value.length + ENTRY_OVERHEAD;
-      if (size <= maxListSize) headers.push([name, value]);
+      size += field[0].length + field[1].length + ENTRY_OVERHEAD;
+      if (size <= maxListSize) {
+        headers.push(field);
+        if (fieldInvalid) invalid = true; // as the fields collected are judged, not those past the limit
+      }
     }
-    return { headers, size };
+    return { headers, size, invalid };
   }
 
   private entry(index: number): readonly [string, string] {
@@ -147,13 +175,14 @@ export class HpackDecoder {
     return found;
   }
 
-  private insert(name: string, value: string): void {
-    const size = name.length + value.length + ENTRY_OVERHEAD;
+  private insert(field: [string, string], invalid: boolean): void {
+    const size = field[0].length + field[1].length + ENTRY_OVERHEAD;
     // An entry larger than the table empties it and is not added (§4.4).
     this.evict(size);
     if (size <= this.maxTableSize) {
-      this.entries.push([name, value]);
+      this.entries.push(field);
       this.tableSize += size;
+      if (invalid) this.invalidEntries.add(field);
     }
   }
 
@@ -161,8 +190,9 @@ export class HpackDecoder {
   private evict(room: number): void {
     let drop = 0;
     while (this.tableSize + room > this.maxTableSize && drop < this.entries.length) {
-      const [name, value] = this.entries[drop++]!;
-      this.tableSize -= name.length + value.length + ENTRY_OVERHEAD;
+      const entry = this.entries[drop++]!;
+      this.tableSize -= entry[0].length + entry[1].length + ENTRY_OVERHEAD;
+      this.invalidEntries.delete(entry);
     }
     if (drop > 0) this.entries.splice(0, drop);
   }
@@ -206,6 +236,24 @@ export class HpackDecoder {
       throw err;
     }
   }
+}
+
+// Loops over character codes, not regular expressions: literal strings of every request pass here.
+
+function hasUpperCase(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x41 && c <= 0x5a) return true;
+  }
+  return false;
+}
+
+function hasNulOrLineBreak(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0 || c === 0x0a || c === 0x0d) return true;
+  }
+  return false;
 }
 
 /** Static indexes of the names and fields a DoH answer uses. */
