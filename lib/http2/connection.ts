@@ -91,8 +91,6 @@ const EMPTY = Buffer.alloc(0);
  */
 const SLAB_SIZE = 16_384;
 
-/** Header fields that belong to HTTP/1 connections and make an HTTP/2 request malformed (§8.2.2). */
-const CONNECTION_FIELDS = new Set(['connection', 'proxy-connection', 'keep-alive', 'transfer-encoding', 'upgrade']);
 /** The request pseudo-fields (§8.3.1), as bits: a request's are checked for repeats without a Set. */
 const METHOD = 1;
 const SCHEME = 2;
@@ -665,11 +663,12 @@ export class H2ServerConnection {
     while (rest.length > 0) {
       const size = Math.min(rest.length, this.peerMaxFrameSize, this.sendWindow, stream.sendWindow);
       if (size <= 0) break;
-      this.writeFrame(Frame.DATA, size === rest.length ? END_STREAM : 0, stream.id, rest.subarray(0, size));
+      const whole = size === rest.length; // the usual DNS answer: one frame, no views made
+      this.writeFrame(Frame.DATA, whole ? END_STREAM : 0, stream.id, whole ? rest : rest.subarray(0, size));
       this.sendWindow -= size;
       stream.sendWindow -= size;
       this.pendingBytes -= size;
-      rest = rest.subarray(size);
+      rest = whole ? EMPTY : rest.subarray(size);
     }
     stream.pending = rest.length > 0 ? rest : null;
     if (!stream.pending) this.answered(stream);
@@ -716,7 +715,7 @@ export class H2ServerConnection {
       this.pendingBytes -= stream.pending.length;
       stream.pending = null;
     }
-    this.waitingForWindow.delete(stream);
+    if (this.waitingForWindow.size > 0) this.waitingForWindow.delete(stream); // (almost always empty)
     this.clearTimer(stream);
     stream.body = EMPTY;
     if (stream.handling) return;
@@ -775,7 +774,7 @@ export class H2ServerConnection {
   private writeFrame(type: Frame, flags: number, streamId: number, payload: Buffer): void {
     if (this.closed) return;
     const at = this.frameHeader(type, flags, streamId, payload.length);
-    payload.copy(this.slab, at + FRAME_HEADER);
+    this.slab.set(payload, at + FRAME_HEADER);
   }
 
   /** Queues a frame whose payload is one 32-bit number (WINDOW_UPDATE, RST_STREAM). */
@@ -916,7 +915,7 @@ function requestProblem(headers: HeaderList): number | null {
       continue;
     }
     regularSeen = true;
-    if (CONNECTION_FIELDS.has(name) || (name === 'te' && value !== 'trailers')) return null;
+    if (isConnectionField(name) || (name === 'te' && value !== 'trailers')) return null;
     if (name === 'content-length') {
       if (!isDecimal(value) || contentLength >= 0) return null;
       contentLength = Number(value);
@@ -924,6 +923,21 @@ function requestProblem(headers: HeaderList): number | null {
   }
   if (!(pseudo & METHOD) || (!connect && (!path || !(pseudo & SCHEME)))) return null;
   return contentLength;
+}
+
+/** Header fields that belong to HTTP/1 connections and make an HTTP/2 request malformed (§8.2.2). */
+function isConnectionField(name: string): boolean {
+  // A switch, not a Set: names decoded from literals are new strings, which a Set must hash.
+  switch (name) {
+    case 'connection':
+    case 'proxy-connection':
+    case 'keep-alive':
+    case 'transfer-encoding':
+    case 'upgrade':
+      return true;
+    default:
+      return false;
+  }
 }
 
 /** A request pseudo-field's bit, or 0 for a name that is none. */

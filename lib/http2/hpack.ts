@@ -70,9 +70,6 @@ const STATIC_TABLE: readonly (readonly [string, string])[] = [
   ['www-authenticate', ''],
 ];
 
-// Decoded header lists hold these very entries: frozen, so no reader can change the table.
-for (const entry of STATIC_TABLE) Object.freeze(entry);
-
 /** The size of the dynamic table Veil allows (the default of SETTINGS_HEADER_TABLE_SIZE). */
 export const HEADER_TABLE_SIZE = 4096;
 /** An entry's size counts its name and value and 32 bytes of overhead (§4.1). */
