@@ -27,7 +27,7 @@
  */
 import type net from 'node:net';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type HttpReply, type HttpRequest, type RequestHandler } from './message.js';
-import { encodeResponseHeadersTransient, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
+import { encodeResponseHeaders, encodeResponseHeadersInto, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -90,6 +90,8 @@ const EMPTY = Buffer.alloc(0);
  * a busy connection allocates one per this many bytes answered, not a Buffer per frame.
  */
 const SLAB_SIZE = 16_384;
+/** Room made in the output for a reply's header block before encoding it there. */
+const HEADER_BLOCK_ROOM = 1024;
 
 /** The request pseudo-fields (§8.3.1), as bits: a request's are checked for repeats without a Set. */
 const METHOD = 1;
@@ -639,8 +641,7 @@ export class H2ServerConnection {
     // A response to HEAD has the headers of the one to GET and no body (RFC 9110 §9.3.2).
     const body = stream.method === 'HEAD' ? EMPTY : reply.body;
     stream.bodyRefused = reply.status === 413 || reply.status === 408;
-    const block = encodeResponseHeadersTransient(reply.status, reply.headers);
-    this.writeFrame(Frame.HEADERS, END_HEADERS | (body.length === 0 ? END_STREAM : 0), stream.id, block);
+    this.writeHeaders(END_HEADERS | (body.length === 0 ? END_STREAM : 0), stream.id, reply);
     if (body.length === 0) return this.answered(stream);
     stream.pending = body;
     this.pendingBytes += body.length;
@@ -777,6 +778,17 @@ export class H2ServerConnection {
     this.slab.set(payload, at + FRAME_HEADER);
   }
 
+  /** Queues a HEADERS frame of a reply, its block encoded straight into the output. */
+  private writeHeaders(flags: number, streamId: number, reply: HttpReply): void {
+    if (this.closed) return;
+    this.makeRoom(FRAME_HEADER + HEADER_BLOCK_ROOM);
+    const at = this.slabEnd;
+    const end = encodeResponseHeadersInto(reply.status, reply.headers, this.slab, at + FRAME_HEADER);
+    // A block larger than the room (no DoH answer's comes near) is encoded on its own.
+    if (end < 0) return this.writeFrame(Frame.HEADERS, flags, streamId, encodeResponseHeaders(reply.status, reply.headers));
+    this.frameHeader(Frame.HEADERS, flags, streamId, end - at - FRAME_HEADER);
+  }
+
   /** Queues a frame whose payload is one 32-bit number (WINDOW_UPDATE, RST_STREAM). */
   private writeUint32Frame(type: Frame, streamId: number, value: number): void {
     if (this.closed) return;
@@ -784,18 +796,25 @@ export class H2ServerConnection {
     this.slab.writeUInt32BE(value, at + FRAME_HEADER);
   }
 
-  /** Makes room for a frame in the output, writes its header, and returns where the frame starts. */
+  /** Makes sure `size` more bytes fit in the output slab. */
+  private makeRoom(size: number): void {
+    if (this.slabEnd + size <= this.slab.length) return;
+    // A new slab; what is not flushed yet moves along, so a flush is one contiguous write.
+    const unflushed = this.slabEnd - this.slabStart;
+    const next = Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, unflushed + size));
+    this.slab.copy(next, 0, this.slabStart, this.slabEnd);
+    this.slab = next;
+    this.slabStart = 0;
+    this.slabEnd = unflushed;
+  }
+
+  /**
+   * Makes room for a frame in the output, writes its header, and returns where the frame
+   * starts (a payload already written after it, as writeHeaders does, stays where it is).
+   */
   private frameHeader(type: Frame, flags: number, streamId: number, length: number): number {
     const size = FRAME_HEADER + length;
-    if (this.slabEnd + size > this.slab.length) {
-      // A new slab; what is not flushed yet moves along, so a flush is one contiguous write.
-      const unflushed = this.slabEnd - this.slabStart;
-      const next = Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, unflushed + size));
-      this.slab.copy(next, 0, this.slabStart, this.slabEnd);
-      this.slab = next;
-      this.slabStart = 0;
-      this.slabEnd = unflushed;
-    }
+    this.makeRoom(size);
     const slab = this.slab;
     const at = this.slabEnd;
     slab[at] = length >>> 16;

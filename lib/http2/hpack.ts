@@ -265,66 +265,104 @@ STATIC_TABLE.forEach(([name], i) => {
  * as a literal without indexing, its name indexed when the static table has the name.
  */
 export function encodeResponseHeaders(status: number, headers: Record<string, string | number>): Buffer {
-  return Buffer.from(encodeResponseHeadersTransient(status, headers));
+  // Tried in a buffer that doubles until the block fits (a few tries for any real block).
+  for (let size = 256, tries = 0; tries < 40; size *= 2, tries++) {
+    const target = Buffer.allocUnsafe(size);
+    const end = encodeResponseHeadersInto(status, headers, target, 0);
+    if (end >= 0) return target.subarray(0, end);
+  }
+  throw new RangeError('a response header block too large to encode');
 }
 
 /**
- * Where response header blocks are encoded: one buffer for the process, grown when a block
- * needs more. Encoding an answer's headers then allocates nothing (a DoH request used to build
- * an array of numbers and a Buffer from it).
+ * The same block written into `target` at `at`: where it ends, or -1 when it does not fit
+ * (then what was written past `at` means nothing). The HTTP/2 connection encodes straight into
+ * its output this way: no array, no Buffer, no string for a number.
  */
-let scratch = Buffer.allocUnsafeSlow(1024);
-
-/**
- * The same block as encodeResponseHeaders, as a view of a shared buffer that the next call
- * overwrites: for a caller that copies it at once (the HTTP/2 connection, into its output).
- */
-export function encodeResponseHeadersTransient(status: number, headers: Record<string, string | number>): Buffer {
-  let at = 0;
+export function encodeResponseHeadersInto(status: number, headers: Record<string, string | number>, target: Buffer, at: number): number {
   const statusIndex = STATUS_INDEX[status];
-  if (statusIndex) scratch[at++] = 0x80 | statusIndex;
-  else at = literal(at, ':status', String(status));
-  for (const name in headers) at = literal(at, name, String(headers[name]));
-  return scratch.subarray(0, at);
-}
-
-/** Writes one literal field at `at`, growing the scratch buffer first if it might not fit; returns where it ended. */
-function literal(at: number, name: string, value: string): number {
-  // Each string costs its length and at most 5 bytes of length prefix; the name index as much.
-  const most = at + 1 + 5 + name.length + 5 + value.length + 5;
-  if (most > scratch.length) {
-    const grown = Buffer.allocUnsafeSlow(Math.max(2 * scratch.length, most));
-    scratch.copy(grown, 0, 0, at);
-    scratch = grown;
-  }
-  const index = NAME_INDEX.get(name);
-  if (index !== undefined) {
-    at = writeInteger(at, 0x00, 4, index);
+  if (statusIndex) {
+    if (at >= target.length) return -1;
+    target[at++] = 0x80 | statusIndex;
   } else {
-    scratch[at++] = 0x00;
-    at = writeString(at, name);
+    at = literal(target, at, STATUS_NAME_INDEX, String(status));
   }
-  return writeString(at, value);
-}
-
-function writeString(at: number, text: string): number {
-  at = writeInteger(at, 0x00, 7, text.length);
-  for (let i = 0; i < text.length; i++) scratch[at++] = text.charCodeAt(i) & 0xff;
+  for (const name in headers) {
+    if (at < 0) return -1;
+    const value = headers[name]!;
+    const index = staticNameIndex(name);
+    if (index === undefined) {
+      // A name the static table does not have: a literal name (§6.2.2, index 0).
+      if (at + 1 > target.length) return -1;
+      target[at++] = 0x00;
+      at = writeString(target, at, name);
+      if (at >= 0) at = typeof value === 'number' ? writeDecimal(target, at, value) : writeString(target, at, value);
+    } else {
+      at = typeof value === 'number' ? literalNumber(target, at, index, value) : literal(target, at, index, value);
+    }
+  }
   return at;
 }
 
-function writeInteger(at: number, flags: number, prefixBits: number, value: number): number {
+const STATUS_NAME_INDEX = NAME_INDEX.get(':status')!;
+const CACHE_CONTROL_INDEX = NAME_INDEX.get('cache-control')!;
+const CONTENT_TYPE_INDEX = NAME_INDEX.get('content-type')!;
+const CONTENT_LENGTH_INDEX = NAME_INDEX.get('content-length')!;
+
+/** A name's index in the static table: the three every DoH answer carries first (compared as the interned strings they are), then the Map. */
+function staticNameIndex(name: string): number | undefined {
+  if (name === 'content-type') return CONTENT_TYPE_INDEX;
+  if (name === 'content-length') return CONTENT_LENGTH_INDEX;
+  if (name === 'cache-control') return CACHE_CONTROL_INDEX;
+  return NAME_INDEX.get(name);
+}
+
+/** A literal field without indexing whose name is indexed (§6.2.2); -1 when it does not fit. */
+function literal(target: Buffer, at: number, nameIndex: number, value: string): number {
+  at = writeInteger(target, at, 0x00, 4, nameIndex);
+  return at < 0 ? at : writeString(target, at, value);
+}
+
+function literalNumber(target: Buffer, at: number, nameIndex: number, value: number): number {
+  at = writeInteger(target, at, 0x00, 4, nameIndex);
+  return at < 0 ? at : writeDecimal(target, at, value);
+}
+
+/** A string literal, raw (not Huffman-coded); -1 when it does not fit. */
+function writeString(target: Buffer, at: number, text: string): number {
+  at = writeInteger(target, at, 0x00, 7, text.length);
+  if (at < 0 || at + text.length > target.length) return -1;
+  for (let i = 0; i < text.length; i++) target[at++] = text.charCodeAt(i) & 0xff;
+  return at;
+}
+
+/** A number as the string literal of its decimal digits, without making that string (for a whole number). */
+function writeDecimal(target: Buffer, at: number, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0) return writeString(target, at, String(value));
+  let digits = 1;
+  for (let rest = value; rest >= 10; rest = Math.floor(rest / 10)) digits++;
+  if (at + 1 + digits > target.length) return -1;
+  target[at++] = digits; // a length under 127 fits the 7-bit prefix, raw
+  for (let i = digits - 1, rest = value; i >= 0; i--, rest = Math.floor(rest / 10)) target[at + i] = 0x30 + (rest % 10);
+  return at + digits;
+}
+
+/** An integer with an N-bit prefix (§5.1); -1 when it does not fit. */
+function writeInteger(target: Buffer, at: number, flags: number, prefixBits: number, value: number): number {
   const mask = (1 << prefixBits) - 1;
+  if (at >= target.length) return -1;
   if (value < mask) {
-    scratch[at++] = flags | value;
+    target[at++] = flags | value;
     return at;
   }
-  scratch[at++] = flags | mask;
+  target[at++] = flags | mask;
   value -= mask;
   while (value >= 0x80) {
-    scratch[at++] = (value & 0x7f) | 0x80;
+    if (at >= target.length) return -1;
+    target[at++] = (value & 0x7f) | 0x80;
     value = Math.floor(value / 128);
   }
-  scratch[at++] = value;
+  if (at >= target.length) return -1;
+  target[at++] = value;
   return at;
 }

@@ -370,7 +370,7 @@ export class DohListener implements Listener {
     connection.inflight--;
     this.answering(connection, -1);
     if (!connection.closed) respond(reply);
-    const next = connection.queued.shift();
+    const next = connection.queued.length > 0 ? connection.queued.shift() : undefined; // (only HTTP/1.1 queues)
     if (next) next();
     else this.resumeH1(connection);
     if (this.draining && connection.inflight === 0 && !connection.session) this.closeConnection(connection);

@@ -38,9 +38,12 @@ export class DohService {
    */
   serve(request: HttpRequest, client: ClientAddress): Promise<HttpReply> {
     try {
-      const queryAt = request.path.indexOf('?');
-      const pathname = queryAt < 0 ? request.path : request.path.slice(0, queryAt);
-      if (pathname !== this.path) {
+      const path = request.path;
+      const queryAt = path.indexOf('?');
+      // The path compared in place: no substring made for a request to the DoH path.
+      const ours = queryAt < 0 ? path === this.path : queryAt === this.path.length && path.startsWith(this.path);
+      if (!ours) {
+        const pathname = queryAt < 0 ? path : path.slice(0, queryAt);
         if (pathname === CONFIGS_PATH && this.oblivious?.target) return Promise.resolve(this.oblivious.target.configsReply(request.method));
         return Promise.resolve(textReply(404, `not found: DNS queries go to ${this.path}`));
       }
@@ -55,11 +58,11 @@ export class DohService {
 
   /** A GET: the query from `?dns=` (base64url), or the JSON form's `?name=&type=`. */
   private serveGet(request: HttpRequest, client: ClientAddress, queryAt: number): Promise<HttpReply> {
-    const plain = queryAt < 0 ? null : plainDnsParam(request.path, queryAt + 1);
-    const params = plain === null ? new URLSearchParams(queryAt < 0 ? '' : request.path.slice(queryAt + 1)) : null;
-    const dns = plain ?? params!.get('dns');
+    const plainAt = queryAt < 0 ? -1 : plainDnsParam(request.path, queryAt + 1);
+    const params = plainAt < 0 ? new URLSearchParams(queryAt < 0 ? '' : request.path.slice(queryAt + 1)) : null;
+    const dns = plainAt >= 0 ? request.path : params!.get('dns');
     if (dns !== null) {
-      const decoded = decodeBase64Url(dns);
+      const decoded = decodeBase64Url(dns, Math.max(plainAt, 0));
       if (!decoded) return Promise.resolve(textReply(400, 'bad request: the dns parameter is not base64url'));
       return this.serveQuery(request, client, decoded, false);
     }
@@ -153,17 +156,18 @@ function mediaType(header: string | undefined): string | undefined {
 }
 
 /**
- * The `dns` parameter when the query string is that parameter alone and needs no decoding
- * (no `%`, no `+`): what DoH clients send. Then it is read as it stands, without parsing the
- * query string into URLSearchParams; null sends every other query string that way.
+ * Where the `dns` parameter's value starts in `path` when the query string (at `start`) is
+ * that parameter alone and needs no decoding (no `%`, no `+`): what DoH clients send. It is
+ * then read in place, without parsing the query string into URLSearchParams; -1 sends every
+ * other query string that way.
  */
-function plainDnsParam(path: string, start: number): string | null {
-  if (!path.startsWith('dns=', start)) return null;
+function plainDnsParam(path: string, start: number): number {
+  if (!path.startsWith('dns=', start)) return -1;
   for (let i = start + 4; i < path.length; i++) {
     const c = path.charCodeAt(i);
-    if (c === 0x26 /* & */ || c === 0x25 /* % */ || c === 0x2b /* + */) return null;
+    if (c === 0x26 /* & */ || c === 0x25 /* % */ || c === 0x2b /* + */) return -1;
   }
-  return path.slice(start + 4);
+  return start + 4;
 }
 
 /** The value of each base64url digit (RFC 4648 §5) by character code; -1 for a character that is none. */
@@ -175,22 +179,24 @@ const BASE64URL_VALUES = (() => {
 })();
 
 /**
- * Strict base64url (RFC 4648 §5, padding tolerated): Node's decoder would skip bad characters.
+ * The text from `start` as strict base64url (RFC 4648 §5, padding tolerated): Node's decoder
+ * would skip bad characters.
  * Checked and decoded in one pass over the character codes (this runs on every GET): no
  * regular expressions, and no call into Node's decoder for a query of a few dozen characters.
  * Like Node's decoder, 2 or 3 trailing digits give 1 or 2 bytes and their spare bits are dropped.
  */
-function decodeBase64Url(text: string): Buffer | null {
-  let length = text.length;
+function decodeBase64Url(text: string, start: number): Buffer | null {
+  let end = text.length;
   // At most two '=' of padding at the end.
-  if (length > 0 && text.charCodeAt(length - 1) === 0x3d) length--;
-  if (length > 0 && text.charCodeAt(length - 1) === 0x3d) length--;
+  if (end > start && text.charCodeAt(end - 1) === 0x3d) end--;
+  if (end > start && text.charCodeAt(end - 1) === 0x3d) end--;
+  const length = end - start;
   if (length % 4 === 1) return null;
   const out = Buffer.allocUnsafe((length * 3) >>> 2);
   let written = 0;
   let bits = 0;
   let pending = 0;
-  for (let i = 0; i < length; i++) {
+  for (let i = start; i < end; i++) {
     const c = text.charCodeAt(i);
     const value = c < 128 ? BASE64URL_VALUES[c]! : -1;
     if (value < 0) return null;
