@@ -10,6 +10,9 @@
  * not arrive in time, 413 a body over 65535 bytes (no DNS message is larger), 415 another
  * content type.
  */
+// Buffer (and performance) imported, not the globals: in Node 24 the globals are accessors,
+// about 10 ns a use, on every request here.
+import { Buffer } from 'node:buffer';
 import type { ClientAddress, RemoteTrace } from '../../../core/context.js';
 import { HEADER_SIZE, MAX_MESSAGE_SIZE } from '../../../core/dns/constants.js';
 import { hasPadding, padMessage, RESPONSE_PADDING_BLOCK } from '../../../core/dns/edns.js';
