@@ -447,11 +447,22 @@ export function fullRcode(msg: Buffer): number {
 
 /** The smallest TTL over answer and authority records (the OPT "TTL" is not a TTL). */
 export function minimumTtl(msg: Buffer): number | undefined {
+  // Its own walk rather than forEachRecord with a callback: it runs on every DoH answer, and
+  // this way allocates nothing (no closure, no record object per record). Same records, same
+  // errors.
+  let pos = questionSectionEnd(msg);
+  const records = anCount(msg) + nsCount(msg) + arCount(msg);
   let min: number | undefined;
-  forEachRecord(msg, (rr) => {
-    if (rr.type === QType.OPT) return;
-    const ttl = msg.readUInt32BE(rr.fixed + 4);
-    if (min === undefined || ttl < min) min = ttl;
-  });
+  for (let i = 0; i < records; i++) {
+    const fixed = skipName(msg, pos);
+    if (fixed + 10 > msg.length) throw new WireError('record runs past the end of the message');
+    const end = fixed + 10 + msg.readUInt16BE(fixed + 8);
+    if (end > msg.length) throw new WireError('record data runs past the end of the message');
+    if (msg.readUInt16BE(fixed) !== QType.OPT) {
+      const ttl = msg.readUInt32BE(fixed + 4);
+      if (min === undefined || ttl < min) min = ttl;
+    }
+    pos = end;
+  }
   return min;
 }

@@ -25,9 +25,13 @@
  * - refused or malformed streams: 100 at once, then one a second; past that the connection ends;
  * - a connection with no stream open for `idleTimeoutMs` is closed, whatever else it sends.
  */
+// Buffer (and performance) imported, not the globals: in Node 24 the globals are accessors,
+// about 10 ns a use, on every request here.
+import { Buffer } from 'node:buffer';
 import type net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type HttpReply, type HttpRequest, type RequestHandler } from './message.js';
-import { encodeResponseHeaders, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
+import { encodeResponseHeaders, encodeResponseHeadersInto, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -85,10 +89,19 @@ const STRIKES_PER_SECOND = 1;
 const EMPTY_FRAME_BURST = 100;
 const EMPTY_FRAMES_PER_SECOND = 10;
 const EMPTY = Buffer.alloc(0);
+/**
+ * Frames are written into a buffer of this size per connection, which each flush writes from;
+ * a busy connection allocates one per this many bytes answered, not a Buffer per frame.
+ */
+const SLAB_SIZE = 16_384;
+/** Room made in the output for a reply's header block before encoding it there. */
+const HEADER_BLOCK_ROOM = 1024;
 
-/** Header fields that belong to HTTP/1 connections and make an HTTP/2 request malformed (§8.2.2). */
-const CONNECTION_FIELDS = new Set(['connection', 'proxy-connection', 'keep-alive', 'transfer-encoding', 'upgrade']);
-const PSEUDO_FIELDS = new Set([':method', ':scheme', ':authority', ':path']);
+/** The request pseudo-fields (§8.3.1), as bits: a request's are checked for repeats without a Set. */
+const METHOD = 1;
+const SCHEME = 2;
+const AUTHORITY = 4;
+const PATH = 8;
 
 export interface H2Options {
   maxStreams: number;
@@ -144,7 +157,11 @@ class Allowance {
   }
 }
 
-class Stream {
+/**
+ * A stream, which is also the request its handler is given (HttpRequest): no view object and
+ * closures are made per request.
+ */
+class Stream implements HttpRequest {
   /** The client sent END_STREAM: the request is whole. */
   ended = false;
   /** The client reset it, or we did: nothing more is sent on it. */
@@ -165,17 +182,31 @@ class Stream {
   /** What the client may still send us on this stream (our receive window). */
   receiveWindow = DEFAULT_WINDOW;
 
+  readonly method: string;
+  readonly path: string;
+
   constructor(
     readonly id: number,
     readonly headers: HeaderList,
     public sendWindow: number,
     readonly contentLength: number,
-  ) {}
+    /** The connection's body reader (one function per connection, shared by its streams). */
+    private readonly bodyReader: (stream: Stream, limit: number) => Promise<BodyResult>,
+  ) {
+    this.method = this.header(':method') ?? '';
+    this.path = this.header(':path') ?? '';
+  }
+
+  readBody(limit: number): Promise<BodyResult> {
+    return this.bodyReader(this, limit);
+  }
 
   header(name: string): string | undefined {
     let found: string | undefined;
-    for (const [field, value] of this.headers) {
-      if (field === name) found = found === undefined ? value : `${found},${value}`;
+    const headers = this.headers;
+    for (let i = 0; i < headers.length; i++) {
+      const field = headers[i]!;
+      if (field[0] === name) found = found === undefined ? field[1] : `${found},${field[1]}`;
     }
     return found;
   }
@@ -227,9 +258,17 @@ export class H2ServerConnection {
    */
   private readonly waitingForWindow = new Set<Stream>();
   private pendingBytes = 0;
-  private out: Buffer[] = [];
-  private outBytes = 0;
+  /**
+   * Output: frames are written straight into `slab`; bytes from `slabStart` to `slabEnd` are not
+   * flushed yet. A flush writes them as a view and moves `slabStart` on: bytes handed to the
+   * socket are never written over (later frames go after them, or into a new slab).
+   */
+  private slab: Buffer = EMPTY;
+  private slabStart = 0;
+  private slabEnd = 0;
   private flushScheduled = false;
+  /** Given to every stream of this connection (one function, not a closure per request). */
+  private readonly bodyReader = (stream: Stream, limit: number): Promise<BodyResult> => this.readBody(stream, limit);
   private goingAway = false;
   private closed = false;
   private readonly strikes = new Allowance(STRIKE_BURST, STRIKES_PER_SECOND);
@@ -282,7 +321,7 @@ export class H2ServerConnection {
       pendingBytes: this.pendingBytes,
       bodyBytes,
       blockFrames: this.block?.frames ?? 0,
-      unflushedBytes: this.outBytes,
+      unflushedBytes: this.slabEnd - this.slabStart,
       timers,
     };
   }
@@ -378,7 +417,7 @@ export class H2ServerConnection {
       case Frame.PING:
         if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PING on a stream');
         if (payload.length !== 8) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'PING of other than 8 bytes');
-        if (!(flags & ACK)) this.writeFrame(Frame.PING, ACK, 0, Buffer.from(payload));
+        if (!(flags & ACK)) this.writeFrame(Frame.PING, ACK, 0, payload); // copied into the output at once
         return;
       case Frame.GOAWAY:
         if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'GOAWAY on a stream');
@@ -421,7 +460,7 @@ export class H2ServerConnection {
       }
       // HEADER_TABLE_SIZE: our encoder never indexes. MAX_CONCURRENT_STREAMS: we never push.
     }
-    this.writeFrame(Frame.SETTINGS, ACK, 0, Buffer.alloc(0));
+    this.writeFrame(Frame.SETTINGS, ACK, 0, EMPTY);
     this.sendWaiting();
   }
 
@@ -462,11 +501,11 @@ export class H2ServerConnection {
       if (fragment.length < 5) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'HEADERS too short for its priority');
       fragment = fragment.subarray(5);
     }
-    const block: OpenBlock = { streamId, endStream: (flags & END_STREAM) !== 0, fragments: [fragment], size: fragment.length, frames: 1 };
-    if (block.size > this.maxBlockSize) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'a header block over the limit');
-    if (flags & END_HEADERS) return this.onHeaderBlock(block);
+    if (fragment.length > this.maxBlockSize) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'a header block over the limit');
+    // A block in one frame (every request of a usual client) is read from the frame as it is.
+    if (flags & END_HEADERS) return this.onHeaderBlock(streamId, (flags & END_STREAM) !== 0, fragment);
     if (fragment.length === 0) this.countEmptyFrame();
-    this.block = block;
+    this.block = { streamId, endStream: (flags & END_STREAM) !== 0, fragments: [fragment], size: fragment.length, frames: 1 };
     // The rest of the block must follow promptly: until it ends, nothing else can be read.
     this.blockTimer = setTimeout(() => this.fail(new ConnectionError(H2Error.PROTOCOL_ERROR, 'a header block not ended in time')), this.options.requestTimeoutMs);
   }
@@ -482,7 +521,8 @@ export class H2ServerConnection {
     if (block.size > this.maxBlockSize) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'a header block over the limit');
     if (flags & END_HEADERS) {
       this.endBlock();
-      this.onHeaderBlock(block);
+      const bytes = block.fragments.length === 1 ? block.fragments[0]! : Buffer.concat(block.fragments, block.size);
+      this.onHeaderBlock(block.streamId, block.endStream, bytes);
     }
   }
 
@@ -492,8 +532,7 @@ export class H2ServerConnection {
     this.blockTimer = null;
   }
 
-  private onHeaderBlock(block: OpenBlock): void {
-    const bytes = block.fragments.length === 1 ? block.fragments[0]! : Buffer.concat(block.fragments, block.size);
+  private onHeaderBlock(id: number, endStream: boolean, bytes: Buffer): void {
     let decoded;
     try {
       // Every block is decoded, even for a stream that will be refused: the table must stay in step.
@@ -502,14 +541,13 @@ export class H2ServerConnection {
       if (err instanceof HpackError) throw new ConnectionError(H2Error.COMPRESSION_ERROR, err.message);
       throw err;
     }
-    const id = block.streamId;
     const existing = this.streams.get(id);
     if (id <= this.lastStreamId) {
       // Trailers end a request body; anything else on a used stream number is an error.
       // A new stream must take a number above every earlier one (§5.1.1).
       if (!existing) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `HEADERS on stream ${id}, at or below ${this.lastStreamId}`);
       if (existing.ended) return this.resetStream(id, H2Error.STREAM_CLOSED);
-      if (!block.endStream || decoded.headers.some(([name]) => name.startsWith(':'))) return this.malformed(existing);
+      if (!endStream || decoded.headers.some(([name]) => name.startsWith(':'))) return this.malformed(existing);
       return this.endRequest(existing);
     }
     if (id % 2 === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `a client stream with the even number ${id}`);
@@ -520,32 +558,23 @@ export class H2ServerConnection {
       this.strike();
       return this.resetStream(id, H2Error.REFUSED_STREAM);
     }
-    const contentLength = requestProblem(decoded.headers);
+    const contentLength = decoded.invalid ? null : requestProblem(decoded.headers);
     if (contentLength === null) {
       this.strike();
       return this.resetStream(id, H2Error.PROTOCOL_ERROR);
     }
-    const stream = new Stream(id, decoded.headers, this.peerInitialWindow, contentLength);
+    const stream = new Stream(id, decoded.headers, this.peerInitialWindow, contentLength, this.bodyReader);
     this.streams.set(id, stream);
     if (decoded.size > this.options.maxHeaderListSize) {
-      stream.ended = block.endStream;
+      stream.ended = endStream;
       return this.answer(stream, textReply(431, 'request header fields too large'));
     }
-    if (block.endStream) this.endRequest(stream);
+    if (endStream) this.endRequest(stream);
     if (stream.reset) {
       stream.handling = false; // malformed (its content-length lied): never handed over
       return this.forget(stream);
     }
-    this.onRequest(this.viewOf(stream), (reply) => this.answer(stream, reply));
-  }
-
-  private viewOf(stream: Stream): HttpRequest {
-    return {
-      method: stream.header(':method') ?? '',
-      path: stream.header(':path') ?? '',
-      header: (name) => stream.header(name),
-      readBody: (limit) => this.readBody(stream, limit),
-    };
+    this.onRequest(stream, (reply) => this.answer(stream, reply));
   }
 
   private onData(flags: number, streamId: number, payload: Buffer): void {
@@ -573,7 +602,7 @@ export class H2ServerConnection {
     // error (§6.9), so an empty frame is never credited.
     if (kept && payload.length > 0 && !endStream) {
       stream.receiveWindow += payload.length;
-      this.writeFrame(Frame.WINDOW_UPDATE, 0, streamId, windowIncrement(payload.length));
+      this.writeUint32Frame(Frame.WINDOW_UPDATE, streamId, payload.length);
     }
     if (endStream) this.endRequest(stream);
     else if (stream.bodyLimit >= 0 && stream.bodySize > stream.bodyLimit) this.settleBody(stream, bodyTooLarge(stream.bodyLimit));
@@ -614,10 +643,9 @@ export class H2ServerConnection {
     stream.handling = false;
     if (stream.reset || this.closed) return this.forget(stream);
     // A response to HEAD has the headers of the one to GET and no body (RFC 9110 §9.3.2).
-    const body = stream.header(':method') === 'HEAD' ? EMPTY : reply.body;
+    const body = stream.method === 'HEAD' ? EMPTY : reply.body;
     stream.bodyRefused = reply.status === 413 || reply.status === 408;
-    const block = encodeResponseHeaders(reply.status, reply.headers);
-    this.writeFrame(Frame.HEADERS, END_HEADERS | (body.length === 0 ? END_STREAM : 0), stream.id, block);
+    this.writeHeaders(END_HEADERS | (body.length === 0 ? END_STREAM : 0), stream.id, reply);
     if (body.length === 0) return this.answered(stream);
     stream.pending = body;
     this.pendingBytes += body.length;
@@ -640,11 +668,12 @@ export class H2ServerConnection {
     while (rest.length > 0) {
       const size = Math.min(rest.length, this.peerMaxFrameSize, this.sendWindow, stream.sendWindow);
       if (size <= 0) break;
-      this.writeFrame(Frame.DATA, size === rest.length ? END_STREAM : 0, stream.id, rest.subarray(0, size));
+      const whole = size === rest.length; // the usual DNS answer: one frame, no views made
+      this.writeFrame(Frame.DATA, whole ? END_STREAM : 0, stream.id, whole ? rest : rest.subarray(0, size));
       this.sendWindow -= size;
       stream.sendWindow -= size;
       this.pendingBytes -= size;
-      rest = rest.subarray(size);
+      rest = whole ? EMPTY : rest.subarray(size);
     }
     stream.pending = rest.length > 0 ? rest : null;
     if (!stream.pending) this.answered(stream);
@@ -668,7 +697,7 @@ export class H2ServerConnection {
   private answered(stream: Stream): void {
     if (!stream.ended && stream.bodyRefused) {
       stream.reset = true;
-      this.writeFrame(Frame.RST_STREAM, 0, stream.id, errorPayload(H2Error.NO_ERROR));
+      this.writeUint32Frame(Frame.RST_STREAM, stream.id, H2Error.NO_ERROR);
       this.settleBody(stream, bodyCutOff());
     }
     this.forget(stream);
@@ -691,7 +720,7 @@ export class H2ServerConnection {
       this.pendingBytes -= stream.pending.length;
       stream.pending = null;
     }
-    this.waitingForWindow.delete(stream);
+    if (this.waitingForWindow.size > 0) this.waitingForWindow.delete(stream); // (almost always empty)
     this.clearTimer(stream);
     stream.body = EMPTY;
     if (stream.handling) return;
@@ -711,7 +740,7 @@ export class H2ServerConnection {
   }
 
   private resetStream(id: number, code: H2Error): void {
-    this.writeFrame(Frame.RST_STREAM, 0, id, errorPayload(code));
+    this.writeUint32Frame(Frame.RST_STREAM, id, code);
     const stream = this.streams.get(id);
     if (stream) this.abandon(stream);
   }
@@ -729,7 +758,7 @@ export class H2ServerConnection {
   /** Gives back the connection window the DATA just read used. */
   private creditReceived(): void {
     if (this.receiveCredit === 0) return;
-    this.writeFrame(Frame.WINDOW_UPDATE, 0, 0, windowIncrement(this.receiveCredit));
+    this.writeUint32Frame(Frame.WINDOW_UPDATE, 0, this.receiveCredit);
     this.receiveWindow += this.receiveCredit;
     this.receiveCredit = 0;
   }
@@ -746,35 +775,83 @@ export class H2ServerConnection {
     this.writeFrame(Frame.SETTINGS, 0, 0, settings);
   }
 
+  /** Queues a frame; its payload is copied into the output at once (it may be a transient view). */
   private writeFrame(type: Frame, flags: number, streamId: number, payload: Buffer): void {
     if (this.closed) return;
-    const header = Buffer.allocUnsafe(FRAME_HEADER);
-    header[0] = payload.length >>> 16;
-    header[1] = (payload.length >>> 8) & 0xff;
-    header[2] = payload.length & 0xff;
-    header[3] = type;
-    header[4] = flags;
-    header.writeUInt32BE(streamId, 5);
-    this.out.push(header, payload);
-    this.outBytes += FRAME_HEADER + payload.length;
+    const at = this.frameHeader(type, flags, streamId, payload.length);
+    this.slab.set(payload, at + FRAME_HEADER);
+  }
+
+  /** Queues a HEADERS frame of a reply, its block encoded straight into the output. */
+  private writeHeaders(flags: number, streamId: number, reply: HttpReply): void {
+    if (this.closed) return;
+    this.makeRoom(FRAME_HEADER + HEADER_BLOCK_ROOM);
+    const at = this.slabEnd;
+    const end = encodeResponseHeadersInto(reply.status, reply.headers, this.slab, at + FRAME_HEADER);
+    // A block larger than the room (no DoH answer's comes near) is encoded on its own.
+    if (end < 0) return this.writeFrame(Frame.HEADERS, flags, streamId, encodeResponseHeaders(reply.status, reply.headers));
+    this.frameHeader(Frame.HEADERS, flags, streamId, end - at - FRAME_HEADER);
+  }
+
+  /** Queues a frame whose payload is one 32-bit number (WINDOW_UPDATE, RST_STREAM). */
+  private writeUint32Frame(type: Frame, streamId: number, value: number): void {
+    if (this.closed) return;
+    const at = this.frameHeader(type, 0, streamId, 4);
+    this.slab.writeUInt32BE(value, at + FRAME_HEADER);
+  }
+
+  /** Makes sure `size` more bytes fit in the output slab. */
+  private makeRoom(size: number): void {
+    if (this.slabEnd + size <= this.slab.length) return;
+    // A new slab; what is not flushed yet moves along, so a flush is one contiguous write.
+    const unflushed = this.slabEnd - this.slabStart;
+    const next = Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, unflushed + size));
+    this.slab.copy(next, 0, this.slabStart, this.slabEnd);
+    this.slab = next;
+    this.slabStart = 0;
+    this.slabEnd = unflushed;
+  }
+
+  /**
+   * Makes room for a frame in the output, writes its header, and returns where the frame
+   * starts (a payload already written after it, as writeHeaders does, stays where it is).
+   */
+  private frameHeader(type: Frame, flags: number, streamId: number, length: number): number {
+    const size = FRAME_HEADER + length;
+    this.makeRoom(size);
+    const slab = this.slab;
+    const at = this.slabEnd;
+    slab[at] = length >>> 16;
+    slab[at + 1] = (length >>> 8) & 0xff;
+    slab[at + 2] = length & 0xff;
+    slab[at + 3] = type;
+    slab[at + 4] = flags;
+    slab.writeUInt32BE(streamId, at + 5);
+    this.slabEnd = at + size;
     if (!this.flushScheduled) {
       // Everything written while this turn of the event loop lasts (answers from the cache
       // resolve in it) goes out in one write.
       this.flushScheduled = true;
       setImmediate(this.flush);
     }
+    return at;
   }
 
   private readonly flush = (): void => {
     this.flushScheduled = false;
-    if (this.closed || this.out.length === 0) return;
-    const bytes = Buffer.concat(this.out, this.outBytes);
-    this.out = [];
-    this.outBytes = 0;
+    if (this.closed || this.slabEnd === this.slabStart) return;
+    const bytes = this.slab.subarray(this.slabStart, this.slabEnd);
+    this.slabStart = this.slabEnd; // the next frames go after these, never over them
     this.socket.write(bytes);
     // A client that does not read its answers is not read either, until it catches up.
     if (this.socket.writableLength > WRITE_HIGH_WATER) this.socket.pause();
   };
+
+  private dropSlab(): void {
+    this.slab = EMPTY;
+    this.slabStart = 0;
+    this.slabEnd = 0;
+  }
 
   /** Idle means no stream open: PINGs, SETTINGS and empty frames do not keep a connection. */
   private readonly checkIdle = (): void => {
@@ -782,6 +859,10 @@ export class H2ServerConnection {
     if (this.closed) return;
     const idleFor = performance.now() - this.idleSince;
     if (this.streams.size === 0 && idleFor >= this.options.idleTimeoutMs - 1) return this.fail(new ConnectionError(H2Error.NO_ERROR, 'idle'));
+    // A connection with nothing open at this check lets its output slab go (a new one is made
+    // when it writes again). One in use keeps it: dropping it at every flush that leaves no
+    // stream open cost a 16 KiB allocation a flush.
+    if (this.streams.size === 0 && this.slabEnd === this.slabStart) this.dropSlab();
     const wait = this.streams.size === 0 ? this.options.idleTimeoutMs - idleFor : this.options.idleTimeoutMs;
     this.idleTimer = setTimeout(this.checkIdle, wait);
   };
@@ -814,8 +895,7 @@ export class H2ServerConnection {
 
   /** The connection is done: streams are cut off and every timer and buffer is let go. */
   private release(): void {
-    this.out = [];
-    this.outBytes = 0;
+    this.dropSlab();
     this.input = [];
     this.endBlock();
     if (this.idleTimer) clearTimeout(this.idleTimer);
@@ -834,36 +914,79 @@ export class H2ServerConnection {
 
 /**
  * The content-length a request declares (-1 for none), or null when it is malformed (§8.3):
- * pseudo-fields unknown, repeated, missing or after a regular field; upper-case names; fields
- * of HTTP/1 connections; control characters in values.
+ * pseudo-fields unknown, repeated, missing or after a regular field; empty names; fields of
+ * HTTP/1 connections. (Upper-case names and NUL, CR, LF in values the HPACK decoder finds, as
+ * it decodes each string: DecodedBlock.invalid.)
  */
 function requestProblem(headers: HeaderList): number | null {
   let regularSeen = false;
-  let method = false;
+  let pseudo = 0;
   let path = false;
-  let scheme = false;
+  let connect = false;
   let contentLength = -1;
-  const pseudo = new Set<string>();
-  for (const [name, value] of headers) {
-    if (name.length === 0 || /[A-Z]/.test(name) || /[\0\r\n]/.test(value)) return null;
+  for (let i = 0; i < headers.length; i++) {
+    const field = headers[i]!;
+    const name = field[0];
+    const value = field[1];
+    if (name.length === 0) return null;
     if (name.charCodeAt(0) === 0x3a /* : */) {
-      if (regularSeen || !PSEUDO_FIELDS.has(name) || pseudo.has(name)) return null;
-      pseudo.add(name);
-      if (name === ':method') method = true;
-      else if (name === ':path') path = value.length > 0;
-      else if (name === ':scheme') scheme = true;
+      const bit = pseudoBit(name);
+      if (regularSeen || bit === 0 || pseudo & bit) return null;
+      pseudo |= bit;
+      if (bit === METHOD) connect = value === 'CONNECT';
+      else if (bit === PATH) path = value.length > 0;
       continue;
     }
     regularSeen = true;
-    if (CONNECTION_FIELDS.has(name) || (name === 'te' && value !== 'trailers')) return null;
+    if (isConnectionField(name) || (name === 'te' && value !== 'trailers')) return null;
     if (name === 'content-length') {
-      if (!/^\d{1,10}$/.test(value) || contentLength >= 0) return null;
+      if (!isDecimal(value) || contentLength >= 0) return null;
       contentLength = Number(value);
     }
   }
-  const connect = headers.some(([name, value]) => name === ':method' && value === 'CONNECT');
-  if (!method || (!connect && (!path || !scheme))) return null;
+  if (!(pseudo & METHOD) || (!connect && (!path || !(pseudo & SCHEME)))) return null;
   return contentLength;
+}
+
+/** Header fields that belong to HTTP/1 connections and make an HTTP/2 request malformed (§8.2.2). */
+function isConnectionField(name: string): boolean {
+  // A switch, not a Set: names decoded from literals are new strings, which a Set must hash.
+  switch (name) {
+    case 'connection':
+    case 'proxy-connection':
+    case 'keep-alive':
+    case 'transfer-encoding':
+    case 'upgrade':
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** A request pseudo-field's bit, or 0 for a name that is none. */
+function pseudoBit(name: string): number {
+  switch (name) {
+    case ':method':
+      return METHOD;
+    case ':scheme':
+      return SCHEME;
+    case ':authority':
+      return AUTHORITY;
+    case ':path':
+      return PATH;
+    default:
+      return 0;
+  }
+}
+
+/** 1 to 10 decimal digits (as /^\d{1,10}$/). */
+function isDecimal(text: string): boolean {
+  if (text.length === 0 || text.length > 10) return false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
 }
 
 /** A frame's payload without its padding (§6.1). */
@@ -873,18 +996,6 @@ function unpad(flags: number, payload: Buffer): Buffer {
   const padding = payload[0]!;
   if (padding >= payload.length) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'padding as long as the frame');
   return payload.subarray(1, payload.length - padding);
-}
-
-function windowIncrement(bytes: number): Buffer {
-  const payload = Buffer.allocUnsafe(4);
-  payload.writeUInt32BE(bytes, 0);
-  return payload;
-}
-
-function errorPayload(code: H2Error): Buffer {
-  const payload = Buffer.allocUnsafe(4);
-  payload.writeUInt32BE(code, 0);
-  return payload;
 }
 
 function goawayPayload(lastStreamId: number, code: H2Error): Buffer {

@@ -3,6 +3,9 @@
  * dynamic table the client's encoder keeps in step with, and an encoder for responses that
  * never indexes (so it keeps no table, and the client's table setting cannot matter to it).
  */
+// Buffer (and performance) imported, not the globals: in Node 24 the globals are accessors,
+// about 10 ns a use, on every request here.
+import { Buffer } from 'node:buffer';
 import { decodeHuffman, HuffmanError } from './huffman.js';
 
 /** Appendix A: index 1–61. */
@@ -78,13 +81,22 @@ const ENTRY_OVERHEAD = 32;
 /** A header block that cannot be decoded: a connection error (COMPRESSION_ERROR, RFC 9113 §4.3). */
 export class HpackError extends Error {}
 
-/** A request's fields in the order they came. */
+/**
+ * A request's fields in the order they came. A field read from an HPACK table is that table's
+ * entry itself (no copy per request): read it, never change it.
+ */
 export type HeaderList = [name: string, value: string][];
 
 export interface DecodedBlock {
   headers: HeaderList;
   /** The header list's size as RFC 9113 counts it (name + value + 32 per field). */
   size: number;
+  /**
+   * A field of the block is not valid HTTP/2 (RFC 9113 §8.2.1): a name with upper-case letters,
+   * or a value with NUL, CR or LF. Checked as strings are decoded, so a field taken from the
+   * table is not checked again in every request that refers to it.
+   */
+  invalid?: boolean;
 }
 
 export class HpackDecoder {
@@ -92,6 +104,13 @@ export class HpackDecoder {
   private readonly entries: [string, string][] = [];
   private tableSize = 0;
   private maxTableSize = HEADER_TABLE_SIZE;
+  /** Entries of the dynamic table that are not valid fields (rare: a hostile or broken client). */
+  private readonly invalidEntries = new Set<readonly [string, string]>();
+  /**
+   * Where the integer or string just read ended. A field of the decoder, not a returned tuple:
+   * a request's header block is read without allocating anything but its fields.
+   */
+  private at = 0;
 
   /**
    * Decodes one complete header block. Fields are collected only while the list stays within
@@ -100,21 +119,20 @@ export class HpackDecoder {
   decode(block: Buffer, maxListSize: number): DecodedBlock {
     const headers: HeaderList = [];
     let size = 0;
-    let at = 0;
+    this.at = 0;
     let fieldSeen = false;
-    while (at < block.length) {
-      const first = block[at]!;
-      let name: string;
-      let value: string;
+    let invalid = false;
+    while (this.at < block.length) {
+      const first = block[this.at]!;
+      let field: [string, string];
+      let fieldInvalid: boolean;
       if (first & 0x80) {
-        // Indexed field (§6.1).
-        const [index, next] = readInteger(block, at, 7);
-        at = next;
-        [name, value] = this.entry(index);
+        // Indexed field (§6.1): the table's entry, checked when it was decoded (or a constant).
+        field = this.entry(this.readInteger(block, 7)) as [string, string];
+        fieldInvalid = this.invalidEntries.size > 0 && this.invalidEntries.has(field);
       } else if ((first & 0xe0) === 0x20) {
         // Dynamic table size update (§6.3): only before the first field of a block.
-        const [limit, next] = readInteger(block, at, 5);
-        at = next;
+        const limit = this.readInteger(block, 5);
         if (fieldSeen) throw new HpackError('a table size update after a header field');
         if (limit > HEADER_TABLE_SIZE) throw new HpackError(`a table size of ${limit}, over the ${HEADER_TABLE_SIZE} allowed`);
         this.maxTableSize = limit;
@@ -123,21 +141,30 @@ export class HpackDecoder {
       } else {
         // Literal field: with incremental indexing (01), without (0000) or never indexed (0001).
         const indexed = (first & 0xc0) === 0x40;
-        const [index, afterIndex] = readInteger(block, at, indexed ? 6 : 4);
-        at = afterIndex;
+        const index = this.readInteger(block, indexed ? 6 : 4);
+        let nameInvalid = false;
+        let name: string;
         if (index === 0) {
-          [name, at] = readString(block, at);
+          name = this.readString(block);
+          nameInvalid = hasUpperCase(name);
         } else {
-          name = this.entry(index)[0];
+          const entry = this.entry(index);
+          name = entry[0];
+          nameInvalid = this.invalidEntries.size > 0 && this.invalidEntries.has(entry) && hasUpperCase(name);
         }
-        [value, at] = readString(block, at);
-        if (indexed) this.insert(name, value);
+        const value = this.readString(block);
+        field = [name, value];
+        fieldInvalid = nameInvalid || hasNulOrLineBreak(value);
+        if (indexed) this.insert(field, fieldInvalid);
       }
       fieldSeen = true;
-      size += name.length + value.length + ENTRY_OVERHEAD;
-      if (size <= maxListSize) headers.push([name, value]);
+      size += field[0].length + field[1].length + ENTRY_OVERHEAD;
+      if (size <= maxListSize) {
+        headers.push(field);
+        if (fieldInvalid) invalid = true; // as the fields collected are judged, not those past the limit
+      }
     }
-    return { headers, size };
+    return { headers, size, invalid };
   }
 
   private entry(index: number): readonly [string, string] {
@@ -148,13 +175,14 @@ export class HpackDecoder {
     return found;
   }
 
-  private insert(name: string, value: string): void {
-    const size = name.length + value.length + ENTRY_OVERHEAD;
+  private insert(field: [string, string], invalid: boolean): void {
+    const size = field[0].length + field[1].length + ENTRY_OVERHEAD;
     // An entry larger than the table empties it and is not added (§4.4).
     this.evict(size);
     if (size <= this.maxTableSize) {
-      this.entries.push([name, value]);
+      this.entries.push(field);
       this.tableSize += size;
+      if (invalid) this.invalidEntries.add(field);
     }
   }
 
@@ -162,42 +190,70 @@ export class HpackDecoder {
   private evict(room: number): void {
     let drop = 0;
     while (this.tableSize + room > this.maxTableSize && drop < this.entries.length) {
-      const [name, value] = this.entries[drop++]!;
-      this.tableSize -= name.length + value.length + ENTRY_OVERHEAD;
+      const entry = this.entries[drop++]!;
+      this.tableSize -= entry[0].length + entry[1].length + ENTRY_OVERHEAD;
+      this.invalidEntries.delete(entry);
     }
     if (drop > 0) this.entries.splice(0, drop);
   }
-}
 
-/** An integer with an N-bit prefix (§5.1); values past 2^28 are refused as hostile. */
-function readInteger(block: Buffer, at: number, prefixBits: number): [number, number] {
-  const mask = (1 << prefixBits) - 1;
-  let value = block[at]! & mask;
-  at++;
-  if (value < mask) return [value, at];
-  for (let shift = 0; ; shift += 7) {
-    if (at >= block.length) throw new HpackError('an integer cut off');
-    if (shift > 21) throw new HpackError('an integer too large');
-    const byte = block[at++]!;
-    value += (byte & 0x7f) * 2 ** shift;
-    if ((byte & 0x80) === 0) return [value, at];
+  /** An integer with an N-bit prefix at `this.at` (§5.1); values past 2^28 are refused as hostile. */
+  private readInteger(block: Buffer, prefixBits: number): number {
+    const mask = (1 << prefixBits) - 1;
+    let at = this.at;
+    let value = block[at]! & mask;
+    at++;
+    if (value < mask) {
+      this.at = at;
+      return value;
+    }
+    for (let shift = 0; ; shift += 7) {
+      if (at >= block.length) throw new HpackError('an integer cut off');
+      if (shift > 21) throw new HpackError('an integer too large');
+      const byte = block[at++]!;
+      value += (byte & 0x7f) * 2 ** shift;
+      if ((byte & 0x80) === 0) {
+        this.at = at;
+        return value;
+      }
+    }
+  }
+
+  /** A string literal at `this.at` (§5.2), Huffman-coded or raw, read as latin1 (header fields are octets). */
+  private readString(block: Buffer): string {
+    if (this.at >= block.length) throw new HpackError('a string cut off');
+    const huffman = (block[this.at]! & 0x80) !== 0;
+    const length = this.readInteger(block, 7);
+    const start = this.at;
+    const end = start + length;
+    if (end > block.length) throw new HpackError('a string longer than its block');
+    this.at = end;
+    if (!huffman) return block.toString('latin1', start, end);
+    try {
+      return decodeHuffman(block, start, length);
+    } catch (err) {
+      if (err instanceof HuffmanError) throw new HpackError(err.message);
+      throw err;
+    }
   }
 }
 
-/** A string literal (§5.2), Huffman-coded or raw, read as latin1 (header fields are octets). */
-function readString(block: Buffer, at: number): [string, number] {
-  if (at >= block.length) throw new HpackError('a string cut off');
-  const huffman = (block[at]! & 0x80) !== 0;
-  const [length, start] = readInteger(block, at, 7);
-  const end = start + length;
-  if (end > block.length) throw new HpackError('a string longer than its block');
-  if (!huffman) return [block.toString('latin1', start, end), end];
-  try {
-    return [decodeHuffman(block, start, length), end];
-  } catch (err) {
-    if (err instanceof HuffmanError) throw new HpackError(err.message);
-    throw err;
+// Loops over character codes, not regular expressions: literal strings of every request pass here.
+
+function hasUpperCase(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x41 && c <= 0x5a) return true;
   }
+  return false;
+}
+
+function hasNulOrLineBreak(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0 || c === 0x0a || c === 0x0d) return true;
+  }
+  return false;
 }
 
 /** Static indexes of the names and fields a DoH answer uses. */
@@ -212,41 +268,104 @@ STATIC_TABLE.forEach(([name], i) => {
  * as a literal without indexing, its name indexed when the static table has the name.
  */
 export function encodeResponseHeaders(status: number, headers: Record<string, string | number>): Buffer {
-  const parts: number[] = [];
+  // Tried in a buffer that doubles until the block fits (a few tries for any real block).
+  for (let size = 256, tries = 0; tries < 40; size *= 2, tries++) {
+    const target = Buffer.allocUnsafe(size);
+    const end = encodeResponseHeadersInto(status, headers, target, 0);
+    if (end >= 0) return target.subarray(0, end);
+  }
+  throw new RangeError('a response header block too large to encode');
+}
+
+/**
+ * The same block written into `target` at `at`: where it ends, or -1 when it does not fit
+ * (then what was written past `at` means nothing). The HTTP/2 connection encodes straight into
+ * its output this way: no array, no Buffer, no string for a number.
+ */
+export function encodeResponseHeadersInto(status: number, headers: Record<string, string | number>, target: Buffer, at: number): number {
   const statusIndex = STATUS_INDEX[status];
-  if (statusIndex) parts.push(0x80 | statusIndex);
-  else literal(parts, ':status', String(status));
-  for (const name in headers) literal(parts, name, String(headers[name]));
-  return Buffer.from(parts);
-}
-
-function literal(parts: number[], name: string, value: string): void {
-  const index = NAME_INDEX.get(name);
-  if (index !== undefined) {
-    writeInteger(parts, 0x00, 4, index);
+  if (statusIndex) {
+    if (at >= target.length) return -1;
+    target[at++] = 0x80 | statusIndex;
   } else {
-    parts.push(0x00);
-    writeString(parts, name);
+    at = literal(target, at, STATUS_NAME_INDEX, String(status));
   }
-  writeString(parts, value);
+  for (const name in headers) {
+    if (at < 0) return -1;
+    const value = headers[name]!;
+    const index = staticNameIndex(name);
+    if (index === undefined) {
+      // A name the static table does not have: a literal name (§6.2.2, index 0).
+      if (at + 1 > target.length) return -1;
+      target[at++] = 0x00;
+      at = writeString(target, at, name);
+      if (at >= 0) at = typeof value === 'number' ? writeDecimal(target, at, value) : writeString(target, at, value);
+    } else {
+      at = typeof value === 'number' ? literalNumber(target, at, index, value) : literal(target, at, index, value);
+    }
+  }
+  return at;
 }
 
-function writeString(parts: number[], text: string): void {
-  writeInteger(parts, 0x00, 7, text.length);
-  for (let i = 0; i < text.length; i++) parts.push(text.charCodeAt(i) & 0xff);
+const STATUS_NAME_INDEX = NAME_INDEX.get(':status')!;
+const CACHE_CONTROL_INDEX = NAME_INDEX.get('cache-control')!;
+const CONTENT_TYPE_INDEX = NAME_INDEX.get('content-type')!;
+const CONTENT_LENGTH_INDEX = NAME_INDEX.get('content-length')!;
+
+/** A name's index in the static table: the three every DoH answer carries first (compared as the interned strings they are), then the Map. */
+function staticNameIndex(name: string): number | undefined {
+  if (name === 'content-type') return CONTENT_TYPE_INDEX;
+  if (name === 'content-length') return CONTENT_LENGTH_INDEX;
+  if (name === 'cache-control') return CACHE_CONTROL_INDEX;
+  return NAME_INDEX.get(name);
 }
 
-function writeInteger(parts: number[], flags: number, prefixBits: number, value: number): void {
+/** A literal field without indexing whose name is indexed (§6.2.2); -1 when it does not fit. */
+function literal(target: Buffer, at: number, nameIndex: number, value: string): number {
+  at = writeInteger(target, at, 0x00, 4, nameIndex);
+  return at < 0 ? at : writeString(target, at, value);
+}
+
+function literalNumber(target: Buffer, at: number, nameIndex: number, value: number): number {
+  at = writeInteger(target, at, 0x00, 4, nameIndex);
+  return at < 0 ? at : writeDecimal(target, at, value);
+}
+
+/** A string literal, raw (not Huffman-coded); -1 when it does not fit. */
+function writeString(target: Buffer, at: number, text: string): number {
+  at = writeInteger(target, at, 0x00, 7, text.length);
+  if (at < 0 || at + text.length > target.length) return -1;
+  for (let i = 0; i < text.length; i++) target[at++] = text.charCodeAt(i) & 0xff;
+  return at;
+}
+
+/** A number as the string literal of its decimal digits, without making that string (for a whole number). */
+function writeDecimal(target: Buffer, at: number, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0) return writeString(target, at, String(value));
+  let digits = 1;
+  for (let rest = value; rest >= 10; rest = Math.floor(rest / 10)) digits++;
+  if (at + 1 + digits > target.length) return -1;
+  target[at++] = digits; // a length under 127 fits the 7-bit prefix, raw
+  for (let i = digits - 1, rest = value; i >= 0; i--, rest = Math.floor(rest / 10)) target[at + i] = 0x30 + (rest % 10);
+  return at + digits;
+}
+
+/** An integer with an N-bit prefix (§5.1); -1 when it does not fit. */
+function writeInteger(target: Buffer, at: number, flags: number, prefixBits: number, value: number): number {
   const mask = (1 << prefixBits) - 1;
+  if (at >= target.length) return -1;
   if (value < mask) {
-    parts.push(flags | value);
-    return;
+    target[at++] = flags | value;
+    return at;
   }
-  parts.push(flags | mask);
+  target[at++] = flags | mask;
   value -= mask;
   while (value >= 0x80) {
-    parts.push((value & 0x7f) | 0x80);
+    if (at >= target.length) return -1;
+    target[at++] = (value & 0x7f) | 0x80;
     value = Math.floor(value / 128);
   }
-  parts.push(value);
+  if (at >= target.length) return -1;
+  target[at++] = value;
+  return at;
 }

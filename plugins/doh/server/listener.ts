@@ -21,7 +21,7 @@ import { unmapIpv4, type Endpoint } from '../../../core/net/address.js';
 import { AddressRanges } from '../../../core/net/cidr.js';
 import { clientKey } from '../../../core/util/token-buckets.js';
 import { PREFACE as H2_PREFACE } from '../../../lib/http2/connection.js';
-import { headerText, textReply, type HttpReply, type HttpRequest } from '../../../lib/http2/message.js';
+import { headerText, textReply, type BodyResult, type HttpReply, type HttpRequest } from '../../../lib/http2/message.js';
 import { http2Server, type Http2Connection, type Http2Server } from '../../../lib/http2/server.js';
 import { readStreamBody } from '../../../lib/http2/stream-body.js';
 import { ObliviousRoles } from './oblivious.js';
@@ -45,6 +45,33 @@ interface Connection {
 }
 
 const noop = (): void => {};
+
+/**
+ * The request as the service sees it: the server's, with its body read counted as waiting for
+ * the client (DohListener.readBodyCounted). A class rather than a view object with closures,
+ * and the server's request is left as it is.
+ */
+class CountedRequest implements HttpRequest {
+  readonly method: string;
+  readonly path: string;
+
+  constructor(
+    private readonly inner: HttpRequest,
+    private readonly listener: DohListener,
+    private readonly connection: Connection,
+  ) {
+    this.method = inner.method;
+    this.path = inner.path;
+  }
+
+  header(name: string): string | undefined {
+    return this.inner.header(name);
+  }
+
+  readBody(limit: number): Promise<BodyResult> {
+    return this.listener.readBodyCounted(this.connection, this.inner, limit);
+  }
+}
 const CLIENT_PREFIXES = { ipv4Prefix: 32, ipv6Prefix: 56 };
 
 export class DohListener implements Listener {
@@ -320,17 +347,7 @@ export class DohListener implements Listener {
     connection.inflight++;
     this.answering(connection, 1);
     const client = this.clientFor(connection, view);
-    // While a body arrives the connection waits for its client, not for us: it counts as idle.
-    const readBodyOf = view.readBody;
-    view.readBody = async (limit) => {
-      this.answering(connection, -1);
-      try {
-        return await readBodyOf(limit);
-      } finally {
-        this.answering(connection, 1);
-      }
-    };
-    this.service.serve(view, client).then(
+    this.service.serve(new CountedRequest(view, this, connection), client).then(
       (reply) => this.done(connection, respond, reply),
       (err: Error) => {
         this.env.logger.error(`${this.endpoint.text}: ${err.message}`);
@@ -339,11 +356,21 @@ export class DohListener implements Listener {
     );
   }
 
+  /** While a body arrives the connection waits for its client, not for us: it counts as idle. */
+  async readBodyCounted(connection: Connection, view: HttpRequest, limit: number): Promise<BodyResult> {
+    this.answering(connection, -1);
+    try {
+      return await view.readBody(limit);
+    } finally {
+      this.answering(connection, 1);
+    }
+  }
+
   private done(connection: Connection, respond: (reply: HttpReply) => void, reply: HttpReply): void {
     connection.inflight--;
     this.answering(connection, -1);
     if (!connection.closed) respond(reply);
-    const next = connection.queued.shift();
+    const next = connection.queued.length > 0 ? connection.queued.shift() : undefined; // (only HTTP/1.1 queues)
     if (next) next();
     else this.resumeH1(connection);
     if (this.draining && connection.inflight === 0 && !connection.session) this.closeConnection(connection);
