@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { UpstreamResponseError, UpstreamTimeoutError } from '../core/errors.js';
 import { MemoryLogger } from '../core/logger.js';
 import { Failure, H2ClientConnection } from '../lib/http2/client-connection.js';
-import { PREFACE } from '../lib/http2/connection.js';
+import { PREFACE } from '../lib/http2/protocol.js';
 import { HpackDecoder, type HeaderList } from '../lib/http2/hpack.js';
 import { HttpsConnections, type Http2Client } from '../lib/https-client/connections.js';
 import { ConnectionLost } from '../lib/https-client/exchange.js';

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { after, before, describe, it } from 'node:test';
-import { PREFACE } from '../lib/http2/connection.js';
+import { PREFACE } from '../lib/http2/protocol.js';
 import { encodeResponseHeaders, HpackDecoder, HpackError } from '../lib/http2/hpack.js';
 import { decodeHuffman, encodeHuffman, HuffmanError } from '../lib/http2/huffman.js';
 import { block, E, echo, GET, h2Frame, integer, RawClient, startServer, T, text, type H2TestServer } from './helpers/h2-frames.js';

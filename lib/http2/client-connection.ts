@@ -28,45 +28,8 @@ import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type tls from 'node:tls';
 import { HpackDecoder, HpackError, type HeaderList } from './hpack.js';
-import { PREFACE } from './connection.js';
+import { DEFAULT_WINDOW, Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE, MAX_WINDOW, PREFACE, Setting } from './protocol.js';
 
-const DATA = 0x0;
-const HEADERS = 0x1;
-const PRIORITY = 0x2;
-const RST_STREAM = 0x3;
-const SETTINGS = 0x4;
-const PUSH_PROMISE = 0x5;
-const PING = 0x6;
-const GOAWAY = 0x7;
-const WINDOW_UPDATE = 0x8;
-const CONTINUATION = 0x9;
-
-const END_STREAM = 0x1;
-const ACK = 0x1;
-const END_HEADERS = 0x4;
-const PADDED = 0x8;
-const PRIORITY_FLAG = 0x20;
-
-const NO_ERROR = 0x0;
-const PROTOCOL_ERROR = 0x1;
-const INTERNAL_ERROR = 0x2;
-const FLOW_CONTROL_ERROR = 0x3;
-const FRAME_SIZE_ERROR = 0x6;
-const REFUSED_STREAM = 0x7;
-const CANCEL = 0x8;
-const COMPRESSION_ERROR = 0x9;
-const ENHANCE_YOUR_CALM = 0xb;
-
-const SETTINGS_ENABLE_PUSH = 0x2;
-const SETTINGS_MAX_CONCURRENT_STREAMS = 0x3;
-const SETTINGS_INITIAL_WINDOW_SIZE = 0x4;
-const SETTINGS_MAX_FRAME_SIZE = 0x5;
-const SETTINGS_MAX_HEADER_LIST_SIZE = 0x6;
-
-const FRAME_HEADER = 9;
-const MAX_FRAME_SIZE = 16_384;
-const DEFAULT_WINDOW = 65_535;
-const MAX_WINDOW = 2 ** 31 - 1;
 const MAX_STREAM_ID = 2 ** 31 - 1;
 /** What each stream may receive (we never credit a stream: no answer we take is larger). */
 const STREAM_WINDOW = 128 * 1024;
@@ -228,7 +191,7 @@ export class H2ClientConnection {
     this.maxStreams = options.maxStreams ?? 256;
     this.writeRaw(PREFACE);
     this.writeSettings();
-    this.writeFrame(WINDOW_UPDATE, 0, 0, uint32(CONNECTION_WINDOW - DEFAULT_WINDOW));
+    this.writeFrame(Frame.WINDOW_UPDATE, 0, 0, uint32(CONNECTION_WINDOW - DEFAULT_WINDOW));
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('drain', () => {
       if (!this.closed) socket.resume();
@@ -311,13 +274,13 @@ export class H2ClientConnection {
     const blockLength = prefix.length + 3 + length.length;
     if (blockLength > this.peerMaxFrameSize) return false;
     const frames = Buffer.allocUnsafe(2 * FRAME_HEADER + blockLength + size);
-    let at = writeFrameHeader(frames, 0, blockLength, HEADERS, END_HEADERS, stream.id);
+    let at = writeFrameHeader(frames, 0, blockLength, Frame.HEADERS, Flag.END_HEADERS, stream.id);
     at += prefix.copy(frames, at);
     frames[at++] = 0x0f;
     frames[at++] = 28 - 15;
     frames[at++] = length.length;
     at += frames.write(length, at, 'latin1');
-    at = writeFrameHeader(frames, at, size, DATA, END_STREAM, stream.id);
+    at = writeFrameHeader(frames, at, size, Frame.DATA, Flag.END_STREAM, stream.id);
     body.copy(frames, at);
     this.sendWindow -= size;
     stream.sendWindow -= size;
@@ -368,12 +331,12 @@ export class H2ClientConnection {
    * Frames are queued whole and in order, so nothing comes between them.
    */
   private writeHeaders(id: number, block: Buffer, endStream: boolean): void {
-    const last = endStream ? END_STREAM : 0;
-    if (block.length <= this.peerMaxFrameSize) return this.writeFrame(HEADERS, END_HEADERS | last, id, block);
+    const last = endStream ? Flag.END_STREAM : 0;
+    if (block.length <= this.peerMaxFrameSize) return this.writeFrame(Frame.HEADERS, Flag.END_HEADERS | last, id, block);
     for (let at = 0; at < block.length; at += this.peerMaxFrameSize) {
       const end = Math.min(at + this.peerMaxFrameSize, block.length);
-      const flags = (at === 0 ? last : 0) | (end === block.length ? END_HEADERS : 0);
-      this.writeFrame(at === 0 ? HEADERS : CONTINUATION, flags, id, block.subarray(at, end));
+      const flags = (at === 0 ? last : 0) | (end === block.length ? Flag.END_HEADERS : 0);
+      this.writeFrame(at === 0 ? Frame.HEADERS : Frame.CONTINUATION, flags, id, block.subarray(at, end));
     }
   }
 
@@ -383,7 +346,7 @@ export class H2ClientConnection {
     while (rest.length > 0) {
       const size = Math.min(rest.length, this.peerMaxFrameSize, this.sendWindow, stream.sendWindow);
       if (size <= 0) break;
-      this.writeFrame(DATA, size === rest.length ? END_STREAM : 0, stream.id, rest.subarray(0, size));
+      this.writeFrame(Frame.DATA, size === rest.length ? Flag.END_STREAM : 0, stream.id, rest.subarray(0, size));
       this.sendWindow -= size;
       stream.sendWindow -= size;
       rest = rest.subarray(size);
@@ -402,15 +365,15 @@ export class H2ClientConnection {
 
   private writeSettings(): void {
     const settings = Buffer.alloc(24);
-    settings.writeUInt16BE(SETTINGS_ENABLE_PUSH, 0);
+    settings.writeUInt16BE(Setting.ENABLE_PUSH, 0);
     settings.writeUInt32BE(0, 2);
-    settings.writeUInt16BE(SETTINGS_MAX_CONCURRENT_STREAMS, 6);
+    settings.writeUInt16BE(Setting.MAX_CONCURRENT_STREAMS, 6);
     settings.writeUInt32BE(0, 8); // the server opens no streams (no push)
-    settings.writeUInt16BE(SETTINGS_INITIAL_WINDOW_SIZE, 12);
+    settings.writeUInt16BE(Setting.INITIAL_WINDOW_SIZE, 12);
     settings.writeUInt32BE(STREAM_WINDOW, 14);
-    settings.writeUInt16BE(SETTINGS_MAX_HEADER_LIST_SIZE, 18);
+    settings.writeUInt16BE(Setting.MAX_HEADER_LIST_SIZE, 18);
     settings.writeUInt32BE(this.maxHeaderListSize, 20);
-    this.writeFrame(SETTINGS, 0, 0, settings);
+    this.writeFrame(Frame.SETTINGS, 0, 0, settings);
   }
 
   private writeFrame(type: number, flags: number, streamId: number, payload: Buffer): void {
@@ -460,7 +423,7 @@ export class H2ClientConnection {
     try {
       this.readFrames(data);
     } catch (err) {
-      this.fail(err instanceof ConnectionError ? err : err instanceof HpackError ? new ConnectionError(COMPRESSION_ERROR, err.message) : new ConnectionError(INTERNAL_ERROR, (err as Error).message));
+      this.fail(err instanceof ConnectionError ? err : err instanceof HpackError ? new ConnectionError(H2Error.COMPRESSION_ERROR, err.message) : new ConnectionError(H2Error.INTERNAL_ERROR, (err as Error).message));
     }
   }
 
@@ -472,7 +435,7 @@ export class H2ClientConnection {
         break;
       }
       const length = (data[at]! << 16) | (data[at + 1]! << 8) | data[at + 2]!;
-      if (length > MAX_FRAME_SIZE) throw new ConnectionError(FRAME_SIZE_ERROR, `a frame of ${length} bytes`);
+      if (length > MAX_FRAME_SIZE) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, `a frame of ${length} bytes`);
       if (data.length - at < FRAME_HEADER + length) {
         this.keep(data.subarray(at), FRAME_HEADER + length);
         break;
@@ -487,7 +450,7 @@ export class H2ClientConnection {
     // Credited in large steps, not after every read: a WINDOW_UPDATE a read would be a frame (and
     // often a TLS write) for every few answers, while the window is far from spent.
     if (this.receiveCredit >= CREDIT_STEP && !this.closed) {
-      this.writeFrame(WINDOW_UPDATE, 0, 0, uint32(this.receiveCredit));
+      this.writeFrame(Frame.WINDOW_UPDATE, 0, 0, uint32(this.receiveCredit));
       this.receiveWindow += this.receiveCredit;
       this.receiveCredit = 0;
     }
@@ -503,35 +466,35 @@ export class H2ClientConnection {
   private frame(type: number, flags: number, streamId: number, payload: Buffer): void {
     if (!this.settingsSeen) {
       // §3.4: the server's preface is a SETTINGS frame.
-      if (type !== SETTINGS || flags & ACK) throw new ConnectionError(PROTOCOL_ERROR, 'the first frame is not SETTINGS');
+      if (type !== Frame.SETTINGS || flags & Flag.ACK) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'the first frame is not SETTINGS');
       this.settingsSeen = true;
     }
-    if (this.block && type !== CONTINUATION) throw new ConnectionError(PROTOCOL_ERROR, 'a frame inside a header block');
+    if (this.block && type !== Frame.CONTINUATION) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'a frame inside a header block');
     switch (type) {
-      case DATA:
+      case Frame.DATA:
         return this.onData(flags, streamId, payload);
-      case HEADERS:
+      case Frame.HEADERS:
         return this.onHeaders(flags, streamId, payload);
-      case CONTINUATION:
+      case Frame.CONTINUATION:
         return this.onContinuation(flags, streamId, payload);
-      case PRIORITY:
-        if (streamId === 0) throw new ConnectionError(PROTOCOL_ERROR, 'PRIORITY on stream 0');
+      case Frame.PRIORITY:
+        if (streamId === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PRIORITY on stream 0');
         return this.countIdleFrame();
-      case RST_STREAM:
+      case Frame.RST_STREAM:
         return this.onReset(streamId, payload);
-      case SETTINGS:
+      case Frame.SETTINGS:
         return this.onSettings(flags, streamId, payload);
-      case PUSH_PROMISE:
-        throw new ConnectionError(PROTOCOL_ERROR, 'PUSH_PROMISE with push disabled');
-      case PING:
-        if (streamId !== 0) throw new ConnectionError(PROTOCOL_ERROR, 'PING on a stream');
-        if (payload.length !== 8) throw new ConnectionError(FRAME_SIZE_ERROR, 'PING of other than 8 bytes');
-        if (flags & ACK) return;
+      case Frame.PUSH_PROMISE:
+        throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PUSH_PROMISE with push disabled');
+      case Frame.PING:
+        if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PING on a stream');
+        if (payload.length !== 8) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'PING of other than 8 bytes');
+        if (flags & Flag.ACK) return;
         this.countIdleFrame();
-        return this.writeFrame(PING, ACK, 0, Buffer.from(payload));
-      case GOAWAY:
+        return this.writeFrame(Frame.PING, Flag.ACK, 0, Buffer.from(payload));
+      case Frame.GOAWAY:
         return this.onGoaway(streamId, payload);
-      case WINDOW_UPDATE:
+      case Frame.WINDOW_UPDATE:
         return this.onWindowUpdate(streamId, payload);
       default:
         // Unknown frame types are ignored (§5.5), and counted.
@@ -541,28 +504,28 @@ export class H2ClientConnection {
 
   /** Frames on a stream the server may not have started or may not start (even: push). */
   private checkStreamId(streamId: number, what: string): void {
-    if (streamId === 0) throw new ConnectionError(PROTOCOL_ERROR, `${what} on stream 0`);
-    if ((streamId & 1) === 0 || streamId >= this.nextStreamId) throw new ConnectionError(PROTOCOL_ERROR, `${what} on stream ${streamId}, which we did not open`);
+    if (streamId === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `${what} on stream 0`);
+    if ((streamId & 1) === 0 || streamId >= this.nextStreamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `${what} on stream ${streamId}, which we did not open`);
   }
 
   private onData(flags: number, streamId: number, payload: Buffer): void {
     this.checkStreamId(streamId, 'DATA');
     this.receiveWindow -= payload.length;
-    if (this.receiveWindow < 0) throw new ConnectionError(FLOW_CONTROL_ERROR, 'DATA past the connection window');
+    if (this.receiveWindow < 0) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'DATA past the connection window');
     this.receiveCredit += payload.length;
     const data = unpad(flags, payload);
-    const endStream = (flags & END_STREAM) !== 0;
+    const endStream = (flags & Flag.END_STREAM) !== 0;
     if (data.length === 0 && !endStream) this.countIdleFrame();
     const stream = this.streams.get(streamId);
     if (!stream) return; // a stream we finished or cancelled: the server may not know yet
     stream.receiveWindow -= payload.length;
-    if (stream.receiveWindow < 0) return this.cancel(stream, FLOW_CONTROL_ERROR, Failure.Broken, 'DATA past the stream window');
-    if (!stream.answered) return this.cancel(stream, PROTOCOL_ERROR, Failure.Broken, 'DATA before the response head');
+    if (stream.receiveWindow < 0) return this.cancel(stream, H2Error.FLOW_CONTROL_ERROR, Failure.Broken, 'DATA past the stream window');
+    if (!stream.answered) return this.cancel(stream, H2Error.PROTOCOL_ERROR, Failure.Broken, 'DATA before the response head');
     if (data.length > 0) {
       stream.size += data.length;
-      if (stream.size > stream.maxBytes) return this.cancel(stream, CANCEL, Failure.TooLarge, `answer larger than ${stream.maxBytes} bytes`);
+      if (stream.size > stream.maxBytes) return this.cancel(stream, H2Error.CANCEL, Failure.TooLarge, `answer larger than ${stream.maxBytes} bytes`);
       this.buffered += data.length;
-      if (this.buffered > MAX_BUFFERED) throw new ConnectionError(ENHANCE_YOUR_CALM, 'too many answer bytes held');
+      if (this.buffered > MAX_BUFFERED) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'too many answer bytes held');
       stream.held += data.length;
       stream.chunks.push(data);
     }
@@ -572,12 +535,12 @@ export class H2ClientConnection {
   private onHeaders(flags: number, streamId: number, payload: Buffer): void {
     this.checkStreamId(streamId, 'HEADERS');
     let fragment = unpad(flags, payload);
-    if (flags & PRIORITY_FLAG) {
-      if (fragment.length < 5) throw new ConnectionError(FRAME_SIZE_ERROR, 'HEADERS too short for its priority');
+    if (flags & Flag.PRIORITY) {
+      if (fragment.length < 5) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'HEADERS too short for its priority');
       fragment = fragment.subarray(5);
     }
-    const endStream = (flags & END_STREAM) !== 0;
-    if (flags & END_HEADERS) return this.onHeaderBlock(streamId, endStream, fragment);
+    const endStream = (flags & Flag.END_STREAM) !== 0;
+    if (flags & Flag.END_HEADERS) return this.onHeaderBlock(streamId, endStream, fragment);
     if (fragment.length === 0) this.countIdleFrame();
     this.block = { streamId, endStream, fragments: [fragment], size: fragment.length, frames: 1 };
     this.checkBlock();
@@ -585,13 +548,13 @@ export class H2ClientConnection {
 
   private onContinuation(flags: number, streamId: number, payload: Buffer): void {
     const block = this.block;
-    if (!block || block.streamId !== streamId) throw new ConnectionError(PROTOCOL_ERROR, 'CONTINUATION without a header block before it');
-    if (payload.length === 0 && !(flags & END_HEADERS)) this.countIdleFrame();
+    if (!block || block.streamId !== streamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'CONTINUATION without a header block before it');
+    if (payload.length === 0 && !(flags & Flag.END_HEADERS)) this.countIdleFrame();
     block.fragments.push(payload);
     block.size += payload.length;
     block.frames++;
     this.checkBlock();
-    if (!(flags & END_HEADERS)) return;
+    if (!(flags & Flag.END_HEADERS)) return;
     this.block = null;
     this.onHeaderBlock(streamId, block.endStream, Buffer.concat(block.fragments, block.size));
   }
@@ -599,7 +562,7 @@ export class H2ClientConnection {
   /** A header block (CONTINUATION flood, oversized headers) is bounded in bytes and frames. */
   private checkBlock(): void {
     const block = this.block!;
-    if (block.size > this.maxBlockSize || block.frames > this.maxBlockFrames) throw new ConnectionError(ENHANCE_YOUR_CALM, 'response header block too large');
+    if (block.size > this.maxBlockSize || block.frames > this.maxBlockFrames) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'response header block too large');
   }
 
   private onHeaderBlock(streamId: number, endStream: boolean, fragment: Buffer): void {
@@ -607,75 +570,75 @@ export class H2ClientConnection {
     const { headers, size } = this.decoder.decode(fragment, this.maxHeaderListSize);
     const stream = this.streams.get(streamId);
     if (!stream) return;
-    if (size > this.maxHeaderListSize) return this.cancel(stream, CANCEL, Failure.Broken, 'response headers too large');
+    if (size > this.maxHeaderListSize) return this.cancel(stream, H2Error.CANCEL, Failure.Broken, 'response headers too large');
     if (stream.answered) {
       // Trailers: they must end the stream (§8.1), and are not read.
-      if (!endStream) return this.cancel(stream, PROTOCOL_ERROR, Failure.Broken, 'a second header block that does not end the stream');
+      if (!endStream) return this.cancel(stream, H2Error.PROTOCOL_ERROR, Failure.Broken, 'a second header block that does not end the stream');
       return this.complete(stream);
     }
     const status = statusOf(headers);
-    if (status === null) return this.cancel(stream, PROTOCOL_ERROR, Failure.Broken, 'a response without a valid :status');
+    if (status === null) return this.cancel(stream, H2Error.PROTOCOL_ERROR, Failure.Broken, 'a response without a valid :status');
     if (status >= 100 && status < 200) {
       // Informational (100, 103): the final head follows; one that ends the stream is malformed.
-      if (endStream || status === 101) return this.cancel(stream, PROTOCOL_ERROR, Failure.Broken, `an informational ${status} response`);
+      if (endStream || status === 101) return this.cancel(stream, H2Error.PROTOCOL_ERROR, Failure.Broken, `an informational ${status} response`);
       return this.countIdleFrame();
     }
     stream.answered = true;
     const problem = stream.handler.head(status, headers);
-    if (problem !== null) return this.cancel(stream, CANCEL, Failure.Broken, problem);
+    if (problem !== null) return this.cancel(stream, H2Error.CANCEL, Failure.Broken, problem);
     if (endStream) this.complete(stream);
   }
 
   private onReset(streamId: number, payload: Buffer): void {
-    if (streamId === 0) throw new ConnectionError(PROTOCOL_ERROR, 'RST_STREAM on stream 0');
-    if (payload.length !== 4) throw new ConnectionError(FRAME_SIZE_ERROR, 'RST_STREAM of other than 4 bytes');
+    if (streamId === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'RST_STREAM on stream 0');
+    if (payload.length !== 4) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'RST_STREAM of other than 4 bytes');
     this.checkStreamId(streamId, 'RST_STREAM');
     const stream = this.streams.get(streamId);
     if (!stream) return;
     const code = payload.readUInt32BE(0);
     // Reset before any answer (or refused, §8.7): the request was not processed; send it again elsewhere.
-    const lost = !stream.answered || code === REFUSED_STREAM;
+    const lost = !stream.answered || code === H2Error.REFUSED_STREAM;
     this.finish(stream, lost ? Failure.Lost : Failure.Broken, `stream reset by the server (code ${code})`, null);
   }
 
   private onSettings(flags: number, streamId: number, payload: Buffer): void {
-    if (streamId !== 0) throw new ConnectionError(PROTOCOL_ERROR, 'SETTINGS on a stream');
-    if (flags & ACK) {
-      if (payload.length !== 0) throw new ConnectionError(FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
+    if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'SETTINGS on a stream');
+    if (flags & Flag.ACK) {
+      if (payload.length !== 0) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
       return;
     }
-    if (payload.length % 6 !== 0) throw new ConnectionError(FRAME_SIZE_ERROR, 'SETTINGS of a length not a multiple of 6');
+    if (payload.length % 6 !== 0) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'SETTINGS of a length not a multiple of 6');
     this.countIdleFrame();
     for (let at = 0; at < payload.length; at += 6) {
       const id = payload.readUInt16BE(at);
       const value = payload.readUInt32BE(at + 2);
-      if (id === SETTINGS_MAX_CONCURRENT_STREAMS) {
+      if (id === Setting.MAX_CONCURRENT_STREAMS) {
         this.peerMaxStreams = value;
-      } else if (id === SETTINGS_INITIAL_WINDOW_SIZE) {
-        if (value > MAX_WINDOW) throw new ConnectionError(FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
+      } else if (id === Setting.INITIAL_WINDOW_SIZE) {
+        if (value > MAX_WINDOW) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
         // §6.9.2: open streams' windows move by the change.
         const delta = value - this.peerInitialWindow;
         this.peerInitialWindow = value;
         for (const stream of this.streams.values()) {
           stream.sendWindow += delta;
-          if (stream.sendWindow > MAX_WINDOW) throw new ConnectionError(FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
+          if (stream.sendWindow > MAX_WINDOW) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
           if (stream.pending && stream.sendWindow > 0) this.waitingForWindow.add(stream);
         }
-      } else if (id === SETTINGS_MAX_FRAME_SIZE) {
-        if (value < MAX_FRAME_SIZE || value > 2 ** 24 - 1) throw new ConnectionError(PROTOCOL_ERROR, `SETTINGS_MAX_FRAME_SIZE of ${value}`);
+      } else if (id === Setting.MAX_FRAME_SIZE) {
+        if (value < MAX_FRAME_SIZE || value > 2 ** 24 - 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `SETTINGS_MAX_FRAME_SIZE of ${value}`);
         this.peerMaxFrameSize = value;
-      } else if (id === SETTINGS_ENABLE_PUSH) {
-        if (value > 1) throw new ConnectionError(PROTOCOL_ERROR, `SETTINGS_ENABLE_PUSH of ${value}`);
+      } else if (id === Setting.ENABLE_PUSH) {
+        if (value > 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `SETTINGS_ENABLE_PUSH of ${value}`);
       }
       // HEADER_TABLE_SIZE: we never index, so the server's table size cannot matter; others are ignored (§6.5.2).
     }
-    this.writeFrame(SETTINGS, ACK, 0, Buffer.alloc(0));
+    this.writeFrame(Frame.SETTINGS, Flag.ACK, 0, Buffer.alloc(0));
     this.sendWaiting();
   }
 
   private onGoaway(streamId: number, payload: Buffer): void {
-    if (streamId !== 0) throw new ConnectionError(PROTOCOL_ERROR, 'GOAWAY on a stream');
-    if (payload.length < 8) throw new ConnectionError(FRAME_SIZE_ERROR, 'GOAWAY shorter than 8 bytes');
+    if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'GOAWAY on a stream');
+    if (payload.length < 8) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'GOAWAY shorter than 8 bytes');
     const lastStreamId = payload.readUInt32BE(0) & 0x7fffffff;
     const code = payload.readUInt32BE(4);
     this.retire();
@@ -686,20 +649,20 @@ export class H2ClientConnection {
   }
 
   private onWindowUpdate(streamId: number, payload: Buffer): void {
-    if (payload.length !== 4) throw new ConnectionError(FRAME_SIZE_ERROR, 'WINDOW_UPDATE of other than 4 bytes');
+    if (payload.length !== 4) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'WINDOW_UPDATE of other than 4 bytes');
     const increment = payload.readUInt32BE(0) & 0x7fffffff;
     if (streamId === 0) {
-      if (increment === 0) throw new ConnectionError(PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
+      if (increment === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
       this.sendWindow += increment;
-      if (this.sendWindow > MAX_WINDOW) throw new ConnectionError(FLOW_CONTROL_ERROR, 'connection window above 2^31-1');
+      if (this.sendWindow > MAX_WINDOW) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'connection window above 2^31-1');
       return this.sendWaiting();
     }
     this.checkStreamId(streamId, 'WINDOW_UPDATE');
     const stream = this.streams.get(streamId);
     if (!stream) return;
-    if (increment === 0) return this.cancel(stream, PROTOCOL_ERROR, Failure.Broken, 'WINDOW_UPDATE of 0');
+    if (increment === 0) return this.cancel(stream, H2Error.PROTOCOL_ERROR, Failure.Broken, 'WINDOW_UPDATE of 0');
     stream.sendWindow += increment;
-    if (stream.sendWindow > MAX_WINDOW) return this.cancel(stream, FLOW_CONTROL_ERROR, Failure.Broken, 'stream window above 2^31-1');
+    if (stream.sendWindow > MAX_WINDOW) return this.cancel(stream, H2Error.FLOW_CONTROL_ERROR, Failure.Broken, 'stream window above 2^31-1');
     if (stream.pending) {
       this.waitingForWindow.add(stream);
       this.sendWaiting();
@@ -708,7 +671,7 @@ export class H2ClientConnection {
 
   /** Frames that cost work and carry nothing: a server that keeps sending them is cut off. */
   private countIdleFrame(): void {
-    if (!this.idleFrames.take()) throw new ConnectionError(ENHANCE_YOUR_CALM, 'too many frames that carry nothing');
+    if (!this.idleFrames.take()) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'too many frames that carry nothing');
   }
 
   // --- Streams ending ---
@@ -722,7 +685,7 @@ export class H2ClientConnection {
 
   /** We give the stream up: the server is told (RST_STREAM), the caller gets the failure. */
   private cancel(stream: ClientStream, code: number, failure: Failure, message: string): void {
-    this.writeFrame(RST_STREAM, 0, stream.id, uint32(code));
+    this.writeFrame(Frame.RST_STREAM, 0, stream.id, uint32(code));
     this.finish(stream, failure, message, null);
   }
 
@@ -762,9 +725,9 @@ export class H2ClientConnection {
       if (stream.deadline > now) continue;
       // Nothing answered since this stream began: the connection itself is stuck.
       if (this.lastAnswerAt < stream.startedAt || this.block) stuck = true;
-      this.cancel(stream, CANCEL, Failure.Timeout, 'no answer in time');
+      this.cancel(stream, H2Error.CANCEL, Failure.Timeout, 'no answer in time');
     }
-    if (this.block && stuck) return this.fail(new ConnectionError(PROTOCOL_ERROR, 'a header block left unfinished'));
+    if (this.block && stuck) return this.fail(new ConnectionError(H2Error.PROTOCOL_ERROR, 'a header block left unfinished'));
     if (stuck) this.retire();
     if (this.closed) return;
     if (this.streams.size > 0) return this.schedule(SWEEP_MS);
@@ -778,7 +741,7 @@ export class H2ClientConnection {
   /** Retired and nothing in flight: a polite GOAWAY, then the connection ends. */
   private shutdown(): void {
     if (this.closed) return;
-    this.writeFrame(GOAWAY, 0, 0, goawayPayload(0, NO_ERROR));
+    this.writeFrame(Frame.GOAWAY, 0, 0, goawayPayload(0, H2Error.NO_ERROR));
     this.flush();
     this.closeSocket();
   }
@@ -786,7 +749,7 @@ export class H2ClientConnection {
   /** A connection error (§5.4.1): GOAWAY with its code, then close; streams in flight fail. */
   private fail(error: ConnectionError): void {
     if (this.closed) return;
-    this.writeFrame(GOAWAY, 0, 0, goawayPayload(0, error.code));
+    this.writeFrame(Frame.GOAWAY, 0, 0, goawayPayload(0, error.code));
     this.flush();
     this.closeSocket();
     this.onClose(`HTTP/2 error from the server: ${error.message}`);
@@ -882,10 +845,10 @@ function writeFrameHeader(into: Buffer, at: number, length: number, type: number
 
 /** A frame's payload without its padding (§6.1). */
 function unpad(flags: number, payload: Buffer): Buffer {
-  if (!(flags & PADDED)) return payload;
-  if (payload.length < 1) throw new ConnectionError(FRAME_SIZE_ERROR, 'a padded frame with no pad length');
+  if (!(flags & Flag.PADDED)) return payload;
+  if (payload.length < 1) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'a padded frame with no pad length');
   const padding = payload[0]!;
-  if (padding >= payload.length) throw new ConnectionError(PROTOCOL_ERROR, 'padding as long as the frame');
+  if (padding >= payload.length) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'padding as long as the frame');
   return payload.subarray(1, payload.length - padding);
 }
 

@@ -32,51 +32,8 @@ import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type HttpReply, type HttpRequest, type RequestHandler } from './message.js';
 import { encodeResponseHeaders, encodeResponseHeadersInto, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
+import { DEFAULT_WINDOW, Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE, MAX_WINDOW, PREFACE, Setting } from './protocol.js';
 
-export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-
-const enum Frame {
-  DATA = 0x0,
-  HEADERS = 0x1,
-  PRIORITY = 0x2,
-  RST_STREAM = 0x3,
-  SETTINGS = 0x4,
-  PUSH_PROMISE = 0x5,
-  PING = 0x6,
-  GOAWAY = 0x7,
-  WINDOW_UPDATE = 0x8,
-  CONTINUATION = 0x9,
-}
-
-const END_STREAM = 0x1;
-const ACK = 0x1;
-const END_HEADERS = 0x4;
-const PADDED = 0x8;
-const PRIORITY_FLAG = 0x20;
-
-export const enum H2Error {
-  NO_ERROR = 0x0,
-  PROTOCOL_ERROR = 0x1,
-  INTERNAL_ERROR = 0x2,
-  FLOW_CONTROL_ERROR = 0x3,
-  STREAM_CLOSED = 0x5,
-  FRAME_SIZE_ERROR = 0x6,
-  REFUSED_STREAM = 0x7,
-  CANCEL = 0x8,
-  COMPRESSION_ERROR = 0x9,
-  ENHANCE_YOUR_CALM = 0xb,
-}
-
-const SETTINGS_ENABLE_PUSH = 0x2;
-const SETTINGS_MAX_CONCURRENT_STREAMS = 0x3;
-const SETTINGS_INITIAL_WINDOW_SIZE = 0x4;
-const SETTINGS_MAX_FRAME_SIZE = 0x5;
-const SETTINGS_MAX_HEADER_LIST_SIZE = 0x6;
-
-const FRAME_HEADER = 9;
-const MAX_FRAME_SIZE = 16_384;
-const DEFAULT_WINDOW = 65_535;
-const MAX_WINDOW = 2 ** 31 - 1;
 /** Bytes waiting to be written, or waiting for the client's window, past which we hold back. */
 const WRITE_HIGH_WATER = 1 << 20;
 /** The largest request body kept: no DNS message is larger. */
@@ -390,7 +347,7 @@ export class H2ServerConnection {
 
   private frame(type: number, flags: number, streamId: number, payload: Buffer): void {
     if (!this.settingsSeen) {
-      if (type !== Frame.SETTINGS || flags & ACK) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'the first frame is not SETTINGS');
+      if (type !== Frame.SETTINGS || flags & Flag.ACK) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'the first frame is not SETTINGS');
       this.settingsSeen = true;
     }
     if (this.block && type !== Frame.CONTINUATION) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'a frame inside a header block');
@@ -417,7 +374,7 @@ export class H2ServerConnection {
       case Frame.PING:
         if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'PING on a stream');
         if (payload.length !== 8) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'PING of other than 8 bytes');
-        if (!(flags & ACK)) this.writeFrame(Frame.PING, ACK, 0, payload); // copied into the output at once
+        if (!(flags & Flag.ACK)) this.writeFrame(Frame.PING, Flag.ACK, 0, payload); // copied into the output at once
         return;
       case Frame.GOAWAY:
         if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'GOAWAY on a stream');
@@ -433,7 +390,7 @@ export class H2ServerConnection {
 
   private onSettings(flags: number, streamId: number, payload: Buffer): void {
     if (streamId !== 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'SETTINGS on a stream');
-    if (flags & ACK) {
+    if (flags & Flag.ACK) {
       if (payload.length !== 0) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'a SETTINGS acknowledgement with a payload');
       return;
     }
@@ -441,8 +398,8 @@ export class H2ServerConnection {
     for (let at = 0; at < payload.length; at += 6) {
       const id = payload.readUInt16BE(at);
       const value = payload.readUInt32BE(at + 2);
-      if (id === SETTINGS_ENABLE_PUSH && value > 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH above 1');
-      if (id === SETTINGS_INITIAL_WINDOW_SIZE) {
+      if (id === Setting.ENABLE_PUSH && value > 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH above 1');
+      if (id === Setting.INITIAL_WINDOW_SIZE) {
         if (value > MAX_WINDOW) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
         const delta = value - this.peerInitialWindow;
         this.peerInitialWindow = value;
@@ -454,13 +411,13 @@ export class H2ServerConnection {
           }
         }
       }
-      if (id === SETTINGS_MAX_FRAME_SIZE) {
+      if (id === Setting.MAX_FRAME_SIZE) {
         if (value < MAX_FRAME_SIZE || value > 2 ** 24 - 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `SETTINGS_MAX_FRAME_SIZE of ${value}`);
         this.peerMaxFrameSize = value;
       }
       // HEADER_TABLE_SIZE: our encoder never indexes. MAX_CONCURRENT_STREAMS: we never push.
     }
-    this.writeFrame(Frame.SETTINGS, ACK, 0, EMPTY);
+    this.writeFrame(Frame.SETTINGS, Flag.ACK, 0, EMPTY);
     this.sendWaiting();
   }
 
@@ -497,15 +454,15 @@ export class H2ServerConnection {
   private onHeaders(flags: number, streamId: number, payload: Buffer): void {
     if (streamId === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'HEADERS on stream 0');
     let fragment = unpad(flags, payload);
-    if (flags & PRIORITY_FLAG) {
+    if (flags & Flag.PRIORITY) {
       if (fragment.length < 5) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'HEADERS too short for its priority');
       fragment = fragment.subarray(5);
     }
     if (fragment.length > this.maxBlockSize) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'a header block over the limit');
     // A block in one frame (every request of a usual client) is read from the frame as it is.
-    if (flags & END_HEADERS) return this.onHeaderBlock(streamId, (flags & END_STREAM) !== 0, fragment);
+    if (flags & Flag.END_HEADERS) return this.onHeaderBlock(streamId, (flags & Flag.END_STREAM) !== 0, fragment);
     if (fragment.length === 0) this.countEmptyFrame();
-    this.block = { streamId, endStream: (flags & END_STREAM) !== 0, fragments: [fragment], size: fragment.length, frames: 1 };
+    this.block = { streamId, endStream: (flags & Flag.END_STREAM) !== 0, fragments: [fragment], size: fragment.length, frames: 1 };
     // The rest of the block must follow promptly: until it ends, nothing else can be read.
     this.blockTimer = setTimeout(() => this.fail(new ConnectionError(H2Error.PROTOCOL_ERROR, 'a header block not ended in time')), this.options.requestTimeoutMs);
   }
@@ -516,10 +473,10 @@ export class H2ServerConnection {
     // Empty CONTINUATIONs add no bytes but cost a frame each: the frames of a block are bounded too.
     if (++block.frames > this.maxBlockFrames) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, `a header block in more than ${this.maxBlockFrames} frames`);
     if (payload.length > 0) block.fragments.push(payload);
-    else if (!(flags & END_HEADERS)) this.countEmptyFrame();
+    else if (!(flags & Flag.END_HEADERS)) this.countEmptyFrame();
     block.size += payload.length;
     if (block.size > this.maxBlockSize) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'a header block over the limit');
-    if (flags & END_HEADERS) {
+    if (flags & Flag.END_HEADERS) {
       this.endBlock();
       const bytes = block.fragments.length === 1 ? block.fragments[0]! : Buffer.concat(block.fragments, block.size);
       this.onHeaderBlock(block.streamId, block.endStream, bytes);
@@ -584,7 +541,7 @@ export class H2ServerConnection {
     if (this.receiveWindow < 0) throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, 'DATA past the connection window');
     if (streamId > this.lastStreamId) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'DATA on an idle stream');
     const data = unpad(flags, payload);
-    const endStream = (flags & END_STREAM) !== 0;
+    const endStream = (flags & Flag.END_STREAM) !== 0;
     // A frame that carries nothing and ends nothing (§6.1 allows it) is counted, never stored.
     if (data.length === 0 && !endStream) this.countEmptyFrame();
     const stream = this.streams.get(streamId);
@@ -645,7 +602,7 @@ export class H2ServerConnection {
     // A response to HEAD has the headers of the one to GET and no body (RFC 9110 §9.3.2).
     const body = stream.method === 'HEAD' ? EMPTY : reply.body;
     stream.bodyRefused = reply.status === 413 || reply.status === 408;
-    this.writeHeaders(END_HEADERS | (body.length === 0 ? END_STREAM : 0), stream.id, reply);
+    this.writeHeaders(Flag.END_HEADERS | (body.length === 0 ? Flag.END_STREAM : 0), stream.id, reply);
     if (body.length === 0) return this.answered(stream);
     stream.pending = body;
     this.pendingBytes += body.length;
@@ -669,7 +626,7 @@ export class H2ServerConnection {
       const size = Math.min(rest.length, this.peerMaxFrameSize, this.sendWindow, stream.sendWindow);
       if (size <= 0) break;
       const whole = size === rest.length; // the usual DNS answer: one frame, no views made
-      this.writeFrame(Frame.DATA, whole ? END_STREAM : 0, stream.id, whole ? rest : rest.subarray(0, size));
+      this.writeFrame(Frame.DATA, whole ? Flag.END_STREAM : 0, stream.id, whole ? rest : rest.subarray(0, size));
       this.sendWindow -= size;
       stream.sendWindow -= size;
       this.pendingBytes -= size;
@@ -765,11 +722,11 @@ export class H2ServerConnection {
 
   private writeSettings(): void {
     const settings = Buffer.alloc(18);
-    settings.writeUInt16BE(SETTINGS_MAX_CONCURRENT_STREAMS, 0);
+    settings.writeUInt16BE(Setting.MAX_CONCURRENT_STREAMS, 0);
     settings.writeUInt32BE(this.options.maxStreams, 2);
-    settings.writeUInt16BE(SETTINGS_MAX_HEADER_LIST_SIZE, 6);
+    settings.writeUInt16BE(Setting.MAX_HEADER_LIST_SIZE, 6);
     settings.writeUInt32BE(this.options.maxHeaderListSize, 8);
-    settings.writeUInt16BE(SETTINGS_ENABLE_PUSH, 12);
+    settings.writeUInt16BE(Setting.ENABLE_PUSH, 12);
     settings.writeUInt32BE(0, 14);
     // SETTINGS_HEADER_TABLE_SIZE stays at its default, 4096 (hpack.ts HEADER_TABLE_SIZE).
     this.writeFrame(Frame.SETTINGS, 0, 0, settings);
@@ -991,7 +948,7 @@ function isDecimal(text: string): boolean {
 
 /** A frame's payload without its padding (§6.1). */
 function unpad(flags: number, payload: Buffer): Buffer {
-  if (!(flags & PADDED)) return payload;
+  if (!(flags & Flag.PADDED)) return payload;
   if (payload.length < 1) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'a padded frame with no pad length');
   const padding = payload[0]!;
   if (padding >= payload.length) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'padding as long as the frame');

@@ -4,6 +4,7 @@
  * demand and bounded, and a reply of status, headers and one body. A service written against
  * these (DoH, the ODoH target and relay) never sees frames, streams or sockets.
  */
+import { Buffer } from 'node:buffer';
 
 export interface HttpReply {
   status: number;

@@ -18,6 +18,7 @@
  * What differs is listed in plugins/doh/README.md: no deadline for a header block to end (the
  * idle timeout ends it), nghttp2's own counts of frames, and memory bounded by its accounting.
  */
+import { performance } from 'node:perf_hooks';
 import http2 from 'node:http2';
 import type net from 'node:net';
 import type { H2Options } from './connection.js';

@@ -2,6 +2,7 @@
  * A request body read from a Node stream (an HTTP/1.1 request, a node:http2 stream) with the
  * bounds Veil's own HTTP/2 connection keeps: at most `limit` bytes, arriving within `timeoutMs`.
  */
+import { Buffer } from 'node:buffer';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, type BodyResult } from './message.js';
 
 /** Readable enough: both IncomingMessage and ServerHttp2Stream are. */

@@ -9,7 +9,8 @@
  */
 import type net from 'node:net';
 import fc from 'fast-check';
-import { H2ServerConnection, PREFACE, type H2Holdings } from '../../lib/http2/connection.js';
+import { H2ServerConnection, type H2Holdings } from '../../lib/http2/connection.js';
+import { PREFACE } from '../../lib/http2/protocol.js';
 import { textReply, type HttpReply } from '../../lib/http2/message.js';
 import { block, h2Frame, RecordingSocket, T, u32 } from '../helpers/h2-frames.js';
 import { asJson, BugError, type FuzzTarget } from './targets.js';

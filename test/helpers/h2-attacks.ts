@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import { QType } from '../../core/dns/constants.js';
 import { buildQuery } from '../../core/dns/message.js';
-import { PREFACE } from '../../lib/http2/connection.js';
+import { PREFACE } from '../../lib/http2/protocol.js';
 import { block, h2Frame, T, u32 } from './h2-frames.js';
 
 export type AttackName = 'empty-continuation' | 'reset-blocked' | 'empty-data';

@@ -6,7 +6,8 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
-import { H2ServerConnection, PREFACE, type H2Options } from '../../lib/http2/connection.js';
+import { H2ServerConnection, type H2Options } from '../../lib/http2/connection.js';
+import { PREFACE } from '../../lib/http2/protocol.js';
 import { encodeHuffman } from '../../lib/http2/huffman.js';
 import type { HttpReply, RequestHandler } from '../../lib/http2/message.js';
 

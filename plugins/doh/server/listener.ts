@@ -11,6 +11,7 @@
  * connection only waiting for its client (a request body still arriving) counts as idle: a
  * client that holds requests open cannot lock others out.
  */
+import { Buffer } from 'node:buffer';
 import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -20,7 +21,7 @@ import type { Listener, ListenerEnvironment, QueryHandler, TransportDefinition }
 import { unmapIpv4, type Endpoint } from '../../../core/net/address.js';
 import { AddressRanges } from '../../../core/net/cidr.js';
 import { clientKey } from '../../../core/util/token-buckets.js';
-import { PREFACE as H2_PREFACE } from '../../../lib/http2/connection.js';
+import { PREFACE as H2_PREFACE } from '../../../lib/http2/protocol.js';
 import { headerText, textReply, type BodyResult, type HttpReply, type HttpRequest } from '../../../lib/http2/message.js';
 import { http2Server, type Http2Connection, type Http2Server } from '../../../lib/http2/server.js';
 import { readStreamBody } from '../../../lib/http2/stream-body.js';
