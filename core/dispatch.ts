@@ -54,37 +54,42 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
     return undefined;
   };
 
-  const dispatch: QueryHandler = async function dispatch(query: Buffer, info: QueryInfo): Promise<Buffer | null> {
+  /**
+   * The door, synchronous up to the chain: a query answered or refused here costs no promise
+   * but a settled one, and the chain's answer is finished in one `then` rather than in an async
+   * function's frame (about a kilobyte a query, measured; the largest allocation on a cache hit).
+   */
+  const enter = (query: Buffer, info: QueryInfo): Promise<Buffer | null> => {
     if (query.length < HEADER_SIZE || isResponse(query)) {
       if (queryRejected.hasSubscribers) queryRejected.publish({ reason: 'malformed', info });
-      return null;
+      return NO_ANSWER;
     }
     let question: Question | undefined;
     let edns: Edns | null = null;
     try {
-      if (opcodeOf(query) !== Opcode.QUERY) return reject(query, Rcode.NOTIMP, info, tryQuestion(query));
-      if (qdCount(query) !== 1) return reject(query, Rcode.FORMERR, info);
+      if (opcodeOf(query) !== Opcode.QUERY) return rejected(query, Rcode.NOTIMP, info, tryQuestion(query));
+      if (qdCount(query) !== 1) return rejected(query, Rcode.FORMERR, info);
       question = readQuestion(query);
       if (arCount(query) > 0) edns = readEdns(query, question.end);
     } catch (err) {
       if (!(err instanceof WireError)) throw err;
-      return reject(query, Rcode.FORMERR, info, question);
+      return rejected(query, Rcode.FORMERR, info, question);
     }
     if (edns && edns.version > 0) {
       // RFC 6891 §6.1.3: we speak EDNS version 0 only.
-      return reject(query, Rcode.BADVERS, info, question, edns);
+      return rejected(query, Rcode.BADVERS, info, question, edns);
     }
     const target = route(question);
-    if (!target) return reject(query, Rcode.REFUSED, info, question, edns);
+    if (!target) return rejected(query, Rcode.REFUSED, info, question, edns);
 
     const block = target.block;
-    if (!block.access.admits(info.client.address)) return reject(query, Rcode.REFUSED, info, question, edns, 'acl');
+    if (!block.access.admits(info.client.address)) return rejected(query, Rcode.REFUSED, info, question, edns, 'acl');
     const paid = info.door?.get(block);
     if (paid === false || (paid === undefined && !block.rateLimit.take(info.client.address))) {
       // Over UDP an answer to a spoofed source would feed a reflection attack: nothing.
-      if (!info.datagram) return reject(query, Rcode.REFUSED, info, question, edns, 'ratelimit');
+      if (!info.datagram) return rejected(query, Rcode.REFUSED, info, question, edns, 'ratelimit');
       if (queryRejected.hasSubscribers) queryRejected.publish({ reason: 'ratelimit', info });
-      return null;
+      return NO_ANSWER;
     }
     const ctx = new RequestContext({
       query,
@@ -100,21 +105,36 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       timeoutMs,
       remoteTrace: info.remoteTrace,
     });
-    // Right before the try: every place taken is given back in its finally.
+    // Right before the chain: every place taken is given back when it settles.
     if (admission && !admission.enter()) {
       ctx.finish();
-      return reject(query, Rcode.REFUSED, info, question, edns, 'max_concurrent');
+      return rejected(query, Rcode.REFUSED, info, question, edns, 'max_concurrent');
     }
-    let response: Buffer | null;
+    let answer: Promise<Buffer | null>;
     try {
-      response = await block.chain(ctx);
+      answer = block.chain(ctx);
     } catch (error) {
-      block.reporter.report(error, ctx);
-      response = failureReply(error, ctx);
-    } finally {
-      ctx.finish();
-      admission?.leave();
+      answer = Promise.reject(error);
     }
+    return answer.then(
+      (response) => {
+        ctx.finish();
+        admission?.leave();
+        return deliver(query, info, ctx, block, response);
+      },
+      (error: unknown) => {
+        block.reporter.report(error, ctx);
+        const response = failureReply(error, ctx);
+        ctx.finish();
+        admission?.leave();
+        return deliver(query, info, ctx, block, response);
+      },
+    );
+  };
+
+  /** The chain's answer, checked, with the client's ID, fitted to a datagram client's buffer. */
+  const deliver = (query: Buffer, info: QueryInfo, ctx: RequestContext, block: BuiltBlock, answer: Buffer | null): Buffer | null => {
+    let response = answer;
     if (response === null) {
       if (queryDone.hasSubscribers) queryDone.publish({ ctx, response, durationMs: clock.monotonic() - ctx.startedAt });
       return null;
@@ -133,6 +153,15 @@ export function createDispatcher(routes: ZoneRoute[], clock: Clock, timeoutMs = 
       queryDone.publish({ ctx, response, durationMs: clock.monotonic() - ctx.startedAt });
     }
     return response;
+  };
+
+  // Whatever the door throws reaches the listener as a rejected promise, as from the chain.
+  const dispatch: QueryHandler = function dispatch(query: Buffer, info: QueryInfo): Promise<Buffer | null> {
+    try {
+      return enter(query, info);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   };
 
   // Before the question is known, a client passes if any block of this listener would take it.
@@ -168,7 +197,11 @@ function tryQuestion(query: Buffer): Question | undefined {
   }
 }
 
-function reject(query: Buffer, rcode: number, info: QueryInfo, question?: Question, edns?: Edns | null, reason = `rcode ${rcode}`): Buffer {
+/** The door's answer to a query it refuses, already settled. */
+function rejected(query: Buffer, rcode: number, info: QueryInfo, question?: Question, edns?: Edns | null, reason = `rcode ${rcode}`): Promise<Buffer> {
   if (queryRejected.hasSubscribers) queryRejected.publish({ reason, info });
-  return errorReply(query, rcode, question?.end, edns ?? null);
+  return Promise.resolve(errorReply(query, rcode, question?.end, edns ?? null));
 }
+
+/** Silence, already settled (shared: a resolved promise of null is the same for everyone). */
+const NO_ANSWER: Promise<null> = Promise.resolve(null);

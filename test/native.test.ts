@@ -325,8 +325,17 @@ describe('returning freed memory to the kernel (core/memory.ts, native/memory.c)
 
   it('trims after a full collection, and not again within the interval', async () => {
     let trims = 0;
+    // Objects that live through two collections sit in the old space; once let go, the next
+    // full collection makes the old space smaller, which is what the trimmer looks for.
+    let held: Array<{ n: number }> | null = Array.from({ length: 300_000 }, (_, n) => ({ n }));
+    fullCollection();
+    fullCollection();
     const stop = trimAfterCollections({ trim: () => (trims++, true) }, 20, 60_000)!;
     try {
+      await new Promise((r) => setTimeout(r, 60));
+      assert.equal(trims, 0, 'a trim before any full collection');
+      assert.equal(held.length, 300_000);
+      held = null;
       fullCollection();
       for (let i = 0; i < 100 && trims === 0; i++) await new Promise((r) => setTimeout(r, 20));
       assert.equal(trims, 1, 'no trim within 2 s of a full collection');
