@@ -165,13 +165,21 @@ const udpForward: Workload = {
 
 const udpLatency: Workload = {
   name: 'udp-latency',
-  description: 'added latency at 2,000 qps, UDP forward: Veil in front of the origin vs the origin directly',
+  description: 'added latency at 2,000 qps, UDP forward: Veil in front of the origin vs the origin directly (and, for scale, dnsdist in front of it)',
   target: LATENCY_TARGET,
   async run(ctx) {
     const corefile = `. {\n  listen udp://127.0.0.1:0\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
-    return withVeil(corefile, async (veil) => ({ ...(await addedLatency(ctx, veil.address('udp').port, ctx.origin.port, 'udp')), rssMb: rssMb(veil.child.pid!) }));
+    return withVeil(corefile, (veil) =>
+      withPeer(
+        () => startDnsdist({ backendPort: ctx.origin.port, plain: true }),
+        async (peer) => {
+          const proxy = { port: (peer as Dnsdist).ports.plain!, name: 'dnsdist (no packet cache)' };
+          return { ...(await addedLatency(ctx, veil.address('udp').port, ctx.origin.port, 'udp', 'udp', proxy)), rssMb: rssMb(veil.child.pid!) };
+        },
+      ),
+    );
   },
-  requires: () => skipUnless('dnsperf'),
+  requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
 
 const cacheHits: Workload = {
@@ -277,22 +285,30 @@ function pooled(rounds: LoadResult[]): LoadResult {
 
 /**
  * Fixed-rate runs through Veil and straight to `directPort` (with dnsperf's `directMode`),
- * alternating; the percentiles are over every round's answers together.
+ * alternating; the percentiles are over every round's answers together. With `proxy`, each round
+ * also runs through that other proxy of the same server (dnsdist): what any process in between
+ * costs on this machine, beside what Veil costs.
  */
-async function addedLatency(ctx: WorkloadContext, veilPort: number, directPort: number, label: string, directMode = 'udp'): Promise<Measurement> {
+async function addedLatency(ctx: WorkloadContext, veilPort: number, directPort: number, label: string, directMode = 'udp', proxy?: { port: number; name: string }): Promise<Measurement> {
   const queries = writeSkewedQueries(ctx.dir, `${label}-latency.txt`, 1000, 10000, `${label}.example`);
   const fixed = { queryFile: queries, seconds: ctx.seconds, rate: 2000, clients: 1, outstanding: 50, verbose: true };
   // Warm both paths first (JIT, connection pools, session tickets, the origin's cache): the
   // target is the steady-state cost, not the first second's.
   await dnsperf({ ...fixed, seconds: 2, verbose: false, port: veilPort });
   await dnsperf({ ...fixed, seconds: 2, verbose: false, port: directPort, mode: directMode });
+  if (proxy) await dnsperf({ ...fixed, seconds: 2, verbose: false, port: proxy.port });
+  const proxied: LoadResult[] = [];
   const result = await alternate(
     ctx,
     () => dnsperf({ ...fixed, port: veilPort }),
-    () => dnsperf({ ...fixed, port: directPort, mode: directMode }),
+    async () => {
+      if (proxy) proxied.push(await dnsperf({ ...fixed, port: proxy.port }));
+      return dnsperf({ ...fixed, port: directPort, mode: directMode });
+    },
   );
   const veil = pooled(result.rounds.veil);
   const direct = pooled(result.rounds.peer);
+  const other = proxy ? pooled(proxied) : null;
   const added = (veil.p50Ms ?? NaN) - (direct.p50Ms ?? NaN);
   const addedMean = veil.meanMs - direct.meanMs;
   const tail = (veil.p99Ms ?? NaN) / (direct.p99Ms ?? NaN);
@@ -306,8 +322,13 @@ async function addedLatency(ctx: WorkloadContext, veilPort: number, directPort: 
     summary:
       `${label}: p50 ${ms(veil.p50Ms)} / p99 ${ms(veil.p99Ms)} / p99.9 ${ms(veil.p999Ms)} / max ${ms(veil.maxMs)} ms through Veil vs ` +
       `${ms(direct.p50Ms)} / ${ms(direct.p99Ms)} / ${ms(direct.p999Ms)} / ${ms(direct.maxMs)} direct: +${added.toFixed(3)} ms p50, +${addedMean.toFixed(3)} ms mean, p99 ${tail.toFixed(1)}× direct`,
-    commands: [veil.command, direct.command],
-    notes: [`added p50 ${added.toFixed(3)} ms, mean ${addedMean.toFixed(3)} ms; p99 ${tail.toFixed(1)}× direct (${ctx.rounds} rounds of each pooled)`],
+    commands: [veil.command, direct.command, ...(other ? [other.command] : [])],
+    notes: [
+      `added p50 ${added.toFixed(3)} ms, mean ${addedMean.toFixed(3)} ms; p99 ${tail.toFixed(1)}× direct (${ctx.rounds} rounds of each pooled)`,
+      ...(other
+        ? [`through ${proxy!.name} instead (the same rate, rounds between Veil's and direct's): p50 ${ms(other.p50Ms)} / p99 ${ms(other.p99Ms)} / p99.9 ${ms(other.p999Ms)} / max ${ms(other.maxMs)} ms, added p50 ${((other.p50Ms ?? NaN) - (direct.p50Ms ?? NaN)).toFixed(3)} ms, p99 ${((other.p99Ms ?? NaN) / (direct.p99Ms ?? NaN)).toFixed(1)}× direct`]
+        : []),
+    ],
   };
 }
 
