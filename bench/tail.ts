@@ -183,7 +183,7 @@ try {
             const biggest = Math.max(0, ...inside.gc.map((g) => g.ms));
             console.log(`  Veil's event loop: a 1 ms timer fired after p50 ${inside.loopDelayMs.p50} / p99 ${inside.loopDelayMs.p99} / p99.9 ${inside.loopDelayMs.p999} / max ${inside.loopDelayMs.max} ms`);
             console.log(
-              `  Veil's collector since start: ${inside.gc.length} pauses (${young.length} scavenges), ${total.toFixed(1)} ms in all, longest ${biggest.toFixed(1)} ms: at ${RATE} queries a second, at most ~${Math.round((total / 1000) * RATE)} answers arrived during one`,
+              `  Veil's collector over the run: ${inside.gc.length} pauses (${young.length} scavenges), ${total.toFixed(1)} ms in all, longest ${biggest.toFixed(1)} ms: at ${RATE} queries a second, at most ~${Math.round((total / 1000) * RATE)} answers arrived during one`,
             );
           }
         } finally {
