@@ -28,6 +28,7 @@ import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type tls from 'node:tls';
 import { HpackDecoder, HpackError, type HeaderList } from './hpack.js';
+import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad } from './frames.js';
 import { DEFAULT_WINDOW, Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE, MAX_WINDOW, PREFACE, Setting } from './protocol.js';
 
 const MAX_STREAM_ID = 2 ** 31 - 1;
@@ -110,31 +111,6 @@ class ClientStream {
   }
 }
 
-class ConnectionError extends Error {
-  constructor(
-    readonly code: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** A leaky bucket: `burst` events at once, then `perSecond`. */
-class Allowance {
-  private level = 0;
-  private at = 0;
-  constructor(
-    private readonly burst: number,
-    private readonly perSecond: number,
-  ) {}
-  take(): boolean {
-    const now = performance.now();
-    this.level = Math.max(0, this.level - ((now - this.at) / 1000) * this.perSecond) + 1;
-    this.at = now;
-    return this.level <= this.burst;
-  }
-}
-
 interface OpenBlock {
   streamId: number;
   endStream: boolean;
@@ -147,9 +123,8 @@ export class H2ClientConnection {
   private readonly decoder = new HpackDecoder();
   private readonly streams = new Map<number, ClientStream>();
   private nextStreamId = 1;
-  private input: Buffer[] = [];
-  private inputBytes = 0;
-  private inputNeeded = 0;
+  /** Cuts what the server sends into frames. */
+  private readonly reader = new FrameReader((type, flags, streamId, payload) => this.frame(type, flags, streamId, payload), () => this.closed);
   private settingsSeen = false;
   private block: OpenBlock | null = null;
   private peerMaxStreams = STREAMS_BEFORE_SETTINGS;
@@ -411,56 +386,23 @@ export class H2ClientConnection {
 
   private receive(chunk: Buffer): void {
     if (this.closed) return;
-    if (this.inputBytes + chunk.length < this.inputNeeded) {
-      this.input.push(chunk);
-      this.inputBytes += chunk.length;
-      return;
-    }
-    const data = this.input.length === 0 ? chunk : Buffer.concat([...this.input, chunk]);
-    this.input = [];
-    this.inputBytes = 0;
-    this.inputNeeded = 0;
     try {
-      this.readFrames(data);
+      if (this.reader.push(chunk)) this.creditReceived();
     } catch (err) {
       this.fail(err instanceof ConnectionError ? err : err instanceof HpackError ? new ConnectionError(H2Error.COMPRESSION_ERROR, err.message) : new ConnectionError(H2Error.INTERNAL_ERROR, (err as Error).message));
     }
   }
 
-  private readFrames(data: Buffer): void {
-    let at = 0;
-    while (!this.closed) {
-      if (data.length - at < FRAME_HEADER) {
-        if (at < data.length) this.keep(data.subarray(at), FRAME_HEADER);
-        break;
-      }
-      const length = (data[at]! << 16) | (data[at + 1]! << 8) | data[at + 2]!;
-      if (length > MAX_FRAME_SIZE) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, `a frame of ${length} bytes`);
-      if (data.length - at < FRAME_HEADER + length) {
-        this.keep(data.subarray(at), FRAME_HEADER + length);
-        break;
-      }
-      const type = data[at + 3]!;
-      const flags = data[at + 4]!;
-      const streamId = data.readUInt32BE(at + 5) & 0x7fffffff;
-      const payload = data.subarray(at + FRAME_HEADER, at + FRAME_HEADER + length);
-      at += FRAME_HEADER + length;
-      this.frame(type, flags, streamId, payload);
-    }
-    // Credited in large steps, not after every read: a WINDOW_UPDATE a read would be a frame (and
-    // often a TLS write) for every few answers, while the window is far from spent.
+  /**
+   * Credited in large steps, not after every read: a WINDOW_UPDATE a read would be a frame (and
+   * often a TLS write) for every few answers, while the window is far from spent.
+   */
+  private creditReceived(): void {
     if (this.receiveCredit >= CREDIT_STEP && !this.closed) {
       this.writeFrame(Frame.WINDOW_UPDATE, 0, 0, uint32(this.receiveCredit));
       this.receiveWindow += this.receiveCredit;
       this.receiveCredit = 0;
     }
-  }
-
-  /** Keeps the start of an unfinished frame (a copy: the chunk it is part of may be large). */
-  private keep(bytes: Buffer, needed: number): void {
-    this.input = [Buffer.from(bytes)];
-    this.inputBytes = bytes.length;
-    this.inputNeeded = needed;
   }
 
   private frame(type: number, flags: number, streamId: number, payload: Buffer): void {
@@ -781,7 +723,7 @@ export class H2ClientConnection {
     }
     this.out = [];
     this.outBytes = 0;
-    this.input = [];
+    this.reader.clear();
     this.block = null;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
@@ -843,24 +785,9 @@ function writeFrameHeader(into: Buffer, at: number, length: number, type: number
   return at + FRAME_HEADER;
 }
 
-/** A frame's payload without its padding (§6.1). */
-function unpad(flags: number, payload: Buffer): Buffer {
-  if (!(flags & Flag.PADDED)) return payload;
-  if (payload.length < 1) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'a padded frame with no pad length');
-  const padding = payload[0]!;
-  if (padding >= payload.length) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'padding as long as the frame');
-  return payload.subarray(1, payload.length - padding);
-}
-
 function uint32(value: number): Buffer {
   const payload = Buffer.allocUnsafe(4);
   payload.writeUInt32BE(value, 0);
   return payload;
 }
 
-function goawayPayload(lastStreamId: number, code: number): Buffer {
-  const payload = Buffer.allocUnsafe(8);
-  payload.writeUInt32BE(lastStreamId, 0);
-  payload.writeUInt32BE(code, 4);
-  return payload;
-}

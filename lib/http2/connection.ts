@@ -32,6 +32,7 @@ import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type HttpReply, type HttpRequest, type RequestHandler } from './message.js';
 import { encodeResponseHeaders, encodeResponseHeadersInto, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
+import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad } from './frames.js';
 import { DEFAULT_WINDOW, Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE, MAX_WINDOW, PREFACE, Setting } from './protocol.js';
 
 /** Bytes waiting to be written, or waiting for the client's window, past which we hold back. */
@@ -83,35 +84,6 @@ export interface H2Holdings {
   /** Bytes written but not yet flushed to the socket. */
   unflushedBytes: number;
   timers: number;
-}
-
-/** A connection error: GOAWAY with this code, then the connection closes. */
-class ConnectionError extends Error {
-  constructor(
-    readonly code: H2Error,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** A leaky bucket: `burst` events at once, then `perSecond`; counting is O(1). */
-class Allowance {
-  private level = 0;
-  private at = 0;
-
-  constructor(
-    private readonly burst: number,
-    private readonly perSecond: number,
-  ) {}
-
-  /** Counts one event; false once the allowance is spent. */
-  take(): boolean {
-    const now = performance.now();
-    this.level = Math.max(0, this.level - ((now - this.at) / 1000) * this.perSecond) + 1;
-    this.at = now;
-    return this.level <= this.burst;
-  }
 }
 
 /**
@@ -193,11 +165,8 @@ interface OpenBlock {
 export class H2ServerConnection {
   private readonly decoder = new HpackDecoder();
   private readonly streams = new Map<number, Stream>();
-  /** Received bytes of a frame not yet whole, and how many make it whole. */
-  private input: Buffer[] = [];
-  private inputBytes = 0;
-  private inputNeeded = 0;
-  private prefaceDone = false;
+  /** Cuts what the client sends, after its preface, into frames. */
+  private readonly reader = new FrameReader((type, flags, streamId, payload) => this.frame(type, flags, streamId, payload), () => this.closed, PREFACE);
   private settingsSeen = false;
   private lastStreamId = 0;
   private block: OpenBlock | null = null;
@@ -285,64 +254,16 @@ export class H2ServerConnection {
 
   private receive(chunk: Buffer): void {
     if (this.closed) return;
-    // Bytes of an unfinished frame wait as chunks and are joined once the frame is whole, so a
-    // frame that arrives a byte at a time is copied once, not once per byte.
-    if (this.inputBytes + chunk.length < this.inputNeeded) {
-      this.input.push(chunk);
-      this.inputBytes += chunk.length;
-      return;
-    }
-    const data = this.input.length === 0 ? chunk : Buffer.concat([...this.input, chunk]);
-    this.input = [];
-    this.inputBytes = 0;
-    this.inputNeeded = 0;
     try {
-      this.readFrames(data);
+      if (this.reader.push(chunk)) this.creditReceived();
     } catch (err) {
       this.failWith(err);
     }
   }
 
-  private readFrames(data: Buffer): void {
-    let at = 0;
-    if (!this.prefaceDone) {
-      const seen = Math.min(data.length, PREFACE.length);
-      if (!data.subarray(0, seen).equals(PREFACE.subarray(0, seen))) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'no HTTP/2 preface');
-      if (seen < PREFACE.length) return this.keep(data, PREFACE.length);
-      this.prefaceDone = true;
-      at = PREFACE.length;
-    }
-    while (!this.closed) {
-      if (data.length - at < FRAME_HEADER) {
-        if (at < data.length) this.keep(data.subarray(at), FRAME_HEADER);
-        break;
-      }
-      const length = (data[at]! << 16) | (data[at + 1]! << 8) | data[at + 2]!;
-      if (length > MAX_FRAME_SIZE) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, `a frame of ${length} bytes`);
-      if (data.length - at < FRAME_HEADER + length) {
-        this.keep(data.subarray(at), FRAME_HEADER + length);
-        break;
-      }
-      const type = data[at + 3]!;
-      const flags = data[at + 4]!;
-      const streamId = data.readUInt32BE(at + 5) & 0x7fffffff;
-      const payload = data.subarray(at + FRAME_HEADER, at + FRAME_HEADER + length);
-      at += FRAME_HEADER + length;
-      this.frame(type, flags, streamId, payload);
-    }
-    this.creditReceived();
-  }
-
   /** A connection error ends this connection; so does a bug of ours (it must not take the process down). */
   private failWith(err: unknown): void {
     this.fail(err instanceof ConnectionError ? err : new ConnectionError(H2Error.INTERNAL_ERROR, (err as Error).message));
-  }
-
-  /** Keeps the start of an unfinished frame (a copy: the chunk it is part of may be large). */
-  private keep(bytes: Buffer, needed: number): void {
-    this.input = [Buffer.from(bytes)];
-    this.inputBytes = bytes.length;
-    this.inputNeeded = needed;
   }
 
   private frame(type: number, flags: number, streamId: number, payload: Buffer): void {
@@ -853,7 +774,7 @@ export class H2ServerConnection {
   /** The connection is done: streams are cut off and every timer and buffer is let go. */
   private release(): void {
     this.dropSlab();
-    this.input = [];
+    this.reader.clear();
     this.endBlock();
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = null;
@@ -946,18 +867,3 @@ function isDecimal(text: string): boolean {
   return true;
 }
 
-/** A frame's payload without its padding (§6.1). */
-function unpad(flags: number, payload: Buffer): Buffer {
-  if (!(flags & Flag.PADDED)) return payload;
-  if (payload.length < 1) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, 'a padded frame with no pad length');
-  const padding = payload[0]!;
-  if (padding >= payload.length) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'padding as long as the frame');
-  return payload.subarray(1, payload.length - padding);
-}
-
-function goawayPayload(lastStreamId: number, code: H2Error): Buffer {
-  const payload = Buffer.allocUnsafe(8);
-  payload.writeUInt32BE(lastStreamId, 0);
-  payload.writeUInt32BE(code, 4);
-  return payload;
-}
