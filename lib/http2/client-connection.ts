@@ -28,7 +28,7 @@ import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type tls from 'node:tls';
 import { HpackDecoder, HpackError, type HeaderList } from './hpack.js';
-import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad } from './frames.js';
+import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad, type OpenBlock } from './frames.js';
 import { DEFAULT_WINDOW, Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE, MAX_WINDOW, PREFACE, Setting } from './protocol.js';
 
 const MAX_STREAM_ID = 2 ** 31 - 1;
@@ -111,21 +111,12 @@ class ClientStream {
   }
 }
 
-interface OpenBlock {
-  streamId: number;
-  endStream: boolean;
-  fragments: Buffer[];
-  size: number;
-  frames: number;
-}
-
 export class H2ClientConnection {
   private readonly decoder = new HpackDecoder();
   private readonly streams = new Map<number, ClientStream>();
   private nextStreamId = 1;
   /** Cuts what the server sends into frames. */
   private readonly reader = new FrameReader((type, flags, streamId, payload) => this.frame(type, flags, streamId, payload), () => this.closed);
-  private settingsSeen = false;
   private block: OpenBlock | null = null;
   private peerMaxStreams = STREAMS_BEFORE_SETTINGS;
   private peerInitialWindow = DEFAULT_WINDOW;
@@ -406,11 +397,6 @@ export class H2ClientConnection {
   }
 
   private frame(type: number, flags: number, streamId: number, payload: Buffer): void {
-    if (!this.settingsSeen) {
-      // §3.4: the server's preface is a SETTINGS frame.
-      if (type !== Frame.SETTINGS || flags & Flag.ACK) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'the first frame is not SETTINGS');
-      this.settingsSeen = true;
-    }
     if (this.block && type !== Frame.CONTINUATION) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'a frame inside a header block');
     switch (type) {
       case Frame.DATA:

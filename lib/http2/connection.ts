@@ -32,7 +32,7 @@ import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type HttpReply, type HttpRequest, type RequestHandler } from './message.js';
 import { encodeResponseHeaders, encodeResponseHeadersInto, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
-import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad } from './frames.js';
+import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad, type OpenBlock } from './frames.js';
 import { DEFAULT_WINDOW, Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE, MAX_WINDOW, PREFACE, Setting } from './protocol.js';
 
 /** Bytes waiting to be written, or waiting for the client's window, past which we hold back. */
@@ -153,21 +153,11 @@ class Stream implements HttpRequest {
   }
 }
 
-/** A header block being received in HEADERS and CONTINUATION frames. */
-interface OpenBlock {
-  streamId: number;
-  endStream: boolean;
-  fragments: Buffer[];
-  size: number;
-  frames: number;
-}
-
 export class H2ServerConnection {
   private readonly decoder = new HpackDecoder();
   private readonly streams = new Map<number, Stream>();
   /** Cuts what the client sends, after its preface, into frames. */
   private readonly reader = new FrameReader((type, flags, streamId, payload) => this.frame(type, flags, streamId, payload), () => this.closed, PREFACE);
-  private settingsSeen = false;
   private lastStreamId = 0;
   private block: OpenBlock | null = null;
   private blockTimer: NodeJS.Timeout | null = null;
@@ -267,10 +257,6 @@ export class H2ServerConnection {
   }
 
   private frame(type: number, flags: number, streamId: number, payload: Buffer): void {
-    if (!this.settingsSeen) {
-      if (type !== Frame.SETTINGS || flags & Flag.ACK) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'the first frame is not SETTINGS');
-      this.settingsSeen = true;
-    }
     if (this.block && type !== Frame.CONTINUATION) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'a frame inside a header block');
     switch (type) {
       case Frame.DATA:

@@ -5,7 +5,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
-import { Flag, FRAME_HEADER, H2Error, MAX_FRAME_SIZE } from './protocol.js';
+import { Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE } from './protocol.js';
 
 /** A connection error: GOAWAY with this code, then the connection closes. */
 export class ConnectionError extends Error {
@@ -38,9 +38,19 @@ export class Allowance {
 
 export type OnFrame = (type: number, flags: number, streamId: number, payload: Buffer) => void;
 
+/** A header block being received in HEADERS and CONTINUATION frames. */
+export interface OpenBlock {
+  streamId: number;
+  endStream: boolean;
+  fragments: Buffer[];
+  size: number;
+  frames: number;
+}
+
 /**
  * Cuts the bytes a connection reads into frames of at most MAX_FRAME_SIZE (the size both ends
- * advertise), after `preface` when one must come first (the server's side). The bytes of an
+ * advertise), after `preface` when one must come first (the server's side), and holds the peer
+ * to its first frame being SETTINGS (§3.4, either side). The bytes of an
  * unfinished frame wait as chunks and are joined once it is whole, so a frame that arrives a byte
  * at a time is copied once, not once per byte; what waits is never more than one frame.
  */
@@ -48,6 +58,7 @@ export class FrameReader {
   private input: Buffer[] = [];
   private inputBytes = 0;
   private inputNeeded = 0;
+  private settingsSeen = false;
 
   constructor(
     private readonly onFrame: OnFrame,
@@ -58,7 +69,8 @@ export class FrameReader {
 
   /**
    * Takes a chunk; hands every whole frame to `onFrame`. False when the chunk only waits for
-   * more bytes (nothing was read). Throws ConnectionError for a wrong preface or a frame too large.
+   * more bytes (nothing was read). Throws ConnectionError for a wrong preface, a first frame not
+   * SETTINGS, or a frame too large.
    */
   push(chunk: Buffer): boolean {
     if (this.inputBytes + chunk.length < this.inputNeeded) {
@@ -95,6 +107,10 @@ export class FrameReader {
       const streamId = data.readUInt32BE(at + 5) & 0x7fffffff;
       const payload = data.subarray(at + FRAME_HEADER, at + FRAME_HEADER + length);
       at += FRAME_HEADER + length;
+      if (!this.settingsSeen) {
+        if (type !== Frame.SETTINGS || flags & Flag.ACK) throw new ConnectionError(H2Error.PROTOCOL_ERROR, 'the first frame is not SETTINGS');
+        this.settingsSeen = true;
+      }
       this.onFrame(type, flags, streamId, payload);
     }
     return true;
