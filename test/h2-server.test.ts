@@ -6,11 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
+import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { PREFACE } from '../lib/http2/protocol.js';
 import { encodeResponseHeaders, HpackDecoder, HpackError } from '../lib/http2/hpack.js';
 import { decodeHuffman, encodeHuffman, HuffmanError } from '../lib/http2/huffman.js';
-import { block, E, echo, GET, h2Frame, integer, RawClient, startServer, T, text, type H2TestServer } from './helpers/h2-frames.js';
+import { block, E, echo, GET, h2Frame, integer, RawClient, RecordingSocket, startServer, T, text, type H2TestServer } from './helpers/h2-frames.js';
+import { H2ServerConnection } from '../lib/http2/connection.js';
 
 describe('Huffman code (RFC 7541 §5.2)', () => {
   it('round-trips every byte value and mixed text', () => {
@@ -330,6 +332,33 @@ describe('HTTP/2 server connection: streams, flow control, hostile clients', () 
       c.destroy();
       await server.close();
     }
+  });
+
+  it('writes a turn of many answers in writes of at most one 16 KiB slab each, in order, with nothing copied twice', async () => {
+    // 300 answers of 100 bytes, all resolved in one turn: about 45 KiB of frames. The output
+    // grew by copying everything unflushed into a larger buffer for every frame past 16 KiB
+    // (issue 24's reset-blocked attack then cost over 100 MB of RSS in seconds).
+    const socket = new RecordingSocket();
+    const connection = new H2ServerConnection(socket as unknown as net.Socket, { maxStreams: 1000, maxHeaderListSize: 8192, idleTimeoutMs: 5000, requestTimeoutMs: 5000 }, (_request, respond) => respond(text(200, 'x'.repeat(100))));
+    const ids = Array.from({ length: 300 }, (_, i) => 1 + 2 * i);
+    socket.emit('data', Buffer.concat([PREFACE, h2Frame(T.SETTINGS, 0, 0), ...ids.map((id) => h2Frame(T.HEADERS, 0x5, id, block(GET())))]));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(connection.holdings().unflushedBytes, 0);
+    const sizes = socket.chunks.map((chunk) => chunk.length);
+    assert.ok(sizes.length >= 3, `${sizes.length} writes`);
+    assert.ok(Math.max(...sizes) <= 16_384, `writes of ${sizes.join(', ')} bytes`);
+    const output = Buffer.concat(socket.chunks);
+    const answered: number[] = [];
+    for (let at = 0; at < output.length; ) {
+      const length = output.readUIntBE(at, 3);
+      if (output[at + 3] === T.DATA) {
+        assert.equal(output.subarray(at + 9, at + 9 + length).toString(), 'x'.repeat(100));
+        answered.push(output.readUInt32BE(at + 5));
+      }
+      at += 9 + length;
+    }
+    assert.deepEqual(answered, ids);
+    connection.destroy();
   });
 
   it('stops reading from a client that does not read what it is sent', async () => {
