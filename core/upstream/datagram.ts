@@ -22,8 +22,11 @@ import { isIPv6 } from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { ConnectedUdpSocket, udpBatchAddon } from '../net/udp-batch.js';
 
-/** Turns a datagram into the exchange's result, or null to keep waiting for another. */
-export type Accept<T> = (packet: Buffer) => T | null;
+/**
+ * Turns a datagram into the exchange's result, or null to keep waiting for another. A promise
+ * (another exchange, started from here) becomes the result once it settles.
+ */
+export type Accept<T> = (packet: Buffer) => T | Promise<T> | null;
 
 interface Pending {
   accept: Accept<unknown>;

@@ -18,55 +18,101 @@ import { upstreamAttempt, upstreamFailover } from '../events.js';
 import type { Upstream, UpstreamPolicy, UpstreamSet } from './upstream.js';
 
 export function createUpstreamStage(upstreams: UpstreamSet, policy: UpstreamPolicy) {
-  return async function exchangeWithUpstreams(ctx: RequestContext): Promise<Buffer | null> {
+  return function exchangeWithUpstreams(ctx: RequestContext): Promise<Buffer | null> {
     // With the root zone alone (the usual block) every name is covered, and the query's name
     // need not be read into a string at all (a few per cent of a forwarded miss's CPU).
     const zones = upstreams.zones;
     const candidates = upstreams.candidates(zones.length === 1 && zones[0] === '.' ? '.' : ctx.name);
     if (candidates.length === 0) {
       // Nothing in this block answers the name: like a server that does not serve the zone.
-      return errorReply(ctx.query, Rcode.REFUSED, ctx.question.end, ctx.edns);
+      return Promise.resolve(errorReply(ctx.query, Rcode.REFUSED, ctx.question.end, ctx.edns));
     }
     const query = ctx.edns ? ednsForUpstream(ctx.query) : ctx.query;
-    let lastAnswer: Buffer | null = null;
-    let lastError: unknown = null;
-    let attempts = 0;
-    let previous: Upstream | null = null;
-    for (const upstream of policy.order(candidates, ctx)) {
+    return new Attempts(ctx, query, candidates.length, policy.order(candidates, ctx)[Symbol.iterator](), policy).next();
+  };
+}
+
+/**
+ * One query's attempts, upstream after upstream in the policy's order. An object with two
+ * handlers rather than an async function: every miss passes here, and an async function's
+ * frame was the largest allocation of a forwarded miss (heap sampling, about 700 bytes).
+ */
+class Attempts {
+  private lastAnswer: Buffer | null = null;
+  private lastError: unknown = null;
+  private attempts = 0;
+  private upstream: Upstream | null = null;
+  private started = 0;
+
+  constructor(
+    private readonly ctx: RequestContext,
+    private readonly query: Buffer,
+    private readonly candidates: number,
+    private readonly order: Iterator<Upstream>,
+    private readonly policy: UpstreamPolicy,
+  ) {}
+
+  /** Sends to the next usable upstream; when none is left, the last answer or the failure. */
+  next(): Promise<Buffer> {
+    const ctx = this.ctx;
+    for (let step = this.order.next(); !step.done; step = this.order.next()) {
+      const upstream = step.value;
       if (upstream.usable === false) continue;
-      if (previous && upstreamFailover.hasSubscribers) upstreamFailover.publish({ ctx, from: previous });
-      previous = upstream;
+      if (this.upstream && upstreamFailover.hasSubscribers) upstreamFailover.publish({ ctx, from: this.upstream });
+      this.upstream = upstream;
       const started = ctx.clock.monotonic();
       if (ctx.deadline - started <= 0) {
-        lastError ??= new DeadlineError(`deadline passed after ${attempts} upstream attempt(s)`);
+        this.lastError ??= new DeadlineError(`deadline passed after ${this.attempts} upstream attempt(s)`);
         break;
       }
-      attempts++;
-      policy.begin(upstream);
+      this.started = started;
+      this.attempts++;
+      this.policy.begin(upstream);
+      let answer: Promise<Buffer>;
       try {
-        const answer = await upstream.exchange(query, ctx);
-        const rcode = rcodeOf(answer);
-        const ok = rcode !== Rcode.SERVFAIL && rcode !== Rcode.REFUSED;
-        const rttMs = ctx.clock.monotonic() - started;
-        policy.report(upstream, { ok, rttMs });
-        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, attempt: attempts, ok, rttMs, rcode, query, answer });
-        ctx.meta.upstream = upstream.name;
-        ctx.meta.upstreamProtocol = upstream.protocol;
-        ctx.meta.attempts = attempts;
-        if (ok) return answer;
-        lastAnswer = answer;
+        answer = upstream.exchange(this.query, ctx);
       } catch (error) {
-        const rttMs = ctx.clock.monotonic() - started;
-        policy.report(upstream, { ok: false, rttMs, error });
-        if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream, attempt: attempts, ok: false, rttMs, error, query });
-        lastError = error;
+        this.failed(error);
+        continue;
       }
+      return answer.then(this.answered, this.failedThenNext);
     }
-    ctx.meta.attempts = attempts;
-    if (lastAnswer) return lastAnswer;
-    if (attempts === 0 && !lastError) {
-      throw new UpstreamUnavailableError(`all ${candidates.length} upstream(s) are marked down or left out`);
-    }
-    throw lastError ?? new UpstreamUnavailableError('no upstream answered');
+    return this.giveUp();
+  }
+
+  private readonly answered = (answer: Buffer): Buffer | Promise<Buffer> => {
+    const { ctx, upstream } = this;
+    const rcode = rcodeOf(answer);
+    const ok = rcode !== Rcode.SERVFAIL && rcode !== Rcode.REFUSED;
+    const rttMs = ctx.clock.monotonic() - this.started;
+    this.policy.report(upstream!, { ok, rttMs });
+    if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx, upstream: upstream!, attempt: this.attempts, ok, rttMs, rcode, query: this.query, answer });
+    ctx.meta.upstream = upstream!.name;
+    ctx.meta.upstreamProtocol = upstream!.protocol;
+    ctx.meta.attempts = this.attempts;
+    if (ok) return answer;
+    this.lastAnswer = answer;
+    return this.next();
   };
+
+  private readonly failedThenNext = (error: unknown): Promise<Buffer> => {
+    this.failed(error);
+    return this.next();
+  };
+
+  private failed(error: unknown): void {
+    const rttMs = this.ctx.clock.monotonic() - this.started;
+    this.policy.report(this.upstream!, { ok: false, rttMs, error });
+    if (upstreamAttempt.hasSubscribers) upstreamAttempt.publish({ ctx: this.ctx, upstream: this.upstream!, attempt: this.attempts, ok: false, rttMs, error, query: this.query });
+    this.lastError = error;
+  }
+
+  private giveUp(): Promise<Buffer> {
+    this.ctx.meta.attempts = this.attempts;
+    if (this.lastAnswer) return Promise.resolve(this.lastAnswer);
+    if (this.attempts === 0 && !this.lastError) {
+      return Promise.reject(new UpstreamUnavailableError(`all ${this.candidates} upstream(s) are marked down or left out`));
+    }
+    return Promise.reject(this.lastError ?? new UpstreamUnavailableError('no upstream answered'));
+  }
 }

@@ -22,9 +22,6 @@ import { freeId, randomId } from './query-id.js';
 /** Answers are waited for under their DNS ID. */
 const idOf = (packet: Buffer): number | null => (packet.length >= HEADER_SIZE && isResponse(packet) ? readId(packet) : null);
 
-/** An answer to a mixed-case query that repeats the question in other case. */
-const CASE_CHANGED = Symbol('case changed');
-
 /** Answers in a row with the question's case changed after which a server is taken to fold case. */
 const CASE_FOLDING_STRIKES = 3;
 
@@ -61,36 +58,29 @@ export class UdpClient {
     return this.sockets.open;
   }
 
-  /** Sends one query and waits up to `timeoutMs` for its answer (ID restored to the query's). */
-  async exchange(query: Buffer, timeoutMs: number): Promise<Buffer> {
-    if (!this.randomizeCase) return (await this.send(query, timeoutMs, false)) as Buffer;
-    const started = performance.now();
-    const answer = await this.send(query, timeoutMs, true);
-    if (answer !== CASE_CHANGED) {
-      this.caseStrikes = 0;
-      return answer;
-    }
-    if (++this.caseStrikes >= CASE_FOLDING_STRIKES && this.randomizeCase) {
-      this.randomizeCase = false;
-      this.options.onCaseFolding?.();
-    }
-    const left = timeoutMs - (performance.now() - started);
-    if (left <= 0) throw new UpstreamTimeoutError(`udp ${this.host}:${this.port}: no answer in the query's case within ${Math.round(timeoutMs)}ms`);
-    return (await this.send(query, left, false)) as Buffer;
+  /**
+   * Sends one query and waits up to `timeoutMs` for its answer (ID restored to the query's).
+   * No async function here: the second sending that a case-changing server calls for is made
+   * from inside the first one's `accept`, and the answer's promise follows it.
+   */
+  exchange(query: Buffer, timeoutMs: number): Promise<Buffer> {
+    return this.send(query, timeoutMs, this.randomizeCase);
   }
 
-  private send(query: Buffer, timeoutMs: number, mixCase: boolean): Promise<Buffer | typeof CASE_CHANGED> {
+  private send(query: Buffer, timeoutMs: number, mixCase: boolean): Promise<Buffer> {
     const socket = this.sockets.pick();
     const id = freeId(socket.pending);
     const wire = Buffer.from(query);
     writeId(wire, id);
     const nameEnd = mixCase ? mixNameCase(wire) : 0;
+    const sentAt = nameEnd > 0 ? performance.now() : 0;
     const originalId = readId(query);
-    const accept = (answer: Buffer): Buffer | typeof CASE_CHANGED | null => {
+    const accept = (answer: Buffer): Buffer | Promise<Buffer> | null => {
       // An answer with another question is ignored, not trusted: keep waiting.
       if (!sameQuestion(wire, answer)) return null;
       if (nameEnd > 0) {
-        if (answer.compare(wire, HEADER_SIZE, nameEnd, HEADER_SIZE, nameEnd) !== 0) return CASE_CHANGED;
+        if (!sameBytes(answer, wire, HEADER_SIZE, nameEnd)) return this.askInClientCase(query, timeoutMs, timeoutMs - (performance.now() - sentAt));
+        this.caseStrikes = 0;
         // The client sees its own question again (names in the answer point to it).
         query.copy(answer, HEADER_SIZE, HEADER_SIZE, nameEnd);
       }
@@ -98,6 +88,20 @@ export class UdpClient {
       return answer;
     };
     return socket.send(wire, id, accept, timeoutMs);
+  }
+
+  /**
+   * The answer repeated our mixed-case question in other case: the query goes again in the
+   * client's case, under a new ID, within what is left of its time. After a few such answers in
+   * a row the server is taken to fold case.
+   */
+  private askInClientCase(query: Buffer, timeoutMs: number, left: number): Promise<Buffer> {
+    if (++this.caseStrikes >= CASE_FOLDING_STRIKES && this.randomizeCase) {
+      this.randomizeCase = false;
+      this.options.onCaseFolding?.();
+    }
+    if (left <= 0) return Promise.reject(new UpstreamTimeoutError(`udp ${this.host}:${this.port}: no answer in the query's case within ${Math.round(timeoutMs)}ms`));
+    return this.send(query, left, false);
   }
 
   close(): void {
@@ -128,6 +132,12 @@ export function mixNameCase(wire: Buffer): number {
     letters++;
   }
   return letters > 0 ? end : 0;
+}
+
+/** True when `a` and `b` hold the same bytes from `start` to `end` (Buffer.compare with a range makes two views). */
+function sameBytes(a: Buffer, b: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Where the question's name ends when it is uncompressed labels (as in every query), else 0. */

@@ -76,7 +76,7 @@ export class DnscryptChannel {
     packet.copy(framed, 2 + headerLength);
     return new Promise<T>((resolve, reject) => {
       const reader = new FrameReader();
-      const finish = (error: Error | null, value?: T): void => {
+      const finish = (error: Error | null, value?: T | Promise<T>): void => {
         clearTimeout(timer);
         socket.destroy();
         if (error) reject(error);
