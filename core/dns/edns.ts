@@ -4,14 +4,17 @@
  * from queries on their way upstream (Client Subnet tells the resolver where the client is).
  */
 import { Buffer } from 'node:buffer';
-import { DEFAULT_EDNS_UDP_SIZE, EdnsOption } from './constants.js';
+import { DEFAULT_EDNS_UDP_SIZE, EdnsOption, HEADER_SIZE, QType } from './constants.js';
 import { buildOpt } from './message.js';
-import { forEachEdnsOption, forEachRecord, readEdns, WireError, type Edns } from './wire.js';
+import { arCount, forEachEdnsOption, forEachRecord, readEdns, WireError, type Edns } from './wire.js';
 
 export interface EdnsOptionValue {
   code: number;
   data: Buffer;
 }
+
+/** An OPT record's bytes before its RDATA: root name (1), TYPE, CLASS (2 each), TTL (4), RDLENGTH (2). */
+const OPT_FIXED = 11;
 
 /** RFC 8467 §4.1: queries are padded to a multiple of 128 bytes. */
 export const QUERY_PADDING_BLOCK = 128;
@@ -59,16 +62,22 @@ function encodeOptions(options: EdnsOptionValue[]): Buffer {
  * query to an encrypted upstream goes through here.
  */
 export function padMessage(msg: Buffer, block = QUERY_PADDING_BLOCK): Buffer {
-  const edns = readEdns(msg);
+  // A query without additional records (most) has no OPT: no walk through its records.
+  const edns = msg.length >= HEADER_SIZE && arCount(msg) === 0 ? null : readEdns(msg);
   if (!edns) {
-    const opt = buildOpt({ udpSize: DEFAULT_EDNS_UDP_SIZE });
-    const base = msg.length + opt.length + 4;
+    const base = msg.length + OPT_FIXED + 4;
     const padding = (block - (base % block)) % block;
     const out = Buffer.allocUnsafe(base + padding);
     msg.copy(out, 0);
-    opt.copy(out, msg.length);
-    writePadding(out, msg.length + opt.length, padding);
-    out.writeUInt16BE(4 + padding, msg.length + opt.length - 2);
+    // The OPT record, written in place: root name, TYPE OPT, CLASS = payload size, TTL 0
+    // (extended RCODE, version 0, no flags), RDLENGTH = the Padding option.
+    const at = msg.length;
+    out[at] = 0;
+    out.writeUInt16BE(QType.OPT, at + 1);
+    out.writeUInt16BE(DEFAULT_EDNS_UDP_SIZE, at + 3);
+    out.writeUInt32BE(0, at + 5);
+    out.writeUInt16BE(4 + padding, at + 9);
+    writePadding(out, at + OPT_FIXED, padding);
     out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
     return out;
   }
@@ -124,6 +133,7 @@ export function hasPadding(msg: Buffer): boolean {
  * are returned unchanged.
  */
 export function fitAnswerToQuery(answer: Buffer, queryHadEdns: boolean): Buffer {
+  if (answer.length >= HEADER_SIZE && arCount(answer) === 0) return answer; // no OPT to look for
   let edns: Edns | null;
   try {
     edns = readEdns(answer);

@@ -159,8 +159,7 @@ export class BatchedUdpSocket {
       const at = i * stride;
       const length = meta[at]!;
       // A copy: the slot takes the next batch while this query may still be in use (forwarded, retried).
-      const message = Buffer.allocUnsafe(length);
-      this.recvData.copy(message, 0, i * SLOT_BYTES, i * SLOT_BYTES + length);
+      const message = copyOut(this.recvData, i * SLOT_BYTES, length);
       const version = meta[at + 1]!;
       const w0 = meta[at + 3]!, w1 = meta[at + 4]!, w2 = meta[at + 5]!, w3 = meta[at + 6]!;
       const peer = new BatchPeer(this.addressOf(version, w0, w1, w2, w3, at), meta[at + 2]!, version === 4 ? 'IPv4' : 'IPv6', version, w0, w1, w2, w3);
@@ -176,6 +175,24 @@ export class BatchedUdpSocket {
     this.lastWords = [version, w0, w1, w2, w3];
     return this.lastAddress;
   }
+}
+
+/** Messages up to this long are copied byte by byte; longer ones by Buffer#copy. */
+const SHORT_COPY = 256;
+
+/**
+ * `length` bytes of `slots` from `start`, in a Buffer of their own. A query or a short answer is
+ * copied in a loop: Buffer#copy crosses into C++ and asks V8 for both buffers' memory, about
+ * 5% of a cache hit's CPU (perf) for some 40 bytes.
+ */
+function copyOut(slots: Buffer, start: number, length: number): Buffer {
+  const message = Buffer.allocUnsafe(length);
+  if (length > SHORT_COPY) {
+    slots.copy(message, 0, start, start + length);
+    return message;
+  }
+  for (let i = 0; i < length; i++) message[i] = slots[start + i]!;
+  return message;
 }
 
 function formatIPv4(bytes: Uint8Array, at: number): string {
@@ -286,8 +303,7 @@ export class ConnectedUdpSocket {
     for (let i = 0; i < count; i++) {
       const length = meta[i * stride]!;
       // A copy: the buffers take the next batch, of any socket.
-      const message = Buffer.allocUnsafe(length);
-      data.copy(message, 0, i * SLOT_BYTES, i * SLOT_BYTES + length);
+      const message = copyOut(data, i * SLOT_BYTES, length);
       this.onMessage(message);
     }
   }
