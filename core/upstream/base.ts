@@ -119,10 +119,7 @@ export abstract class BaseUpstream implements Upstream {
         this.left();
         return this.incoming(query, wire, answer, ctx);
       },
-      (error: unknown) => {
-        this.left();
-        throw error;
-      },
+      this.leftWith,
     );
   }
 
@@ -140,10 +137,7 @@ export abstract class BaseUpstream implements Upstream {
         this.left();
         return this.incoming(query, wire, answer, ctx);
       },
-      (error: unknown) => {
-        this.left();
-        throw error;
-      },
+      this.leftWith,
     );
   }
 
@@ -151,6 +145,12 @@ export abstract class BaseUpstream implements Upstream {
   private left(): void {
     if (--this.running === 0 && this.closed) this.finishClose();
   }
+
+  /** An exchange failed: it is over, and its failure goes on up (one function for every exchange). */
+  private readonly leftWith = (error: unknown): never => {
+    this.left();
+    throw error;
+  };
 
   /** Takes no new exchange; resolves once those under way are over and the transport is closed. */
   close(): Promise<void> {

@@ -101,7 +101,13 @@ export class UdpClient {
       this.options.onCaseFolding?.();
     }
     if (left <= 0) return Promise.reject(new UpstreamTimeoutError(`udp ${this.host}:${this.port}: no answer in the query's case within ${Math.round(timeoutMs)}ms`));
-    return this.send(query, left, false);
+    // Called while a datagram is being handled: what goes wrong here (the client closed since,
+    // every socket full) is this query's failure, never a throw into the socket's reader.
+    try {
+      return this.send(query, left, false);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   close(): void {
