@@ -4,17 +4,14 @@
  * from queries on their way upstream (Client Subnet tells the resolver where the client is).
  */
 import { Buffer } from 'node:buffer';
-import { DEFAULT_EDNS_UDP_SIZE, EdnsOption, HEADER_SIZE, QType } from './constants.js';
-import { buildOpt } from './message.js';
+import { DEFAULT_EDNS_UDP_SIZE, EdnsOption, HEADER_SIZE } from './constants.js';
+import { buildOpt, OPT_FIXED, writeOptFixed } from './message.js';
 import { arCount, forEachEdnsOption, forEachRecord, readEdns, WireError, type Edns } from './wire.js';
 
 export interface EdnsOptionValue {
   code: number;
   data: Buffer;
 }
-
-/** An OPT record's bytes before its RDATA: root name (1), TYPE, CLASS (2 each), TTL (4), RDLENGTH (2). */
-const OPT_FIXED = 11;
 
 /** RFC 8467 §4.1: queries are padded to a multiple of 128 bytes. */
 export const QUERY_PADDING_BLOCK = 128;
@@ -69,15 +66,9 @@ export function padMessage(msg: Buffer, block = QUERY_PADDING_BLOCK): Buffer {
     const padding = (block - (base % block)) % block;
     const out = Buffer.allocUnsafe(base + padding);
     msg.copy(out, 0);
-    // The OPT record, written in place: root name, TYPE OPT, CLASS = payload size, TTL 0
-    // (extended RCODE, version 0, no flags), RDLENGTH = the Padding option.
-    const at = msg.length;
-    out[at] = 0;
-    out.writeUInt16BE(QType.OPT, at + 1);
-    out.writeUInt16BE(DEFAULT_EDNS_UDP_SIZE, at + 3);
-    out.writeUInt32BE(0, at + 5);
-    out.writeUInt16BE(4 + padding, at + 9);
-    writePadding(out, at + OPT_FIXED, padding);
+    // The OPT record written in place, its RDATA the Padding option.
+    writeOptFixed(out, msg.length, { udpSize: DEFAULT_EDNS_UDP_SIZE }, 4 + padding);
+    writePadding(out, msg.length + OPT_FIXED, padding);
     out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
     return out;
   }

@@ -23,19 +23,30 @@ export interface OptSpec {
   options?: Buffer;
 }
 
+/** An OPT record's bytes before its RDATA: root name (1), TYPE, CLASS (2 each), TTL (4), RDLENGTH (2). */
+export const OPT_FIXED = 11;
+
 /** An OPT pseudo-record (RFC 6891 §6.1.2). */
 export function buildOpt(spec: OptSpec = {}): Buffer {
   const options = spec.options ?? Buffer.alloc(0);
-  const out = Buffer.alloc(11 + options.length);
-  // out[0] = 0: the root owner name
-  out.writeUInt16BE(QType.OPT, 1);
-  out.writeUInt16BE(spec.udpSize ?? DEFAULT_EDNS_UDP_SIZE, 3);
-  out[5] = spec.extendedRcode ?? 0;
-  out[6] = 0; // version 0
-  out.writeUInt16BE(spec.dnssecOk ? 0x8000 : 0, 7);
-  out.writeUInt16BE(options.length, 9);
-  options.copy(out, 11);
+  const out = Buffer.allocUnsafe(OPT_FIXED + options.length);
+  writeOptFixed(out, 0, spec, options.length);
+  options.copy(out, OPT_FIXED);
   return out;
+}
+
+/**
+ * The fixed part of an OPT record, written at `at` in `out` (its RDATA of `rdataLength` bytes
+ * goes after it): for callers that build a message in one buffer.
+ */
+export function writeOptFixed(out: Buffer, at: number, spec: OptSpec, rdataLength: number): void {
+  out[at] = 0; // the root owner name
+  out.writeUInt16BE(QType.OPT, at + 1);
+  out.writeUInt16BE(spec.udpSize ?? DEFAULT_EDNS_UDP_SIZE, at + 3);
+  out[at + 5] = spec.extendedRcode ?? 0;
+  out[at + 6] = 0; // version 0
+  out.writeUInt16BE(spec.dnssecOk ? 0x8000 : 0, at + 7);
+  out.writeUInt16BE(rdataLength, at + 9);
 }
 
 /** One EDNS option: code, length, data. */
