@@ -143,23 +143,19 @@ async function compareQps(ctx: WorkloadContext, label: string, queries: string, 
   return throughput(label, result, rssMb(veil.child.pid!));
 }
 
+/** Veil forwarding to the origin over UDP, and dnsdist (no packet cache) in front of the same origin. */
+function withForwardingPair<T>(ctx: WorkloadContext, fn: (veil: VeilProcess, dnsdist: Dnsdist) => Promise<T>): Promise<T> {
+  const corefile = `. {\n  listen udp://127.0.0.1:0\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
+  return withVeil(corefile, (veil) => withPeer(() => startDnsdist({ backendPort: ctx.origin.port, plain: true }), (peer) => fn(veil, peer as Dnsdist)));
+}
+
 const udpForward: Workload = {
   name: 'udp-forward',
   description: 'misses forwarded over UDP, no cache: Veil `forward` vs dnsdist without packet cache, both to the origin',
   target: '≥ 1.0 × dnsdist without packet cache',
   async run(ctx) {
     const queries = writeSkewedQueries(ctx.dir, 'forward.txt', 1000, 10000);
-    const corefile = `. {\n  listen udp://127.0.0.1:0\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
-    return withVeil(corefile, (veil) =>
-      withPeer(
-        () => startDnsdist({ backendPort: ctx.origin.port, plain: true }),
-        async (peer) => {
-          const veilPort = veil.address('udp').port;
-          const peerPort = (peer as unknown as { ports: { plain: number } }).ports.plain;
-          return compareQps(ctx, 'UDP forward', queries, veil, veilPort, peerPort, peer.process.pid);
-        },
-      ),
-    );
+    return withForwardingPair(ctx, (veil, dnsdist) => compareQps(ctx, 'UDP forward', queries, veil, veil.address('udp').port, dnsdist.ports.plain!, dnsdist.process.pid));
   },
 };
 
@@ -168,16 +164,10 @@ const udpLatency: Workload = {
   description: 'added latency at 2,000 qps, UDP forward: Veil in front of the origin vs the origin directly (and, for scale, dnsdist in front of it)',
   target: LATENCY_TARGET,
   async run(ctx) {
-    const corefile = `. {\n  listen udp://127.0.0.1:0\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
-    return withVeil(corefile, (veil) =>
-      withPeer(
-        () => startDnsdist({ backendPort: ctx.origin.port, plain: true }),
-        async (peer) => {
-          const proxy = { port: (peer as Dnsdist).ports.plain!, name: 'dnsdist (no packet cache)' };
-          return { ...(await addedLatency(ctx, veil.address('udp').port, ctx.origin.port, 'udp', 'udp', proxy)), rssMb: rssMb(veil.child.pid!) };
-        },
-      ),
-    );
+    return withForwardingPair(ctx, async (veil, dnsdist) => {
+      const proxy = { port: dnsdist.ports.plain!, name: 'dnsdist (no packet cache)' };
+      return { ...(await addedLatency(ctx, veil.address('udp').port, ctx.origin.port, 'udp', 'udp', proxy)), rssMb: rssMb(veil.child.pid!) };
+    });
   },
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
@@ -190,41 +180,35 @@ const udpLatencyIdle: Workload = {
   description: `latency at ${IDLE_RATE} qps (a home at rest: every process on the way wakes for each query), UDP forward: Veil and dnsdist (no packet cache) in front of the origin, and the origin directly`,
   target: 'context (what a person at home feels, beside dnsdist in the same place)',
   async run(ctx) {
-    const corefile = `. {\n  listen udp://127.0.0.1:0\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
-    return withVeil(corefile, (veil) =>
-      withPeer(
-        () => startDnsdist({ backendPort: ctx.origin.port, plain: true }),
-        async (peer) => {
-          const queries = writeSkewedQueries(ctx.dir, 'idle.txt', 1000, 10000, 'idle.example');
-          // At least 200 answers a side a round: a percentile of fewer says little.
-          const fixed = { queryFile: queries, seconds: Math.max(ctx.seconds, 10), rate: IDLE_RATE, clients: 1, outstanding: 10, verbose: true };
-          const ports = { veil: veil.address('udp').port, dnsdist: (peer as Dnsdist).ports.plain!, direct: ctx.origin.port };
-          // The same warm-up as at 2,000 qps: JIT and caches filled, then left to go cold between queries.
-          for (const port of Object.values(ports)) await dnsperf({ ...fixed, port, seconds: 2, rate: 2000, verbose: false });
-          const rounds: Record<keyof typeof ports, LoadResult[]> = { veil: [], dnsdist: [], direct: [] };
-          for (let round = 0; round < ctx.rounds; round++) {
-            for (const side of Object.keys(ports) as (keyof typeof ports)[]) {
-              const result = await dnsperf({ ...fixed, port: ports[side] });
-              ctx.log(`round ${round + 1}: ${side} p50 ${(result.p50Ms ?? NaN).toFixed(3)} ms, mean ${result.meanMs.toFixed(3)} ms`);
-              rounds[side].push(result);
-            }
-          }
-          const [v, d, o] = [pooled(rounds.veil), pooled(rounds.dnsdist), pooled(rounds.direct)];
-          const ms = (x: number | null | undefined) => (x ?? NaN).toFixed(3);
-          const side = (name: string, r: LoadResult) => `${name} p50 ${ms(r.p50Ms)} / p99 ${ms(r.p99Ms)} / mean ${ms(r.meanMs)} ms`;
-          return {
-            kind: 'other',
-            veil: v,
-            peer: d,
-            ratio: null,
-            rssMb: null,
-            summary: `${side('Veil', v)} (added p50 ${ms((v.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}); ${side('dnsdist', d)} (added p50 ${ms((d.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}); ${side('direct', o)}`,
-            commands: [v.command, d.command, o.command],
-            notes: [`${ctx.rounds} rounds of each pooled, ${fixed.seconds} s each`],
-          };
-        },
-      ),
-    );
+    return withForwardingPair(ctx, async (veil, dnsdist) => {
+      const queries = writeSkewedQueries(ctx.dir, 'idle.txt', 1000, 10000, 'idle.example');
+      // At least 200 answers a side a round: a percentile of fewer says little.
+      const fixed = { queryFile: queries, seconds: Math.max(ctx.seconds, 10), rate: IDLE_RATE, clients: 1, outstanding: 10, verbose: true };
+      const ports = { veil: veil.address('udp').port, dnsdist: dnsdist.ports.plain!, direct: ctx.origin.port };
+      // The same warm-up as at 2,000 qps: JIT and caches filled, then left to go cold between queries.
+      for (const port of Object.values(ports)) await dnsperf({ ...fixed, port, seconds: 2, rate: 2000, verbose: false });
+      const rounds: Record<keyof typeof ports, LoadResult[]> = { veil: [], dnsdist: [], direct: [] };
+      for (let round = 0; round < ctx.rounds; round++) {
+        for (const side of Object.keys(ports) as (keyof typeof ports)[]) {
+          const result = await dnsperf({ ...fixed, port: ports[side] });
+          ctx.log(`round ${round + 1}: ${side} p50 ${(result.p50Ms ?? NaN).toFixed(3)} ms, mean ${result.meanMs.toFixed(3)} ms`);
+          rounds[side].push(result);
+        }
+      }
+      const [v, d, o] = [pooled(rounds.veil), pooled(rounds.dnsdist), pooled(rounds.direct)];
+      const ms = (x: number | null | undefined) => (x ?? NaN).toFixed(3);
+      const side = (name: string, r: LoadResult) => `${name} p50 ${ms(r.p50Ms)} / p99 ${ms(r.p99Ms)} / mean ${ms(r.meanMs)} ms`;
+      return {
+        kind: 'other',
+        veil: v,
+        peer: d,
+        ratio: null,
+        rssMb: null,
+        summary: `${side('Veil', v)} (added p50 ${ms((v.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}); ${side('dnsdist', d)} (added p50 ${ms((d.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}); ${side('direct', o)}`,
+        commands: [v.command, d.command, o.command],
+        notes: [`${ctx.rounds} rounds of each pooled, ${fixed.seconds} s each`],
+      };
+    });
   },
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
