@@ -85,6 +85,8 @@ export interface H2ClientOptions {
   maxStreams?: number;
   /** Told once when the connection takes no new streams (GOAWAY, error, close, idle). */
   onGone: () => void;
+  /** Told when a stream ends or the server's SETTINGS arrive: a request waiting for room may go now. */
+  onRoom?: () => void;
 }
 
 class ClientStream {
@@ -562,6 +564,7 @@ export class H2ClientConnection {
     }
     this.writeFrame(Frame.SETTINGS, Flag.ACK, 0, Buffer.alloc(0));
     this.sendWaiting();
+    if (!this.retired) this.options.onRoom?.();
   }
 
   private onGoaway(streamId: number, payload: Buffer): void {
@@ -628,6 +631,7 @@ export class H2ClientConnection {
       if (this.retired) this.shutdown();
     }
     stream.handler.done(failure, message, body);
+    if (!this.retired) this.options.onRoom?.();
   }
 
   // --- Time ---

@@ -7,6 +7,11 @@
  * connection's ALPN decides the protocol: when the server does not offer h2, requests go over
  * HTTP/1.1 on kept-alive connections instead. Every connection goes to one of the server's IP
  * addresses (never a looked-up name) and is verified before use.
+ *
+ * When every session carries as many streams as the server allows and the pool is full, a
+ * request waits for a stream to end (first come, first served, until its deadline) rather than
+ * fail: a burst of queries above what the server takes at once is answered a little later, not
+ * with SERVFAIL. What waits is bounded (MAX_WAITING); past it a request fails at once.
  */
 import { performance } from 'node:perf_hooks';
 import type tls from 'node:tls';
@@ -61,11 +66,29 @@ interface Session {
 
 type Mode = 'unknown' | 'h2' | 'http1';
 
+/** Requests waiting for a stream at most, per server: about ten times what one session carries. */
+export const MAX_WAITING = 1024;
+
+/** A request that found every session full. */
+interface Waiter {
+  request: HttpsRequest;
+  deadline: number;
+  timeoutMs: number;
+  resolve: (answer: Buffer) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** What `acquire` says when no session has room and none may be opened: wait for a stream. */
+const FULL = 'full';
+
 const PROTOCOL = 'doh';
 
 export class HttpsConnections {
   private mode: Mode = 'unknown';
   private readonly sessions: Session[] = [];
+  /** Requests waiting for a stream, oldest first. */
+  private readonly waiting: Waiter[] = [];
   private opening: Promise<Session | null> | null = null;
   private http1: Http1Client | null = null;
   /** One per address, each resuming its own TLS sessions. */
@@ -123,7 +146,9 @@ export class HttpsConnections {
       // No await when a session is at hand: a burst handled in one turn of the event loop
       // then counts its streams as it goes, and opens the pool's other sessions.
       const acquired = this.acquire(left);
-      answer = acquired instanceof Promise ? acquired.then((session) => this.sendOn(session, request, deadline)) : this.sendOn(acquired, request, deadline);
+      if (acquired === FULL) answer = this.wait(request, deadline, timeoutMs);
+      else if (acquired instanceof Promise) answer = acquired.then((session) => this.sendOn(session, request, deadline, timeoutMs));
+      else answer = this.sendOn(acquired, request, deadline, timeoutMs);
     } catch (err) {
       answer = Promise.reject(err);
     }
@@ -134,9 +159,56 @@ export class HttpsConnections {
     });
   }
 
-  private sendOn(session: Session | null, request: HttpsRequest, deadline: number): Promise<Buffer> {
+  private sendOn(session: Session | null, request: HttpsRequest, deadline: number, timeoutMs: number): Promise<Buffer> {
     const remaining = deadline - performance.now();
-    return session ? session.request(request, remaining) : this.http1!.request(request, remaining);
+    if (session === null) return this.http1!.request(request, remaining);
+    // A session that opened for many callers at once is full for the later ones.
+    if (!session.hasRoom) return this.wait(request, deadline, timeoutMs);
+    return session.request(request, remaining);
+  }
+
+  /** Queues a request until a stream is free (drain) or its deadline passes. */
+  private wait(request: HttpsRequest, deadline: number, timeoutMs: number): Promise<Buffer> {
+    if (this.waiting.length >= MAX_WAITING) {
+      return Promise.reject(new UpstreamUnavailableError(`${this.options.label}: every session is full and ${MAX_WAITING} requests wait`));
+    }
+    // The pool may have room for a session that is not open (one was lost): open it.
+    if (this.sessions.length < this.options.pool && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        request,
+        deadline,
+        timeoutMs,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          const at = this.waiting.indexOf(waiter);
+          if (at >= 0) this.waiting.splice(at, 1);
+          reject(new UpstreamTimeoutError(`${this.options.label}: no answer within ${Math.round(timeoutMs)}ms (every stream was busy)`));
+        }, Math.max(1, deadline - performance.now())),
+      };
+      this.waiting.push(waiter);
+    });
+  }
+
+  /** Sends waiting requests, oldest first, while a session has room (a stream ended, a session opened). */
+  private readonly drain = (): void => {
+    while (this.waiting.length > 0) {
+      const session = this.mode === 'http1' ? null : this.roomiest();
+      if (session === null && this.mode !== 'http1') return;
+      const waiter = this.waiting.shift()!;
+      clearTimeout(waiter.timer);
+      this.sendOn(session, waiter.request, waiter.deadline, waiter.timeoutMs).then(waiter.resolve, waiter.reject);
+    }
+  };
+
+  /** The session with room and the fewest streams, if any. */
+  private roomiest(): Session | null {
+    let best: Session | null = null;
+    for (const session of this.sessions) {
+      if (session.hasRoom && (!best || session.active < best.active)) best = session;
+    }
+    return best;
   }
 
   /** Opens the first connection ahead of traffic. Failures are logged, never thrown. */
@@ -148,13 +220,14 @@ export class HttpsConnections {
     }
   }
 
-  /** An HTTP/2 session with room (at once, or once one opens), or null when the server speaks HTTP/1.1 only. */
-  private acquire(timeLeft: number): Session | null | Promise<Session | null> {
+  /**
+   * An HTTP/2 session with room (at once, or once one opens), null when the server speaks
+   * HTTP/1.1 only, or FULL when the request must wait for a stream.
+   */
+  private acquire(timeLeft: number): Session | null | Promise<Session | null> | typeof FULL {
     if (this.mode === 'http1') return null;
-    let best: Session | null = null;
-    for (const session of this.sessions) {
-      if (session.hasRoom && (!best || session.active < best.active)) best = session;
-    }
+    // None goes ahead of a request already waiting.
+    const best = this.waiting.length === 0 ? this.roomiest() : null;
     if (best) {
       // Busy sessions still take streams: open another beside them for the next queries,
       // rather than make this one wait for a handshake.
@@ -165,7 +238,7 @@ export class HttpsConnections {
       return best;
     }
     if (this.sessions.length < this.options.pool || this.opening) return this.open(Math.min(timeLeft, this.connectTimeoutMs));
-    throw new UpstreamUnavailableError(`${this.options.label}: every session is full`);
+    return FULL;
   }
 
   /** One connection opening at a time: concurrent callers share it. */
@@ -184,6 +257,7 @@ export class HttpsConnections {
     }
     if (socket.alpnProtocol !== 'h2') {
       this.switchToHttp1(socket);
+      this.drain();
       return null;
     }
     this.mode = 'h2';
@@ -192,14 +266,17 @@ export class HttpsConnections {
       if (index < 0) return;
       this.sessions.splice(index, 1);
       this.publish('closed');
+      // Requests waiting for a stream get a new session in its place.
+      if (this.waiting.length > 0 && !this.stopped && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
     };
     const { authority, label } = this.options;
     const session: Session =
       this.options.http2 === 'node'
-        ? new H2Session(socket, authority, label, this.idleTimeoutMs, onGone)
-        : new VeilH2Session(socket, authority, label, this.idleTimeoutMs, onGone);
+        ? new H2Session(socket, authority, label, this.idleTimeoutMs, onGone, this.drain)
+        : new VeilH2Session(socket, authority, label, this.idleTimeoutMs, onGone, this.drain);
     this.sessions.push(session);
     this.publish('created');
+    this.drain();
     return session;
   }
 
@@ -267,6 +344,10 @@ export class HttpsConnections {
 
   close(): void {
     this.stopped = true;
+    for (const waiter of this.waiting.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(new UpstreamUnavailableError(`${this.options.label}: stopped`));
+    }
     for (const session of [...this.sessions]) session.destroy();
     this.sessions.length = 0;
     this.http1?.close();

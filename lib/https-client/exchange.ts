@@ -79,6 +79,7 @@ export class H2Session {
     private readonly label: string,
     idleTimeoutMs: number,
     private readonly onGone: (session: H2Session) => void,
+    private readonly onRoom: () => void,
   ) {
     this.session = http2.connect(`https://${authority}`, {
       // The socket is already connected to an IP and verified: http2 opens nothing itself.
@@ -140,6 +141,7 @@ export class H2Session {
           resolve(Buffer.concat(chunks, size));
         }
         if (!this.usable && this.active === 0) this.session.close();
+        if (this.usable) this.onRoom();
       };
       const timer = setTimeout(() => finish(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`)), timeoutMs);
       stream.on('response', (headers) => {

@@ -23,12 +23,14 @@ export class VeilH2Session {
     private readonly label: string,
     idleTimeoutMs: number,
     onGone: (session: VeilH2Session) => void,
+    onRoom: () => void,
   ) {
     this.connection = new H2ClientConnection(socket, {
       authority,
       idleTimeoutMs,
       maxStreams: MAX_STREAMS_PER_SESSION,
       onGone: () => onGone(this),
+      onRoom,
     });
   }
 

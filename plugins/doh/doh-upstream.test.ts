@@ -162,6 +162,41 @@ for (const http2 of ['veil', 'node'] as const) describe(`doh upstream (http2 ${h
       }
     });
 
+    it('a burst above the streams the server allows waits for them, instead of failing', async () => {
+      const narrow = await startFakeDoh({ cert: certs.chain, key: certs.key }, { maxConcurrentStreams: 4 });
+      narrow.behave(() => ({ delayMs: 20 }));
+      const { veil, ask } = await front(`doh {\n server narrow https://127.0.0.1:${narrow.port}/dns-query {\n ca ${certs.ca}\n pool 1\n }\n }`);
+      try {
+        assert.equal(a(await ask('warm.test', 1)), '203.0.113.1');
+        const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => ask(`b${i}.test`, i + 2)));
+        answers.forEach((answer, i) => {
+          assert.equal(readId(answer), i + 2);
+          assert.equal(a(answer), '203.0.113.1', `query ${i}: rcode ${rcodeOf(answer)}`);
+        });
+        assert.equal(narrow.connections, 1, 'one session carried them all');
+        assert.ok(narrow.maxInFlight <= 4, `the server held ${narrow.maxInFlight} at once`);
+      } finally {
+        await veil.stop();
+        await narrow.close();
+      }
+    });
+
+    it('a request waiting for a stream gives up at its deadline: SERVFAIL, then service again', async () => {
+      const narrow = await startFakeDoh({ cert: certs.chain, key: certs.key }, { maxConcurrentStreams: 1 });
+      narrow.behave(() => ({ hang: true }));
+      const { veil, ask } = await front(`doh {\n server narrow https://127.0.0.1:${narrow.port}/dns-query {\n ca ${certs.ca}\n pool 1\n timeout 300ms\n }\n }`);
+      try {
+        const answers = await Promise.all(Array.from({ length: 5 }, (_, i) => ask(`h${i}.test`, i + 1)));
+        // Each within its deadline (ask gives up after 5 s): none is left waiting for ever.
+        for (const answer of answers) assert.equal(rcodeOf(answer), Rcode.SERVFAIL);
+        narrow.behave(() => ({}));
+        assert.equal(a(await ask('after.test', 9)), '203.0.113.1');
+      } finally {
+        await veil.stop();
+        await narrow.close();
+      }
+    });
+
     it('HTTP/1.1 when the server does not offer h2', async () => {
       const http1 = await startFakeDoh({ cert: certs.chain, key: certs.key }, { http1Only: true });
       const { veil, ask } = await front(`doh {\n server old https://dns.test:${http1.port}/dns-query {\n bootstrap 127.0.0.1\n ca ${certs.ca}\n }\n }`);

@@ -38,6 +38,8 @@ export interface FakeDoh {
   requests: FakeRequest[];
   /** HTTP/2 sessions or TLS connections accepted. */
   connections: number;
+  /** The most requests it held unanswered at once. */
+  maxInFlight: number;
   behave(fn: (req: FakeRequest) => FakeReply): void;
   close(): Promise<void>;
 }
@@ -49,10 +51,13 @@ export function answerFor(query: Buffer, address = '203.0.113.1'): Buffer {
 }
 
 /** A DoH server we script: HTTP/2 (and HTTP/1.1 through ALPN), or HTTP/1.1 only. */
-export async function startFakeDoh(certs: { cert: string; key: string }, options: { http1Only?: boolean } = {}): Promise<FakeDoh> {
+/** `maxConcurrentStreams`: the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS it announces (and enforces by refusing). */
+export async function startFakeDoh(certs: { cert: string; key: string }, options: { http1Only?: boolean; maxConcurrentStreams?: number } = {}): Promise<FakeDoh> {
   const requests: FakeRequest[] = [];
   let behaviour: (req: FakeRequest) => FakeReply = () => ({});
   let connections = 0;
+  let inFlight = 0;
+  let maxInFlight = 0;
   const open = new Set<net.Socket>();
   const handle = (req: http2.Http2ServerRequest | import('node:http').IncomingMessage, res: http2.Http2ServerResponse | import('node:http').ServerResponse): void => {
     const chunks: Buffer[] = [];
@@ -67,7 +72,10 @@ export async function startFakeDoh(certs: { cert: string; key: string }, options
       if ('stream' in req && reply.goawayFirst) return req.stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, 0);
       if ('stream' in req && reply.refuse) return req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
       const body = reply.body ?? answerFor(query);
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
       const send = (): void => {
+        inFlight--;
         (res as import('node:http').ServerResponse).writeHead(reply.status ?? 200, { 'content-type': reply.type ?? 'application/dns-message', 'content-length': body.length });
         res.end(body);
         if (reply.goaway && 'stream' in req) req.stream.session?.goaway();
@@ -80,7 +88,7 @@ export async function startFakeDoh(certs: { cert: string; key: string }, options
   const cert = readFileSync(certs.cert);
   const server = options.http1Only
     ? https.createServer({ key, cert, ALPNProtocols: ['http/1.1'] }, handle)
-    : http2.createSecureServer({ key, cert, allowHTTP1: true }, handle);
+    : http2.createSecureServer({ key, cert, allowHTTP1: true, ...(options.maxConcurrentStreams ? { settings: { maxConcurrentStreams: options.maxConcurrentStreams } } : {}) }, handle);
   server.on('secureConnection', () => connections++);
   server.on('connection', (s: net.Socket) => {
     open.add(s);
@@ -92,6 +100,9 @@ export async function startFakeDoh(certs: { cert: string; key: string }, options
     requests,
     get connections() {
       return connections;
+    },
+    get maxInFlight() {
+      return maxInFlight;
     },
     behave(fn) {
       behaviour = fn;
