@@ -264,6 +264,51 @@ describe('stream pool', () => {
     }
   });
 
+  it('every connection full: a query waits for room instead of failing, oldest first', async () => {
+    const held: Array<() => void> = [];
+    let most = 0;
+    const server = await scripted((q, socket) => {
+      held.push(() => socket.write(frame(answer(q))));
+      most = Math.max(most, held.length);
+    });
+    // One connection of two queries in flight, no copies: eight more must wait their turn.
+    const p = pool(server.port, { size: 1, maxInflight: 2, retries: 0 });
+    try {
+      const order: number[] = [];
+      const exchanges = Array.from({ length: 10 }, (_, i) => p.exchange(query(`w${i}.test`, i + 1), 5000).then((r) => (order.push(r.readUInt16BE(0)), r)));
+      // Answer whatever the server holds, a few at a time, until all ten were answered.
+      for (let round = 0; round < 50 && order.length < 10; round++) {
+        await waitFor(() => held.length > 0 || order.length === 10);
+        for (const release of held.splice(0)) release();
+      }
+      await Promise.all(exchanges);
+      assert.deepEqual(order, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      assert.ok(most <= 2, `the server held ${most} at once`);
+      assert.equal(server.connections, 1);
+    } finally {
+      p.close();
+      await server.close();
+    }
+  });
+
+  it('a query waiting for room gives up at its deadline, and close() ends those still waiting', async () => {
+    const server = await scripted(() => {});
+    const p = pool(server.port, { size: 1, maxInflight: 1, retries: 0 });
+    try {
+      const inFlight = p.exchange(query('a.test', 1), 5000);
+      await waitFor(() => server.queries === 1);
+      await assert.rejects(p.exchange(query('b.test', 2), 100), /every connection was full/);
+      const stillWaiting = p.exchange(query('c.test', 3), 5000);
+      p.close();
+      await assert.rejects(stillWaiting, /stopped/);
+      await assert.rejects(inFlight, /stopped/);
+      assert.equal(server.queries, 1, 'no waiting query reached the server');
+    } finally {
+      p.close();
+      await server.close();
+    }
+  });
+
   it('close() fails the queries in flight and refuses new ones', async () => {
     const server = await scripted(() => {});
     const p = pool(server.port);

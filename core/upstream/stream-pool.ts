@@ -29,6 +29,11 @@
  *   twice any more (a slow answer from such a server is its own work, not the connection's).
  *
  * With `retries` 0 no query is ever sent twice, held back or not.
+ *
+ * When every connection has `maxInflight` queries out and the pool may open no more, a query
+ * waits for room (first come, first served, until its deadline) instead of failing: a burst
+ * above what the connections carry is answered a little later, not with SERVFAIL. At most
+ * MAX_WAITING wait; past that a query fails at once and the caller fails over.
  */
 import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
@@ -110,6 +115,8 @@ const HEDGE_RECOMPUTE_MS = 100;
 const MAX_HEDGES = 2;
 /** IDs of forgotten queries still owed an answer, per connection; past this the connection is retired. */
 const MAX_OWED = 256;
+/** Queries waiting for room in one pool at most (ten full connections' worth). */
+export const MAX_WAITING = 1024;
 
 /** Marks failures that happened to the connection rather than to the query: worth a retry. */
 class ConnectionLost extends UpstreamUnavailableError {}
@@ -131,6 +138,8 @@ class Exchange {
   settled = false;
   /** Copies sent because the latest attempt waited on a silent connection. */
   hedges = 0;
+  /** Set while it waits for room on a connection: ends the wait at the deadline. */
+  waitTimer: NodeJS.Timeout | null = null;
 
   constructor(
     /** As the caller gave it (its ID is restored on the answer). */
@@ -356,6 +365,8 @@ export class StreamConnection {
 
 export class StreamPool implements ConnectionOwner {
   private readonly connections: StreamConnection[] = [];
+  /** Exchanges waiting for room on a connection, oldest first. */
+  private readonly waiting: Exchange[] = [];
   private opening: Promise<StreamConnection> | null = null;
   private stopped = false;
   private readonly abort = new AbortController();
@@ -414,12 +425,40 @@ export class StreamPool implements ConnectionOwner {
     if (this.stopped) return exchange.reject(new UpstreamUnavailableError(`${this.options.label}: stopped`));
     const left = exchange.deadline - performance.now();
     if (left <= 0) return exchange.reject(new UpstreamTimeoutError(`${this.options.label}: no answer in time`));
-    const ready = this.pick(null);
+    // None goes ahead of a query already waiting.
+    const ready = this.waiting.length === 0 ? this.pick(null) : null;
     if (ready) return this.sendOn(ready, exchange);
-    this.acquire(left).then(
+    if (this.connections.length >= this.limit) return this.wait(exchange, left);
+    this.open(Math.min(left, this.connectTimeoutMs)).then(
       (connection) => this.sendOn(connection, exchange),
       (err: Error) => exchange.reject(err),
     );
+  }
+
+  /** Queues an exchange until a connection has room (drain) or its deadline passes. */
+  private wait(exchange: Exchange, left: number): void {
+    if (this.waiting.length >= MAX_WAITING) {
+      return exchange.reject(new UpstreamUnavailableError(`${this.options.label}: ${this.inflight} queries in flight and ${MAX_WAITING} waiting`));
+    }
+    exchange.waitTimer = setTimeout(() => {
+      exchange.waitTimer = null;
+      const at = this.waiting.indexOf(exchange);
+      if (at >= 0) this.waiting.splice(at, 1);
+      exchange.reject(new UpstreamTimeoutError(`${this.options.label}: no answer in time (every connection was full)`));
+    }, Math.max(1, left));
+    this.waiting.push(exchange);
+  }
+
+  /** Sends waiting exchanges, oldest first, while a connection has room (an answer came, a connection opened). */
+  private drain(): void {
+    while (this.waiting.length > 0) {
+      const connection = this.pick(null);
+      if (!connection) return;
+      const exchange = this.waiting.shift()!;
+      clearTimeout(exchange.waitTimer!);
+      exchange.waitTimer = null;
+      this.sendOn(connection, exchange);
+    }
   }
 
   private sendOn(connection: StreamConnection, exchange: Exchange): void {
@@ -453,11 +492,6 @@ export class StreamPool implements ConnectionOwner {
     return best;
   }
 
-  private async acquire(timeLeft: number): Promise<StreamConnection> {
-    if (this.connections.length < this.limit) return this.open(Math.min(timeLeft, this.connectTimeoutMs));
-    throw new UpstreamUnavailableError(`${this.options.label}: ${this.connections.length * this.settings.maxInflight} queries already in flight`);
-  }
-
   // ---- what the connections report --------------------------------------------------------
 
   answered(attempt: Attempt, answer: Buffer, inOrder: boolean): void {
@@ -475,11 +509,13 @@ export class StreamPool implements ConnectionOwner {
     exchange.attempts.length = 0;
     answer.writeUInt16BE(readId(exchange.query), 0);
     exchange.resolve(answer);
+    if (this.waiting.length > 0) this.drain();
   }
 
   failed(attempt: Attempt, error: Error): void {
     const exchange = attempt.exchange;
     removeFrom(exchange.attempts, attempt);
+    if (this.waiting.length > 0) this.drain();
     if (exchange.settled || exchange.attempts.length > 0) return; // the other attempt may still answer
     if (error instanceof ConnectionLost && exchange.retriesLeft > 0 && !this.stopped) {
       exchange.retriesLeft--;
@@ -502,6 +538,9 @@ export class StreamPool implements ConnectionOwner {
     if (replace && this.connections.length < this.size) {
       this.stats.replaced++;
       // A failure here is reported by the connect function and met again by the next query.
+      this.open(this.connectTimeoutMs).catch(() => {});
+    } else if (this.waiting.length > 0 && !this.stopped && this.connections.length < this.limit) {
+      // Queries wait for room: a new connection in this one's place (it drains them as it opens).
       this.open(this.connectTimeoutMs).catch(() => {});
     }
   }
@@ -587,8 +626,10 @@ export class StreamPool implements ConnectionOwner {
     const exchange = attempt.exchange;
     const left = exchange.deadline - performance.now();
     if (left <= 0) return true; // its own timer ends it
-    const target = this.pick(attempt.connection);
+    // With queries waiting for room, a copy would take a place one of them is owed.
+    const target = this.waiting.length > 0 ? null : this.pick(attempt.connection);
     if (!target) {
+      if (this.waiting.length > 0) return false;
       // A pool of one connection, or all others full: a copy may open one past the pool's size
       // (up to a serial server's), since whether the server holds queries back is the question.
       if (this.connections.length < this.size * SERIAL_FACTOR && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
@@ -630,6 +671,7 @@ export class StreamPool implements ConnectionOwner {
     this.stats.created++;
     this.stats.open = this.connections.length;
     this.publish('created');
+    this.drain();
     return connection;
   }
 
@@ -655,6 +697,10 @@ export class StreamPool implements ConnectionOwner {
     this.abort.abort();
     if (this.hedgeTimer) clearTimeout(this.hedgeTimer);
     this.hedgeTimer = null;
+    for (const exchange of this.waiting.splice(0)) {
+      clearTimeout(exchange.waitTimer!);
+      exchange.reject(new UpstreamUnavailableError(`${this.options.label}: stopped`));
+    }
     for (const connection of [...this.connections]) connection.destroy(new UpstreamUnavailableError(`${this.options.label}: stopped`), 'closed');
   }
 }
