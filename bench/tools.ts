@@ -22,6 +22,8 @@ export interface LoadResult {
   cpuUs?: number | null;
   sent: number;
   lost: number;
+  /** Answers by response code (dnsperf's "Response codes" line). */
+  rcodes?: Record<string, number>;
   command: string;
 }
 
@@ -81,10 +83,11 @@ export async function dnsperf(options: DnsperfOptions): Promise<LoadResult> {
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
     p999Ms: percentile(latencies, 99.9),
-    maxMs: latencies.length ? latencies[latencies.length - 1]! : null,
+    maxMs: latencies.length ? latencies[latencies.length - 1]! : number(/Average Latency \(s\):.*max ([\d.]+)\)/) * 1000 || null,
     ...(options.verbose ? { latencies } : {}),
     sent: number(/Queries sent:\s+(\d+)/),
     lost: number(/Queries lost:\s+(\d+)/),
+    rcodes: Object.fromEntries([...(/Response codes:\s+(.*)/.exec(out)?.[1] ?? '').matchAll(/([A-Z]+) (\d+)/g)].map((m) => [m[1]!, Number(m[2])])),
     command: `dnsperf ${args.join(' ')}`,
   };
 }

@@ -827,8 +827,54 @@ const dnssecKeytrap: Workload = {
   requires: () => skipUnless('dnsperf', ...LAB_PROGRAMS),
 };
 
+/** Queries in flight at once in the burst workload: ten times what one pooled connection carries. */
+const BURST_IN_FLIGHT = 1000;
+
+const burst: Workload = {
+  name: 'burst',
+  description: `${BURST_IN_FLIGHT} queries in flight at once, UDP in, out over UDP to the origin, DoT to unbound and DoH to dnsdist: what share is answered, how many end in SERVFAIL, the slowest answer`,
+  target: 'context (every query answered, none SERVFAIL for want of a connection or a lost datagram)',
+  async run(ctx) {
+    const queries = writeSkewedQueries(ctx.dir, 'burst.txt', 1000, 10000, 'burst.example');
+    const certs = makeTestCerts();
+    const load = (veil: VeilProcess) => dnsperf({ port: veil.address('udp').port, queryFile: queries, clients: 8, outstanding: BURST_IN_FLIGHT, seconds: ctx.seconds });
+    const paths: Array<[string, LoadResult]> = [];
+    paths.push(['UDP', await withVeil(`. {\n  listen udp://127.0.0.1:0\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`, load)]);
+    paths.push([
+      'DoT',
+      await withPeer(
+        () => startUnboundDot(certs),
+        (origin) => withVeil(`. {\n  listen udp://127.0.0.1:0\n  dot {\n    server o tls://127.0.0.1:${origin.port} {\n      server_name dns.test\n      ca ${certs.ca}\n    }\n  }\n}\n`, load),
+      ),
+    ]);
+    paths.push([
+      'DoH',
+      await withPeer(
+        () => startDnsdist({ backendPort: ctx.origin.port, plain: true, doh: certs }),
+        (peer) => withVeil(`. {\n  listen udp://127.0.0.1:0\n  doh {\n    server d https://127.0.0.1:${(peer as Dnsdist).ports.doh}/dns-query {\n      ca ${certs.ca}\n    }\n  }\n}\n`, load),
+      ),
+    ]);
+    const describe = ([name, r]: [string, LoadResult]): string => {
+      const answered = Object.values(r.rcodes ?? {}).reduce((a, b) => a + b, 0);
+      const noerror = r.rcodes?.NOERROR ?? 0;
+      return `${name} ${((100 * noerror) / Math.max(1, answered)).toFixed(2)}% NOERROR, ${r.rcodes?.SERVFAIL ?? 0} SERVFAIL, ${r.lost} lost, slowest ${((r.maxMs ?? NaN) / 1000).toFixed(2)} s, ${r.qps.toFixed(0)} qps`;
+    };
+    return {
+      kind: 'other',
+      veil: paths[0]![1],
+      peer: null,
+      ratio: null,
+      rssMb: null,
+      summary: `${BURST_IN_FLIGHT} in flight: ${paths.map(describe).join('; ')}`,
+      commands: paths.map(([, r]) => r.command),
+      notes: [],
+    };
+  },
+  requires: () => skipUnless('dnsperf', 'dnsdist', 'unbound'),
+};
+
 export const workloads: Workload[] = [
-  udpForward, udpLatency, udpLatencyIdle, cacheHits, cacheMemory, cacheShared, dotForward, dotLatency, dotDnsdistForward, dotDnsdistLatency, dnscryptLatency, anonymizedLatency, dnscryptForward,
+  udpForward, udpLatency, udpLatencyIdle, burst, cacheHits, cacheMemory, cacheShared, dotForward, dotLatency, dotDnsdistForward, dotDnsdistLatency, dnscryptLatency, anonymizedLatency, dnscryptForward,
   dohListener, dohListenerNode, dohForward, dohLatency, odohForward, odohLatency, workersScaling,
   dnssecCacheHits, dnssecCold, dnssecKeytrap,
 ];

@@ -12,6 +12,14 @@
  * only waits for the answers it is owed and closes with its last one. Opening a socket per query
  * would cost a few system calls each; one per QUERIES_PER_SOCKET keeps that off the hot path.
  *
+ * A datagram lost on the way (a full receive buffer at a busy server, a lossy link) would cost
+ * the whole deadline and end in SERVFAIL. With `resend`, a query unanswered after four smoothed
+ * round trips (RESEND_MIN_MS at least, and up to half as long again at random) is sent once
+ * more, the same bytes on the same socket, when the deadline is at least three times that
+ * wait (so the copy has time to be answered): a loss then costs a fraction of a second
+ * (as a stub's or unbound's retransmission would), and an upstream that is only slow gets one
+ * extra copy of a query at most. Relays do not resend: their clients do.
+ *
  * Where the native addon is built, the sockets are its connected sockets (core/net/udp-batch.ts):
  * answers read in batches, and the queries of a batch of client datagrams sent together, one
  * system call (and one wake-up of a server on this machine) for many; else node:dgram's.
@@ -33,6 +41,77 @@ interface Pending {
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
+  /** The datagram, kept for its one resend; null when none is planned or it was resent. */
+  packet: Buffer | null;
+  /** The Resender's tick at which it goes again, if unanswered. */
+  resendTick: number;
+  /** When it was sent, for the round-trip estimate; 0 when not sampled (or resent: ambiguous). */
+  sentAt: number;
+}
+
+/** The shortest wait before a query is sent again: far above loopback's and a LAN's round trips. */
+export const RESEND_MIN_MS = 200;
+/** Before any round trip was measured: what unbound assumes of a server it does not know. */
+const RESEND_INITIAL_MS = 400;
+/** How often the sockets of an address are looked over for queries due a resend. */
+const RESEND_TICK_MS = 50;
+/** One exchange in this many is timed for the estimate (a clock read each way). */
+const RTT_SAMPLE_EVERY = 16;
+
+/**
+ * Resends, per address. The wait is four times the smoothed round trip (RFC 6298's weight of
+ * 1/8), RESEND_MIN_MS at least, and up to half as long again at random, so that queries lost
+ * together (a burst that overflowed the server's buffer) are not all sent again together, to
+ * overflow it again. It is counted in ticks of RESEND_TICK_MS: one sweep a tick looks over the
+ * sockets with queries to resend, while there are any. A timer per query would do the same at
+ * about 0.3 µs more a query (Node keeps one timer list per distinct duration) and a clock read
+ * per query; the sweep reads the clock once a tick.
+ */
+export class Resender {
+  private srtt = 0;
+  private count = 0;
+  afterMs = RESEND_INITIAL_MS;
+  /** Ticks so far. */
+  private tick = 0;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    /** The address's sockets, in use and draining: the ones a sweep looks over. */
+    private readonly sockets: () => Iterable<DatagramSocket<unknown>>,
+    readonly onResend: () => void = () => {},
+  ) {}
+
+  /** True for the exchanges to time. */
+  sampleNext(): boolean {
+    return this.count++ % RTT_SAMPLE_EVERY === 0;
+  }
+
+  sample(rttMs: number): void {
+    this.srtt = this.srtt === 0 ? rttMs : this.srtt + (rttMs - this.srtt) / 8;
+    this.afterMs = Math.max(RESEND_MIN_MS, 4 * this.srtt);
+  }
+
+  /** The tick at which a query sent now and still unanswered goes again. */
+  plan(): number {
+    if (!this.timer) this.timer = setTimeout(this.sweep, RESEND_TICK_MS).unref();
+    const ticks = Math.ceil(this.afterMs / RESEND_TICK_MS);
+    return this.tick + ticks + Math.floor(Math.random() * (Math.floor(ticks / 2) + 1));
+  }
+
+  private readonly sweep = (): void => {
+    this.timer = null;
+    this.tick++;
+    let planned = false;
+    for (const socket of this.sockets()) {
+      if (socket.resendDue(this.tick)) planned = true;
+    }
+    if (planned) this.timer = setTimeout(this.sweep, RESEND_TICK_MS).unref();
+  };
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
 }
 
 /** Exchanges in flight per socket; past that many on every socket the address is overloaded. */
@@ -75,6 +154,8 @@ export class DatagramSocket<K> {
     private readonly onClosed: (socket: DatagramSocket<K>) => void,
     /** The local address to send from (a relay bound to one); else the kernel picks. */
     localAddress?: string,
+    /** Resends queries that go unanswered (see the top of this file); null for none. */
+    private readonly resender: Resender | null = null,
   ) {
     const onError = (err: Error) => this.close(new UpstreamUnavailableError(`${label}: ${err.message}`, { cause: err }));
     const addon = udpBatchAddon();
@@ -119,14 +200,44 @@ export class DatagramSocket<K> {
         this.settle(key);
         reject(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`));
       }, timeoutMs);
+      const entry: Pending = { accept, resolve: resolve as (value: unknown) => void, reject, timer, packet: null, resendTick: 0, sentAt: 0 };
+      const resender = this.resender;
+      // A resend only when the copy has as long to be answered as the first had.
+      if (resender && resender.afterMs * 3 <= timeoutMs) {
+        entry.packet = packet;
+        entry.resendTick = resender.plan();
+        if (resender.sampleNext()) entry.sentAt = performance.now();
+      }
       // Pending from now, even before the socket is connected: its key is taken, and a retired
       // socket knows it still owes this answer.
-      this.pending.set(key, { accept, resolve: resolve as (value: unknown) => void, reject, timer });
+      this.pending.set(key, entry);
       // Once connected, no await: one less turn of the event loop per query. (A failed connect
       // closes the socket, which rejects what is pending.)
       if (!this.ready) this.transmit(packet, key);
       else this.ready.then(() => this.transmit(packet, key), () => {});
     });
+  }
+
+  /**
+   * For the Resender's sweep: sends again what is due at `tick` and unanswered; true while some
+   * exchange still has its resend to come.
+   */
+  resendDue(tick: number): boolean {
+    if (this.closed) return false;
+    let planned = false;
+    for (const [key, entry] of this.pending) {
+      if (!entry.packet) continue;
+      if (entry.resendTick > tick) {
+        planned = true;
+        continue;
+      }
+      const packet = entry.packet;
+      entry.packet = null;
+      entry.sentAt = 0; // two copies out: an answer's round trip would be ambiguous
+      this.resender!.onResend();
+      this.transmit(packet, key);
+    }
+    return planned;
   }
 
   private transmit(packet: Buffer, key: K): void {
@@ -157,6 +268,7 @@ export class DatagramSocket<K> {
     if (!entry) return;
     const result = entry.accept(msg);
     if (result === null) return; // not the answer: keep waiting for the real one
+    if (entry.sentAt > 0) this.resender!.sample(performance.now() - entry.sentAt);
     clearTimeout(entry.timer);
     this.settle(key!);
     entry.resolve(result);
@@ -185,6 +297,17 @@ export class DatagramSocket<K> {
   }
 }
 
+export interface DatagramSocketsOptions {
+  /** Sockets in use at once (default 4). */
+  count?: number;
+  /** The local address every socket sends from; else the kernel picks. */
+  localAddress?: string;
+  /** Send a query once more when it goes unanswered (see the top of this file). */
+  resend?: boolean;
+  /** Told of each query sent again. */
+  onResend?: () => void;
+}
+
 /** Up to `count` sockets to one address, used in turn, each replaced when it has had its share. */
 export class DatagramSockets<K> {
   private sockets: DatagramSocket<K>[] = [];
@@ -193,15 +316,21 @@ export class DatagramSockets<K> {
   private next = 0;
   private stopped = false;
 
+  private readonly count: number;
+  private readonly localAddress: string | undefined;
+  private readonly resender: Resender | null;
+
   constructor(
     private readonly host: string,
     private readonly port: number,
     private readonly label: string,
     private readonly keyOf: (packet: Buffer) => K | null,
-    private readonly count = 4,
-    /** The local address every socket sends from; else the kernel picks. */
-    private readonly localAddress?: string,
-  ) {}
+    options: DatagramSocketsOptions = {},
+  ) {
+    this.count = options.count ?? 4;
+    this.localAddress = options.localAddress;
+    this.resender = options.resend ? new Resender(() => this.allSockets(), options.onResend) : null;
+  }
 
   /** Exchanges waiting for an answer. */
   get inflight(): number {
@@ -209,6 +338,11 @@ export class DatagramSockets<K> {
     for (const socket of this.sockets) sum += socket.pending.size;
     for (const socket of this.draining) sum += socket.pending.size;
     return sum;
+  }
+
+  private *allSockets(): Iterable<DatagramSocket<unknown>> {
+    yield* this.sockets as DatagramSocket<unknown>[];
+    yield* this.draining as Set<DatagramSocket<unknown>>;
   }
 
   /** Sockets open to this address: in use, and replaced ones still waiting for answers. */
@@ -257,6 +391,7 @@ export class DatagramSockets<K> {
         if (index >= 0) this.sockets.splice(index, 1);
       },
       this.localAddress,
+      this.resender,
     );
   }
 
@@ -266,5 +401,6 @@ export class DatagramSockets<K> {
     for (const socket of [...this.sockets, ...this.draining]) socket.close(error);
     this.sockets = [];
     this.draining.clear();
+    this.resender?.stop();
   }
 }

@@ -31,6 +31,8 @@ export interface UdpClientOptions {
   randomizeCase?: boolean;
   /** Told once, when the server turns out not to keep the case of names. */
   onCaseFolding?: () => void;
+  /** Told of each query sent again after going unanswered (core/upstream/datagram.ts). */
+  onResend?: () => void;
 }
 
 export class UdpClient {
@@ -44,7 +46,7 @@ export class UdpClient {
     readonly port: number,
     private readonly options: UdpClientOptions = {},
   ) {
-    this.sockets = new DatagramSockets(host, port, `udp ${host}:${port}`, idOf, options.socketCount ?? 4);
+    this.sockets = new DatagramSockets(host, port, `udp ${host}:${port}`, idOf, { count: options.socketCount ?? 4, resend: true, ...(options.onResend ? { onResend: options.onResend } : {}) });
     this.randomizeCase = options.randomizeCase ?? false;
   }
 

@@ -41,7 +41,7 @@ export class DnscryptChannel {
     label: string,
   ) {
     this.label = label;
-    this.sockets = new DatagramSockets(host, port, label, answerKey);
+    this.sockets = new DatagramSockets(host, port, label, answerKey, { resend: true });
   }
 
   /** Bytes of the relay header put in front of every packet (0 when direct). */

@@ -314,7 +314,8 @@ export class RelayListener implements Listener {
     }
     // Leave from the relay's own address, so the server sees the relay and nothing else.
     const local = !this.unspecified && isIPv6(this.endpoint.host) === isIPv6(target.host) ? this.endpoint.host : undefined;
-    const sockets = new DatagramSockets<string>(target.host, target.port, `relay to ${server}`, answerKey, SOCKETS_PER_SERVER, local);
+    // No resend: a relay passes what its clients send, and they resend themselves.
+    const sockets = new DatagramSockets<string>(target.host, target.port, `relay to ${server}`, answerKey, { count: SOCKETS_PER_SERVER, ...(local ? { localAddress: local } : {}) });
     this.pools.set(server, { sockets, usedAt: now });
     if (!this.sweeper) {
       this.sweeper = setInterval(() => this.closeIdlePools(), POOL_IDLE_MS);

@@ -5,6 +5,7 @@
  * random case (core/upstream/udp-client.ts), so that forging an answer means guessing port, ID
  * and case.
  */
+import { upstreamRetry } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import { BaseUpstream } from '../../core/upstream/base.js';
 import { connectTcp, formatHostPort } from '../../core/upstream/connect.js';
@@ -33,6 +34,9 @@ export class PlainDnsUpstream extends BaseUpstream {
       ? null
       : new UdpClient(options.host, options.port, {
           randomizeCase: options.randomizeCase,
+          onResend: () => {
+            if (upstreamRetry.hasSubscribers) upstreamRetry.publish({ upstream: this.name, protocol: 'udp', reason: 'resent' });
+          },
           onCaseFolding: () => logger?.warn(`${this.name} (${address}) answers with names in another case than asked: asking it without random case from now on (say no_0x20 to skip the first tries)`),
         });
     this.tcp = new StreamPool({

@@ -180,7 +180,7 @@ export class VeilMetrics {
     new Counter('veil_upstream_failovers_total', 'Queries that moved on from this upstream to the next after a failed attempt.', ['server', 'upstream']),
   );
   readonly upstreamRetries = this.registry.add(
-    new Counter('veil_upstream_retries_total', 'Queries an upstream sent again within one attempt (over TCP after truncation, on a fresh connection).', [
+    new Counter('veil_upstream_retries_total', 'Queries an upstream sent again within one attempt (over TCP after truncation, on a fresh connection, over UDP after a loss).', [
       'upstream',
       'protocol',
       'reason',

@@ -1,0 +1,95 @@
+/**
+ * A datagram lost between Veil and its upstream (a busy server's full receive buffer, a lossy
+ * link): the query is sent once more after a fraction of a second instead of costing the whole
+ * deadline and ending in SERVFAIL (core/upstream/datagram.ts). Against the real bin/veil and a
+ * scripted server that ignores the first copy of each query, and the UDP client on its own.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import dnsPacket from 'dns-packet';
+import { QType, Rcode } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { rcodeOf } from '../../core/dns/wire.js';
+import { queryUdp } from '../../core/testing/client.js';
+import { answerFor, startFakeDns, type FakeDns, type FakeQuery } from '../../core/testing/fake-dns.js';
+import { RESEND_MIN_MS } from '../../core/upstream/datagram.js';
+import { UdpClient } from '../../core/upstream/udp-client.js';
+import { startVeil } from '../../test/helpers/veil-process.js';
+
+const firstA = (wire: Buffer) => (dnsPacket.decode(wire).answers?.[0] as { data?: unknown } | undefined)?.data;
+const nameOf = (query: FakeQuery) => query.packet.questions?.[0]?.name.toLowerCase() ?? '';
+
+/** A server that loses the first copy of every name it is asked and answers the next ones. */
+async function losingFirstCopies(): Promise<FakeDns> {
+  const seen = new Set<string>();
+  return startFakeDns((query) => {
+    const name = nameOf(query);
+    if (!seen.has(name)) {
+      seen.add(name);
+      return null;
+    }
+    return answerFor(query, [{ type: 'A', name: query.packet.questions![0]!.name, ttl: 60, data: '192.0.2.7' }]);
+  });
+}
+
+describe('a query lost on its way upstream over UDP is sent once more', () => {
+  let lossy: FakeDns;
+  before(async () => {
+    lossy = await losingFirstCopies();
+  });
+  after(() => lossy.close());
+
+  it('through bin/veil: answered from the second copy, the same bytes from the same port', async () => {
+    const veil = await startVeil(`. {\n  listen udp://127.0.0.1:0\n  forward . 127.0.0.1:${lossy.port} {\n    timeout 2s\n  }\n  metrics 127.0.0.1:0\n}\n`);
+    try {
+      const { host, port } = veil.address('udp');
+      lossy.queries.length = 0;
+      const started = performance.now();
+      const answer = await queryUdp(host, port, buildQuery('lost-once.veil.test', QType.A, { id: 41 }), 5000);
+      const took = performance.now() - started;
+      assert.equal(rcodeOf(answer), Rcode.NOERROR);
+      assert.equal(firstA(answer), '192.0.2.7');
+      assert.equal(lossy.queries.length, 2, 'the first copy and the one sent again');
+      const [first, second] = lossy.queries as [FakeQuery, FakeQuery];
+      assert.ok(first.wire.equals(second.wire), 'the same query, ID and case and all');
+      assert.equal(first.from.port, second.from.port, 'from the socket that waits for its answer');
+      // Well before the 2 s deadline (the first resend comes after 400 ms, before any round trip is known).
+      assert.ok(took < 1500, `answered after ${Math.round(took)} ms`);
+      const metricsAt = /serving (http:\/\/[\d.]+:\d+\/metrics)/.exec(veil.stderr())![1]!;
+      const metrics = await (await fetch(metricsAt)).text();
+      assert.match(metrics, /veil_upstream_retries_total\{[^}]*reason="resent"[^}]*\} 1\b/);
+    } finally {
+      await veil.stop();
+    }
+  });
+
+  it('the UDP client on its own: one resend at most, and none when the deadline leaves no room for one', async () => {
+    const client = new UdpClient('127.0.0.1', lossy.port);
+    try {
+      lossy.queries.length = 0;
+      const answer = await client.exchange(buildQuery('client-lost-once.veil.test', QType.A, { id: 7 }), 2000);
+      assert.equal(firstA(answer), '192.0.2.7');
+      assert.equal(answer.readUInt16BE(0), 7, 'the caller gets its own ID back');
+      assert.equal(lossy.queries.length, 2);
+
+      // A deadline shorter than two resend waits: the query goes once and times out.
+      lossy.queries.length = 0;
+      await assert.rejects(client.exchange(buildQuery('short-deadline.veil.test', QType.A, { id: 8 }), 2 * RESEND_MIN_MS - 50), /no answer within/);
+      assert.equal(lossy.queries.length, 1, 'not sent again');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a silent server gets two copies of a query, never more', async () => {
+    const silent = await startFakeDns(() => null);
+    const client = new UdpClient('127.0.0.1', silent.port);
+    try {
+      await assert.rejects(client.exchange(buildQuery('silent.veil.test', QType.A, { id: 9 }), 1500), /no answer within/);
+      assert.equal(silent.queries.length, 2);
+    } finally {
+      client.close();
+      await silent.close();
+    }
+  });
+});
