@@ -65,7 +65,9 @@ const RTT_SAMPLE_EVERY = 16;
  * overflow it again. It is counted in ticks of RESEND_TICK_MS: one sweep a tick looks over the
  * sockets with queries to resend, while there are any. A timer per query would do the same at
  * about 0.3 µs more a query (Node keeps one timer list per distinct duration) and a clock read
- * per query; the sweep reads the clock once a tick.
+ * per query. A sweep looks at each query pending on the address once: a query is looked at once a
+ * tick while it waits, at most its deadline over RESEND_TICK_MS times (40 for 2 s) in all, and the
+ * pending are bounded (MAX_PENDING_PER_SOCKET a socket); no sweep runs when no resend is planned.
  */
 export class Resender {
   private srtt = 0;

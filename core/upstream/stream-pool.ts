@@ -45,6 +45,7 @@ import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError }
 import { upstreamConnection, upstreamRetry } from '../events.js';
 import { quickAcker } from '../net/tcp-ack.js';
 import { freeId } from './query-id.js';
+import { WaitQueue } from '../wait-queue.js';
 
 export interface StreamPoolOptions {
   /** For messages: `tcp 192.0.2.1:53`. */
@@ -366,7 +367,7 @@ export class StreamConnection {
 export class StreamPool implements ConnectionOwner {
   private readonly connections: StreamConnection[] = [];
   /** Exchanges waiting for room on a connection, oldest first. */
-  private readonly waiting: Exchange[] = [];
+  private readonly waiting = new WaitQueue<Exchange>(MAX_WAITING);
   private opening: Promise<StreamConnection> | null = null;
   private stopped = false;
   private readonly abort = new AbortController();
@@ -426,7 +427,7 @@ export class StreamPool implements ConnectionOwner {
     const left = exchange.deadline - performance.now();
     if (left <= 0) return exchange.reject(new UpstreamTimeoutError(`${this.options.label}: no answer in time`));
     // None goes ahead of a query already waiting.
-    const ready = this.waiting.length === 0 ? this.pick(null) : null;
+    const ready = this.waiting.size === 0 ? this.pick(null) : null;
     if (ready) return this.sendOn(ready, exchange);
     if (this.connections.length >= this.limit) return this.wait(exchange, left);
     this.open(Math.min(left, this.connectTimeoutMs)).then(
@@ -437,21 +438,20 @@ export class StreamPool implements ConnectionOwner {
 
   /** Queues an exchange until a connection has room (drain) or its deadline passes. */
   private wait(exchange: Exchange, left: number): void {
-    if (this.waiting.length >= MAX_WAITING) {
+    const ticket = this.waiting.push(exchange);
+    if (!ticket) {
       return exchange.reject(new UpstreamUnavailableError(`${this.options.label}: ${this.inflight} queries in flight and ${MAX_WAITING} waiting`));
     }
     exchange.waitTimer = setTimeout(() => {
       exchange.waitTimer = null;
-      const at = this.waiting.indexOf(exchange);
-      if (at >= 0) this.waiting.splice(at, 1);
+      this.waiting.cancel(ticket);
       exchange.reject(new UpstreamTimeoutError(`${this.options.label}: no answer in time (every connection was full)`));
     }, Math.max(1, left));
-    this.waiting.push(exchange);
   }
 
   /** Sends waiting exchanges, oldest first, while a connection has room (an answer came, a connection opened). */
   private drain(): void {
-    while (this.waiting.length > 0) {
+    while (this.waiting.size > 0) {
       const connection = this.pick(null);
       if (!connection) return;
       const exchange = this.waiting.shift()!;
@@ -509,13 +509,13 @@ export class StreamPool implements ConnectionOwner {
     exchange.attempts.length = 0;
     answer.writeUInt16BE(readId(exchange.query), 0);
     exchange.resolve(answer);
-    if (this.waiting.length > 0) this.drain();
+    if (this.waiting.size > 0) this.drain();
   }
 
   failed(attempt: Attempt, error: Error): void {
     const exchange = attempt.exchange;
     removeFrom(exchange.attempts, attempt);
-    if (this.waiting.length > 0) this.drain();
+    if (this.waiting.size > 0) this.drain();
     if (exchange.settled || exchange.attempts.length > 0) return; // the other attempt may still answer
     if (error instanceof ConnectionLost && exchange.retriesLeft > 0 && !this.stopped) {
       exchange.retriesLeft--;
@@ -539,7 +539,7 @@ export class StreamPool implements ConnectionOwner {
       this.stats.replaced++;
       // A failure here is reported by the connect function and met again by the next query.
       this.open(this.connectTimeoutMs).catch(() => {});
-    } else if (this.waiting.length > 0 && !this.stopped && this.connections.length < this.limit) {
+    } else if (this.waiting.size > 0 && !this.stopped && this.connections.length < this.limit) {
       // Queries wait for room: a new connection in this one's place (it drains them as it opens).
       this.open(this.connectTimeoutMs).catch(() => {});
     }
@@ -627,9 +627,9 @@ export class StreamPool implements ConnectionOwner {
     const left = exchange.deadline - performance.now();
     if (left <= 0) return true; // its own timer ends it
     // With queries waiting for room, a copy would take a place one of them is owed.
-    const target = this.waiting.length > 0 ? null : this.pick(attempt.connection);
+    const target = this.waiting.size > 0 ? null : this.pick(attempt.connection);
     if (!target) {
-      if (this.waiting.length > 0) return false;
+      if (this.waiting.size > 0) return false;
       // A pool of one connection, or all others full: a copy may open one past the pool's size
       // (up to a serial server's), since whether the server holds queries back is the question.
       if (this.connections.length < this.size * SERIAL_FACTOR && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
@@ -697,7 +697,7 @@ export class StreamPool implements ConnectionOwner {
     this.abort.abort();
     if (this.hedgeTimer) clearTimeout(this.hedgeTimer);
     this.hedgeTimer = null;
-    for (const exchange of this.waiting.splice(0)) {
+    for (const exchange of this.waiting.takeAll()) {
       clearTimeout(exchange.waitTimer!);
       exchange.reject(new UpstreamUnavailableError(`${this.options.label}: stopped`));
     }

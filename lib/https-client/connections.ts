@@ -22,6 +22,7 @@ import { formatHostPort } from '../../core/upstream/connect.js';
 import { ConnectionLost, H2Session, Http1Client, type HttpsRequest } from './exchange.js';
 import { VeilH2Session } from './veil-session.js';
 import { TlsConnector, type TlsTarget } from '../tls/connector.js';
+import { WaitQueue } from '../../core/wait-queue.js';
 import type { TlsContexts } from '../tls/contexts.js';
 
 /** Who the server must prove to be (the certificate checks of lib/tls). */
@@ -88,7 +89,7 @@ export class HttpsConnections {
   private mode: Mode = 'unknown';
   private readonly sessions: Session[] = [];
   /** Requests waiting for a stream, oldest first. */
-  private readonly waiting: Waiter[] = [];
+  private readonly waiting = new WaitQueue<Waiter>(MAX_WAITING);
   private opening: Promise<Session | null> | null = null;
   private http1: Http1Client | null = null;
   /** One per address, each resuming its own TLS sessions. */
@@ -169,31 +170,24 @@ export class HttpsConnections {
 
   /** Queues a request until a stream is free (drain) or its deadline passes. */
   private wait(request: HttpsRequest, deadline: number, timeoutMs: number): Promise<Buffer> {
-    if (this.waiting.length >= MAX_WAITING) {
+    if (this.waiting.size >= MAX_WAITING) {
       return Promise.reject(new UpstreamUnavailableError(`${this.options.label}: every session is full and ${MAX_WAITING} requests wait`));
     }
     // The pool may have room for a session that is not open (one was lost): open it.
     if (this.sessions.length < this.options.pool && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = {
-        request,
-        deadline,
-        timeoutMs,
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          const at = this.waiting.indexOf(waiter);
-          if (at >= 0) this.waiting.splice(at, 1);
-          reject(new UpstreamTimeoutError(`${this.options.label}: no answer within ${Math.round(timeoutMs)}ms (every stream was busy)`));
-        }, Math.max(1, deadline - performance.now())),
-      };
-      this.waiting.push(waiter);
+      const waiter: Waiter = { request, deadline, timeoutMs, resolve, reject, timer: undefined as unknown as NodeJS.Timeout };
+      const ticket = this.waiting.push(waiter)!;
+      waiter.timer = setTimeout(() => {
+        this.waiting.cancel(ticket);
+        reject(new UpstreamTimeoutError(`${this.options.label}: no answer within ${Math.round(timeoutMs)}ms (every stream was busy)`));
+      }, Math.max(1, deadline - performance.now()));
     });
   }
 
   /** Sends waiting requests, oldest first, while a session has room (a stream ended, a session opened). */
   private readonly drain = (): void => {
-    while (this.waiting.length > 0) {
+    while (this.waiting.size > 0) {
       const session = this.mode === 'http1' ? null : this.roomiest();
       if (session === null && this.mode !== 'http1') return;
       const waiter = this.waiting.shift()!;
@@ -227,7 +221,7 @@ export class HttpsConnections {
   private acquire(timeLeft: number): Session | null | Promise<Session | null> | typeof FULL {
     if (this.mode === 'http1') return null;
     // None goes ahead of a request already waiting.
-    const best = this.waiting.length === 0 ? this.roomiest() : null;
+    const best = this.waiting.size === 0 ? this.roomiest() : null;
     if (best) {
       // Busy sessions still take streams: open another beside them for the next queries,
       // rather than make this one wait for a handshake.
@@ -267,7 +261,7 @@ export class HttpsConnections {
       this.sessions.splice(index, 1);
       this.publish('closed');
       // Requests waiting for a stream get a new session in its place.
-      if (this.waiting.length > 0 && !this.stopped && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
+      if (this.waiting.size > 0 && !this.stopped && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
     };
     const { authority, label } = this.options;
     const session: Session =
@@ -344,7 +338,7 @@ export class HttpsConnections {
 
   close(): void {
     this.stopped = true;
-    for (const waiter of this.waiting.splice(0)) {
+    for (const waiter of this.waiting.takeAll()) {
       clearTimeout(waiter.timer);
       waiter.reject(new UpstreamUnavailableError(`${this.options.label}: stopped`));
     }
