@@ -29,16 +29,42 @@ export function skipUnless(...programs: string[]): false | string {
   return missing.length === 0 ? false : `skipped: ${missing.join(', ')} not installed`;
 }
 
+/**
+ * Where ports for tests come from: below the kernel's range for outgoing connections' own
+ * ports, so that a port chosen now and listened on later (an upstream that comes up after Veil)
+ * cannot be taken meanwhile by some other test's connection. Null where that range leaves no
+ * room below it: the kernel chooses then.
+ */
+function quietPorts(): [number, number] | null {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (low > 11_000) return [10_000, low - 1];
+  } catch {
+    // not Linux: the kernel chooses
+  }
+  return null;
+}
+
+const QUIET_PORTS = quietPorts();
+
+/** Binds UDP on 127.0.0.1 at `port` (0: the kernel chooses) and lets it go: the port, or null when taken. */
+function udpFree(port: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', () => resolve(null));
+    s.bind(port, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
 /** A port free for both UDP and TCP on 127.0.0.1 right now. */
 export async function freePort(): Promise<number> {
   for (let i = 0; i < 50; i++) {
-    const port = await new Promise<number>((resolve) => {
-      const s = dgram.createSocket('udp4');
-      s.bind(0, '127.0.0.1', () => {
-        const p = s.address().port;
-        s.close(() => resolve(p));
-      });
-    });
+    const wanted = QUIET_PORTS ? QUIET_PORTS[0] + Math.floor(Math.random() * (QUIET_PORTS[1] - QUIET_PORTS[0] + 1)) : 0;
+    const port = await udpFree(wanted);
+    if (port === null) continue;
     const tcpFree = await new Promise<boolean>((resolve) => {
       const server = net.createServer();
       server.once('error', () => resolve(false));
