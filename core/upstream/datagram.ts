@@ -63,7 +63,8 @@ const RTT_SAMPLE_EVERY = 16;
  * 1/8), RESEND_MIN_MS at least, and up to half as long again at random, so that queries lost
  * together (a burst that overflowed the server's buffer) are not all sent again together, to
  * overflow it again. It is counted in ticks of RESEND_TICK_MS: one sweep a tick looks over the
- * sockets with queries to resend, while there are any. A timer per query would do the same at
+ * sockets while some query still has its resend to come, and its timer is cleared when the last
+ * such query is answered (at a home's rate, no wake-up of its own). A timer per query would do the same at
  * about 0.3 µs more a query (Node keeps one timer list per distinct duration) and a clock read
  * per query. A sweep looks at each query pending on the address once: a query is looked at once a
  * tick while it waits, at most its deadline over RESEND_TICK_MS times (40 for 2 s) in all, and the
@@ -73,9 +74,11 @@ export class Resender {
   private srtt = 0;
   private count = 0;
   afterMs = RESEND_INITIAL_MS;
-  /** Ticks so far. */
+  /** Ticks so far (they advance only while a sweep is due). */
   private tick = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** Exchanges pending with their resend still to come. */
+  private planned = 0;
 
   constructor(
     /** The address's sockets, in use and draining: the ones a sweep looks over. */
@@ -95,19 +98,24 @@ export class Resender {
 
   /** The tick at which a query sent now and still unanswered goes again. */
   plan(): number {
+    this.planned++;
     if (!this.timer) this.timer = setTimeout(this.sweep, RESEND_TICK_MS).unref();
     const ticks = Math.ceil(this.afterMs / RESEND_TICK_MS);
     return this.tick + ticks + Math.floor(Math.random() * (Math.floor(ticks / 2) + 1));
   }
 
+  /** A planned exchange was answered, failed, or resent: no resend to come for it. */
+  unplan(): void {
+    if (--this.planned > 0 || !this.timer) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
+
   private readonly sweep = (): void => {
     this.timer = null;
     this.tick++;
-    let planned = false;
-    for (const socket of this.sockets()) {
-      if (socket.resendDue(this.tick)) planned = true;
-    }
-    if (planned) this.timer = setTimeout(this.sweep, RESEND_TICK_MS).unref();
+    for (const socket of this.sockets()) socket.resendDue(this.tick);
+    if (this.planned > 0) this.timer = setTimeout(this.sweep, RESEND_TICK_MS).unref();
   };
 
   stop(): void {
@@ -199,7 +207,7 @@ export class DatagramSocket<K> {
     if (this.pending.has(key)) return Promise.reject(new UpstreamUnavailableError(`${this.label}: an exchange with the same key is in flight`));
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.settle(key);
+        this.settle(key, entry);
         reject(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`));
       }, timeoutMs);
       const entry: Pending = { accept, resolve: resolve as (value: unknown) => void, reject, timer, packet: null, resendTick: 0, sentAt: 0 };
@@ -220,26 +228,18 @@ export class DatagramSocket<K> {
     });
   }
 
-  /**
-   * For the Resender's sweep: sends again what is due at `tick` and unanswered; true while some
-   * exchange still has its resend to come.
-   */
-  resendDue(tick: number): boolean {
-    if (this.closed) return false;
-    let planned = false;
+  /** For the Resender's sweep: sends again what is due at `tick` and still unanswered. */
+  resendDue(tick: number): void {
+    if (this.closed) return;
     for (const [key, entry] of this.pending) {
-      if (!entry.packet) continue;
-      if (entry.resendTick > tick) {
-        planned = true;
-        continue;
-      }
+      if (!entry.packet || entry.resendTick > tick) continue;
       const packet = entry.packet;
       entry.packet = null;
       entry.sentAt = 0; // two copies out: an answer's round trip would be ambiguous
+      this.resender!.unplan();
       this.resender!.onResend();
       this.transmit(packet, key);
     }
-    return planned;
   }
 
   private transmit(packet: Buffer, key: K): void {
@@ -248,7 +248,7 @@ export class DatagramSocket<K> {
       const entry = this.pending.get(key);
       if (!entry) return;
       clearTimeout(entry.timer);
-      this.settle(key);
+      this.settle(key, entry);
       entry.reject(new UpstreamUnavailableError(`${this.label}: ${err.message}`, { cause: err }));
     });
   }
@@ -272,12 +272,16 @@ export class DatagramSocket<K> {
     if (result === null) return; // not the answer: keep waiting for the real one
     if (entry.sentAt > 0) this.resender!.sample(performance.now() - entry.sentAt);
     clearTimeout(entry.timer);
-    this.settle(key!);
+    this.settle(key!, entry);
     entry.resolve(result);
   }
 
   /** Forgets an exchange that is over; a retired socket closes with its last one. */
-  private settle(key: K): void {
+  private settle(key: K, entry: Pending): void {
+    if (entry.packet) {
+      entry.packet = null;
+      this.resender!.unplan();
+    }
     this.pending.delete(key);
     if (this.retired && this.pending.size === 0) this.close();
   }
@@ -290,6 +294,10 @@ export class DatagramSocket<K> {
       const reason = error ?? new UpstreamUnavailableError(`${this.label}: closed`);
       for (const entry of this.pending.values()) {
         clearTimeout(entry.timer);
+        if (entry.packet) {
+          entry.packet = null;
+          this.resender!.unplan();
+        }
         entry.reject(reason);
       }
       this.pending.clear();

@@ -81,6 +81,23 @@ describe('a query lost on its way upstream over UDP is sent once more', () => {
     }
   });
 
+  it('once every query is answered no sweep is due: an idle Veil does not wake for resends', async () => {
+    const answering = await startFakeDns((query) => answerFor(query, [{ type: 'A', name: query.packet.questions![0]!.name, ttl: 60, data: '192.0.2.8' }]));
+    const client = new UdpClient('127.0.0.1', answering.port);
+    try {
+      const resender = (client as unknown as { sockets: { resender: { timer: unknown; planned: number } } }).sockets.resender;
+      const pending = client.exchange(buildQuery('idle.veil.test', QType.A, { id: 5 }), 2000);
+      assert.notEqual(resender.timer, null, 'a sweep is due while the query waits');
+      assert.equal(firstA(await pending), '192.0.2.8');
+      assert.equal(resender.planned, 0);
+      assert.equal(resender.timer, null, 'and none once it was answered');
+      assert.equal(answering.queries.length, 1);
+    } finally {
+      client.close();
+      await answering.close();
+    }
+  });
+
   it('a silent server gets two copies of a query, never more', async () => {
     const silent = await startFakeDns(() => null);
     const client = new UdpClient('127.0.0.1', silent.port);
