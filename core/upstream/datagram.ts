@@ -64,9 +64,9 @@ const RTT_SAMPLE_EVERY = 16;
  * together (a burst that overflowed the server's buffer) are not all sent again together, to
  * overflow it again. It is counted in ticks of RESEND_TICK_MS: one sweep a tick looks over the
  * sockets while some query still has its resend to come, and its timer is cleared when the last
- * such query is answered (at a home's rate, no wake-up of its own). A timer per query would do the same at
- * about 0.3 µs more a query (Node keeps one timer list per distinct duration) and a clock read
- * per query. A sweep looks at each query pending on the address once: a query is looked at once a
+ * such query is answered or closed (at a home's rate, no wake-up of its own). A timer per query
+ * would do the same at about 0.3 µs more a query (Node keeps one timer list per distinct
+ * duration) and a clock read per query. A sweep looks at each query pending on the address once: a query is looked at once a
  * tick while it waits, at most its deadline over RESEND_TICK_MS times (40 for 2 s) in all, and the
  * pending are bounded (MAX_PENDING_PER_SOCKET a socket); no sweep runs when no resend is planned.
  */
@@ -117,11 +117,6 @@ export class Resender {
     for (const socket of this.sockets()) socket.resendDue(this.tick);
     if (this.planned > 0) this.timer = setTimeout(this.sweep, RESEND_TICK_MS).unref();
   };
-
-  stop(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-  }
 }
 
 /** Exchanges in flight per socket; past that many on every socket the address is overloaded. */
@@ -234,9 +229,8 @@ export class DatagramSocket<K> {
     for (const [key, entry] of this.pending) {
       if (!entry.packet || entry.resendTick > tick) continue;
       const packet = entry.packet;
-      entry.packet = null;
+      this.dropResend(entry);
       entry.sentAt = 0; // two copies out: an answer's round trip would be ambiguous
-      this.resender!.unplan();
       this.resender!.onResend();
       this.transmit(packet, key);
     }
@@ -278,12 +272,16 @@ export class DatagramSocket<K> {
 
   /** Forgets an exchange that is over; a retired socket closes with its last one. */
   private settle(key: K, entry: Pending): void {
-    if (entry.packet) {
-      entry.packet = null;
-      this.resender!.unplan();
-    }
+    this.dropResend(entry);
     this.pending.delete(key);
     if (this.retired && this.pending.size === 0) this.close();
+  }
+
+  /** The exchange has no resend to come any more (answered, failed, or resent). */
+  private dropResend(entry: Pending): void {
+    if (!entry.packet) return;
+    entry.packet = null;
+    this.resender!.unplan();
   }
 
   /** Closes the socket; what is still pending fails with `error` (made only when needed). */
@@ -294,10 +292,7 @@ export class DatagramSocket<K> {
       const reason = error ?? new UpstreamUnavailableError(`${this.label}: closed`);
       for (const entry of this.pending.values()) {
         clearTimeout(entry.timer);
-        if (entry.packet) {
-          entry.packet = null;
-          this.resender!.unplan();
-        }
+        this.dropResend(entry);
         entry.reject(reason);
       }
       this.pending.clear();
@@ -411,6 +406,5 @@ export class DatagramSockets<K> {
     for (const socket of [...this.sockets, ...this.draining]) socket.close(error);
     this.sockets = [];
     this.draining.clear();
-    this.resender?.stop();
   }
 }

@@ -139,8 +139,6 @@ class Exchange {
   settled = false;
   /** Copies sent because the latest attempt waited on a silent connection. */
   hedges = 0;
-  /** Set while it waits for room on a connection: ends the wait at the deadline. */
-  waitTimer: NodeJS.Timeout | null = null;
 
   constructor(
     /** As the caller gave it (its ID is restored on the answer). */
@@ -438,15 +436,10 @@ export class StreamPool implements ConnectionOwner {
 
   /** Queues an exchange until a connection has room (drain) or its deadline passes. */
   private wait(exchange: Exchange, left: number): void {
-    const ticket = this.waiting.push(exchange);
-    if (!ticket) {
-      return exchange.reject(new UpstreamUnavailableError(`${this.options.label}: ${this.inflight} queries in flight and ${MAX_WAITING} waiting`));
+    const expired = (): void => exchange.reject(new UpstreamTimeoutError(`${this.options.label}: no answer in time (every connection was full)`));
+    if (!this.waiting.push(exchange, left, expired)) {
+      exchange.reject(new UpstreamUnavailableError(`${this.options.label}: ${this.inflight} queries in flight and ${MAX_WAITING} waiting`));
     }
-    exchange.waitTimer = setTimeout(() => {
-      exchange.waitTimer = null;
-      this.waiting.cancel(ticket);
-      exchange.reject(new UpstreamTimeoutError(`${this.options.label}: no answer in time (every connection was full)`));
-    }, Math.max(1, left));
   }
 
   /** Sends waiting exchanges, oldest first, while a connection has room (an answer came, a connection opened). */
@@ -454,10 +447,7 @@ export class StreamPool implements ConnectionOwner {
     while (this.waiting.size > 0) {
       const connection = this.pick(null);
       if (!connection) return;
-      const exchange = this.waiting.shift()!;
-      clearTimeout(exchange.waitTimer!);
-      exchange.waitTimer = null;
-      this.sendOn(connection, exchange);
+      this.sendOn(connection, this.waiting.shift()!);
     }
   }
 
@@ -698,7 +688,6 @@ export class StreamPool implements ConnectionOwner {
     if (this.hedgeTimer) clearTimeout(this.hedgeTimer);
     this.hedgeTimer = null;
     for (const exchange of this.waiting.takeAll()) {
-      clearTimeout(exchange.waitTimer!);
       exchange.reject(new UpstreamUnavailableError(`${this.options.label}: stopped`));
     }
     for (const connection of [...this.connections]) connection.destroy(new UpstreamUnavailableError(`${this.options.label}: stopped`), 'closed');

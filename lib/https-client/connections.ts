@@ -77,7 +77,6 @@ interface Waiter {
   timeoutMs: number;
   resolve: (answer: Buffer) => void;
   reject: (error: Error) => void;
-  timer: NodeJS.Timeout;
 }
 
 /** What `acquire` says when no session has room and none may be opened: wait for a stream. */
@@ -170,18 +169,14 @@ export class HttpsConnections {
 
   /** Queues a request until a stream is free (drain) or its deadline passes. */
   private wait(request: HttpsRequest, deadline: number, timeoutMs: number): Promise<Buffer> {
-    if (this.waiting.size >= MAX_WAITING) {
-      return Promise.reject(new UpstreamUnavailableError(`${this.options.label}: every session is full and ${MAX_WAITING} requests wait`));
-    }
-    // The pool may have room for a session that is not open (one was lost): open it.
-    if (this.sessions.length < this.options.pool && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { request, deadline, timeoutMs, resolve, reject, timer: undefined as unknown as NodeJS.Timeout };
-      const ticket = this.waiting.push(waiter)!;
-      waiter.timer = setTimeout(() => {
-        this.waiting.cancel(ticket);
-        reject(new UpstreamTimeoutError(`${this.options.label}: no answer within ${Math.round(timeoutMs)}ms (every stream was busy)`));
-      }, Math.max(1, deadline - performance.now()));
+      const waiter: Waiter = { request, deadline, timeoutMs, resolve, reject };
+      const expired = (): void => reject(new UpstreamTimeoutError(`${this.options.label}: no answer within ${Math.round(timeoutMs)}ms (every stream was busy)`));
+      if (!this.waiting.push(waiter, deadline - performance.now(), expired)) {
+        return reject(new UpstreamUnavailableError(`${this.options.label}: every session is full and ${MAX_WAITING} requests wait`));
+      }
+      // The pool may have room for a session that is not open (one was lost): open it.
+      if (this.sessions.length < this.options.pool && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
     });
   }
 
@@ -191,7 +186,6 @@ export class HttpsConnections {
       const session = this.mode === 'http1' ? null : this.roomiest();
       if (session === null && this.mode !== 'http1') return;
       const waiter = this.waiting.shift()!;
-      clearTimeout(waiter.timer);
       this.sendOn(session, waiter.request, waiter.deadline, waiter.timeoutMs).then(waiter.resolve, waiter.reject);
     }
   };
@@ -339,7 +333,6 @@ export class HttpsConnections {
   close(): void {
     this.stopped = true;
     for (const waiter of this.waiting.takeAll()) {
-      clearTimeout(waiter.timer);
       waiter.reject(new UpstreamUnavailableError(`${this.options.label}: stopped`));
     }
     for (const session of [...this.sessions]) session.destroy();
