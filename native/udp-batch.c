@@ -560,20 +560,40 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 }
 
 /*
- * connect(self, host, port, receiveBufferBytes, recvData, recvMeta, onBatch)
+ * connect(self, host, port, receiveBufferBytes, recvData, recvMeta, onBatch[, localHost])
  *   -> [external handle, local port]
  * A UDP socket connected to host:port (an IP literal), bound by the kernel to a random free
- * port. Its datagrams arrive as for open(); onBatch gets a negative count (-errno) when the
+ * port, on localHost when given (an IP literal of the same family: a relay leaves from its own
+ * address). Its datagrams arrive as for open(); onBatch gets a negative count (-errno) when the
  * socket reports an error (the server's port is closed). recvData and recvMeta may be shared by
  * every connected socket: a batch is handed to JavaScript before the next is read.
  */
 static napi_value js_connect(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  if (!get_args(env, info, argv, 7, "udp-batch: connect takes 7 arguments")) return NULL;
+  size_t argc = 8;
+  napi_value argv[8];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7) {
+    napi_throw_type_error(env, NULL, "udp-batch: connect takes 7 or 8 arguments");
+    return NULL;
+  }
   struct sockaddr_storage addr;
   socklen_t addr_len;
   int family = socket_address(env, argv[1], argv[2], &addr, &addr_len);
   if (!family) return NULL;
+  struct sockaddr_storage local;
+  socklen_t local_len = 0;
+  napi_valuetype local_type = napi_undefined;
+  if (argc > 7) CHECK(env, napi_typeof(env, argv[7], &local_type));
+  if (local_type == napi_string) {
+    napi_value zero;
+    CHECK(env, napi_create_int32(env, 0, &zero));
+    int local_family = socket_address(env, argv[7], zero, &local, &local_len);
+    if (!local_family) return NULL;
+    if (local_family != family) {
+      napi_throw_type_error(env, NULL, "udp-batch: the local address is not of the server's family");
+      return NULL;
+    }
+  }
   int32_t receive_buffer;
   CHECK(env, napi_get_value_int32(env, argv[3], &receive_buffer));
 
@@ -583,6 +603,7 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
   s->fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (s->fd < 0) return fail_with_errno(env, s, "connect");
   if (receive_buffer > 0) setsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  if (local_len > 0 && bind(s->fd, (struct sockaddr *)&local, local_len) < 0) return fail_with_errno(env, s, "bind");
   if (connect(s->fd, (struct sockaddr *)&addr, addr_len) < 0) return fail_with_errno(env, s, "connect");
   return start_polling(env, s, family, "connect");
 }

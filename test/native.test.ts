@@ -182,18 +182,20 @@ describe('a batched UDP socket', { skip: notBuilt }, () => {
 });
 
 /** A node:dgram server on 127.0.0.1 that answers each datagram with `reply(datagram)`; and what it saw. */
-async function dgramServer(reply: (message: Buffer) => Buffer | null = (m) => m): Promise<{ port: number; sources: Set<number>; received: Buffer[]; close(): void }> {
+async function dgramServer(reply: (message: Buffer) => Buffer | null = (m) => m): Promise<{ port: number; sources: Set<number>; addresses: Set<string>; received: Buffer[]; close(): void }> {
   const server = dgram.createSocket('udp4');
   const sources = new Set<number>();
+  const addresses = new Set<string>();
   const received: Buffer[] = [];
   server.on('message', (message, rinfo) => {
     sources.add(rinfo.port);
+    addresses.add(rinfo.address);
     received.push(message);
     const answer = reply(message);
     if (answer) server.send(answer, rinfo.port, rinfo.address);
   });
   await new Promise<void>((resolve) => server.bind(0, '127.0.0.1', resolve));
-  return { port: server.address().port, sources, received, close: () => server.close() };
+  return { port: server.address().port, sources, addresses, received, close: () => server.close() };
 }
 
 describe('a connected (upstream) batched UDP socket', { skip: notBuilt }, () => {
@@ -212,6 +214,40 @@ describe('a connected (upstream) batched UDP socket', { skip: notBuilt }, () => 
       socket.close();
       server.close();
     }
+  });
+
+  it('leaves from the local address it is given (a relay on its own address), and reads the answers there', async () => {
+    const server = await dgramServer((m) => Buffer.concat([Buffer.from('re:'), m]));
+    const answers: string[] = [];
+    const socket = new ConnectedUdpSocket(addon!, '127.0.0.1', server.port, (m) => answers.push(String(m)), (err) => assert.fail(err), '127.0.0.2');
+    try {
+      for (const text of ['a', 'b', 'c']) socket.send(Buffer.from(text));
+      await waitUntil(() => answers.length === 3);
+      assert.deepEqual(answers.sort(), ['re:a', 're:b', 're:c']);
+      assert.deepEqual([...server.addresses], ['127.0.0.2'], 'the server sees the given address, not the kernel\'s choice (127.0.0.1)');
+      assert.deepEqual([...server.sources], [socket.localPort]);
+    } finally {
+      socket.close();
+      server.close();
+    }
+  });
+
+  it('refuses a local address that is not an IP literal, of the other family, or not this machine\'s', () => {
+    // What opening with `local` throws; a socket that opens anyway is closed, so a failure cannot hang the run.
+    const refusal = (local: string): Error & { code?: string } => {
+      try {
+        new ConnectedUdpSocket(addon!, '127.0.0.1', 53, () => {}, () => {}, local).close();
+      } catch (err) {
+        return err as Error;
+      }
+      return assert.fail(`${local} was taken`);
+    };
+    assert.match(refusal('relay.example').message, /IP literal/);
+    assert.ok(refusal('relay.example') instanceof TypeError);
+    assert.match(refusal('::1').message, /not of the server's family/);
+    const foreign = refusal('192.0.2.1'); // TEST-NET-1: no interface of this machine has it
+    assert.match(foreign.message, /^bind: /);
+    assert.equal(foreign.code, 'EADDRNOTAVAIL');
   });
 
   it('takes datagrams from its server only', async () => {

@@ -35,6 +35,8 @@ interface UdpBatchAddon {
     recvData: Buffer,
     recvMeta: Int32Array,
     onBatch: (count: number) => void,
+    /** The address to send from (an IP literal of the server's family); else the kernel picks. */
+    localHost?: string,
   ): [handle: unknown, localPort: number];
   send(handle: unknown, datagram: Buffer): void;
   flushQueued(): void;
@@ -271,10 +273,12 @@ export class ConnectedUdpSocket {
     port: number,
     private readonly onMessage: (message: Buffer) => void,
     private readonly onError: (error: Error) => void,
+    /** The local address to send from (a relay bound to one); else the kernel picks. */
+    localAddress?: string,
   ) {
     connectedBuffers ??= { data: Buffer.allocUnsafeSlow(addon.BATCH * SLOT_BYTES), meta: new Int32Array(addon.BATCH * addon.META_INTS) };
     const { data, meta } = connectedBuffers;
-    [this.handle, this.localPort] = addon.connect(this, host, port, CONNECTED_RECEIVE_BUFFER_BYTES, data, meta, (count) => this.onBatch(count));
+    [this.handle, this.localPort] = addon.connect(this, host, port, CONNECTED_RECEIVE_BUFFER_BYTES, data, meta, (count) => this.onBatch(count), localAddress);
   }
 
   send(datagram: Buffer): void {

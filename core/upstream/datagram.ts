@@ -22,7 +22,8 @@
  *
  * Where the native addon is built, the sockets are its connected sockets (core/net/udp-batch.ts):
  * answers read in batches, and the queries of a batch of client datagrams sent together, one
- * system call (and one wake-up of a server on this machine) for many; else node:dgram's.
+ * system call (and one wake-up of a server on this machine) for many, bound to the local address
+ * given (a relay's own) or to one the kernel picks; else node:dgram's.
  */
 import { performance } from 'node:perf_hooks';
 import dgram from 'node:dgram';
@@ -164,11 +165,11 @@ export class DatagramSocket<K> {
   ) {
     const onError = (err: Error) => this.close(new UpstreamUnavailableError(`${label}: ${err.message}`, { cause: err }));
     const addon = udpBatchAddon();
-    // The addon's sockets take no local address: one given means node:dgram's.
-    if (addon && !host.includes('%') && !localAddress) {
+    // A scoped IPv6 address (fe80::1%eth0) is node:dgram's: the addon takes IP literals only.
+    if (addon && !host.includes('%') && !localAddress?.includes('%')) {
       let socket: ConnectedUdpSocket;
       try {
-        socket = new ConnectedUdpSocket(addon, host, port, (msg) => this.onMessage(msg), onError);
+        socket = new ConnectedUdpSocket(addon, host, port, (msg) => this.onMessage(msg), onError, localAddress);
       } catch (err) {
         throw new UpstreamUnavailableError(`${label}: ${(err as Error).message}`, { cause: err });
       }
