@@ -7,7 +7,8 @@
  * many answers through Veil and straight from the server took over 1, 2 and 5 ms, and, from
  * inside Veil (bench/tail-preload.ts), the same queries split into the time between the door and
  * the answer, the upstream exchange as Veil timed it (with the pool's and the TLS write's waits),
- * and Veil's own share; the event loop's delay; every garbage collection's pause. What dnsperf
+ * and Veil's own share; the event loop's delay (beside the same timer's in an idle Node process:
+ * most of a 1 ms timer's lateness is the timer's own); every garbage collection's pause. What dnsperf
  * saw beyond the door-to-answer time was spent outside Veil's JavaScript: in the kernel, or
  * waiting to be scheduled. `--semi` sets V8's semi-space size instead of bin/veil's 8 MB.
  */
@@ -137,6 +138,25 @@ async function setUp(name: PathName): Promise<PathSetup> {
   };
 }
 
+/**
+ * The delay of a 1 ms timer in a Node process that does nothing else, over `seconds`: what the
+ * timer and this machine's scheduling give by themselves, beside Veil's own figure (on a 2-core
+ * virtual machine, p99 ~1.26 ms with nothing else running).
+ */
+async function idleTimerDelay(seconds: number): Promise<Record<'p50' | 'p99' | 'p999' | 'max', number>> {
+  const probe = [
+    "import { monitorEventLoopDelay } from 'node:perf_hooks';",
+    'const delay = monitorEventLoopDelay({ resolution: 1 }); delay.enable();',
+    'const ms = (ns) => Number((ns / 1e6).toFixed(3));',
+    `setTimeout(() => { console.log(JSON.stringify({ p50: ms(delay.percentile(50)), p99: ms(delay.percentile(99)), p999: ms(delay.percentile(99.9)), max: ms(delay.max) })); }, ${Math.round(seconds * 1000)});`,
+  ].join('\n');
+  const child = spawn(NODE, ['--input-type=module', '-e', probe], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  await new Promise((resolve) => child.once('exit', resolve));
+  return JSON.parse(out) as Record<'p50' | 'p99' | 'p999' | 'max', number>;
+}
+
 function over(latencies: number[], ms: number): number {
   return latencies.filter((v) => v > ms).length;
 }
@@ -164,7 +184,7 @@ try {
             for (let i = 0; i < 40 && reports().length < count; i++) await new Promise((r) => setTimeout(r, 50));
           };
           await report(1); // ends the warm-up's record
-          const through = await run(port, 'udp');
+          const [through, idleTimer] = await Promise.all([run(port, 'udp'), idleTimerDelay(o.seconds)]);
           await report(2);
           const direct = await run(setup.directPort, setup.directMode);
           const line = reports()[1];
@@ -182,6 +202,7 @@ try {
             const total = inside.gc.reduce((sum, g) => sum + g.ms, 0);
             const biggest = Math.max(0, ...inside.gc.map((g) => g.ms));
             console.log(`  Veil's event loop: a 1 ms timer fired after p50 ${inside.loopDelayMs.p50} / p99 ${inside.loopDelayMs.p99} / p99.9 ${inside.loopDelayMs.p999} / max ${inside.loopDelayMs.max} ms`);
+            console.log(`    the same timer in a Node process doing nothing else, meanwhile: p50 ${idleTimer.p50} / p99 ${idleTimer.p99} / p99.9 ${idleTimer.p999} / max ${idleTimer.max} ms`);
             console.log(
               `  Veil's collector over the run: ${inside.gc.length} pauses (${young.length} scavenges), ${total.toFixed(1)} ms in all, longest ${biggest.toFixed(1)} ms: at ${RATE} queries a second, at most ~${Math.round((total / 1000) * RATE)} answers arrived during one`,
             );
