@@ -146,10 +146,12 @@ describe('cache shared: a fleet over a real Valkey', { skip }, () => {
     assert.ok(keys.length >= 2);
     const everything = Buffer.concat([Buffer.from(keys.join('\n')), ...(await Promise.all(keys.map((k) => client.getBuffer(k)))).filter((v): v is Buffer => v !== null)]);
     const answer = (await ask(veils[0]!, 'shared.fleet.test')).wire;
-    for (const needle of ['shared', 'fleet', 'nx', 'test']) {
+    // Needles of four bytes and more: a 2-byte one ("nx") turns up by chance in sealed bytes and
+    // keys (at 1 in 65,536 a position, a few runs in a hundred; seen in a clean-clone CI run).
+    for (const needle of ['shared', 'fleet', 'nx.fleet', 'test']) {
       assert.equal(everything.includes(Buffer.from(needle)), false, `"${needle}" is in Valkey's keys or values`);
     }
-    assert.equal(everything.includes(encodeLabels('shared.fleet.test')), false, 'the name in wire form');
+    for (const name of ['shared.fleet.test', 'nx.fleet.test']) assert.equal(everything.includes(encodeLabels(name)), false, `${name} in wire form`);
     assert.equal(everything.includes(Buffer.from([192, 0, 2, 71])), false, 'an address of the answer');
     assert.equal(everything.includes(answer.subarray(12, 40)), false, 'bytes of the answer');
   });
