@@ -353,10 +353,10 @@ static napi_value get_buffer(napi_env env, napi_value value, napi_ref *ref, void
   return value;
 }
 
-/* The call's first `count` arguments into argv; false, with a TypeError thrown, when fewer came. */
-static bool get_args(napi_env env, napi_callback_info info, napi_value *argv, size_t count, const char *message) {
-  size_t argc = count;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < count) {
+/* The call's first `count` arguments into argv (undefined where not given); false, with a TypeError thrown, when fewer than `required` came. */
+static bool get_args(napi_env env, napi_callback_info info, napi_value *argv, size_t count, size_t required, const char *message) {
+  size_t argc = count; /* slots past the arguments given are filled with undefined */
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < required) {
     napi_throw_type_error(env, NULL, message);
     return false;
   }
@@ -483,7 +483,7 @@ static napi_value start_polling(napi_env env, batch_socket *s, int family, const
  */
 static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_value argv[10];
-  if (!get_args(env, info, argv, 10, "udp-batch: open takes 10 arguments")) return NULL;
+  if (!get_args(env, info, argv, 10, 10, "udp-batch: open takes 10 arguments")) return NULL;
   struct sockaddr_storage addr;
   socklen_t addr_len;
   int family = socket_address(env, argv[1], argv[2], &addr, &addr_len);
@@ -569,21 +569,16 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
  * every connected socket: a batch is handed to JavaScript before the next is read.
  */
 static napi_value js_connect(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
   napi_value argv[8];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 7) {
-    napi_throw_type_error(env, NULL, "udp-batch: connect takes 7 or 8 arguments");
-    return NULL;
-  }
+  if (!get_args(env, info, argv, 8, 7, "udp-batch: connect takes 7 or 8 arguments")) return NULL;
   struct sockaddr_storage addr;
   socklen_t addr_len;
   int family = socket_address(env, argv[1], argv[2], &addr, &addr_len);
   if (!family) return NULL;
   struct sockaddr_storage local;
   socklen_t local_len = 0;
-  napi_valuetype local_type = napi_undefined;
-  if (argc > 7) CHECK(env, napi_typeof(env, argv[7], &local_type));
+  napi_valuetype local_type;
+  CHECK(env, napi_typeof(env, argv[7], &local_type));
   if (local_type == napi_string) {
     napi_value zero;
     CHECK(env, napi_create_int32(env, 0, &zero));
