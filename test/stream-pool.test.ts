@@ -3,7 +3,11 @@
  * read and idle bounds, replacement of idle connections, and the connection events.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { QType } from '../core/dns/constants.js';
@@ -231,6 +235,29 @@ describe('stream pool', () => {
     }
   });
 
+  it('answers that came while this process was paused are read before any query is sent again', async () => {
+    // The server is another process, so that it answers while this one is blocked.
+    const server = await echoServerProcess();
+    const p = pool(server.port, { size: 2 });
+    try {
+      await p.warm(2);
+      await p.exchange(query('warm.test', 1), 5000); // a round trip measured: copies are due after a few ms
+      const replies = Promise.all(['a.test', 'b.test', 'c.test'].map((name, i) => p.exchange(query(name, 10 + i), 5000)));
+      await new Promise((resolve) => setImmediate(resolve)); // the queries leave (the pool writes a turn's queries at its end)
+      // Blocked (as by a long collection) until the server has answered all three, and well past
+      // the time a copy of the pipelined third is due: at the next turn its timer is late and the
+      // three answers are waiting unread.
+      const blockedUntil = Date.now() + 500;
+      while (server.answered() < 4 || Date.now() < blockedUntil) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      assert.deepEqual((await replies).map((r) => r.readUInt16BE(0)), [10, 11, 12]);
+      assert.equal(p.stats.hedged, 0, 'no query went out twice');
+      assert.equal(server.answered(), 4);
+    } finally {
+      p.close();
+      server.stop();
+    }
+  });
+
   it('a server that answers out of order is concurrent: nothing is sent twice', async () => {
     // Holds each connection's first query until the second comes, then answers the second first.
     const server = await scripted(swapPairs());
@@ -357,4 +384,48 @@ async function waitFor(check: () => boolean, timeoutMs = 2000): Promise<void> {
     if (Date.now() - started > timeoutMs) throw new Error('timed out waiting');
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/**
+ * A DNS-over-TCP server in a child process that answers every query at once (the query itself,
+ * QR set): it goes on answering while the test's process is blocked. `answered()` reads, without
+ * the event loop, how many it has answered so far (the child counts them in a file).
+ */
+async function echoServerProcess(): Promise<{ port: number; answered(): number; stop(): void }> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'veil-echo-'));
+  const count = path.join(dir, 'answered');
+  writeFileSync(count, '0');
+  const script = `
+    const net = require('node:net'); const fs = require('node:fs');
+    let answered = 0;
+    const server = net.createServer((socket) => {
+      socket.setNoDelay(true);
+      let buffered = Buffer.alloc(0);
+      socket.on('error', () => {});
+      socket.on('data', (chunk) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
+          const message = Buffer.from(buffered.subarray(0, 2 + buffered.readUInt16BE(0)));
+          buffered = buffered.subarray(message.length);
+          message[4] |= 0x80;
+          socket.write(message, () => fs.writeFileSync(${JSON.stringify(count)}, String(++answered)));
+        }
+      });
+    });
+    server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
+  `;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`the echo server exited (${code})`)));
+    child.stdout!.once('data', (line: Buffer) => resolve(Number(line.toString().trim())));
+  });
+  return {
+    port,
+    answered: () => Number(readFileSync(count, 'utf8')),
+    stop: () => {
+      child.kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -573,9 +573,19 @@ export class StreamPool implements ConnectionOwner {
 
   private scheduleHedgeCheck(inMs: number): void {
     if (this.hedgeTimer || this.retries === 0) return;
-    this.hedgeTimer = setTimeout(this.hedgeCheck, Math.max(1, inMs));
+    this.hedgeTimer = setTimeout(this.hedgeCheckAfterReads, Math.max(1, inMs));
     this.hedgeTimer.unref();
   }
+
+  /**
+   * Node runs due timers before it reads the sockets. After a pause of this process (a
+   * collection, the machine busy elsewhere) the answers that came during it are still unread
+   * when the timer fires, every connection looks silent, and queries already answered would be
+   * sent again. So the check runs after this turn's reads (setImmediate comes after them).
+   */
+  private readonly hedgeCheckAfterReads = (): void => {
+    setImmediate(this.hedgeCheck);
+  };
 
   /**
    * Sends again, on another connection, each pipelined query that has waited `hedgeAfterMs` on a
