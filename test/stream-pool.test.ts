@@ -248,7 +248,11 @@ describe('stream pool', () => {
       // the time a copy of the pipelined third is due: at the next turn its timer is late and the
       // three answers are waiting unread.
       const blockedUntil = Date.now() + 500;
-      while (server.answered() < 4 || Date.now() < blockedUntil) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      const giveUpAt = Date.now() + 10_000;
+      while (server.answered() < 4 || Date.now() < blockedUntil) {
+        if (Date.now() > giveUpAt) throw new Error(`the server answered ${server.answered()} of 4 queries in 10 s`);
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      }
       assert.deepEqual((await replies).map((r) => r.readUInt16BE(0)), [10, 11, 12]);
       assert.equal(p.stats.hedged, 0, 'no query went out twice');
       assert.equal(server.answered(), 4);
