@@ -7,10 +7,10 @@
  * many answers through Veil and straight from the server took over 1, 2 and 5 ms, and, from
  * inside Veil (bench/tail-preload.ts), the same queries split into the time between the door and
  * the answer, the upstream exchange as Veil timed it (with the pool's and the TLS write's waits),
- * and Veil's own share; the event loop's delay (beside the same timer's in an idle Node process:
- * most of a 1 ms timer's lateness is the timer's own); every garbage collection's pause. What dnsperf
- * saw beyond the door-to-answer time was spent outside Veil's JavaScript: in the kernel, or
- * waiting to be scheduled. `--semi` sets V8's semi-space size instead of bin/veil's 8 MB.
+ * and Veil's own share; the event loop's delay (beside the same timer's in an idle Node
+ * process: most of a 1 ms timer's lateness is the timer's own); every garbage collection's
+ * pause. What dnsperf saw beyond the door-to-answer time was spent outside Veil's JavaScript: in
+ * the kernel, or waiting to be scheduled. `--semi` sets V8's semi-space size instead of bin/veil's 8 MB.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';

@@ -67,9 +67,10 @@ const RTT_SAMPLE_EVERY = 16;
  * sockets while some query still has its resend to come, and its timer is cleared when the last
  * such query is answered or closed (at a home's rate, no wake-up of its own). A timer per query
  * would do the same at about 0.3 µs more a query (Node keeps one timer list per distinct
- * duration) and a clock read per query. A sweep looks at each query pending on the address once: a query is looked at once a
- * tick while it waits, at most its deadline over RESEND_TICK_MS times (40 for 2 s) in all, and the
- * pending are bounded (MAX_PENDING_PER_SOCKET a socket); no sweep runs when no resend is planned.
+ * duration) and a clock read per query. A sweep looks at each query pending on the address once:
+ * a query is looked at once a tick while it waits, at most its deadline over RESEND_TICK_MS times
+ * (40 for 2 s) in all, and the pending are bounded (MAX_PENDING_PER_SOCKET a socket); no sweep
+ * runs when no resend is planned.
  */
 export class Resender {
   private srtt = 0;
