@@ -43,6 +43,7 @@ import { HEADER_SIZE } from '../dns/constants.js';
 import { isResponse, readId, sameQuestion } from '../dns/wire.js';
 import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { upstreamConnection, upstreamRetry } from '../events.js';
+import { onChunks } from '../net/direct-reads.js';
 import { quickAcker } from '../net/tcp-ack.js';
 import { freeId } from './query-id.js';
 import { WaitQueue } from '../wait-queue.js';
@@ -202,7 +203,7 @@ export class StreamConnection {
     socket.on('timeout', () => {
       if (this.pending.size === 0) this.destroy(new ConnectionLost(`${label}: idle connection closed`), 'stale');
     });
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    onChunks(socket, (chunk) => this.onData(chunk));
     socket.on('error', (err) => this.destroy(new ConnectionLost(`${label}: ${err.message}`, { cause: err })));
     socket.on('end', () => this.destroy(new ConnectionLost(`${label}: the server closed the connection`)));
     socket.on('close', () => this.destroy(new ConnectionLost(`${label}: connection closed`)));

@@ -10,6 +10,7 @@ import { Buffer } from 'node:buffer';
 import { FrameReader } from '../../core/dns/framing.js';
 import { readId } from '../../core/dns/wire.js';
 import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
+import { onChunks } from '../../core/net/direct-reads.js';
 import { connectTcp } from '../../core/upstream/connect.js';
 import { DatagramSockets, type Accept } from '../../core/upstream/datagram.js';
 import { HALF_NONCE_SIZE, RESOLVER_MAGIC } from './constants.js';
@@ -86,7 +87,7 @@ export class DnscryptChannel {
         () => finish(new UpstreamTimeoutError(`${this.label} over TCP: no answer within ${Math.round(timeoutMs)}ms`)),
         Math.max(0, deadline - performance.now()),
       );
-      socket.on('data', (chunk: Buffer) => {
+      onChunks(socket, (chunk) => {
         const [message] = reader.push(chunk);
         if (!message) return;
         const value = accept(message);

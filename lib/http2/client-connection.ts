@@ -27,6 +27,7 @@
 import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type tls from 'node:tls';
+import { onChunks } from '../../core/net/direct-reads.js';
 import { HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad, type OpenBlock } from './frames.js';
 import { DEFAULT_WINDOW, Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE, MAX_WINDOW, PREFACE, Setting } from './protocol.js';
@@ -160,7 +161,7 @@ export class H2ClientConnection {
     this.writeRaw(PREFACE);
     this.writeSettings();
     this.writeFrame(Frame.WINDOW_UPDATE, 0, 0, uint32(CONNECTION_WINDOW - DEFAULT_WINDOW));
-    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    onChunks(socket, (chunk) => this.receive(chunk));
     socket.on('drain', () => {
       if (!this.closed) socket.resume();
     });

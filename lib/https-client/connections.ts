@@ -17,6 +17,7 @@ import { performance } from 'node:perf_hooks';
 import type tls from 'node:tls';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
 import { upstreamConnection } from '../../core/events.js';
+import { readsDirectly } from '../../core/net/direct-reads.js';
 import type { Logger } from '../../core/logger.js';
 import { formatHostPort } from '../../core/upstream/connect.js';
 import { ConnectionLost, H2Session, Http1Client, type HttpsRequest } from './exchange.js';
@@ -244,7 +245,10 @@ export class HttpsConnections {
       throw new UpstreamUnavailableError(`${this.options.label}: stopped`);
     }
     if (socket.alpnProtocol !== 'h2') {
-      this.switchToHttp1(socket);
+      // Node's HTTP/1.1 client reads with 'data' events, which a socket read directly never emits.
+      const direct = readsDirectly(socket);
+      if (direct) socket.destroy();
+      this.switchToHttp1(direct ? null : socket);
       this.drain();
       return null;
     }
@@ -269,7 +273,7 @@ export class HttpsConnections {
   }
 
   /** The server did not choose h2: HTTP/1.1 from now on, starting with this connection. */
-  private switchToHttp1(first: tls.TLSSocket): void {
+  private switchToHttp1(first: tls.TLSSocket | null): void {
     this.mode = 'http1';
     this.options.logger.info(`${this.options.name}: ${this.options.label} does not offer HTTP/2; using HTTP/1.1`);
     let spare: tls.TLSSocket | null = first;
@@ -302,7 +306,9 @@ export class HttpsConnections {
       const left = deadline - performance.now();
       if (left <= 0) break;
       try {
-        const socket = await connectors[index]!.connect(left, undefined, alpn);
+        // Read directly (core/net/direct-reads.ts) only where Veil's own HTTP/2 client reads.
+        const direct = this.options.http2 !== 'node' && alpn.includes('h2');
+        const socket = await connectors[index]!.connect(left, undefined, alpn, direct);
         this.preferred = index;
         this.markReachable(true);
         return socket;

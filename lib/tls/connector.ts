@@ -8,9 +8,10 @@
  * so replacing a pooled connection costs one round trip and no certificate exchange.
  */
 import { performance } from 'node:perf_hooks';
-import net, { isIP } from 'node:net';
+import { isIP, type OnReadOpts } from 'node:net';
 import tls from 'node:tls';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
+import { directReadOptions } from '../../core/net/direct-reads.js';
 import { certificateProblem } from './certificates.js';
 import type { TlsContexts } from './contexts.js';
 
@@ -60,9 +61,10 @@ export class TlsConnector {
 
   /**
    * Opens and verifies one connection within `timeoutMs`; rejects with a VeilError. `alpn` is
-   * offered in order (DoH); the caller reads `socket.alpnProtocol`.
+   * offered in order (DoH); the caller reads `socket.alpnProtocol`. With `direct`, the socket's
+   * reads go only to `onChunks` (core/net/direct-reads.ts), never to 'data' listeners.
    */
-  connect(timeoutMs: number, signal: AbortSignal = NEVER, alpn?: readonly string[]): Promise<tls.TLSSocket> {
+  connect(timeoutMs: number, signal: AbortSignal = NEVER, alpn?: readonly string[], direct = false): Promise<tls.TLSSocket> {
     const { label, host, port, serverName } = this.target;
     if (signal.aborted) return Promise.reject(new UpstreamUnavailableError(`${label}: stopped`));
     const started = performance.now();
@@ -71,11 +73,13 @@ export class TlsConnector {
       let settled = false;
       let verified = false;
       let candidate: Buffer | undefined;
-      // Our own TCP socket: Nagle must be off on it (a TLS socket does not pass that on), or
-      // a query written while an earlier one is unacknowledged waits for the server's ACK.
-      const tcp = net.connect({ host, port, noDelay: true, lookup: refuseLookup as never, ...(this.target.localAddress ? { localAddress: this.target.localAddress } : {}) });
-      const socket = tls.connect({
-        socket: tcp,
+      const reads = direct ? directReadOptions() : null;
+      const options: tls.ConnectionOptions & { onread?: OnReadOpts } = {
+        host,
+        port,
+        lookup: refuseLookup as never,
+        ...(this.target.localAddress ? { localAddress: this.target.localAddress } : {}),
+        ...(reads ? { onread: reads.onread } : {}),
         ...(serverName && isIP(serverName) === 0 ? { servername: serverName } : {}),
         secureContext: this.contexts.secureContextFor(this.target.extraCa),
         minVersion: 'TLSv1.2',
@@ -84,7 +88,12 @@ export class TlsConnector {
         // With a name, Node checks the chain and the name; with pins alone, the pins decide.
         rejectUnauthorized: serverName !== null,
         checkServerIdentity: (_host, cert) => (serverName ? tls.checkServerIdentity(serverName, cert) : undefined),
-      });
+      };
+      const socket = tls.connect(options);
+      reads?.adopt(socket);
+      // Nagle off (tls.connect takes no noDelay; the TLS socket passes this to its TCP handle),
+      // or a query written while an earlier one is unacknowledged waits for the server's ACK.
+      socket.setNoDelay(true);
       const settle = (error: Error | null): void => {
         if (settled) return;
         settled = true;
@@ -94,7 +103,6 @@ export class TlsConnector {
         if (error) {
           socket.on('error', () => {}); // late errors of a socket we already gave up
           socket.destroy();
-          tcp.destroy();
           reject(error);
         } else {
           resolve(socket);
@@ -109,14 +117,12 @@ export class TlsConnector {
       };
       const onAbort = (): void => settle(new UpstreamUnavailableError(`${label}: stopped`));
       let timer = setTimeout(onTimeout, Math.min(timeoutMs, this.target.connectTimeoutMs));
-      tcp.once('connect', () => {
+      socket.once('connect', () => {
         phase = 'TLS handshake';
         clearTimeout(timer);
         const left = timeoutMs - (performance.now() - started);
         timer = setTimeout(onTimeout, Math.max(0, Math.min(left, this.target.handshakeTimeoutMs)));
       });
-      // The TCP socket's own errors (refused, reset) reach the TLS socket only once it is wrapped.
-      tcp.on('error', (err) => (settled ? socket.destroy(err) : onError(err)));
       socket.once('secureConnect', () => {
         // A resumed session was issued on a connection that passed these checks.
         const problem = socket.isSessionReused() ? null : certificateProblem(socket.getPeerCertificate(true), this.target);
