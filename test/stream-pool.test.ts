@@ -187,6 +187,36 @@ describe('stream pool', () => {
     }
   });
 
+  it('the queries of one turn leave in one write of the connection, in order', async () => {
+    const server = await scripted(answering);
+    const writes: Buffer[] = [];
+    const p = new StreamPool({
+      label: `tcp 127.0.0.1:${server.port}`,
+      size: 1,
+      connect: async (timeoutMs) => {
+        const socket = await connectTcp('127.0.0.1', server.port, timeoutMs);
+        const write = socket.write.bind(socket) as (chunk: Buffer) => boolean;
+        socket.write = ((chunk: Buffer) => {
+          writes.push(Buffer.from(chunk));
+          return write(chunk);
+        }) as typeof socket.write;
+        return socket;
+      },
+    });
+    try {
+      await p.warm();
+      const ids = [11, 12, 13, 14, 15];
+      const answers = await Promise.all(ids.map((id) => p.exchange(query(`n${id}.test`, id), 2000)));
+      assert.deepEqual(answers.map((a) => a.readUInt16BE(0)), ids);
+      assert.equal(writes.length, 1, 'one write for the five queries of the turn');
+      const sent = new FrameReader().push(writes[0]!);
+      assert.deepEqual(sent.map((m) => dnsPacket.decode(m).questions![0]!.name), ids.map((id) => `n${id}.test`));
+    } finally {
+      p.close();
+      await server.close();
+    }
+  });
+
   it('publishes its connection events under the upstream\'s name', async () => {
     const server = await scripted(answering);
     const events: string[] = [];
@@ -259,6 +289,30 @@ describe('stream pool', () => {
     } finally {
       p.close();
       server.stop();
+    }
+  });
+
+  it('at the end of a burst, with every connection sitting on queries, each query is still answered', async () => {
+    // dnsdist's DoT front-end reads one more query of a connection only when new bytes come:
+    // once the burst is over nothing comes, and copies sent behind held queries are held too.
+    const server = await scripted(onePerRead());
+    const p = pool(server.port, { size: 1 });
+    try {
+      await p.exchange(query('warm.test', 1), 5000); // a round trip measured: copies go out after a few ms
+      const names = Array.from({ length: 12 }, (_, i) => `q${i}.test`);
+      const results = await Promise.allSettled(names.map((name, i) => p.exchange(query(name, 100 + i), 1500)));
+      assert.deepEqual(
+        results.map((r) => r.status),
+        names.map(() => 'fulfilled'),
+      );
+      assert.deepEqual(
+        results.map((r) => dnsPacket.decode((r as PromiseFulfilledResult<Buffer>).value).questions![0]!.name),
+        names,
+      );
+      assert.ok(p.openConnections <= 5, 'never more than a serial server\'s connections and the copies\' extra');
+    } finally {
+      p.close();
+      await server.close();
     }
   });
 
@@ -364,6 +418,17 @@ function lazyInOrder(): Behaviour {
     if (indexInChunk > 0) return void waiting.push(q);
     for (const held of waiting.splice(0)) socket.write(frame(answer(held)));
     socket.write(frame(answer(q)));
+  };
+}
+
+/** Like dnsdist's DoT front-end: each read of a connection lets it answer one query, the oldest it holds. */
+function onePerRead(): Behaviour {
+  const backlog = new Map<net.Socket, Buffer[]>();
+  return (q, socket, _connection, indexInChunk) => {
+    const waiting = backlog.get(socket) ?? [];
+    backlog.set(socket, waiting);
+    waiting.push(q);
+    if (indexInChunk === 0) socket.write(frame(answer(waiting.shift()!)));
   };
 }
 

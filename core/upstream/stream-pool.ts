@@ -18,15 +18,22 @@
  * and it learns, per server:
  *
  * - a query sent behind others on its connection (pipelined) that waited `hedgeAfterMs` while
- *   nothing at all came back on that connection is sent again on another connection (twice at
- *   most); the first answer wins and the other attempts are forgotten (their IDs stay reserved
- *   until their answers come, so a late answer never meets a new query under the same ID);
+ *   nothing at all came back on that connection is sent again on a connection with nothing in
+ *   flight (twice at most), opened for it if need be (a copy behind other queries may be held
+ *   like its original, and at the end of a burst nothing new comes to make the server read on):
+ *   up to `size` connections past a serial server's number, and past that the silent
+ *   connection is retired to make room; the first answer wins and the other attempts are
+ *   forgotten (their IDs stay reserved until their answers come, so a late answer never meets a
+ *   new query under the same ID);
  * - when such a copy is answered while the first is still waiting, the connection held the
  *   query back: the server is `serial`, and the pool may then open up to SERIAL_FACTOR × size
  *   connections so that queries rarely have to share one;
  * - when a connection answers a query before one sent earlier on it, the server answers out of
  *   order (it reads pipelined queries as they come): it is `concurrent`, and nothing is sent
  *   twice any more (a slow answer from such a server is its own work, not the connection's).
+ *
+ * A query goes on the connection with the least load: queries in flight and answers still owed
+ * (a serial server may be sitting on those, and a query sent behind them waits too).
  *
  * With `retries` 0 no query is ever sent twice, held back or not.
  *
@@ -56,7 +63,7 @@ export interface StreamPoolOptions {
    * within `timeoutMs`; gives up when `signal` aborts (the pool was closed).
    */
   connect: (timeoutMs: number, signal: AbortSignal) => Promise<Socket>;
-  /** Connections kept at most (default 2); a server found serial may get SERIAL_FACTOR times as many. */
+  /** Connections kept at most (default 2); a server found serial may get SERIAL_FACTOR times as many, and copies of held queries `size` more. */
   size?: number;
   /** Queries in flight per connection (default 100). */
   maxInflight?: number;
@@ -180,8 +187,10 @@ export class StreamConnection {
   /** IDs of attempts forgotten before their answer came (timed out, or answered on another connection). */
   private readonly owed = new Set<number>();
   private readonly reader = new FrameReader();
-  private closing = false;
-  private corked = false;
+  /** Takes no new query; closes once those in flight are answered (`close`). */
+  closing = false;
+  /** This turn's framed queries, written at its end; null when none is waiting. */
+  private queued: Buffer[] | null = null;
   private writeTimer: NodeJS.Timeout | null = null;
   /** Monotonic ms of the last bytes received. */
   lastReadAt = performance.now();
@@ -286,14 +295,24 @@ export class StreamConnection {
    * Queries written in the same turn of the event loop leave together, at the end of the turn
    * (setImmediate runs after this turn's I/O callbacks, before the loop waits again): one TLS
    * record and one system call for a burst instead of one per query, and no turn of delay.
+   * Queued here and written as one Buffer rather than corked: against a server that wants each
+   * query alone the pool puts one query on a connection a turn, and cork() with uncork() cost
+   * up to a microsecond more a write than a plain one (bench/tls-io.ts).
    */
   private write(framed: Buffer): void {
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      setImmediate(this.uncork);
+    if (this.queued) {
+      this.queued.push(framed);
+      return;
     }
-    if (!this.socket.write(framed) && !this.writeTimer) {
+    this.queued = [framed];
+    setImmediate(this.flush);
+  }
+
+  private readonly flush = (): void => {
+    const queued = this.queued!;
+    this.queued = null;
+    if (this.closed) return;
+    if (!this.socket.write(queued.length === 1 ? queued[0]! : Buffer.concat(queued)) && !this.writeTimer) {
       this.writeTimer = setTimeout(() => {
         this.destroy(new ConnectionLost(`${this.settings.label}: could not write for ${this.settings.writeTimeoutMs}ms`));
       }, this.settings.writeTimeoutMs);
@@ -302,11 +321,6 @@ export class StreamConnection {
         this.writeTimer = null;
       });
     }
-  }
-
-  private readonly uncork = (): void => {
-    this.corked = false;
-    if (!this.closed) this.socket.uncork();
   };
 
   private onData(chunk: Buffer): void {
@@ -466,21 +480,29 @@ export class StreamPool implements ConnectionOwner {
   }
 
   /**
-   * The connection with the fewest queries in flight (other than `not`), or null. When even
-   * that one is busy and the pool may grow, another opens for the queries to come, but this
-   * query is pipelined rather than made to wait for a handshake.
+   * The connection with the least load (other than `not`), or null. Load counts the answers
+   * still owed to queries given up on: a serial server may be sitting on those, and a query sent
+   * behind them waits too. When even that one is busy and the pool may grow, another opens for
+   * the queries to come, but this query is pipelined rather than made to wait for a handshake.
    */
   private pick(not: StreamConnection | null): StreamConnection | null {
+    const best = this.leastLoaded(not);
+    if (best && best.load > 0 && this.connections.length < this.limit && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
+    if (best) this.reuse();
+    return best;
+  }
+
+  private leastLoaded(not: StreamConnection | null): StreamConnection | null {
     let best: StreamConnection | null = null;
     for (const connection of this.connections) {
-      if (connection !== not && connection.hasRoom && (!best || connection.inflight < best.inflight)) best = connection;
-    }
-    if (best && best.inflight > 0 && this.connections.length < this.limit && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
-    if (best) {
-      this.stats.reused++;
-      this.publish('reused');
+      if (connection !== not && connection.hasRoom && (!best || connection.load < best.load)) best = connection;
     }
     return best;
+  }
+
+  private reuse(): void {
+    this.stats.reused++;
+    this.publish('reused');
   }
 
   // ---- what the connections report --------------------------------------------------------
@@ -622,24 +644,37 @@ export class StreamPool implements ConnectionOwner {
     return attempt.pipelined && attempt.exchange.hedges < MAX_HEDGES && attempts[attempts.length - 1] === attempt;
   }
 
-  /** Sends the attempt's query on another connection; false when there is none with room yet. */
+  /**
+   * Sends the attempt's query on a connection with nothing on it; false when there is none yet.
+   * A copy sent behind other queries (or behind answers owed to forgotten ones) may be held back
+   * as its original was, and at the end of a burst nothing new comes to make the server read on:
+   * so a copy never goes behind others. While there is none with nothing on it, one opens, up to
+   * `size` connections past a serial server's number; past that, the silent connection the
+   * query waits on is retired (it takes no new query and closes once its queries are answered,
+   * here or elsewhere) so that a fresh one can open in its place.
+   */
   private hedge(attempt: Attempt): boolean {
     const exchange = attempt.exchange;
     const left = exchange.deadline - performance.now();
     if (left <= 0) return true; // its own timer ends it
     // With queries waiting for room, a copy would take a place one of them is owed.
-    const target = this.waiting.size > 0 ? null : this.pick(attempt.connection);
-    if (!target) {
-      if (this.waiting.size > 0) return false;
-      // A pool of one connection, or all others full: a copy may open one past the pool's size
-      // (up to a serial server's), since whether the server holds queries back is the question.
-      if (this.connections.length < this.size * SERIAL_FACTOR && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
+    if (this.waiting.size > 0) return false;
+    const target = this.leastLoaded(attempt.connection);
+    if (!target || target.load > 0) {
+      let open = 0;
+      for (const connection of this.connections) if (!connection.closing) open++;
+      if (open >= this.size * (SERIAL_FACTOR + 1) && !attempt.connection.closing) {
+        attempt.connection.close();
+        open--;
+      }
+      if (open < this.size * (SERIAL_FACTOR + 1) && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
       return false;
     }
+    this.reuse();
     exchange.hedges++;
     this.stats.hedged++;
     if (this.options.events && upstreamRetry.hasSubscribers) upstreamRetry.publish({ ...this.options.events, reason: 'held-back' });
-    if (target.send(exchange, left).pipelined) this.scheduleHedgeCheck(this.hedgeAfterMs());
+    target.send(exchange, left);
     return true;
   }
 
