@@ -18,13 +18,12 @@
  * and it learns, per server:
  *
  * - a query sent behind others on its connection (pipelined) that waited `hedgeAfterMs` while
- *   nothing at all came back on that connection is sent again on a connection with nothing in
- *   flight (twice at most), opened for it if need be (a copy behind other queries may be held
- *   like its original, and at the end of a burst nothing new comes to make the server read on):
- *   up to `size` connections past a serial server's number, and past that the silent
- *   connection is retired to make room; the first answer wins and the other attempts are
- *   forgotten (their IDs stay reserved until their answers come, so a late answer never meets a
- *   new query under the same ID);
+ *   nothing at all came back on that connection is sent again on another connection (twice at
+ *   most), the least loaded; once no query has gone out for QUIET_MS (the end of a burst, when
+ *   nothing new comes to make the server read on), a query still held gets one more copy, only
+ *   on a connection with nothing on it, opened for it if need be (one past the pool's limit),
+ *   a silent one retired to make room past that; the first answer wins and the other attempts are forgotten (their IDs stay reserved
+ *   until their answers come, so a late answer never meets a new query under the same ID);
  * - when such a copy is answered while the first is still waiting, the connection held the
  *   query back: the server is `serial`, and the pool may then open up to SERIAL_FACTOR × size
  *   connections so that queries rarely have to share one;
@@ -63,7 +62,7 @@ export interface StreamPoolOptions {
    * within `timeoutMs`; gives up when `signal` aborts (the pool was closed).
    */
   connect: (timeoutMs: number, signal: AbortSignal) => Promise<Socket>;
-  /** Connections kept at most (default 2); a server found serial may get SERIAL_FACTOR times as many, and copies of held queries `size` more. */
+  /** Connections kept at most (default 2); a server found serial may get SERIAL_FACTOR times as many (and one more for copies at the end of a burst). */
   size?: number;
   /** Queries in flight per connection (default 100). */
   maxInflight?: number;
@@ -122,6 +121,12 @@ const RTT_SAMPLES = 32;
 const HEDGE_RECOMPUTE_MS = 100;
 /** Copies of one query at most (each after its latest attempt waited on a silent connection). */
 const MAX_HEDGES = 2;
+/**
+ * No query sent for this long: the burst is over, nothing new will come to make a server that
+ * sits on pipelined queries read on, and a query still held gets one more copy, on a connection
+ * with nothing on it.
+ */
+const QUIET_MS = 50;
 /** IDs of forgotten queries still owed an answer, per connection; past this the connection is retired. */
 const MAX_OWED = 256;
 /** Queries waiting for room in one pool at most (ten full connections' worth). */
@@ -147,6 +152,8 @@ class Exchange {
   settled = false;
   /** Copies sent because the latest attempt waited on a silent connection. */
   hedges = 0;
+  /** Given its copy on a connection with nothing on it, after the burst it came in was over. */
+  rescued = false;
 
   constructor(
     /** As the caller gave it (its ID is restored on the answer). */
@@ -396,6 +403,8 @@ export class StreamPool implements ConnectionOwner {
   private hedgeAfter = HEDGE_INITIAL_MS;
   private hedgeAfterAt = -Infinity;
   private hedgeTimer: NodeJS.Timeout | null = null;
+  /** When a query (not a copy) last went out: QUIET_MS after it, the burst is over. */
+  private lastSentAt = -Infinity;
   readonly stats: StreamPoolStats = { open: 0, created: 0, reused: 0, idleClosed: 0, replaced: 0, failed: 0, hedged: 0, heldBack: 0 };
 
   constructor(private readonly options: StreamPoolOptions) {
@@ -467,7 +476,9 @@ export class StreamPool implements ConnectionOwner {
   }
 
   private sendOn(connection: StreamConnection, exchange: Exchange): void {
-    const left = exchange.deadline - performance.now();
+    const now = performance.now();
+    const left = exchange.deadline - now;
+    this.lastSentAt = now;
     if (left <= 0) return exchange.reject(new UpstreamTimeoutError(`${this.options.label}: no answer in time`));
     if (!connection.hasRoom) return this.dispatch(exchange); // closed or filled while it opened
     const attempt = connection.send(exchange, left);
@@ -619,17 +630,21 @@ export class StreamPool implements ConnectionOwner {
     if (this.ordering === 'concurrent' || this.stopped) return;
     const now = performance.now();
     const after = this.hedgeAfterMs();
+    const quiet = now - this.lastSentAt >= QUIET_MS;
     let next = Infinity;
     for (const connection of this.connections) {
       for (const attempt of connection.attempts()) {
-        if (!this.mayHedge(attempt)) continue;
+        if (!this.mayHedge(attempt, quiet)) {
+          if (!quiet && this.awaitsRescue(attempt)) next = Math.min(next, this.lastSentAt + QUIET_MS);
+          continue;
+        }
         // Attempts are in the order sent: none after this one is due sooner.
         const due = Math.max(connection.lastReadAt, attempt.sentAt) + after;
         if (due > now) {
           next = Math.min(next, due);
           break;
         }
-        if (!this.hedge(attempt)) {
+        if (!this.hedge(attempt, quiet)) {
           next = Math.min(next, now + after); // nowhere to send it yet
           break;
         }
@@ -638,43 +653,63 @@ export class StreamPool implements ConnectionOwner {
     if (next !== Infinity) this.scheduleHedgeCheck(next - now);
   };
 
-  /** A pipelined attempt, its exchange's latest, and the exchange not yet copied MAX_HEDGES times. */
-  private mayHedge(attempt: Attempt): boolean {
-    const attempts = attempt.exchange.attempts;
-    return attempt.pipelined && attempt.exchange.hedges < MAX_HEDGES && attempts[attempts.length - 1] === attempt;
+  /**
+   * A pipelined attempt, its exchange's latest, and the exchange not yet copied MAX_HEDGES times
+   * (or, once the burst is over, not yet rescued).
+   */
+  private mayHedge(attempt: Attempt, quiet: boolean): boolean {
+    const exchange = attempt.exchange;
+    const attempts = exchange.attempts;
+    return attempt.pipelined && attempts[attempts.length - 1] === attempt && (exchange.hedges < MAX_HEDGES || (quiet && !exchange.rescued));
+  }
+
+  /** Copied MAX_HEDGES times and still held: one more copy once the burst is over. */
+  private awaitsRescue(attempt: Attempt): boolean {
+    const exchange = attempt.exchange;
+    const attempts = exchange.attempts;
+    return attempt.pipelined && attempts[attempts.length - 1] === attempt && exchange.hedges >= MAX_HEDGES && !exchange.rescued;
   }
 
   /**
-   * Sends the attempt's query on a connection with nothing on it; false when there is none yet.
-   * A copy sent behind other queries (or behind answers owed to forgotten ones) may be held back
-   * as its original was, and at the end of a burst nothing new comes to make the server read on:
-   * so a copy never goes behind others. While there is none with nothing on it, one opens, up to
-   * `size` connections past a serial server's number; past that, the silent connection the
-   * query waits on is retired (it takes no new query and closes once its queries are answered,
-   * here or elsewhere) so that a fresh one can open in its place.
+   * Sends the attempt's query on another connection; false when there is none to send it on
+   * yet. While queries keep coming, the copy goes on the least loaded connection: the bytes that
+   * follow make a server that sits on pipelined queries read on. Once they stop (`quiet`: none
+   * sent for QUIET_MS) a copy behind others would be held like its original until the query
+   * times out, so it only goes on a connection with nothing on it: one opens for it, one past
+   * the pool's limit at most, and past that the silent connection the query waits on is retired
+   * (it takes no new query and closes once its queries are answered, here or elsewhere) so that
+   * a fresh one can open in its place.
    */
-  private hedge(attempt: Attempt): boolean {
+  private hedge(attempt: Attempt, quiet: boolean): boolean {
     const exchange = attempt.exchange;
     const left = exchange.deadline - performance.now();
     if (left <= 0) return true; // its own timer ends it
     // With queries waiting for room, a copy would take a place one of them is owed.
     if (this.waiting.size > 0) return false;
     const target = this.leastLoaded(attempt.connection);
-    if (!target || target.load > 0) {
-      let open = 0;
-      for (const connection of this.connections) if (!connection.closing) open++;
-      if (open >= this.size * (SERIAL_FACTOR + 1) && !attempt.connection.closing) {
-        attempt.connection.close();
-        open--;
+    if (quiet) {
+      if (!target || target.load > 0) {
+        let open = 0;
+        for (const connection of this.connections) if (!connection.closing) open++;
+        if (open > this.limit && !attempt.connection.closing) {
+          attempt.connection.close();
+          open--;
+        }
+        if (open <= this.limit && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
+        return false;
       }
-      if (open < this.size * (SERIAL_FACTOR + 1) && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
+      exchange.rescued = true;
+    } else if (!target) {
+      // A pool of one connection, or all others full: a copy may open one past the pool's size
+      // (up to a serial server's), since whether the server holds queries back is the question.
+      if (this.connections.length < this.size * SERIAL_FACTOR && !this.opening) this.open(this.connectTimeoutMs).catch(() => {});
       return false;
     }
     this.reuse();
     exchange.hedges++;
     this.stats.hedged++;
     if (this.options.events && upstreamRetry.hasSubscribers) upstreamRetry.publish({ ...this.options.events, reason: 'held-back' });
-    target.send(exchange, left);
+    if (target.send(exchange, left).pipelined) this.scheduleHedgeCheck(this.hedgeAfterMs());
     return true;
   }
 
