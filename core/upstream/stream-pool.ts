@@ -22,8 +22,9 @@
  *   most), the least loaded; once no query has gone out for QUIET_MS (the end of a burst, when
  *   nothing new comes to make the server read on), a query still held gets one more copy, only
  *   on a connection with nothing on it, opened for it if need be (one past the pool's limit),
- *   a silent one retired to make room past that; the first answer wins and the other attempts are forgotten (their IDs stay reserved
- *   until their answers come, so a late answer never meets a new query under the same ID);
+ *   a silent one retired to make room past that; the first answer wins and the other attempts
+ *   are forgotten (their IDs stay reserved until their answers come, so a late answer never
+ *   meets a new query under the same ID);
  * - when such a copy is answered while the first is still waiting, the connection held the
  *   query back: the server is `serial`, and the pool may then open up to SERIAL_FACTOR × size
  *   connections so that queries rarely have to share one;
@@ -62,7 +63,10 @@ export interface StreamPoolOptions {
    * within `timeoutMs`; gives up when `signal` aborts (the pool was closed).
    */
   connect: (timeoutMs: number, signal: AbortSignal) => Promise<Socket>;
-  /** Connections kept at most (default 2); a server found serial may get SERIAL_FACTOR times as many (and one more for copies at the end of a burst). */
+  /**
+   * Connections kept at most (default 2); a server found serial may get SERIAL_FACTOR times as
+   * many (and one more for copies at the end of a burst).
+   */
   size?: number;
   /** Queries in flight per connection (default 100). */
   maxInflight?: number;
@@ -659,15 +663,13 @@ export class StreamPool implements ConnectionOwner {
    */
   private mayHedge(attempt: Attempt, quiet: boolean): boolean {
     const exchange = attempt.exchange;
-    const attempts = exchange.attempts;
-    return attempt.pipelined && attempts[attempts.length - 1] === attempt && (exchange.hedges < MAX_HEDGES || (quiet && !exchange.rescued));
+    return latestPipelined(attempt) && (exchange.hedges < MAX_HEDGES || (quiet && !exchange.rescued));
   }
 
   /** Copied MAX_HEDGES times and still held: one more copy once the burst is over. */
   private awaitsRescue(attempt: Attempt): boolean {
     const exchange = attempt.exchange;
-    const attempts = exchange.attempts;
-    return attempt.pipelined && attempts[attempts.length - 1] === attempt && exchange.hedges >= MAX_HEDGES && !exchange.rescued;
+    return latestPipelined(attempt) && exchange.hedges >= MAX_HEDGES && !exchange.rescued;
   }
 
   /**
@@ -773,6 +775,12 @@ export class StreamPool implements ConnectionOwner {
     }
     for (const connection of [...this.connections]) connection.destroy(new UpstreamUnavailableError(`${this.options.label}: stopped`), 'closed');
   }
+}
+
+/** Sent behind others on its connection, and its exchange's latest attempt. */
+function latestPipelined(attempt: Attempt): boolean {
+  const attempts = attempt.exchange.attempts;
+  return attempt.pipelined && attempts[attempts.length - 1] === attempt;
 }
 
 function removeFrom(attempts: Attempt[], attempt: Attempt): void {
