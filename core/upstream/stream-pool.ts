@@ -198,8 +198,8 @@ export class StreamConnection {
   /** IDs of attempts forgotten before their answer came (timed out, or answered on another connection). */
   private readonly owed = new Set<number>();
   private readonly reader = new FrameReader();
-  /** Takes no new query; closes once those in flight are answered (`close`). */
-  closing = false;
+  /** Set by `close` (see `closing`). */
+  private retiring = false;
   /** This turn's framed queries, written at its end; null when none is waiting. */
   private queued: Buffer[] | null = null;
   private writeTimer: NodeJS.Timeout | null = null;
@@ -233,6 +233,11 @@ export class StreamConnection {
     return this.pending.size;
   }
 
+  /** Closed by `close`: takes no new query, and goes once those in flight are answered. */
+  get closing(): boolean {
+    return this.retiring;
+  }
+
   /**
    * Queries in flight, and answers still owed to queries we gave up on: the server may still be
    * busy with those, or hold them back (and a new query would wait behind them).
@@ -242,7 +247,7 @@ export class StreamConnection {
   }
 
   get hasRoom(): boolean {
-    return !this.closed && !this.closing && this.pending.size < this.settings.maxInflight;
+    return !this.closed && !this.retiring && this.pending.size < this.settings.maxInflight;
   }
 
   /** The attempts in flight, oldest first. */
@@ -279,7 +284,7 @@ export class StreamConnection {
     clearTimeout(attempt.timer);
     this.pending.delete(attempt.id);
     this.owe(attempt.id);
-    if (this.closing && this.pending.size === 0) this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
+    if (this.retiring && this.pending.size === 0) this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
   }
 
   private owe(id: number): void {
@@ -297,7 +302,7 @@ export class StreamConnection {
     // vanished without closing). Queries still waiting on it are retried on a fresh connection.
     if (waited >= this.settings.readTimeoutMs && this.lastReadAt < attempt.sentAt) {
       this.destroy(new ConnectionLost(`${this.settings.label}: nothing received for ${Math.round(waited)}ms, connection presumed dead`));
-    } else if (this.closing && this.pending.size === 0) {
+    } else if (this.retiring && this.pending.size === 0) {
       this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
     }
   }
@@ -360,14 +365,14 @@ export class StreamConnection {
       this.owner.answered(attempt, msg, inOrder);
       if (this.closed) return;
     }
-    if (this.closing && this.pending.size === 0) this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
+    if (this.retiring && this.pending.size === 0) this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
     // Answers still to come: the server may be holding the next one until this read is acknowledged.
     else if (this.pending.size > 0 && this.ackNow) this.ackNow();
   }
 
   /** No new queries; closes once those in flight are answered. */
   close(): void {
-    this.closing = true;
+    this.retiring = true;
     if (this.pending.size === 0) this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
   }
 

@@ -308,7 +308,7 @@ export class HttpsConnections {
       try {
         // Read directly (core/net/direct-reads.ts) only where Veil's own HTTP/2 client reads.
         const direct = this.options.http2 !== 'node' && alpn.includes('h2');
-        const socket = await connectors[index]!.connect(left, undefined, alpn, direct);
+        const socket = await connectors[index]!.connect(left, undefined, { alpn, direct });
         this.preferred = index;
         this.markReachable(true);
         return socket;

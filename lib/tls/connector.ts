@@ -64,7 +64,7 @@ export class TlsConnector {
    * offered in order (DoH); the caller reads `socket.alpnProtocol`. With `direct`, the socket's
    * reads go only to `onChunks` (core/net/direct-reads.ts), never to 'data' listeners.
    */
-  connect(timeoutMs: number, signal: AbortSignal = NEVER, alpn?: readonly string[], direct = false): Promise<tls.TLSSocket> {
+  connect(timeoutMs: number, signal: AbortSignal = NEVER, { alpn, direct = false }: { alpn?: readonly string[]; direct?: boolean } = {}): Promise<tls.TLSSocket> {
     const { label, host, port, serverName } = this.target;
     if (signal.aborted) return Promise.reject(new UpstreamUnavailableError(`${label}: stopped`));
     const started = performance.now();

@@ -82,7 +82,7 @@ export class DotUpstream extends BaseUpstream {
 
   private async connect(timeoutMs: number, signal: AbortSignal) {
     try {
-      const socket = await this.connector.connect(timeoutMs, signal, undefined, true);
+      const socket = await this.connector.connect(timeoutMs, signal, { direct: true });
       if (!this.reachable) {
         this.reachable = true;
         this.logger.info(`${this.name}: connected to ${this.address} again`);
