@@ -52,6 +52,7 @@ import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError }
 import { upstreamConnection, upstreamRetry } from '../events.js';
 import { onChunks } from '../net/direct-reads.js';
 import { quickAcker } from '../net/tcp-ack.js';
+import { IdTable } from '../util/id-table.js';
 import { freeId } from './query-id.js';
 import { WaitQueue } from '../wait-queue.js';
 
@@ -193,10 +194,15 @@ interface ConnectionOwner {
 }
 
 export class StreamConnection {
-  /** In the order sent (a Map keeps insertion order): the first is the oldest. */
-  private readonly pending = new Map<number, Attempt>();
+  /** Attempts waiting for their answer, by query ID; not a Map (see core/util/id-table.ts). */
+  private readonly pending = new IdTable<Attempt>();
+  /**
+   * Attempts in the order sent, the oldest first; those no longer pending leave when they reach
+   * the front, or in a sweep once they are most of it.
+   */
+  private sentOrder: Attempt[] = [];
   /** IDs of attempts forgotten before their answer came (timed out, or answered on another connection). */
-  private readonly owed = new Set<number>();
+  private readonly owed = new IdTable<true>();
   private readonly reader = new FrameReader();
   /** Set by `close` (see `closing`). */
   private retiring = false;
@@ -251,8 +257,18 @@ export class StreamConnection {
   }
 
   /** The attempts in flight, oldest first. */
-  attempts(): IterableIterator<Attempt> {
-    return this.pending.values();
+  attempts(): Attempt[] {
+    return this.sentOrder.filter((attempt) => this.isPending(attempt));
+  }
+
+  private isPending(attempt: Attempt): boolean {
+    return this.pending.get(attempt.id) === attempt;
+  }
+
+  /** The attempt in flight that was sent first. */
+  private oldest(): Attempt | undefined {
+    while (this.sentOrder.length > 0 && !this.isPending(this.sentOrder[0]!)) this.sentOrder.shift();
+    return this.sentOrder[0];
   }
 
   /** Sends the exchange's query; its answer, timeout or failure goes to the owner. */
@@ -268,6 +284,8 @@ export class StreamConnection {
     const wait = Math.min(timeoutMs, this.settings.readTimeoutMs);
     const attempt: Attempt = { exchange, connection: this, id, sent: framed.subarray(2), sentAt, pipelined: this.load > 0, timer: setTimeout(() => this.timedOut(attempt, wait), wait) };
     this.pending.set(id, attempt);
+    if (this.sentOrder.length >= 2 * this.pending.size + 32) this.sentOrder = this.attempts();
+    this.sentOrder.push(attempt);
     exchange.attempts.push(attempt);
     this.write(framed);
     return attempt;
@@ -288,7 +306,7 @@ export class StreamConnection {
   }
 
   private owe(id: number): void {
-    this.owed.add(id);
+    this.owed.set(id, true);
     // A server that never answers what we gave up on: stop sending it more.
     if (this.owed.size > MAX_OWED) this.close();
   }
@@ -359,7 +377,7 @@ export class StreamConnection {
         return;
       }
       // In order when nothing sent before it is still waiting: it is the oldest pending.
-      const inOrder = this.pending.values().next().value === attempt;
+      const inOrder = this.oldest() === attempt;
       this.pending.delete(id);
       clearTimeout(attempt.timer);
       this.owner.answered(attempt, msg, inOrder);
@@ -381,8 +399,9 @@ export class StreamConnection {
     this.closed = true;
     if (this.writeTimer) clearTimeout(this.writeTimer);
     const hadPending = this.pending.size > 0;
-    const attempts = [...this.pending.values()];
+    const attempts = this.attempts();
     this.pending.clear();
+    this.sentOrder = [];
     this.owed.clear();
     this.socket.destroy();
     for (const attempt of attempts) {

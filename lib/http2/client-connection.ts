@@ -28,6 +28,7 @@ import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type tls from 'node:tls';
 import { onChunks } from '../../core/net/direct-reads.js';
+import { IdTable } from '../../core/util/id-table.js';
 import { HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad, type OpenBlock } from './frames.js';
 import { DEFAULT_WINDOW, Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE, MAX_WINDOW, PREFACE, Setting } from './protocol.js';
@@ -116,7 +117,8 @@ class ClientStream {
 
 export class H2ClientConnection {
   private readonly decoder = new HpackDecoder();
-  private readonly streams = new Map<number, ClientStream>();
+  /** Streams by ID; not a Map (see core/util/id-table.ts). */
+  private readonly streams = new IdTable<ClientStream>();
   private nextStreamId = 1;
   /** Cuts what the server sends into frames. */
   private readonly reader = new FrameReader((type, flags, streamId, payload) => this.frame(type, flags, streamId, payload), () => this.closed);

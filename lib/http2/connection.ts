@@ -30,6 +30,7 @@
 import { Buffer } from 'node:buffer';
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { IdTable } from '../../core/util/id-table.js';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type HttpReply, type HttpRequest, type RequestHandler } from './message.js';
 import { encodeResponseHeaders, encodeResponseHeadersInto, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad, type OpenBlock } from './frames.js';
@@ -155,7 +156,8 @@ class Stream implements HttpRequest {
 
 export class H2ServerConnection {
   private readonly decoder = new HpackDecoder();
-  private readonly streams = new Map<number, Stream>();
+  /** Streams by ID; not a Map (see core/util/id-table.ts). */
+  private readonly streams = new IdTable<Stream>();
   /** Cuts what the client sends, after its preface, into frames. */
   private readonly reader = new FrameReader((type, flags, streamId, payload) => this.frame(type, flags, streamId, payload), () => this.closed, PREFACE);
   private lastStreamId = 0;

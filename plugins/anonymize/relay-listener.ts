@@ -50,7 +50,7 @@ export const DEFAULT_ALLOWED_PORTS = [443, 553, 853, 1443, 2053, 4343, 4434, 444
 const RELAY_TIMEOUT_MS = 5000;
 /** …and of one that has not (yet): a silent host holds a place only this long. */
 const FIRST_CONTACT_TIMEOUT_MS = 1500;
-/** Servers remembered as having answered; the one that answered longest ago goes first. */
+/** Servers remembered as having answered; the one that first answered goes first. */
 const MAX_KNOWN_SERVERS = 10_000;
 /** Packets passed on at once (each holds a socket); more are dropped. */
 const DEFAULT_MAX_RELAYED = 1000;
@@ -95,28 +95,35 @@ export interface RelayListenerOptions {
 }
 
 /**
- * Places in flight counted per key (client or server), each under a cap. A key is in the map
- * only while it holds a place, so the map is never larger than the packets in flight, and
- * leaving is O(1).
+ * Places in flight counted per key (client or server), each under a cap. A key is held only
+ * while it holds a place, so the table is never larger than the packets in flight, and leaving
+ * is O(1). An object's dictionary, not a Map: a key comes and goes with nearly every packet, and
+ * a Map's churned tables get promoted together with what they held (core/util/id-table.ts).
  */
 class Shares {
-  private readonly held = new Map<string, number>();
+  private readonly held: Record<string, number> = Object.create(null) as Record<string, number>;
+  private keys = 0;
 
   take(key: string, cap: number): boolean {
-    const count = this.held.get(key) ?? 0;
+    const count = this.held[key] ?? 0;
     if (count >= cap) return false;
-    this.held.set(key, count + 1);
+    if (count === 0) this.keys++;
+    this.held[key] = count + 1;
     return true;
   }
 
   give(key: string): void {
-    const count = this.held.get(key)! - 1;
-    if (count === 0) this.held.delete(key);
-    else this.held.set(key, count);
+    const count = this.held[key]! - 1;
+    if (count > 0) {
+      this.held[key] = count;
+      return;
+    }
+    delete this.held[key];
+    this.keys--;
   }
 
   get size(): number {
-    return this.held.size;
+    return this.keys;
   }
 }
 
@@ -136,13 +143,13 @@ export class RelayListener implements Listener {
   private inflight = 0;
   private readonly byClient = new Shares();
   private readonly byServer = new Shares();
-  /** Servers that have answered through this relay (LRU order): they get the full wait. */
+  /** Servers that have answered through this relay (in the order they first did): they get the full wait. */
   private readonly knownServers = new Map<string, true>();
   /** Ends the exchanges in flight (their sockets), on stop. */
   private readonly pending = new Set<() => void>();
   private selfAddresses: Buffer[] = [];
   private unspecified = false;
-  /** Connected sockets per server (`host port`), least recently used first. */
+  /** Connected sockets per server (`host port`). */
   private readonly pools = new Map<string, { sockets: DatagramSockets<string>; usedAt: number }>();
   private sweeper: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -243,8 +250,12 @@ export class RelayListener implements Listener {
     }
   }
 
+  /**
+   * Once per server, not per packet: taking a key out and putting it back at every answer kept
+   * the Map's table churning (core/util/id-table.ts). The first to have answered leave first.
+   */
   private rememberAnswered(server: string): void {
-    this.knownServers.delete(server);
+    if (this.knownServers.has(server)) return;
     if (this.knownServers.size >= MAX_KNOWN_SERVERS) this.knownServers.delete(this.knownServers.keys().next().value!);
     this.knownServers.set(server, true);
   }
@@ -300,14 +311,13 @@ export class RelayListener implements Listener {
     const now = performance.now();
     const pool = this.pools.get(server);
     if (pool) {
-      // Least recently used first: taken out and put back at the end.
-      this.pools.delete(server);
-      this.pools.set(server, pool);
       pool.usedAt = now;
       return pool.sockets;
     }
     if (this.pools.size >= MAX_SERVER_POOLS) {
-      const idle = [...this.pools].find(([, p]) => p.sockets.inflight === 0);
+      // The one used longest ago of those with nothing in flight.
+      let idle: [string, { sockets: DatagramSockets<string>; usedAt: number }] | null = null;
+      for (const entry of this.pools) if (entry[1].sockets.inflight === 0 && (!idle || entry[1].usedAt < idle[1].usedAt)) idle = entry;
       if (!idle) return null;
       idle[1].sockets.close();
       this.pools.delete(idle[0]);
