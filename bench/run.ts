@@ -9,7 +9,7 @@
  * the ratio, measured in one run, is what to compare.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { skipUnless, startUnboundOrigin, type Peer } from '../test/helpers/peers.js';
@@ -141,7 +141,7 @@ function writeReport(table: string, results: Result[], options: Options): void {
   const text = `# Benchmarks
 
 Measured by \`npm run bench\` (${options.seconds} s per run, ${options.rounds} alternating rounds of Veil and
-peer; throughput keeps each side's best round, latency pools every round's answers) on ${new Date().toISOString().slice(0, 10)}: Veil ${version} on Node ${process.version},
+peer; throughput keeps each side's best round, latency pools every round's answers) on ${new Date().toISOString().slice(0, 10)}: Veil ${version} on Node ${veilNodeVersion()},
 ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}. The load generator,
 the origin (unbound with local data), the peers (dnsdist ${peerVersion()}) and Veil share these cores.
 Absolute numbers move from run to run and machine to machine; compare the ratios.
@@ -164,6 +164,13 @@ ${commands}
   }
   writeFileSync(target, text + analysis);
   console.log('wrote docs/benchmarks.md');
+}
+
+/** The Node bin/veil runs: the project's pinned one when installed (what `npm run` also puts first on PATH), else the one on PATH. */
+function veilNodeVersion(): string {
+  const pinned = path.join(ROOT, 'node_modules/node/bin/node');
+  const out = spawnSync(existsSync(pinned) ? pinned : 'node', ['--version'], { encoding: 'utf8' }).stdout ?? '';
+  return out.trim() || process.version;
 }
 
 function peerVersion(): string {
