@@ -16,9 +16,12 @@
  * the whole deadline and end in SERVFAIL. With `resend`, a query unanswered after four smoothed
  * round trips (RESEND_MIN_MS at least, and up to half as long again at random) is sent once
  * more, the same bytes on the same socket, when the deadline is at least three times that
- * wait (so the copy has time to be answered): a loss then costs a fraction of a second
- * (as a stub's or unbound's retransmission would), and an upstream that is only slow gets one
- * extra copy of a query at most. Relays do not resend: their clients do.
+ * wait (so the copy has time to be answered); still unanswered after twice that wait again, a
+ * third time, when a whole wait would still be left after it. A loss then costs a fraction of a
+ * second (as a stub's or unbound's retransmission would); two in a row, as a server whose
+ * buffer a burst keeps full drops them (1,000 queries in flight to one unbound: 14–86 of ~1M
+ * ended in SERVFAIL with one resend), cost a little more; and an upstream that is only slow
+ * gets two extra copies of a query at most. Relays do not resend: their clients do.
  *
  * Where the native addon is built, the sockets are its connected sockets (core/net/udp-batch.ts):
  * answers read in batches, and the queries of a batch of client datagrams sent together, one
@@ -42,10 +45,14 @@ interface Pending {
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
-  /** The datagram, kept for its one resend; null when none is planned or it was resent. */
+  /** The datagram, kept for its resends; null when no more is planned. */
   packet: Buffer | null;
   /** The Resender's tick at which it goes again, if unanswered. */
   resendTick: number;
+  /** Copies sent again so far. */
+  resends: number;
+  /** The Resender's tick at which the exchange's deadline passes. */
+  lastTick: number;
   /** When it was sent, for the round-trip estimate; 0 when not sampled (or resent: ambiguous). */
   sentAt: number;
 }
@@ -56,6 +63,8 @@ export const RESEND_MIN_MS = 200;
 const RESEND_INITIAL_MS = 400;
 /** How often the sockets of an address are looked over for queries due a resend. */
 const RESEND_TICK_MS = 50;
+/** Copies of a query sent again at most (each after twice the wait of the one before). */
+export const MAX_RESENDS = 2;
 /** One exchange in this many is timed for the estimate (a clock read each way). */
 const RTT_SAMPLE_EVERY = 16;
 
@@ -102,8 +111,23 @@ export class Resender {
   plan(): number {
     this.planned++;
     if (!this.timer) this.timer = setTimeout(this.sweep, RESEND_TICK_MS).unref();
-    const ticks = Math.ceil(this.afterMs / RESEND_TICK_MS);
+    return this.after(1);
+  }
+
+  /** The tick `timeoutMs` from now (ticks run while a sweep is due, so this is never early). */
+  deadline(timeoutMs: number): number {
+    return this.tick + Math.floor(timeoutMs / RESEND_TICK_MS);
+  }
+
+  /** The tick `factor` waits from now, and up to half as long again at random. */
+  after(factor: number): number {
+    const ticks = Math.ceil((factor * this.afterMs) / RESEND_TICK_MS);
     return this.tick + ticks + Math.floor(Math.random() * (Math.floor(ticks / 2) + 1));
+  }
+
+  /** Waits, in ticks, the copy sent now is given before another may follow it. */
+  get waitTicks(): number {
+    return Math.ceil(this.afterMs / RESEND_TICK_MS);
   }
 
   /** A planned exchange was answered, failed, or resent: no resend to come for it. */
@@ -207,12 +231,13 @@ export class DatagramSocket<K> {
         this.settle(key, entry);
         reject(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(timeoutMs)}ms`));
       }, timeoutMs);
-      const entry: Pending = { accept, resolve: resolve as (value: unknown) => void, reject, timer, packet: null, resendTick: 0, sentAt: 0 };
+      const entry: Pending = { accept, resolve: resolve as (value: unknown) => void, reject, timer, packet: null, resendTick: 0, resends: 0, lastTick: 0, sentAt: 0 };
       const resender = this.resender;
       // A resend only when the copy has as long to be answered as the first had.
       if (resender && resender.afterMs * 3 <= timeoutMs) {
         entry.packet = packet;
         entry.resendTick = resender.plan();
+        entry.lastTick = resender.deadline(timeoutMs);
         if (resender.sampleNext()) entry.sentAt = performance.now();
       }
       // Pending from now, even before the socket is connected: its key is taken, and a retired
@@ -231,7 +256,12 @@ export class DatagramSocket<K> {
     for (const [key, entry] of this.pending) {
       if (!entry.packet || entry.resendTick > tick) continue;
       const packet = entry.packet;
-      this.dropResend(entry);
+      // Another copy after twice the wait, when that copy would still have a whole wait before
+      // the deadline: a server that dropped the first copies under a burst often still is.
+      const resender = this.resender!;
+      const next = ++entry.resends < MAX_RESENDS ? resender.after(2 ** entry.resends) : Infinity;
+      if (next + resender.waitTicks <= entry.lastTick) entry.resendTick = next;
+      else this.dropResend(entry);
       entry.sentAt = 0; // two copies out: an answer's round trip would be ambiguous
       this.resender!.onResend();
       this.transmit(packet, key);

@@ -19,15 +19,14 @@ import { startVeil } from '../../test/helpers/veil-process.js';
 const firstA = (wire: Buffer) => (dnsPacket.decode(wire).answers?.[0] as { data?: unknown } | undefined)?.data;
 const nameOf = (query: FakeQuery) => query.packet.questions?.[0]?.name.toLowerCase() ?? '';
 
-/** A server that loses the first copy of every name it is asked and answers the next ones. */
-async function losingFirstCopies(): Promise<FakeDns> {
-  const seen = new Set<string>();
+/** A server that loses the first `lost` copies of every name it is asked and answers the next ones. */
+async function losingFirstCopies(lost = 1): Promise<FakeDns> {
+  const seen = new Map<string, number>();
   return startFakeDns((query) => {
     const name = nameOf(query);
-    if (!seen.has(name)) {
-      seen.add(name);
-      return null;
-    }
+    const copies = (seen.get(name) ?? 0) + 1;
+    seen.set(name, copies);
+    if (copies <= lost) return null;
     return answerFor(query, [{ type: 'A', name: query.packet.questions![0]!.name, ttl: 60, data: '192.0.2.7' }]);
   });
 }
@@ -63,7 +62,7 @@ describe('a query lost on its way upstream over UDP is sent once more', () => {
     }
   });
 
-  it('the UDP client on its own: one resend at most, and none when the deadline leaves no room for one', async () => {
+  it('the UDP client on its own: one resend when it is answered, and none when the deadline leaves no room for one', async () => {
     const client = new UdpClient('127.0.0.1', lossy.port);
     try {
       lossy.queries.length = 0;
@@ -98,11 +97,29 @@ describe('a query lost on its way upstream over UDP is sent once more', () => {
     }
   });
 
-  it('a silent server gets two copies of a query, never more', async () => {
+  it('two copies lost (a server a burst keeps full): answered from the third', async () => {
+    const losing = await losingFirstCopies(2);
+    const client = new UdpClient('127.0.0.1', losing.port);
+    try {
+      const answer = await client.exchange(buildQuery('lost-twice.veil.test', QType.A, { id: 10 }), 3000);
+      assert.equal(firstA(answer), '192.0.2.7');
+      assert.equal(losing.queries.length, 3);
+      assert.ok(losing.queries.every((q) => q.wire.equals(losing.queries[0]!.wire)), 'the same bytes each time');
+    } finally {
+      client.close();
+      await losing.close();
+    }
+  });
+
+  it('a silent server gets three copies of a query at most, and the third only when a whole wait is left after it', async () => {
     const silent = await startFakeDns(() => null);
     const client = new UdpClient('127.0.0.1', silent.port);
     try {
-      await assert.rejects(client.exchange(buildQuery('silent.veil.test', QType.A, { id: 9 }), 1500), /no answer within/);
+      await assert.rejects(client.exchange(buildQuery('silent.veil.test', QType.A, { id: 9 }), 3000), /no answer within/);
+      assert.equal(silent.queries.length, 3);
+      silent.queries.length = 0;
+      // 1.5 s: after the second copy (at 400–600 ms), the third (800–1200 ms later) would leave less than a wait.
+      await assert.rejects(client.exchange(buildQuery('silent-short.veil.test', QType.A, { id: 11 }), 1500), /no answer within/);
       assert.equal(silent.queries.length, 2);
     } finally {
       client.close();
