@@ -125,7 +125,7 @@ export class Resender {
     return this.tick + ticks + Math.floor(Math.random() * (Math.floor(ticks / 2) + 1));
   }
 
-  /** Waits, in ticks, the copy sent now is given before another may follow it. */
+  /** One wait in ticks: the time a copy is given to be answered. */
   get waitTicks(): number {
     return Math.ceil(this.afterMs / RESEND_TICK_MS);
   }
