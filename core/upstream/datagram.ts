@@ -64,7 +64,7 @@ const RESEND_INITIAL_MS = 400;
 /** How often the sockets of an address are looked over for queries due a resend. */
 const RESEND_TICK_MS = 50;
 /** Copies of a query sent again at most (each after twice the wait of the one before). */
-export const MAX_RESENDS = 2;
+const MAX_RESENDS = 2;
 /** One exchange in this many is timed for the estimate (a clock read each way). */
 const RTT_SAMPLE_EVERY = 16;
 
