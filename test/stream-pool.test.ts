@@ -164,6 +164,33 @@ describe('stream pool', () => {
     }
   });
 
+  it('queries on one connection time out in the order of their deadlines (one timer serves them all), each after its whole wait', async () => {
+    const server = await scripted((q, socket) => {
+      if (dnsPacket.decode(q).questions?.[0]?.name.startsWith('answered')) answering(q, socket);
+    });
+    const p = pool(server.port, { size: 1, retries: 0, readTimeoutMs: 5000 });
+    try {
+      // Answered: the connection's timer stays set for its deadline, later than all those below.
+      await p.exchange(query('answered.test', 1), 1000);
+      const failed: string[] = [];
+      const started = performance.now();
+      const ask = (name: string, timeoutMs: number, id: number) =>
+        p.exchange(query(`${name}.test`, id), timeoutMs).catch((err: Error) => {
+          failed.push(`${name}: ${err.message.replace(/^.*(no answer within \d+ms)$/, '$1')}`);
+          return performance.now() - started;
+        });
+      // The later ones have earlier deadlines: the timer must be brought forward for each.
+      const waited = await Promise.all([ask('long', 450, 2), ask('short', 150, 3), ask('middle', 300, 4)]);
+      assert.deepEqual(failed, ['short: no answer within 150ms', 'middle: no answer within 300ms', 'long: no answer within 450ms']);
+      // Never before its deadline (a Node timer may fire a millisecond early).
+      [450, 150, 300].forEach((wait, i) => assert.ok((waited[i] as number) >= wait - 2, `failed after ${waited[i]} of ${wait} ms`));
+      assert.equal(server.connections, 1, 'all on the one connection');
+    } finally {
+      p.close();
+      await server.close();
+    }
+  });
+
   it('pipelines on a busy connection while a second one opens, up to the pool size', async () => {
     const held: Array<() => void> = [];
     const server = await scripted((q, socket) => held.push(() => socket.write(frame(answer(q)))));

@@ -2,8 +2,9 @@
  * Quick acknowledgements on upstream stream connections (native/tcp-ack.c, TCP_QUICKACK).
  * Linux delays the ACK of data it received by up to 40 ms, hoping to send it with data of its
  * own; a server that keeps Nagle's algorithm on (unbound over TLS does) will not send its next
- * small answer while the previous one is unacknowledged. So after a read that leaves queries
- * waiting on a connection, the pool acknowledges at once. Without the addon (not built, not
+ * small answer while the previous one is unacknowledged. So when a turn of the event loop read
+ * answers and left queries waiting on a connection, and wrote nothing on it (a write carries
+ * the acknowledgement), the pool acknowledges at once. Without the addon (not built, not
  * Linux) this does nothing, and such servers are caught by the pool's copies instead.
  */
 import { createRequire } from 'node:module';

@@ -12,8 +12,9 @@
  * arrive on its socket, so of queries that arrived together it answers the first and sits on
  * the rest (they are in its TLS library's buffer, not the socket's); a server without
  * TCP_NODELAY (unbound) holds a second answer until the first is acknowledged, up to the
- * client's 40 ms delayed ACK (so a connection acknowledges at once after a read that leaves
- * answers to come: core/net/tcp-ack.ts); a server that answers each connection in order makes a
+ * client's 40 ms delayed ACK (so a connection acknowledges at the end of a turn that read
+ * answers and left others to come, if no query written then carries the acknowledgement:
+ * core/net/tcp-ack.ts); a server that answers each connection in order makes a
  * quick query wait behind a slow one. So the pool prefers a connection with nothing in flight,
  * and it learns, per server:
  *
@@ -183,7 +184,9 @@ interface Attempt {
    * or answer it only after those.
    */
   pipelined: boolean;
-  timer: NodeJS.Timeout;
+  /** How long it may wait for its answer, and performance.now() when that is over. */
+  wait: number;
+  deadline: number;
 }
 
 /** What a connection tells its pool. */
@@ -208,7 +211,20 @@ export class StreamConnection {
   private retiring = false;
   /** This turn's framed queries, written at its end; null when none is waiting. */
   private queued: Buffer[] | null = null;
+  /** `flush` is due at the end of this turn (for queued queries, or an acknowledgement). */
+  private flushDue = false;
+  /** Answers came this turn with queries still waiting: acknowledge them if nothing is written. */
+  private ackDue = false;
   private writeTimer: NodeJS.Timeout | null = null;
+  /**
+   * One timer for the deadlines of the connection's queries, not one a query (each Node timer
+   * is an object and a list insertion and removal); set for the earliest deadline it knows of,
+   * left alone when that query is answered, and set again when it fires. Unreferenced: the open
+   * socket keeps the process alive, and destroying the connection clears it.
+   */
+  private deadlineTimer: NodeJS.Timeout | null = null;
+  /** The deadline the timer is set for; Infinity when none is. */
+  private deadlineTimerAt = Infinity;
   /** Monotonic ms of the last bytes received. */
   lastReadAt = performance.now();
   /** Acknowledges what was received at once (core/net/tcp-ack.ts), where that can be done. */
@@ -282,7 +298,8 @@ export class StreamConnection {
     this.used = true;
     const sentAt = performance.now();
     const wait = Math.min(timeoutMs, this.settings.readTimeoutMs);
-    const attempt: Attempt = { exchange, connection: this, id, sent: framed.subarray(2), sentAt, pipelined: this.load > 0, timer: setTimeout(() => this.timedOut(attempt, wait), wait) };
+    const attempt: Attempt = { exchange, connection: this, id, sent: framed.subarray(2), sentAt, pipelined: this.load > 0, wait, deadline: sentAt + wait };
+    if (attempt.deadline < this.deadlineTimerAt) this.armDeadlineTimer(attempt.deadline, sentAt);
     this.pending.set(id, attempt);
     if (this.sentOrder.length >= 2 * this.pending.size + 32) this.sentOrder = this.attempts();
     this.sentOrder.push(attempt);
@@ -299,7 +316,6 @@ export class StreamConnection {
   /** Forgets an attempt whose exchange was settled elsewhere; its answer, if it comes, is ignored. */
   forget(attempt: Attempt): void {
     if (this.pending.get(attempt.id) !== attempt) return;
-    clearTimeout(attempt.timer);
     this.pending.delete(attempt.id);
     this.owe(attempt.id);
     if (this.retiring && this.pending.size === 0) this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
@@ -310,6 +326,31 @@ export class StreamConnection {
     // A server that never answers what we gave up on: stop sending it more.
     if (this.owed.size > MAX_OWED) this.close();
   }
+
+  private armDeadlineTimer(at: number, now: number): void {
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimerAt = at;
+    this.deadlineTimer = setTimeout(this.expire, Math.max(1, Math.ceil(at - now))).unref();
+  }
+
+  /**
+   * The attempts past their deadline time out, oldest first. A Node timer may fire up to a
+   * millisecond before performance.now() reaches its deadline (it counts from the event loop's
+   * cached time, in whole milliseconds): within that, an attempt is taken as due.
+   */
+  private readonly expire = (): void => {
+    this.deadlineTimer = null;
+    this.deadlineTimerAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const attempt of this.attempts()) {
+      if (this.closed) return; // a timeout found the connection dead: the rest failed with it
+      if (attempt.deadline > now + 1) next = Math.min(next, attempt.deadline);
+      else this.timedOut(attempt, attempt.wait);
+    }
+    // (A timed-out query sent again from here may have set the timer for itself already.)
+    if (next < this.deadlineTimerAt && !this.closed) this.armDeadlineTimer(next, now);
+  };
 
   private timedOut(attempt: Attempt, waited: number): void {
     if (this.pending.get(attempt.id) !== attempt) return;
@@ -339,13 +380,30 @@ export class StreamConnection {
       return;
     }
     this.queued = [framed];
+    this.flushAtEndOfTurn();
+  }
+
+  private flushAtEndOfTurn(): void {
+    if (this.flushDue) return;
+    this.flushDue = true;
     setImmediate(this.flush);
   }
 
+  /**
+   * Writes this turn's queries; without any, acknowledges this turn's answers if it was asked
+   * to (a written query carries the acknowledgement: no system call of its own, no bare ACK).
+   */
   private readonly flush = (): void => {
-    const queued = this.queued!;
+    const queued = this.queued;
+    const ackDue = this.ackDue;
     this.queued = null;
+    this.ackDue = false;
+    this.flushDue = false;
     if (this.closed) return;
+    if (!queued) {
+      if (ackDue && this.pending.size > 0) this.ackNow!();
+      return;
+    }
     if (!this.socket.write(queued.length === 1 ? queued[0]! : Buffer.concat(queued)) && !this.writeTimer) {
       this.writeTimer = setTimeout(() => {
         this.destroy(new ConnectionLost(`${this.settings.label}: could not write for ${this.settings.writeTimeoutMs}ms`));
@@ -379,13 +437,17 @@ export class StreamConnection {
       // In order when nothing sent before it is still waiting: it is the oldest pending.
       const inOrder = this.oldest() === attempt;
       this.pending.delete(id);
-      clearTimeout(attempt.timer);
       this.owner.answered(attempt, msg, inOrder);
       if (this.closed) return;
     }
     if (this.retiring && this.pending.size === 0) this.destroy(new ConnectionLost(`${this.settings.label}: closed`), 'closed');
-    // Answers still to come: the server may be holding the next one until this read is acknowledged.
-    else if (this.pending.size > 0 && this.ackNow) this.ackNow();
+    // Answers still to come: the server may be holding the next one until this read is
+    // acknowledged. At the end of the turn, once (a read may bring many answers, one TLS record
+    // each), and only if no query is written then.
+    else if (this.pending.size > 0 && this.ackNow) {
+      this.ackDue = true;
+      this.flushAtEndOfTurn();
+    }
   }
 
   /** No new queries; closes once those in flight are answered. */
@@ -398,16 +460,15 @@ export class StreamConnection {
     if (this.closed) return;
     this.closed = true;
     if (this.writeTimer) clearTimeout(this.writeTimer);
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = null;
     const hadPending = this.pending.size > 0;
     const attempts = this.attempts();
     this.pending.clear();
     this.sentOrder = [];
     this.owed.clear();
     this.socket.destroy();
-    for (const attempt of attempts) {
-      clearTimeout(attempt.timer);
-      this.owner.failed(attempt, error);
-    }
+    for (const attempt of attempts) this.owner.failed(attempt, error);
     this.owner.gone(this, reason, hadPending);
   }
 }

@@ -70,12 +70,13 @@ export class UdpClient {
   }
 
   private send(query: Buffer, timeoutMs: number, mixCase: boolean): Promise<Buffer> {
-    const socket = this.sockets.pick();
+    // One clock read for the socket's age, the deadline and the case check's time left.
+    const sentAt = performance.now();
+    const socket = this.sockets.pick(sentAt);
     const id = freeId(socket.pending);
     const wire = Buffer.from(query);
     writeId(wire, id);
     const nameEnd = mixCase ? mixNameCase(wire) : 0;
-    const sentAt = nameEnd > 0 ? performance.now() : 0;
     const originalId = readId(query);
     const accept = (answer: Buffer): Buffer | Promise<Buffer> | null => {
       // An answer with another question is ignored, not trusted: keep waiting.
@@ -89,7 +90,7 @@ export class UdpClient {
       writeId(answer, originalId);
       return answer;
     };
-    return socket.send(wire, id, accept, timeoutMs);
+    return socket.send(wire, id, accept, timeoutMs, sentAt);
   }
 
   /**

@@ -1,0 +1,68 @@
+/**
+ * Deadlines of queries sent upstream over UDP (core/upstream/datagram.ts): a socket keeps one
+ * timer for all its queries rather than one each. Each query must still fail at its own
+ * deadline, whatever order the queries were sent in, and not before it.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { QType } from '../../core/dns/constants.js';
+import { buildQuery } from '../../core/dns/message.js';
+import { answerFor, startFakeDns } from '../../core/testing/fake-dns.js';
+import { UdpClient } from '../../core/upstream/udp-client.js';
+
+describe('UDP upstream deadlines', () => {
+  it('queries to a silent server fail in the order of their deadlines, not of their sending', async () => {
+    const silent = await startFakeDns(() => null);
+    // One socket, so that one timer serves the three queries.
+    const client = new UdpClient('127.0.0.1', silent.port, { socketCount: 1 });
+    try {
+      const failed: string[] = [];
+      const ask = (name: string, timeoutMs: number) =>
+        client.exchange(buildQuery(`${name}.veil.test`, QType.A), timeoutMs).then(
+          () => failed.push(`${name} answered`),
+          (err: Error) => failed.push(`${name}: ${err.message.replace(/^.*(no answer within \d+ms)$/, '$1')}`),
+        );
+      // The later ones have earlier deadlines: the socket's timer must be brought forward for each.
+      await Promise.all([ask('long', 900), ask('short', 150), ask('middle', 450)]);
+      assert.deepEqual(failed, ['short: no answer within 150ms', 'middle: no answer within 450ms', 'long: no answer within 900ms']);
+    } finally {
+      client.close();
+      await silent.close();
+    }
+  });
+
+  it('an answered query leaves the timer set for its deadline; a query sent after it still gets its whole wait', async () => {
+    const server = await startFakeDns((query) => {
+      const name = query.packet.questions?.[0]?.name.toLowerCase() ?? '';
+      return name.startsWith('answered') ? answerFor(query, [{ type: 'A', name, ttl: 60, data: '192.0.2.9' }]) : null;
+    });
+    const client = new UdpClient('127.0.0.1', server.port, { socketCount: 1 });
+    try {
+      await client.exchange(buildQuery('answered.veil.test', QType.A), 500);
+      const started = performance.now();
+      await assert.rejects(client.exchange(buildQuery('unanswered.veil.test', QType.A), 600), /no answer within 600ms/);
+      // The timer fires at the answered query's deadline first, ~100 ms before the unanswered one's.
+      // (A Node timer may fire up to a millisecond early; nothing else may shorten the wait.)
+      const waited = performance.now() - started;
+      assert.ok(waited >= 598, `failed after ${waited.toFixed(1)} ms of its 600`);
+    } finally {
+      client.close();
+      await server.close();
+    }
+  });
+
+  it('closing the client fails what is pending at once and leaves no timer behind', async () => {
+    const silent = await startFakeDns(() => null);
+    const client = new UdpClient('127.0.0.1', silent.port);
+    try {
+      const pending = client.exchange(buildQuery('closed.veil.test', QType.A), 5000);
+      const socket = (client as unknown as { sockets: { sockets: { timer: unknown }[] } }).sockets.sockets[0]!;
+      assert.notEqual(socket.timer, null, 'a timer is set while the query waits');
+      client.close();
+      await assert.rejects(pending, /stopped|closed/);
+      assert.equal(socket.timer, null, 'and cleared with the socket');
+    } finally {
+      await silent.close();
+    }
+  });
+});
