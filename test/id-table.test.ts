@@ -57,6 +57,22 @@ describe('IdTable', () => {
     });
   }
 
+  it('keeps its room when emptied if small (a connection drained by every burst), gives it back if large', () => {
+    const slots = (table: IdTable<number>) => (table as unknown as { keys: Int32Array }).keys.length;
+    const small = new IdTable<number>();
+    for (let i = 1; i <= 200; i += 2) small.set(i, i);
+    const grown = slots(small);
+    assert.ok(grown > 16, `grew to ${grown} slots`);
+    for (let i = 1; i <= 200; i += 2) small.delete(i);
+    assert.equal(slots(small), grown, 'no resize on the way down');
+    const large = new IdTable<number>();
+    for (let i = 0; i < 2000; i++) large.set(i, i);
+    const big = slots(large);
+    for (let i = 0; i < 1990; i++) large.delete(i);
+    assert.ok(slots(large) < big, `${slots(large)} slots left of ${big}`);
+    for (let i = 1990; i < 2000; i++) assert.equal(large.get(i), i);
+  });
+
   it('takes keys from 0 to 2^31 - 1 and no others', () => {
     const table = new IdTable<number>();
     table.set(0, 1);

@@ -130,17 +130,19 @@ export class HttpsConnections {
    * answered: GOAWAY, reset, refused stream) is sent once more on a fresh one.
    */
   request(request: HttpsRequest, timeoutMs: number): Promise<Buffer> {
-    return this.attempt(request, performance.now() + timeoutMs, timeoutMs, true);
+    const now = performance.now();
+    return this.attempt(request, now + timeoutMs, timeoutMs, true, now);
   }
 
   /**
    * One sending, and (`mayRetry`) once more when the connection was lost under it. Not an async
    * function: a session is at hand for nearly every request, which then goes on in one `then`
-   * (an async frame was a few hundred bytes of garbage a request).
+   * (an async frame was a few hundred bytes of garbage a request). `now`: the clock, if the
+   * caller has just read it.
    */
-  private attempt(request: HttpsRequest, deadline: number, timeoutMs: number, mayRetry: boolean): Promise<Buffer> {
+  private attempt(request: HttpsRequest, deadline: number, timeoutMs: number, mayRetry: boolean, now = performance.now()): Promise<Buffer> {
     if (this.stopped) return Promise.reject(new UpstreamUnavailableError(`${this.options.label}: stopped`));
-    const left = deadline - performance.now();
+    const left = deadline - now;
     if (left <= 0) return Promise.reject(new UpstreamTimeoutError(`${this.options.label}: no answer within ${Math.round(timeoutMs)}ms`));
     let answer: Promise<Buffer>;
     try {
@@ -149,7 +151,7 @@ export class HttpsConnections {
       const acquired = this.acquire(left);
       if (acquired === FULL) answer = this.wait(request, deadline, timeoutMs);
       else if (acquired instanceof Promise) answer = acquired.then((session) => this.sendOn(session, request, deadline, timeoutMs));
-      else answer = this.sendOn(acquired, request, deadline, timeoutMs);
+      else answer = this.sendOn(acquired, request, deadline, timeoutMs, now);
     } catch (err) {
       answer = Promise.reject(err);
     }
@@ -160,8 +162,8 @@ export class HttpsConnections {
     });
   }
 
-  private sendOn(session: Session | null, request: HttpsRequest, deadline: number, timeoutMs: number): Promise<Buffer> {
-    const remaining = deadline - performance.now();
+  private sendOn(session: Session | null, request: HttpsRequest, deadline: number, timeoutMs: number, now = performance.now()): Promise<Buffer> {
+    const remaining = deadline - now;
     if (session === null) return this.http1!.request(request, remaining);
     // A session that opened for many callers at once is full for the later ones.
     if (!session.hasRoom) return this.wait(request, deadline, timeoutMs);
