@@ -1,6 +1,12 @@
 /** The clock service: swapped for a manual one in tests of TTLs, back-off and deadlines. */
 import { performance } from 'node:perf_hooks';
 
+/**
+ * The longest delay a Node timer takes (a longer one fires after 1 ms): waits are cut to it, and
+ * a wait that is not a number to none.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export abstract class Clock {
   /** Wall-clock milliseconds since the epoch. */
   abstract now(): number;

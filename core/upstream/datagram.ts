@@ -31,6 +31,7 @@
 import { performance } from 'node:perf_hooks';
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
+import { MAX_TIMER_MS } from '../clock.js';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { ConnectedUdpSocket, udpBatchAddon } from '../net/udp-batch.js';
 
@@ -242,7 +243,7 @@ export class DatagramSocket<K> {
     if (this.closed) return Promise.reject(new UpstreamUnavailableError(`${this.label}: socket closed`));
     if (this.pending.has(key)) return Promise.reject(new UpstreamUnavailableError(`${this.label}: an exchange with the same key is in flight`));
     return new Promise<T>((resolve, reject) => {
-      const entry: Pending = { accept, resolve: resolve as (value: unknown) => void, reject, deadline: now + timeoutMs, timeoutMs, packet: null, resendTick: 0, resends: 0, lastTick: 0, sentAt: 0 };
+      const entry: Pending = { accept, resolve: resolve as (value: unknown) => void, reject, deadline: now + (timeoutMs >= 0 ? Math.min(timeoutMs, MAX_TIMER_MS) : 0), timeoutMs, packet: null, resendTick: 0, resends: 0, lastTick: 0, sentAt: 0 };
       if (entry.deadline < this.timerAt) this.armTimer(entry.deadline, now);
       const resender = this.resender;
       // A resend only when the copy has as long to be answered as the first had.
@@ -315,7 +316,7 @@ export class DatagramSocket<K> {
   private armTimer(at: number, now: number): void {
     if (this.timer) clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(this.expire, Math.max(1, Math.ceil(at - now))).unref();
+    this.timer = setTimeout(this.expire, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(at - now)))).unref();
   }
 
   /**

@@ -46,6 +46,7 @@
 import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
+import { MAX_TIMER_MS } from '../clock.js';
 import { FrameReader } from '../dns/framing.js';
 import { HEADER_SIZE } from '../dns/constants.js';
 import { isResponse, readId, sameQuestion } from '../dns/wire.js';
@@ -297,7 +298,7 @@ export class StreamConnection {
     framed.writeUInt16BE(id, 2);
     this.used = true;
     const sentAt = performance.now();
-    const wait = Math.min(timeoutMs, this.settings.readTimeoutMs);
+    const wait = timeoutMs >= 0 ? Math.min(timeoutMs, this.settings.readTimeoutMs, MAX_TIMER_MS) : 0;
     const attempt: Attempt = { exchange, connection: this, id, sent: framed.subarray(2), sentAt, pipelined: this.load > 0, wait, deadline: sentAt + wait };
     if (attempt.deadline < this.deadlineTimerAt) this.armDeadlineTimer(attempt.deadline, sentAt);
     this.pending.set(id, attempt);
@@ -330,7 +331,7 @@ export class StreamConnection {
   private armDeadlineTimer(at: number, now: number): void {
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
     this.deadlineTimerAt = at;
-    this.deadlineTimer = setTimeout(this.expire, Math.max(1, Math.ceil(at - now))).unref();
+    this.deadlineTimer = setTimeout(this.expire, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(at - now)))).unref();
   }
 
   /**

@@ -51,6 +51,18 @@ describe('UDP upstream deadlines', () => {
     }
   });
 
+  it('a wait that is no number (a bug of the caller) ends at once rather than never', async () => {
+    const silent = await startFakeDns(() => null);
+    const client = new UdpClient('127.0.0.1', silent.port, { socketCount: 1 });
+    try {
+      await assert.rejects(client.exchange(buildQuery('nan.veil.test', QType.A), Number.NaN), /no answer within/);
+      await assert.rejects(client.exchange(buildQuery('negative.veil.test', QType.A), -5), /no answer within/);
+    } finally {
+      client.close();
+      await silent.close();
+    }
+  });
+
   it('closing the client fails what is pending at once and leaves no timer behind', async () => {
     const silent = await startFakeDns(() => null);
     const client = new UdpClient('127.0.0.1', silent.port);
