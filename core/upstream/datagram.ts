@@ -426,8 +426,10 @@ export class DatagramSockets<K> {
     return this.sockets.length + this.draining.size;
   }
 
-  /** The socket the next exchange goes on (its `pending` tells which keys are taken). */
-  /** A socket to send on; `now` is performance.now() if the caller has just read it. */
+  /**
+   * The socket the next exchange goes on (its `pending` tells which keys are taken); `now` is
+   * performance.now() if the caller has just read it.
+   */
   pick(now = performance.now()): DatagramSocket<K> {
     if (this.stopped) throw new UpstreamUnavailableError(`${this.label}: stopped`);
     if (this.sockets.length < this.count) {
