@@ -7,6 +7,13 @@ import { performance } from 'node:perf_hooks';
  */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * Where one timer serves many deadlines (an upstream socket's or connection's queries), it is set
+ * again no sooner than this after it fired: a deadline may be met this late when others fell due
+ * just before it, and thousands a millisecond apart cost a sweep each 10 ms, not one each.
+ */
+export const EXPIRY_SLACK_MS = 10;
+
 export abstract class Clock {
   /** Wall-clock milliseconds since the epoch. */
   abstract now(): number;

@@ -31,7 +31,7 @@
 import { performance } from 'node:perf_hooks';
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
-import { MAX_TIMER_MS } from '../clock.js';
+import { EXPIRY_SLACK_MS, MAX_TIMER_MS } from '../clock.js';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { ConnectedUdpSocket, udpBatchAddon } from '../net/udp-batch.js';
 
@@ -322,7 +322,10 @@ export class DatagramSocket<K> {
   /**
    * The exchanges past their deadline fail with a timeout. A Node timer may fire up to a
    * millisecond before performance.now() reaches its deadline (it counts from the event loop's
-   * cached time, in whole milliseconds): within that, an exchange is taken as due.
+   * cached time, in whole milliseconds): within that, an exchange is taken as due. The timer is
+   * set again no sooner than EXPIRY_SLACK_MS later: each firing looks at every exchange, and
+   * thousands with deadlines a millisecond apart (a flood to a silent server) must not each cost
+   * a look at all the others.
    */
   private readonly expire = (): void => {
     this.timer = null;
@@ -337,7 +340,7 @@ export class DatagramSocket<K> {
       this.settle(key, entry);
       entry.reject(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(entry.timeoutMs)}ms`));
     }
-    if (next < this.timerAt && !this.closed) this.armTimer(next, now);
+    if (next < this.timerAt && !this.closed) this.armTimer(Math.max(next, now + EXPIRY_SLACK_MS), now);
   };
 
   /** Forgets an exchange that is over; a retired socket closes with its last one. */

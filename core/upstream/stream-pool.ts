@@ -46,7 +46,7 @@
 import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
-import { MAX_TIMER_MS } from '../clock.js';
+import { EXPIRY_SLACK_MS, MAX_TIMER_MS } from '../clock.js';
 import { FrameReader } from '../dns/framing.js';
 import { HEADER_SIZE } from '../dns/constants.js';
 import { isResponse, readId, sameQuestion } from '../dns/wire.js';
@@ -337,7 +337,8 @@ export class StreamConnection {
   /**
    * The attempts past their deadline time out, oldest first. A Node timer may fire up to a
    * millisecond before performance.now() reaches its deadline (it counts from the event loop's
-   * cached time, in whole milliseconds): within that, an attempt is taken as due.
+   * cached time, in whole milliseconds): within that, an attempt is taken as due. Set again no
+   * sooner than EXPIRY_SLACK_MS later: each firing looks at every attempt in flight.
    */
   private readonly expire = (): void => {
     this.deadlineTimer = null;
@@ -350,7 +351,7 @@ export class StreamConnection {
       else this.timedOut(attempt, attempt.wait);
     }
     // (A timed-out query sent again from here may have set the timer for itself already.)
-    if (next < this.deadlineTimerAt && !this.closed) this.armDeadlineTimer(next, now);
+    if (next < this.deadlineTimerAt && !this.closed) this.armDeadlineTimer(Math.max(next, now + EXPIRY_SLACK_MS), now);
   };
 
   private timedOut(attempt: Attempt, waited: number): void {

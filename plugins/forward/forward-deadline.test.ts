@@ -51,6 +51,30 @@ describe('UDP upstream deadlines', () => {
     }
   });
 
+  it('deadlines milliseconds apart (a flood to a silent server) are met in sweeps, not one look at every query each', async () => {
+    const silent = await startFakeDns(() => null);
+    const client = new UdpClient('127.0.0.1', silent.port, { socketCount: 1 });
+    try {
+      const first = client.exchange(buildQuery('q0.flood.veil.test', QType.A), 100).catch((err: Error) => err);
+      const socket = (client as unknown as { sockets: { sockets: { expire: () => void }[] } }).sockets.sockets[0]!;
+      const expire = socket.expire;
+      let firings = 0;
+      socket.expire = () => {
+        firings++;
+        expire();
+      };
+      // 60 deadlines 2 ms apart, from 102 to 220 ms (a socket carries 64 queries: all on this one).
+      const rest = Array.from({ length: 60 }, (_, i) => client.exchange(buildQuery(`q${i + 1}.flood.veil.test`, QType.A), 102 + 2 * i).catch((err: Error) => err));
+      const failed = await Promise.all([first, ...rest]);
+      assert.ok(failed.every((err) => err instanceof Error && /no answer within/.test(err.message)), 'each one timed out');
+      // One sweep each EXPIRY_SLACK_MS (10 ms) over the 120 ms: about 12, against 60 without it.
+      assert.ok(firings <= 25, `the timer fired ${firings} times`);
+    } finally {
+      client.close();
+      await silent.close();
+    }
+  });
+
   it('a wait that is no number (a bug of the caller) ends at once rather than never', async () => {
     const silent = await startFakeDns(() => null);
     const client = new UdpClient('127.0.0.1', silent.port, { socketCount: 1 });
