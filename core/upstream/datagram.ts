@@ -31,9 +31,9 @@
 import { performance } from 'node:perf_hooks';
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
-import { EXPIRY_SLACK_MS, MAX_TIMER_MS } from '../clock.js';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { ConnectedUdpSocket, udpBatchAddon } from '../net/udp-batch.js';
+import { DeadlineTimer, timerWait } from '../util/deadline-timer.js';
 
 /**
  * Turns a datagram into the exchange's result, or null to keep waiting for another. A promise
@@ -45,7 +45,7 @@ interface Pending {
   accept: Accept<unknown>;
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
-  /** performance.now() past which it fails with a timeout (the socket's one timer sees to it). */
+  /** performance.now() past which it fails with a timeout (the socket's DeadlineTimer sees to it). */
   deadline: number;
   timeoutMs: number;
   /** The datagram, kept for its resends; null when no more is planned. */
@@ -178,16 +178,8 @@ export class DatagramSocket<K> {
   readonly openedAt = performance.now();
   /** Replaced: takes no new exchange, closes when nothing is pending. */
   private retired = false;
-  /**
-   * One timer for the socket's deadlines, not one a query (a Node timer is an object, a list
-   * insertion and a removal: ~0.3 µs a query, 4-6% of a forwarded query's cost). It is set for
-   * the earliest deadline it knows of and left alone when that exchange is answered: when it
-   * fires, the exchanges past their deadline fail and it is set again for the earliest left.
-   * Unreferenced: the open socket keeps the process alive, and closing it clears the timer.
-   */
-  private timer: NodeJS.Timeout | null = null;
-  /** The deadline the timer was set for; Infinity when none is set. */
-  private timerAt = Infinity;
+  /** One timer for the exchanges' deadlines, not one each (core/util/deadline-timer.ts). */
+  private readonly deadlines = new DeadlineTimer((now) => this.expire(now));
 
   constructor(
     host: string,
@@ -243,8 +235,8 @@ export class DatagramSocket<K> {
     if (this.closed) return Promise.reject(new UpstreamUnavailableError(`${this.label}: socket closed`));
     if (this.pending.has(key)) return Promise.reject(new UpstreamUnavailableError(`${this.label}: an exchange with the same key is in flight`));
     return new Promise<T>((resolve, reject) => {
-      const entry: Pending = { accept, resolve: resolve as (value: unknown) => void, reject, deadline: now + (timeoutMs >= 0 ? Math.min(timeoutMs, MAX_TIMER_MS) : 0), timeoutMs, packet: null, resendTick: 0, resends: 0, lastTick: 0, sentAt: 0 };
-      if (entry.deadline < this.timerAt) this.armTimer(entry.deadline, now);
+      const entry: Pending = { accept, resolve: resolve as (value: unknown) => void, reject, deadline: now + timerWait(timeoutMs), timeoutMs, packet: null, resendTick: 0, resends: 0, lastTick: 0, sentAt: 0 };
+      this.deadlines.add(entry.deadline, now);
       const resender = this.resender;
       // A resend only when the copy has as long to be answered as the first had.
       if (resender && resender.afterMs * 3 <= timeoutMs) {
@@ -313,24 +305,8 @@ export class DatagramSocket<K> {
     entry.resolve(result);
   }
 
-  private armTimer(at: number, now: number): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timerAt = at;
-    this.timer = setTimeout(this.expire, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(at - now)))).unref();
-  }
-
-  /**
-   * The exchanges past their deadline fail with a timeout. A Node timer may fire up to a
-   * millisecond before performance.now() reaches its deadline (it counts from the event loop's
-   * cached time, in whole milliseconds): within that, an exchange is taken as due. The timer is
-   * set again no sooner than EXPIRY_SLACK_MS later: each firing looks at every exchange, and
-   * thousands with deadlines a millisecond apart (a flood to a silent server) must not each cost
-   * a look at all the others.
-   */
-  private readonly expire = (): void => {
-    this.timer = null;
-    this.timerAt = Infinity;
-    const now = performance.now();
+  /** The exchanges due by `now` fail with a timeout; the earliest deadline left, or Infinity. */
+  private expire(now: number): number {
     let next = Infinity;
     for (const [key, entry] of this.pending) {
       if (entry.deadline > now + 1) {
@@ -340,8 +316,8 @@ export class DatagramSocket<K> {
       this.settle(key, entry);
       entry.reject(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(entry.timeoutMs)}ms`));
     }
-    if (next < this.timerAt && !this.closed) this.armTimer(Math.max(next, now + EXPIRY_SLACK_MS), now);
-  };
+    return this.closed ? Infinity : next;
+  }
 
   /** Forgets an exchange that is over; a retired socket closes with its last one. */
   private settle(key: K, entry: Pending): void {
@@ -369,8 +345,7 @@ export class DatagramSocket<K> {
       }
       this.pending.clear();
     }
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.deadlines.clear();
     this.transport.close();
     this.onClosed(this);
   }

@@ -46,7 +46,6 @@
 import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
-import { EXPIRY_SLACK_MS, MAX_TIMER_MS } from '../clock.js';
 import { FrameReader } from '../dns/framing.js';
 import { HEADER_SIZE } from '../dns/constants.js';
 import { isResponse, readId, sameQuestion } from '../dns/wire.js';
@@ -54,6 +53,7 @@ import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError }
 import { upstreamConnection, upstreamRetry } from '../events.js';
 import { onChunks } from '../net/direct-reads.js';
 import { quickAcker } from '../net/tcp-ack.js';
+import { DeadlineTimer, timerWait } from '../util/deadline-timer.js';
 import { IdTable } from '../util/id-table.js';
 import { freeId } from './query-id.js';
 import { WaitQueue } from '../wait-queue.js';
@@ -217,15 +217,8 @@ export class StreamConnection {
   /** Answers came this turn with queries still waiting: acknowledge them if nothing is written. */
   private ackDue = false;
   private writeTimer: NodeJS.Timeout | null = null;
-  /**
-   * One timer for the deadlines of the connection's queries, not one a query (each Node timer
-   * is an object and a list insertion and removal); set for the earliest deadline it knows of,
-   * left alone when that query is answered, and set again when it fires. Unreferenced: the open
-   * socket keeps the process alive, and destroying the connection clears it.
-   */
-  private deadlineTimer: NodeJS.Timeout | null = null;
-  /** The deadline the timer is set for; Infinity when none is. */
-  private deadlineTimerAt = Infinity;
+  /** One timer for the queries' deadlines, not one each (core/util/deadline-timer.ts). */
+  private readonly deadlines = new DeadlineTimer((now) => this.expire(now));
   /** Monotonic ms of the last bytes received. */
   lastReadAt = performance.now();
   /** Acknowledges what was received at once (core/net/tcp-ack.ts), where that can be done. */
@@ -298,9 +291,9 @@ export class StreamConnection {
     framed.writeUInt16BE(id, 2);
     this.used = true;
     const sentAt = performance.now();
-    const wait = timeoutMs >= 0 ? Math.min(timeoutMs, this.settings.readTimeoutMs, MAX_TIMER_MS) : 0;
+    const wait = timerWait(Math.min(timeoutMs, this.settings.readTimeoutMs));
     const attempt: Attempt = { exchange, connection: this, id, sent: framed.subarray(2), sentAt, pipelined: this.load > 0, wait, deadline: sentAt + wait };
-    if (attempt.deadline < this.deadlineTimerAt) this.armDeadlineTimer(attempt.deadline, sentAt);
+    this.deadlines.add(attempt.deadline, sentAt);
     this.pending.set(id, attempt);
     if (this.sentOrder.length >= 2 * this.pending.size + 32) this.sentOrder = this.attempts();
     this.sentOrder.push(attempt);
@@ -328,31 +321,16 @@ export class StreamConnection {
     if (this.owed.size > MAX_OWED) this.close();
   }
 
-  private armDeadlineTimer(at: number, now: number): void {
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    this.deadlineTimerAt = at;
-    this.deadlineTimer = setTimeout(this.expire, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(at - now)))).unref();
-  }
-
-  /**
-   * The attempts past their deadline time out, oldest first. A Node timer may fire up to a
-   * millisecond before performance.now() reaches its deadline (it counts from the event loop's
-   * cached time, in whole milliseconds): within that, an attempt is taken as due. Set again no
-   * sooner than EXPIRY_SLACK_MS later: each firing looks at every attempt in flight.
-   */
-  private readonly expire = (): void => {
-    this.deadlineTimer = null;
-    this.deadlineTimerAt = Infinity;
-    const now = performance.now();
+  /** The attempts due by `now` time out, oldest first; the earliest deadline left, or Infinity. */
+  private expire(now: number): number {
     let next = Infinity;
     for (const attempt of this.attempts()) {
-      if (this.closed) return; // a timeout found the connection dead: the rest failed with it
+      if (this.closed) return Infinity; // a timeout found the connection dead: the rest failed with it
       if (attempt.deadline > now + 1) next = Math.min(next, attempt.deadline);
       else this.timedOut(attempt, attempt.wait);
     }
-    // (A timed-out query sent again from here may have set the timer for itself already.)
-    if (next < this.deadlineTimerAt && !this.closed) this.armDeadlineTimer(Math.max(next, now + EXPIRY_SLACK_MS), now);
-  };
+    return this.closed ? Infinity : next;
+  }
 
   private timedOut(attempt: Attempt, waited: number): void {
     if (this.pending.get(attempt.id) !== attempt) return;
@@ -462,8 +440,7 @@ export class StreamConnection {
     if (this.closed) return;
     this.closed = true;
     if (this.writeTimer) clearTimeout(this.writeTimer);
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    this.deadlineTimer = null;
+    this.deadlines.clear();
     const hadPending = this.pending.size > 0;
     const attempts = this.attempts();
     this.pending.clear();

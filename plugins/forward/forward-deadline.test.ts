@@ -56,12 +56,12 @@ describe('UDP upstream deadlines', () => {
     const client = new UdpClient('127.0.0.1', silent.port, { socketCount: 1 });
     try {
       const first = client.exchange(buildQuery('q0.flood.veil.test', QType.A), 100).catch((err: Error) => err);
-      const socket = (client as unknown as { sockets: { sockets: { expire: () => void }[] } }).sockets.sockets[0]!;
+      const socket = (client as unknown as { sockets: { sockets: { expire: (now: number) => number }[] } }).sockets.sockets[0]!;
       const expire = socket.expire;
       let firings = 0;
-      socket.expire = () => {
+      socket.expire = (now) => {
         firings++;
-        expire();
+        return expire.call(socket, now);
       };
       // 60 deadlines 2 ms apart, from 102 to 220 ms (a socket carries 64 queries: all on this one).
       const rest = Array.from({ length: 60 }, (_, i) => client.exchange(buildQuery(`q${i + 1}.flood.veil.test`, QType.A), 102 + 2 * i).catch((err: Error) => err));
@@ -92,11 +92,11 @@ describe('UDP upstream deadlines', () => {
     const client = new UdpClient('127.0.0.1', silent.port);
     try {
       const pending = client.exchange(buildQuery('closed.veil.test', QType.A), 5000);
-      const socket = (client as unknown as { sockets: { sockets: { timer: unknown }[] } }).sockets.sockets[0]!;
-      assert.notEqual(socket.timer, null, 'a timer is set while the query waits');
+      const socket = (client as unknown as { sockets: { sockets: { deadlines: { armed: boolean } }[] } }).sockets.sockets[0]!;
+      assert.equal(socket.deadlines.armed, true, 'a timer is set while the query waits');
       client.close();
       await assert.rejects(pending, /stopped|closed/);
-      assert.equal(socket.timer, null, 'and cleared with the socket');
+      assert.equal(socket.deadlines.armed, false, 'and cleared with the socket');
     } finally {
       await silent.close();
     }
