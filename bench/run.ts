@@ -98,12 +98,26 @@ function tables(results: Result[]): string {
   const out: string[] = [];
   if (throughput.length) {
     out.push(
-      row(['workload', 'Veil QPS', 'peer QPS', 'Veil/peer', 'Veil CPU µs/query', 'peer CPU µs/query', 'Veil mean ms', 'peer mean ms', 'Veil RSS MB', 'target']),
-      row(Array(10).fill('---')),
+      row(['workload', 'Veil QPS', 'peer QPS', 'Veil/peer', 'Veil CPU µs/query', 'peer CPU µs/query', 'machine CPU µs/query, Veil / peer side', 'cores idle, Veil / peer side', 'Veil mean ms', 'peer mean ms', 'Veil RSS MB', 'target']),
+      row(Array(12).fill('---')),
       ...throughput.map((r) => {
         const m = r.measurement;
-        if (!m) return skippedRow(r, 10);
-        return row([r.workload.name, fmt(m.veil.qps, 0), fmt(m.peer?.qps, 0), m.ratio === null ? '–' : `${fmt(m.ratio)}×`, fmt(m.veil.cpuUs, 1), fmt(m.peer?.cpuUs, 1), ms(m.veil.meanMs), ms(m.peer?.meanMs), fmt(m.rssMb, 0), r.workload.target]);
+        if (!m) return skippedRow(r, 12);
+        const idle = (share: number | null | undefined) => (share === null || share === undefined ? '–' : `${fmt(share * 100, 0)}%`);
+        return row([
+          r.workload.name,
+          fmt(m.veil.qps, 0),
+          fmt(m.peer?.qps, 0),
+          m.ratio === null ? '–' : `${fmt(m.ratio)}×`,
+          fmt(m.veil.cpuUs, 1),
+          fmt(m.peer?.cpuUs, 1),
+          `${fmt(m.veil.machineUs, 1)} / ${fmt(m.peer?.machineUs, 1)}`,
+          `${idle(m.veil.idleShare)} / ${idle(m.peer?.idleShare)}`,
+          ms(m.veil.meanMs),
+          ms(m.peer?.meanMs),
+          fmt(m.rssMb, 0),
+          r.workload.target,
+        ]);
       }),
       '',
     );
@@ -144,7 +158,10 @@ Measured by \`npm run bench\` (${options.seconds} s per run, ${options.rounds} a
 peer; throughput keeps each side's best round, latency pools every round's answers) on ${new Date().toISOString().slice(0, 10)}: Veil ${version} on Node ${veilNodeVersion()},
 ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}. The load generator,
 the origin (unbound with local data), the peers (dnsdist ${peerVersion()}) and Veil share these cores.
-Absolute numbers move from run to run and machine to machine; compare the ratios.
+Absolute numbers move from run to run and machine to machine; compare the ratios. "Machine CPU" is
+every process's CPU during the round (the load generator's, the origin's, any front-end's, the
+kernel's) per answered query: a side's throughput is the machine's CPU it does not leave idle,
+divided by that, so a ratio can be no better than the two sides' machine costs allow.
 
 ${table}
 

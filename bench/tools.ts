@@ -20,6 +20,10 @@ export interface LoadResult {
   latencies?: number[];
   /** CPU time (user + system) of the process under test per answered query, in µs, when measured. */
   cpuUs?: number | null;
+  /** The whole machine's busy CPU time per answered query, in µs (bench/workloads.ts withCpuOf). */
+  machineUs?: number | null;
+  /** The share of the cores' time nobody used during the load, 0 to 1. */
+  idleShare?: number | null;
   sent: number;
   lost: number;
   /** Answers by response code (dnsperf's "Response codes" line). */

@@ -59,12 +59,37 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** Runs `load` and notes the CPU time process `pid` spent per answered query (µs). */
+/**
+ * The machine's busy and idle CPU seconds so far, all cores together (/proc/stat's first line,
+ * clock ticks of 10 ms: user, nice, system, irq and softirq are busy, idle and iowait idle; time
+ * the hypervisor took is neither).
+ */
+export function machineCpuSeconds(): { busy: number; idle: number } {
+  const ticks = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0] = ticks;
+  return { busy: (user + nice + system + irq + softirq) / 100, idle: (idle + iowait) / 100 };
+}
+
+/**
+ * Runs `load` and notes the CPU time process `pid` spent per answered query (µs), and the whole
+ * machine's (every process on the way, the load generator's, the kernel's), with the share of
+ * the cores' time nobody used: on a machine the processes share, a side's throughput is the CPU
+ * it leaves, divided by the machine's CPU a query.
+ */
 export async function withCpuOf(pid: number | undefined, load: () => Promise<LoadResult>): Promise<LoadResult> {
-  if (pid === undefined) return load();
-  const before = cpuSeconds(pid);
+  const before = pid === undefined ? 0 : cpuSeconds(pid);
+  const machineBefore = machineCpuSeconds();
   const result = await load();
-  return { ...result, cpuUs: ((cpuSeconds(pid) - before) / Math.max(1, result.sent - result.lost)) * 1e6 };
+  const machine = machineCpuSeconds();
+  const answered = Math.max(1, result.sent - result.lost);
+  const busy = machine.busy - machineBefore.busy;
+  const idle = machine.idle - machineBefore.idle;
+  return {
+    ...result,
+    ...(pid === undefined ? {} : { cpuUs: ((cpuSeconds(pid) - before) / answered) * 1e6 }),
+    machineUs: (busy / answered) * 1e6,
+    idleShare: busy + idle > 0 ? idle / (busy + idle) : null,
+  };
 }
 
 /** The processes whose CPU time a comparison reads: Veil's, and the peer's. */
