@@ -8,9 +8,17 @@ import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { Aes128Gcm, Aes256Gcm, CipherSuite, DhkemP256HkdfSha256, DhkemX25519HkdfSha256, HkdfSha256, HkdfSha384, HkdfSha512 } from '@hpke/core';
-import { AeadId, HpkeError, HpkeSuite, hmac, KdfId, KemId, newP256Key, p256Key, type RecipientKey } from '../lib/odoh/hpke.js';
+import { AeadId, HpkeError, HpkeSuite, hmac, hpkePrimitives, KdfId, KemId, newP256Key, p256Key, type RecipientKey } from '../lib/odoh/hpke.js';
+import { loadRawCrypto } from '../lib/odoh/raw-crypto.js';
 
 const hex = (text: string): Buffer => Buffer.from(text, 'hex');
+
+describe('HPKE: the primitives', () => {
+  // test/odoh-raw-crypto.test.ts runs this file again with VEIL_RAW_CRYPTO=off and looks for this test's name.
+  it(`HPKE uses ${hpkePrimitives}'s primitives, as VEIL_RAW_CRYPTO and the build say`, () => {
+    assert.equal(hpkePrimitives, process.env.VEIL_RAW_CRYPTO !== 'off' && loadRawCrypto() ? 'openssl' : 'node:crypto');
+  });
+});
 
 describe('HPKE: RFC 9180 A.1 (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM), base mode', () => {
   const suite = HpkeSuite.of(KemId.x25519, KdfId.sha256, AeadId.aes128gcm)!;

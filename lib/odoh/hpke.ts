@@ -8,6 +8,9 @@
  * a relay ran at 0.07× of DoH to the same target (bench odoh-forward, 2026-12-04). The same
  * steps here are a few synchronous calls (measured in docs/benchmarks.md). @hpke/core stays as
  * the oracle the tests compare against, beside RFC 9180's own vectors.
+ *
+ * The primitives (HMAC, AES-GCM, X25519) are OpenSSL's through native/raw-crypto.c when it is
+ * built (raw-crypto.ts says why), else node:crypto's; `hpkePrimitives` says which.
  */
 import { Buffer } from 'node:buffer';
 import {
@@ -23,6 +26,11 @@ import {
   type ECDH,
   type KeyObject,
 } from 'node:crypto';
+import { loadRawCrypto, type RawX25519Key } from './raw-crypto.js';
+
+const raw = loadRawCrypto();
+/** Which primitives this process uses: OpenSSL's directly, or through node:crypto. */
+export const hpkePrimitives: 'openssl' | 'node:crypto' = raw ? 'openssl' : 'node:crypto';
 
 export const KemId = { p256: 0x0010, x25519: 0x0020 } as const;
 export const KdfId = { sha256: 0x0001, sha384: 0x0002, sha512: 0x0003 } as const;
@@ -46,11 +54,15 @@ function i2osp(value: number, length: number): Buffer {
   return out;
 }
 
+const HASH_INDEX: Record<Hash, number> = { sha256: 0, sha384: 1, sha512: 2 };
+
 /**
- * HMAC (RFC 2104) from two one-shot hashes. Why not createHmac: it builds a key object per call
- * and cost 14 µs against 4 µs for this (Node 24, 2026-12-04), and a query takes eight of them.
+ * HMAC (RFC 2104): OpenSSL's, else from two one-shot hashes. Why not createHmac: it builds a
+ * key object per call and cost 14 µs against 4 µs for this (Node 24, 2026-12-04), and a query
+ * takes eight of them.
  */
 export function hmac(hash: Hash, key: Buffer, data: Buffer): Buffer {
+  if (raw) return raw.hmac(HASH_INDEX[hash], key, data);
   const block = hash === 'sha256' ? 64 : 128;
   const k = key.length > block ? digest(hash, key, 'buffer') : key;
   const inner = Buffer.alloc(block + data.length, 0x36);
@@ -157,15 +169,34 @@ const X25519: Kem = {
   id: KemId.x25519,
   encLength: 32,
   ephemeralDh(publicKey, ephemeral) {
-    const peer = x25519Recipient(publicKey);
-    if (ephemeral) return { dh: x25519Dh(ephemeral.secret as KeyObject, peer), enc: ephemeral.publicKey };
+    if (ephemeral) return { dh: X25519.dh(ephemeral, publicKey), enc: ephemeral.publicKey };
+    if (raw) {
+      if (publicKey.length !== 32) throw new HpkeError(`an X25519 public key of ${publicKey.length} bytes`);
+      const both = raw.x25519Ephemeral(publicKey);
+      if (!both) throw new HpkeError('a Diffie-Hellman result of zero (a small-order public key)');
+      return { dh: both.subarray(0, 32), enc: both.subarray(32) };
+    }
     const pair = generateKeyPairSync('x25519');
-    return { dh: x25519Dh(pair.privateKey, peer), enc: rawX25519Public(pair.publicKey) };
+    return { dh: x25519Dh(pair.privateKey, x25519Recipient(publicKey)), enc: rawX25519Public(pair.publicKey) };
   },
   dh(key, enc) {
+    if (raw) {
+      if (enc.length !== 32) throw new HpkeError(`an X25519 public key of ${enc.length} bytes`);
+      const dh = raw.x25519Derive(rawX25519Key(key.secret as KeyObject), enc);
+      if (!dh) throw new HpkeError('a Diffie-Hellman result of zero (a small-order public key)');
+      return dh;
+    }
     return x25519Dh(key.secret as KeyObject, x25519Public(enc));
   },
 };
+
+/** A private key as the addon holds it, made once per KeyObject (a target's key serves every query). */
+const rawKeys = new WeakMap<KeyObject, RawX25519Key>();
+function rawX25519Key(secret: KeyObject): RawX25519Key {
+  let key = rawKeys.get(secret);
+  if (!key) rawKeys.set(secret, (key = raw!.x25519Key(Buffer.from(secret.export({ format: 'jwk' }).d ?? '', 'base64url'))));
+  return key;
+}
 
 const P256: Kem = {
   id: KemId.p256,
@@ -218,8 +249,15 @@ const AEADS: Record<number, { cipher: 'aes-128-gcm' | 'aes-256-gcm'; keyLength: 
 
 export type AeadCipher = 'aes-128-gcm' | 'aes-256-gcm';
 
+/** The addon picks the cipher by the key's length: a key of the other cipher's length is refused, as createCipheriv refuses it. */
+function checkedKey(cipher: AeadCipher, key: Buffer): Buffer {
+  if (key.length !== (cipher === 'aes-128-gcm' ? 16 : 32)) throw new HpkeError(`a ${cipher} key of ${key.length} bytes`);
+  return key;
+}
+
 /** AES-GCM with a 16-byte tag after the ciphertext, as HPKE (and ODoH's answers) carry it. */
 export function sealAead(cipher: AeadCipher, key: Buffer, nonce: Buffer, aad: Buffer, plaintext: Buffer): Buffer {
+  if (raw) return raw.aeadSeal(checkedKey(cipher, key), nonce, aad, plaintext);
   const gcm = createCipheriv(cipher, key, nonce, { authTagLength: TAG_LENGTH });
   gcm.setAAD(aad);
   return Buffer.concat([gcm.update(plaintext), gcm.final(), gcm.getAuthTag()]);
@@ -228,6 +266,11 @@ export function sealAead(cipher: AeadCipher, key: Buffer, nonce: Buffer, aad: Bu
 /** Opens what sealAead sealed; an HpkeError for anything altered, cut or sealed otherwise. */
 export function openAead(cipher: AeadCipher, key: Buffer, nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer {
   if (sealed.length < TAG_LENGTH) throw new HpkeError('a ciphertext shorter than its tag');
+  if (raw) {
+    const opened = raw.aeadOpen(checkedKey(cipher, key), nonce, aad, sealed);
+    if (!opened) throw new HpkeError('the message does not open');
+    return opened;
+  }
   const gcm = createDecipheriv(cipher, key, nonce, { authTagLength: TAG_LENGTH });
   gcm.setAAD(aad);
   gcm.setAuthTag(sealed.subarray(sealed.length - TAG_LENGTH));
