@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
+import tls from 'node:tls';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
@@ -15,8 +16,10 @@ import { FrameReader, frame } from '../core/dns/framing.js';
 import { buildQuery } from '../core/dns/message.js';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../core/errors.js';
 import { upstreamConnection } from '../core/events.js';
+import { quickAcker } from '../core/net/tcp-ack.js';
 import { connectTcp } from '../core/upstream/connect.js';
 import { StreamPool, type StreamPoolOptions } from '../core/upstream/stream-pool.js';
+import { makeTestCerts } from './helpers/peers.js';
 
 /** `indexInChunk`: where the query was among those one read of the socket brought. */
 type Behaviour = (query: Buffer, socket: net.Socket, connection: number, indexInChunk: number) => void;
@@ -430,6 +433,39 @@ describe('stream pool', () => {
     await assert.rejects(pending, /stopped/);
     await assert.rejects(p.exchange(query('b.test'), 1000), /stopped/);
     await server.close();
+  });
+});
+
+describe('stream pool over TLS 1.3', () => {
+  const noAcks = quickAcker(new net.Socket()) ? false : 'skipped: quick ACKs not built (native/tcp-ack.c) or VEIL_QUICKACK=off';
+
+  it('acknowledges the session tickets sent after the handshake at once: a server with Nagle on would hold the first answer behind them', { skip: noAcks }, async () => {
+    const certs = makeTestCerts();
+    // Node's TLS 1.3 server sends its tickets once the client's Finished is in, before any query.
+    const server = tls.createServer({ key: readFileSync(certs.key), cert: readFileSync(certs.chain), minVersion: 'TLSv1.3' }, (socket) => {
+      const reader = new FrameReader();
+      socket.on('data', (chunk: Buffer) => reader.push(chunk).forEach((q) => answering(q, socket)));
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const p = new StreamPool({
+      label: `tls 127.0.0.1:${port}`,
+      connect: () =>
+        new Promise<net.Socket>((resolve, reject) => {
+          const socket = tls.connect({ host: '127.0.0.1', port, servername: 'dns.test', ca: readFileSync(certs.ca), minVersion: 'TLSv1.3' }, () => resolve(socket));
+          socket.once('error', reject);
+        }),
+    });
+    try {
+      await p.exchange(query('a.test'), 2000);
+      // The one answer left nothing in flight, so no read asked for an acknowledgement: only the tickets can have.
+      assert.ok(p.stats.quickAcks >= 1, `the tickets were not acknowledged at once (${p.stats.quickAcks})`);
+    } finally {
+      p.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      rmSync(certs.dir, { recursive: true, force: true });
+    }
   });
 });
 

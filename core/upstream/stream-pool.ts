@@ -112,6 +112,8 @@ export interface StreamPoolStats {
   hedged: number;
   /** Of those, the ones whose copy was answered while the first still waited. */
   heldBack: number;
+  /** Acknowledgements sent at once (TCP_QUICKACK, core/net/tcp-ack.ts) rather than after the delayed-ACK timer. */
+  quickAcks: number;
 }
 
 /** What the pool knows about how the server answers pipelined queries. */
@@ -192,6 +194,7 @@ interface Attempt {
 
 /** What a connection tells its pool. */
 interface ConnectionOwner {
+  readonly stats: StreamPoolStats;
   answered(attempt: Attempt, answer: Buffer, inOrder: boolean): void;
   failed(attempt: Attempt, error: Error): void;
   gone(connection: StreamConnection, reason: GoneReason, hadPending: boolean): void;
@@ -235,6 +238,12 @@ export class StreamConnection {
     const { label } = settings;
     socket.setNoDelay(true);
     this.ackNow = quickAcker(socket);
+    // A TLS 1.3 server sends its session tickets after the handshake: records with no answer in
+    // them, which no read of ours sees, so nothing below acknowledges them, and a query written
+    // before they came does not either. A server with Nagle on (unbound) then holds that query's
+    // answer behind them until the delayed ACK, 40 ms (dot-latency's tail, docs/benchmarks.md
+    // 2026-12-05). They are acknowledged as they come ('session' is a TLS socket's event).
+    if (this.ackNow) socket.on('session', () => this.acknowledge());
     socket.setTimeout(settings.idleTimeoutMs);
     socket.on('timeout', () => {
       if (this.pending.size === 0) this.destroy(new ConnectionLost(`${label}: idle connection closed`), 'stale');
@@ -381,7 +390,7 @@ export class StreamConnection {
     this.flushDue = false;
     if (this.closed) return;
     if (!queued) {
-      if (ackDue && this.pending.size > 0) this.ackNow!();
+      if (ackDue && this.pending.size > 0) this.acknowledge();
       return;
     }
     if (!this.socket.write(queued.length === 1 ? queued[0]! : Buffer.concat(queued)) && !this.writeTimer) {
@@ -394,6 +403,12 @@ export class StreamConnection {
       });
     }
   };
+
+  /** Acknowledges at once what was received so far (only called when `ackNow` is there). */
+  private acknowledge(): void {
+    this.ackNow!();
+    this.owner.stats.quickAcks++;
+  }
 
   private onData(chunk: Buffer): void {
     this.lastReadAt = performance.now();
@@ -473,7 +488,7 @@ export class StreamPool implements ConnectionOwner {
   private hedgeTimer: NodeJS.Timeout | null = null;
   /** When a query (not a copy) last went out: QUIET_MS after it, the burst is over. */
   private lastSentAt = -Infinity;
-  readonly stats: StreamPoolStats = { open: 0, created: 0, reused: 0, idleClosed: 0, replaced: 0, failed: 0, hedged: 0, heldBack: 0 };
+  readonly stats: StreamPoolStats = { open: 0, created: 0, reused: 0, idleClosed: 0, replaced: 0, failed: 0, hedged: 0, heldBack: 0, quickAcks: 0 };
 
   constructor(private readonly options: StreamPoolOptions) {
     this.size = options.size ?? 2;
