@@ -122,44 +122,45 @@ static napi_value js_hmac(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static EVP_CIPHER *gcm_for(State *state, size_t key_length) {
-  return key_length == 16 ? state->gcm128 : key_length == 32 ? state->gcm256 : NULL;
+/* The four arguments of aeadSeal and aeadOpen, checked: a key for one of the ciphers, a 12-byte nonce. */
+typedef struct {
+  EVP_CIPHER *cipher;
+  const unsigned char *key, *nonce, *aad, *data;
+  size_t aad_length, data_length;
+} AeadArgs;
+
+static int aead_args_of(napi_env env, napi_callback_info info, State *state, AeadArgs *args) {
+  napi_value argv[4];
+  size_t key_length, nonce_length;
+  if (!args_of(env, info, 4, argv) || !bytes_of(env, argv[0], &args->key, &key_length) || !bytes_of(env, argv[1], &args->nonce, &nonce_length) ||
+      !bytes_of(env, argv[2], &args->aad, &args->aad_length) || !bytes_of(env, argv[3], &args->data, &args->data_length))
+    return 0;
+  args->cipher = key_length == 16 ? state->gcm128 : key_length == 32 ? state->gcm256 : NULL;
+  return args->cipher != NULL && nonce_length == NONCE_LENGTH && args->data_length <= 0x7fffffff && args->aad_length <= 0x7fffffff;
 }
 
 static napi_value js_aead_seal(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  const unsigned char *key, *nonce, *aad, *plaintext;
-  size_t key_length, nonce_length, aad_length, plaintext_length;
   State *state = state_of(env);
-  if (!args_of(env, info, 4, argv) || !bytes_of(env, argv[0], &key, &key_length) || !bytes_of(env, argv[1], &nonce, &nonce_length) ||
-      !bytes_of(env, argv[2], &aad, &aad_length) || !bytes_of(env, argv[3], &plaintext, &plaintext_length) ||
-      gcm_for(state, key_length) == NULL || nonce_length != NONCE_LENGTH || plaintext_length > 0x7fffffff || aad_length > 0x7fffffff)
-    return fail(env, "aeadSeal(key, nonce, aad, plaintext): a key of 16 or 32 bytes, a nonce of 12");
+  AeadArgs a;
+  if (!aead_args_of(env, info, state, &a)) return fail(env, "aeadSeal(key, nonce, aad, plaintext): a key of 16 or 32 bytes, a nonce of 12");
   unsigned char *out;
-  napi_value result = new_buffer(env, plaintext_length + TAG_LENGTH, &out);
+  napi_value result = new_buffer(env, a.data_length + TAG_LENGTH, &out);
   if (result == NULL) return NULL;
   EVP_CIPHER_CTX *ctx = state->cipher;
   int written = 0, last = 0;
-  if (!EVP_EncryptInit_ex2(ctx, gcm_for(state, key_length), key, nonce, NULL) ||
-      !EVP_EncryptUpdate(ctx, NULL, &written, aad, (int)aad_length) ||
-      !EVP_EncryptUpdate(ctx, out, &written, plaintext, (int)plaintext_length) ||
-      !EVP_EncryptFinal_ex(ctx, out + written, &last) ||
-      !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LENGTH, out + plaintext_length))
+  if (!EVP_EncryptInit_ex2(ctx, a.cipher, a.key, a.nonce, NULL) || !EVP_EncryptUpdate(ctx, NULL, &written, a.aad, (int)a.aad_length) ||
+      !EVP_EncryptUpdate(ctx, out, &written, a.data, (int)a.data_length) || !EVP_EncryptFinal_ex(ctx, out + written, &last) ||
+      !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LENGTH, out + a.data_length))
     return fail(env, "AES-GCM sealing failed");
   return result;
 }
 
 static napi_value js_aead_open(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  const unsigned char *key, *nonce, *aad, *sealed;
-  size_t key_length, nonce_length, aad_length, sealed_length;
   State *state = state_of(env);
-  if (!args_of(env, info, 4, argv) || !bytes_of(env, argv[0], &key, &key_length) || !bytes_of(env, argv[1], &nonce, &nonce_length) ||
-      !bytes_of(env, argv[2], &aad, &aad_length) || !bytes_of(env, argv[3], &sealed, &sealed_length) ||
-      gcm_for(state, key_length) == NULL || nonce_length != NONCE_LENGTH || sealed_length > 0x7fffffff || aad_length > 0x7fffffff)
-    return fail(env, "aeadOpen(key, nonce, aad, sealed): a key of 16 or 32 bytes, a nonce of 12");
-  if (sealed_length < TAG_LENGTH) return null_value(env);
-  size_t length = sealed_length - TAG_LENGTH;
+  AeadArgs a;
+  if (!aead_args_of(env, info, state, &a)) return fail(env, "aeadOpen(key, nonce, aad, sealed): a key of 16 or 32 bytes, a nonce of 12");
+  if (a.data_length < TAG_LENGTH) return null_value(env);
+  size_t length = a.data_length - TAG_LENGTH;
   unsigned char *out;
   napi_value result = new_buffer(env, length, &out);
   if (result == NULL) return NULL;
@@ -167,11 +168,9 @@ static napi_value js_aead_open(napi_env env, napi_callback_info info) {
   int written = 0, last = 0;
   /* The tag is copied: OpenSSL's control call takes a non-const pointer. */
   unsigned char tag[TAG_LENGTH];
-  memcpy(tag, sealed + length, TAG_LENGTH);
-  if (!EVP_DecryptInit_ex2(ctx, gcm_for(state, key_length), key, nonce, NULL) ||
-      !EVP_DecryptUpdate(ctx, NULL, &written, aad, (int)aad_length) ||
-      !EVP_DecryptUpdate(ctx, out, &written, sealed, (int)length) ||
-      !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LENGTH, tag))
+  memcpy(tag, a.data + length, TAG_LENGTH);
+  if (!EVP_DecryptInit_ex2(ctx, a.cipher, a.key, a.nonce, NULL) || !EVP_DecryptUpdate(ctx, NULL, &written, a.aad, (int)a.aad_length) ||
+      !EVP_DecryptUpdate(ctx, out, &written, a.data, (int)length) || !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LENGTH, tag))
     return fail(env, "AES-GCM opening failed");
   if (EVP_DecryptFinal_ex(ctx, out + written, &last) <= 0) {
     OPENSSL_cleanse(out, length);

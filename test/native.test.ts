@@ -6,7 +6,6 @@
  * on upstream stream connections. And native/memory.c, which gives freed memory back after full collections.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -19,19 +18,11 @@ import { queryUdp } from '../core/testing/client.js';
 import { loadMemoryAddon, trimAfterCollections } from '../core/memory.js';
 import { quickAcker } from '../core/net/tcp-ack.js';
 import { BatchedUdpSocket, ConnectedUdpSocket, formatIPv6, udpBatchAddon, type BatchPeer } from '../core/net/udp-batch.js';
+import { hasCompiler } from './helpers/peers.js';
 import { startVeil, type VeilProcess } from './helpers/veil-process.js';
 
 const addon = udpBatchAddon();
 const notBuilt = addon ? false : 'skipped: native UDP batching not built (no C compiler, not Linux, or VEIL_UDP_BATCH=off)';
-
-function hasCompiler(): boolean {
-  try {
-    execFileSync(process.env.CC || 'cc', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Opens a batched socket whose handler is `answer`; replies go back to the sender. */
 function open(host: string, answer: (message: Buffer, peer: BatchPeer) => Buffer | null | Promise<Buffer | null>, port = 0, reusePort = false): BatchedUdpSocket {

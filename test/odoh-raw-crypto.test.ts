@@ -7,7 +7,7 @@
  * serves without the addon, through the HPKE and ODoH tests run again with VEIL_RAW_CRYPTO=off.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createCipheriv, createHmac, createPrivateKey, diffieHellman, generateKeyPairSync, randomBytes, randomInt, type KeyObject } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,19 +15,11 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { hpkePrimitives } from '../lib/odoh/hpke.js';
 import { loadRawCrypto } from '../lib/odoh/raw-crypto.js';
+import { hasCompiler } from './helpers/peers.js';
 
 const dist = join(fileURLToPath(import.meta.url), '..', '..');
 const raw = loadRawCrypto();
 const notBuilt = raw ? false : 'skipped: native/raw-crypto.c not built here (no C compiler or OpenSSL headers, or VEIL_RAW_CRYPTO=off)';
-
-function hasCompiler(): boolean {
-  try {
-    execFileSync(process.env.CC || 'cc', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const HASHES = ['sha256', 'sha384', 'sha512'] as const;
 /** The DER prefix that makes 32 raw bytes an X25519 private key (RFC 8410). */

@@ -23,6 +23,11 @@ export function which(program: string): string | null {
   return null;
 }
 
+/** Whether `npm run build` could compile the native addons here (the C compiler native/build.ts uses). */
+export function hasCompiler(): boolean {
+  return spawnSync(process.env.CC || 'cc', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
 /** `false` when installed, else the skip message node:test prints. */
 export function skipUnless(...programs: string[]): false | string {
   const missing = programs.filter((p) => !which(p));
