@@ -193,12 +193,17 @@ static int x25519_derive(EVP_PKEY *private_key, const unsigned char *peer, unsig
   return ok;
 }
 
-static napi_value js_x25519_ephemeral(napi_env env, napi_callback_info info) {
+/* The one argument, a Buffer of 32 bytes (an X25519 key); NULL when it is not. */
+static const unsigned char *x25519_arg(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  const unsigned char *peer;
-  size_t peer_length;
-  if (!args_of(env, info, 1, argv) || !bytes_of(env, argv[0], &peer, &peer_length) || peer_length != X25519_LENGTH)
-    return fail(env, "x25519Ephemeral(peerPublic): a Buffer of 32 bytes");
+  const unsigned char *bytes;
+  size_t length;
+  return args_of(env, info, 1, argv) && bytes_of(env, argv[0], &bytes, &length) && length == X25519_LENGTH ? bytes : NULL;
+}
+
+static napi_value js_x25519_ephemeral(napi_env env, napi_callback_info info) {
+  const unsigned char *peer = x25519_arg(env, info);
+  if (peer == NULL) return fail(env, "x25519Ephemeral(peerPublic): a Buffer of 32 bytes");
   unsigned char *out;
   napi_value result = new_buffer(env, 2 * X25519_LENGTH, &out);
   if (result == NULL) return NULL;
@@ -217,11 +222,8 @@ static void free_key(napi_env env, void *data, void *hint) {
 }
 
 static napi_value js_x25519_key(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  const unsigned char *raw;
-  size_t raw_length;
-  if (!args_of(env, info, 1, argv) || !bytes_of(env, argv[0], &raw, &raw_length) || raw_length != X25519_LENGTH)
-    return fail(env, "x25519Key(private): a Buffer of 32 bytes");
+  const unsigned char *raw = x25519_arg(env, info);
+  if (raw == NULL) return fail(env, "x25519Key(private): a Buffer of 32 bytes");
   EVP_PKEY *key = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, raw, X25519_LENGTH);
   if (key == NULL) return fail(env, "X25519 key import failed");
   napi_value result;
