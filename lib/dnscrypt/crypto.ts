@@ -4,7 +4,6 @@
  * NaCl-style boxes (tag first) with 24-byte nonces. Padding is ISO/IEC 7816-4: 0x80 then zeros.
  */
 import { Buffer } from 'node:buffer';
-import { randomFillSync } from 'node:crypto';
 import { EsVersion, MAX_PADDING, NONCE_SIZE, PADDING_BLOCK, type EsVersionNumber } from './constants.js';
 import { sodium } from './sodium.js';
 
@@ -259,27 +258,4 @@ export function responseLength(messageLength: number, prf: number, maximum: numb
   if (ideal <= maximum) return ideal;
   const fitting = Math.floor(maximum / PADDING_BLOCK) * PADDING_BLOCK;
   return fitting > messageLength ? fitting : maximum;
-}
-
-// ---- randomness -------------------------------------------------------------------------------
-
-const pool = Buffer.allocUnsafe(8192);
-let poolOffset = pool.length;
-
-/** `size` random bytes written into `target` at `offset`, from a CSPRNG block refilled as used. */
-export function randomInto(target: Buffer, offset: number, size: number): void {
-  if (poolOffset + size > pool.length) {
-    randomFillSync(pool);
-    poolOffset = 0;
-  }
-  pool.copy(target, offset, poolOffset, poolOffset + size);
-  poolOffset += size;
-}
-
-export function randomByte(): number {
-  if (poolOffset + 1 > pool.length) {
-    randomFillSync(pool);
-    poolOffset = 0;
-  }
-  return pool[poolOffset++]!;
 }

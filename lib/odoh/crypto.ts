@@ -14,7 +14,7 @@
  * that swaps, replays or alters an answer gets an authentication failure, never a wrong answer.
  */
 import { Buffer } from 'node:buffer';
-import { randomBytes } from 'node:crypto';
+import { randomBuffer } from '../../core/util/random-pool.js';
 import type { OdohConfig } from './configs.js';
 import {
   associatedData,
@@ -124,7 +124,7 @@ export function sealResponse(query: Pick<OpenedQuery, 'plaintext' | 'secret' | '
 export function sealResponsePlaintext(query: Pick<OpenedQuery, 'plaintext' | 'secret' | 'suite'>, plaintext: Buffer, nonce?: Buffer): Buffer {
   const { suite } = query;
   if (plaintext.length + TAG_LENGTH > 0xffff) throw new OdohFormatError('the answer is too large to seal');
-  const responseNonce = nonce ?? randomBytes(Math.max(suite.nonceLength, suite.keyLength));
+  const responseNonce = nonce ?? randomBuffer(Math.max(suite.nonceLength, suite.keyLength));
   const { key, nonce: aeadNonce } = responseKey(suite, query.secret, query.plaintext, responseNonce);
   const encrypted = sealAead(suite.cipher, key, aeadNonce, associatedData(MessageType.response, responseNonce), plaintext);
   return encodeMessage({ type: MessageType.response, keyId: responseNonce, encrypted });

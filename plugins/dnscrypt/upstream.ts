@@ -23,7 +23,8 @@ import { buildCertQuery, certificatesFromAnswer, CERT_QUERY_SIZE } from '../../l
 import { selectCertificate, type Certificate } from '../../lib/dnscrypt/certificate.js';
 import { DnscryptChannel, idKey, nonceKey } from '../../lib/dnscrypt/channel.js';
 import { HALF_NONCE_SIZE, QUERY_OVERHEAD, RELAY_HEADER_SIZE } from '../../lib/dnscrypt/constants.js';
-import { randomByte, randomInto, sharedKey, tcpQueryLength, udpQueryLength, x25519KeyPair, type KeyPair } from '../../lib/dnscrypt/crypto.js';
+import { sharedKey, tcpQueryLength, udpQueryLength, x25519KeyPair, type KeyPair } from '../../lib/dnscrypt/crypto.js';
+import { randomByte, randomInto } from '../../core/util/random-pool.js';
 import { probeFragments } from '../../lib/dnscrypt/fragment-probe.js';
 import { decryptResponse, encryptQuery, type ClientKeys } from '../../lib/dnscrypt/packet.js';
 import { relayHeader } from '../../lib/dnscrypt/relay-header.js';
