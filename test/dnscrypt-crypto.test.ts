@@ -19,6 +19,7 @@ import { loadSodium, sodium } from '../lib/dnscrypt/sodium.js';
 import { ManualClock } from '../core/clock.js';
 import { SharedKeyCache, CERT_LIFETIME_S, ResolverCertificates, ROTATE_EVERY_S } from '../plugins/dnscrypt/resolver-certs.js';
 import { ROOT } from './helpers/veil-process.js';
+import { X25519_SMALL_ORDER } from './helpers/x25519.js';
 
 // DNSCrypt keys and boxes need libsodium, which Veil loads only when a configuration uses it.
 await loadSodium();
@@ -28,15 +29,6 @@ const hex = (name: string): Buffer => Buffer.from(V[name]!, 'hex');
 
 const NOW = 1_700_000_100;
 const provider = providerKeyPair(hex('provider_seed'));
-
-/** Known low-order X25519 points (the all-zero point and its kin): shared secrets of zero. */
-const LOW_ORDER_KEYS = [
-  '0000000000000000000000000000000000000000000000000000000000000000',
-  '0100000000000000000000000000000000000000000000000000000000000000',
-  'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800',
-  '5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157',
-  'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
-].map((k) => Buffer.from(k, 'hex'));
 
 describe('DNSCrypt vectors', () => {
   it('HChaCha20 from the draft appendix', () => {
@@ -221,7 +213,7 @@ describe('bad input is refused', () => {
   });
 
   it('low-order public keys give no shared key (either es-version)', () => {
-    for (const key of LOW_ORDER_KEYS) {
+    for (const key of X25519_SMALL_ORDER) {
       assert.equal(sharedKey(2, hex('resolver_sk'), key), null, key.toString('hex'));
       assert.equal(sharedKey(1, hex('resolver_sk'), key), null, key.toString('hex'));
     }
@@ -327,7 +319,7 @@ describe('the listener’s short-term keys', () => {
     const key = certs.computeKey(entry, client.publicKey)!;
     assert.equal(certs.cachedKey(entry, client.publicKey), key);
     assert.deepEqual(key, sharedKey(2, client.secretKey, entry.cert.resolverPublicKey));
-    for (const low of LOW_ORDER_KEYS) {
+    for (const low of X25519_SMALL_ORDER) {
       assert.equal(certs.computeKey(entry, low), null);
       assert.equal(certs.cachedKey(entry, low), undefined);
     }

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { hpkePrimitives } from '../lib/odoh/hpke.js';
 import { loadRawCrypto } from '../lib/odoh/raw-crypto.js';
 import { hasCompiler } from './helpers/peers.js';
+import { X25519_SMALL_ORDER } from './helpers/x25519.js';
 
 const dist = join(fileURLToPath(import.meta.url), '..', '..');
 const raw = loadRawCrypto();
@@ -38,16 +39,6 @@ function rawPublic(key: KeyObject): Buffer {
 function rawPrivate(key: KeyObject): Buffer {
   return Buffer.from(key.export({ format: 'jwk' }).d!, 'base64url');
 }
-
-/** Points whose X25519 result is all zeros for every scalar: 0, 1, the two of order 8, and p, p + 1 (RFC 7748's reduced forms). */
-const SMALL_ORDER = [
-  '0000000000000000000000000000000000000000000000000000000000000000',
-  '0100000000000000000000000000000000000000000000000000000000000000',
-  'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800',
-  '5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157',
-  'edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
-  'eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
-].map((hex) => Buffer.from(hex, 'hex'));
 
 describe('native/raw-crypto.c', () => {
   it('is built on Linux where a C compiler and Node\'s OpenSSL headers are, and HPKE uses it', {
@@ -107,7 +98,7 @@ describe('native/raw-crypto.c', () => {
     const key = raw!.x25519Key(randomBytes(32));
     // A stale OpenSSL error would make node:crypto's key decoder throw "failed during derivation".
     const decodes = () => assert.ok(createPrivateKey({ key: Buffer.concat([X25519_PKCS8, Buffer.alloc(32, 1)]), format: 'der', type: 'pkcs8' }));
-    for (const point of SMALL_ORDER) {
+    for (const point of X25519_SMALL_ORDER) {
       assert.equal(raw!.x25519Derive(key, point), null, point.toString('hex'));
       decodes();
       assert.equal(raw!.x25519Ephemeral(point), null, point.toString('hex'));
