@@ -27,7 +27,7 @@ import {
   QUERY_PADDING_BLOCK,
   type ObliviousMessage,
 } from './message.js';
-import { hmac, HpkeError, openAead, sealAead, type RecipientKey } from './hpke.js';
+import { hmac, HpkeError, openAead, sealAead, type HpkeContext, type RecipientKey } from './hpke.js';
 import type { Suite } from './suite.js';
 
 const QUERY_INFO = Buffer.from('odoh query');
@@ -59,19 +59,35 @@ export class PendingQuery {
   }
 }
 
-/** Seals `dns` to the target's config; the plaintext is padded to a multiple of `block`. */
-export function sealQuery(config: OdohConfig, dns: Buffer, block = QUERY_PADDING_BLOCK): { message: Buffer; pending: PendingQuery } {
-  const { suite } = config;
-  const overhead = suite.encLength + TAG_LENGTH;
-  const plaintext = encodePlaintext(dns, block, 0xffff - overhead);
-  if (plaintext.length + overhead > 0xffff) throw new OdohFormatError('the query is too large to seal');
-  let sender;
+/** HPKE's sender set-up for one query to `config` (the costly half of sealing it): use it once. */
+export interface PreparedSender {
+  config: OdohConfig;
+  enc: Buffer;
+  context: HpkeContext;
+}
+
+/** SetupBaseS to the config's key under "odoh query"; throws OdohCryptoError when the key does not work. */
+export function prepareSender(config: OdohConfig): PreparedSender {
   try {
-    sender = suite.hpke.setupSender(config.publicKey, QUERY_INFO);
+    const { enc, context } = config.suite.hpke.setupSender(config.publicKey, QUERY_INFO);
+    return { config, enc, context };
   } catch (err) {
     if (err instanceof HpkeError) throw new OdohCryptoError(`the target's key does not work: ${err.message}`);
     throw err;
   }
+}
+
+/**
+ * Seals `dns` to the target's config; the plaintext is padded to a multiple of `block`. `sender`
+ * is a set-up made ahead for this config (ready-senders.ts), never one used before; without it
+ * one is made here.
+ */
+export function sealQuery(config: OdohConfig, dns: Buffer, block = QUERY_PADDING_BLOCK, sender = prepareSender(config)): { message: Buffer; pending: PendingQuery } {
+  if (sender.config !== config) throw new Error('a sender set-up made for another ODoH config');
+  const { suite } = config;
+  const overhead = suite.encLength + TAG_LENGTH;
+  const plaintext = encodePlaintext(dns, block, 0xffff - overhead);
+  if (plaintext.length + overhead > 0xffff) throw new OdohFormatError('the query is too large to seal');
   const sealed = sender.context.seal(associatedData(MessageType.query, config.keyId), plaintext);
   const secret = sender.context.export(RESPONSE_INFO, suite.keyLength);
   const message = encodeMessage({ type: MessageType.query, keyId: config.keyId, encrypted: Buffer.concat([sender.enc, sealed]) });

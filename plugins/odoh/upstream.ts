@@ -23,7 +23,8 @@ import type { TlsContexts } from '../../lib/tls/contexts.js';
 import { HttpStatusError, type HttpsRequest } from '../../lib/https-client/exchange.js';
 import { parseConfigs, type OdohConfig } from '../../lib/odoh/configs.js';
 import { OdohCryptoError, sealQuery } from '../../lib/odoh/crypto.js';
-import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE, OdohFormatError } from '../../lib/odoh/message.js';
+import { CONFIGS_PATH, MAX_MESSAGE_BYTES, OBLIVIOUS_MEDIA_TYPE, OdohFormatError, QUERY_PADDING_BLOCK } from '../../lib/odoh/message.js';
+import { ReadySenders } from '../../lib/odoh/ready-senders.js';
 import { describeSuite } from '../../lib/odoh/suite.js';
 import { traceHeadersFor } from '../../core/trace-context.js';
 import { DIRECT, NAME, type TargetSpec } from './config.js';
@@ -46,6 +47,8 @@ export class OdohUpstream extends BaseUpstream {
   private fetching: Promise<OdohConfig> | null = null;
   /** The target's own pool: only for `configs direct` and routes that say `direct`. */
   private direct: HttpsConnections | null = null;
+  /** HPKE set-ups made between queries for the config in use (ready-senders.ts). */
+  private readonly senders = new ReadySenders();
 
   constructor(
     private readonly target: TargetSpec,
@@ -93,7 +96,7 @@ export class OdohUpstream extends BaseUpstream {
   }
 
   private async once(hop: Hop, config: OdohConfig, wire: Buffer, deadline: number, headers: Record<string, string> | undefined): Promise<Buffer> {
-    const { message, pending } = await sealQuery(config, wire);
+    const { message, pending } = sealQuery(config, wire, QUERY_PADDING_BLOCK, this.senders.take(config));
     const request: HttpsRequest = { method: 'POST', path: this.pathVia(hop, this.target.path), body: message, mediaType: OBLIVIOUS_MEDIA_TYPE, maxBytes: MAX_MESSAGE_BYTES, ...(headers ? { headers } : {}) };
     let sealed: Buffer;
     try {
@@ -191,6 +194,7 @@ export class OdohUpstream extends BaseUpstream {
 
   /** The target's own pool; the relays' pools are the plugin's, closed when it stops. */
   protected release(): void {
+    this.senders.close();
     this.direct?.close();
     this.direct = null;
   }
