@@ -23,6 +23,7 @@ import { ConfigError, VeilError } from '../core/errors.js';
 import { loadPlugins } from '../core/external.js';
 import { StreamLogger } from '../core/logger.js';
 import { trimAfterCollections } from '../core/memory.js';
+import { lowerV8WorkerPriority } from '../core/v8-workers.js';
 import { buildConfig, VeilServer, type BuiltConfig, type ServerEnvironment } from '../core/server.js';
 import { createBuiltinRegistry } from '../plugins/index.js';
 import { loadConfigFile } from './config.js';
@@ -203,6 +204,7 @@ async function main(argv: string[]): Promise<number> {
     return reportFatal(err);
   }
   trimAfterCollections();
+  lowerV8WorkerPriority();
 
   let reloading: Promise<unknown> = Promise.resolve();
   process.on('SIGHUP', () => {
