@@ -4,8 +4,9 @@
  * V8 compiles hot functions with TurboFan on its own worker threads (Node names them
  * "V8Worker"), and marks the heap there too. A compile takes up to tens of milliseconds of CPU,
  * and they come in bunches while traffic warms code up: on two cores shared with other
- * processes, a bunch on each core kept Veil's event loop (and any other process) off the CPU
- * for 15–30 ms, the tail of every latency workload (docs/benchmarks.md, 2026-12-05 from 16:58).
+ * processes, a bunch on each core kept Veil's event loops (and other processes) off the CPU
+ * for 15–70 ms: the slowest queries of the latency workloads (docs/benchmarks.md, 2026-12-05
+ * from 16:58).
  * With the workers `nice`r than the main thread the scheduler runs the event loop first when
  * both want a core; the compiles run in the time left over, which a DNS server has plenty of,
  * and take the CPU they need when the event loop sleeps. Linux only (threads are tasks under

@@ -6,11 +6,11 @@
  * key, the key schedule under "odoh query") depends on the target's config alone, not on the
  * query; so a set-up can be made ahead. Each is taken once, by one query, and dropped with it:
  * no encapsulated key is ever sent twice, as if it had been made for the query. A few are kept
- * ready for the config in use; a taken one is replaced on a later turn of the event loop
- * (one a turn, after the turn that took it has written its query, and after each turn's I/O),
- * so the work happens while the query is away and not while a client waits. Under full load the pool stays empty and a query makes
- * its own set-up, as before: the work is moved, never added (only the few ready ones are lost
- * when the config changes or the upstream stops).
+ * ready for the config in use; a taken one is replaced on a later turn of the event loop (one
+ * a turn, after the turn that took it has written its query, and after each turn's I/O), so
+ * the work happens while the query is away and not while a client waits. Under full load the
+ * pool stays empty and a query makes its own set-up, as before: the work is moved, never added
+ * (only the few ready ones are lost when the config changes or the upstream stops).
  */
 import { prepareSender, type PreparedSender } from './crypto.js';
 import type { OdohConfig } from './configs.js';
