@@ -334,6 +334,34 @@ describe('HTTP/2 server connection: streams, flow control, hostile clients', () 
     }
   });
 
+  it('gives the connection window back once half of it is owed, not after every POSTed query', async () => {
+    // A WINDOW_UPDATE after every read went out alone, before the query's answer: one more TLS
+    // record and one more wake-up of the client (an ODoH relay, a target's client) a query.
+    // Short answers (the body's length): this client never gives back the server's window.
+    const server = await startServer({}, (request, respond) => {
+      void request.readBody(65535).then((body) => respond(Buffer.isBuffer(body) ? text(200, String(body.length)) : body));
+    });
+    const c = await RawClient.open(server.port);
+    const credits = () => c.frames.filter((f) => f.type === T.WINDOW_UPDATE && f.stream === 0).map((f) => f.payload.readUInt32BE(0));
+    try {
+      // 100 bodies of 1,000 bytes, one after another: 100,000 bytes, past the 65,535 of the
+      // window, so the queries past the 65th are answered only if the window came back.
+      for (let i = 0; i < 100; i++) {
+        const id = 1 + 2 * i;
+        const headers = h2Frame(T.HEADERS, 0x4, id, block([[':method', 'POST'], [':scheme', 'https'], [':path', '/p'], ['content-length', '1000']]));
+        c.write(Buffer.concat([headers, h2Frame(T.DATA, 0x1, id, Buffer.alloc(1000, 0x61))])); // one write: no wait on Nagle
+        assert.equal(await c.body(id), '1000', `query ${i + 1}`);
+        if (i === 0) assert.deepEqual(credits(), [], 'no WINDOW_UPDATE for the first query');
+      }
+      // Owed 33,000 after the 33rd, 66th and 99th query: each time given back whole, at once.
+      assert.deepEqual(credits(), [33_000, 33_000, 33_000]);
+      assert.equal(c.closed, false);
+    } finally {
+      c.destroy();
+      await server.close();
+    }
+  });
+
   it('writes a turn of many answers in writes of at most one 16 KiB slab each, in order, with nothing copied twice', async () => {
     // 300 answers of 100 bytes, all resolved in one turn: about 45 KiB of frames. The output
     // grew by copying everything unflushed into a larger buffer for every frame past 16 KiB

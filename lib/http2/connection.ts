@@ -55,6 +55,11 @@ const EMPTY = Buffer.alloc(0);
 const SLAB_SIZE = 16_384;
 /** Room made in the output for a reply's header block before encoding it there. */
 const HEADER_BLOCK_ROOM = 1024;
+/**
+ * Read bytes are credited back to the connection window (RFC 9113's 65,535) once this many are
+ * owed: half of it, so a client always has the other half to send in while we owe.
+ */
+const CREDIT_STEP = (DEFAULT_WINDOW + 1) / 2;
 
 /** The request pseudo-fields (§8.3.1), as bits: a request's are checked for repeats without a Set. */
 const METHOD = 1;
@@ -621,9 +626,13 @@ export class H2ServerConnection {
     if (!this.emptyFrames.take()) throw new ConnectionError(H2Error.ENHANCE_YOUR_CALM, 'too many empty frames');
   }
 
-  /** Gives back the connection window the DATA just read used. */
+  /**
+   * Gives back the connection window the DATA read so far used, once half of it is owed. Not
+   * after every read: a POSTed query's WINDOW_UPDATE went out alone, before its answer was
+   * ready, as one more TLS record and one more wake-up of the client for every query.
+   */
   private creditReceived(): void {
-    if (this.receiveCredit === 0) return;
+    if (this.receiveCredit < CREDIT_STEP) return;
     this.writeUint32Frame(Frame.WINDOW_UPDATE, 0, this.receiveCredit);
     this.receiveWindow += this.receiveCredit;
     this.receiveCredit = 0;
