@@ -140,6 +140,33 @@ for (const implementation of HTTP2_IMPLEMENTATIONS) {
         }
       });
 
+      it("POSTs past the session's flow control window keep being answered (the window comes back)", async () => {
+        // 160 queries padded to ~500 bytes: ~80 KB on one session, past the 65,535-byte
+        // connection window. nghttp2 sends no DATA past the window, so this hangs unless the
+        // listener gives the window back as it reads (it does so in steps, not per request).
+        const padded = (id: number) => {
+          const wire = Buffer.from(query('web.veil.test', id));
+          wire.writeUInt16BE(1, 10); // ARCOUNT
+          const opt = Buffer.alloc(11 + 4 + 460);
+          opt.writeUInt16BE(41, 1); // OPT, root owner name
+          opt.writeUInt16BE(1232, 3);
+          opt.writeUInt16BE(4 + 460, 9);
+          opt.writeUInt16BE(12, 11); // Padding (RFC 7830)
+          opt.writeUInt16BE(460, 13);
+          return Buffer.concat([wire, opt]);
+        };
+        const session = http2.connect(plain);
+        try {
+          for (let batch = 0; batch < 8; batch++) {
+            const ids = Array.from({ length: 20 }, (_, i) => batch * 20 + i);
+            const results = await Promise.all(ids.map((id) => h2Request(session, post(padded(id)))));
+            results.forEach((r, i) => assert.equal(dnsPacket.decode(r.body).id, ids[i]));
+          }
+        } finally {
+          session.close();
+        }
+      });
+
       it('the JSON form: ?name=&type= with accept: application/dns-json', async () => {
         const result = await h2Call(https, { path: '/dns-query?name=web.veil.test&type=A', headers: { accept: 'application/dns-json' } }, { ca });
         assert.equal(result.status, 200);
