@@ -55,7 +55,15 @@ describe('native/raw-crypto.c', () => {
       const hash = i % 3;
       const key = randomBytes(i < 3 ? 0 : randomInt(0, 200));
       const data = randomBytes(randomInt(0, 600));
-      assert.deepEqual(raw!.hmac(hash, key, data), createHmac(HASHES[hash]!, key).update(data).digest(), `case ${i}`);
+      const expected = createHmac(HASHES[hash]!, key).update(data).digest();
+      assert.deepEqual(raw!.hmac(hash, key, data), expected, `case ${i}`);
+      // Into a Buffer of the caller's (a slice of Node's pool, at an offset in it): the same MAC,
+      // and the neighbours of the slice untouched.
+      const pool = Buffer.alloc(expected.length + 16, 0xa5);
+      const out = pool.subarray(8, 8 + expected.length);
+      assert.equal(raw!.hmac(hash, key, data, out), out, `the given Buffer back, case ${i}`);
+      assert.deepEqual(out, expected, `into a given Buffer, case ${i}`);
+      assert.deepEqual([...pool.subarray(0, 8), ...pool.subarray(8 + expected.length)], new Array(16).fill(0xa5), `nothing written around it, case ${i}`);
     }
   });
 
@@ -127,6 +135,10 @@ describe('native/raw-crypto.c', () => {
       call(() => untyped.x25519Derive!(bad, randomBytes(32)));
       call(() => untyped.x25519Public!(bad));
     }
+    // An output of any length but the hash's, or not a Buffer, is refused before anything is written.
+    for (const [hash, length] of [[0, 31], [0, 33], [0, 48], [1, 32], [2, 0]] as const) call(() => raw!.hmac(hash, key16, empty, Buffer.alloc(length)));
+    for (const bad of [null, 'text', 32, {}, new Array(32).fill(0)]) call(() => untyped.hmac!(0, key16, empty, bad));
+    call(() => untyped.hmac!(0, key16, empty, Buffer.alloc(32), Buffer.alloc(32)));
     call(() => untyped.hmac!(3, empty, empty));
     call(() => untyped.hmac!(-1, empty, empty));
     call(() => untyped.aeadSeal!(key16, nonce, empty));

@@ -62,7 +62,7 @@ const HASH_INDEX: Record<Hash, number> = { sha256: 0, sha384: 1, sha512: 2 };
  * takes eight of them.
  */
 export function hmac(hash: Hash, key: Buffer, data: Buffer): Buffer {
-  if (raw) return raw.hmac(HASH_INDEX[hash], key, data);
+  if (raw) return raw.hmac(HASH_INDEX[hash], key, data, Buffer.allocUnsafe(HASH_LENGTH[hash]));
   const block = hash === 'sha256' ? 64 : 128;
   const k = key.length > block ? digest(hash, key, 'buffer') : key;
   const inner = Buffer.alloc(block + data.length, 0x36);
