@@ -1,5 +1,5 @@
 /*
- * OpenSSL's X25519, AES-GCM and HMAC on raw bytes, for ODoH's HPKE (lib/odoh/primitives.ts).
+ * OpenSSL's X25519, AES-GCM and HMAC on raw bytes, for ODoH's HPKE (lib/odoh/raw-crypto.ts, hpke.ts).
  * node:crypto, on OpenSSL 3.5 (Node 24), looks the algorithm up again on every call and wraps
  * every key in a KeyObject: an AES-GCM seal of a DNS query cost 11.9 µs, importing a 32-byte
  * X25519 public key 17.8, an HMAC built from two hashes 4.4, where the work itself is a
@@ -104,9 +104,11 @@ static napi_value new_buffer(napi_env env, size_t length, unsigned char **data) 
 /*
  * hmac(hash, key, data[, out]): with `out`, a Buffer of exactly the hash's length, the MAC is
  * written there and `out` returned. HKDF takes several a query; a Buffer made here costs a
- * malloc and a prototype change each (about half of a 32-byte HMAC's time), where the caller's
+ * malloc and a prototype change each (0.8 µs of a 32-byte HMAC's 1.2 µs), where the caller's
  * `Buffer.allocUnsafe` is a slice of Node's pool.
  */
+static const char HMAC_USAGE[] = "hmac(hash, key, data[, out]): a hash of 0, 1 or 2, two Buffers, and a Buffer of the hash's length";
+
 static napi_value js_hmac(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   size_t argc = 4;
@@ -115,7 +117,7 @@ static napi_value js_hmac(napi_env env, napi_callback_info info) {
   size_t key_length, data_length;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || (argc != 3 && argc != 4) || napi_get_value_int32(env, argv[0], &hash) != napi_ok ||
       hash < 0 || hash >= HASHES || !bytes_of(env, argv[1], &key, &key_length) || !bytes_of(env, argv[2], &data, &data_length))
-    return fail(env, "hmac(hash, key, data[, out]): a hash of 0, 1 or 2, two Buffers, and a Buffer of the hash's length");
+    return fail(env, HMAC_USAGE);
   static const size_t lengths[HASHES] = {32, 48, 64};
   EVP_MAC_CTX *mac = state_of(env)->hmac[hash];
   /* The length is the hash's: the context knows it only once a key is set. */
@@ -126,7 +128,7 @@ static napi_value js_hmac(napi_env env, napi_callback_info info) {
     const unsigned char *given;
     size_t given_length;
     if (!bytes_of(env, argv[3], &given, &given_length) || given_length != length)
-      return fail(env, "hmac(hash, key, data[, out]): a hash of 0, 1 or 2, two Buffers, and a Buffer of the hash's length");
+      return fail(env, HMAC_USAGE);
     out = (unsigned char *)given;
     result = argv[3];
   } else {
