@@ -48,10 +48,16 @@
 
 typedef struct batch_socket batch_socket;
 
-/* Per Node environment: the connected sockets with datagrams queued, and the listening sockets. */
+/*
+ * Per Node environment: the connected sockets with datagrams queued, the listening sockets, and
+ * a word JavaScript reads (batchState): 1 while a batch is being handled, up to the sends that
+ * follow it, so that what is queued then needs no later turn of the event loop to leave.
+ */
 typedef struct {
   batch_socket *queued;
   batch_socket *listeners;
+  int32_t *in_batch;
+  napi_ref in_batch_ref;
 } env_state;
 
 struct batch_socket {
@@ -303,9 +309,12 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
       if (kept != i) memmove(s->recv_data + (size_t)kept * s->slot_bytes, s->recv_data + (size_t)i * s->slot_bytes, s->recv_msgs[i].msg_len);
       kept++;
     }
+    env_state *state = s->state;
+    if (state->in_batch) *state->in_batch = 1;
     if (kept > 0) call_js(s, kept);
     /* What this batch caused leaves now, before the next batch is read. */
-    flush_everything(s->state);
+    flush_everything(state);
+    if (state->in_batch) *state->in_batch = 0;
     if (n < BATCH) return;
   }
 }
@@ -645,9 +654,41 @@ static napi_value js_flush_queued(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * batchState(word): an Int32Array of one element, kept for the environment's life. Its value is
+ * 1 from the moment a batch of datagrams is handed to JavaScript until what it caused has been
+ * sent (every listener's queue and every connected socket's), else 0. A send seen while it is 1
+ * is sure to leave with the batch; others need flush() or flushQueued() later.
+ */
+static napi_value js_batch_state(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, argv, 1, 1, "udp-batch: batchState(Int32Array of 1)")) return NULL;
+  env_state *state = NULL;
+  if (napi_get_instance_data(env, (void **)&state) != napi_ok || !state) {
+    napi_throw_error(env, NULL, "udp-batch: no instance data");
+    return NULL;
+  }
+  bool is_typed = false;
+  napi_is_typedarray(env, argv[0], &is_typed);
+  napi_typedarray_type type;
+  size_t length = 0, offset;
+  void *data = NULL;
+  napi_value ab;
+  if (!is_typed || napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &offset) != napi_ok || type != napi_int32_array || length != 1) {
+    napi_throw_type_error(env, NULL, "udp-batch: batchState(Int32Array of 1)");
+    return NULL;
+  }
+  if (state->in_batch_ref) napi_delete_reference(env, state->in_batch_ref);
+  CHECK(env, napi_create_reference(env, argv[0], 1, &state->in_batch_ref));
+  state->in_batch = data;
+  *state->in_batch = 0;
+  return NULL;
+}
+
 static void free_state(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
+  /* The reference goes with the environment: napi_delete_reference is not allowed here. */
   free(data);
 }
 
@@ -659,6 +700,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"connect", NULL, js_connect, NULL, NULL, NULL, napi_default, NULL},
       {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
       {"flushQueued", NULL, js_flush_queued, NULL, NULL, NULL, napi_default, NULL},
+      {"batchState", NULL, js_batch_state, NULL, NULL, NULL, napi_default, NULL},
   };
   env_state *state = calloc(1, sizeof *state);
   if (!state || napi_set_instance_data(env, state, free_state, NULL) != napi_ok) {
@@ -667,7 +709,7 @@ static napi_value init(napi_env env, napi_value exports) {
     return NULL;
   }
   napi_value batch, meta;
-  napi_define_properties(env, exports, 6, props);
+  napi_define_properties(env, exports, 7, props);
   napi_create_int32(env, BATCH, &batch);
   napi_create_int32(env, META_INTS, &meta);
   napi_set_named_property(env, exports, "BATCH", batch);

@@ -108,6 +108,25 @@ describe('a batched UDP socket', { skip: notBuilt }, () => {
     }
   });
 
+  it('sends the answers made during their batch with it, asking no later turn of the event loop; later ones ask one', async () => {
+    const immediates = countImmediatesFromUdpBatch();
+    let client: BatchPeer | null = null;
+    const socket = open('127.0.0.1', (message, peer) => {
+      client = peer;
+      return message; // answered in the batch's own microtasks
+    });
+    try {
+      const replies = await burst('127.0.0.1', socket.port, [Buffer.from('a'), Buffer.from('b'), Buffer.from('c')]);
+      assert.deepEqual(replies.map(String).sort(), ['a', 'b', 'c']);
+      assert.equal(immediates.count, 0, 'no setImmediate for answers the batch itself sends');
+      socket.send(Buffer.from('outside'), client!);
+      assert.equal(immediates.count, 1, 'an answer queued outside a batch asks for the next turn');
+    } finally {
+      immediates.restore();
+      socket.close();
+    }
+  });
+
   it('keeps every byte when a batch answers more than the send queue holds (256 KiB)', async () => {
     const socket = open('127.0.0.1', (message) => Buffer.alloc(60_000, message[0]!));
     try {
@@ -207,6 +226,27 @@ describe('a connected (upstream) batched UDP socket', { skip: notBuilt }, () => 
     }
   });
 
+  it('sends a query queued while an answer\'s batch is handled with that batch: one later turn asked for in a chain of ten', async () => {
+    const server = await dgramServer((m) => Buffer.concat([Buffer.from('re:'), m]));
+    const immediates = countImmediatesFromUdpBatch();
+    const answers: string[] = [];
+    let socket: ConnectedUdpSocket | null = null;
+    socket = new ConnectedUdpSocket(addon!, '127.0.0.1', server.port, (m) => {
+      answers.push(String(m));
+      if (answers.length < 10) socket!.send(Buffer.from(`q${answers.length}`)); // inside the answer's batch
+    }, (err) => assert.fail(err));
+    try {
+      socket.send(Buffer.from('q0')); // outside any batch: the one turn asked for
+      await waitUntil(() => answers.length === 10);
+      assert.deepEqual(answers, Array.from({ length: 10 }, (_, i) => `re:q${i}`));
+      assert.equal(immediates.count, 1);
+    } finally {
+      immediates.restore();
+      socket.close();
+      server.close();
+    }
+  });
+
   it('leaves from the local address it is given (a relay on its own address), and reads the answers there', async () => {
     const server = await dgramServer((m) => Buffer.concat([Buffer.from('re:'), m]));
     const answers: string[] = [];
@@ -277,6 +317,17 @@ describe('a connected (upstream) batched UDP socket', { skip: notBuilt }, () => 
     }
   });
 });
+
+/** Counts the setImmediate calls made from core/net/udp-batch's code until `restore`. */
+function countImmediatesFromUdpBatch(): { readonly count: number; restore(): void } {
+  const original = globalThis.setImmediate;
+  const counter = { count: 0, restore: () => void (globalThis.setImmediate = original) };
+  globalThis.setImmediate = Object.assign((...args: Parameters<typeof setImmediate>) => {
+    if (new Error().stack?.includes('udp-batch.js')) counter.count++;
+    return original(...args);
+  }, original) as typeof setImmediate;
+  return counter;
+}
 
 async function waitUntil(check: () => boolean, timeoutMs = 5000): Promise<void> {
   const started = Date.now();

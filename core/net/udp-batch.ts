@@ -40,11 +40,21 @@ interface UdpBatchAddon {
   ): [handle: unknown, localPort: number];
   send(handle: unknown, datagram: Buffer): void;
   flushQueued(): void;
+  /** Hands the addon the word it sets to 1 while a batch and the sends it caused are under way. */
+  batchState(word: Int32Array): void;
   readonly BATCH: number;
   readonly META_INTS: number;
 }
 
 let addon: UdpBatchAddon | null | undefined;
+
+/**
+ * 1 while the addon hands a batch of datagrams to JavaScript and until it has sent what the
+ * batch caused: a datagram queued then leaves with the batch, so no later turn of the event loop
+ * is asked for. At a home's rate every query is a batch of one, and that turn was an extra
+ * epoll_wait and a run of the immediates for each (docs/benchmarks.md).
+ */
+const inBatch = new Int32Array(1);
 
 /** The addon, or null when it is not built or turned off (VEIL_UDP_BATCH=off). */
 export function udpBatchAddon(): UdpBatchAddon | null {
@@ -53,8 +63,10 @@ export function udpBatchAddon(): UdpBatchAddon | null {
     if (process.env.VEIL_UDP_BATCH !== 'off') {
       try {
         addon = createRequire(import.meta.url)('../../native/udp-batch.node') as UdpBatchAddon;
+        addon.batchState(inBatch);
       } catch {
         // Not built on this machine: node:dgram serves instead.
+        addon = null;
       }
     }
   }
@@ -135,8 +147,8 @@ export class BatchedUdpSocket {
     meta[at + 7] = to.w3;
     meta[0] = count + 1;
     this.sendUsed += answer.length;
-    if (!this.flushScheduled) {
-      // Answers of this batch go when it ends; this catches those that come later (forwarded).
+    if (!this.flushScheduled && inBatch[0] === 0) {
+      // Answers of a batch go when it ends; this catches those that come later (from a TLS read, a timer).
       this.flushScheduled = true;
       setImmediate(this.flushLater);
     }
@@ -284,7 +296,7 @@ export class ConnectedUdpSocket {
   send(datagram: Buffer): void {
     if (this.closed) return;
     this.addon.send(this.handle, datagram);
-    if (!flushQueuedScheduled) {
+    if (!flushQueuedScheduled && inBatch[0] === 0) {
       flushQueuedScheduled = true;
       setImmediate(flushQueued);
     }

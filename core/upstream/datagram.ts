@@ -76,19 +76,21 @@ const RTT_SAMPLE_EVERY = 16;
  * 1/8), RESEND_MIN_MS at least, and up to half as long again at random, so that queries lost
  * together (a burst that overflowed the server's buffer) are not all sent again together, to
  * overflow it again. It is counted in ticks of RESEND_TICK_MS: one sweep a tick looks over the
- * sockets while some query still has its resend to come, and its timer is cleared when the last
- * such query is answered or closed (at a home's rate, no wake-up of its own). A timer per query
- * would do the same at about 0.3 µs more a query (Node keeps one timer list per distinct
- * duration) and a clock read per query. A sweep looks at each query pending on the address once:
- * a query is looked at once a tick while it waits, at most its deadline over RESEND_TICK_MS times
- * (40 for 2 s) in all, and the pending are bounded (MAX_PENDING_PER_SOCKET a socket); no sweep
- * runs when no resend is planned.
+ * sockets while some query still has its resend to come, and the sweep that finds none planned
+ * any more arms no next one. The timer is not cleared when the last planned query is answered:
+ * clearTimeout leaves libuv's timer armed (Node stops it only when it fires with nothing due), so
+ * clearing saved no wake-up, and at one query at a time (a home, or 2,000 a second on loopback)
+ * it made a setTimeout and a clearTimeout for every query. A timer per query would cost more
+ * again (Node keeps one timer list per distinct duration) and a clock read per query. A sweep
+ * looks at each query pending on the address once: a query is looked at once a tick while it
+ * waits, at most its deadline over RESEND_TICK_MS times (40 for 2 s) in all, and the pending are
+ * bounded (MAX_PENDING_PER_SOCKET a socket); no sweep runs a tick after no resend is planned.
  */
 export class Resender {
   private srtt = 0;
   private count = 0;
   afterMs = RESEND_INITIAL_MS;
-  /** Ticks so far (they advance only while a sweep is due). */
+  /** Ticks so far (they advance only while sweeps run). */
   private tick = 0;
   private timer: NodeJS.Timeout | null = null;
   /** Exchanges pending with their resend still to come. */
@@ -117,7 +119,10 @@ export class Resender {
     return this.after(1);
   }
 
-  /** The tick `timeoutMs` from now (ticks run while a sweep is due, so this is never early). */
+  /**
+   * The tick `timeoutMs` from now, or up to a tick sooner (the sweep's timer may be armed
+   * already): never after the deadline itself, so a resend planned before it has its whole wait.
+   */
   deadline(timeoutMs: number): number {
     return this.tick + Math.floor(timeoutMs / RESEND_TICK_MS);
   }
@@ -135,14 +140,13 @@ export class Resender {
 
   /** A planned exchange was answered, failed, or resent: no resend to come for it. */
   unplan(): void {
-    if (--this.planned > 0 || !this.timer) return;
-    clearTimeout(this.timer);
-    this.timer = null;
+    this.planned--;
   }
 
   private readonly sweep = (): void => {
     this.timer = null;
     this.tick++;
+    if (this.planned === 0) return; // nothing to look at, and no next sweep until a query plans one
     for (const socket of this.sockets()) socket.resendDue(this.tick);
     if (this.planned > 0) this.timer = setTimeout(this.sweep, RESEND_TICK_MS).unref();
   };

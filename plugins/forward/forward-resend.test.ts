@@ -80,7 +80,7 @@ describe('a query lost on its way upstream over UDP is sent once more', () => {
     }
   });
 
-  it('once every query is answered no sweep is due: an idle Veil does not wake for resends', async () => {
+  it('once every query is answered the next sweep arms no other: an idle Veil stops waking for resends', async () => {
     const answering = await startFakeDns((query) => answerFor(query, [{ type: 'A', name: query.packet.questions![0]!.name, ttl: 60, data: '192.0.2.8' }]));
     const client = new UdpClient('127.0.0.1', answering.port);
     try {
@@ -89,7 +89,12 @@ describe('a query lost on its way upstream over UDP is sent once more', () => {
       assert.notEqual(resender.timer, null, 'a sweep is due while the query waits');
       assert.equal(firstA(await pending), '192.0.2.8');
       assert.equal(resender.planned, 0);
-      assert.equal(resender.timer, null, 'and none once it was answered');
+      // The armed sweep is left to run (clearing it would not spare libuv's wake-up); it finds
+      // nothing planned and arms no next one.
+      for (let waited = 0; resender.timer !== null && waited < 2000; waited += 10) await new Promise((ok) => setTimeout(ok, 10));
+      assert.equal(resender.timer, null, 'the sweep after the answer arms no other');
+      await new Promise((ok) => setTimeout(ok, 150)); // three ticks
+      assert.equal(resender.timer, null, 'nor does anything later, with no query');
       assert.equal(answering.queries.length, 1);
     } finally {
       client.close();
