@@ -688,7 +688,7 @@ static napi_value js_batch_state(napi_env env, napi_callback_info info) {
 static void free_state(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
-  /* The reference goes with the environment: napi_delete_reference is not allowed here. */
+  /* The word's reference is left to Node, which releases an environment's references as it ends. */
   free(data);
 }
 

@@ -230,10 +230,9 @@ describe('a connected (upstream) batched UDP socket', { skip: notBuilt }, () => 
     const server = await dgramServer((m) => Buffer.concat([Buffer.from('re:'), m]));
     const immediates = countImmediatesFromUdpBatch();
     const answers: string[] = [];
-    let socket: ConnectedUdpSocket | null = null;
-    socket = new ConnectedUdpSocket(addon!, '127.0.0.1', server.port, (m) => {
+    const socket: ConnectedUdpSocket = new ConnectedUdpSocket(addon!, '127.0.0.1', server.port, (m) => {
       answers.push(String(m));
-      if (answers.length < 10) socket!.send(Buffer.from(`q${answers.length}`)); // inside the answer's batch
+      if (answers.length < 10) socket.send(Buffer.from(`q${answers.length}`)); // inside the answer's batch
     }, (err) => assert.fail(err));
     try {
       socket.send(Buffer.from('q0')); // outside any batch: the one turn asked for
