@@ -1,6 +1,6 @@
 /**
  * Exchanges over UDP with one address, for every protocol that sends datagrams upstream (plain
- * DNS, DNSCrypt, DNSCrypt through a relay). A few connected sockets (the kernel then drops
+ * DNS, DNSCrypt, DNSCrypt through a relay). Connected sockets (the kernel then drops
  * datagrams from any other source, and ICMP "port unreachable" surfaces as an error at once);
  * each exchange waits under a key the protocol derives from its answer (the DNS ID, a DNSCrypt
  * nonce), and an answer is taken only when the exchange's `accept` says it is the one, so forged
@@ -356,7 +356,14 @@ export class DatagramSocket<K> {
 }
 
 export interface DatagramSocketsOptions {
-  /** Sockets in use at once (default 4). */
+  /**
+   * Sockets in use at once, taking exchanges in turn (default 1). With one, the queries a batch
+   * of client datagrams causes leave together on it, in one system call, and their answers come
+   * back together, read in one batch, until it has had its share. Sockets taken in turn split
+   * every batch that many ways, a send, a read and a JavaScript call for each: four cost plain
+   * forwarding 3–4% of its throughput (docs/benchmarks.md). A relay keeps two, so that a packet
+   * whose key is in flight on one can go on the other.
+   */
   count?: number;
   /** The local address every socket sends from; else the kernel picks. */
   localAddress?: string;
@@ -385,7 +392,7 @@ export class DatagramSockets<K> {
     private readonly keyOf: (packet: Buffer) => K | null,
     options: DatagramSocketsOptions = {},
   ) {
-    this.count = options.count ?? 4;
+    this.count = options.count ?? 1;
     this.localAddress = options.localAddress;
     this.resender = options.resend ? new Resender(() => this.allSockets(), options.onResend) : null;
   }

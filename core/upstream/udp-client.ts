@@ -26,7 +26,6 @@ const idOf = (packet: Buffer): number | null => (packet.length >= HEADER_SIZE &&
 const CASE_FOLDING_STRIKES = 3;
 
 export interface UdpClientOptions {
-  socketCount?: number;
   /** DNS 0x20: mix the case of the names sent, and require it back. */
   randomizeCase?: boolean;
   /** Told once, when the server turns out not to keep the case of names. */
@@ -46,7 +45,7 @@ export class UdpClient {
     readonly port: number,
     private readonly options: UdpClientOptions = {},
   ) {
-    this.sockets = new DatagramSockets(host, port, `udp ${host}:${port}`, idOf, { count: options.socketCount ?? 4, resend: true, ...(options.onResend ? { onResend: options.onResend } : {}) });
+    this.sockets = new DatagramSockets(host, port, `udp ${host}:${port}`, idOf, { resend: true, ...(options.onResend ? { onResend: options.onResend } : {}) });
     this.randomizeCase = options.randomizeCase ?? false;
   }
 

@@ -19,7 +19,7 @@ async function withClient(body: (client: UdpClient, server: FakeDns) => Promise<
     const name = query.packet.questions?.[0]?.name.toLowerCase() ?? '';
     return name.startsWith('answered') ? answerFor(query, [{ type: 'A', name, ttl: 60, data: '192.0.2.9' }]) : null;
   });
-  const client = new UdpClient('127.0.0.1', server.port, { socketCount: 1 });
+  const client = new UdpClient('127.0.0.1', server.port);
   try {
     await body(client, server);
   } finally {
