@@ -357,12 +357,12 @@ export class DatagramSocket<K> {
 
 export interface DatagramSocketsOptions {
   /**
-   * Sockets in use at once, taking exchanges in turn (default 1). With one, the queries a batch
-   * of client datagrams causes leave together on it, in one system call, and their answers come
-   * back together, read in one batch, until it has had its share. Sockets taken in turn split
-   * every batch that many ways, a send, a read and a JavaScript call for each: four cost plain
-   * forwarding 3–4% of its throughput (docs/benchmarks.md). A relay keeps two, so that a packet
-   * whose key is in flight on one can go on the other.
+   * Sockets in use at once, taking exchanges in turn (default 4). Sockets taken in turn split
+   * every batch of queries that many ways, a send, a read and a JavaScript call for each: plain
+   * forwarding keeps one (udp-client.ts), 3–4% more throughput than four. DNSCrypt keeps four:
+   * against dnsdist's DNSCrypt front-end one measured 15% slower, for a reason not found
+   * (docs/benchmarks.md). A relay keeps two, so that a packet whose key is in flight on one can
+   * go on the other.
    */
   count?: number;
   /** The local address every socket sends from; else the kernel picks. */
@@ -392,7 +392,7 @@ export class DatagramSockets<K> {
     private readonly keyOf: (packet: Buffer) => K | null,
     options: DatagramSocketsOptions = {},
   ) {
-    this.count = options.count ?? 1;
+    this.count = options.count ?? 4;
     this.localAddress = options.localAddress;
     this.resender = options.resend ? new Resender(() => this.allSockets(), options.onResend) : null;
   }

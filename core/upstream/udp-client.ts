@@ -45,7 +45,9 @@ export class UdpClient {
     readonly port: number,
     private readonly options: UdpClientOptions = {},
   ) {
-    this.sockets = new DatagramSockets(host, port, `udp ${host}:${port}`, idOf, { resend: true, ...(options.onResend ? { onResend: options.onResend } : {}) });
+    // One socket in use: a batch's queries leave together on it and their answers come back in
+    // one read (datagram.ts, `count`); it is still replaced after its share of 64 queries.
+    this.sockets = new DatagramSockets(host, port, `udp ${host}:${port}`, idOf, { count: 1, resend: true, ...(options.onResend ? { onResend: options.onResend } : {}) });
     this.randomizeCase = options.randomizeCase ?? false;
   }
 
