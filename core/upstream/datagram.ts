@@ -359,10 +359,10 @@ export interface DatagramSocketsOptions {
   /**
    * Sockets in use at once, taking exchanges in turn (default 4). Sockets taken in turn split
    * every batch of queries that many ways, a send, a read and a JavaScript call for each: plain
-   * forwarding keeps one (udp-client.ts), a few percent more throughput than four. DNSCrypt keeps four:
-   * against dnsdist's DNSCrypt front-end one measured 15% slower, for a reason not found
-   * (docs/benchmarks.md). A relay keeps two, so that a packet whose key is in flight on one can
-   * go on the other.
+   * forwarding keeps one (udp-client.ts), a few percent more throughput than four. DNSCrypt
+   * keeps four: against dnsdist's DNSCrypt front-end one measured 15% slower, for a reason not
+   * found (docs/benchmarks.md). A relay keeps two, so that a packet whose key is in flight on
+   * one can go on the other.
    */
   count?: number;
   /** The local address every socket sends from; else the kernel picks. */
