@@ -49,7 +49,10 @@ class ServerSide {
   raw = Buffer.alloc(0);
   prefaceOk = false;
   private input = Buffer.alloc(0);
-  private readonly decoder = new HpackDecoder();
+  /** Header blocks as they came, and what this side's decoder refused (the client broke HPACK). */
+  readonly blocks: Buffer[] = [];
+  readonly hpackErrors: unknown[] = [];
+  private readonly decoder: HpackDecoder;
   private readonly open = new Map<number, Request>();
   private block: { first: Frame; fragments: Buffer[] } | null = null;
   private readonly waiters: Array<() => void> = [];
@@ -57,7 +60,9 @@ class ServerSide {
   constructor(
     readonly socket: tls.TLSSocket,
     private readonly onRequest: (side: ServerSide, request: Request) => void,
+    tableSize?: number,
   ) {
+    this.decoder = new HpackDecoder(tableSize);
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', () => {});
   }
@@ -114,7 +119,16 @@ class ServerSide {
       if (!(frame.flags & END_HEADERS)) return;
       const { first, fragments } = this.block!;
       this.block = null;
-      const request = { stream: first.stream, headers: this.decoder.decode(Buffer.concat(fragments), 1 << 20).headers, body: Buffer.alloc(0) };
+      const whole = Buffer.concat(fragments);
+      this.blocks.push(whole);
+      let headers: HeaderList;
+      try {
+        headers = this.decoder.decode(whole, 1 << 20).headers;
+      } catch (error) {
+        this.hpackErrors.push(error);
+        return;
+      }
+      const request = { stream: first.stream, headers, body: Buffer.alloc(0) };
       this.open.set(first.stream, request);
       if (first.flags & END_STREAM) this.complete(request);
     } else if (frame.type === T.DATA) {
@@ -170,6 +184,8 @@ interface Script {
   greet?: (side: ServerSide, index: number) => void;
   /** On each whole request; answers by default. */
   request?: (side: ServerSide, request: Request, index: number) => void;
+  /** The HPACK table size the server's decoder allows (its SETTINGS_HEADER_TABLE_SIZE); 4096 by default. */
+  tableSize?: number;
 }
 
 interface Hostile {
@@ -183,7 +199,7 @@ async function startHostile(certs: { cert: string; key: string }, script: Script
   const sockets = new Set<net.Socket>();
   const server = tls.createServer({ cert: readFileSync(certs.cert), key: readFileSync(certs.key), ...(alpn ? { ALPNProtocols: alpn } : {}) }, (socket) => {
     const index = sides.length;
-    const side = new ServerSide(socket, (s, request) => (script.request ? script.request(s, request, index) : s.answer(request.stream)));
+    const side = new ServerSide(socket, (s, request) => (script.request ? script.request(s, request, index) : s.answer(request.stream)), script.tableSize);
     sides.push(side);
     if (script.greet) script.greet(side, index);
     else side.send(settings());
@@ -281,6 +297,84 @@ const http2: Http2Client = 'veil';
       assert.deepEqual(request.body, QUERY);
       assert.equal(request.stream, 1);
       assert.equal(side.requests[1]!.stream, 3);
+    });
+
+    /** What a request's header block says: each field by name (the block decoded by the server side). */
+    const fieldsOf = (request: Request) => Object.fromEntries(request.headers.map(([name, value]) => [name, value]));
+    const postFields = (port: number) => ({
+      ':method': 'POST',
+      ':scheme': 'https',
+      ':authority': `dns.test:${port}`,
+      ':path': '/dns-query',
+      accept: 'application/dns-message',
+      'content-type': 'application/dns-message',
+      'content-length': String(QUERY.length),
+    });
+
+    it("indexes the fields every request repeats in the server's HPACK table, then names them by index", async () => {
+      const { server, pool } = await setup({});
+      for (let i = 0; i < 3; i++) assert.deepEqual(await post(pool), ANSWER);
+      const side = server.sides[0]!;
+      assert.deepEqual(side.hpackErrors, []);
+      for (const request of side.requests) assert.deepEqual(fieldsOf(request), postFields(server.port));
+      // The first block adds :authority, :path, accept and content-type (literals with incremental
+      // indexing, §6.2.1); the others name them by index, newest (content-type) at 62.
+      const [first, second, third] = side.blocks;
+      assert.deepEqual([...first!.subarray(2, 3)], [0x40 | 1], ':authority added to the table');
+      const indexed = Buffer.from([0x83, 0x87, 0x80 | 65, 0x80 | 64, 0x80 | 63, 0x80 | 62]);
+      assert.deepEqual(second!.subarray(0, indexed.length), indexed);
+      assert.deepEqual(third, second, 'the same block while the table is unchanged');
+      assert.ok(second!.length <= indexed.length + 3 + String(QUERY.length).length, `a repeated request's block is ${second!.length} bytes`);
+      assert.ok(first!.length > 4 * second!.length, `first block ${first!.length} bytes, then ${second!.length}`);
+    });
+
+    it('never indexes a GET path (it carries the query): sent as never indexed, each in full', async () => {
+      const { server, pool } = await setup({});
+      const paths = ['/dns-query?dns=AAABAAABAAAAAAAAB2V4YW1wbGUDY29tAAABAAE', '/dns-query?dns=AAABAAABAAAAAAAAA3d3dwdleGFtcGxlA2NvbQAAAQAB'];
+      for (const path of paths) assert.deepEqual(await pool.request({ method: 'GET', path, body: null }, 2000), ANSWER);
+      await post(pool);
+      const side = server.sides[0]!;
+      assert.deepEqual(side.hpackErrors, []);
+      assert.deepEqual(side.requests.map((r) => fieldsOf(r)[':path']), [...paths, '/dns-query']);
+      for (const [i, path] of paths.entries()) {
+        const neverIndexed = Buffer.concat([Buffer.from([0x10 | 4, path.length]), Buffer.from(path)]);
+        assert.ok(side.blocks[i]!.includes(neverIndexed), `GET ${i + 1}: the path as a never-indexed literal`);
+      }
+      // The table holds :authority and accept from the GETs, then the POST's :path and content-type: no query in it.
+      assert.ok(!side.blocks.some((block) => block.includes(Buffer.from([0x40 | 4, paths[0]!.length]))), 'no GET path added to the table');
+    });
+
+    for (const [tableSize, update] of [
+      [0, [0x20]],
+      [100, [0x3f, 100 - 31]],
+    ] as const) {
+      it(`keeps to a server table of ${tableSize} bytes (SETTINGS_HEADER_TABLE_SIZE): announced first, entries evicted as the server does`, async () => {
+        const { server, pool } = await setup({ greet: (side) => side.send(settings([[1, tableSize]])), tableSize });
+        // Requests after the client acknowledged the setting (§6.5.3: it applies from then on).
+        await pool.warm();
+        const side = await sideOf(server, 0);
+        await side.until(() => side.frames.some((f) => f.type === T.SETTINGS && f.flags & ACK));
+        for (let i = 0; i < 4; i++) assert.deepEqual(await post(pool), ANSWER);
+        assert.deepEqual(side.hpackErrors, [], 'every block decoded within the table the server allows');
+        for (const request of side.requests) assert.deepEqual(fieldsOf(request), postFields(server.port));
+        assert.deepEqual([...side.blocks[0]!.subarray(0, update.length)], update, 'the new size opens the first block');
+        for (const block of side.blocks.slice(1)) assert.notEqual(block[0]! & 0xe0, 0x20, 'announced once');
+      });
+    }
+
+    it('a table size the server lowers mid-connection is announced at the start of the next block', async () => {
+      const { server, pool } = await setup({});
+      for (let i = 0; i < 2; i++) await post(pool);
+      const side = server.sides[0]!;
+      const acks = () => side.frames.filter((f) => f.type === T.SETTINGS && f.flags & ACK).length;
+      const before = acks();
+      side.send(settings([[1, 0]]));
+      await side.until(() => acks() > before);
+      for (let i = 0; i < 2; i++) assert.deepEqual(await post(pool), ANSWER);
+      assert.deepEqual(side.hpackErrors, []);
+      for (const request of side.requests) assert.deepEqual(fieldsOf(request), postFields(server.port));
+      assert.equal(side.blocks[2]![0], 0x20, 'a size update to 0 first');
+      assert.ok(!side.blocks[3]!.includes(0x80 | 62), 'nothing named from the emptied table');
     });
 
     it('credits the connection window as it reads: 1.2 MB of answers through a window of 1 MiB', async () => {

@@ -6,8 +6,9 @@
  * Why Veil has its own: node:http2 makes a Duplex stream, header objects, several callbacks and
  * nghttp2 work for every request; forwarding a query over DoH through it cost ~60 µs of CPU, most
  * of it there and in the garbage it leaves. Here a request is one object, one header block
- * (its constant part encoded once per connection) and a callback; everything written while one
- * turn of the event loop lasts leaves in one TLS write.
+ * (its constant fields indexed in the server's HPACK table, request-fields.ts, and their bytes
+ * kept) and a callback; everything written while one turn of the event loop lasts leaves in one
+ * TLS write.
  *
  * The server may be hostile. Bounds:
  * - frames of at most 16,384 bytes (our SETTINGS_MAX_FRAME_SIZE, the default);
@@ -32,6 +33,7 @@ import { IdTable } from '../../core/util/id-table.js';
 import { HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad, type OpenBlock } from './frames.js';
 import { DEFAULT_WINDOW, Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE, MAX_WINDOW, PREFACE, Setting } from './protocol.js';
+import { literal, RequestFieldIndex } from './request-fields.js';
 
 const MAX_STREAM_ID = 2 ** 31 - 1;
 /** What each stream may receive (we never credit a stream: no answer we take is larger). */
@@ -74,6 +76,16 @@ export interface ClientStreamHandler {
   head(status: number, headers: HeaderList): string | null;
   /** Called exactly once: the body, or why there is none. */
   done(failure: Failure | null, message: string, body: Buffer | null): void;
+}
+
+/** A kind of request's first fields, encoded; good while the HPACK table's generation is the same. */
+interface KeptPrefix {
+  method: string;
+  path: string;
+  mediaType: string;
+  hasBody: boolean;
+  bytes: Buffer;
+  generation: number;
 }
 
 export interface H2ClientOptions {
@@ -148,9 +160,11 @@ export class H2ClientConnection {
   private idleSince = performance.now();
   private timer: NodeJS.Timeout | null = null;
   private timerDue = Infinity;
-  /** Header blocks encoded once: the fields every request of a kind shares. */
-  private readonly prefixes = new Map<string, Buffer>();
-  private lastPrefix: { method: string; path: string; mediaType: string; hasBody: boolean; bytes: Buffer } | null = null;
+  /** What the server's HPACK table holds of ours (request-fields.ts). */
+  private readonly fields = new RequestFieldIndex();
+  /** Header blocks encoded once: the fields every request of a kind shares, while the table is as it was. */
+  private readonly prefixes = new Map<string, KeptPrefix>();
+  private lastPrefix: KeptPrefix | null = null;
 
   constructor(
     private readonly socket: tls.TLSSocket,
@@ -208,8 +222,10 @@ export class H2ClientConnection {
     const stream = new ClientStream(id, handler, maxBytes, now + timeoutMs, now, this.peerInitialWindow);
     this.streams.set(id, stream);
     if (stream.deadline < this.timerDue) this.schedule(Math.min(SWEEP_MS, timeoutMs));
-    if (body && !extra && this.writeSmallPost(stream, method, path, mediaType, body)) return;
-    this.writeHeaders(id, this.headerBlock(method, path, mediaType, body, extra), body === null);
+    // Encoded once and then sent, whichever way: it may have added entries to the server's table.
+    const prefix = this.prefixFor(method, path, mediaType, body !== null);
+    if (body && !extra && this.writeSmallPost(stream, prefix, body)) return;
+    this.writeHeaders(id, this.headerBlock(prefix, body, extra), body === null);
     if (body) {
       stream.pending = body;
       this.sendData(stream);
@@ -236,10 +252,9 @@ export class H2ClientConnection {
    * The common case, a DoH POST whose body the windows take at once: HEADERS and DATA written
    * into one buffer (no frame headers, parts or blocks of their own). False when it does not fit.
    */
-  private writeSmallPost(stream: ClientStream, method: string, path: string, mediaType: string, body: Buffer): boolean {
+  private writeSmallPost(stream: ClientStream, prefix: Buffer, body: Buffer): boolean {
     const size = body.length;
     if (size === 0 || size > this.sendWindow || size > stream.sendWindow || size > this.peerMaxFrameSize) return false;
-    const prefix = this.prefixFor(method, path, mediaType, true);
     const length = String(size);
     // content-length as a literal without indexing, name index 28: 0x0f 0x0d, then the digits (≤ 5).
     const blockLength = prefix.length + 3 + length.length;
@@ -259,34 +274,46 @@ export class H2ClientConnection {
     return true;
   }
 
-  /** The fields every request of a kind shares, encoded once (the last kind is at hand without a lookup). */
+  /**
+   * The fields every request of a kind shares, at the start of its header block. Once the
+   * server's table holds them, a kind's block is the same bytes request after request, and
+   * is kept (the last kind at hand without a lookup) until the table changes.
+   */
   private prefixFor(method: string, path: string, mediaType: string, hasBody: boolean): Buffer {
+    const fields = this.fields;
     const last = this.lastPrefix;
-    if (last && last.method === method && last.path === path && last.mediaType === mediaType && last.hasBody === hasBody) return last.bytes;
+    if (last && last.generation === fields.generation && last.method === method && last.path === path && last.mediaType === mediaType && last.hasBody === hasBody) return last.bytes;
+    // GET paths carry the query: each is new, and never kept or indexed.
+    const constantPath = method !== 'GET';
     const key = `${method} ${mediaType} ${hasBody} ${path}`;
-    let prefix = this.prefixes.get(key);
-    if (!prefix) {
-      const parts: number[] = [];
-      if (method === 'GET') parts.push(0x80 | 2);
-      else if (method === 'POST') parts.push(0x80 | 3);
-      else literal(parts, 2, '', method);
-      parts.push(0x80 | 7); // :scheme https
-      literal(parts, 1, '', this.options.authority);
-      literal(parts, 4, '', path);
-      literal(parts, 19, '', mediaType); // accept
-      if (hasBody) literal(parts, 31, '', mediaType); // content-type
-      prefix = Buffer.from(parts);
-      // GET paths carry the query: each is new. Only a few kinds are kept.
-      if (method === 'GET') return prefix;
-      if (this.prefixes.size < 8) this.prefixes.set(key, prefix);
+    const kept = constantPath ? this.prefixes.get(key) : undefined;
+    if (kept && kept.generation === fields.generation) {
+      this.lastPrefix = kept;
+      return kept.bytes;
     }
-    this.lastPrefix = { method, path, mediaType, hasBody, bytes: prefix };
-    return prefix;
+    const before = fields.generation;
+    const parts: number[] = [];
+    fields.begin(parts);
+    if (method === 'GET') parts.push(0x80 | 2);
+    else if (method === 'POST') parts.push(0x80 | 3);
+    else literal(parts, 2, '', method);
+    parts.push(0x80 | 7); // :scheme https
+    fields.field(parts, 1, ':authority', this.options.authority, true);
+    fields.field(parts, 4, ':path', path, constantPath);
+    fields.field(parts, 19, 'accept', mediaType, true);
+    if (hasBody) fields.field(parts, 31, 'content-type', mediaType, true);
+    const bytes = Buffer.from(parts);
+    // A block that added to the table is for this request only: the next one refers to the entries.
+    if (constantPath && fields.generation === before && (kept || this.prefixes.size < 8)) {
+      const prefix = { method, path, mediaType, hasBody, bytes, generation: before };
+      this.prefixes.set(key, prefix);
+      this.lastPrefix = prefix;
+    }
+    return bytes;
   }
 
   /** The request's header block: the constant fields, then content-length and extras. */
-  private headerBlock(method: string, path: string, mediaType: string, body: Buffer | null, extra: Record<string, string> | undefined): Buffer {
-    const prefix = this.prefixFor(method, path, mediaType, body !== null);
+  private headerBlock(prefix: Buffer, body: Buffer | null, extra: Record<string, string> | undefined): Buffer {
     if (!body && !extra) return prefix;
     const parts: number[] = [];
     if (body) literal(parts, 28, '', String(body.length)); // content-length
@@ -563,7 +590,8 @@ export class H2ClientConnection {
       } else if (id === Setting.ENABLE_PUSH) {
         if (value > 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `SETTINGS_ENABLE_PUSH of ${value}`);
       }
-      // HEADER_TABLE_SIZE: we never index, so the server's table size cannot matter; others are ignored (§6.5.2).
+      else if (id === Setting.HEADER_TABLE_SIZE) this.fields.allow(value);
+      // Others are ignored (§6.5.2).
     }
     this.writeFrame(Frame.SETTINGS, Flag.ACK, 0, Buffer.alloc(0));
     this.sendWaiting();
@@ -738,33 +766,6 @@ function statusOf(headers: HeaderList): number | null {
     }
   }
   return status;
-}
-
-/** A literal field without indexing (RFC 7541 §6.2.2): the name by static index, or written out when `index` is 0. */
-function literal(parts: number[], index: number, name: string, value: string): void {
-  writeInteger(parts, 0x00, 4, index);
-  if (index === 0) writeString(parts, name);
-  writeString(parts, value);
-}
-
-function writeString(parts: number[], text: string): void {
-  writeInteger(parts, 0x00, 7, text.length);
-  for (let i = 0; i < text.length; i++) parts.push(text.charCodeAt(i) & 0xff);
-}
-
-function writeInteger(parts: number[], flags: number, prefixBits: number, value: number): void {
-  const mask = (1 << prefixBits) - 1;
-  if (value < mask) {
-    parts.push(flags | value);
-    return;
-  }
-  parts.push(flags | mask);
-  value -= mask;
-  while (value >= 0x80) {
-    parts.push((value & 0x7f) | 0x80);
-    value = Math.floor(value / 128);
-  }
-  parts.push(value);
 }
 
 /** Writes a frame header at `at`; returns where its payload starts. */

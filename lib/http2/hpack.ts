@@ -1,7 +1,8 @@
 /**
- * HPACK (RFC 7541) for Veil's HTTP/2 server: a decoder for request header blocks, with the
- * dynamic table the client's encoder keeps in step with, and an encoder for responses that
+ * HPACK (RFC 7541) for Veil's HTTP/2 server and client: a decoder for header blocks, with the
+ * dynamic table the other end's encoder keeps in step with, and an encoder for responses that
  * never indexes (so it keeps no table, and the client's table setting cannot matter to it).
+ * Veil's client indexes the fields its requests repeat: request-fields.ts.
  */
 // Buffer (and performance) imported, not the globals: in Node 24 the globals are accessors,
 // about 10 ns a use, on every request here.
@@ -103,7 +104,7 @@ export class HpackDecoder {
   /** Newest entry last. */
   private readonly entries: [string, string][] = [];
   private tableSize = 0;
-  private maxTableSize = HEADER_TABLE_SIZE;
+  private maxTableSize: number;
   /** Entries of the dynamic table that are not valid fields (rare: a hostile or broken client). */
   private readonly invalidEntries = new Set<readonly [string, string]>();
   /**
@@ -111,6 +112,11 @@ export class HpackDecoder {
    * a request's header block is read without allocating anything but its fields.
    */
   private at = 0;
+
+  /** `limit`: the SETTINGS_HEADER_TABLE_SIZE this end announced (Veil's server keeps the default). */
+  constructor(private readonly limit = HEADER_TABLE_SIZE) {
+    this.maxTableSize = limit;
+  }
 
   /**
    * Decodes one complete header block. Fields are collected only while the list stays within
@@ -134,7 +140,7 @@ export class HpackDecoder {
         // Dynamic table size update (§6.3): only before the first field of a block.
         const limit = this.readInteger(block, 5);
         if (fieldSeen) throw new HpackError('a table size update after a header field');
-        if (limit > HEADER_TABLE_SIZE) throw new HpackError(`a table size of ${limit}, over the ${HEADER_TABLE_SIZE} allowed`);
+        if (limit > this.limit) throw new HpackError(`a table size of ${limit}, over the ${this.limit} allowed`);
         this.maxTableSize = limit;
         this.evict(0);
         continue;

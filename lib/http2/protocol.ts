@@ -46,6 +46,7 @@ export const enum H2Error {
 
 /** SETTINGS identifiers (§6.5.2) that either end reads or sends. */
 export const enum Setting {
+  HEADER_TABLE_SIZE = 0x1,
   ENABLE_PUSH = 0x2,
   MAX_CONCURRENT_STREAMS = 0x3,
   INITIAL_WINDOW_SIZE = 0x4,
