@@ -377,6 +377,23 @@ const http2: Http2Client = 'veil';
       assert.ok(!side.blocks[3]!.includes(0x80 | 62), 'nothing named from the emptied table');
     });
 
+    it('takes a content-type of the DNS type in any case and with parameters; refuses another type and a malformed :status', async () => {
+      const heads = [
+        Buffer.concat([Buffer.from([0x88]), literalIndexedName(31, 'Application/DNS-Message; charset=binary')]),
+        Buffer.concat([Buffer.from([0x88]), literalIndexedName(31, 'text/html')]),
+        Buffer.concat([literalIndexedName(8, '2000'), literalIndexedName(31, 'application/dns-message')]),
+        Buffer.concat([literalIndexedName(8, '2x0'), literalIndexedName(31, 'application/dns-message')]),
+        okHead(),
+      ];
+      let answered = 0;
+      const { pool } = await setup({ request: (side, request) => side.send(h2Frame(T.HEADERS, END_HEADERS, request.stream, heads[answered++]!), h2Frame(T.DATA, END_STREAM, request.stream, ANSWER)) });
+      assert.deepEqual(await post(pool), ANSWER);
+      await assert.rejects(post(pool), (err) => err instanceof UpstreamResponseError && /content-type "text\/html"/.test((err as Error).message));
+      await assert.rejects(post(pool), (err) => err instanceof UpstreamResponseError && /:status/.test((err as Error).message));
+      await assert.rejects(post(pool), (err) => err instanceof UpstreamResponseError && /:status/.test((err as Error).message));
+      assert.deepEqual(await post(pool), ANSWER);
+    });
+
     it('credits the connection window as it reads: 1.2 MB of answers through a window of 1 MiB', async () => {
       const { server, pool } = await setup({
         request: (side, request) => {

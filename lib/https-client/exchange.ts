@@ -51,8 +51,10 @@ export class ConnectionLost extends UpstreamUnavailableError {}
 /** Why a response head is not a DNS answer, or undefined when it is one. */
 export function checkResponseHead(status: number, contentType: string | undefined, expected: string | null = DNS_MESSAGE): string | undefined {
   if (status < 200 || status > 299) return `HTTP status ${status}`;
+  // The usual answer's type is the expected one, letter for letter: no string made to compare.
+  if (contentType === expected || expected === null) return undefined;
   const type = contentType?.split(';')[0]!.trim().toLowerCase();
-  if (expected !== null && type !== expected) return `content-type "${contentType ?? ''}" is not ${expected}`;
+  if (type !== expected) return `content-type "${contentType ?? ''}" is not ${expected}`;
   return undefined;
 }
 
