@@ -589,8 +589,10 @@ export class H2ClientConnection {
         this.peerMaxFrameSize = value;
       } else if (id === Setting.ENABLE_PUSH) {
         if (value > 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `SETTINGS_ENABLE_PUSH of ${value}`);
+      } else if (id === Setting.HEADER_TABLE_SIZE) {
+        // What our request fields may keep in the server's HPACK table (request-fields.ts).
+        this.fields.allow(value);
       }
-      else if (id === Setting.HEADER_TABLE_SIZE) this.fields.allow(value);
       // Others are ignored (§6.5.2).
     }
     this.writeFrame(Frame.SETTINGS, Flag.ACK, 0, Buffer.alloc(0));
