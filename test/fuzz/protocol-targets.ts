@@ -34,6 +34,7 @@ import { H2ServerConnection } from '../../lib/http2/connection.js';
 import { PREFACE } from '../../lib/http2/protocol.js';
 import { encodeResponseHeaders, HpackDecoder, HpackError } from '../../lib/http2/hpack.js';
 import { encodeHuffman } from '../../lib/http2/huffman.js';
+import { RequestFieldIndex } from '../../lib/http2/request-fields.js';
 import { textReply, type HttpReply, type HttpRequest } from '../../lib/http2/message.js';
 import { DNS_MESSAGE } from '../../lib/https-client/exchange.js';
 import { answerToJson, DNS_JSON } from '../../plugins/doh/server/json.js';
@@ -325,6 +326,74 @@ const hpack: FuzzTarget<Buffer[]> = {
   },
 };
 
+/** One step of a client's connection: a request of some kind, or a table size the server sets. */
+type FieldStep = { size: number } | { authority: string; path: string; type: string; get: boolean };
+
+/**
+ * What Veil's HTTP/2 client writes at the start of a request's header block (as
+ * client-connection.ts does): the table size owed, then the fields, constant ones indexed.
+ */
+function requestFields(fields: RequestFieldIndex, step: Exclude<FieldStep, { size: number }>): Buffer {
+  const parts: number[] = [];
+  fields.begin(parts);
+  parts.push(0x80 | (step.get ? 2 : 3), 0x80 | 7);
+  fields.field(parts, 1, ':authority', step.authority, true);
+  fields.field(parts, 4, ':path', step.path, !step.get);
+  fields.field(parts, 19, 'accept', step.type, true);
+  if (!step.get) fields.field(parts, 31, 'content-type', step.type, true);
+  return Buffer.from(parts);
+}
+
+const fieldStep: fc.Arbitrary<FieldStep> = fc.oneof(
+  { weight: 1, arbitrary: fc.record({ size: fc.oneof(fc.constantFrom(0, 40, 100, 160, 4096, 65536), fc.integer({ min: 0, max: 5000 })) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      authority: fc.oneof(fc.constantFrom('dns.test', 'dns.test:8443', `${'long-label.'.repeat(22)}test`), fc.string({ unit: 'binary-ascii', maxLength: 300 })),
+      path: fc.oneof(fc.constantFrom('/dns-query', '/proxy'), fc.string({ unit: 'binary-ascii', maxLength: 80 })),
+      type: fc.constantFrom(DNS_MESSAGE, 'application/oblivious-dns-message'),
+      get: fc.boolean(),
+    }),
+  },
+);
+
+/** The client's model of the server's table against the server's decoder: every request decodes to the fields sent. */
+const hpackRequestFields: FuzzTarget<FieldStep[]> = {
+  name: 'hpack-request-fields',
+  inputs: "requests of mixed kinds and table sizes set between them → Veil's client request fields → one HPACK decoder",
+  arbitrary: fc.array(fieldStep, { minLength: 1, maxLength: 40 }),
+  seeds: [
+    [{ authority: 'dns.test', path: '/dns-query', type: DNS_MESSAGE, get: false }, { authority: 'dns.test', path: '/dns-query', type: DNS_MESSAGE, get: false }],
+    [{ size: 100 }, { authority: 'dns.test', path: '/dns-query', type: DNS_MESSAGE, get: false }, { size: 0 }, { size: 4096 }, { authority: 'dns.test', path: '/q?dns=AAAB', type: DNS_MESSAGE, get: true }],
+  ],
+  fromCorpus: asJson,
+  check(steps) {
+    const fields = new RequestFieldIndex();
+    const server = new HpackDecoder(); // it announced 4096, the default: the client keeps within it
+    for (const step of steps) {
+      if ('size' in step) {
+        fields.allow(step.size);
+        continue;
+      }
+      const expected: [string, string][] = [
+        [':method', step.get ? 'GET' : 'POST'],
+        [':scheme', 'https'],
+        [':authority', step.authority],
+        [':path', step.path],
+        ['accept', step.type],
+      ];
+      if (!step.get) expected.push(['content-type', step.type]);
+      let decoded: [string, string][];
+      try {
+        decoded = server.decode(requestFields(fields, step), 1 << 20).headers;
+      } catch (err) {
+        throw new BugError(`the server cannot decode a request block: ${(err as Error).message}`, { cause: err });
+      }
+      if (JSON.stringify(decoded) !== JSON.stringify(expected)) throw new BugError(`decoded ${JSON.stringify(decoded)}, sent ${JSON.stringify(expected)}`);
+    }
+  },
+};
+
 const h2Seeds = [
   Buffer.concat([
     PREFACE,
@@ -491,4 +560,4 @@ function dataFrameOf(length: number): Buffer {
   return frame;
 }
 
-export const protocolTargets: FuzzTarget<any>[] = [dnscryptServer, dnscryptClient, dnscryptCerts, relay, dohRequests, hpack, h2Connection, h2Stateful, dohJson, upstreamAnswer, lists, dnstapControl];
+export const protocolTargets: FuzzTarget<any>[] = [dnscryptServer, dnscryptClient, dnscryptCerts, relay, dohRequests, hpack, hpackRequestFields, h2Connection, h2Stateful, dohJson, upstreamAnswer, lists, dnstapControl];
