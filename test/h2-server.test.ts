@@ -11,7 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import { PREFACE } from '../lib/http2/protocol.js';
 import { encodeResponseHeaders, HpackDecoder, HpackError } from '../lib/http2/hpack.js';
 import { decodeHuffman, encodeHuffman, HuffmanError } from '../lib/http2/huffman.js';
-import { block, E, echo, GET, h2Frame, integer, RawClient, RecordingSocket, startServer, T, text, type H2TestServer } from './helpers/h2-frames.js';
+import { block, E, echo, GET, h2Frame, integer, RawClient, RecordingSocket, startServer, T, text, u32, type H2TestServer } from './helpers/h2-frames.js';
+import type { RequestHandler } from '../lib/http2/message.js';
 import { H2ServerConnection } from '../lib/http2/connection.js';
 
 describe('Huffman code (RFC 7541 §5.2)', () => {
@@ -111,6 +112,8 @@ describe('HTTP/2 server connection', () => {
         const sent = { 'x-a': i % 3 === 0 ? 'same' : `a-${i}`, 'x-b': String.fromCharCode(33 + (i % 90)).repeat(i + 1), 'x-long': long };
         const reply = await new Promise<string>((resolve, reject) => {
           const stream = session.request({ ':path': `/q/${i}?n=${i}`, ...sent });
+          // The answer's content-type is indexed in nghttp2's table after the first answer.
+          stream.on('response', (headers) => assert.equal(headers['content-type'], 'text/plain'));
           let body = '';
           stream.setEncoding('latin1');
           stream.on('data', (c: string) => (body += c));
@@ -272,6 +275,79 @@ describe('HTTP/2 server connection', () => {
     noSettings.send(T.PING, 0, 0, Buffer.alloc(8));
     assert.equal(await noSettings.goaway(), E.PROTOCOL_ERROR);
     noSettings.destroy();
+  });
+});
+
+describe("HTTP/2 server connection: the answers' content-type in the client's HPACK table", () => {
+  const DNS_MESSAGE = 'application/dns-message';
+  const answer: RequestHandler = (_request, respond) => respond({ status: 200, headers: { 'content-type': DNS_MESSAGE, 'content-length': 3, 'cache-control': 'max-age=60' }, body: Buffer.from('abc') });
+  const expected = [[':status', '200'], ['content-type', DNS_MESSAGE], ['content-length', '3'], ['cache-control', 'max-age=60']];
+  let server: H2TestServer;
+  before(async () => {
+    server = await startServer({}, answer);
+  });
+  after(() => server.close());
+
+  /** Asks on streams 1, 3, 5, … one at a time, and returns each answer's header block in order. */
+  async function answerBlocks(c: RawClient, from: number, count: number, between?: () => void): Promise<Buffer[]> {
+    const blocks: Buffer[] = [];
+    for (let i = 0, id = from; i < count; i++, id += 2) {
+      if (i > 0 && between) between();
+      c.request(id, GET());
+      const head = await c.waitFor((f) => f.type === T.HEADERS && f.stream === id);
+      assert.ok(head, `an answer on stream ${id}`);
+      blocks.push(head.payload);
+    }
+    return blocks;
+  }
+
+  it('adds content-type to the table with the first answer, and names it by index in every later one', async () => {
+    const c = await RawClient.open(server.port);
+    try {
+      const blocks = await answerBlocks(c, 1, 3);
+      const decoder = new HpackDecoder();
+      for (const block of blocks) assert.deepEqual(decoder.decode(block, 8192).headers, expected);
+      assert.equal(blocks[0]![1], 0x40 | 31, 'a literal with incremental indexing, name content-type');
+      assert.ok(blocks[1]!.includes(0x80 | 62), 'content-type by its index, 62');
+      assert.equal(blocks[1]!.length, blocks[0]!.length - DNS_MESSAGE.length - 1);
+      assert.deepEqual(blocks[2], blocks[1]);
+    } finally {
+      c.destroy();
+    }
+  });
+
+  it('keeps within the table size the client allows: with 0, the size is announced first and nothing is indexed', async () => {
+    const c = await RawClient.open(server.port, Buffer.from([0, 1, 0, 0, 0, 0])); // SETTINGS_HEADER_TABLE_SIZE 0
+    try {
+      const blocks = await answerBlocks(c, 1, 2);
+      const decoder = new HpackDecoder(0);
+      for (const block of blocks) assert.deepEqual(decoder.decode(block, 8192).headers, expected);
+      assert.equal(blocks[0]![0], 0x20, 'a table size update to 0, first');
+      assert.deepEqual(blocks[1], blocks[0]!.subarray(1), 'the same literals again, without the update');
+      assert.ok(!blocks[1]!.includes(0x40 | 31), 'no literal with indexing');
+    } finally {
+      c.destroy();
+    }
+  });
+
+  it('announces a size lowered and raised again between answers, the smallest first, and indexes afresh', async () => {
+    const c = await RawClient.open(server.port);
+    try {
+      const decoder = new HpackDecoder();
+      const setTableSize = (size: number) => c.send(T.SETTINGS, 0, 0, Buffer.from([0, 1, ...u32(size)]));
+      const blocks = await answerBlocks(c, 1, 3, () => {
+        setTableSize(0);
+        setTableSize(4096);
+      });
+      for (const block of blocks) assert.deepEqual(decoder.decode(block, 8192).headers, expected);
+      // 0, then 4096 (0x3f 0xe1 0x1f), then :status 200 and content-type added again.
+      assert.deepEqual([...blocks[1]!.subarray(0, 6)], [0x20, 0x3f, 0xe1, 0x1f, 0x88, 0x40 | 31]);
+      const after = await answerBlocks(c, 7, 1);
+      assert.deepEqual(decoder.decode(after[0]!, 8192).headers, expected);
+      assert.ok(after[0]!.includes(0x80 | 62));
+    } finally {
+      c.destroy();
+    }
   });
 });
 

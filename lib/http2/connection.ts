@@ -32,6 +32,7 @@ import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { IdTable } from '../../core/util/id-table.js';
 import { bodyCutOff, bodyTimedOut, bodyTooLarge, textReply, type BodyResult, type HttpReply, type HttpRequest, type RequestHandler } from './message.js';
+import { EncoderTable } from './encoder-table.js';
 import { encodeResponseHeaders, encodeResponseHeadersInto, HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad, type OpenBlock } from './frames.js';
 import { DEFAULT_WINDOW, Flag, Frame, FRAME_HEADER, H2Error, MAX_FRAME_SIZE, MAX_WINDOW, PREFACE, Setting } from './protocol.js';
@@ -161,6 +162,8 @@ class Stream implements HttpRequest {
 
 export class H2ServerConnection {
   private readonly decoder = new HpackDecoder();
+  /** What the client's HPACK table holds of the fields our answers added (encoder-table.ts). */
+  private readonly answerFields = new EncoderTable();
   /** Streams by ID; not a Map (see core/util/id-table.ts). */
   private readonly streams = new IdTable<Stream>();
   /** Cuts what the client sends, after its preface, into frames. */
@@ -329,7 +332,9 @@ export class H2ServerConnection {
         if (value < MAX_FRAME_SIZE || value > 2 ** 24 - 1) throw new ConnectionError(H2Error.PROTOCOL_ERROR, `SETTINGS_MAX_FRAME_SIZE of ${value}`);
         this.peerMaxFrameSize = value;
       }
-      // HEADER_TABLE_SIZE: our encoder never indexes. MAX_CONCURRENT_STREAMS: we never push.
+      // The client's table, where our answers' content-type is indexed (hpack.ts).
+      if (id === Setting.HEADER_TABLE_SIZE) this.answerFields.allow(value);
+      // MAX_CONCURRENT_STREAMS: we never push.
     }
     this.writeFrame(Frame.SETTINGS, Flag.ACK, 0, EMPTY);
     this.sendWaiting();
@@ -662,9 +667,9 @@ export class H2ServerConnection {
     if (this.closed) return;
     this.makeRoom(FRAME_HEADER + HEADER_BLOCK_ROOM);
     const at = this.slabEnd;
-    const end = encodeResponseHeadersInto(reply.status, reply.headers, this.slab, at + FRAME_HEADER);
+    const end = encodeResponseHeadersInto(reply.status, reply.headers, this.slab, at + FRAME_HEADER, this.answerFields);
     // A block larger than the room (no DoH answer's comes near) is encoded on its own.
-    if (end < 0) return this.writeFrame(Frame.HEADERS, flags, streamId, encodeResponseHeaders(reply.status, reply.headers));
+    if (end < 0) return this.writeFrame(Frame.HEADERS, flags, streamId, encodeResponseHeaders(reply.status, reply.headers, this.answerFields));
     this.frameHeader(Frame.HEADERS, flags, streamId, end - at - FRAME_HEADER);
   }
 

@@ -1,12 +1,13 @@
 /**
  * HPACK (RFC 7541) for Veil's HTTP/2 server and client: a decoder for header blocks, with the
  * dynamic table the other end's encoder keeps in step with, and an encoder for responses that
- * never indexes (so it keeps no table, and the client's table setting cannot matter to it).
- * Veil's client indexes the fields its requests repeat: request-fields.ts.
+ * indexes the one field every answer repeats, `content-type` (its model of the client's
+ * table: encoder-table.ts). Veil's client indexes the fields its requests repeat: request-fields.ts.
  */
 // Buffer (and performance) imported, not the globals: in Node 24 the globals are accessors,
 // about 10 ns a use, on every request here.
 import { Buffer } from 'node:buffer';
+import type { EncoderTable } from './encoder-table.js';
 import { decodeHuffman, HuffmanError } from './huffman.js';
 
 /** Appendix A: index 1–61. */
@@ -271,13 +272,15 @@ STATIC_TABLE.forEach(([name], i) => {
 
 /**
  * A response header block: `:status` (indexed when the static table has it), then each header
- * as a literal without indexing, its name indexed when the static table has the name.
+ * as a literal without indexing, its name indexed when the static table has the name. With the
+ * model of the client's table (`table`), `content-type` is named by its index once the table
+ * holds it, and added to it the first time.
  */
-export function encodeResponseHeaders(status: number, headers: Record<string, string | number>): Buffer {
+export function encodeResponseHeaders(status: number, headers: Record<string, string | number>, table?: EncoderTable): Buffer {
   // Tried in a buffer that doubles until the block fits (a few tries for any real block).
   for (let size = 256, tries = 0; tries < 40; size *= 2, tries++) {
     const target = Buffer.allocUnsafe(size);
-    const end = encodeResponseHeadersInto(status, headers, target, 0);
+    const end = encodeResponseHeadersInto(status, headers, target, 0, table);
     if (end >= 0) return target.subarray(0, end);
   }
   throw new RangeError('a response header block too large to encode');
@@ -285,10 +288,22 @@ export function encodeResponseHeaders(status: number, headers: Record<string, st
 
 /**
  * The same block written into `target` at `at`: where it ends, or -1 when it does not fit
- * (then what was written past `at` means nothing). The HTTP/2 connection encodes straight into
- * its output this way: no array, no Buffer, no string for a number.
+ * (then what was written past `at` means nothing, and `table` is as it was: what a block adds
+ * to it is recorded only once the whole block is written). The HTTP/2 connection encodes
+ * straight into its output this way: no array, no Buffer, no string for a number.
+ *
+ * Only `content-type` is indexed: the one field whose value every answer on a connection
+ * repeats. `cache-control` carries the answer's TTL and `content-length` its size, so entries
+ * for them would crowd the table for answers that seldom repeat them.
  */
-export function encodeResponseHeadersInto(status: number, headers: Record<string, string | number>, target: Buffer, at: number): number {
+export function encodeResponseHeadersInto(status: number, headers: Record<string, string | number>, target: Buffer, at: number, table?: EncoderTable): number {
+  const announcing = table !== undefined && table.smallestToAnnounce >= 0;
+  if (announcing) {
+    // A changed table size first (§4.2): the smallest since the last block, then the one in effect.
+    at = writeInteger(target, at, 0x20, 5, table.smallestToAnnounce);
+    if (at >= 0 && table.capacity !== table.smallestToAnnounce) at = writeInteger(target, at, 0x20, 5, table.capacity);
+    if (at < 0) return -1;
+  }
   const statusIndex = STATUS_INDEX[status];
   if (statusIndex) {
     if (at >= target.length) return -1;
@@ -296,6 +311,7 @@ export function encodeResponseHeadersInto(status: number, headers: Record<string
   } else {
     at = literal(target, at, STATUS_NAME_INDEX, String(status));
   }
+  let added: string | undefined;
   for (const name in headers) {
     if (at < 0) return -1;
     const value = headers[name]!;
@@ -306,10 +322,23 @@ export function encodeResponseHeadersInto(status: number, headers: Record<string
       target[at++] = 0x00;
       at = writeString(target, at, name);
       if (at >= 0) at = typeof value === 'number' ? writeDecimal(target, at, value) : writeString(target, at, value);
+    } else if (index === CONTENT_TYPE_INDEX && table !== undefined && typeof value === 'string' && table.fits(name, value)) {
+      const known = table.indexOf(name, value);
+      if (known !== 0) {
+        at = writeInteger(target, at, 0x80, 7, known);
+      } else {
+        // A literal with incremental indexing (§6.2.1): the client adds it to its table.
+        at = writeInteger(target, at, 0x40, 6, index);
+        if (at >= 0) at = writeString(target, at, value);
+        added = value;
+      }
     } else {
       at = typeof value === 'number' ? literalNumber(target, at, index, value) : literal(target, at, index, value);
     }
   }
+  if (at < 0) return -1;
+  if (announcing) table.announced();
+  if (added !== undefined) table!.add('content-type', added);
   return at;
 }
 

@@ -12,54 +12,32 @@
  * never indexed (§6.2.3): were it in a table, whether a later field matched it would show in
  * the size of what is sent, a compression side channel (§7.1).
  *
- * The table kept here is the server's as far as Veil needs it: the entries Veil added, evicted
- * by the same rule (§4.4) within the size the server allows (SETTINGS_HEADER_TABLE_SIZE, at most
- * 4096). An entry this table has dropped may still be in the server's, never the other way.
+ * The server's table is modelled as far as Veil needs it (encoder-table.ts): the entries Veil
+ * added, evicted by the same rule, within the size the server allows.
  */
-
-/** Entries of the static table (Appendix A) come first: the dynamic table's newest is 62. */
-const FIRST_DYNAMIC_INDEX = 62;
-/** The table size Veil uses at most: the protocol's initial SETTINGS_HEADER_TABLE_SIZE. */
-const TABLE_SIZE = 4096;
-/** An entry's size counts its name and value and 32 bytes of overhead (§4.1). */
-const ENTRY_OVERHEAD = 32;
-
-interface Entry {
-  name: string;
-  value: string;
-  size: number;
-}
+import { EncoderTable } from './encoder-table.js';
 
 export class RequestFieldIndex {
-  /** Oldest first: the newest is at index 62. */
-  private readonly entries: Entry[] = [];
-  private used = 0;
-  private capacity = TABLE_SIZE;
-  /** The smallest table size since the last header block, to announce (§4.2); -1: none to announce. */
-  private smallestSinceBlock = -1;
-  /**
-   * Changes whenever a block encoded now would differ from one encoded before: an entry added or
-   * evicted, a size to announce. A block kept for reuse is good only while this is the same.
-   */
-  generation = 0;
+  /** What the server's table holds of the entries our requests added. */
+  private readonly table = new EncoderTable();
+
+  /** Changes whenever a block encoded now would differ from one encoded before (EncoderTable.generation). */
+  get generation(): number {
+    return this.table.generation;
+  }
 
   /** The server's SETTINGS_HEADER_TABLE_SIZE; in effect from the next header block (after our ACK). */
   allow(limit: number): void {
-    const capacity = Math.min(limit, TABLE_SIZE);
-    if (capacity === this.capacity) return;
-    this.capacity = capacity;
-    this.evict(0);
-    this.smallestSinceBlock = this.smallestSinceBlock < 0 ? capacity : Math.min(this.smallestSinceBlock, capacity);
-    this.generation++;
+    this.table.allow(limit);
   }
 
   /** Starts a header block: a changed table size is announced first, the smallest one too if it went lower in between (§4.2). */
   begin(parts: number[]): void {
-    if (this.smallestSinceBlock < 0) return;
-    writeInteger(parts, 0x20, 5, this.smallestSinceBlock);
-    if (this.capacity !== this.smallestSinceBlock) writeInteger(parts, 0x20, 5, this.capacity);
-    this.smallestSinceBlock = -1;
-    this.generation++;
+    const table = this.table;
+    if (table.smallestToAnnounce < 0) return;
+    writeInteger(parts, 0x20, 5, table.smallestToAnnounce);
+    if (table.capacity !== table.smallestToAnnounce) writeInteger(parts, 0x20, 5, table.capacity);
+    table.announced();
   }
 
   /**
@@ -72,36 +50,19 @@ export class RequestFieldIndex {
       writeString(parts, value);
       return;
     }
-    const entries = this.entries;
-    for (let i = entries.length - 1; i >= 0; i--) {
-      const entry = entries[i]!;
-      if (entry.value === value && entry.name === name) {
-        writeInteger(parts, 0x80, 7, FIRST_DYNAMIC_INDEX + entries.length - 1 - i);
-        return;
-      }
+    const table = this.table;
+    const index = table.indexOf(name, value);
+    if (index !== 0) {
+      writeInteger(parts, 0x80, 7, index);
+      return;
     }
-    const size = name.length + value.length + ENTRY_OVERHEAD;
-    if (size > this.capacity) {
-      // Adding it would empty the server's table (§4.4): sent without indexing instead.
+    if (!table.fits(name, value)) {
       literal(parts, nameIndex, '', value);
       return;
     }
-    this.evict(size);
-    entries.push({ name, value, size });
-    this.used += size;
-    this.generation++;
+    table.add(name, value);
     writeInteger(parts, 0x40, 6, nameIndex);
     writeString(parts, value);
-  }
-
-  /** Drops the oldest entries until `room` more bytes fit, as the server's decoder does. */
-  private evict(room: number): void {
-    let drop = 0;
-    while (this.used + room > this.capacity && drop < this.entries.length) this.used -= this.entries[drop++]!.size;
-    if (drop > 0) {
-      this.entries.splice(0, drop);
-      this.generation++;
-    }
   }
 }
 

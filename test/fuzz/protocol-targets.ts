@@ -32,9 +32,10 @@ import { isPlainQuery } from '../../plugins/anonymize/relay-listener.js';
 import { DnscryptListener } from '../../plugins/dnscrypt/listener.js';
 import { H2ServerConnection } from '../../lib/http2/connection.js';
 import { PREFACE } from '../../lib/http2/protocol.js';
-import { encodeResponseHeaders, HpackDecoder, HpackError } from '../../lib/http2/hpack.js';
+import { encodeResponseHeaders, encodeResponseHeadersInto, HpackDecoder, HpackError } from '../../lib/http2/hpack.js';
 import { encodeHuffman } from '../../lib/http2/huffman.js';
 import { RequestFieldIndex } from '../../lib/http2/request-fields.js';
+import { EncoderTable } from '../../lib/http2/encoder-table.js';
 import { textReply, type HttpReply, type HttpRequest } from '../../lib/http2/message.js';
 import { DNS_MESSAGE } from '../../lib/https-client/exchange.js';
 import { answerToJson, DNS_JSON } from '../../plugins/doh/server/json.js';
@@ -394,6 +395,64 @@ const hpackRequestFields: FuzzTarget<FieldStep[]> = {
   },
 };
 
+/** One step of a server's connection: an answer of some kind, written into so much room, or a table size the client sets. */
+type AnswerStep = { size: number } | { status: number; type: string; headers: [string, string | number][]; room: number };
+
+const answerStep: fc.Arbitrary<AnswerStep> = fc.oneof(
+  { weight: 1, arbitrary: fc.record({ size: fc.oneof(fc.constantFrom(0, 40, 100, 4096, 65536), fc.integer({ min: 0, max: 5000 })) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      status: fc.constantFrom(200, 400, 413, 415, 500),
+      type: fc.oneof(fc.constantFrom(DNS_MESSAGE, 'application/oblivious-dns-message', 'text/plain; charset=utf-8'), fc.string({ unit: 'binary-ascii', maxLength: 300 })),
+      headers: fc.array(
+        fc.tuple(fc.constantFrom('cache-control', 'content-length', 'x-veil', 'server'), fc.oneof(fc.string({ unit: 'binary-ascii', maxLength: 60 }), fc.nat({ max: 100_000 }))),
+        { maxLength: 3 },
+      ),
+      // The room left in the connection's output: a block that does not fit is encoded again on its own.
+      room: fc.integer({ min: 1, max: 400 }),
+    }),
+  },
+);
+
+/**
+ * The server's model of the client's table against the client's decoder: every answer decodes
+ * to the fields sent, whether its block fitted the room the first time or was encoded again.
+ */
+const hpackAnswerFields: FuzzTarget<AnswerStep[]> = {
+  name: 'hpack-answer-fields',
+  inputs: "answers of mixed kinds, each into a random room, and table sizes set between them → Veil's server answer fields → one HPACK decoder",
+  arbitrary: fc.array(answerStep, { minLength: 1, maxLength: 40 }),
+  seeds: [
+    [{ status: 200, type: DNS_MESSAGE, headers: [['cache-control', 'max-age=300'], ['content-length', 45]], room: 400 }, { status: 200, type: DNS_MESSAGE, headers: [], room: 3 }],
+    [{ size: 0 }, { status: 200, type: DNS_MESSAGE, headers: [], room: 1 }, { size: 100 }, { size: 4096 }, { status: 415, type: DNS_MESSAGE, headers: [], room: 400 }],
+  ],
+  fromCorpus: asJson,
+  check(steps) {
+    const table = new EncoderTable();
+    const client = new HpackDecoder(); // it announced 4096, the default: the server keeps within it
+    for (const step of steps) {
+      if ('size' in step) {
+        table.allow(step.size);
+        continue;
+      }
+      const headers: Record<string, string | number> = { 'content-type': step.type };
+      for (const [name, value] of step.headers) headers[name] = value;
+      const room = Buffer.alloc(step.room);
+      const end = encodeResponseHeadersInto(step.status, headers, room, 0, table);
+      const block = end >= 0 ? room.subarray(0, end) : encodeResponseHeaders(step.status, headers, table);
+      const expected = [[':status', String(step.status)], ...Object.entries(headers).map(([name, value]) => [name, String(value)])];
+      let decoded: [string, string][];
+      try {
+        decoded = client.decode(block, 1 << 20).headers;
+      } catch (err) {
+        throw new BugError(`the client cannot decode an answer block: ${(err as Error).message}`, { cause: err });
+      }
+      if (JSON.stringify(decoded) !== JSON.stringify(expected)) throw new BugError(`decoded ${JSON.stringify(decoded)}, sent ${JSON.stringify(expected)}`);
+    }
+  },
+};
+
 const h2Seeds = [
   Buffer.concat([
     PREFACE,
@@ -560,4 +619,4 @@ function dataFrameOf(length: number): Buffer {
   return frame;
 }
 
-export const protocolTargets: FuzzTarget<any>[] = [dnscryptServer, dnscryptClient, dnscryptCerts, relay, dohRequests, hpack, hpackRequestFields, h2Connection, h2Stateful, dohJson, upstreamAnswer, lists, dnstapControl];
+export const protocolTargets: FuzzTarget<any>[] = [dnscryptServer, dnscryptClient, dnscryptCerts, relay, dohRequests, hpack, hpackRequestFields, hpackAnswerFields, h2Connection, h2Stateful, dohJson, upstreamAnswer, lists, dnstapControl];
