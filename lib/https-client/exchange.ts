@@ -48,6 +48,12 @@ export class HttpStatusError extends UpstreamResponseError {
  */
 export class ConnectionLost extends UpstreamUnavailableError {}
 
+/** Where a request's answer or failure goes, once (the pool's promise, lib/https-client/connections.ts). */
+export interface Outcome {
+  resolve(answer: Buffer): void;
+  reject(error: unknown): void;
+}
+
 /** Why a response head is not a DNS answer, or undefined when it is one. */
 export function checkResponseHead(status: number, contentType: string | undefined, expected: string | null = DNS_MESSAGE): string | undefined {
   if (status < 200 || status > 299) return `HTTP status ${status}`;
@@ -101,6 +107,10 @@ export class H2Session {
 
   get hasRoom(): boolean {
     return this.usable && this.active < MAX_STREAMS_PER_SESSION;
+  }
+
+  send(request: HttpsRequest, timeoutMs: number, outcome: Outcome): void {
+    this.request(request, timeoutMs).then(outcome.resolve, outcome.reject);
   }
 
   request(request: HttpsRequest, timeoutMs: number): Promise<Buffer> {

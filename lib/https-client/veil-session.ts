@@ -9,7 +9,7 @@ import { MAX_MESSAGE_SIZE } from '../../core/dns/constants.js';
 import { UpstreamResponseError, UpstreamTimeoutError } from '../../core/errors.js';
 import { Failure, H2ClientConnection, type ClientStreamHandler } from '../http2/client-connection.js';
 import type { HeaderList } from '../http2/hpack.js';
-import { checkResponseHead, ConnectionLost, DNS_MESSAGE, HttpStatusError, type HttpsRequest } from './exchange.js';
+import { checkResponseHead, ConnectionLost, DNS_MESSAGE, HttpStatusError, type HttpsRequest, type Outcome } from './exchange.js';
 
 /** Streams in flight on one session at most, whatever the server allows (as with node:http2). */
 const MAX_STREAMS_PER_SESSION = 256;
@@ -46,25 +46,24 @@ export class VeilH2Session {
     return this.connection.hasRoom;
   }
 
-  request(request: HttpsRequest, timeoutMs: number): Promise<Buffer> {
-    return new Promise((resolve, reject) => {
-      const mediaType = request.mediaType ?? DNS_MESSAGE;
-      const expected = request.anyType ? null : mediaType;
-      const label = this.label;
-      let status = 0;
-      const handler: ClientStreamHandler = {
-        head(code: number, headers: HeaderList): string | null {
-          status = code;
-          request.onHeaders?.((name) => headerOf(headers, name));
-          return checkResponseHead(code, headerOf(headers, 'content-type'), expected) ?? null;
-        },
-        done(failure: Failure | null, message: string, body: Buffer | null): void {
-          if (failure === null) return resolve(body!);
-          reject(errorFor(failure, label, message, status, timeoutMs));
-        },
-      };
-      this.connection.request(request.method, request.path, mediaType, request.body, request.headers, request.maxBytes ?? MAX_MESSAGE_SIZE, timeoutMs, handler);
-    });
+  /** Sends the request; the answer, or the failure as the pool's errors tell it, goes to `outcome`. */
+  send(request: HttpsRequest, timeoutMs: number, outcome: Outcome): void {
+    const mediaType = request.mediaType ?? DNS_MESSAGE;
+    const expected = request.anyType ? null : mediaType;
+    const label = this.label;
+    let status = 0;
+    const handler: ClientStreamHandler = {
+      head(code: number, headers: HeaderList): string | null {
+        status = code;
+        request.onHeaders?.((name) => headerOf(headers, name));
+        return checkResponseHead(code, headerOf(headers, 'content-type'), expected) ?? null;
+      },
+      done(failure: Failure | null, message: string, body: Buffer | null): void {
+        if (failure === null) return outcome.resolve(body!);
+        outcome.reject(errorFor(failure, label, message, status, timeoutMs));
+      },
+    };
+    this.connection.request(request.method, request.path, mediaType, request.body, request.headers, request.maxBytes ?? MAX_MESSAGE_SIZE, timeoutMs, handler);
   }
 
   /** No new streams; the session closes once those in flight are done. */
