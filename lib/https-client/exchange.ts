@@ -109,6 +109,7 @@ export class H2Session {
     return this.usable && this.active < MAX_STREAMS_PER_SESSION;
   }
 
+  /** What the pool calls (its Session): `request`, its answer or failure to `outcome`. */
   send(request: HttpsRequest, timeoutMs: number, outcome: Outcome): void {
     this.request(request, timeoutMs).then(outcome.resolve, outcome.reject);
   }

@@ -370,12 +370,7 @@ const hpackRequestFields: FuzzTarget<FieldStep[]> = {
   fromCorpus: asJson,
   check(steps) {
     const fields = new RequestFieldIndex();
-    const server = new HpackDecoder(); // it announced 4096, the default: the client keeps within it
-    for (const step of steps) {
-      if ('size' in step) {
-        fields.allow(step.size);
-        continue;
-      }
+    decodeEach(steps, 'the server', (size) => fields.allow(size), (step) => {
       const expected: [string, string][] = [
         [':method', step.get ? 'GET' : 'POST'],
         [':scheme', 'https'],
@@ -384,16 +379,33 @@ const hpackRequestFields: FuzzTarget<FieldStep[]> = {
         ['accept', step.type],
       ];
       if (!step.get) expected.push(['content-type', step.type]);
-      let decoded: [string, string][];
-      try {
-        decoded = server.decode(requestFields(fields, step), 1 << 20).headers;
-      } catch (err) {
-        throw new BugError(`the server cannot decode a request block: ${(err as Error).message}`, { cause: err });
-      }
-      if (JSON.stringify(decoded) !== JSON.stringify(expected)) throw new BugError(`decoded ${JSON.stringify(decoded)}, sent ${JSON.stringify(expected)}`);
-    }
+      return { block: requestFields(fields, step), expected };
+    });
   },
 };
+
+/**
+ * One encoder's header blocks, in order, into one decoder (which announced 4096, the default):
+ * a size step is the table size the decoding end sets, and every block must decode to the
+ * fields sent.
+ */
+function decodeEach<S>(steps: (S | { size: number })[], decoding: string, allow: (size: number) => void, encode: (step: S) => { block: Buffer; expected: string[][] }): void {
+  const decoder = new HpackDecoder();
+  for (const step of steps) {
+    if (typeof step === 'object' && step !== null && 'size' in step) {
+      allow(step.size);
+      continue;
+    }
+    const { block, expected } = encode(step as S);
+    let decoded: [string, string][];
+    try {
+      decoded = decoder.decode(block, 1 << 20).headers;
+    } catch (err) {
+      throw new BugError(`${decoding} cannot decode a block: ${(err as Error).message}`, { cause: err });
+    }
+    if (JSON.stringify(decoded) !== JSON.stringify(expected)) throw new BugError(`decoded ${JSON.stringify(decoded)}, sent ${JSON.stringify(expected)}`);
+  }
+}
 
 /** One step of a server's connection: an answer of some kind, written into so much room, or a table size the client sets. */
 type AnswerStep = { size: number } | { status: number; type: string; headers: [string, string | number][]; room: number };
@@ -430,26 +442,15 @@ const hpackAnswerFields: FuzzTarget<AnswerStep[]> = {
   fromCorpus: asJson,
   check(steps) {
     const table = new EncoderTable();
-    const client = new HpackDecoder(); // it announced 4096, the default: the server keeps within it
-    for (const step of steps) {
-      if ('size' in step) {
-        table.allow(step.size);
-        continue;
-      }
+    decodeEach(steps, 'the client', (size) => table.allow(size), (step) => {
       const headers: Record<string, string | number> = { 'content-type': step.type };
       for (const [name, value] of step.headers) headers[name] = value;
       const room = Buffer.alloc(step.room);
       const end = encodeResponseHeadersInto(step.status, headers, room, 0, table);
       const block = end >= 0 ? room.subarray(0, end) : encodeResponseHeaders(step.status, headers, table);
       const expected = [[':status', String(step.status)], ...Object.entries(headers).map(([name, value]) => [name, String(value)])];
-      let decoded: [string, string][];
-      try {
-        decoded = client.decode(block, 1 << 20).headers;
-      } catch (err) {
-        throw new BugError(`the client cannot decode an answer block: ${(err as Error).message}`, { cause: err });
-      }
-      if (JSON.stringify(decoded) !== JSON.stringify(expected)) throw new BugError(`decoded ${JSON.stringify(decoded)}, sent ${JSON.stringify(expected)}`);
-    }
+      return { block, expected };
+    });
   },
 };
 
