@@ -106,10 +106,13 @@ export interface H2loadOptions {
   clients: number;
   streams: number;
   seconds: number;
+  /** POST this file's bytes, as `content-type` (GET when absent). */
+  post?: { file: string; contentType: string };
 }
 
 export async function h2load(options: H2loadOptions): Promise<LoadResult> {
-  const args = ['-c', String(options.clients), '-m', String(options.streams), '-D', String(options.seconds), '-t', '1', options.url];
+  const post = options.post ? ['-d', options.post.file, '-H', `content-type: ${options.post.contentType}`] : [];
+  const args = ['-c', String(options.clients), '-m', String(options.streams), '-D', String(options.seconds), '-t', '1', ...post, options.url];
   const out = await run('h2load', args, (options.seconds + 30) * 1000);
   const qps = Number(/finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN);
   const request = /time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/.exec(out);

@@ -572,14 +572,14 @@ const dnscryptForward: Workload = {
 };
 
 /** Veil with a DoH upstream on dnsdist's DoH front-end (which forwards to the origin). */
-function dohForwardSetup<T>(ctx: WorkloadContext, fn: (veilPort: number, plainPort: number, veil: VeilProcess, dnsdistPid: number | undefined) => Promise<T>): Promise<T> {
+function dohForwardSetup<T>(ctx: WorkloadContext, fn: (veilPort: number, plainPort: number, veil: VeilProcess, dnsdistPid: number | undefined, dohPort: number) => Promise<T>): Promise<T> {
   const certs = makeTestCerts();
   return withPeer(
     () => startDnsdist({ backendPort: ctx.origin.port, plain: true, doh: certs }),
     (peer) => {
       const ports = (peer as unknown as { ports: { plain: number; doh: number } }).ports;
       const corefile = `. {\n  listen udp://127.0.0.1:0\n  doh {\n    server d https://127.0.0.1:${ports.doh}/dns-query {\n      ca ${certs.ca}\n      pool 2\n    }\n  }\n}\n`;
-      return withVeil(corefile, (veil) => fn(veil.address('udp').port, ports.plain, veil, peer.process.pid));
+      return withVeil(corefile, (veil) => fn(veil.address('udp').port, ports.plain, veil, peer.process.pid, ports.doh));
     },
   );
 }
@@ -590,11 +590,20 @@ const dohForward: Workload = {
   target: '≥ 0.54 × dnsdist plain (2 × 2026-12-04)',
   async run(ctx) {
     const queries = writeSkewedQueries(ctx.dir, 'doh.txt', 1000, 10000, 'doh-forward.example');
-    return dohForwardSetup(ctx, async (veilPort, plainPort, veil, dnsdistPid) => {
-      return compareQps(ctx, 'UDP in, DoH out', queries, veil, veilPort, plainPort, dnsdistPid);
+    return dohForwardSetup(ctx, async (veilPort, plainPort, veil, dnsdistPid, dohPort) => {
+      const measured = await compareQps(ctx, 'UDP in, DoH out', queries, veil, veilPort, plainPort, dnsdistPid);
+      // The same DoH front-end with a native client and as many requests in flight (100): what
+      // it can do by itself, so that the ratio can be read as Veil's share or the front-end's.
+      const body = path.join(ctx.dir, 'doh-forward.bin');
+      writeFileSync(body, buildQuery('n0.doh-forward.example', QType.A));
+      const native = await h2load({ url: `https://127.0.0.1:${dohPort}/dns-query`, clients: 2, streams: 50, seconds: ctx.seconds, post: { file: body, contentType: 'application/dns-message' } });
+      ctx.log(`dnsdist's DoH front-end, h2load: ${native.qps.toFixed(0)} qps`);
+      measured.commands.push(native.command);
+      measured.notes.push(`dnsdist's DoH front-end with h2load POSTing one query, 2 connections × 50 streams: ${native.qps.toFixed(0)} qps, ${(native.qps / measured.peer!.qps).toFixed(2)}× the plain front-end`);
+      return measured;
     });
   },
-  requires: () => skipUnless('dnsperf', 'dnsdist'),
+  requires: () => skipUnless('dnsperf', 'dnsdist', 'h2load'),
 };
 
 const dohLatency: Workload = {
