@@ -31,6 +31,7 @@ export { serverService, Services, serviceToken, type ServerServiceToken, type Se
 export * from '../core/events.js';
 export type { Upstream, UpstreamPolicy, UpstreamSet } from '../core/upstream/upstream.js';
 export { BaseUpstream, checkAnswer, type ExchangeRules, type UpstreamIdentity } from '../core/upstream/base.js';
+export type { Outcome } from '../core/upstream/outcome.js';
 export type { AccessPolicy, RateLimit } from '../core/access.js';
 export type { Clock } from '../core/clock.js';
 export type { Logger } from '../core/logger.js';

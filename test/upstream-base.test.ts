@@ -14,7 +14,7 @@ import { DeadlineError, UpstreamResponseError, UpstreamUnavailableError } from '
 import { upstreamRetry } from '../core/events.js';
 import { answerFor, startFakeDns } from '../core/testing/fake-dns.js';
 // Through the public entry, as a plugin outside the tree would write its own protocol.
-import { BaseUpstream, type ExchangeRules } from '../api/plugin.js';
+import { BaseUpstream, type ExchangeRules, type Outcome } from '../api/plugin.js';
 import { padMessage } from '../core/dns/edns.js';
 import { PlainDnsUpstream } from '../plugins/forward/upstream.js';
 
@@ -40,10 +40,11 @@ class Scripted extends BaseUpstream {
     super({ name: 'scripted', protocol: 'test', address: 'nowhere' }, rules);
   }
 
-  protected override sendDatagram(wire: Buffer, timeoutMs: number): Promise<Buffer> | null {
-    if (!this.datagram) return null;
+  protected override sendDatagram(wire: Buffer, timeoutMs: number, _ctx: RequestContext, outcome: Outcome): boolean {
+    if (!this.datagram) return false;
     this.sent.push({ leg: 'datagram', wire, timeoutMs });
-    return this.datagram(wire, timeoutMs);
+    this.datagram(wire, timeoutMs).then(outcome.resolve, outcome.reject);
+    return true;
   }
 
   protected send(wire: Buffer, timeoutMs: number): Promise<Buffer> {
@@ -143,6 +144,31 @@ describe('the upstream base', () => {
       assert.deepEqual(whole.sent.map((s) => s.leg), ['datagram'], 'an answer that fits: no second attempt');
     } finally {
       upstreamRetry.unsubscribe(listen);
+    }
+  });
+
+  it('over datagrams, an answer to another question, a failed sending and a throw each fail the query, and end its exchange', async () => {
+    const query = buildQuery('example.test', QType.A, { id: 6 });
+    const stream = async (wire: Buffer) => echo(wire);
+    const cases: Array<[string, Transport, (err: unknown) => boolean]> = [
+      ['another question', async () => echo(buildQuery('other.test', QType.A, { id: 6 })), (err) => err instanceof UpstreamResponseError && /another question/.test((err as Error).message)],
+      ['a failed sending', () => Promise.reject(new UpstreamUnavailableError('port unreachable')), (err) => err instanceof UpstreamUnavailableError && /unreachable/.test((err as Error).message)],
+      [
+        'a throw',
+        () => {
+          throw new UpstreamUnavailableError('no socket');
+        },
+        (err) => err instanceof UpstreamUnavailableError && /no socket/.test((err as Error).message),
+      ],
+    ];
+    for (const [what, datagram, expected] of cases) {
+      const upstream = new Scripted({}, stream, datagram);
+      await assert.rejects(upstream.exchange(query, contextFor(query)), expected, what);
+      assert.deepEqual(upstream.sent.map((s) => s.leg), ['datagram'], `${what}: no retry over the stream`);
+      // Nothing is under way any more: close releases the transport at once, not after a wait.
+      const closing = upstream.close();
+      assert.equal(upstream.releases, 1, `${what}: released at once`);
+      await closing;
     }
   });
 

@@ -13,6 +13,7 @@ import { fitAnswerToQuery, padMessage } from '../dns/edns.js';
 import { arCount, isResponse, isTruncated, readEdns, readId, sameQuestion, writeId } from '../dns/wire.js';
 import { DeadlineError, UpstreamResponseError, UpstreamUnavailableError } from '../errors.js';
 import { upstreamRetry } from '../events.js';
+import type { Outcome } from './outcome.js';
 import type { Upstream } from './upstream.js';
 
 export interface UpstreamIdentity {
@@ -80,18 +81,21 @@ export abstract class BaseUpstream implements Upstream {
   protected abstract send(wire: Buffer, timeoutMs: number, ctx: RequestContext): Promise<Buffer>;
 
   /**
-   * The first attempt over datagrams (UDP), for protocols that try it before the stream; null
+   * The first attempt over datagrams (UDP), for protocols that try it before the stream: sends
+   * `wire` and gives the answer, or the failure, to `outcome` (once); false, sending nothing,
    * when this query goes over the stream only (tcp_only, or too large). A truncated answer is
-   * asked again with `send`.
+   * asked again with `send`. An Outcome, not a promise of its own: the answer goes straight into
+   * the promise `exchange` returns (core/upstream/outcome.ts).
    */
-  protected sendDatagram?(wire: Buffer, timeoutMs: number, ctx: RequestContext): Promise<Buffer> | null;
+  protected sendDatagram?(wire: Buffer, timeoutMs: number, ctx: RequestContext, outcome: Outcome): boolean;
 
   /** Closes the transport; what is pending on it fails. Called once, when closed or destroyed. */
   protected abstract release(): void;
 
   /**
    * Promises and `then`s, not an async function: every miss passes here, and each async frame
-   * was a few hundred bytes of garbage a query.
+   * was a few hundred bytes of garbage a query. Over datagrams, one promise: the transport
+   * settles it through an Outcome.
    */
   exchange(query: Buffer, ctx: RequestContext): Promise<Buffer> {
     if (this.closed) return Promise.reject(new UpstreamUnavailableError(`${this.name}: closed`));
@@ -102,25 +106,44 @@ export abstract class BaseUpstream implements Upstream {
       return Promise.reject(error);
     }
     this.running++;
-    let datagram: Promise<Buffer> | null;
+    if (!this.sendDatagram) return this.overStream(query, wire, ctx);
+    let timeoutMs: number;
     try {
-      datagram = this.sendDatagram?.(wire, this.attemptTime(ctx, this.datagramTimeoutMs), ctx) ?? null;
+      timeoutMs = this.attemptTime(ctx, this.datagramTimeoutMs);
     } catch (error) {
       this.left();
       return Promise.reject(error);
     }
-    if (!datagram) return this.overStream(query, wire, ctx);
-    return datagram.then(
-      (answer) => {
-        if (isTruncated(answer)) {
-          if (upstreamRetry.hasSubscribers) upstreamRetry.publish({ upstream: this.name, protocol: this.protocol, reason: 'truncated' });
-          return this.overStream(query, wire, ctx);
-        }
-        this.left();
-        return this.incoming(query, wire, answer, ctx);
-      },
-      this.leftWith,
-    );
+    return new Promise<Buffer>((resolve, reject) => {
+      // Called from the socket's reader: nothing here may throw into it.
+      const outcome: Outcome = {
+        resolve: (answer) => {
+          if (isTruncated(answer)) {
+            if (upstreamRetry.hasSubscribers) upstreamRetry.publish({ upstream: this.name, protocol: this.protocol, reason: 'truncated' });
+            resolve(this.overStream(query, wire, ctx));
+            return;
+          }
+          this.left();
+          try {
+            resolve(this.incoming(query, wire, answer, ctx));
+          } catch (error) {
+            reject(error);
+          }
+        },
+        reject: (error) => {
+          this.left();
+          reject(error);
+        },
+      };
+      let sent: boolean;
+      try {
+        sent = this.sendDatagram!(wire, timeoutMs, ctx, outcome);
+      } catch (error) {
+        outcome.reject(error);
+        return;
+      }
+      if (!sent) resolve(this.overStream(query, wire, ctx));
+    });
   }
 
   /** The exchange over the protocol's stream or HTTP transport; it ends the exchange's turn. */

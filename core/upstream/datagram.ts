@@ -34,6 +34,7 @@ import { isIPv6 } from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { ConnectedUdpSocket, udpBatchAddon } from '../net/udp-batch.js';
 import { DeadlineTimer, timerWait } from '../util/deadline-timer.js';
+import type { Outcome } from './outcome.js';
 
 /**
  * Turns a datagram into the exchange's result, or null to keep waiting for another. A promise
@@ -43,8 +44,8 @@ export type Accept<T> = (packet: Buffer) => T | Promise<T> | null;
 
 interface Pending {
   accept: Accept<unknown>;
-  resolve: (value: unknown) => void;
-  reject: (error: Error) => void;
+  /** Where the result goes (the caller's promise, or its own handling). */
+  outcome: Outcome<unknown>;
   /** performance.now() past which it fails with a timeout (the socket's DeadlineTimer sees to it). */
   deadline: number;
   timeoutMs: number;
@@ -236,27 +237,33 @@ export class DatagramSocket<K> {
    * `now` is performance.now() if the caller has just read it (a clock read less a query).
    */
   send<T>(packet: Buffer, key: K, accept: Accept<T>, timeoutMs: number, now = performance.now()): Promise<T> {
-    if (this.closed) return Promise.reject(new UpstreamUnavailableError(`${this.label}: socket closed`));
-    if (this.pending.has(key)) return Promise.reject(new UpstreamUnavailableError(`${this.label}: an exchange with the same key is in flight`));
-    return new Promise<T>((resolve, reject) => {
-      const entry: Pending = { accept, resolve: resolve as (value: unknown) => void, reject, deadline: now + timerWait(timeoutMs), timeoutMs, packet: null, resendTick: 0, resends: 0, lastTick: 0, sentAt: 0 };
-      this.deadlines.add(entry.deadline, now);
-      const resender = this.resender;
-      // A resend only when the copy has as long to be answered as the first had.
-      if (resender && resender.afterMs * 3 <= timeoutMs) {
-        entry.packet = packet;
-        entry.resendTick = resender.plan();
-        entry.lastTick = resender.deadline(timeoutMs);
-        if (resender.sampleNext()) entry.sentAt = now;
-      }
-      // Pending from now, even before the socket is connected: its key is taken, and a retired
-      // socket knows it still owes this answer.
-      this.pending.set(key, entry);
-      // Once connected, no await: one less turn of the event loop per query. (A failed connect
-      // closes the socket, which rejects what is pending.)
-      if (!this.ready) this.transmit(packet, key);
-      else this.ready.then(() => this.transmit(packet, key), () => {});
-    });
+    return new Promise<T>((resolve, reject) => this.sendTo(packet, key, accept, timeoutMs, { resolve, reject }, now));
+  }
+
+  /**
+   * `send`, with the result or the failure given to `outcome` rather than to a promise made here
+   * (core/upstream/outcome.ts). A failure to send at all reaches it at once.
+   */
+  sendTo<T>(packet: Buffer, key: K, accept: Accept<T>, timeoutMs: number, outcome: Outcome<T>, now = performance.now()): void {
+    if (this.closed) return outcome.reject(new UpstreamUnavailableError(`${this.label}: socket closed`));
+    if (this.pending.has(key)) return outcome.reject(new UpstreamUnavailableError(`${this.label}: an exchange with the same key is in flight`));
+    const entry: Pending = { accept, outcome: outcome as Outcome<unknown>, deadline: now + timerWait(timeoutMs), timeoutMs, packet: null, resendTick: 0, resends: 0, lastTick: 0, sentAt: 0 };
+    this.deadlines.add(entry.deadline, now);
+    const resender = this.resender;
+    // A resend only when the copy has as long to be answered as the first had.
+    if (resender && resender.afterMs * 3 <= timeoutMs) {
+      entry.packet = packet;
+      entry.resendTick = resender.plan();
+      entry.lastTick = resender.deadline(timeoutMs);
+      if (resender.sampleNext()) entry.sentAt = now;
+    }
+    // Pending from now, even before the socket is connected: its key is taken, and a retired
+    // socket knows it still owes this answer.
+    this.pending.set(key, entry);
+    // Once connected, no await: one less turn of the event loop per query. (A failed connect
+    // closes the socket, which rejects what is pending.)
+    if (!this.ready) this.transmit(packet, key);
+    else this.ready.then(() => this.transmit(packet, key), () => {});
   }
 
   /** For the Resender's sweep: sends again what is due at `tick` and still unanswered. */
@@ -283,7 +290,7 @@ export class DatagramSocket<K> {
       const entry = this.pending.get(key);
       if (!entry) return;
       this.settle(key, entry);
-      entry.reject(new UpstreamUnavailableError(`${this.label}: ${err.message}`, { cause: err }));
+      entry.outcome.reject(new UpstreamUnavailableError(`${this.label}: ${err.message}`, { cause: err }));
     });
   }
 
@@ -306,7 +313,10 @@ export class DatagramSocket<K> {
     if (result === null) return; // not the answer: keep waiting for the real one
     if (entry.sentAt > 0) this.resender!.sample(performance.now() - entry.sentAt);
     this.settle(key!, entry);
-    entry.resolve(result);
+    // A promise is another exchange started from `accept` (udp-client.ts asks again): its result.
+    const outcome = entry.outcome;
+    if (result instanceof Promise) result.then((value) => outcome.resolve(value), (error: unknown) => outcome.reject(error));
+    else outcome.resolve(result);
   }
 
   /** The exchanges due by `now` fail with a timeout; the earliest deadline left, or Infinity. */
@@ -318,7 +328,7 @@ export class DatagramSocket<K> {
         continue;
       }
       this.settle(key, entry);
-      entry.reject(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(entry.timeoutMs)}ms`));
+      entry.outcome.reject(new UpstreamTimeoutError(`${this.label}: no answer within ${Math.round(entry.timeoutMs)}ms`));
     }
     return this.closed ? Infinity : next;
   }
@@ -345,7 +355,7 @@ export class DatagramSocket<K> {
       const reason = error ?? new UpstreamUnavailableError(`${this.label}: closed`);
       for (const entry of this.pending.values()) {
         this.dropResend(entry);
-        entry.reject(reason);
+        entry.outcome.reject(reason);
       }
       this.pending.clear();
     }

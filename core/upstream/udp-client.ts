@@ -16,7 +16,8 @@ import { Buffer } from 'node:buffer';
 import { HEADER_SIZE } from '../dns/constants.js';
 import { isResponse, readId, sameQuestion, writeId } from '../dns/wire.js';
 import { UpstreamTimeoutError } from '../errors.js';
-import { DatagramSockets } from './datagram.js';
+import { DatagramSockets, type DatagramSocket } from './datagram.js';
+import type { Outcome } from './outcome.js';
 import { freeId, randomId } from './query-id.js';
 
 /** Answers are waited for under their DNS ID. */
@@ -67,13 +68,23 @@ export class UdpClient {
    * from inside the first one's `accept`, and the answer's promise follows it.
    */
   exchange(query: Buffer, timeoutMs: number): Promise<Buffer> {
-    return this.send(query, timeoutMs, this.randomizeCase);
+    return new Promise((resolve, reject) => this.exchangeTo(query, timeoutMs, { resolve, reject }));
   }
 
-  private send(query: Buffer, timeoutMs: number, mixCase: boolean): Promise<Buffer> {
+  /** `exchange`, with the answer or the failure given to `outcome` (core/upstream/outcome.ts). */
+  exchangeTo(query: Buffer, timeoutMs: number, outcome: Outcome): void {
+    this.send(query, timeoutMs, this.randomizeCase, outcome);
+  }
+
+  private send(query: Buffer, timeoutMs: number, mixCase: boolean, outcome: Outcome): void {
     // One clock read for the socket's age, the deadline and the case check's time left.
     const sentAt = performance.now();
-    const socket = this.sockets.pick(sentAt);
+    let socket: DatagramSocket<number>;
+    try {
+      socket = this.sockets.pick(sentAt);
+    } catch (error) {
+      return outcome.reject(error);
+    }
     const id = freeId(socket.pending);
     const wire = Buffer.from(query);
     writeId(wire, id);
@@ -91,7 +102,7 @@ export class UdpClient {
       writeId(answer, originalId);
       return answer;
     };
-    return socket.send(wire, id, accept, timeoutMs, sentAt);
+    socket.sendTo(wire, id, accept, timeoutMs, outcome, sentAt);
   }
 
   /**
@@ -107,11 +118,7 @@ export class UdpClient {
     if (left <= 0) return Promise.reject(new UpstreamTimeoutError(`udp ${this.host}:${this.port}: no answer in the query's case within ${Math.round(timeoutMs)}ms`));
     // Called while a datagram is being handled: what goes wrong here (the client closed since,
     // every socket full) is this query's failure, never a throw into the socket's reader.
-    try {
-      return this.send(query, left, false);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    return new Promise((resolve, reject) => this.send(query, left, false, { resolve, reject }));
   }
 
   close(): void {

@@ -13,6 +13,7 @@ import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError }
 import { onChunks } from '../../core/net/direct-reads.js';
 import { connectTcp } from '../../core/upstream/connect.js';
 import { DatagramSockets, type Accept } from '../../core/upstream/datagram.js';
+import type { Outcome } from '../../core/upstream/outcome.js';
 import { HALF_NONCE_SIZE, RESOLVER_MAGIC } from './constants.js';
 
 /** The key under which an answer is expected: its client nonce, or the ID of a plain answer. */
@@ -56,13 +57,24 @@ export class DnscryptChannel {
    * there rather than copied in front.
    */
   udp<T>(packet: Buffer, key: string, accept: Accept<T>, timeoutMs: number, headroom = false): Promise<T> {
-    if (this.stopped) return Promise.reject(new UpstreamUnavailableError(`${this.label}: stopped`));
+    return new Promise<T>((resolve, reject) => this.udpTo(packet, key, accept, timeoutMs, { resolve, reject }, headroom));
+  }
+
+  /** `udp`, with the result or the failure given to `outcome` (core/upstream/outcome.ts). */
+  udpTo<T>(packet: Buffer, key: string, accept: Accept<T>, timeoutMs: number, outcome: Outcome<T>, headroom = false): void {
+    if (this.stopped) return outcome.reject(new UpstreamUnavailableError(`${this.label}: stopped`));
     let wire = packet;
     if (this.header) {
       if (headroom) this.header.copy(wire, 0);
       else wire = Buffer.concat([this.header, packet]);
     }
-    return this.sockets.pick().send(wire, key, accept, timeoutMs);
+    let socket;
+    try {
+      socket = this.sockets.pick();
+    } catch (error) {
+      return outcome.reject(error);
+    }
+    socket.sendTo(wire, key, accept, timeoutMs, outcome);
   }
 
   /** One exchange on a fresh TCP connection (length-prefixed both ways), then closes it. */

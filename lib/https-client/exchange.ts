@@ -10,6 +10,7 @@ import https from 'node:https';
 import type tls from 'node:tls';
 import { MAX_MESSAGE_SIZE } from '../../core/dns/constants.js';
 import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
+import type { Outcome } from '../../core/upstream/outcome.js';
 
 /** RFC 8484's media type, here where the client and the DoH listener both find it. */
 export const DNS_MESSAGE = 'application/dns-message';
@@ -48,11 +49,6 @@ export class HttpStatusError extends UpstreamResponseError {
  */
 export class ConnectionLost extends UpstreamUnavailableError {}
 
-/** Where a request's answer or failure goes, once (the pool's promise, lib/https-client/connections.ts). */
-export interface Outcome {
-  resolve(answer: Buffer): void;
-  reject(error: unknown): void;
-}
 
 /** Why a response head is not a DNS answer, or undefined when it is one. */
 export function checkResponseHead(status: number, contentType: string | undefined, expected: string | null = DNS_MESSAGE): string | undefined {

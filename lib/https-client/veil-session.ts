@@ -9,7 +9,8 @@ import { MAX_MESSAGE_SIZE } from '../../core/dns/constants.js';
 import { UpstreamResponseError, UpstreamTimeoutError } from '../../core/errors.js';
 import { Failure, H2ClientConnection, type ClientStreamHandler } from '../http2/client-connection.js';
 import type { HeaderList } from '../http2/hpack.js';
-import { checkResponseHead, ConnectionLost, DNS_MESSAGE, HttpStatusError, type HttpsRequest, type Outcome } from './exchange.js';
+import { checkResponseHead, ConnectionLost, DNS_MESSAGE, HttpStatusError, type HttpsRequest } from './exchange.js';
+import type { Outcome } from '../../core/upstream/outcome.js';
 
 /** Streams in flight on one session at most, whatever the server allows (as with node:http2). */
 const MAX_STREAMS_PER_SESSION = 256;

@@ -18,6 +18,7 @@ import { dnscryptCertificate } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import { BaseUpstream } from '../../core/upstream/base.js';
 import { formatHostPort } from '../../core/upstream/connect.js';
+import type { Outcome } from '../../core/upstream/outcome.js';
 import { randomId } from '../../core/upstream/query-id.js';
 import { buildCertQuery, certificatesFromAnswer, CERT_QUERY_SIZE } from '../../lib/dnscrypt/cert-query.js';
 import { selectCertificate, type Certificate } from '../../lib/dnscrypt/certificate.js';
@@ -136,16 +137,17 @@ export class DnscryptUpstream extends BaseUpstream {
     return super.exchange(query, ctx);
   }
 
-  protected override sendDatagram(query: Buffer, timeoutMs: number): Promise<Buffer> | null {
-    if (this.config.tcpOnly || query.length >= MAX_UDP_LENGTH) return null;
-    return this.overUdp(this.currentSession(), query, timeoutMs);
+  protected override sendDatagram(query: Buffer, timeoutMs: number, _ctx: RequestContext, outcome: Outcome): boolean {
+    if (this.config.tcpOnly || query.length >= MAX_UDP_LENGTH) return false;
+    this.overUdp(this.currentSession(), query, timeoutMs, outcome);
+    return true;
   }
 
   protected send(query: Buffer, timeoutMs: number): Promise<Buffer> {
     return this.overTcp(this.currentSession(), query, timeoutMs);
   }
 
-  private overUdp(session: Session, query: Buffer, timeoutMs: number): Promise<Buffer> {
+  private overUdp(session: Session, query: Buffer, timeoutMs: number, outcome: Outcome): void {
     const keys = this.keysFor(session);
     const nonce = Buffer.allocUnsafe(HALF_NONCE_SIZE);
     randomInto(nonce, 0, HALF_NONCE_SIZE);
@@ -158,7 +160,7 @@ export class DnscryptUpstream extends BaseUpstream {
       if (inside && isTruncated(inside)) this.udpLength = Math.min(this.udpLength + 64, MAX_UDP_LENGTH);
       return inside;
     };
-    return session.channel.udp(packet, nonceKey(nonce), accept, timeoutMs, headroom > 0);
+    session.channel.udpTo(packet, nonceKey(nonce), accept, timeoutMs, outcome, headroom > 0);
   }
 
   private overTcp(session: Session, query: Buffer, timeoutMs: number): Promise<Buffer> {

@@ -5,10 +5,12 @@
  * random case (core/upstream/udp-client.ts), so that forging an answer means guessing port, ID
  * and case.
  */
+import type { RequestContext } from '../../core/context.js';
 import { upstreamRetry } from '../../core/events.js';
 import type { Logger } from '../../core/logger.js';
 import { BaseUpstream } from '../../core/upstream/base.js';
 import { connectTcp, formatHostPort } from '../../core/upstream/connect.js';
+import type { Outcome } from '../../core/upstream/outcome.js';
 import { StreamPool } from '../../core/upstream/stream-pool.js';
 import { UdpClient } from '../../core/upstream/udp-client.js';
 
@@ -47,8 +49,10 @@ export class PlainDnsUpstream extends BaseUpstream {
     });
   }
 
-  protected override sendDatagram(wire: Buffer, timeoutMs: number): Promise<Buffer> | null {
-    return this.udp?.exchange(wire, timeoutMs) ?? null;
+  protected override sendDatagram(wire: Buffer, timeoutMs: number, _ctx: RequestContext, outcome: Outcome): boolean {
+    if (!this.udp) return false;
+    this.udp.exchangeTo(wire, timeoutMs, outcome);
+    return true;
   }
 
   protected send(wire: Buffer, timeoutMs: number): Promise<Buffer> {
