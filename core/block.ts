@@ -9,7 +9,7 @@ import { localOnly, unlimited, type AccessPolicy, type RateLimit } from './acces
 import type { ConfigFile, Directive, ServerBlockConfig } from './config/ast.js';
 import { didYouMean } from './config/options.js';
 import { parseZoneKey, type ZoneKey } from './config/zones.js';
-import { buildChain } from './chain.js';
+import { buildChain, UPSTREAM_LINK } from './chain.js';
 import type { Clock } from './clock.js';
 import { ConfigError } from './errors.js';
 import { ListenRequests, type ListenRequest, type TransportRegistry } from './listeners/listener.js';
@@ -162,7 +162,8 @@ export function createBlock(parsed: ParsedBlock, env: BlockEnvironment): BuiltBl
     .filter((link) => link.rank >= 0)
     .sort((a, b) => a.rank - b.rank)
     .map((link) => link.plugin);
-  const chain = buildChain(links, createUpstreamStage(upstreams, policy));
+  const stage = createUpstreamStage(upstreams, policy);
+  const chain = buildChain(links, stage.handler, UPSTREAM_LINK, stage.tagged);
   return {
     info: parsed.info,
     server: blockServerName(parsed.info),

@@ -16,7 +16,18 @@ import { chainDepth, type RequestContext } from './context.js';
 import { PluginError } from './errors.js';
 import type { Next, Plugin } from './plugin.js';
 
-export function buildChain(plugins: readonly Plugin[], terminal: Next, terminalName = 'upstream'): Next {
+/** The name the chain gives its last link, the upstream stage (`ctx.meta.answeredBy`, failures). */
+export const UPSTREAM_LINK = 'upstream';
+
+/**
+ * `taggedTerminal`, when given, is `terminal` doing the chain's notes itself: it sets
+ * `ctx.meta.answeredBy` to `terminalName` on its answers and tags its failures with that name,
+ * as `tagFailures` would (the upstream stage, core/upstream/stage.ts). With no wrapper around the
+ * last link, the chain takes it as it is: no `then` of the chain's own around every forwarded
+ * query (a promise, a microtask and the lookup of `then` on the answer less). A wrapper (trace)
+ * gets `terminal`, so that it sees the answer before the chain notes who gave it.
+ */
+export function buildChain(plugins: readonly Plugin[], terminal: Next, terminalName = UPSTREAM_LINK, taggedTerminal?: Next): Next {
   // The first link after a wrapper is the one every query enters first: wrappers decide there.
   const firstServing = (after: number): number => {
     let i = after + 1;
@@ -32,7 +43,8 @@ export function buildChain(plugins: readonly Plugin[], terminal: Next, terminalN
   };
   // Depths count from the terminal (1) up, so each link knows its own without knowing the caller.
   let depth = 1;
-  let next = enterOnce(depth, tagFailures(terminalName, wrapped(plugins.length, terminalName, terminal)));
+  const last = wrapped(plugins.length, terminalName, terminal);
+  let next = enterOnce(depth, taggedTerminal && last === terminal ? taggedTerminal : tagFailures(terminalName, last));
   for (let i = plugins.length - 1; i >= 0; i--) {
     const plugin = plugins[i]!;
     if (!plugin.serve) continue;
@@ -82,7 +94,7 @@ function tagFailures(name: string, handler: Next): Next {
 }
 
 /** A failure on its way up through the link `name`, tagged with the plugin it came from. */
-function failedIn(name: string, ctx: RequestContext, error: unknown): PluginError {
+export function failedIn(name: string, ctx: RequestContext, error: unknown): PluginError {
   // Whatever answered below is not the answer any more: the link that turns this failure into
   // one (errors, or the door) is.
   ctx.meta.answeredBy = undefined;

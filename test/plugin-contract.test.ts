@@ -9,17 +9,19 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import dnsPacket from 'dns-packet';
-import { buildChain } from '../core/chain.js';
+import { buildChain, UPSTREAM_LINK } from '../core/chain.js';
 import { ManualClock } from '../core/clock.js';
 import { RequestContext } from '../core/context.js';
 import { QType, rcodeName } from '../core/dns/constants.js';
 import { buildQuery } from '../core/dns/message.js';
 import { canonicalName, rcodeOf, readQuestion } from '../core/dns/wire.js';
-import { PluginError, WireError } from '../core/errors.js';
+import { PluginError, UpstreamUnavailableError, WireError } from '../core/errors.js';
 import * as events from '../core/events.js';
 import type { Token } from '../core/config/ast.js';
 import type { Next, Plugin, PluginDefinition } from '../core/plugin.js';
 import { serviceToken, Services } from '../core/services.js';
+import { createUpstreamStage } from '../core/upstream/stage.js';
+import { InOrderPolicy, UpstreamSet, type Upstream, type UpstreamPolicy } from '../core/upstream/upstream.js';
 import { checkCorefile } from '../core/testing/config.js';
 import { startFakeDns, type FakeDns } from '../core/testing/fake-dns.js';
 import { inject } from '../core/testing/inject.js';
@@ -328,3 +330,67 @@ describe('roles', () => {
     });
   }
 });
+
+describe('the upstream stage as the chain\'s last link', () => {
+  const ctxFor = (name: string) => RequestContext.ownQuery({ query: buildQuery(name, QType.A, { id: 9 }), transport: 'test', server: '.', clock: new ManualClock(), timeoutMs: 1000 });
+  const answering: Upstream = { name: 'answers', protocol: 'test', address: 'here', exchange: (query) => Promise.resolve(Buffer.from(echoAnswer(query))) };
+  const failing: Upstream = { name: 'fails', protocol: 'test', address: 'here', exchange: () => Promise.reject(new UpstreamUnavailableError('port unreachable')) };
+  const pass = (name: string): Plugin => ({ name, serve: (ctx, next) => next(ctx) });
+  const stageOver = (upstream: Upstream, zone = '.', policy: UpstreamPolicy = new InOrderPolicy()) => {
+    const set = new UpstreamSet();
+    set.add(upstream, zone);
+    return createUpstreamStage(set, policy);
+  };
+  const chainOver = (stage: ReturnType<typeof createUpstreamStage>, plugins: Plugin[] = [pass('a')]) => buildChain(plugins, stage.handler, UPSTREAM_LINK, stage.tagged);
+
+  it('with no wrapper, its answers are noted as the upstream\'s and its failures tagged plugin/upstream, as by a link around it', async () => {
+    const ctx = ctxFor('a.test');
+    assert.equal(rcode(await chainOver(stageOver(answering))(ctx)), 'NOERROR');
+    assert.equal(ctx.meta.answeredBy, UPSTREAM_LINK);
+
+    const refusedCtx = ctxFor('b.test');
+    assert.equal(rcode(await chainOver(stageOver(answering, 'corp.test'))(refusedCtx)), 'REFUSED', 'no upstream for the name');
+    assert.equal(refusedCtx.meta.answeredBy, UPSTREAM_LINK);
+
+    const failedCtx = ctxFor('c.test');
+    await assert.rejects(chainOver(stageOver(failing))(failedCtx), (err) => err instanceof PluginError && err.plugin === UPSTREAM_LINK && /port unreachable/.test(err.message));
+    assert.equal(failedCtx.meta.answeredBy, undefined);
+
+    // A policy that throws (a plugin's) fails the query as the upstream stage's, not as a raw error.
+    class Throwing extends InOrderPolicy {
+      override report(): void {
+        throw new Error('policy bug');
+      }
+    }
+    await assert.rejects(chainOver(stageOver(answering, '.', new Throwing()))(ctxFor('d.test')), (err) => err instanceof PluginError && err.plugin === UPSTREAM_LINK && /policy bug/.test(err.message));
+    class ThrowingOrder extends InOrderPolicy {
+      override order(): Iterable<Upstream> {
+        throw new Error('order bug');
+      }
+    }
+    await assert.rejects(chainOver(stageOver(answering, '.', new ThrowingOrder()))(ctxFor('e.test')), (err) => err instanceof PluginError && err.plugin === UPSTREAM_LINK && /order bug/.test(err.message));
+  });
+
+  it('a wrapper around it sees the answer before the chain notes who gave it', async () => {
+    const seenByWrapper: Array<string | undefined> = [];
+    const wrapper: Plugin = {
+      name: 'wrapper',
+      wrapLink: (name, link) => async (ctx) => {
+        const answer = await link(ctx);
+        if (name === UPSTREAM_LINK) seenByWrapper.push(ctx.meta.answeredBy);
+        return answer;
+      },
+    };
+    const ctx = ctxFor('a.test');
+    await chainOver(stageOver(answering), [wrapper, pass('a')])(ctx);
+    assert.deepEqual(seenByWrapper, [undefined], 'the note is made outside the wrapper');
+    assert.equal(ctx.meta.answeredBy, UPSTREAM_LINK);
+  });
+});
+
+/** An answer to `query`: the same bytes with the response bit set. */
+function echoAnswer(query: Buffer): Buffer {
+  const answer = Buffer.from(query);
+  answer[2] = answer[2]! | 0x80;
+  return answer;
+}

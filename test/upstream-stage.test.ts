@@ -56,7 +56,7 @@ class Recording extends InOrderPolicy {
 function stageOf(upstreams: Upstream[], policy = new Recording()) {
   const set = new UpstreamSet();
   for (const upstream of upstreams) set.add(upstream);
-  return { exchange: createUpstreamStage(set, policy), policy };
+  return { exchange: createUpstreamStage(set, policy).handler, policy };
 }
 
 const contextFor = (clock = new ManualClock(), timeoutMs = 4000) => RequestContext.ownQuery({ query, transport: 'internal', server: '.', clock, timeoutMs });
