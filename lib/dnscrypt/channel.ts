@@ -12,7 +12,7 @@ import { readId } from '../../core/dns/wire.js';
 import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError } from '../../core/errors.js';
 import { onChunks } from '../../core/net/direct-reads.js';
 import { connectTcp } from '../../core/upstream/connect.js';
-import { DatagramSockets, type Accept } from '../../core/upstream/datagram.js';
+import { DatagramSockets, type Accept, type DatagramSocket } from '../../core/upstream/datagram.js';
 import type { Outcome } from '../../core/upstream/outcome.js';
 import { HALF_NONCE_SIZE, RESOLVER_MAGIC } from './constants.js';
 
@@ -68,7 +68,7 @@ export class DnscryptChannel {
       if (headroom) this.header.copy(wire, 0);
       else wire = Buffer.concat([this.header, packet]);
     }
-    let socket;
+    let socket: DatagramSocket<string>;
     try {
       socket = this.sockets.pick();
     } catch (error) {

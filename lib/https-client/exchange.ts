@@ -49,7 +49,6 @@ export class HttpStatusError extends UpstreamResponseError {
  */
 export class ConnectionLost extends UpstreamUnavailableError {}
 
-
 /** Why a response head is not a DNS answer, or undefined when it is one. */
 export function checkResponseHead(status: number, contentType: string | undefined, expected: string | null = DNS_MESSAGE): string | undefined {
   if (status < 200 || status > 299) return `HTTP status ${status}`;
