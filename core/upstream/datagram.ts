@@ -34,7 +34,7 @@ import { isIPv6 } from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { ConnectedUdpSocket, udpBatchAddon } from '../net/udp-batch.js';
 import { DeadlineTimer, timerWait } from '../util/deadline-timer.js';
-import type { Outcome } from './outcome.js';
+import { promised, type Outcome } from './outcome.js';
 
 /**
  * Turns a datagram into the exchange's result, or null to keep waiting for another. A promise
@@ -237,7 +237,7 @@ export class DatagramSocket<K> {
    * `now` is performance.now() if the caller has just read it (a clock read less a query).
    */
   send<T>(packet: Buffer, key: K, accept: Accept<T>, timeoutMs: number, now = performance.now()): Promise<T> {
-    return new Promise<T>((resolve, reject) => this.sendTo(packet, key, accept, timeoutMs, { resolve, reject }, now));
+    return promised<T>((outcome) => this.sendTo(packet, key, accept, timeoutMs, outcome, now));
   }
 
   /**

@@ -10,3 +10,8 @@ export interface Outcome<T = Buffer> {
   resolve(value: T): void;
   reject(error: unknown): void;
 }
+
+/** A promise settled through the Outcome `send` is given: for callers that want a promise after all. */
+export function promised<T = Buffer>(send: (outcome: Outcome<T>) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => send({ resolve, reject }));
+}

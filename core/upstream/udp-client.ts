@@ -17,7 +17,7 @@ import { HEADER_SIZE } from '../dns/constants.js';
 import { isResponse, readId, sameQuestion, writeId } from '../dns/wire.js';
 import { UpstreamTimeoutError } from '../errors.js';
 import { DatagramSockets, type DatagramSocket } from './datagram.js';
-import type { Outcome } from './outcome.js';
+import { promised, type Outcome } from './outcome.js';
 import { freeId, randomId } from './query-id.js';
 
 /** Answers are waited for under their DNS ID. */
@@ -68,7 +68,7 @@ export class UdpClient {
    * from inside the first one's `accept`, and the answer's promise follows it.
    */
   exchange(query: Buffer, timeoutMs: number): Promise<Buffer> {
-    return new Promise((resolve, reject) => this.exchangeTo(query, timeoutMs, { resolve, reject }));
+    return promised((outcome) => this.exchangeTo(query, timeoutMs, outcome));
   }
 
   /** `exchange`, with the answer or the failure given to `outcome` (core/upstream/outcome.ts). */
@@ -118,7 +118,7 @@ export class UdpClient {
     if (left <= 0) return Promise.reject(new UpstreamTimeoutError(`udp ${this.host}:${this.port}: no answer in the query's case within ${Math.round(timeoutMs)}ms`));
     // Called while a datagram is being handled: what goes wrong here (the client closed since,
     // every socket full) is this query's failure, never a throw into the socket's reader.
-    return new Promise((resolve, reject) => this.send(query, left, false, { resolve, reject }));
+    return promised((outcome) => this.send(query, left, false, outcome));
   }
 
   close(): void {

@@ -13,7 +13,7 @@ import { UpstreamResponseError, UpstreamTimeoutError, UpstreamUnavailableError }
 import { onChunks } from '../../core/net/direct-reads.js';
 import { connectTcp } from '../../core/upstream/connect.js';
 import { DatagramSockets, type Accept, type DatagramSocket } from '../../core/upstream/datagram.js';
-import type { Outcome } from '../../core/upstream/outcome.js';
+import { promised, type Outcome } from '../../core/upstream/outcome.js';
 import { HALF_NONCE_SIZE, RESOLVER_MAGIC } from './constants.js';
 
 /** The key under which an answer is expected: its client nonce, or the ID of a plain answer. */
@@ -57,7 +57,7 @@ export class DnscryptChannel {
    * there rather than copied in front.
    */
   udp<T>(packet: Buffer, key: string, accept: Accept<T>, timeoutMs: number, headroom = false): Promise<T> {
-    return new Promise<T>((resolve, reject) => this.udpTo(packet, key, accept, timeoutMs, { resolve, reject }, headroom));
+    return promised<T>((outcome) => this.udpTo(packet, key, accept, timeoutMs, outcome, headroom));
   }
 
   /** `udp`, with the result or the failure given to `outcome` (core/upstream/outcome.ts). */
