@@ -65,35 +65,42 @@ interface Pending {
 export const RESEND_MIN_MS = 200;
 /** Before any round trip was measured: what unbound assumes of a server it does not know. */
 const RESEND_INITIAL_MS = 400;
-/** How often the sockets of an address are looked over for queries due a resend. */
+/** Resends are planned in ticks of this many milliseconds of performance.now() time. */
 const RESEND_TICK_MS = 50;
 /** Copies of a query sent again at most (each after twice the wait of the one before). */
 const MAX_RESENDS = 2;
 /** One exchange in this many is timed for the estimate (a clock read each way). */
 const RTT_SAMPLE_EVERY = 16;
 
+/** The tick that performance.now() time `now` falls in. */
+function resendTickOf(now: number): number {
+  return Math.floor(now / RESEND_TICK_MS);
+}
+
 /**
  * Resends, per address. The wait is four times the smoothed round trip (RFC 6298's weight of
  * 1/8), RESEND_MIN_MS at least, and up to half as long again at random, so that queries lost
  * together (a burst that overflowed the server's buffer) are not all sent again together, to
- * overflow it again. It is counted in ticks of RESEND_TICK_MS: one sweep a tick looks over the
- * sockets while some query still has its resend to come, and the sweep that finds none planned
- * any more arms no next one. The timer is not cleared when the last planned query is answered:
- * clearTimeout leaves libuv's timer armed (Node stops it only when it fires with nothing due), so
- * clearing saved no wake-up, and at one query at a time (a home, or 2,000 a second on loopback)
- * it made a setTimeout and a clearTimeout for every query. A timer per query would cost more
- * again (Node keeps one timer list per distinct duration) and a clock read per query. A sweep
- * looks at each query pending on the address once: a query is looked at once a tick while it
- * waits, at most its deadline over RESEND_TICK_MS times (40 for 2 s) in all, and the pending are
- * bounded (MAX_PENDING_PER_SOCKET a socket); no sweep runs a tick after no resend is planned.
+ * overflow it again.
+ *
+ * Times are counted in ticks of RESEND_TICK_MS, read off the clock the exchange was sent by (no
+ * clock read of its own). One timer, a sweep, is set for the earliest tick a planned resend can
+ * fall due; a sweep sends what is due and sets the timer again for the next one due, while some
+ * resend is planned. The timer is not cleared when the last planned query is answered: clearTimeout
+ * leaves libuv's timer armed (Node stops it only when it fires with nothing due), so clearing
+ * saves no wake-up, and at one query at a time it would cost a setTimeout and a clearTimeout a
+ * query. A query waits at least RESEND_MIN_MS for its first resend, so one at a time (a home, at
+ * 20 a second) the sweep wakes Veil once per RESEND_MIN_MS or more, not once a query, as a sweep
+ * every tick did (docs/benchmarks.md). A sweep looks at each query pending on the address once,
+ * and the pending are bounded (MAX_PENDING_PER_SOCKET a socket).
  */
 export class Resender {
   private srtt = 0;
   private count = 0;
   afterMs = RESEND_INITIAL_MS;
-  /** Ticks so far (they advance only while sweeps run). */
-  private tick = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** The tick the sweep's timer is set for; Infinity when it is not set. */
+  private timerTick = Infinity;
   /** Exchanges pending with their resend still to come. */
   private planned = 0;
 
@@ -113,25 +120,33 @@ export class Resender {
     this.afterMs = Math.max(RESEND_MIN_MS, 4 * this.srtt);
   }
 
-  /** The tick at which a query sent now and still unanswered goes again. */
-  plan(): number {
+  /** The tick at which a query sent at `now` (performance.now()) and still unanswered goes again. */
+  plan(now: number): number {
     this.planned++;
-    if (!this.timer) this.timer = setTimeout(this.sweep, RESEND_TICK_MS).unref();
-    return this.after(1);
+    const tick = resendTickOf(now);
+    const ticks = this.waitTicks;
+    // Set for the earliest such a query can fall due (its random part left out), so that the
+    // queries planned after it, due no sooner, leave the timer as it is.
+    if (tick + ticks < this.timerTick) this.setTimer(tick + ticks, now);
+    return tick + ticks + this.jitter(ticks);
   }
 
   /**
-   * The tick `timeoutMs` from now, or up to a tick sooner (the sweep's timer may be armed
-   * already): never after the deadline itself, so a resend planned before it has its whole wait.
+   * The tick `timeoutMs` after the start of `now`'s tick, so up to a tick sooner than the
+   * deadline itself: never after it, so a resend planned before it has its whole wait.
    */
-  deadline(timeoutMs: number): number {
-    return this.tick + Math.floor(timeoutMs / RESEND_TICK_MS);
+  deadline(now: number, timeoutMs: number): number {
+    return resendTickOf(now) + Math.floor(timeoutMs / RESEND_TICK_MS);
   }
 
-  /** The tick `factor` waits from now, and up to half as long again at random. */
-  after(factor: number): number {
+  /** The tick `factor` waits after tick `tick`, and up to half as long again at random. */
+  after(tick: number, factor: number): number {
     const ticks = Math.ceil((factor * this.afterMs) / RESEND_TICK_MS);
-    return this.tick + ticks + Math.floor(Math.random() * (Math.floor(ticks / 2) + 1));
+    return tick + ticks + this.jitter(ticks);
+  }
+
+  private jitter(ticks: number): number {
+    return Math.floor(Math.random() * (Math.floor(ticks / 2) + 1));
   }
 
   /** One wait in ticks: the time a copy is given to be answered. */
@@ -144,12 +159,26 @@ export class Resender {
     this.planned--;
   }
 
+  private setTimer(tick: number, now: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timerTick = tick;
+    // A millisecond late rather than early: a Node timer may fire up to one before its time.
+    this.timer = setTimeout(this.sweep, Math.max(1, Math.ceil(tick * RESEND_TICK_MS - now) + 1)).unref();
+  }
+
   private readonly sweep = (): void => {
     this.timer = null;
-    this.tick++;
+    this.timerTick = Infinity;
     if (this.planned === 0) return; // nothing to look at, and no next sweep until a query plans one
-    for (const socket of this.sockets()) socket.resendDue(this.tick);
-    if (this.planned > 0) this.timer = setTimeout(this.sweep, RESEND_TICK_MS).unref();
+    const now = performance.now();
+    const tick = resendTickOf(now);
+    let next = Infinity;
+    for (const socket of this.sockets()) next = Math.min(next, socket.resendDue(tick));
+    // (A query planned from inside the sweep may have set the timer already.)
+    if (this.planned > 0) {
+      const at = Math.max(tick + 1, next === Infinity ? tick + 1 : next);
+      if (at < this.timerTick) this.setTimer(at, now);
+    }
   };
 }
 
@@ -253,8 +282,8 @@ export class DatagramSocket<K> {
     // A resend only when the copy has as long to be answered as the first had.
     if (resender && resender.afterMs * 3 <= timeoutMs) {
       entry.packet = packet;
-      entry.resendTick = resender.plan();
-      entry.lastTick = resender.deadline(timeoutMs);
+      entry.resendTick = resender.plan(now);
+      entry.lastTick = resender.deadline(now, timeoutMs);
       if (resender.sampleNext()) entry.sentAt = now;
     }
     // Pending from now, even before the socket is connected: its key is taken, and a retired
@@ -266,22 +295,33 @@ export class DatagramSocket<K> {
     else this.ready.then(() => this.transmit(packet, key), () => {});
   }
 
-  /** For the Resender's sweep: sends again what is due at `tick` and still unanswered. */
-  resendDue(tick: number): void {
-    if (this.closed) return;
+  /**
+   * For the Resender's sweep: sends again what is due at `tick` and still unanswered; the
+   * earliest tick a resend is planned for after that, or Infinity.
+   */
+  resendDue(tick: number): number {
+    let earliest = Infinity;
+    if (this.closed) return earliest;
     for (const [key, entry] of this.pending) {
-      if (!entry.packet || entry.resendTick > tick) continue;
+      if (!entry.packet) continue;
+      if (entry.resendTick > tick) {
+        if (entry.resendTick < earliest) earliest = entry.resendTick;
+        continue;
+      }
       const packet = entry.packet;
       // Another copy after twice the wait, when that copy would still have a whole wait before
       // the deadline: a server that dropped the first copies under a burst often still is.
       const resender = this.resender!;
-      const next = ++entry.resends < MAX_RESENDS ? resender.after(2 ** entry.resends) : Infinity;
-      if (next + resender.waitTicks <= entry.lastTick) entry.resendTick = next;
-      else this.dropResend(entry);
+      const next = ++entry.resends < MAX_RESENDS ? resender.after(tick, 2 ** entry.resends) : Infinity;
+      if (next + resender.waitTicks <= entry.lastTick) {
+        entry.resendTick = next;
+        if (next < earliest) earliest = next;
+      } else this.dropResend(entry);
       entry.sentAt = 0; // two copies out: an answer's round trip would be ambiguous
       this.resender!.onResend();
       this.transmit(packet, key);
     }
+    return earliest;
   }
 
   private transmit(packet: Buffer, key: K): void {

@@ -102,6 +102,31 @@ describe('a query lost on its way upstream over UDP is sent once more', () => {
     }
   });
 
+  it('one query at a time: the sweep is set for the first resend that can fall due, and the queries after it leave it as it is', async () => {
+    const answering = await startFakeDns((query) => answerFor(query, [{ type: 'A', name: query.packet.questions![0]!.name, ttl: 60, data: '192.0.2.9' }]));
+    const client = new UdpClient('127.0.0.1', answering.port);
+    try {
+      const resender = (client as unknown as { sockets: { resender: { timer: unknown; timerTick: number; afterMs: number } } }).sockets.resender;
+      // The first answer's round trip brings the wait down from its initial 400 ms to 200 ms, the
+      // least, where a loopback server keeps it; the sweep is then set sooner, once.
+      assert.equal(firstA(await client.exchange(buildQuery('home-0.veil.test', QType.A, { id: 20 }), 2000)), '192.0.2.9');
+      assert.equal(resender.afterMs, RESEND_MIN_MS);
+      const sentAt = performance.now();
+      assert.equal(firstA(await client.exchange(buildQuery('home-1.veil.test', QType.A, { id: 21 }), 2000)), '192.0.2.9');
+      const armedFor = resender.timerTick;
+      // Ticks are 50 ms of performance.now(): the sweep comes a whole wait after the query at the
+      // soonest (a tick sooner at most), not at the next tick, which would wake Veil once a query.
+      assert.ok(armedFor * 50 >= sentAt + resender.afterMs - 50, `set for ${Math.round(armedFor * 50 - sentAt)} ms after the query`);
+      for (let i = 2; i <= 6; i++) assert.equal(firstA(await client.exchange(buildQuery(`home-${i}.veil.test`, QType.A, { id: 20 + i }), 2000)), '192.0.2.9');
+      assert.equal(resender.timerTick, armedFor, 'the same sweep serves the later queries');
+      assert.notEqual(resender.timer, null);
+      assert.equal(answering.queries.length, 7, 'none sent again');
+    } finally {
+      client.close();
+      await answering.close();
+    }
+  });
+
   it('two copies lost (a server a burst keeps full): answered from the third', async () => {
     const losing = await losingFirstCopies(2);
     const client = new UdpClient('127.0.0.1', losing.port);
