@@ -669,4 +669,23 @@ describe("Veil's HTTP/2 client: random frames from the server", () => {
     // The frames reached every way a request can end, answered included: the test is not just connection errors.
     assert.ok((outcomes.get(null) ?? 0) > 0 && (outcomes.get(Failure.Lost) ?? 0) > 0 && (outcomes.get(Failure.Broken) ?? 0) > 0, JSON.stringify([...outcomes]));
   });
+
+  it("sets the deadlines' sweep for the earliest deadline, not for every few milliseconds; a later one leaves it, a sooner one moves it", () => {
+    const connection = new H2ClientConnection(new RecordingSocket() as unknown as tls.TLSSocket, { authority: 'dns.test', idleTimeoutMs: 60_000, onGone: () => {} });
+    const sweepAt = () => (connection as unknown as { timerDue: number }).timerDue;
+    const request = (timeoutMs: number) => connection.request('POST', '/dns-query', 'application/dns-message', QUERY, undefined, 65_535, timeoutMs, { head: () => null, done: () => {} });
+    try {
+      const before = performance.now();
+      request(5000);
+      // One request at a time (a home), a sweep every few milliseconds would wake Veil once a request.
+      assert.ok(sweepAt() >= before + 5000 && sweepAt() <= performance.now() + 5000, `set ${Math.round(sweepAt() - before)} ms ahead`);
+      const first = sweepAt();
+      request(5000);
+      assert.equal(sweepAt(), first, 'a later deadline leaves the sweep as it is');
+      request(1000);
+      assert.ok(sweepAt() < first - 3000, 'a sooner deadline moves it');
+    } finally {
+      connection.destroy();
+    }
+  });
 });

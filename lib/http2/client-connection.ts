@@ -29,6 +29,7 @@ import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type tls from 'node:tls';
 import { onChunks } from '../../core/net/direct-reads.js';
+import { MAX_TIMER_MS } from '../../core/util/deadline-timer.js';
 import { IdTable } from '../../core/util/id-table.js';
 import { HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad, type OpenBlock } from './frames.js';
@@ -53,7 +54,11 @@ const SPARE_CONTINUATIONS = 8;
 /** Frames that carry nothing useful: this many at once, then this many a second. */
 const IDLE_FRAME_BURST = 200;
 const IDLE_FRAMES_PER_SECOND = 20;
-/** How often deadlines are checked while streams are open (the precision of a stream timeout). */
+/**
+ * The least time between two sweeps of the streams' deadlines: a deadline is met up to this late
+ * when others fell due just before it, and a flood of deadlines a millisecond apart costs a walk
+ * over the streams once per this, not once each.
+ */
 const SWEEP_MS = 20;
 
 /** How a request failed, for the caller to map onto its errors. */
@@ -185,7 +190,8 @@ export class H2ClientConnection {
     socket.on('error', () => this.onClose('connection error'));
     socket.on('end', () => this.onClose('connection closed by the server'));
     socket.on('close', () => this.onClose('connection closed'));
-    this.schedule(options.idleTimeoutMs);
+    const now = performance.now();
+    this.schedule(now + options.idleTimeoutMs, now);
     socket.resume();
     // A socket that closed before we listened never says so again.
     if (socket.destroyed) queueMicrotask(() => this.onClose('connection closed'));
@@ -206,8 +212,8 @@ export class H2ClientConnection {
   }
 
   /**
-   * Sends one request; `handler.done` is called once, within `timeoutMs` (to the precision of
-   * SWEEP_MS). `mediaType` is sent as accept (and content-type with a body); `extra` are more
+   * Sends one request; `handler.done` is called once, within `timeoutMs` (and up to SWEEP_MS
+   * later, when other deadlines fell due just before). `mediaType` is sent as accept (and content-type with a body); `extra` are more
    * regular header fields. The caller checks `hasRoom` first; without room the request fails as
    * Lost at once.
    */
@@ -221,7 +227,9 @@ export class H2ClientConnection {
     const now = performance.now();
     const stream = new ClientStream(id, handler, maxBytes, now + timeoutMs, now, this.peerInitialWindow);
     this.streams.set(id, stream);
-    if (stream.deadline < this.timerDue) this.schedule(Math.min(SWEEP_MS, timeoutMs));
+    // The sweep is set for the earliest deadline, not for every few milliseconds: one request at
+    // a time (a home), it then wakes Veil once per timeout, not once a request.
+    if (stream.deadline < this.timerDue) this.schedule(stream.deadline, now);
     // Encoded once and then sent, whichever way: it may have added entries to the server's table.
     const prefix = this.prefixFor(method, path, mediaType, body !== null);
     if (body && !extra && this.writeSmallPost(stream, prefix, body)) return;
@@ -669,25 +677,34 @@ export class H2ClientConnection {
 
   // --- Time ---
 
-  private schedule(delayMs: number): void {
-    const due = performance.now() + delayMs;
+  /** Sets the sweep for `due` (performance.now() time), unless it is set sooner already. */
+  private schedule(due: number, now: number): void {
     if (this.timer) {
       if (due >= this.timerDue) return;
       clearTimeout(this.timer);
     }
     this.timerDue = due;
-    this.timer = setTimeout(this.sweep, Math.max(1, delayMs));
+    this.timer = setTimeout(this.sweep, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(due - now))));
   }
 
-  /** Deadlines of streams (checked every SWEEP_MS while any is open) and the idle clock. */
+  /**
+   * The streams' deadlines and the idle clock: the timer is set for the earliest deadline of a
+   * stream open, else for when the connection has been idle too long. A deadline is left alone
+   * when its stream is answered; the sweep then finds nothing due and sets the timer again.
+   */
   private readonly sweep = (): void => {
     this.timer = null;
     this.timerDue = Infinity;
     if (this.closed) return;
     const now = performance.now();
     let stuck = false;
+    let next = Infinity;
     for (const stream of [...this.streams.values()]) {
-      if (stream.deadline > now) continue;
+      // A Node timer may fire up to a millisecond early: what falls due within it is due.
+      if (stream.deadline > now + 1) {
+        if (stream.deadline < next) next = stream.deadline;
+        continue;
+      }
       // Nothing answered since this stream began: the connection itself is stuck.
       if (this.lastAnswerAt < stream.startedAt || this.block) stuck = true;
       this.cancel(stream, H2Error.CANCEL, Failure.Timeout, 'no answer in time');
@@ -695,10 +712,14 @@ export class H2ClientConnection {
     if (this.block && stuck) return this.fail(new ConnectionError(H2Error.PROTOCOL_ERROR, 'a header block left unfinished'));
     if (stuck) this.retire();
     if (this.closed) return;
-    if (this.streams.size > 0) return this.schedule(SWEEP_MS);
+    // (A stream opened from a failed one's callback has set the timer for itself.)
+    if (this.streams.size > 0) {
+      if (next < Infinity) this.schedule(Math.max(next, now + SWEEP_MS), now);
+      return;
+    }
     const idleFor = now - this.idleSince;
     if (idleFor >= this.options.idleTimeoutMs - 1) return this.retire();
-    this.schedule(this.options.idleTimeoutMs - idleFor);
+    this.schedule(now + this.options.idleTimeoutMs - idleFor, now);
   };
 
   // --- Closing ---
