@@ -212,10 +212,10 @@ export class H2ClientConnection {
   }
 
   /**
-   * Sends one request; `handler.done` is called once, within `timeoutMs` (and up to SWEEP_MS
-   * later, when other deadlines fell due just before). `mediaType` is sent as accept (and content-type with a body); `extra` are more
-   * regular header fields. The caller checks `hasRoom` first; without room the request fails as
-   * Lost at once.
+   * Sends one request; `handler.done` is called once, within `timeoutMs` (or up to SWEEP_MS
+   * later, when other deadlines fell due just before). `mediaType` is sent as accept (and
+   * content-type with a body); `extra` are more regular header fields. The caller checks
+   * `hasRoom` first; without room the request fails as Lost at once.
    */
   request(method: string, path: string, mediaType: string, body: Buffer | null, extra: Record<string, string> | undefined, maxBytes: number, timeoutMs: number, handler: ClientStreamHandler): void {
     if (!this.hasRoom) {
