@@ -33,7 +33,7 @@ import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { ConnectedUdpSocket, udpBatchAddon } from '../net/udp-batch.js';
-import { DeadlineTimer, timerWait } from '../util/deadline-timer.js';
+import { DeadlineTimer, MAX_TIMER_MS, timerWait } from '../util/deadline-timer.js';
 import { promised, type Outcome } from './outcome.js';
 
 /**
@@ -163,7 +163,7 @@ export class Resender {
     if (this.timer) clearTimeout(this.timer);
     this.timerTick = tick;
     // A millisecond late rather than early: a Node timer may fire up to one before its time.
-    this.timer = setTimeout(this.sweep, Math.max(1, Math.ceil(tick * RESEND_TICK_MS - now) + 1)).unref();
+    this.timer = setTimeout(this.sweep, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(tick * RESEND_TICK_MS - now) + 1))).unref();
   }
 
   private readonly sweep = (): void => {
