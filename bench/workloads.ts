@@ -3,7 +3,7 @@
  * against both (alternating), and reports the ratio. A workload whose plugin or tool is missing
  * is skipped with the reason.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { LAB_PROGRAMS, startDnssecLab, type DnssecLab } from '../test/helpers/dnssec-lab.js';
 import { dnscryptStamp, relayStamp } from '../test/helpers/dnscrypt.js';
@@ -57,6 +57,23 @@ export function rssMb(pid: number): number {
 export function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * CPU seconds the process's threads have run so far, from each /proc/PID/task/TID/schedstat (in
+ * nanoseconds): at a home's rate a round is a few hundred queries and a few tens of milliseconds
+ * of CPU, which clock ticks of 10 ms cannot tell apart. A thread that ended no longer counts.
+ */
+export function threadCpuSeconds(pid: number): number {
+  let ns = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return ns / 1e9;
 }
 
 /**
@@ -202,7 +219,7 @@ const IDLE_RATE = 20;
 
 const udpLatencyIdle: Workload = {
   name: 'udp-latency-idle',
-  description: `latency at ${IDLE_RATE} qps (a home at rest: every process on the way wakes for each query), UDP forward: Veil and dnsdist (no packet cache) in front of the origin, and the origin directly`,
+  description: `latency at ${IDLE_RATE} qps (a home at rest: every process on the way wakes for each query), UDP forward: Veil and dnsdist (no packet cache) in front of the origin, and the origin directly; and the CPU Veil and dnsdist each take a query at that rate`,
   target: 'context (what a person at home feels, beside dnsdist in the same place)',
   async run(ctx) {
     return withForwardingPair(ctx, async (veil, dnsdist) => {
@@ -213,9 +230,18 @@ const udpLatencyIdle: Workload = {
       // The same warm-up as at 2,000 qps: JIT and caches filled, then left to go cold between queries.
       for (const port of Object.values(ports)) await dnsperf({ ...fixed, port, seconds: 2, rate: 2000, verbose: false });
       const rounds: Record<keyof typeof ports, LoadResult[]> = { veil: [], dnsdist: [], direct: [] };
+      // CPU seconds and answers over the rounds, for the two that forward.
+      const pids = { veil: veil.child.pid!, dnsdist: dnsdist.process.pid! };
+      const spent = { veil: { cpu: 0, answers: 0 }, dnsdist: { cpu: 0, answers: 0 } };
       for (let round = 0; round < ctx.rounds; round++) {
         for (const side of Object.keys(ports) as (keyof typeof ports)[]) {
+          const pid = side === 'direct' ? null : pids[side];
+          const before = pid === null ? 0 : threadCpuSeconds(pid);
           const result = await dnsperf({ ...fixed, port: ports[side] });
+          if (side !== 'direct') {
+            spent[side].cpu += threadCpuSeconds(pids[side]) - before;
+            spent[side].answers += result.sent - result.lost;
+          }
           ctx.log(`round ${round + 1}: ${side} p50 ${(result.p50Ms ?? NaN).toFixed(3)} ms, mean ${result.meanMs.toFixed(3)} ms`);
           rounds[side].push(result);
         }
@@ -223,13 +249,14 @@ const udpLatencyIdle: Workload = {
       const [v, d, o] = [pooled(rounds.veil), pooled(rounds.dnsdist), pooled(rounds.direct)];
       const ms = (x: number | null | undefined) => (x ?? NaN).toFixed(3);
       const side = (name: string, r: LoadResult) => `${name} p50 ${ms(r.p50Ms)} / p99 ${ms(r.p99Ms)} / mean ${ms(r.meanMs)} ms`;
+      const cpuUs = (of: { cpu: number; answers: number }) => ((of.cpu / Math.max(1, of.answers)) * 1e6).toFixed(0);
       return {
         kind: 'other',
         veil: v,
         peer: d,
         ratio: null,
         rssMb: null,
-        summary: `${side('Veil', v)} (added p50 ${ms((v.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}); ${side('dnsdist', d)} (added p50 ${ms((d.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}); ${side('direct', o)}`,
+        summary: `${side('Veil', v)} (added p50 ${ms((v.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}; ${cpuUs(spent.veil)} µs CPU a query); ${side('dnsdist', d)} (added p50 ${ms((d.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}; ${cpuUs(spent.dnsdist)} µs CPU a query); ${side('direct', o)}`,
         commands: [v.command, d.command, o.command],
         notes: [`${ctx.rounds} rounds of each pooled, ${fixed.seconds} s each`],
       };
