@@ -672,7 +672,7 @@ describe("Veil's HTTP/2 client: random frames from the server", () => {
 
   it("sets the deadlines' sweep for the earliest deadline, not for every few milliseconds; a later one leaves it, a sooner one moves it", () => {
     const connection = new H2ClientConnection(new RecordingSocket() as unknown as tls.TLSSocket, { authority: 'dns.test', idleTimeoutMs: 60_000, onGone: () => {} });
-    const sweepAt = () => (connection as unknown as { timerDue: number }).timerDue;
+    const sweepAt = () => (connection as unknown as { deadlines: { at: number } }).deadlines.at;
     const request = (timeoutMs: number) => connection.request('POST', '/dns-query', 'application/dns-message', QUERY, undefined, 65_535, timeoutMs, { head: () => null, done: () => {} });
     try {
       const before = performance.now();

@@ -33,7 +33,7 @@ import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { UpstreamTimeoutError, UpstreamUnavailableError } from '../errors.js';
 import { ConnectedUdpSocket, udpBatchAddon } from '../net/udp-batch.js';
-import { DeadlineTimer, MAX_TIMER_MS, timerWait } from '../util/deadline-timer.js';
+import { DeadlineTimer, timerWait } from '../util/deadline-timer.js';
 import { promised, type Outcome } from './outcome.js';
 
 /**
@@ -84,12 +84,12 @@ function resendTickOf(now: number): number {
  * overflow it again.
  *
  * Times are counted in ticks of RESEND_TICK_MS, read off the clock the exchange was sent by (no
- * clock read of its own). One timer, a sweep, is set for the earliest tick a planned resend can
- * fall due; a sweep sends what is due and sets the timer again for the next one due, while some
- * resend is planned. The timer is not cleared when the last planned query is answered: clearTimeout
- * leaves libuv's timer armed (Node stops it only when it fires with nothing due), so clearing
- * saves no wake-up, and at one query at a time it would cost a setTimeout and a clearTimeout a
- * query. A query waits at least RESEND_MIN_MS for its first resend, so one at a time (a home, at
+ * clock read of its own). One timer (core/util/deadline-timer.ts) is set for the earliest tick a
+ * planned resend can fall due; its sweep sends what is due and sets it again for the next one
+ * due, while some resend is planned. The timer is not cleared when the last planned query is
+ * answered: clearTimeout leaves libuv's timer armed (Node stops it only when it fires with
+ * nothing due), so clearing saves no wake-up, and at one query at a time it would cost a
+ * setTimeout and a clearTimeout a query. A query waits at least RESEND_MIN_MS for its first resend, so one at a time (a home, at
  * 20 a second) the sweep wakes Veil once per RESEND_MIN_MS or more, not once a query, as a sweep
  * every tick did (docs/benchmarks.md). A sweep looks at each query pending on the address once,
  * and the pending are bounded (MAX_PENDING_PER_SOCKET a socket).
@@ -98,9 +98,8 @@ export class Resender {
   private srtt = 0;
   private count = 0;
   afterMs = RESEND_INITIAL_MS;
-  private timer: NodeJS.Timeout | null = null;
-  /** The tick the sweep's timer is set for; Infinity when it is not set. */
-  private timerTick = Infinity;
+  /** Set for the earliest time a planned resend can fall due (`sweep`). */
+  private readonly timer = new DeadlineTimer((now) => this.sweep(now));
   /** Exchanges pending with their resend still to come. */
   private planned = 0;
 
@@ -127,7 +126,7 @@ export class Resender {
     const ticks = this.waitTicks;
     // Set for the earliest such a query can fall due (its random part left out), so that the
     // queries planned after it, due no sooner, leave the timer as it is.
-    if (tick + ticks < this.timerTick) this.setTimer(tick + ticks, now);
+    this.timer.add((tick + ticks) * RESEND_TICK_MS, now);
     return tick + ticks + this.jitter(ticks);
   }
 
@@ -159,27 +158,16 @@ export class Resender {
     this.planned--;
   }
 
-  private setTimer(tick: number, now: number): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timerTick = tick;
-    // A millisecond late rather than early: a Node timer may fire up to one before its time.
-    this.timer = setTimeout(this.sweep, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(tick * RESEND_TICK_MS - now) + 1))).unref();
-  }
-
-  private readonly sweep = (): void => {
-    this.timer = null;
-    this.timerTick = Infinity;
-    if (this.planned === 0) return; // nothing to look at, and no next sweep until a query plans one
-    const now = performance.now();
-    const tick = resendTickOf(now);
+  /** Sends what is due by `now`; the time the next planned resend can fall due, or Infinity. */
+  private sweep(now: number): number {
+    if (this.planned === 0) return Infinity; // nothing to look at, and no next sweep until a query plans one
+    // A Node timer may fire up to a millisecond early: what falls due within it is due.
+    const tick = resendTickOf(now + 1);
     let next = Infinity;
     for (const socket of this.sockets()) next = Math.min(next, socket.resendDue(tick));
-    // (A query planned from inside the sweep may have set the timer already.)
-    if (this.planned > 0) {
-      const at = Math.max(tick + 1, next === Infinity ? tick + 1 : next);
-      if (at < this.timerTick) this.setTimer(at, now);
-    }
-  };
+    // (A query planned from inside the sweep has set the timer for itself.)
+    return this.planned > 0 ? (next === Infinity ? tick + 1 : next) * RESEND_TICK_MS : Infinity;
+  }
 }
 
 /** Exchanges in flight per socket; past that many on every socket the address is overloaded. */

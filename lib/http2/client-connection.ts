@@ -29,7 +29,7 @@ import { performance } from 'node:perf_hooks';
 import { Buffer } from 'node:buffer';
 import type tls from 'node:tls';
 import { onChunks } from '../../core/net/direct-reads.js';
-import { MAX_TIMER_MS } from '../../core/util/deadline-timer.js';
+import { DeadlineTimer } from '../../core/util/deadline-timer.js';
 import { IdTable } from '../../core/util/id-table.js';
 import { HpackDecoder, HpackError, type HeaderList } from './hpack.js';
 import { Allowance, ConnectionError, FrameReader, goawayPayload, unpad, type OpenBlock } from './frames.js';
@@ -54,12 +54,6 @@ const SPARE_CONTINUATIONS = 8;
 /** Frames that carry nothing useful: this many at once, then this many a second. */
 const IDLE_FRAME_BURST = 200;
 const IDLE_FRAMES_PER_SECOND = 20;
-/**
- * The least time between two sweeps of the streams' deadlines: a deadline is met up to this late
- * when others fell due just before it, and a flood of deadlines a millisecond apart costs a walk
- * over the streams once per this, not once each.
- */
-const SWEEP_MS = 20;
 
 /** How a request failed, for the caller to map onto its errors. */
 export const enum Failure {
@@ -163,8 +157,8 @@ export class H2ClientConnection {
   /** When a response last completed: a timeout with none since its stream began means the connection is stuck. */
   private lastAnswerAt = 0;
   private idleSince = performance.now();
-  private timer: NodeJS.Timeout | null = null;
-  private timerDue = Infinity;
+  /** The streams' deadlines and the idle clock, on one timer (`expire`). */
+  private readonly deadlines = new DeadlineTimer((now) => this.expire(now));
   /** What the server's HPACK table holds of ours (request-fields.ts). */
   private readonly fields = new RequestFieldIndex();
   /** Header blocks encoded once: the fields every request of a kind shares, while the table is as it was. */
@@ -191,7 +185,7 @@ export class H2ClientConnection {
     socket.on('end', () => this.onClose('connection closed by the server'));
     socket.on('close', () => this.onClose('connection closed'));
     const now = performance.now();
-    this.schedule(now + options.idleTimeoutMs, now);
+    this.deadlines.add(now + options.idleTimeoutMs, now);
     socket.resume();
     // A socket that closed before we listened never says so again.
     if (socket.destroyed) queueMicrotask(() => this.onClose('connection closed'));
@@ -212,10 +206,10 @@ export class H2ClientConnection {
   }
 
   /**
-   * Sends one request; `handler.done` is called once, within `timeoutMs` (or up to SWEEP_MS
-   * later, when other deadlines fell due just before). `mediaType` is sent as accept (and
-   * content-type with a body); `extra` are more regular header fields. The caller checks
-   * `hasRoom` first; without room the request fails as Lost at once.
+   * Sends one request; `handler.done` is called once, within `timeoutMs` (or up to 10 ms later,
+   * when other deadlines fell due just before: core/util/deadline-timer.ts). `mediaType` is sent
+   * as accept (and content-type with a body); `extra` are more regular header fields. The caller
+   * checks `hasRoom` first; without room the request fails as Lost at once.
    */
   request(method: string, path: string, mediaType: string, body: Buffer | null, extra: Record<string, string> | undefined, maxBytes: number, timeoutMs: number, handler: ClientStreamHandler): void {
     if (!this.hasRoom) {
@@ -227,9 +221,9 @@ export class H2ClientConnection {
     const now = performance.now();
     const stream = new ClientStream(id, handler, maxBytes, now + timeoutMs, now, this.peerInitialWindow);
     this.streams.set(id, stream);
-    // The sweep is set for the earliest deadline, not for every few milliseconds: one request at
+    // The timer is set for the earliest deadline, not for every few milliseconds: one request at
     // a time (a home), it then wakes Veil once per timeout, not once a request.
-    if (stream.deadline < this.timerDue) this.schedule(stream.deadline, now);
+    this.deadlines.add(stream.deadline, now);
     // Encoded once and then sent, whichever way: it may have added entries to the server's table.
     const prefix = this.prefixFor(method, path, mediaType, body !== null);
     if (body && !extra && this.writeSmallPost(stream, prefix, body)) return;
@@ -677,26 +671,14 @@ export class H2ClientConnection {
 
   // --- Time ---
 
-  /** Sets the sweep for `due` (performance.now() time), unless it is set sooner already. */
-  private schedule(due: number, now: number): void {
-    if (this.timer) {
-      if (due >= this.timerDue) return;
-      clearTimeout(this.timer);
-    }
-    this.timerDue = due;
-    this.timer = setTimeout(this.sweep, Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(due - now))));
-  }
-
   /**
-   * The streams' deadlines and the idle clock: the timer is set for the earliest deadline of a
-   * stream open, else for when the connection has been idle too long. A deadline is left alone
-   * when its stream is answered; the sweep then finds nothing due and sets the timer again.
+   * The streams' deadlines and the idle clock (core/util/deadline-timer.ts): fails the streams due
+   * by `now` and says when to look again, at the earliest deadline of a stream open, else when
+   * the connection will have been idle too long. A deadline is left alone when its stream is
+   * answered; the timer then finds nothing due and is set again.
    */
-  private readonly sweep = (): void => {
-    this.timer = null;
-    this.timerDue = Infinity;
-    if (this.closed) return;
-    const now = performance.now();
+  private expire(now: number): number {
+    if (this.closed) return Infinity;
     let stuck = false;
     let next = Infinity;
     for (const stream of [...this.streams.values()]) {
@@ -709,18 +691,19 @@ export class H2ClientConnection {
       if (this.lastAnswerAt < stream.startedAt || this.block) stuck = true;
       this.cancel(stream, H2Error.CANCEL, Failure.Timeout, 'no answer in time');
     }
-    if (this.block && stuck) return this.fail(new ConnectionError(H2Error.PROTOCOL_ERROR, 'a header block left unfinished'));
-    if (stuck) this.retire();
-    if (this.closed) return;
-    // (A stream opened from a failed one's callback has set the timer for itself.)
-    if (this.streams.size > 0) {
-      if (next < Infinity) this.schedule(Math.max(next, now + SWEEP_MS), now);
-      return;
+    if (this.block && stuck) {
+      this.fail(new ConnectionError(H2Error.PROTOCOL_ERROR, 'a header block left unfinished'));
+      return Infinity;
     }
+    if (stuck) this.retire();
+    if (this.closed) return Infinity;
+    // (A stream opened from a failed one's callback has set the timer for itself.)
+    if (this.streams.size > 0) return next;
     const idleFor = now - this.idleSince;
-    if (idleFor >= this.options.idleTimeoutMs - 1) return this.retire();
-    this.schedule(now + this.options.idleTimeoutMs - idleFor, now);
-  };
+    if (idleFor < this.options.idleTimeoutMs - 1) return now + this.options.idleTimeoutMs - idleFor;
+    this.retire();
+    return Infinity;
+  }
 
   // --- Closing ---
 
@@ -769,9 +752,7 @@ export class H2ClientConnection {
     this.outBytes = 0;
     this.reader.clear();
     this.block = null;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    this.timerDue = Infinity;
+    this.deadlines.clear();
     this.waitingForWindow.clear();
   }
 }

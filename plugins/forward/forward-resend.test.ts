@@ -84,17 +84,17 @@ describe('a query lost on its way upstream over UDP is sent once more', () => {
     const answering = await startFakeDns((query) => answerFor(query, [{ type: 'A', name: query.packet.questions![0]!.name, ttl: 60, data: '192.0.2.8' }]));
     const client = new UdpClient('127.0.0.1', answering.port);
     try {
-      const resender = (client as unknown as { sockets: { resender: { timer: unknown; planned: number } } }).sockets.resender;
+      const resender = (client as unknown as { sockets: { resender: { timer: { armed: boolean }; planned: number } } }).sockets.resender;
       const pending = client.exchange(buildQuery('idle.veil.test', QType.A, { id: 5 }), 2000);
-      assert.notEqual(resender.timer, null, 'a sweep is due while the query waits');
+      assert.ok(resender.timer.armed, 'a sweep is due while the query waits');
       assert.equal(firstA(await pending), '192.0.2.8');
       assert.equal(resender.planned, 0);
       // The armed sweep is left to run (clearing it would not spare libuv's wake-up); it finds
       // nothing planned and arms no next one.
-      for (let waited = 0; resender.timer !== null && waited < 2000; waited += 10) await new Promise((ok) => setTimeout(ok, 10));
-      assert.equal(resender.timer, null, 'the sweep after the answer arms no other');
+      for (let waited = 0; resender.timer.armed && waited < 2000; waited += 10) await new Promise((ok) => setTimeout(ok, 10));
+      assert.ok(!resender.timer.armed, 'the sweep after the answer arms no other');
       await new Promise((ok) => setTimeout(ok, 150)); // three ticks
-      assert.equal(resender.timer, null, 'nor does anything later, with no query');
+      assert.ok(!resender.timer.armed, 'nor does anything later, with no query');
       assert.equal(answering.queries.length, 1);
     } finally {
       client.close();
@@ -106,20 +106,20 @@ describe('a query lost on its way upstream over UDP is sent once more', () => {
     const answering = await startFakeDns((query) => answerFor(query, [{ type: 'A', name: query.packet.questions![0]!.name, ttl: 60, data: '192.0.2.9' }]));
     const client = new UdpClient('127.0.0.1', answering.port);
     try {
-      const resender = (client as unknown as { sockets: { resender: { timer: unknown; timerTick: number; afterMs: number } } }).sockets.resender;
+      const resender = (client as unknown as { sockets: { resender: { timer: { armed: boolean; at: number }; afterMs: number } } }).sockets.resender;
       // The first answer's round trip brings the wait down from its initial 400 ms to 200 ms, the
       // least, where a loopback server keeps it; the sweep is then set sooner, once.
       assert.equal(firstA(await client.exchange(buildQuery('home-0.veil.test', QType.A, { id: 20 }), 2000)), '192.0.2.9');
       assert.equal(resender.afterMs, RESEND_MIN_MS);
       const sentAt = performance.now();
       assert.equal(firstA(await client.exchange(buildQuery('home-1.veil.test', QType.A, { id: 21 }), 2000)), '192.0.2.9');
-      const armedFor = resender.timerTick;
+      const armedFor = resender.timer.at;
       // Ticks are 50 ms of performance.now(): the sweep comes a whole wait after the query at the
       // soonest (a tick sooner at most), not at the next tick, which would wake Veil once a query.
-      assert.ok(armedFor * 50 >= sentAt + resender.afterMs - 50, `set for ${Math.round(armedFor * 50 - sentAt)} ms after the query`);
+      assert.ok(armedFor >= sentAt + resender.afterMs - 50, `set for ${Math.round(armedFor - sentAt)} ms after the query`);
       for (let i = 2; i <= 6; i++) assert.equal(firstA(await client.exchange(buildQuery(`home-${i}.veil.test`, QType.A, { id: 20 + i }), 2000)), '192.0.2.9');
-      assert.equal(resender.timerTick, armedFor, 'the same sweep serves the later queries');
-      assert.notEqual(resender.timer, null);
+      assert.equal(resender.timer.at, armedFor, 'the same sweep serves the later queries');
+      assert.ok(resender.timer.armed);
       assert.equal(answering.queries.length, 7, 'none sent again');
     } finally {
       client.close();
