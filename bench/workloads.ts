@@ -12,6 +12,7 @@ import { buildQuery } from '../core/dns/message.js';
 import { QType } from '../core/dns/constants.js';
 import { startVeil, type VeilProcess } from '../test/helpers/veil-process.js';
 import { cacheShared } from './shared-cache.js';
+import { udpHops } from './hops.js';
 import { dnsperf, h2load, percentile, writeSkewedQueries, writeUniqueQueries, type LoadResult } from './tools.js';
 
 export interface WorkloadContext {
@@ -935,7 +936,7 @@ const burst: Workload = {
 };
 
 export const workloads: Workload[] = [
-  udpForward, udpLatency, udpLatencyIdle, burst, cacheHits, cacheMemory, cacheShared, dotForward, dotLatency, dotDnsdistForward, dotDnsdistLatency, dnscryptLatency, anonymizedLatency, dnscryptForward,
+  udpForward, udpLatency, udpLatencyIdle, udpHops, burst, cacheHits, cacheMemory, cacheShared, dotForward, dotLatency, dotDnsdistForward, dotDnsdistLatency, dnscryptLatency, anonymizedLatency, dnscryptForward,
   dohListener, dohListenerNode, dohForward, dohLatency, odohForward, odohLatency, workersScaling,
   dnssecCacheHits, dnssecCold, dnssecKeytrap,
 ];

@@ -1,0 +1,179 @@
+/**
+ * The bench's udp-hops reads a tcpdump capture and follows each query through a forwarder: the
+ * capture reader and the matching, on captures written here byte by byte (both byte orders, the
+ * two stamp resolutions, loopback's Ethernet framing and Linux's cooked one).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { followQueries, summarize } from '../bench/hops.js';
+import { readUdpCapture } from '../bench/pcap.js';
+import { buildQuery } from '../core/dns/message.js';
+import { QType } from '../core/dns/constants.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'veil-hops-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Frame {
+  atUs: number;
+  from: number;
+  to: number;
+  payload: Buffer;
+  protocol?: number;
+}
+
+/** A pcap file of IPv4 datagrams between loopback ports. */
+function capture(frames: Frame[], options: { bigEndian?: boolean; nanoseconds?: boolean; link?: 'ethernet' | 'sll' } = {}): string {
+  const u32 = (value: number) => {
+    const b = Buffer.alloc(4);
+    if (options.bigEndian) b.writeUInt32BE(value);
+    else b.writeUInt32LE(value);
+    return b;
+  };
+  const u16 = (value: number) => {
+    const b = Buffer.alloc(2);
+    if (options.bigEndian) b.writeUInt16BE(value);
+    else b.writeUInt16LE(value);
+    return b;
+  };
+  const link = options.link === 'sll' ? 113 : 1;
+  const parts = [u32(options.nanoseconds ? 0xa1b23c4d : 0xa1b2c3d4), u16(2), u16(4), u32(0), u32(0), u32(65535), u32(link)];
+  for (const f of frames) {
+    const linkHeader = link === 1 ? Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00])]) : Buffer.alloc(16);
+    const ip = Buffer.alloc(20);
+    ip[0] = 0x45;
+    ip[9] = f.protocol ?? 17;
+    ip.set([127, 0, 0, 1], 12);
+    ip.set([127, 0, 0, 1], 16);
+    const udp = Buffer.alloc(8);
+    udp.writeUInt16BE(f.from, 0);
+    udp.writeUInt16BE(f.to, 2);
+    udp.writeUInt16BE(8 + f.payload.length, 4);
+    const packet = Buffer.concat([linkHeader, ip, udp, f.payload]);
+    const seconds = Math.floor(f.atUs / 1e6);
+    const fraction = options.nanoseconds ? Math.round((f.atUs % 1e6) * 1000) : Math.round(f.atUs % 1e6);
+    parts.push(u32(seconds), u32(fraction), u32(packet.length), u32(packet.length), packet);
+  }
+  const file = path.join(dir, `capture-${Math.random().toString(36).slice(2)}.pcap`);
+  writeFileSync(file, Buffer.concat(parts));
+  return file;
+}
+
+const CLIENT = 40000;
+const FRONT = 5300;
+const UPSTREAM = 41000;
+const ORIGIN = 5301;
+
+function query(name: string, id: number): Buffer {
+  const q = buildQuery(name, QType.A);
+  q.writeUInt16BE(id, 0);
+  return q;
+}
+
+function answer(q: Buffer): Buffer {
+  const a = Buffer.from(q);
+  a[2] = a[2]! | 0x80;
+  return a;
+}
+
+/** The same name with its letters' case flipped here and there, as DNS 0x20 does. */
+function mixCase(name: string): string {
+  return [...name].map((c, i) => (i % 2 ? c.toUpperCase() : c)).join('');
+}
+
+/** One query through the forwarder: its four datagrams at `t`, `t + inward`, and so on. */
+function exchange(name: string, t: number, inward: number, origin: number, outward: number, ids = { client: 7, upstream: 0x4242 }): Frame[] {
+  const fromClient = query(name, ids.client);
+  const toOrigin = query(mixCase(name), ids.upstream);
+  return [
+    { atUs: t, from: CLIENT, to: FRONT, payload: fromClient },
+    { atUs: t + inward, from: UPSTREAM, to: ORIGIN, payload: toOrigin },
+    { atUs: t + inward + origin, from: ORIGIN, to: UPSTREAM, payload: answer(toOrigin) },
+    { atUs: t + inward + origin + outward, from: FRONT, to: CLIENT, payload: answer(fromClient) },
+  ];
+}
+
+describe('bench: a capture read and each query followed through the forwarder', () => {
+  for (const options of [{}, { bigEndian: true }, { nanoseconds: true }, { link: 'sll' as const }]) {
+    it(`reads the datagrams of a capture (${JSON.stringify(options)})`, () => {
+      const payload = query('a.hops.example', 1);
+      const frames: Frame[] = [
+        { atUs: 1_700_000_000_000_250, from: CLIENT, to: FRONT, payload },
+        { atUs: 1_700_000_000_000_900, from: FRONT, to: CLIENT, payload: Buffer.alloc(3), protocol: 6 },
+      ];
+      const read = readUdpCapture(capture(frames, options));
+      assert.equal(read.length, 1, 'the TCP segment is left out');
+      assert.equal(read[0]!.sourcePort, CLIENT);
+      assert.equal(read[0]!.destinationPort, FRONT);
+      assert.equal(read[0]!.at, 1_700_000_000_000_250);
+      assert.deepEqual(read[0]!.payload, payload);
+    });
+  }
+
+  it('refuses a file that is not a capture', () => {
+    const file = path.join(dir, 'not.pcap');
+    writeFileSync(file, Buffer.alloc(64, 7));
+    assert.throws(() => readUdpCapture(file), /not a pcap file/);
+  });
+
+  it('times each query in the forwarder, both ways, and at the origin, whatever the case of its name', () => {
+    const frames = [...exchange('a.hops.example', 1000, 20, 40, 15), ...exchange('b.hops.example', 1100, 30, 50, 25)].sort((x, y) => x.atUs - y.atUs);
+    const hops = followQueries(readUdpCapture(capture(frames)), FRONT, ORIGIN);
+    assert.deepEqual(
+      hops.map((h) => [h.inward, h.origin, h.outward]),
+      [
+        [20, 40, 15],
+        [30, 50, 25],
+      ],
+    );
+  });
+
+  it('keeps two queries for the same name apart, the older first', () => {
+    const frames = [...exchange('same.hops.example', 1000, 10, 100, 10), ...exchange('same.hops.example', 1050, 20, 100, 30)].sort((x, y) => x.atUs - y.atUs);
+    const hops = followQueries(readUdpCapture(capture(frames)), FRONT, ORIGIN);
+    assert.deepEqual(
+      hops.map((h) => [h.inward, h.origin, h.outward]),
+      [
+        [10, 100, 10],
+        [20, 100, 30],
+      ],
+    );
+  });
+
+  it('matches each leg by its ID when the origin answers out of order', () => {
+    const first = exchange('same.hops.example', 1000, 10, 90, 10, { client: 1, upstream: 11 });
+    const second = exchange('same.hops.example', 1020, 10, 20, 10, { client: 2, upstream: 12 });
+    const hops = followQueries(readUdpCapture(capture([...first, ...second].sort((x, y) => x.atUs - y.atUs))), FRONT, ORIGIN);
+    assert.deepEqual(
+      hops.map((h) => [h.inward, h.origin, h.outward]),
+      [
+        [10, 20, 10],
+        [10, 90, 10],
+      ],
+    );
+  });
+
+  it('leaves out a query the forwarder never answered, and datagrams of other ports', () => {
+    const lost = exchange('lost.hops.example', 1000, 10, 10, 10).slice(0, 2);
+    const stray: Frame = { atUs: 1005, from: 999, to: 998, payload: query('lost.hops.example', 9) };
+    const frames = [...lost, stray, ...exchange('kept.hops.example', 2000, 5, 6, 7)].sort((x, y) => x.atUs - y.atUs);
+    const hops = followQueries(readUdpCapture(capture(frames)), FRONT, ORIGIN);
+    assert.deepEqual(
+      hops.map((h) => [h.inward, h.origin, h.outward]),
+      [[5, 6, 7]],
+    );
+  });
+
+  it('says which held the slowest queries longer: the forwarder or the origin', () => {
+    const hops = Array.from({ length: 200 }, (_, i) => ({ inward: 10, origin: 20, outward: 10 + (i >= 198 ? 1000 : 0) }));
+    const summary = summarize(hops);
+    assert.equal(summary.queries, 200);
+    assert.equal(summary.inward.p50, 10);
+    assert.equal(summary.origin.p50, 20);
+    assert.equal(summary.slowestHeldByForwarder, 1);
+    const originSlow = summarize(hops.map((h) => ({ ...h, outward: 10, origin: h.outward > 100 ? 5000 : 20 })));
+    assert.equal(originSlow.slowestHeldByForwarder, 0);
+  });
+});
