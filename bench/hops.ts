@@ -17,6 +17,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, skipUnless, startDaemon, startDnsdist, waitForDns, type Dnsdist } from '../test/helpers/peers.js';
 import { startVeil } from '../test/helpers/veil-process.js';
+import { CLIENT_MAGIC_SIZE, HALF_NONCE_SIZE, PUBLIC_KEY_SIZE, RELAY_HEADER_SIZE, RESOLVER_MAGIC } from '../lib/dnscrypt/constants.js';
+import { MIN_DNSCRYPT_QUERY } from '../plugins/anonymize/relay-listener.js';
+import { startsWithAnonMagic } from '../lib/dnscrypt/relay-header.js';
 import { readUdpCapture, type CapturedDatagram } from './pcap.js';
 import { dnsperf, percentile, writeSkewedQueries, type LoadResult } from './tools.js';
 import type { Measurement, Workload, WorkloadContext } from './workloads.js';
@@ -107,8 +110,101 @@ export function summarize(hops: readonly QueryHops[]): HopSummary {
   };
 }
 
+/** One anonymized query's legs, in microseconds (see `followAnonymized`). */
+export interface AnonymizedHops {
+  /** The client Veil: its plain query in to its DNSCrypt query out, to the relay. */
+  clientIn: number;
+  /** The relay: the query in to the query out, to the server. */
+  relayIn: number;
+  /** The DNSCrypt server, the origin behind it included. */
+  server: number;
+  relayOut: number;
+  /** The client Veil: the encrypted answer in to the plain answer out. */
+  clientOut: number;
+}
+
+const RELAYED_NONCE_AT = RELAY_HEADER_SIZE + CLIENT_MAGIC_SIZE + PUBLIC_KEY_SIZE;
+/** A relayed DNSCrypt query at its shortest: certificate queries, which the client sends through the relay too, are shorter. */
+const MIN_RELAYED_QUERY = RELAY_HEADER_SIZE + MIN_DNSCRYPT_QUERY;
+const QUERY_NONCE_AT = CLIENT_MAGIC_SIZE + PUBLIC_KEY_SIZE;
+const RESPONSE_NONCE_AT = RESOLVER_MAGIC.length;
+
+/**
+ * Follows each query of a capture through a client Veil (`front`, plain DNS in), a relay
+ * (`relay`) and a DNSCrypt server (`server`). The three middle legs carry the client's
+ * half-nonce in the clear. The client's own legs share nothing with them, so they are paired in
+ * order (the client sends queries and answers in the order it got them, one batch at a time),
+ * and a pairing counts only when both ways agree: the plain answer that followed a nonce's
+ * answer must be the answer to the plain query that preceded its query (same client port and
+ * ID). A query paired wrongly is left out, never timed.
+ */
+export function followAnonymized(datagrams: readonly CapturedDatagram[], ports: { front: number; relay: number; server: number }): AnonymizedHops[] {
+  type Leg = { at: number; key: string };
+  const plainIn: Leg[] = [];
+  const plainOut: Leg[] = [];
+  const toRelay: Leg[] = [];
+  const fromRelay: Leg[] = [];
+  const toServer = new Map<string, number>();
+  const fromServer = new Map<string, number>();
+  for (const d of datagrams) {
+    const p = d.payload;
+    if (d.destinationPort === ports.front && p.length >= 12 && (p[2]! & 0x80) === 0) plainIn.push({ at: d.at, key: `${d.sourcePort} ${p.readUInt16BE(0)}` });
+    else if (d.sourcePort === ports.front && p.length >= 12 && (p[2]! & 0x80) !== 0) plainOut.push({ at: d.at, key: `${d.destinationPort} ${p.readUInt16BE(0)}` });
+    else if (d.destinationPort === ports.relay && startsWithAnonMagic(p) && d.length >= MIN_RELAYED_QUERY && p.length >= RELAYED_NONCE_AT + HALF_NONCE_SIZE) toRelay.push({ at: d.at, key: p.toString('hex', RELAYED_NONCE_AT, RELAYED_NONCE_AT + HALF_NONCE_SIZE) });
+    else if (d.destinationPort === ports.server && p.length >= QUERY_NONCE_AT + HALF_NONCE_SIZE) toServer.set(p.toString('hex', QUERY_NONCE_AT, QUERY_NONCE_AT + HALF_NONCE_SIZE), d.at);
+    else if (d.sourcePort === ports.server && p.length >= RESPONSE_NONCE_AT + HALF_NONCE_SIZE && p.compare(RESOLVER_MAGIC, 0, RESOLVER_MAGIC.length, 0, RESOLVER_MAGIC.length) === 0) fromServer.set(p.toString('hex', RESPONSE_NONCE_AT, RESPONSE_NONCE_AT + HALF_NONCE_SIZE), d.at);
+    else if (d.sourcePort === ports.relay && p.length >= RESPONSE_NONCE_AT + HALF_NONCE_SIZE && p.compare(RESOLVER_MAGIC, 0, RESOLVER_MAGIC.length, 0, RESOLVER_MAGIC.length) === 0) fromRelay.push({ at: d.at, key: p.toString('hex', RESPONSE_NONCE_AT, RESPONSE_NONCE_AT + HALF_NONCE_SIZE) });
+  }
+  // In order: each DNSCrypt query with the oldest plain query not yet paired that came before
+  // it, and each DNSCrypt answer with the first plain answer not yet paired that left after it.
+  const queryOf = new Map<string, Leg>();
+  let next = 0;
+  for (const leg of toRelay) if (next < plainIn.length && plainIn[next]!.at <= leg.at) queryOf.set(leg.key, plainIn[next++]!);
+  const answerOf = new Map<string, Leg>();
+  const back = new Map<string, number>();
+  next = 0;
+  for (const leg of fromRelay) {
+    back.set(leg.key, leg.at);
+    while (next < plainOut.length && plainOut[next]!.at < leg.at) next++;
+    if (next < plainOut.length) answerOf.set(leg.key, plainOut[next++]!);
+  }
+  const hops: AnonymizedHops[] = [];
+  for (const out of toRelay) {
+    const query = queryOf.get(out.key);
+    const answer = answerOf.get(out.key);
+    const sent = toServer.get(out.key);
+    const answered = fromServer.get(out.key);
+    const returned = back.get(out.key);
+    if (!query || !answer || query.key !== answer.key || sent === undefined || answered === undefined || returned === undefined) continue;
+    hops.push({ clientIn: out.at - query.at, relayIn: sent - out.at, server: answered - sent, relayOut: returned - answered, clientOut: answer.at - returned });
+  }
+  return hops;
+}
+
+const ANONYMIZED_LEGS = ['clientIn', 'relayIn', 'server', 'relayOut', 'clientOut'] as const;
+
+/** Each leg's p50 / p90 / p99, and which leg held each of the slowest 1% longest. */
+export function describeAnonymized(hops: readonly AnonymizedHops[]): string {
+  const total = (h: AnonymizedHops) => ANONYMIZED_LEGS.reduce((sum, leg) => sum + h[leg], 0);
+  const byTotal = [...hops].sort((a, b) => total(a) - total(b));
+  const slowest = byTotal.slice(Math.floor(byTotal.length * 0.99));
+  const longest = Object.fromEntries(ANONYMIZED_LEGS.map((leg) => [leg, 0])) as Record<(typeof ANONYMIZED_LEGS)[number], number>;
+  for (const h of slowest) longest[ANONYMIZED_LEGS.reduce((a, b) => (h[a] >= h[b] ? a : b))]++;
+  const names = { clientIn: 'client in', relayIn: 'relay in', server: 'DNSCrypt server', relayOut: 'relay out', clientOut: 'client out' };
+  const legs = ANONYMIZED_LEGS.map((leg) => {
+    const sorted = hops.map((h) => h[leg]).sort((a, b) => a - b);
+    return `${names[leg]} ${[50, 90, 99].map((p) => (percentile(sorted, p) ?? NaN).toFixed(0)).join(' / ')}`;
+  });
+  return `${legs.join(', ')} µs (p50 / p90 / p99); the slowest 1% held longest by ${ANONYMIZED_LEGS.map((leg) => `${names[leg]} ${longest[leg]}`).join(', ')}`;
+}
+
+/** Why a capture cannot be made here, or false. */
+export function captureUnavailable(): string | false {
+  return skipUnless('tcpdump') || (process.getuid?.() === 0 ? false : 'skipped: capturing on lo needs root');
+}
+
 /** Captures UDP to and from `ports` on loopback while `load` runs. */
-async function captured(file: string, ports: number[], load: () => Promise<LoadResult>): Promise<LoadResult> {
+export async function captured(file: string, ports: number[], load: () => Promise<LoadResult>): Promise<LoadResult> {
   const filter = ports.map((p) => `udp port ${p}`).join(' or ');
   const tcpdump = spawn('tcpdump', ['-i', 'lo', '-n', '-s', '128', '-B', '32768', '-w', file, filter], { stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<void>((resolve) => tcpdump.on('exit', () => resolve()));
@@ -192,5 +288,5 @@ export const udpHops: Workload = {
       await veil.stop();
     }
   },
-  requires: () => skipUnless('dnsperf', 'dnsdist', 'tcpdump') || (process.getuid?.() === 0 ? false : 'skipped: capturing on lo needs root'),
+  requires: () => skipUnless('dnsperf', 'dnsdist') || captureUnavailable(),
 };

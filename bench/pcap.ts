@@ -10,7 +10,10 @@ export interface CapturedDatagram {
   at: number;
   sourcePort: number;
   destinationPort: number;
+  /** What the capture kept of the payload (tcpdump's `-s` cuts it short). */
   payload: Buffer;
+  /** The payload's whole length, from the UDP header. */
+  length: number;
 }
 
 const LINK_ETHERNET = 1;
@@ -39,7 +42,7 @@ export function readUdpCapture(file: string): CapturedDatagram[] {
     if (ip + 20 > end || data[ip]! >> 4 !== 4 || data[ip + 9] !== UDP) continue;
     const udp = ip + (data[ip]! & 0x0f) * 4;
     if (udp + 8 > end) continue;
-    out.push({ at, sourcePort: data.readUInt16BE(udp), destinationPort: data.readUInt16BE(udp + 2), payload: data.subarray(udp + 8, end) });
+    out.push({ at, sourcePort: data.readUInt16BE(udp), destinationPort: data.readUInt16BE(udp + 2), payload: data.subarray(udp + 8, end), length: data.readUInt16BE(udp + 4) - 8 });
   }
   return out;
 }

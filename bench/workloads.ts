@@ -12,7 +12,8 @@ import { buildQuery } from '../core/dns/message.js';
 import { QType } from '../core/dns/constants.js';
 import { startVeil, type VeilProcess } from '../test/helpers/veil-process.js';
 import { cacheShared } from './shared-cache.js';
-import { udpHops } from './hops.js';
+import { captured, captureUnavailable, describeAnonymized, followAnonymized, udpHops, type AnonymizedHops } from './hops.js';
+import { readUdpCapture } from './pcap.js';
 import { dnsperf, h2load, percentile, writeSkewedQueries, writeUniqueQueries, type LoadResult } from './tools.js';
 
 export interface WorkloadContext {
@@ -504,22 +505,26 @@ const dotDnsdistForward: Workload = {
  * `relay://127.0.0.2`, when `relayed`); `measure` gets Veil's port, dnsdist's plain one and
  * dnsdist's PID.
  */
-function withDnscryptPair(ctx: WorkloadContext, measure: (veilPort: number, plainPort: number, veil: VeilProcess, dnsdistPid: number | undefined) => Promise<Measurement>, relayed = false): Promise<Measurement> {
+function withDnscryptPair(
+  ctx: WorkloadContext,
+  measure: (veilPort: number, plainPort: number, veil: VeilProcess, dnsdistPid: number | undefined, wire: { dnscrypt: number; relay: number | null }) => Promise<Measurement>,
+  relayed = false,
+): Promise<Measurement> {
   return withPeer(
     () => startDnsdist({ backendPort: ctx.origin.port, plain: true, dnscrypt: { providerName: '2.dnscrypt-cert.bench.test' } }),
     async (peer) => {
       const dnsdist = peer as unknown as { ports: { plain: number; dnscrypt: number }; providerKey: Buffer };
       const stamp = dnscryptStamp(`127.0.0.1:${dnsdist.ports.dnscrypt}`, dnsdist.providerKey, '2.dnscrypt-cert.bench.test');
       const client = (anonymize: string) => `. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server d ${stamp}\n  }\n${anonymize}}\n`;
-      const run = (corefile: string) =>
+      const run = (corefile: string, relay: number | null) =>
         withVeil(corefile, async (veil) => {
           await veil.waitFor(/certificate serial/);
-          return measure(veil.address('udp').port, dnsdist.ports.plain, veil, peer.process.pid);
+          return measure(veil.address('udp').port, dnsdist.ports.plain, veil, peer.process.pid, { dnscrypt: dnsdist.ports.dnscrypt, relay });
         });
-      if (!relayed) return run(client(''));
+      if (!relayed) return run(client(''), null);
       const relayPort = await freePort();
       return withVeil(`. {\n  listen relay://127.0.0.2:${relayPort} {\n    allow_ports ${dnsdist.ports.dnscrypt}\n    allow_private\n  }\n}\n`, () =>
-        run(client(`  anonymize {\n    relay r ${relayStamp(`127.0.0.2:${relayPort}`)}\n    route * via r\n  }\n`)),
+        run(client(`  anonymize {\n    relay r ${relayStamp(`127.0.0.2:${relayPort}`)}\n    route * via r\n  }\n`), relayPort),
       );
     },
   );
@@ -541,6 +546,44 @@ const anonymizedLatency: Workload = {
   target: LATENCY_TARGET,
   run: (ctx) => withDnscryptPair(ctx, (veilPort, plainPort) => addedLatency(ctx, veilPort, plainPort, 'anonymized'), true),
   requires: () => skipUnless('dnsperf', 'dnsdist'),
+};
+
+const anonymizedHops: Workload = {
+  name: 'anonymized-hops',
+  description: "where an anonymized query's time goes at 2,000 qps, from a capture of loopback (anonymized-latency's set-up): the client Veil each way, the Veil relay each way, and dnsdist's DNSCrypt front-end with the origin behind it",
+  target: "context (which hop holds the anonymized path's added latency)",
+  run: (ctx) =>
+    withDnscryptPair(
+      ctx,
+      async (veilPort, _plainPort, _veil, _dnsdistPid, wire) => {
+        const queries = writeSkewedQueries(ctx.dir, 'anonymized-hops.txt', 1000, 10000, 'anonymized-hops.example');
+        const fixed = { queryFile: queries, rate: 2000, clients: 1, outstanding: 50 };
+        await dnsperf({ ...fixed, port: veilPort, seconds: 2 });
+        const ports = { front: veilPort, relay: wire.relay!, server: wire.dnscrypt };
+        const hops: AnonymizedHops[] = [];
+        const loads: LoadResult[] = [];
+        for (let round = 0; round < ctx.rounds; round++) {
+          const file = path.join(ctx.dir, `anonymized-hops-${round}.pcap`);
+          const load = await captured(file, Object.values(ports), () => dnsperf({ ...fixed, port: veilPort, seconds: ctx.seconds, verbose: true }));
+          const followed = followAnonymized(readUdpCapture(file), ports);
+          ctx.log(`round ${round + 1}: ${followed.length} of ${load.sent - load.lost} answers followed, p50 ${(load.p50Ms ?? NaN).toFixed(3)} ms`);
+          hops.push(...followed);
+          loads.push(load);
+        }
+        return {
+          kind: 'other',
+          veil: loads[loads.length - 1]!,
+          peer: null,
+          ratio: null,
+          rssMb: null,
+          summary: describeAnonymized(hops),
+          commands: [loads[0]!.command],
+          notes: [`${ctx.rounds} rounds, ${ctx.seconds} s each, ${hops.length} queries followed; captured with \`tcpdump -i lo -s 128 -w FILE\` on the client's, the relay's and the server's ports`],
+        };
+      },
+      true,
+    ),
+  requires: () => skipUnless('dnsperf', 'dnsdist') || captureUnavailable(),
 };
 
 /** Veil's https:// listener (HTTP/2 by `implementation`) against dnsdist's DoH front-end, both answering from their caches. */
@@ -936,7 +979,7 @@ const burst: Workload = {
 };
 
 export const workloads: Workload[] = [
-  udpForward, udpLatency, udpLatencyIdle, udpHops, burst, cacheHits, cacheMemory, cacheShared, dotForward, dotLatency, dotDnsdistForward, dotDnsdistLatency, dnscryptLatency, anonymizedLatency, dnscryptForward,
+  udpForward, udpLatency, udpLatencyIdle, udpHops, burst, cacheHits, cacheMemory, cacheShared, dotForward, dotLatency, dotDnsdistForward, dotDnsdistLatency, dnscryptLatency, anonymizedLatency, anonymizedHops, dnscryptForward,
   dohListener, dohListenerNode, dohForward, dohLatency, odohForward, odohLatency, workersScaling,
   dnssecCacheHits, dnssecCold, dnssecKeytrap,
 ];

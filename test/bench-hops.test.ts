@@ -8,10 +8,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { followQueries, summarize } from '../bench/hops.js';
+import { describeAnonymized, followAnonymized, followQueries, summarize } from '../bench/hops.js';
 import { readUdpCapture } from '../bench/pcap.js';
 import { buildQuery } from '../core/dns/message.js';
 import { QType } from '../core/dns/constants.js';
+import { ANON_MAGIC, RESOLVER_MAGIC } from '../lib/dnscrypt/constants.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'veil-hops-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -25,7 +26,7 @@ interface Frame {
 }
 
 /** A pcap file of IPv4 datagrams between loopback ports. */
-function capture(frames: Frame[], options: { bigEndian?: boolean; nanoseconds?: boolean; link?: 'ethernet' | 'sll' } = {}): string {
+function capture(frames: Frame[], options: { bigEndian?: boolean; nanoseconds?: boolean; link?: 'ethernet' | 'sll'; snapLength?: number } = {}): string {
   const u32 = (value: number) => {
     const b = Buffer.alloc(4);
     if (options.bigEndian) b.writeUInt32BE(value);
@@ -51,10 +52,11 @@ function capture(frames: Frame[], options: { bigEndian?: boolean; nanoseconds?: 
     udp.writeUInt16BE(f.from, 0);
     udp.writeUInt16BE(f.to, 2);
     udp.writeUInt16BE(8 + f.payload.length, 4);
-    const packet = Buffer.concat([linkHeader, ip, udp, f.payload]);
+    const whole = Buffer.concat([linkHeader, ip, udp, f.payload]);
+    const packet = whole.subarray(0, options.snapLength ?? whole.length);
     const seconds = Math.floor(f.atUs / 1e6);
     const fraction = options.nanoseconds ? Math.round((f.atUs % 1e6) * 1000) : Math.round(f.atUs % 1e6);
-    parts.push(u32(seconds), u32(fraction), u32(packet.length), u32(packet.length), packet);
+    parts.push(u32(seconds), u32(fraction), u32(packet.length), u32(whole.length), packet);
   }
   const file = path.join(dir, `capture-${Math.random().toString(36).slice(2)}.pcap`);
   writeFileSync(file, Buffer.concat(parts));
@@ -175,5 +177,78 @@ describe('bench: a capture read and each query followed through the forwarder', 
     assert.equal(summary.slowestHeldByForwarder, 1);
     const originSlow = summarize(hops.map((h) => ({ ...h, outward: 10, origin: h.outward > 100 ? 5000 : 20 })));
     assert.equal(originSlow.slowestHeldByForwarder, 0);
+  });
+});
+
+const RELAY = 443;
+const RELAY_SIDE = 42000;
+const SERVER = 8443;
+
+/** A relayed DNSCrypt query (the relay header, client magic, key, half-nonce, tag, a padded box). */
+function relayedQuery(nonce: number): Buffer {
+  const half = Buffer.alloc(12, nonce);
+  return Buffer.concat([ANON_MAGIC, Buffer.alloc(16), Buffer.from([0x20, 0xfb]), Buffer.alloc(8, 1), Buffer.alloc(32, 2), half, Buffer.alloc(16), Buffer.alloc(64)]);
+}
+
+function dnscryptAnswer(nonce: number): Buffer {
+  return Buffer.concat([RESOLVER_MAGIC, Buffer.alloc(12, nonce), Buffer.alloc(12, 9), Buffer.alloc(16), Buffer.alloc(64)]);
+}
+
+/** An anonymized query's datagrams: `legs` are each leg's time, client in to client out. */
+function anonymized(name: string, id: number, nonce: number, t: number, legs: [number, number, number, number, number]): Frame[] {
+  const relayed = relayedQuery(nonce);
+  const times = legs.reduce<number[]>((at, leg) => [...at, at[at.length - 1]! + leg], [t]);
+  return [
+    { atUs: times[0]!, from: CLIENT, to: FRONT, payload: query(name, id) },
+    { atUs: times[1]!, from: UPSTREAM, to: RELAY, payload: relayed },
+    { atUs: times[2]!, from: RELAY_SIDE, to: SERVER, payload: relayed.subarray(28) },
+    { atUs: times[3]!, from: SERVER, to: RELAY_SIDE, payload: dnscryptAnswer(nonce) },
+    { atUs: times[4]!, from: RELAY, to: UPSTREAM, payload: dnscryptAnswer(nonce) },
+    { atUs: times[5]!, from: FRONT, to: CLIENT, payload: answer(query(name, id)) },
+  ];
+}
+
+const PORTS = { front: FRONT, relay: RELAY, server: SERVER };
+const legsOf = (h: { clientIn: number; relayIn: number; server: number; relayOut: number; clientOut: number }) => [h.clientIn, h.relayIn, h.server, h.relayOut, h.clientOut];
+
+describe('bench: an anonymized query followed through client, relay and server', () => {
+  it('times each of the five legs', () => {
+    const frames = [...anonymized('a.hops.example', 1, 1, 1000, [30, 25, 120, 30, 20]), ...anonymized('b.hops.example', 2, 2, 2000, [35, 20, 100, 40, 25])];
+    const hops = followAnonymized(readUdpCapture(capture(frames.sort((x, y) => x.atUs - y.atUs))), PORTS);
+    assert.deepEqual(hops.map(legsOf), [
+      [30, 25, 120, 30, 20],
+      [35, 20, 100, 40, 25],
+    ]);
+    // Two values: every percentile here is the larger; the slower query was held longest by the server.
+    assert.match(describeAnonymized(hops), /^client in 35 \/ 35 \/ 35, relay in 25 \/ 25 \/ 25, DNSCrypt server 120 \/ 120 \/ 120, .*held longest by client in 0, relay in 0, DNSCrypt server 1, relay out 0, client out 0$/);
+  });
+
+  it('follows them in a capture cut short (tcpdump -s 128), by the lengths in the UDP headers', () => {
+    const frames = anonymized('a.hops.example', 1, 1, 1000, [30, 25, 120, 30, 20]);
+    const read = readUdpCapture(capture(frames, { snapLength: 128 }));
+    assert.ok(read[1]!.payload.length < read[1]!.length, 'the relayed query was cut short');
+    assert.equal(read[1]!.length, frames[1]!.payload.length);
+    assert.deepEqual(followAnonymized(read, PORTS).map(legsOf), [[30, 25, 120, 30, 20]]);
+  });
+
+  it('pairs answers that came back out of order, when the client answered in that order too', () => {
+    // b's answer comes back first, and the client sends b's plain answer first.
+    const frames = [...anonymized('a.hops.example', 1, 1, 1000, [10, 10, 300, 10, 10]), ...anonymized('b.hops.example', 2, 2, 1050, [10, 10, 50, 10, 10])];
+    const hops = followAnonymized(readUdpCapture(capture(frames.sort((x, y) => x.atUs - y.atUs))), PORTS);
+    assert.deepEqual(hops.map(legsOf), [
+      [10, 10, 300, 10, 10],
+      [10, 10, 50, 10, 10],
+    ]);
+  });
+
+  it('leaves out a pairing the two ways disagree on, and a certificate query through the relay', () => {
+    // The client's plain answers leave in the other order than their DNSCrypt answers came:
+    // paired in order, each would be timed against the other query, so neither is timed.
+    const a = anonymized('a.hops.example', 1, 1, 1000, [10, 10, 100, 10, 10]);
+    const b = anonymized('b.hops.example', 2, 2, 1005, [10, 10, 100, 10, 10]);
+    [a[5]!.atUs, b[5]!.atUs] = [b[5]!.atUs, a[5]!.atUs];
+    const certificateQuery: Frame = { atUs: 990, from: UPSTREAM, to: RELAY, payload: Buffer.concat([ANON_MAGIC, Buffer.alloc(18), query('2.dnscrypt-cert.example', 5)]) };
+    const hops = followAnonymized(readUdpCapture(capture([certificateQuery, ...a, ...b].sort((x, y) => x.atUs - y.atUs))), PORTS);
+    assert.deepEqual(hops.map(legsOf), []);
   });
 });
