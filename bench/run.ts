@@ -124,16 +124,16 @@ function tables(results: Result[]): string {
   }
   if (latency.length) {
     out.push(
-      'Latency at 2,000 queries a second (ms; every round of each side pooled):',
+      "Latency at 2,000 queries a second (ms; every round of each side pooled; Veil's CPU a query is every Veil process's on the way, a relay's included):",
       '',
-      row(['workload', 'Veil p50', 'Veil p99', 'Veil p99.9', 'Veil max', 'direct p50', 'direct p99', 'direct p99.9', 'direct max', 'added p50', 'p99 ÷ direct', 'target']),
-      row(Array(12).fill('---')),
+      row(['workload', 'Veil p50', 'Veil p99', 'Veil p99.9', 'Veil max', 'direct p50', 'direct p99', 'direct p99.9', 'direct max', 'added p50', 'p99 ÷ direct', 'Veil CPU µs/query', 'target']),
+      row(Array(13).fill('---')),
       ...latency.map((r) => {
         const m = r.measurement;
-        if (!m) return skippedRow(r, 12);
+        if (!m) return skippedRow(r, 13);
         const v = m.veil;
         const d = m.peer!;
-        return row([r.workload.name, ms(v.p50Ms), ms(v.p99Ms), ms(v.p999Ms), ms(v.maxMs), ms(d.p50Ms), ms(d.p99Ms), ms(d.p999Ms), ms(d.maxMs), ms((v.p50Ms ?? NaN) - (d.p50Ms ?? NaN)), `${fmt((v.p99Ms ?? NaN) / (d.p99Ms ?? NaN), 1)}×`, r.workload.target]);
+        return row([r.workload.name, ms(v.p50Ms), ms(v.p99Ms), ms(v.p999Ms), ms(v.maxMs), ms(d.p50Ms), ms(d.p99Ms), ms(d.p999Ms), ms(d.maxMs), ms((v.p50Ms ?? NaN) - (d.p50Ms ?? NaN)), `${fmt((v.p99Ms ?? NaN) / (d.p99Ms ?? NaN), 1)}×`, fmt(v.cpuUs, 1), r.workload.target]);
       }),
       '',
     );

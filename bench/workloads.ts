@@ -209,8 +209,8 @@ const udpLatency: Workload = {
   target: LATENCY_TARGET,
   async run(ctx) {
     return withForwardingPair(ctx, async (veil, dnsdist) => {
-      const proxy = { port: dnsdist.ports.plain!, name: 'dnsdist (no packet cache)' };
-      return { ...(await addedLatency(ctx, veil.address('udp').port, ctx.origin.port, 'udp', 'udp', proxy)), rssMb: rssMb(veil.child.pid!) };
+      const proxy = { port: dnsdist.ports.plain!, name: 'dnsdist (no packet cache)', pid: dnsdist.process.pid! };
+      return { ...(await addedLatency(ctx, veil.address('udp').port, ctx.origin.port, 'udp', [veil.child.pid!], 'udp', proxy)), rssMb: rssMb(veil.child.pid!) };
     });
   },
   requires: () => skipUnless('dnsperf', 'dnsdist'),
@@ -368,13 +368,30 @@ function pooled(rounds: LoadResult[]): LoadResult {
   };
 }
 
+/** The Veil processes a latency workload's queries pass through (a client, and a relay when there is one). */
+type VeilPids = number[];
+
+/** CPU seconds of all these processes' threads so far. */
+function cpuOfAll(pids: readonly number[]): number {
+  return pids.reduce((sum, pid) => sum + threadCpuSeconds(pid), 0);
+}
+
 /**
  * Fixed-rate runs through Veil and straight to `directPort` (with dnsperf's `directMode`),
- * alternating; the percentiles are over every round's answers together. With `proxy`, each round
- * also runs through that other proxy of the same server (dnsdist): what any process in between
- * costs on this machine, beside what Veil costs.
+ * alternating; the percentiles are over every round's answers together, and Veil's CPU a query
+ * is that of every Veil process on the way (`veilPids`) over its rounds. With `proxy`, each
+ * round also runs through that other proxy of the same server (dnsdist): what any process in
+ * between costs on this machine, beside what Veil costs, its CPU a query included.
  */
-async function addedLatency(ctx: WorkloadContext, veilPort: number, directPort: number, label: string, directMode = 'udp', proxy?: { port: number; name: string }): Promise<Measurement> {
+async function addedLatency(
+  ctx: WorkloadContext,
+  veilPort: number,
+  directPort: number,
+  label: string,
+  veilPids: VeilPids,
+  directMode = 'udp',
+  proxy?: { port: number; name: string; pid: number },
+): Promise<Measurement> {
   const queries = writeSkewedQueries(ctx.dir, `${label}-latency.txt`, 1000, 10000, `${label}.example`);
   const fixed = { queryFile: queries, seconds: ctx.seconds, rate: 2000, clients: 1, outstanding: 50, verbose: true };
   // Warm both paths first (JIT, connection pools, session tickets, the origin's cache): the
@@ -383,17 +400,28 @@ async function addedLatency(ctx: WorkloadContext, veilPort: number, directPort: 
   await dnsperf({ ...fixed, seconds: 2, verbose: false, port: directPort, mode: directMode });
   if (proxy) await dnsperf({ ...fixed, seconds: 2, verbose: false, port: proxy.port });
   const proxied: LoadResult[] = [];
+  const spent = { veil: 0, proxy: 0 };
   const result = await alternate(
     ctx,
-    () => dnsperf({ ...fixed, port: veilPort }),
     async () => {
-      if (proxy) proxied.push(await dnsperf({ ...fixed, port: proxy.port }));
+      const before = cpuOfAll(veilPids);
+      const load = await dnsperf({ ...fixed, port: veilPort });
+      spent.veil += cpuOfAll(veilPids) - before;
+      return load;
+    },
+    async () => {
+      if (proxy) {
+        const before = threadCpuSeconds(proxy.pid);
+        proxied.push(await dnsperf({ ...fixed, port: proxy.port }));
+        spent.proxy += threadCpuSeconds(proxy.pid) - before;
+      }
       return dnsperf({ ...fixed, port: directPort, mode: directMode });
     },
   );
-  const veil = pooled(result.rounds.veil);
+  const answered = (rounds: LoadResult[]) => Math.max(1, rounds.reduce((sum, r) => sum + r.sent - r.lost, 0));
+  const veil = { ...pooled(result.rounds.veil), cpuUs: (spent.veil / answered(result.rounds.veil)) * 1e6 };
   const direct = pooled(result.rounds.peer);
-  const other = proxy ? pooled(proxied) : null;
+  const other = proxy ? { ...pooled(proxied), cpuUs: (spent.proxy / answered(proxied)) * 1e6 } : null;
   const added = (veil.p50Ms ?? NaN) - (direct.p50Ms ?? NaN);
   const addedMean = veil.meanMs - direct.meanMs;
   const tail = (veil.p99Ms ?? NaN) / (direct.p99Ms ?? NaN);
@@ -411,7 +439,7 @@ async function addedLatency(ctx: WorkloadContext, veilPort: number, directPort: 
     notes: [
       `added p50 ${added.toFixed(3)} ms, mean ${addedMean.toFixed(3)} ms; p99 ${tail.toFixed(1)}× direct (${ctx.rounds} rounds of each pooled)`,
       ...(other
-        ? [`through ${proxy!.name} instead (the same rate, rounds between Veil's and direct's): p50 ${ms(other.p50Ms)} / p99 ${ms(other.p99Ms)} / p99.9 ${ms(other.p999Ms)} / max ${ms(other.maxMs)} ms, added p50 ${((other.p50Ms ?? NaN) - (direct.p50Ms ?? NaN)).toFixed(3)} ms, p99 ${((other.p99Ms ?? NaN) / (direct.p99Ms ?? NaN)).toFixed(1)}× direct`]
+        ? [`through ${proxy!.name} instead (the same rate, rounds between Veil's and direct's): p50 ${ms(other.p50Ms)} / p99 ${ms(other.p99Ms)} / p99.9 ${ms(other.p999Ms)} / max ${ms(other.maxMs)} ms, added p50 ${((other.p50Ms ?? NaN) - (direct.p50Ms ?? NaN)).toFixed(3)} ms, p99 ${((other.p99Ms ?? NaN) / (direct.p99Ms ?? NaN)).toFixed(1)}× direct, ${other.cpuUs.toFixed(1)} µs CPU a query (Veil ${veil.cpuUs.toFixed(1)})`]
         : []),
     ],
   };
@@ -451,7 +479,7 @@ const dotLatency: Workload = {
       () => startUnboundDot(certs),
       (origin) =>
         withVeil(`. {\n  listen udp://127.0.0.1:0\n  dot {\n    server o tls://127.0.0.1:${origin.port} {\n      server_name dns.test\n      ca ${certs.ca}\n    }\n  }\n}\n`, (veil) =>
-          addedLatency(ctx, veil.address('udp').port, origin.port, 'dot'),
+          addedLatency(ctx, veil.address('udp').port, origin.port, 'dot', [veil.child.pid!]),
         ),
     );
   },
@@ -479,7 +507,7 @@ const dotDnsdistLatency: Workload = {
   name: 'dot-dnsdist-latency',
   description: "added latency at 2,000 qps: UDP to Veil, DoT to dnsdist's DoT front-end (default options), vs dnsperf's DoT client straight to the same front-end",
   target: LATENCY_TARGET,
-  run: (ctx) => withDnsdistDot(ctx, (veil, dnsdist) => addedLatency(ctx, veil.address('udp').port, dnsdist.ports.tls!, 'dot-dnsdist', 'dot')),
+  run: (ctx) => withDnsdistDot(ctx, (veil, dnsdist) => addedLatency(ctx, veil.address('udp').port, dnsdist.ports.tls!, 'dot-dnsdist', [veil.child.pid!], 'dot')),
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
 
@@ -507,7 +535,7 @@ const dotDnsdistForward: Workload = {
  */
 function withDnscryptPair(
   ctx: WorkloadContext,
-  measure: (veilPort: number, plainPort: number, veil: VeilProcess, dnsdistPid: number | undefined, wire: { dnscrypt: number; relay: number | null }) => Promise<Measurement>,
+  measure: (veilPort: number, plainPort: number, veil: VeilProcess, dnsdistPid: number | undefined, wire: { dnscrypt: number; relay: number | null; relayPid: number | null }) => Promise<Measurement>,
   relayed = false,
 ): Promise<Measurement> {
   return withPeer(
@@ -516,15 +544,15 @@ function withDnscryptPair(
       const dnsdist = peer as unknown as { ports: { plain: number; dnscrypt: number }; providerKey: Buffer };
       const stamp = dnscryptStamp(`127.0.0.1:${dnsdist.ports.dnscrypt}`, dnsdist.providerKey, '2.dnscrypt-cert.bench.test');
       const client = (anonymize: string) => `. {\n  listen udp://127.0.0.1:0\n  dnscrypt {\n    server d ${stamp}\n  }\n${anonymize}}\n`;
-      const run = (corefile: string, relay: number | null) =>
+      const run = (corefile: string, relay: VeilProcess | null, relayPort: number | null) =>
         withVeil(corefile, async (veil) => {
           await veil.waitFor(/certificate serial/);
-          return measure(veil.address('udp').port, dnsdist.ports.plain, veil, peer.process.pid, { dnscrypt: dnsdist.ports.dnscrypt, relay });
+          return measure(veil.address('udp').port, dnsdist.ports.plain, veil, peer.process.pid, { dnscrypt: dnsdist.ports.dnscrypt, relay: relayPort, relayPid: relay?.child.pid ?? null });
         });
-      if (!relayed) return run(client(''), null);
+      if (!relayed) return run(client(''), null, null);
       const relayPort = await freePort();
-      return withVeil(`. {\n  listen relay://127.0.0.2:${relayPort} {\n    allow_ports ${dnsdist.ports.dnscrypt}\n    allow_private\n  }\n}\n`, () =>
-        run(client(`  anonymize {\n    relay r ${relayStamp(`127.0.0.2:${relayPort}`)}\n    route * via r\n  }\n`), relayPort),
+      return withVeil(`. {\n  listen relay://127.0.0.2:${relayPort} {\n    allow_ports ${dnsdist.ports.dnscrypt}\n    allow_private\n  }\n}\n`, (relay) =>
+        run(client(`  anonymize {\n    relay r ${relayStamp(`127.0.0.2:${relayPort}`)}\n    route * via r\n  }\n`), relay, relayPort),
       );
     },
   );
@@ -535,7 +563,7 @@ const dnscryptLatency: Workload = {
   description: "added latency at 2,000 qps: UDP to Veil, DNSCrypt to dnsdist's DNSCrypt front-end, vs plain UDP to the same dnsdist",
   target: LATENCY_TARGET,
   async run(ctx) {
-    return withDnscryptPair(ctx, (veilPort, plainPort) => addedLatency(ctx, veilPort, plainPort, 'dnscrypt'));
+    return withDnscryptPair(ctx, (veilPort, plainPort, veil) => addedLatency(ctx, veilPort, plainPort, 'dnscrypt', [veil.child.pid!]));
   },
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
@@ -544,7 +572,7 @@ const anonymizedLatency: Workload = {
   name: 'anonymized-latency',
   description: "added latency at 2,000 qps: UDP to Veil, Anonymized DNSCrypt through a Veil relay (127.0.0.2) to dnsdist's DNSCrypt front-end, vs plain UDP to the same dnsdist",
   target: LATENCY_TARGET,
-  run: (ctx) => withDnscryptPair(ctx, (veilPort, plainPort) => addedLatency(ctx, veilPort, plainPort, 'anonymized'), true),
+  run: (ctx) => withDnscryptPair(ctx, (veilPort, plainPort, veil, _dnsdistPid, wire) => addedLatency(ctx, veilPort, plainPort, 'anonymized', [veil.child.pid!, wire.relayPid!]), true),
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
 
@@ -681,7 +709,7 @@ const dohLatency: Workload = {
   name: 'doh-latency',
   description: "added latency at 2,000 qps: UDP to Veil, DoH to dnsdist's DoH front-end, vs plain UDP to the same dnsdist",
   target: LATENCY_TARGET,
-  run: (ctx) => dohForwardSetup(ctx, (veilPort, plainPort) => addedLatency(ctx, veilPort, plainPort, 'doh')),
+  run: (ctx) => dohForwardSetup(ctx, (veilPort, plainPort, veil) => addedLatency(ctx, veilPort, plainPort, 'doh', [veil.child.pid!])),
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
 
@@ -728,7 +756,7 @@ const workersScaling: Workload = {
  * 127.0.0.2, and two Veil fronts with a UDP listener: one asks the target through the relay
  * (`odoh`), the other asks the same target directly (`doh`). Neither front caches.
  */
-async function withOdohPair<T>(ctx: WorkloadContext, fn: (odohPort: number, dohPort: number, odoh: VeilProcess, doh: VeilProcess) => Promise<T>): Promise<T> {
+async function withOdohPair<T>(ctx: WorkloadContext, fn: (odohPort: number, dohPort: number, odoh: VeilProcess, doh: VeilProcess, relayPid: number) => Promise<T>): Promise<T> {
   const certs = makeTestCerts();
   const target = `. {\n  listen https://127.0.0.1:0/dns-query {\n    cert ${certs.chain}\n    key ${certs.key}\n    odoh_target\n  }\n  forward . 127.0.0.1:${ctx.origin.port}\n}\n`;
   return withVeil(target, async (t) => {
@@ -738,7 +766,7 @@ async function withOdohPair<T>(ctx: WorkloadContext, fn: (odohPort: number, dohP
       const relayPort = r.address('https').port;
       const odoh = `. {\n  listen udp://127.0.0.1:0\n  odoh {\n    server t https://dns.test:${targetPort}/dns-query\n    relay r https://dns.test:${relayPort}/proxy {\n      bootstrap 127.0.0.2\n      ca ${certs.ca}\n    }\n  }\n}\n`;
       const doh = `. {\n  listen udp://127.0.0.1:0\n  doh {\n    server t https://dns.test:${targetPort}/dns-query {\n      bootstrap 127.0.0.1\n      ca ${certs.ca}\n    }\n  }\n}\n`;
-      return withVeil(odoh, (o) => withVeil(doh, (d) => fn(o.address('udp').port, d.address('udp').port, o, d)));
+      return withVeil(odoh, (o) => withVeil(doh, (d) => fn(o.address('udp').port, d.address('udp').port, o, d, r.child.pid!)));
     });
   });
 }
@@ -767,7 +795,7 @@ const odohLatency: Workload = {
   name: 'odoh-latency',
   description: 'added latency at 2,000 qps: UDP to Veil, ODoH through a Veil relay to a Veil target, vs UDP to Veil, DoH to the same target directly',
   target: 'context (what ODoH adds over DoH)',
-  run: (ctx) => withOdohPair(ctx, (odohPort, dohPort) => addedLatency(ctx, odohPort, dohPort, 'odoh')),
+  run: (ctx) => withOdohPair(ctx, (odohPort, dohPort, odoh, _doh, relayPid) => addedLatency(ctx, odohPort, dohPort, 'odoh', [odoh.child.pid!, relayPid])),
   requires: () => skipUnless('dnsperf', 'unbound'),
 };
 
