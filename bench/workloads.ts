@@ -530,8 +530,9 @@ const dotDnsdistForward: Workload = {
 /**
  * dnsdist with a plain and a DNSCrypt front-end, and Veil (UDP in) using that DNSCrypt
  * front-end once its certificate is in hand (through a relay: a second Veil serving
- * `relay://127.0.0.2`, when `relayed`); `measure` gets Veil's port, dnsdist's plain one and
- * dnsdist's PID.
+ * `relay://127.0.0.2`, when `relayed`); `measure` gets Veil's port, dnsdist's plain one,
+ * dnsdist's PID, and what is on the wire: dnsdist's DNSCrypt port, and the relay's port and PID
+ * (null without a relay).
  */
 function withDnscryptPair(
   ctx: WorkloadContext,
@@ -754,7 +755,8 @@ const workersScaling: Workload = {
 /**
  * One Veil target (`odoh_target`, no cache, forwarding to the origin), one Veil relay on
  * 127.0.0.2, and two Veil fronts with a UDP listener: one asks the target through the relay
- * (`odoh`), the other asks the same target directly (`doh`). Neither front caches.
+ * (`odoh`), the other asks the same target directly (`doh`). Neither front caches. `fn` gets
+ * the two fronts' ports and processes, and the relay's PID.
  */
 async function withOdohPair<T>(ctx: WorkloadContext, fn: (odohPort: number, dohPort: number, odoh: VeilProcess, doh: VeilProcess, relayPid: number) => Promise<T>): Promise<T> {
   const certs = makeTestCerts();
