@@ -20,7 +20,7 @@ import { startVeil } from '../test/helpers/veil-process.js';
 import { CLIENT_MAGIC_SIZE, HALF_NONCE_SIZE, PUBLIC_KEY_SIZE, RELAY_HEADER_SIZE, RESOLVER_MAGIC } from '../lib/dnscrypt/constants.js';
 import { MIN_DNSCRYPT_QUERY } from '../plugins/anonymize/relay-listener.js';
 import { startsWithAnonMagic } from '../lib/dnscrypt/relay-header.js';
-import { readUdpCapture, type CapturedDatagram } from './pcap.js';
+import { readPcap, type CapturedPacket } from '../test/helpers/pcap.js';
 import { dnsperf, percentile, writeSkewedQueries, type LoadResult } from './tools.js';
 import type { Measurement, Workload, WorkloadContext } from './workloads.js';
 
@@ -45,27 +45,28 @@ export interface QueryHops {
  * ID each leg carries: the client's on the way in and back, the forwarder's own to the origin
  * and back. Only one load runs at a time, so every query to the origin is the forwarder's.
  */
-export function followQueries(datagrams: readonly CapturedDatagram[], front: number, origin: number): QueryHops[] {
+export function followQueries(packets: readonly CapturedPacket[], front: number, origin: number): QueryHops[] {
   type Open = { client: number; clientId: number; arrived: number; upstreamId?: number; sent?: number; answered?: number };
   const open = new Map<string, Open[]>();
   const done: QueryHops[] = [];
-  for (const d of datagrams) {
+  for (const d of packets) {
+    if (d.protocol !== 'udp') continue;
     const question = questionKey(d.payload);
     if (question === null) continue;
     const id = d.payload.readUInt16BE(0);
     const response = (d.payload[2]! & 0x80) !== 0;
     const list = open.get(question) ?? [];
-    if (!response && d.destinationPort === front) {
-      list.push({ client: d.sourcePort, clientId: id, arrived: d.at });
+    if (!response && d.dstPort === front) {
+      list.push({ client: d.srcPort, clientId: id, arrived: d.at });
       open.set(question, list);
-    } else if (!response && d.destinationPort === origin) {
+    } else if (!response && d.dstPort === origin) {
       const entry = list.find((e) => e.sent === undefined);
       if (entry) Object.assign(entry, { upstreamId: id, sent: d.at });
-    } else if (response && d.sourcePort === origin) {
+    } else if (response && d.srcPort === origin) {
       const entry = list.find((e) => e.upstreamId === id && e.answered === undefined);
       if (entry) entry.answered = d.at;
-    } else if (response && d.sourcePort === front) {
-      const at = list.findIndex((e) => e.client === d.destinationPort && e.clientId === id && e.answered !== undefined);
+    } else if (response && d.srcPort === front) {
+      const at = list.findIndex((e) => e.client === d.dstPort && e.clientId === id && e.answered !== undefined);
       if (at < 0) continue;
       const entry = list.splice(at, 1)[0]!;
       done.push({ inward: entry.sent! - entry.arrived, origin: entry.answered! - entry.sent!, outward: d.at - entry.answered! });
@@ -138,7 +139,7 @@ const RESPONSE_NONCE_AT = RESOLVER_MAGIC.length;
  * answer must be the answer to the plain query that preceded its query (same client port and
  * ID). A query paired wrongly is left out, never timed.
  */
-export function followAnonymized(datagrams: readonly CapturedDatagram[], ports: { front: number; relay: number; server: number }): AnonymizedHops[] {
+export function followAnonymized(packets: readonly CapturedPacket[], ports: { front: number; relay: number; server: number }): AnonymizedHops[] {
   type Leg = { at: number; key: string };
   const plainIn: Leg[] = [];
   const plainOut: Leg[] = [];
@@ -146,14 +147,15 @@ export function followAnonymized(datagrams: readonly CapturedDatagram[], ports: 
   const fromRelay: Leg[] = [];
   const toServer = new Map<string, number>();
   const fromServer = new Map<string, number>();
-  for (const d of datagrams) {
+  for (const d of packets) {
+    if (d.protocol !== 'udp') continue;
     const p = d.payload;
-    if (d.destinationPort === ports.front && p.length >= 12 && (p[2]! & 0x80) === 0) plainIn.push({ at: d.at, key: `${d.sourcePort} ${p.readUInt16BE(0)}` });
-    else if (d.sourcePort === ports.front && p.length >= 12 && (p[2]! & 0x80) !== 0) plainOut.push({ at: d.at, key: `${d.destinationPort} ${p.readUInt16BE(0)}` });
-    else if (d.destinationPort === ports.relay && startsWithAnonMagic(p) && d.length >= MIN_RELAYED_QUERY && p.length >= RELAYED_NONCE_AT + HALF_NONCE_SIZE) toRelay.push({ at: d.at, key: p.toString('hex', RELAYED_NONCE_AT, RELAYED_NONCE_AT + HALF_NONCE_SIZE) });
-    else if (d.destinationPort === ports.server && p.length >= QUERY_NONCE_AT + HALF_NONCE_SIZE) toServer.set(p.toString('hex', QUERY_NONCE_AT, QUERY_NONCE_AT + HALF_NONCE_SIZE), d.at);
-    else if (d.sourcePort === ports.server && p.length >= RESPONSE_NONCE_AT + HALF_NONCE_SIZE && p.compare(RESOLVER_MAGIC, 0, RESOLVER_MAGIC.length, 0, RESOLVER_MAGIC.length) === 0) fromServer.set(p.toString('hex', RESPONSE_NONCE_AT, RESPONSE_NONCE_AT + HALF_NONCE_SIZE), d.at);
-    else if (d.sourcePort === ports.relay && p.length >= RESPONSE_NONCE_AT + HALF_NONCE_SIZE && p.compare(RESOLVER_MAGIC, 0, RESOLVER_MAGIC.length, 0, RESOLVER_MAGIC.length) === 0) fromRelay.push({ at: d.at, key: p.toString('hex', RESPONSE_NONCE_AT, RESPONSE_NONCE_AT + HALF_NONCE_SIZE) });
+    if (d.dstPort === ports.front && p.length >= 12 && (p[2]! & 0x80) === 0) plainIn.push({ at: d.at, key: `${d.srcPort} ${p.readUInt16BE(0)}` });
+    else if (d.srcPort === ports.front && p.length >= 12 && (p[2]! & 0x80) !== 0) plainOut.push({ at: d.at, key: `${d.dstPort} ${p.readUInt16BE(0)}` });
+    else if (d.dstPort === ports.relay && startsWithAnonMagic(p) && d.length >= MIN_RELAYED_QUERY && p.length >= RELAYED_NONCE_AT + HALF_NONCE_SIZE) toRelay.push({ at: d.at, key: p.toString('hex', RELAYED_NONCE_AT, RELAYED_NONCE_AT + HALF_NONCE_SIZE) });
+    else if (d.dstPort === ports.server && p.length >= QUERY_NONCE_AT + HALF_NONCE_SIZE) toServer.set(p.toString('hex', QUERY_NONCE_AT, QUERY_NONCE_AT + HALF_NONCE_SIZE), d.at);
+    else if (d.srcPort === ports.server && p.length >= RESPONSE_NONCE_AT + HALF_NONCE_SIZE && p.compare(RESOLVER_MAGIC, 0, RESOLVER_MAGIC.length, 0, RESOLVER_MAGIC.length) === 0) fromServer.set(p.toString('hex', RESPONSE_NONCE_AT, RESPONSE_NONCE_AT + HALF_NONCE_SIZE), d.at);
+    else if (d.srcPort === ports.relay && p.length >= RESPONSE_NONCE_AT + HALF_NONCE_SIZE && p.compare(RESOLVER_MAGIC, 0, RESOLVER_MAGIC.length, 0, RESOLVER_MAGIC.length) === 0) fromRelay.push({ at: d.at, key: p.toString('hex', RESPONSE_NONCE_AT, RESPONSE_NONCE_AT + HALF_NONCE_SIZE) });
   }
   // In order: each DNSCrypt query with the oldest plain query not yet paired that came before
   // it, and each DNSCrypt answer with the first plain answer not yet paired that left after it.
@@ -259,7 +261,7 @@ export const udpHops: Workload = {
         for (const front of Object.keys(fronts) as Front[]) {
           const file = path.join(ctx.dir, `hops-${round}-${front.replace(/\W/g, '')}.pcap`);
           const load = await captured(file, [fronts[front], origin], () => dnsperf({ ...fixed, port: fronts[front], seconds: ctx.seconds, verbose: true }));
-          const followed = followQueries(readUdpCapture(file), fronts[front], origin);
+          const followed = followQueries(readPcap(file), fronts[front], origin);
           const seen = summarize(followed);
           ctx.log(`round ${round + 1}: ${front} ${followed.length} of ${load.sent - load.lost} answers followed (p50 ${(load.p50Ms ?? NaN).toFixed(3)} ms); in p50 ${seen.inward.p50.toFixed(0)} p99 ${seen.inward.p99.toFixed(0)} µs, out p50 ${seen.outward.p50.toFixed(0)} p99 ${seen.outward.p99.toFixed(0)} µs`);
           hops[front].push(...followed);

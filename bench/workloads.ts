@@ -13,7 +13,7 @@ import { QType } from '../core/dns/constants.js';
 import { startVeil, type VeilProcess } from '../test/helpers/veil-process.js';
 import { cacheShared } from './shared-cache.js';
 import { captured, captureUnavailable, describeAnonymized, followAnonymized, udpHops, type AnonymizedHops } from './hops.js';
-import { readUdpCapture } from './pcap.js';
+import { readPcap } from '../test/helpers/pcap.js';
 import { dnsperf, h2load, percentile, writeSkewedQueries, writeUniqueQueries, type LoadResult } from './tools.js';
 
 export interface WorkloadContext {
@@ -594,7 +594,7 @@ const anonymizedHops: Workload = {
         for (let round = 0; round < ctx.rounds; round++) {
           const file = path.join(ctx.dir, `anonymized-hops-${round}.pcap`);
           const load = await captured(file, Object.values(ports), () => dnsperf({ ...fixed, port: veilPort, seconds: ctx.seconds, verbose: true }));
-          const followed = followAnonymized(readUdpCapture(file), ports);
+          const followed = followAnonymized(readPcap(file), ports);
           ctx.log(`round ${round + 1}: ${followed.length} of ${load.sent - load.lost} answers followed, p50 ${(load.p50Ms ?? NaN).toFixed(3)} ms`);
           hops.push(...followed);
           loads.push(load);

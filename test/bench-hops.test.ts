@@ -1,7 +1,8 @@
 /**
- * The bench's udp-hops reads a tcpdump capture and follows each query through a forwarder: the
- * capture reader and the matching, on captures written here byte by byte (both byte orders, the
- * two stamp resolutions, loopback's Ethernet framing and Linux's cooked one).
+ * The bench's udp-hops and anonymized-hops read a tcpdump capture (test/helpers/pcap.ts) and
+ * follow each query through the processes on its way: the reader's times and lengths, and the
+ * matching, on captures written here byte by byte (both byte orders, the two stamp resolutions,
+ * loopback's Ethernet framing and Linux's cooked one, a capture cut short).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { describeAnonymized, followAnonymized, followQueries, summarize } from '../bench/hops.js';
-import { readUdpCapture } from '../bench/pcap.js';
+import { readPcap } from './helpers/pcap.js';
 import { buildQuery } from '../core/dns/message.js';
 import { QType } from '../core/dns/constants.js';
 import { ANON_MAGIC, RESOLVER_MAGIC } from '../lib/dnscrypt/constants.js';
@@ -42,17 +43,21 @@ function capture(frames: Frame[], options: { bigEndian?: boolean; nanoseconds?: 
   const link = options.link === 'sll' ? 113 : 1;
   const parts = [u32(options.nanoseconds ? 0xa1b23c4d : 0xa1b2c3d4), u16(2), u16(4), u32(0), u32(0), u32(65535), u32(link)];
   for (const f of frames) {
-    const linkHeader = link === 1 ? Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00])]) : Buffer.alloc(16);
+    // Both end in the IPv4 EtherType: Ethernet's at byte 12, the cooked header's at byte 14.
+    const linkHeader = Buffer.concat([Buffer.alloc(link === 1 ? 12 : 14), Buffer.from([0x08, 0x00])]);
     const ip = Buffer.alloc(20);
     ip[0] = 0x45;
     ip[9] = f.protocol ?? 17;
     ip.set([127, 0, 0, 1], 12);
     ip.set([127, 0, 0, 1], 16);
-    const udp = Buffer.alloc(8);
-    udp.writeUInt16BE(f.from, 0);
-    udp.writeUInt16BE(f.to, 2);
-    udp.writeUInt16BE(8 + f.payload.length, 4);
-    const whole = Buffer.concat([linkHeader, ip, udp, f.payload]);
+    const tcp = f.protocol === 6;
+    const transport = Buffer.alloc(tcp ? 20 : 8);
+    transport.writeUInt16BE(f.from, 0);
+    transport.writeUInt16BE(f.to, 2);
+    if (tcp) transport[12] = 5 << 4;
+    else transport.writeUInt16BE(8 + f.payload.length, 4);
+    ip.writeUInt16BE(20 + transport.length + f.payload.length, 2);
+    const whole = Buffer.concat([linkHeader, ip, transport, f.payload]);
     const packet = whole.subarray(0, options.snapLength ?? whole.length);
     const seconds = Math.floor(f.atUs / 1e6);
     const fraction = options.nanoseconds ? Math.round((f.atUs % 1e6) * 1000) : Math.round(f.atUs % 1e6);
@@ -99,17 +104,20 @@ function exchange(name: string, t: number, inward: number, origin: number, outwa
 
 describe('bench: a capture read and each query followed through the forwarder', () => {
   for (const options of [{}, { bigEndian: true }, { nanoseconds: true }, { link: 'sll' as const }]) {
-    it(`reads the datagrams of a capture (${JSON.stringify(options)})`, () => {
+    it(`reads each packet's time, ports, payload and length (${JSON.stringify(options)})`, () => {
       const payload = query('a.hops.example', 1);
       const frames: Frame[] = [
         { atUs: 1_700_000_000_000_250, from: CLIENT, to: FRONT, payload },
-        { atUs: 1_700_000_000_000_900, from: FRONT, to: CLIENT, payload: Buffer.alloc(3), protocol: 6 },
+        { atUs: 1_700_000_000_000_900, from: FRONT, to: CLIENT, payload: Buffer.from('abc'), protocol: 6 },
       ];
-      const read = readUdpCapture(capture(frames, options));
-      assert.equal(read.length, 1, 'the TCP segment is left out');
-      assert.equal(read[0]!.sourcePort, CLIENT);
-      assert.equal(read[0]!.destinationPort, FRONT);
-      assert.equal(read[0]!.at, 1_700_000_000_000_250);
+      const read = readPcap(capture(frames, options));
+      assert.deepEqual(
+        read.map((p) => [p.protocol, p.at, p.srcPort, p.dstPort, p.length]),
+        [
+          ['udp', 1_700_000_000_000_250, CLIENT, FRONT, payload.length],
+          ['tcp', 1_700_000_000_000_900, FRONT, CLIENT, 3],
+        ],
+      );
       assert.deepEqual(read[0]!.payload, payload);
     });
   }
@@ -117,12 +125,12 @@ describe('bench: a capture read and each query followed through the forwarder', 
   it('refuses a file that is not a capture', () => {
     const file = path.join(dir, 'not.pcap');
     writeFileSync(file, Buffer.alloc(64, 7));
-    assert.throws(() => readUdpCapture(file), /not a pcap file/);
+    assert.throws(() => readPcap(file), /not a pcap file/);
   });
 
   it('times each query in the forwarder, both ways, and at the origin, whatever the case of its name', () => {
     const frames = [...exchange('a.hops.example', 1000, 20, 40, 15), ...exchange('b.hops.example', 1100, 30, 50, 25)].sort((x, y) => x.atUs - y.atUs);
-    const hops = followQueries(readUdpCapture(capture(frames)), FRONT, ORIGIN);
+    const hops = followQueries(readPcap(capture(frames)), FRONT, ORIGIN);
     assert.deepEqual(
       hops.map((h) => [h.inward, h.origin, h.outward]),
       [
@@ -134,7 +142,7 @@ describe('bench: a capture read and each query followed through the forwarder', 
 
   it('keeps two queries for the same name apart, the older first', () => {
     const frames = [...exchange('same.hops.example', 1000, 10, 100, 10), ...exchange('same.hops.example', 1050, 20, 100, 30)].sort((x, y) => x.atUs - y.atUs);
-    const hops = followQueries(readUdpCapture(capture(frames)), FRONT, ORIGIN);
+    const hops = followQueries(readPcap(capture(frames)), FRONT, ORIGIN);
     assert.deepEqual(
       hops.map((h) => [h.inward, h.origin, h.outward]),
       [
@@ -147,7 +155,7 @@ describe('bench: a capture read and each query followed through the forwarder', 
   it('matches each leg by its ID when the origin answers out of order', () => {
     const first = exchange('same.hops.example', 1000, 10, 90, 10, { client: 1, upstream: 11 });
     const second = exchange('same.hops.example', 1020, 10, 20, 10, { client: 2, upstream: 12 });
-    const hops = followQueries(readUdpCapture(capture([...first, ...second].sort((x, y) => x.atUs - y.atUs))), FRONT, ORIGIN);
+    const hops = followQueries(readPcap(capture([...first, ...second].sort((x, y) => x.atUs - y.atUs))), FRONT, ORIGIN);
     assert.deepEqual(
       hops.map((h) => [h.inward, h.origin, h.outward]),
       [
@@ -157,11 +165,13 @@ describe('bench: a capture read and each query followed through the forwarder', 
     );
   });
 
-  it('leaves out a query the forwarder never answered, and datagrams of other ports', () => {
+  it('leaves out a query the forwarder never answered, datagrams of other ports, and TCP', () => {
     const lost = exchange('lost.hops.example', 1000, 10, 10, 10).slice(0, 2);
     const stray: Frame = { atUs: 1005, from: 999, to: 998, payload: query('lost.hops.example', 9) };
-    const frames = [...lost, stray, ...exchange('kept.hops.example', 2000, 5, 6, 7)].sort((x, y) => x.atUs - y.atUs);
-    const hops = followQueries(readUdpCapture(capture(frames)), FRONT, ORIGIN);
+    // The same question over TCP, on the forwarder's ports: not one of the datagrams followed.
+    const overTcp: Frame = { atUs: 2001, from: CLIENT, to: FRONT, payload: query('kept.hops.example', 7), protocol: 6 };
+    const frames = [...lost, stray, overTcp, ...exchange('kept.hops.example', 2000, 5, 6, 7)].sort((x, y) => x.atUs - y.atUs);
+    const hops = followQueries(readPcap(capture(frames)), FRONT, ORIGIN);
     assert.deepEqual(
       hops.map((h) => [h.inward, h.origin, h.outward]),
       [[5, 6, 7]],
@@ -214,7 +224,7 @@ const legsOf = (h: { clientIn: number; relayIn: number; server: number; relayOut
 describe('bench: an anonymized query followed through client, relay and server', () => {
   it('times each of the five legs', () => {
     const frames = [...anonymized('a.hops.example', 1, 1, 1000, [30, 25, 120, 30, 20]), ...anonymized('b.hops.example', 2, 2, 2000, [35, 20, 100, 40, 25])];
-    const hops = followAnonymized(readUdpCapture(capture(frames.sort((x, y) => x.atUs - y.atUs))), PORTS);
+    const hops = followAnonymized(readPcap(capture(frames.sort((x, y) => x.atUs - y.atUs))), PORTS);
     assert.deepEqual(hops.map(legsOf), [
       [30, 25, 120, 30, 20],
       [35, 20, 100, 40, 25],
@@ -225,7 +235,7 @@ describe('bench: an anonymized query followed through client, relay and server',
 
   it('follows them in a capture cut short (tcpdump -s 128), by the lengths in the UDP headers', () => {
     const frames = anonymized('a.hops.example', 1, 1, 1000, [30, 25, 120, 30, 20]);
-    const read = readUdpCapture(capture(frames, { snapLength: 128 }));
+    const read = readPcap(capture(frames, { snapLength: 128 }));
     assert.ok(read[1]!.payload.length < read[1]!.length, 'the relayed query was cut short');
     assert.equal(read[1]!.length, frames[1]!.payload.length);
     assert.deepEqual(followAnonymized(read, PORTS).map(legsOf), [[30, 25, 120, 30, 20]]);
@@ -234,7 +244,7 @@ describe('bench: an anonymized query followed through client, relay and server',
   it('pairs answers that came back out of order, when the client answered in that order too', () => {
     // b's answer comes back first, and the client sends b's plain answer first.
     const frames = [...anonymized('a.hops.example', 1, 1, 1000, [10, 10, 300, 10, 10]), ...anonymized('b.hops.example', 2, 2, 1050, [10, 10, 50, 10, 10])];
-    const hops = followAnonymized(readUdpCapture(capture(frames.sort((x, y) => x.atUs - y.atUs))), PORTS);
+    const hops = followAnonymized(readPcap(capture(frames.sort((x, y) => x.atUs - y.atUs))), PORTS);
     assert.deepEqual(hops.map(legsOf), [
       [10, 10, 300, 10, 10],
       [10, 10, 50, 10, 10],
@@ -248,7 +258,7 @@ describe('bench: an anonymized query followed through client, relay and server',
     const b = anonymized('b.hops.example', 2, 2, 1005, [10, 10, 100, 10, 10]);
     [a[5]!.atUs, b[5]!.atUs] = [b[5]!.atUs, a[5]!.atUs];
     const certificateQuery: Frame = { atUs: 990, from: UPSTREAM, to: RELAY, payload: Buffer.concat([ANON_MAGIC, Buffer.alloc(18), query('2.dnscrypt-cert.example', 5)]) };
-    const hops = followAnonymized(readUdpCapture(capture([certificateQuery, ...a, ...b].sort((x, y) => x.atUs - y.atUs))), PORTS);
+    const hops = followAnonymized(readPcap(capture([certificateQuery, ...a, ...b].sort((x, y) => x.atUs - y.atUs))), PORTS);
     assert.deepEqual(hops.map(legsOf), []);
   });
 });
