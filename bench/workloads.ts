@@ -368,6 +368,9 @@ function pooled(rounds: LoadResult[]): LoadResult {
   };
 }
 
+/** How long the latency workloads warm Veil's path before they measure it. */
+const VEIL_WARM_UP_SECONDS = 10;
+
 /** The Veil processes a latency workload's queries pass through (a client, and a relay when there is one). */
 type VeilPids = number[];
 
@@ -395,8 +398,10 @@ async function addedLatency(
   const queries = writeSkewedQueries(ctx.dir, `${label}-latency.txt`, 1000, 10000, `${label}.example`);
   const fixed = { queryFile: queries, seconds: ctx.seconds, rate: 2000, clients: 1, outstanding: 50, verbose: true };
   // Warm both paths first (JIT, connection pools, session tickets, the origin's cache): the
-  // target is the steady-state cost, not the first second's.
-  await dnsperf({ ...fixed, seconds: 2, verbose: false, port: veilPort });
+  // target is the steady-state cost, not the first second's. Veil's for longer: 2 s in, V8's
+  // workers were still compiling and collecting at 9.6 µs of CPU a query, and 10 s in they had
+  // stopped (docs/benchmarks.md, 2026-12-06 from 08:22).
+  await dnsperf({ ...fixed, seconds: VEIL_WARM_UP_SECONDS, verbose: false, port: veilPort });
   await dnsperf({ ...fixed, seconds: 2, verbose: false, port: directPort, mode: directMode });
   if (proxy) await dnsperf({ ...fixed, seconds: 2, verbose: false, port: proxy.port });
   const proxied: LoadResult[] = [];
