@@ -102,6 +102,16 @@ function exchange(name: string, t: number, inward: number, origin: number, outwa
   ];
 }
 
+/** The frames written to a capture in time order, and read back. */
+function packetsOf(frames: Frame[]) {
+  return readPcap(capture([...frames].sort((x, y) => x.atUs - y.atUs)));
+}
+
+/** Each query's legs (in, origin, out) through the forwarder, in a capture of `frames`. */
+function followed(frames: Frame[]): number[][] {
+  return followQueries(packetsOf(frames), FRONT, ORIGIN).map((h) => [h.inward, h.origin, h.outward]);
+}
+
 describe('bench: a capture read and each query followed through the forwarder', () => {
   for (const options of [{}, { bigEndian: true }, { nanoseconds: true }, { link: 'sll' as const }]) {
     it(`reads each packet's time, ports, payload and length (${JSON.stringify(options)})`, () => {
@@ -129,10 +139,8 @@ describe('bench: a capture read and each query followed through the forwarder', 
   });
 
   it('times each query in the forwarder, both ways, and at the origin, whatever the case of its name', () => {
-    const frames = [...exchange('a.hops.example', 1000, 20, 40, 15), ...exchange('b.hops.example', 1100, 30, 50, 25)].sort((x, y) => x.atUs - y.atUs);
-    const hops = followQueries(readPcap(capture(frames)), FRONT, ORIGIN);
     assert.deepEqual(
-      hops.map((h) => [h.inward, h.origin, h.outward]),
+      followed([...exchange('a.hops.example', 1000, 20, 40, 15), ...exchange('b.hops.example', 1100, 30, 50, 25)]),
       [
         [20, 40, 15],
         [30, 50, 25],
@@ -141,10 +149,8 @@ describe('bench: a capture read and each query followed through the forwarder', 
   });
 
   it('keeps two queries for the same name apart, the older first', () => {
-    const frames = [...exchange('same.hops.example', 1000, 10, 100, 10), ...exchange('same.hops.example', 1050, 20, 100, 30)].sort((x, y) => x.atUs - y.atUs);
-    const hops = followQueries(readPcap(capture(frames)), FRONT, ORIGIN);
     assert.deepEqual(
-      hops.map((h) => [h.inward, h.origin, h.outward]),
+      followed([...exchange('same.hops.example', 1000, 10, 100, 10), ...exchange('same.hops.example', 1050, 20, 100, 30)]),
       [
         [10, 100, 10],
         [20, 100, 30],
@@ -155,9 +161,8 @@ describe('bench: a capture read and each query followed through the forwarder', 
   it('matches each leg by its ID when the origin answers out of order', () => {
     const first = exchange('same.hops.example', 1000, 10, 90, 10, { client: 1, upstream: 11 });
     const second = exchange('same.hops.example', 1020, 10, 20, 10, { client: 2, upstream: 12 });
-    const hops = followQueries(readPcap(capture([...first, ...second].sort((x, y) => x.atUs - y.atUs))), FRONT, ORIGIN);
     assert.deepEqual(
-      hops.map((h) => [h.inward, h.origin, h.outward]),
+      followed([...first, ...second]),
       [
         [10, 20, 10],
         [10, 90, 10],
@@ -170,12 +175,7 @@ describe('bench: a capture read and each query followed through the forwarder', 
     const stray: Frame = { atUs: 1005, from: 999, to: 998, payload: query('lost.hops.example', 9) };
     // The same question over TCP, on the forwarder's ports: not one of the datagrams followed.
     const overTcp: Frame = { atUs: 2001, from: CLIENT, to: FRONT, payload: query('kept.hops.example', 7), protocol: 6 };
-    const frames = [...lost, stray, overTcp, ...exchange('kept.hops.example', 2000, 5, 6, 7)].sort((x, y) => x.atUs - y.atUs);
-    const hops = followQueries(readPcap(capture(frames)), FRONT, ORIGIN);
-    assert.deepEqual(
-      hops.map((h) => [h.inward, h.origin, h.outward]),
-      [[5, 6, 7]],
-    );
+    assert.deepEqual(followed([...lost, stray, overTcp, ...exchange('kept.hops.example', 2000, 5, 6, 7)]), [[5, 6, 7]]);
   });
 
   it('says which held the slowest queries longer: the forwarder or the origin', () => {
@@ -224,7 +224,7 @@ const legsOf = (h: { clientIn: number; relayIn: number; server: number; relayOut
 describe('bench: an anonymized query followed through client, relay and server', () => {
   it('times each of the five legs', () => {
     const frames = [...anonymized('a.hops.example', 1, 1, 1000, [30, 25, 120, 30, 20]), ...anonymized('b.hops.example', 2, 2, 2000, [35, 20, 100, 40, 25])];
-    const hops = followAnonymized(readPcap(capture(frames.sort((x, y) => x.atUs - y.atUs))), PORTS);
+    const hops = followAnonymized(packetsOf(frames), PORTS);
     assert.deepEqual(hops.map(legsOf), [
       [30, 25, 120, 30, 20],
       [35, 20, 100, 40, 25],
@@ -244,7 +244,7 @@ describe('bench: an anonymized query followed through client, relay and server',
   it('pairs answers that came back out of order, when the client answered in that order too', () => {
     // b's answer comes back first, and the client sends b's plain answer first.
     const frames = [...anonymized('a.hops.example', 1, 1, 1000, [10, 10, 300, 10, 10]), ...anonymized('b.hops.example', 2, 2, 1050, [10, 10, 50, 10, 10])];
-    const hops = followAnonymized(readPcap(capture(frames.sort((x, y) => x.atUs - y.atUs))), PORTS);
+    const hops = followAnonymized(packetsOf(frames), PORTS);
     assert.deepEqual(hops.map(legsOf), [
       [10, 10, 300, 10, 10],
       [10, 10, 50, 10, 10],
@@ -258,7 +258,7 @@ describe('bench: an anonymized query followed through client, relay and server',
     const b = anonymized('b.hops.example', 2, 2, 1005, [10, 10, 100, 10, 10]);
     [a[5]!.atUs, b[5]!.atUs] = [b[5]!.atUs, a[5]!.atUs];
     const certificateQuery: Frame = { atUs: 990, from: UPSTREAM, to: RELAY, payload: Buffer.concat([ANON_MAGIC, Buffer.alloc(18), query('2.dnscrypt-cert.example', 5)]) };
-    const hops = followAnonymized(readPcap(capture([certificateQuery, ...a, ...b].sort((x, y) => x.atUs - y.atUs))), PORTS);
+    const hops = followAnonymized(packetsOf([certificateQuery, ...a, ...b]), PORTS);
     assert.deepEqual(hops.map(legsOf), []);
   });
 });
