@@ -17,7 +17,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, skipUnless, startDaemon, startDnsdist, waitForDns, type Dnsdist } from '../test/helpers/peers.js';
 import { startVeil } from '../test/helpers/veil-process.js';
-import { CLIENT_MAGIC_SIZE, HALF_NONCE_SIZE, PUBLIC_KEY_SIZE, RELAY_HEADER_SIZE, RESOLVER_MAGIC } from '../lib/dnscrypt/constants.js';
+import { answerKey, nonceKey } from '../lib/dnscrypt/channel.js';
+import { CLIENT_MAGIC_SIZE, HALF_NONCE_SIZE, PUBLIC_KEY_SIZE, RELAY_HEADER_SIZE } from '../lib/dnscrypt/constants.js';
 import { MIN_DNSCRYPT_QUERY } from '../plugins/anonymize/relay-listener.js';
 import { startsWithAnonMagic } from '../lib/dnscrypt/relay-header.js';
 import { readPcap, type CapturedPacket } from '../test/helpers/pcap.js';
@@ -128,7 +129,12 @@ const RELAYED_NONCE_AT = RELAY_HEADER_SIZE + CLIENT_MAGIC_SIZE + PUBLIC_KEY_SIZE
 /** A relayed DNSCrypt query at its shortest: certificate queries, which the client sends through the relay too, are shorter. */
 const MIN_RELAYED_QUERY = RELAY_HEADER_SIZE + MIN_DNSCRYPT_QUERY;
 const QUERY_NONCE_AT = CLIENT_MAGIC_SIZE + PUBLIC_KEY_SIZE;
-const RESPONSE_NONCE_AT = RESOLVER_MAGIC.length;
+
+/** A DNSCrypt answer's client half-nonce, as the DNSCrypt client keys it; null for anything else. */
+function answerNonce(packet: Buffer): string | null {
+  const key = answerKey(packet);
+  return key === null || key.startsWith('#') ? null : key; // '#': a plain DNS answer, keyed by its ID
+}
 
 /**
  * Follows each query of a capture through a client Veil (`front`, plain DNS in), a relay
@@ -152,10 +158,14 @@ export function followAnonymized(packets: readonly CapturedPacket[], ports: { fr
     const p = d.payload;
     if (d.dstPort === ports.front && p.length >= 12 && (p[2]! & 0x80) === 0) plainIn.push({ at: d.at, key: `${d.srcPort} ${p.readUInt16BE(0)}` });
     else if (d.srcPort === ports.front && p.length >= 12 && (p[2]! & 0x80) !== 0) plainOut.push({ at: d.at, key: `${d.dstPort} ${p.readUInt16BE(0)}` });
-    else if (d.dstPort === ports.relay && startsWithAnonMagic(p) && d.length >= MIN_RELAYED_QUERY && p.length >= RELAYED_NONCE_AT + HALF_NONCE_SIZE) toRelay.push({ at: d.at, key: p.toString('hex', RELAYED_NONCE_AT, RELAYED_NONCE_AT + HALF_NONCE_SIZE) });
-    else if (d.dstPort === ports.server && p.length >= QUERY_NONCE_AT + HALF_NONCE_SIZE) toServer.set(p.toString('hex', QUERY_NONCE_AT, QUERY_NONCE_AT + HALF_NONCE_SIZE), d.at);
-    else if (d.srcPort === ports.server && p.length >= RESPONSE_NONCE_AT + HALF_NONCE_SIZE && p.compare(RESOLVER_MAGIC, 0, RESOLVER_MAGIC.length, 0, RESOLVER_MAGIC.length) === 0) fromServer.set(p.toString('hex', RESPONSE_NONCE_AT, RESPONSE_NONCE_AT + HALF_NONCE_SIZE), d.at);
-    else if (d.srcPort === ports.relay && p.length >= RESPONSE_NONCE_AT + HALF_NONCE_SIZE && p.compare(RESOLVER_MAGIC, 0, RESOLVER_MAGIC.length, 0, RESOLVER_MAGIC.length) === 0) fromRelay.push({ at: d.at, key: p.toString('hex', RESPONSE_NONCE_AT, RESPONSE_NONCE_AT + HALF_NONCE_SIZE) });
+    else if (d.dstPort === ports.relay && startsWithAnonMagic(p) && d.length >= MIN_RELAYED_QUERY && p.length >= RELAYED_NONCE_AT + HALF_NONCE_SIZE) toRelay.push({ at: d.at, key: nonceKey(p.subarray(RELAYED_NONCE_AT)) });
+    else if (d.dstPort === ports.server && p.length >= QUERY_NONCE_AT + HALF_NONCE_SIZE) toServer.set(nonceKey(p.subarray(QUERY_NONCE_AT)), d.at);
+    else if (d.srcPort === ports.server || d.srcPort === ports.relay) {
+      const key = answerNonce(p);
+      if (key === null) continue;
+      if (d.srcPort === ports.server) fromServer.set(key, d.at);
+      else fromRelay.push({ at: d.at, key });
+    }
   }
   // In order: each DNSCrypt query with the oldest plain query not yet paired that came before
   // it, and each DNSCrypt answer with the first plain answer not yet paired that left after it.
