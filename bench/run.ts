@@ -15,6 +15,7 @@ import path from 'node:path';
 import { skipUnless, startUnboundOrigin, type Peer } from '../test/helpers/peers.js';
 import { ROOT } from '../test/helpers/veil-process.js';
 import { workloads, type Measurement, type Workload, type WorkloadContext } from './workloads.js';
+import { BUSY_HOST_SHARE } from './quiet-rounds.js';
 
 interface Options {
   names: string[];
@@ -91,6 +92,7 @@ type Result = { workload: Workload; measurement: Measurement | null; skipped?: s
  */
 function tables(results: Result[]): string {
   const ms = (n: number | null | undefined) => fmt(n, 3);
+  const share = (of: number | null | undefined) => (of === null || of === undefined ? '–' : `${fmt(of * 100, 0)}%`);
   const skippedRow = (r: Result, columns: number) => row([r.workload.name, `skipped: ${r.skipped}`, ...Array<string>(columns - 3).fill(''), r.workload.target]);
   const throughput = results.filter((r) => r.measurement?.kind === 'throughput' || (!r.measurement && !/latency/.test(r.workload.name)));
   const latency = results.filter((r) => r.measurement?.kind === 'latency' || (!r.measurement && /latency/.test(r.workload.name)));
@@ -98,12 +100,11 @@ function tables(results: Result[]): string {
   const out: string[] = [];
   if (throughput.length) {
     out.push(
-      row(['workload', 'Veil QPS', 'peer QPS', 'Veil/peer', 'Veil CPU µs/query', 'peer CPU µs/query', 'machine CPU µs/query, Veil / peer side', 'cores idle, Veil / peer side', 'Veil mean ms', 'peer mean ms', 'Veil RSS MB', 'target']),
-      row(Array(12).fill('---')),
+      row(['workload', 'Veil QPS', 'peer QPS', 'Veil/peer', 'Veil CPU µs/query', 'peer CPU µs/query', 'machine CPU µs/query, Veil / peer side', 'cores idle, Veil / peer side', 'host took, Veil / peer side', 'Veil mean ms', 'peer mean ms', 'Veil RSS MB', 'target']),
+      row(Array(13).fill('---')),
       ...throughput.map((r) => {
         const m = r.measurement;
-        if (!m) return skippedRow(r, 12);
-        const idle = (share: number | null | undefined) => (share === null || share === undefined ? '–' : `${fmt(share * 100, 0)}%`);
+        if (!m) return skippedRow(r, 13);
         return row([
           r.workload.name,
           fmt(m.veil.qps, 0),
@@ -112,7 +113,8 @@ function tables(results: Result[]): string {
           fmt(m.veil.cpuUs, 1),
           fmt(m.peer?.cpuUs, 1),
           `${fmt(m.veil.machineUs, 1)} / ${fmt(m.peer?.machineUs, 1)}`,
-          `${idle(m.veil.idleShare)} / ${idle(m.peer?.idleShare)}`,
+          `${share(m.veil.idleShare)} / ${share(m.peer?.idleShare)}`,
+          `${share(m.veil.hostShare)} / ${share(m.peer?.hostShare)}`,
           ms(m.veil.meanMs),
           ms(m.peer?.meanMs),
           fmt(m.rssMb, 0),
@@ -126,14 +128,14 @@ function tables(results: Result[]): string {
     out.push(
       "Latency at 2,000 queries a second (ms; every round of each side pooled; Veil's CPU a query is every Veil process's on the way, a relay's included):",
       '',
-      row(['workload', 'Veil p50', 'Veil p99', 'Veil p99.9', 'Veil max', 'direct p50', 'direct p99', 'direct p99.9', 'direct max', 'added p50', 'p99 ÷ direct', 'Veil CPU µs/query', 'target']),
-      row(Array(13).fill('---')),
+      row(['workload', 'Veil p50', 'Veil p99', 'Veil p99.9', 'Veil max', 'direct p50', 'direct p99', 'direct p99.9', 'direct max', 'added p50', 'p99 ÷ direct', 'Veil CPU µs/query', 'host took, Veil / direct', 'target']),
+      row(Array(14).fill('---')),
       ...latency.map((r) => {
         const m = r.measurement;
-        if (!m) return skippedRow(r, 13);
+        if (!m) return skippedRow(r, 14);
         const v = m.veil;
         const d = m.peer!;
-        return row([r.workload.name, ms(v.p50Ms), ms(v.p99Ms), ms(v.p999Ms), ms(v.maxMs), ms(d.p50Ms), ms(d.p99Ms), ms(d.p999Ms), ms(d.maxMs), ms((v.p50Ms ?? NaN) - (d.p50Ms ?? NaN)), `${fmt((v.p99Ms ?? NaN) / (d.p99Ms ?? NaN), 1)}×`, fmt(v.cpuUs, 1), r.workload.target]);
+        return row([r.workload.name, ms(v.p50Ms), ms(v.p99Ms), ms(v.p999Ms), ms(v.maxMs), ms(d.p50Ms), ms(d.p99Ms), ms(d.p999Ms), ms(d.maxMs), ms((v.p50Ms ?? NaN) - (d.p50Ms ?? NaN)), `${fmt((v.p99Ms ?? NaN) / (d.p99Ms ?? NaN), 1)}×`, fmt(v.cpuUs, 1), `${share(v.hostShare)} / ${share(d.hostShare)}`, r.workload.target]);
       }),
       '',
     );
@@ -161,7 +163,11 @@ the origin (unbound with local data), the peers (dnsdist ${peerVersion()}) and V
 Absolute numbers move from run to run and machine to machine; compare the ratios. "Machine CPU" is
 every process's CPU during the round (the load generator's, the origin's, any front-end's, the
 kernel's) per answered query: a side's throughput is the machine's CPU it does not leave idle,
-divided by that, so a ratio can be no better than the two sides' machine costs allow.
+divided by that, so a ratio can be no better than the two sides' machine costs allow. This
+machine is a virtual one on a shared host: "host took" is the share of the cores' time the
+hypervisor gave other machines during a round (/proc/stat's steal). A pair of rounds in which it
+took more than ${(BUSY_HOST_SHARE * 100).toFixed(0)}% of either side's is run again, up to as many extra pairs as were asked
+for, and the quietest pairs are kept (bench/quiet-rounds.ts).
 
 ${table}
 

@@ -24,6 +24,8 @@ export interface LoadResult {
   machineUs?: number | null;
   /** The share of the cores' time nobody used during the load, 0 to 1. */
   idleShare?: number | null;
+  /** The share of the cores' time the host gave other machines during the load, 0 to 1 (bench/quiet-rounds.ts). */
+  hostShare?: number | null;
   sent: number;
   lost: number;
   /** Answers by response code (dnsperf's "Response codes" line). */

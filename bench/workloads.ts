@@ -15,6 +15,7 @@ import { cacheShared } from './shared-cache.js';
 import { captured, captureUnavailable, describeAnonymized, followAnonymized, udpHops, type AnonymizedHops } from './hops.js';
 import { readPcap } from '../test/helpers/pcap.js';
 import { dnsperf, h2load, percentile, writeSkewedQueries, writeUniqueQueries, type LoadResult } from './tools.js';
+import { needsAnotherPair, quietestPairs } from './quiet-rounds.js';
 
 export interface WorkloadContext {
   dir: string;
@@ -79,21 +80,21 @@ export function threadCpuSeconds(pid: number): number {
 }
 
 /**
- * The machine's busy and idle CPU seconds so far, all cores together (/proc/stat's first line,
- * clock ticks of 10 ms: user, nice, system, irq and softirq are busy, idle and iowait idle; time
- * the hypervisor took is neither).
+ * The machine's busy, idle and stolen CPU seconds so far, all cores together (/proc/stat's first
+ * line, clock ticks of 10 ms: user, nice, system, irq and softirq are busy, idle and iowait idle,
+ * and steal is the time the hypervisor ran other machines while this one had work).
  */
-export function machineCpuSeconds(): { busy: number; idle: number } {
+export function machineCpuSeconds(): { busy: number; idle: number; stolen: number } {
   const ticks = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0] = ticks;
-  return { busy: (user + nice + system + irq + softirq) / 100, idle: (idle + iowait) / 100 };
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = ticks;
+  return { busy: (user + nice + system + irq + softirq) / 100, idle: (idle + iowait) / 100, stolen: steal / 100 };
 }
 
 /**
  * Runs `load` and notes the CPU time process `pid` spent per answered query (µs), and the whole
  * machine's (every process on the way, the load generator's, the kernel's), with the share of
  * the cores' time nobody used: on a machine the processes share, a side's throughput is the CPU
- * it leaves, divided by the machine's CPU a query.
+ * it leaves, divided by the machine's CPU a query. And the share the host took (quiet-rounds.ts).
  */
 export async function withCpuOf(pid: number | undefined, load: () => Promise<LoadResult>): Promise<LoadResult> {
   const before = pid === undefined ? 0 : cpuSeconds(pid);
@@ -103,11 +104,13 @@ export async function withCpuOf(pid: number | undefined, load: () => Promise<Loa
   const answered = Math.max(1, result.sent - result.lost);
   const busy = machine.busy - machineBefore.busy;
   const idle = machine.idle - machineBefore.idle;
+  const stolen = machine.stolen - machineBefore.stolen;
   return {
     ...result,
     ...(pid === undefined ? {} : { cpuUs: ((cpuSeconds(pid) - before) / answered) * 1e6 }),
     machineUs: (busy / answered) * 1e6,
     idleShare: busy + idle > 0 ? idle / (busy + idle) : null,
+    hostShare: busy + idle + stolen > 0 ? stolen / (busy + idle + stolen) : null,
   };
 }
 
@@ -118,27 +121,37 @@ export interface Pids {
 }
 
 export interface Alternated {
-  /** Each side's best round (by QPS). */
+  /** Each side's best round (by QPS) of those kept. */
   veil: LoadResult;
   peer: LoadResult;
-  /** Every round, in order. */
+  /** The rounds kept, in order. */
   rounds: { veil: LoadResult[]; peer: LoadResult[] };
+  /** Which pairs were kept, by the order they ran in (0 first). */
+  kept: number[];
 }
 
-/** Runs Veil and peer loads in turn, `rounds` times each; keeps each side's best round. */
+/**
+ * Runs Veil and peer loads in turn, `rounds` times each, and more pairs while the host is busy
+ * (quiet-rounds.ts); keeps the quietest pairs, and each side's best round of those.
+ */
 export async function alternate(ctx: WorkloadContext, veil: () => Promise<LoadResult>, peer: () => Promise<LoadResult>, pids: Pids = {}): Promise<Alternated> {
-  const rounds: Alternated['rounds'] = { veil: [], peer: [] };
+  const ran: { veil: LoadResult; peer: LoadResult }[] = [];
   const cpu = (r: LoadResult) => (r.cpuUs === undefined || r.cpuUs === null ? '' : `, ${r.cpuUs.toFixed(1)} µs CPU per query`);
-  for (let round = 0; round < ctx.rounds; round++) {
+  const host = (r: LoadResult) => (r.hostShare ? `, host took ${(r.hostShare * 100).toFixed(0)}%` : '');
+  const pairShares = () => ran.map((pair) => ({ veil: pair.veil.hostShare, peer: pair.peer.hostShare }));
+  while (ran.length < ctx.rounds || needsAnotherPair(pairShares(), ctx.rounds)) {
+    const round = ran.length + 1;
     const v = await withCpuOf(pids.veil, veil);
-    ctx.log(`round ${round + 1}: Veil ${v.qps.toFixed(0)} qps, mean ${v.meanMs.toFixed(3)} ms${cpu(v)}`);
+    ctx.log(`round ${round}: Veil ${v.qps.toFixed(0)} qps, mean ${v.meanMs.toFixed(3)} ms${cpu(v)}${host(v)}`);
     const p = await withCpuOf(pids.peer, peer);
-    ctx.log(`round ${round + 1}: peer ${p.qps.toFixed(0)} qps, mean ${p.meanMs.toFixed(3)} ms${cpu(p)}`);
-    rounds.veil.push(v);
-    rounds.peer.push(p);
+    ctx.log(`round ${round}: peer ${p.qps.toFixed(0)} qps, mean ${p.meanMs.toFixed(3)} ms${cpu(p)}${host(p)}`);
+    ran.push({ veil: v, peer: p });
   }
+  const kept = quietestPairs(pairShares(), ctx.rounds);
+  if (kept.length < ran.length) ctx.log(`the host was busy: kept rounds ${kept.map((i) => i + 1).join(', ')} of ${ran.length}`);
+  const rounds = { veil: kept.map((i) => ran[i]!.veil), peer: kept.map((i) => ran[i]!.peer) };
   const best = (list: LoadResult[]) => list.reduce((a, b) => (b.qps > a.qps ? b : a));
-  return { veil: best(rounds.veil), peer: best(rounds.peer), rounds };
+  return { veil: best(rounds.veil), peer: best(rounds.peer), rounds, kept };
 }
 
 async function withVeil<T>(corefile: string, fn: (veil: VeilProcess) => Promise<T>): Promise<T> {
@@ -354,6 +367,9 @@ const cacheMemory: Workload = {
 function pooled(rounds: LoadResult[]): LoadResult {
   const latencies = rounds.flatMap((r) => r.latencies ?? []).sort((a, b) => a - b);
   const mean = latencies.reduce((sum, v) => sum + v, 0) / Math.max(1, latencies.length);
+  const answered = (r: LoadResult) => r.sent - r.lost;
+  const allAnswered = Math.max(1, rounds.reduce((sum, r) => sum + answered(r), 0));
+  const cpuRounds = rounds.filter((r) => r.cpuUs !== undefined && r.cpuUs !== null);
   return {
     ...rounds[0]!,
     qps: rounds.reduce((sum, r) => sum + r.qps, 0) / rounds.length,
@@ -365,6 +381,9 @@ function pooled(rounds: LoadResult[]): LoadResult {
     sent: rounds.reduce((sum, r) => sum + r.sent, 0),
     lost: rounds.reduce((sum, r) => sum + r.lost, 0),
     latencies: [],
+    // CPU a query over every answer of the rounds; the host's share of the busiest round.
+    cpuUs: cpuRounds.length === rounds.length ? rounds.reduce((sum, r) => sum + r.cpuUs! * answered(r), 0) / allAnswered : null,
+    hostShare: Math.max(...rounds.map((r) => r.hostShare ?? 0)),
   };
 }
 
@@ -404,33 +423,29 @@ async function addedLatency(
   await dnsperf({ ...fixed, seconds: VEIL_WARM_UP_SECONDS, verbose: false, port: veilPort });
   await dnsperf({ ...fixed, seconds: 2, verbose: false, port: directPort, mode: directMode });
   if (proxy) await dnsperf({ ...fixed, seconds: 2, verbose: false, port: proxy.port });
+  // The proxy's round runs in the peer's turn; a pair the host was too busy in drops it too.
   const proxied: LoadResult[] = [];
-  const spent = { veil: 0, proxy: 0 };
+  const withCpuPerQuery = async (pids: readonly number[], load: () => Promise<LoadResult>): Promise<LoadResult> => {
+    const before = cpuOfAll(pids);
+    const result = await load();
+    return { ...result, cpuUs: ((cpuOfAll(pids) - before) / Math.max(1, result.sent - result.lost)) * 1e6 };
+  };
   const result = await alternate(
     ctx,
+    () => withCpuPerQuery(veilPids, () => dnsperf({ ...fixed, port: veilPort })),
     async () => {
-      const before = cpuOfAll(veilPids);
-      const load = await dnsperf({ ...fixed, port: veilPort });
-      spent.veil += cpuOfAll(veilPids) - before;
-      return load;
-    },
-    async () => {
-      if (proxy) {
-        const before = threadCpuSeconds(proxy.pid);
-        proxied.push(await dnsperf({ ...fixed, port: proxy.port }));
-        spent.proxy += threadCpuSeconds(proxy.pid) - before;
-      }
+      if (proxy) proxied.push(await withCpuPerQuery([proxy.pid], () => dnsperf({ ...fixed, port: proxy.port })));
       return dnsperf({ ...fixed, port: directPort, mode: directMode });
     },
   );
-  const answered = (rounds: LoadResult[]) => Math.max(1, rounds.reduce((sum, r) => sum + r.sent - r.lost, 0));
-  const veil = { ...pooled(result.rounds.veil), cpuUs: (spent.veil / answered(result.rounds.veil)) * 1e6 };
+  const veil = pooled(result.rounds.veil);
   const direct = pooled(result.rounds.peer);
-  const other = proxy ? { ...pooled(proxied), cpuUs: (spent.proxy / answered(proxied)) * 1e6 } : null;
+  const other = proxy ? pooled(result.kept.map((i) => proxied[i]!)) : null;
   const added = (veil.p50Ms ?? NaN) - (direct.p50Ms ?? NaN);
   const addedMean = veil.meanMs - direct.meanMs;
   const tail = (veil.p99Ms ?? NaN) / (direct.p99Ms ?? NaN);
   const ms = (v: number | null | undefined) => (v ?? NaN).toFixed(3);
+  const fmtCpu = (us: number | null | undefined) => (us ?? NaN).toFixed(1);
   return {
     kind: 'latency',
     veil,
@@ -444,7 +459,7 @@ async function addedLatency(
     notes: [
       `added p50 ${added.toFixed(3)} ms, mean ${addedMean.toFixed(3)} ms; p99 ${tail.toFixed(1)}× direct (${ctx.rounds} rounds of each pooled)`,
       ...(other
-        ? [`through ${proxy!.name} instead (the same rate, rounds between Veil's and direct's): p50 ${ms(other.p50Ms)} / p99 ${ms(other.p99Ms)} / p99.9 ${ms(other.p999Ms)} / max ${ms(other.maxMs)} ms, added p50 ${((other.p50Ms ?? NaN) - (direct.p50Ms ?? NaN)).toFixed(3)} ms, p99 ${((other.p99Ms ?? NaN) / (direct.p99Ms ?? NaN)).toFixed(1)}× direct, ${other.cpuUs.toFixed(1)} µs CPU a query (Veil ${veil.cpuUs.toFixed(1)})`]
+        ? [`through ${proxy!.name} instead (the same rate, rounds between Veil's and direct's): p50 ${ms(other.p50Ms)} / p99 ${ms(other.p99Ms)} / p99.9 ${ms(other.p999Ms)} / max ${ms(other.maxMs)} ms, added p50 ${((other.p50Ms ?? NaN) - (direct.p50Ms ?? NaN)).toFixed(3)} ms, p99 ${((other.p99Ms ?? NaN) / (direct.p99Ms ?? NaN)).toFixed(1)}× direct, ${fmtCpu(other.cpuUs)} µs CPU a query (Veil ${fmtCpu(veil.cpuUs)})`]
         : []),
     ],
   };
