@@ -126,16 +126,18 @@ function tables(results: Result[]): string {
   }
   if (latency.length) {
     out.push(
-      "Latency at 2,000 queries a second (ms; every round of each side pooled; Veil's CPU a query is every Veil process's on the way, a relay's included):",
+      "Latency at 2,000 queries a second (ms; every round of each side pooled; Veil's CPU a query is every Veil process's on the way, a relay's included; where dnsdist can do Veil's job on the path, it ran at the same rate in Veil's place, for scale):",
       '',
-      row(['workload', 'Veil p50', 'Veil p99', 'Veil p99.9', 'Veil max', 'direct p50', 'direct p99', 'direct p99.9', 'direct max', 'added p50', 'p99 ÷ direct', 'Veil CPU µs/query', 'host took, Veil / direct', 'target']),
-      row(Array(14).fill('---')),
+      row(['workload', 'Veil p50', 'Veil p99', 'Veil p99.9', 'Veil max', 'direct p50', 'direct p99', 'direct p99.9', 'direct max', 'added p50', 'p99 ÷ direct', 'Veil CPU µs/query', 'dnsdist in Veil\'s place: added p50 / p99 / CPU µs/query', 'host took, Veil / direct', 'target']),
+      row(Array(15).fill('---')),
       ...latency.map((r) => {
         const m = r.measurement;
-        if (!m) return skippedRow(r, 14);
+        if (!m) return skippedRow(r, 15);
         const v = m.veil;
         const d = m.peer!;
-        return row([r.workload.name, ms(v.p50Ms), ms(v.p99Ms), ms(v.p999Ms), ms(v.maxMs), ms(d.p50Ms), ms(d.p99Ms), ms(d.p999Ms), ms(d.maxMs), ms((v.p50Ms ?? NaN) - (d.p50Ms ?? NaN)), `${fmt((v.p99Ms ?? NaN) / (d.p99Ms ?? NaN), 1)}×`, fmt(v.cpuUs, 1), `${share(v.hostShare)} / ${share(d.hostShare)}`, r.workload.target]);
+        const p = m.proxy;
+        const inVeilsPlace = p ? `${ms((p.p50Ms ?? NaN) - (d.p50Ms ?? NaN))} / ${ms(p.p99Ms)} / ${fmt(p.cpuUs, 1)}` : '–';
+        return row([r.workload.name, ms(v.p50Ms), ms(v.p99Ms), ms(v.p999Ms), ms(v.maxMs), ms(d.p50Ms), ms(d.p99Ms), ms(d.p999Ms), ms(d.maxMs), ms((v.p50Ms ?? NaN) - (d.p50Ms ?? NaN)), `${fmt((v.p99Ms ?? NaN) / (d.p99Ms ?? NaN), 1)}×`, fmt(v.cpuUs, 1), inVeilsPlace, `${share(v.hostShare)} / ${share(d.hostShare)}`, r.workload.target]);
       }),
       '',
     );

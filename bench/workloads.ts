@@ -30,6 +30,8 @@ export interface Measurement {
   kind: 'throughput' | 'latency' | 'other';
   veil: LoadResult;
   peer: LoadResult | null;
+  /** Latency workloads: the same rate through dnsdist doing Veil's job, where dnsdist can (for scale). */
+  proxy?: LoadResult | null;
   /** Veil/peer QPS (or latency, as the workload says). */
   ratio: number | null;
   rssMb: number | null;
@@ -450,6 +452,7 @@ async function addedLatency(
     kind: 'latency',
     veil,
     peer: direct,
+    proxy: other,
     ratio: null,
     rssMb: null,
     summary:
@@ -491,7 +494,7 @@ const dotForward: Workload = {
 
 const dotLatency: Workload = {
   name: 'dot-latency',
-  description: 'added latency at 2,000 qps: UDP to Veil, DoT to unbound, vs plain UDP to the same unbound',
+  description: 'added latency at 2,000 qps: UDP to Veil, DoT to unbound, vs plain UDP to the same unbound (and, for scale, dnsdist with a TLS backend in Veil\'s place)',
   target: LATENCY_TARGET,
   async run(ctx) {
     const certs = makeTestCerts();
@@ -499,11 +502,17 @@ const dotLatency: Workload = {
       () => startUnboundDot(certs),
       (origin) =>
         withVeil(`. {\n  listen udp://127.0.0.1:0\n  dot {\n    server o tls://127.0.0.1:${origin.port} {\n      server_name dns.test\n      ca ${certs.ca}\n    }\n  }\n}\n`, (veil) =>
-          addedLatency(ctx, veil.address('udp').port, origin.port, 'dot', [veil.child.pid!]),
+          withPeer(
+            () => startDnsdist({ backendPort: origin.port, backendTls: { serverName: 'dns.test', ca: certs.ca }, plain: true }),
+            (peer) => {
+              const proxy = { port: (peer as Dnsdist).ports.plain!, name: 'dnsdist with a TLS backend', pid: peer.process.pid! };
+              return addedLatency(ctx, veil.address('udp').port, origin.port, 'dot', [veil.child.pid!], 'udp', proxy);
+            },
+          ),
         ),
     );
   },
-  requires: () => skipUnless('dnsperf', 'unbound'),
+  requires: () => skipUnless('dnsperf', 'unbound', 'dnsdist'),
 };
 
 /**
@@ -525,9 +534,18 @@ function withDnsdistDot<T>(ctx: WorkloadContext, fn: (veil: VeilProcess, dnsdist
 
 const dotDnsdistLatency: Workload = {
   name: 'dot-dnsdist-latency',
-  description: "added latency at 2,000 qps: UDP to Veil, DoT to dnsdist's DoT front-end (default options), vs dnsperf's DoT client straight to the same front-end",
+  description: "added latency at 2,000 qps: UDP to Veil, DoT to dnsdist's DoT front-end (default options), vs dnsperf's DoT client straight to the same front-end (and, for scale, a second dnsdist with that front-end as its TLS backend in Veil's place)",
   target: LATENCY_TARGET,
-  run: (ctx) => withDnsdistDot(ctx, (veil, dnsdist) => addedLatency(ctx, veil.address('udp').port, dnsdist.ports.tls!, 'dot-dnsdist', [veil.child.pid!], 'dot')),
+  run: (ctx) =>
+    withDnsdistDot(ctx, (veil, dnsdist, certs) =>
+      withPeer(
+        () => startDnsdist({ backendPort: dnsdist.ports.tls!, backendTls: { serverName: 'dns.test', ca: certs.ca }, plain: true }),
+        (peer) => {
+          const proxy = { port: (peer as Dnsdist).ports.plain!, name: 'a second dnsdist with a TLS backend', pid: peer.process.pid! };
+          return addedLatency(ctx, veil.address('udp').port, dnsdist.ports.tls!, 'dot-dnsdist', [veil.child.pid!], 'dot', proxy);
+        },
+      ),
+    ),
   requires: () => skipUnless('dnsperf', 'dnsdist'),
 };
 
