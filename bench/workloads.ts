@@ -247,18 +247,11 @@ const udpLatencyIdle: Workload = {
       // The same warm-up as at 2,000 qps: JIT and caches filled, then left to go cold between queries.
       for (const port of Object.values(ports)) await dnsperf({ ...fixed, port, seconds: 2, rate: 2000, verbose: false });
       const rounds: Record<keyof typeof ports, LoadResult[]> = { veil: [], dnsdist: [], direct: [] };
-      // CPU seconds and answers over the rounds, for the two that forward.
-      const pids = { veil: veil.child.pid!, dnsdist: dnsdist.process.pid! };
-      const spent = { veil: { cpu: 0, answers: 0 }, dnsdist: { cpu: 0, answers: 0 } };
+      // The CPU a query of the two that forward.
+      const pids = { veil: [veil.child.pid!], dnsdist: [dnsdist.process.pid!], direct: [] };
       for (let round = 0; round < ctx.rounds; round++) {
         for (const side of Object.keys(ports) as (keyof typeof ports)[]) {
-          const pid = side === 'direct' ? null : pids[side];
-          const before = pid === null ? 0 : threadCpuSeconds(pid);
-          const result = await dnsperf({ ...fixed, port: ports[side] });
-          if (side !== 'direct') {
-            spent[side].cpu += threadCpuSeconds(pids[side]) - before;
-            spent[side].answers += result.sent - result.lost;
-          }
+          const result = await withThreadCpuOf(pids[side], () => dnsperf({ ...fixed, port: ports[side] }));
           ctx.log(`round ${round + 1}: ${side} p50 ${(result.p50Ms ?? NaN).toFixed(3)} ms, mean ${result.meanMs.toFixed(3)} ms`);
           rounds[side].push(result);
         }
@@ -266,14 +259,14 @@ const udpLatencyIdle: Workload = {
       const [v, d, o] = [pooled(rounds.veil), pooled(rounds.dnsdist), pooled(rounds.direct)];
       const ms = (x: number | null | undefined) => (x ?? NaN).toFixed(3);
       const side = (name: string, r: LoadResult) => `${name} p50 ${ms(r.p50Ms)} / p99 ${ms(r.p99Ms)} / mean ${ms(r.meanMs)} ms`;
-      const cpuUs = (of: { cpu: number; answers: number }) => ((of.cpu / Math.max(1, of.answers)) * 1e6).toFixed(0);
+      const cpuUs = (of: LoadResult) => (of.cpuUs ?? NaN).toFixed(0);
       return {
         kind: 'other',
         veil: v,
         peer: d,
         ratio: null,
         rssMb: null,
-        summary: `${side('Veil', v)} (added p50 ${ms((v.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}; ${cpuUs(spent.veil)} µs CPU a query); ${side('dnsdist', d)} (added p50 ${ms((d.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}; ${cpuUs(spent.dnsdist)} µs CPU a query); ${side('direct', o)}`,
+        summary: `${side('Veil', v)} (added p50 ${ms((v.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}; ${cpuUs(v)} µs CPU a query); ${side('dnsdist', d)} (added p50 ${ms((d.p50Ms ?? NaN) - (o.p50Ms ?? NaN))}; ${cpuUs(d)} µs CPU a query); ${side('direct', o)}`,
         commands: [v.command, d.command, o.command],
         notes: [`${ctx.rounds} rounds of each pooled, ${fixed.seconds} s each`],
       };
@@ -400,6 +393,13 @@ function cpuOfAll(pids: readonly number[]): number {
   return pids.reduce((sum, pid) => sum + threadCpuSeconds(pid), 0);
 }
 
+/** Runs `load` and notes the CPU these processes' threads spent per answered query (µs), from `schedstat`: fine enough for a slow rate's few ms. */
+async function withThreadCpuOf(pids: readonly number[], load: () => Promise<LoadResult>): Promise<LoadResult> {
+  const before = cpuOfAll(pids);
+  const result = await load();
+  return { ...result, cpuUs: ((cpuOfAll(pids) - before) / Math.max(1, result.sent - result.lost)) * 1e6 };
+}
+
 /**
  * Fixed-rate runs through Veil and straight to `directPort` (with dnsperf's `directMode`),
  * alternating; the percentiles are over every round's answers together, and Veil's CPU a query
@@ -427,16 +427,11 @@ async function addedLatency(
   if (proxy) await dnsperf({ ...fixed, seconds: 2, verbose: false, port: proxy.port });
   // The proxy's round runs in the peer's turn; a pair the host was too busy in drops it too.
   const proxied: LoadResult[] = [];
-  const withCpuPerQuery = async (pids: readonly number[], load: () => Promise<LoadResult>): Promise<LoadResult> => {
-    const before = cpuOfAll(pids);
-    const result = await load();
-    return { ...result, cpuUs: ((cpuOfAll(pids) - before) / Math.max(1, result.sent - result.lost)) * 1e6 };
-  };
   const result = await alternate(
     ctx,
-    () => withCpuPerQuery(veilPids, () => dnsperf({ ...fixed, port: veilPort })),
+    () => withThreadCpuOf(veilPids, () => dnsperf({ ...fixed, port: veilPort })),
     async () => {
-      if (proxy) proxied.push(await withCpuPerQuery([proxy.pid], () => dnsperf({ ...fixed, port: proxy.port })));
+      if (proxy) proxied.push(await withThreadCpuOf([proxy.pid], () => dnsperf({ ...fixed, port: proxy.port })));
       return dnsperf({ ...fixed, port: directPort, mode: directMode });
     },
   );
